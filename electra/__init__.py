@@ -1,0 +1,3 @@
+"""ELECTRA pre-training, fine-tuning and serving in PyTorch."""
+
+__version__ = "0.1.0"

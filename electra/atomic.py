@@ -1,0 +1,70 @@
+"""Publish folders atomically: build in a hidden sibling, fsync, then rename into place.
+
+A reader never sees a half-written folder: either the old one, the new one, or none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+
+class OutputExistsError(FileExistsError):
+    pass
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            with open(os.path.join(dirpath, name), "rb") as f:
+                os.fsync(f.fileno())
+        fd = os.open(dirpath, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def publish_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary folder; on success it replaces `target` in one rename.
+
+    An existing non-empty `target` is refused unless `overwrite`. On any exception the
+    temporary folder is removed and `target` is left as it was.
+    """
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise OutputExistsError(f"{target} exists and is not a folder; choose another output path")
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise OutputExistsError(
+            f"{target} already holds files; choose an empty or new folder, or pass --force to replace it"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        old = None
+        if target.exists():
+            old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(target, old)
+        os.rename(tmp, target)
+        _fsync_dir(target.parent)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

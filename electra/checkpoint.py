@@ -1,0 +1,119 @@
+"""Checkpoints: one folder per save, published atomically, loaded without unpickling code.
+
+RUN_DIR/checkpoints/step-00001000/
+    model.safetensors   the Electra module's tensors (generator + discriminator)
+    config.json         {"format": ..., "model": ModelConfig, "meta": {...}}
+    train_state.pt      optimizer, schedule, RNG and loader state (optional)
+    tokenizer.json, vocab.txt, tokenizer_config.json   (optional)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from electra.atomic import publish_dir
+from electra.config import ModelConfig
+from electra.model import Electra
+from electra.tokenizer import TOKENIZER_FILES
+
+FORMAT = "electra-checkpoint-v1"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    model: Electra
+    meta: dict = field(default_factory=dict)
+    train_state: dict | None = None
+
+    @property
+    def has_tokenizer(self) -> bool:
+        return all((self.path / f).exists() for f in TOKENIZER_FILES)
+
+
+def step_dir(run_dir: str | os.PathLike, step: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"step-{step:08d}"
+
+
+def save_checkpoint(
+    directory: str | os.PathLike,
+    model: Electra,
+    *,
+    train_state: dict | None = None,
+    meta: dict | None = None,
+    tokenizer_dir: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a complete checkpoint folder, or nothing at all."""
+    with publish_dir(directory, overwrite=overwrite) as tmp:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
+        config = {"format": FORMAT, "model": model.cfg.to_dict(), "meta": meta or {}}
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        if train_state is not None:
+            torch.save(train_state, tmp / "train_state.pt")
+        if tokenizer_dir is not None:
+            for name in TOKENIZER_FILES:
+                shutil.copy2(Path(tokenizer_dir) / name, tmp / name)
+    return Path(directory)
+
+
+def is_checkpoint(path: Path) -> bool:
+    config = path / "config.json"
+    if not (config.is_file() and (path / "model.safetensors").is_file()):
+        return False
+    try:
+        return json.loads(config.read_text(encoding="utf-8")).get("format") == FORMAT
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (temporary folders start with '.')."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and is_checkpoint(p)]
+    return [p for _, p in sorted(found)]
+
+
+def find_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint folder itself, or the newest complete checkpoint of a run folder."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; pass a run folder or a checkpoint folder")
+    if is_checkpoint(path):
+        return path
+    found = list_checkpoints(path)
+    if not found:
+        raise FileNotFoundError(
+            f"{path} is neither a checkpoint folder nor a run folder with complete checkpoints under "
+            f"{path / 'checkpoints'}"
+        )
+    return found[-1]
+
+
+def load_checkpoint(path: str | os.PathLike, with_train_state: bool = False) -> Checkpoint:
+    path = find_checkpoint(path)
+    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    model = Electra(ModelConfig.from_dict(config["model"]))
+    model.load_state_dict(load_file(path / "model.safetensors"), strict=True)
+    train_state = None
+    if with_train_state and (path / "train_state.pt").exists():
+        train_state = torch.load(path / "train_state.pt", map_location="cpu", weights_only=True)
+    return Checkpoint(path=path, model=model, meta=config.get("meta", {}), train_state=train_state)
+
+
+def prune_checkpoints(run_dir: str | os.PathLike, keep: int) -> None:
+    """Delete all but the newest `keep` complete checkpoints."""
+    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old)

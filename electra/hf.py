@@ -1,0 +1,392 @@
+"""Hugging Face interop: the one key map between our modules and transformers' Electra* classes.
+
+Export writes folders that transformers loads without custom code (`config.json`,
+`model.safetensors`, tokenizer files); import reads such folders (ours or released ones)
+back into our modules. Both directions use `key_map`, so they cannot drift apart.
+transformers itself is not needed for either.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from electra.atomic import publish_dir
+from electra.config import EncoderConfig, ModelConfig
+from electra.model import Electra, Encoder, SequenceClassifier, TokenClassifier
+from electra.tokenizer import TOKENIZER_FILES
+
+HF_ARCHITECTURES = {
+    "discriminator": "ElectraForPreTraining",
+    "generator": "ElectraForMaskedLM",
+    "sequence": "ElectraForSequenceClassification",
+    "token": "ElectraForTokenClassification",
+    "encoder": "ElectraModel",
+}
+
+# Buffers that some transformers versions save; they hold no learned state.
+_IGNORED_SUFFIXES = ("position_ids", "token_type_ids")
+
+
+# ---------------------------------------------------------------------------------------
+# The key map: (our key, [transformers keys]); several keys are concatenated along dim 0.
+# ---------------------------------------------------------------------------------------
+
+
+def _embedding_keys(ours: str, hf: str) -> list[tuple[str, list[str]]]:
+    pairs = [("word", "word_embeddings"), ("position", "position_embeddings"), ("token_type", "token_type_embeddings")]
+    keys = [(f"{ours}{a}.weight", [f"{hf}embeddings.{b}.weight"]) for a, b in pairs]
+    keys += [(f"{ours}norm.{p}", [f"{hf}embeddings.LayerNorm.{p}"]) for p in ("weight", "bias")]
+    return keys
+
+
+def _transformer_keys(ours: str, hf: str, cfg: EncoderConfig) -> list[tuple[str, list[str]]]:
+    keys = []
+    if cfg.embedding_size != cfg.hidden_size:
+        keys += [(f"{ours}project.{p}", [f"{hf}embeddings_project.{p}"]) for p in ("weight", "bias")]
+    for i in range(cfg.num_layers):
+        o, h = f"{ours}layers.{i}.", f"{hf}encoder.layer.{i}."
+        for p in ("weight", "bias"):
+            keys += [
+                (f"{o}qkv.{p}", [f"{h}attention.self.{n}.{p}" for n in ("query", "key", "value")]),
+                (f"{o}attn_out.{p}", [f"{h}attention.output.dense.{p}"]),
+                (f"{o}attn_norm.{p}", [f"{h}attention.output.LayerNorm.{p}"]),
+                (f"{o}ffn_in.{p}", [f"{h}intermediate.dense.{p}"]),
+                (f"{o}ffn_out.{p}", [f"{h}output.dense.{p}"]),
+                (f"{o}ffn_norm.{p}", [f"{h}output.LayerNorm.{p}"]),
+            ]
+    return keys
+
+
+def _pairs(*items: tuple[str, str]) -> list[tuple[str, list[str]]]:
+    return [(f"{o}.{p}", [f"{h}.{p}"]) for o, h in items for p in ("weight", "bias")]
+
+
+def key_map(kind: str, cfg: EncoderConfig) -> list[tuple[str, list[str]]]:
+    """Our state-dict keys and the transformers keys they become, for one export `kind`.
+
+    discriminator/generator: keys of `Electra` -> ElectraForPreTraining/ElectraForMaskedLM.
+    encoder: keys of `Encoder` -> ElectraModel (under `electra.` as in every head model).
+    sequence/token: keys of `SequenceClassifier`/`TokenClassifier` -> their transformers twins.
+    """
+    if kind == "discriminator":
+        return (
+            _embedding_keys("embeddings.", "electra.")
+            + _transformer_keys("discriminator.", "electra.", cfg)
+            + _pairs(
+                ("discriminator_head.dense", "discriminator_predictions.dense"),
+                ("discriminator_head.out", "discriminator_predictions.dense_prediction"),
+            )
+        )
+    if kind == "generator":
+        return (
+            _embedding_keys("embeddings.", "electra.")
+            + _transformer_keys("generator.", "electra.", cfg)
+            + _pairs(
+                ("generator_head.dense", "generator_predictions.dense"),
+                ("generator_head.norm", "generator_predictions.LayerNorm"),
+            )
+            + [("generator_head.bias", ["generator_lm_head.bias"])]
+        )
+    encoder = _embedding_keys("embeddings.", "electra.") + _transformer_keys("transformer.", "electra.", cfg)
+    if kind == "encoder":
+        return encoder
+    encoder = [(f"encoder.{o}", h) for o, h in encoder]
+    if kind == "sequence":
+        return encoder + _pairs(("dense", "classifier.dense"), ("out", "classifier.out_proj"))
+    if kind == "token":
+        return encoder + _pairs(("out", "classifier"))
+    raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(HF_ARCHITECTURES)}")
+
+
+def to_hf_state(state: dict[str, torch.Tensor], kind: str, cfg: EncoderConfig) -> dict[str, torch.Tensor]:
+    out = {}
+    for ours, theirs in key_map(kind, cfg):
+        parts = state[ours].detach().cpu().chunk(len(theirs), dim=0)
+        for name, part in zip(theirs, parts, strict=True):
+            out[name] = part.contiguous().clone()
+    return out
+
+
+def from_hf_state(
+    hf: dict[str, torch.Tensor], kind: str, cfg: EncoderConfig, where: str = "the checkpoint"
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Our state dict from transformers tensors; also returns the keys left unused."""
+    if not any(k.startswith("electra.") for k in hf):  # a bare ElectraModel saves without the prefix
+        hf = {f"electra.{k}": v for k, v in hf.items()}
+    used, state, missing = set(), {}, []
+    for ours, theirs in key_map(kind, cfg):
+        absent = [t for t in theirs if t not in hf]
+        if absent:
+            missing += absent
+            continue
+        state[ours] = torch.cat([hf[t] for t in theirs], dim=0) if len(theirs) > 1 else hf[theirs[0]]
+        used.update(theirs)
+    if missing:
+        raise ValueError(
+            f"{where} lacks {len(missing)} tensors needed for an ELECTRA {kind}, e.g. {', '.join(missing[:3])}; "
+            f"is it an ELECTRA {HF_ARCHITECTURES[kind]} folder?"
+        )
+    unused = sorted(
+        k for k in hf if k not in used and not k.endswith(_IGNORED_SUFFIXES) and k != "generator_lm_head.weight"
+    )  # tied to the word embeddings
+    return state, unused
+
+
+# ---------------------------------------------------------------------------------------
+# config.json
+# ---------------------------------------------------------------------------------------
+
+
+def to_hf_config(cfg: EncoderConfig, kind: str, **extra) -> dict:
+    return {
+        "architectures": [HF_ARCHITECTURES[kind]],
+        "model_type": "electra",
+        "vocab_size": cfg.vocab_size,
+        "embedding_size": cfg.embedding_size,
+        "hidden_size": cfg.hidden_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "intermediate_size": cfg.ffn_size,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": cfg.dropout,
+        "attention_probs_dropout_prob": cfg.attention_dropout,
+        "max_position_embeddings": cfg.max_positions,
+        "type_vocab_size": cfg.type_vocab_size,
+        "initializer_range": cfg.initializer_range,
+        "layer_norm_eps": cfg.layer_norm_eps,
+        "pad_token_id": cfg.pad_token_id,
+        "position_embedding_type": "absolute",
+        "classifier_dropout": None,
+        "tie_word_embeddings": True,
+        **extra,
+    }
+
+
+def from_hf_config(d: dict, where: str = "config.json") -> EncoderConfig:
+    if d.get("model_type", "electra") != "electra":
+        raise ValueError(f"{where} describes a {d['model_type']!r} model, not an ELECTRA one")
+    unsupported = {
+        "hidden_act": ("gelu", d.get("hidden_act", "gelu")),
+        "position_embedding_type": ("absolute", d.get("position_embedding_type", "absolute")),
+        "is_decoder": (False, d.get("is_decoder", False)),
+    }
+    for name, (want, got) in unsupported.items():
+        if got != want:
+            raise ValueError(f"{where} sets {name}={got!r}; only {want!r} is supported")
+    return EncoderConfig(
+        vocab_size=d["vocab_size"],
+        embedding_size=d.get("embedding_size", d["hidden_size"]),
+        hidden_size=d["hidden_size"],
+        num_layers=d["num_hidden_layers"],
+        num_heads=d["num_attention_heads"],
+        ffn_size=d["intermediate_size"],
+        max_positions=d.get("max_position_embeddings", 512),
+        type_vocab_size=d.get("type_vocab_size", 2),
+        dropout=d.get("hidden_dropout_prob", 0.1),
+        attention_dropout=d.get("attention_probs_dropout_prob", 0.1),
+        layer_norm_eps=d.get("layer_norm_eps", 1e-12),
+        pad_token_id=d.get("pad_token_id") or 0,
+        initializer_range=d.get("initializer_range", 0.02),
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Folders
+# ---------------------------------------------------------------------------------------
+
+
+def resolve(name_or_path: str | os.PathLike) -> Path:
+    """A local folder as is; anything else is fetched from the Hugging Face hub (cached)."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ValueError(f"{path} is a file; point at a model folder")
+    if str(name_or_path).startswith((".", "/", "~")) or str(name_or_path).count("/") > 1:
+        raise FileNotFoundError(f"model folder {path} does not exist")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as e:
+        raise FileNotFoundError(
+            f"{name_or_path} is not a local folder, and huggingface_hub is not installed to fetch it "
+            "from the hub; pip install 'electra[hf]' or download the folder yourself"
+        ) from e
+    try:
+        return Path(
+            snapshot_download(str(name_or_path), allow_patterns=["*.json", "*.safetensors", "*.bin", "vocab.txt"])
+        )
+    except Exception as e:
+        raise FileNotFoundError(
+            f"could not fetch {name_or_path} from the Hugging Face hub ({type(e).__name__}: {e}); "
+            "download the folder where the hub is reachable and pass its local path"
+        ) from e
+
+
+def read_config(folder: Path) -> dict:
+    path = folder / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{folder} has no config.json; is it a Hugging Face model folder?")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a folder: model.safetensors, its sharded form, or pytorch_model.bin."""
+    if (folder / "model.safetensors").exists():
+        return load_file(folder / "model.safetensors")
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return {k: v for shard in shards for k, v in load_file(folder / shard).items()}
+    if (folder / "pytorch_model.bin").exists():
+        # weights_only refuses anything but tensors and plain containers: no code runs on load
+        return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    raise FileNotFoundError(f"{folder} has no model.safetensors or pytorch_model.bin")
+
+
+def _copy_tokenizer(tokenizer_dir: str | os.PathLike | None, dest: Path) -> None:
+    if tokenizer_dir is None:
+        return
+    src = Path(tokenizer_dir)
+    missing = [f for f in TOKENIZER_FILES if not (src / f).exists()]
+    if missing:
+        raise FileNotFoundError(f"tokenizer folder {src} lacks {', '.join(missing)}")
+    for name in TOKENIZER_FILES:
+        shutil.copy2(src / name, dest / name)
+
+
+def _write(folder, state: dict, config: dict, tokenizer_dir, overwrite: bool) -> Path:
+    with publish_dir(folder, overwrite=overwrite) as tmp:
+        save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        _copy_tokenizer(tokenizer_dir, tmp)
+    return Path(folder)
+
+
+def export_discriminator(model: Electra, folder, tokenizer_dir=None, overwrite: bool = False) -> Path:
+    """An `ElectraForPreTraining` folder: the encoder to fine-tune."""
+    cfg = model.cfg.discriminator
+    return _write(
+        folder,
+        to_hf_state(model.state_dict(), "discriminator", cfg),
+        to_hf_config(cfg, "discriminator"),
+        tokenizer_dir,
+        overwrite,
+    )
+
+
+def export_generator(model: Electra, folder, tokenizer_dir=None, overwrite: bool = False) -> Path:
+    """An `ElectraForMaskedLM` folder (fill-mask); its output layer is tied to the embeddings."""
+    cfg = model.cfg.generator
+    return _write(
+        folder,
+        to_hf_state(model.state_dict(), "generator", cfg),
+        to_hf_config(cfg, "generator"),
+        tokenizer_dir,
+        overwrite,
+    )
+
+
+def _label_config(id2label: dict[int, str] | list[str], kind: str, cfg: EncoderConfig, **extra) -> dict:
+    if not isinstance(id2label, dict):
+        id2label = dict(enumerate(id2label))
+    id2label = {int(i): str(label) for i, label in id2label.items()}
+    return to_hf_config(
+        cfg,
+        kind,
+        id2label={str(i): v for i, v in id2label.items()},
+        label2id={v: i for i, v in id2label.items()},
+        **extra,
+    )
+
+
+def export_sequence_classifier(
+    model: SequenceClassifier, folder, id2label, tokenizer_dir=None, overwrite: bool = False
+) -> Path:
+    """An `ElectraForSequenceClassification` folder; one label means regression."""
+    if len(id2label) != model.num_labels:
+        raise ValueError(f"id2label has {len(id2label)} labels but the model predicts {model.num_labels}")
+    problem = "regression" if model.num_labels == 1 else "single_label_classification"
+    config = _label_config(id2label, "sequence", model.cfg, problem_type=problem)
+    return _write(folder, to_hf_state(model.state_dict(), "sequence", model.cfg), config, tokenizer_dir, overwrite)
+
+
+def export_token_classifier(
+    model: TokenClassifier, folder, id2label, tokenizer_dir=None, overwrite: bool = False
+) -> Path:
+    if len(id2label) != model.num_labels:
+        raise ValueError(f"id2label has {len(id2label)} labels but the model predicts {model.num_labels}")
+    config = _label_config(id2label, "token", model.cfg)
+    return _write(folder, to_hf_state(model.state_dict(), "token", model.cfg), config, tokenizer_dir, overwrite)
+
+
+def _load(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    # strict: every parameter of ours must be filled, and nothing may be left over
+    module.load_state_dict(state, strict=True)
+
+
+def load_electra(discriminator: str | os.PathLike, generator: str | os.PathLike) -> Electra:
+    """Our pre-training pair from two transformers folders, e.g. google/electra-small-*.
+
+    The embeddings are shared, so the discriminator's are kept; a generator whose own
+    embeddings differ is reported in the returned model's `import_notes`.
+    """
+    dfolder, gfolder = resolve(discriminator), resolve(generator)
+    dcfg = from_hf_config(read_config(dfolder), f"{dfolder}/config.json")
+    gcfg = from_hf_config(read_config(gfolder), f"{gfolder}/config.json")
+    model = Electra(ModelConfig(discriminator=dcfg, generator=gcfg))
+    dstate, _ = from_hf_state(read_weights(dfolder), "discriminator", dcfg, str(dfolder))
+    gstate, _ = from_hf_state(read_weights(gfolder), "generator", gcfg, str(gfolder))
+    notes = []
+    for k in [k for k in gstate if k.startswith("embeddings.")]:
+        if not torch.equal(gstate[k], dstate[k]):
+            notes.append(f"generator {k} differs from the discriminator's; the discriminator's is shared")
+        del gstate[k]
+    _load(model, {**dstate, **gstate})
+    model.import_notes = notes
+    return model
+
+
+def load_encoder(folder: str | os.PathLike) -> Encoder:
+    """The encoder of any ELECTRA folder (discriminator, generator, classifier, bare model)."""
+    folder = resolve(folder)
+    cfg = from_hf_config(read_config(folder), f"{folder}/config.json")
+    state, _ = from_hf_state(read_weights(folder), "encoder", cfg, str(folder))
+    encoder = Encoder(cfg)
+    _load(encoder, state)
+    return encoder
+
+
+def _labels(config: dict, folder: Path) -> dict[int, str]:
+    if "id2label" not in config:
+        raise ValueError(f"{folder}/config.json has no id2label; it is not a fine-tuned classifier")
+    return {int(i): label for i, label in config["id2label"].items()}
+
+
+def load_sequence_classifier(folder: str | os.PathLike) -> tuple[SequenceClassifier, dict[int, str]]:
+    folder = resolve(folder)
+    config = read_config(folder)
+    if "ElectraForSequenceClassification" not in config.get("architectures", []):
+        raise ValueError(f"{folder} holds {config.get('architectures')}, not an ElectraForSequenceClassification")
+    cfg, id2label = from_hf_config(config, f"{folder}/config.json"), _labels(config, folder)
+    model = SequenceClassifier(cfg, num_labels=len(id2label))
+    state, _ = from_hf_state(read_weights(folder), "sequence", cfg, str(folder))
+    _load(model, state)
+    return model, id2label
+
+
+def load_token_classifier(folder: str | os.PathLike) -> tuple[TokenClassifier, dict[int, str]]:
+    folder = resolve(folder)
+    config = read_config(folder)
+    if "ElectraForTokenClassification" not in config.get("architectures", []):
+        raise ValueError(f"{folder} holds {config.get('architectures')}, not an ElectraForTokenClassification")
+    cfg, id2label = from_hf_config(config, f"{folder}/config.json"), _labels(config, folder)
+    model = TokenClassifier(cfg, num_labels=len(id2label))
+    state, _ = from_hf_state(read_weights(folder), "token", cfg, str(folder))
+    _load(model, state)
+    return model, id2label

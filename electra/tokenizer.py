@@ -1,0 +1,145 @@
+"""WordPiece tokenizers: train one BERT-style, load an existing one, save it for transformers.
+
+A saved folder holds `tokenizer.json` (the exact pipeline), `vocab.txt` and
+`tokenizer_config.json`, so that `AutoTokenizer.from_pretrained(folder)` encodes as we do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
+
+
+def _bert_pipeline(tok: Tokenizer, lowercase: bool) -> Tokenizer:
+    tok.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
+    )
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    return tok
+
+
+def _add_post_processor(tok: Tokenizer) -> Tokenizer:
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
+    )
+    return tok
+
+
+def train_wordpiece(
+    texts: Iterable[str],
+    vocab_size: int = 30522,
+    lowercase: bool = True,
+    min_frequency: int = 2,
+    show_progress: bool = True,
+) -> Tokenizer:
+    """Train a BERT-style WordPiece vocabulary (`##` continuations, specials first: [PAD]=0)."""
+    if vocab_size < len(SPECIAL_TOKENS) + 1:
+        raise ValueError(f"vocab_size {vocab_size} is too small; it must hold the special tokens and more")
+    tok = _bert_pipeline(Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100)), lowercase)
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(SPECIAL_TOKENS),
+        continuing_subword_prefix="##",
+        show_progress=show_progress,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return _add_post_processor(tok)
+
+
+def from_vocab(vocab: list[str] | dict[str, int], lowercase: bool = True) -> Tokenizer:
+    """A BERT tokenizer over a fixed vocabulary (a list in id order, or token -> id)."""
+    if not isinstance(vocab, dict):
+        vocab = {t: i for i, t in enumerate(vocab)}
+    tok = _bert_pipeline(Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100)), lowercase)
+    check_special_tokens(tok, "the vocabulary")
+    return _add_post_processor(tok)
+
+
+def check_special_tokens(tok: Tokenizer, where: str) -> None:
+    missing = [t for t in SPECIAL_TOKENS if tok.token_to_id(t) is None]
+    if missing:
+        raise ValueError(
+            f"{where} lacks the special tokens {', '.join(missing)}; ELECTRA needs all of "
+            f"{', '.join(SPECIAL_TOKENS)}. Add them to the vocabulary or train a new tokenizer"
+        )
+
+
+def _read_vocab_txt(path: Path) -> list[str]:
+    return [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """Load `tokenizer.json`, a `vocab.txt`, or a folder holding either (HF tokenizer folders)."""
+    path = Path(path)
+    lowercase = True
+    if path.is_dir():
+        config = path / "tokenizer_config.json"
+        if config.exists():
+            lowercase = bool(json.loads(config.read_text(encoding="utf-8")).get("do_lower_case", True))
+        if (path / "tokenizer.json").exists():
+            path = path / "tokenizer.json"
+        elif (path / "vocab.txt").exists():
+            path = path / "vocab.txt"
+        else:
+            raise FileNotFoundError(f"{path} holds neither tokenizer.json nor vocab.txt; point at a tokenizer")
+    if not path.exists():
+        raise FileNotFoundError(f"tokenizer {path} does not exist")
+    if path.suffix == ".json":
+        try:
+            tok = Tokenizer.from_file(str(path))
+        except Exception as e:  # tokenizers raises a bare Exception on malformed files
+            raise ValueError(f"{path} is not a valid tokenizer.json: {e}") from e
+        check_special_tokens(tok, str(path))
+        return tok
+    return from_vocab(_read_vocab_txt(path), lowercase=lowercase)
+
+
+def is_lowercase(tok: Tokenizer) -> bool:
+    normalizer = json.loads(tok.to_str()).get("normalizer") or {}
+    if normalizer.get("type") == "Sequence":
+        return any(n.get("lowercase") or n.get("type") == "Lowercase" for n in normalizer["normalizers"])
+    return bool(normalizer.get("lowercase")) or normalizer.get("type") == "Lowercase"
+
+
+def vocab_in_order(tok: Tokenizer) -> list[str]:
+    vocab = tok.get_vocab(with_added_tokens=True)
+    ordered = sorted(vocab, key=vocab.get)
+    if [vocab[t] for t in ordered] != list(range(len(ordered))):
+        raise ValueError("the tokenizer's ids are not contiguous from 0; it cannot be written as vocab.txt")
+    return ordered
+
+
+def save_tokenizer(tok: Tokenizer, folder: str | Path, model_max_length: int = 512) -> None:
+    """Write tokenizer.json, vocab.txt and tokenizer_config.json into `folder`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.save(str(folder / "tokenizer.json"))
+    (folder / "vocab.txt").write_text("\n".join(vocab_in_order(tok)) + "\n", encoding="utf-8")
+    config = {
+        "tokenizer_class": "ElectraTokenizer",
+        "do_lower_case": is_lowercase(tok),
+        "model_max_length": model_max_length,
+        "pad_token": "[PAD]",
+        "unk_token": "[UNK]",
+        "cls_token": "[CLS]",
+        "sep_token": "[SEP]",
+        "mask_token": "[MASK]",
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
+def tokenizer_hash(tok: Tokenizer) -> str:
+    """sha256 of the canonical serialisation: equal hashes mean identical encodings."""
+    return hashlib.sha256(tok.to_str().encode("utf-8")).hexdigest()

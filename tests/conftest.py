@@ -1,0 +1,56 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from electra.tokenizer import save_tokenizer, train_wordpiece
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+SENTENCES = [
+    "the movie was great and a lot of fun",
+    "a terrible , boring film with a weak plot",
+    "i loved the acting and the music",
+    "the worst plot i have ever seen",
+    "an honest and moving story about a family",
+    "nothing works here , not even the jokes",
+]
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return train_wordpiece(SENTENCES * 20, vocab_size=120, show_progress=False)
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory, tokenizer):
+    folder = tmp_path_factory.mktemp("tokenizer")
+    save_tokenizer(tokenizer, folder)
+    return folder
+
+
+def perturb(module: torch.nn.Module, seed: int = 0, scale: float = 0.05) -> torch.nn.Module:
+    """Move every tensor off its initial value (zero biases, unit LayerNorms) so parity
+    tests exercise every weight, not just the ones initialised randomly."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * scale)
+    return module.eval()
+
+
+def batch(vocab_size: int, B: int = 3, T: int = 12, seed: int = 0):
+    """Random ids with [CLS]=2 / [SEP]=3, two segments, and right padding in some rows."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab_size, (B, T), generator=g)
+    ids[:, 0] = 2
+    types = torch.zeros_like(ids)
+    types[:, T // 2 :] = 1
+    mask = torch.ones_like(ids)
+    for row, length in enumerate([T, T - 4, T // 2 + 1][:B]):
+        ids[row, length - 1] = 3
+        ids[row, length:] = 0
+        types[row, length:] = 0
+        mask[row, length:] = 0
+    return ids, types, mask

@@ -1,0 +1,101 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from electra.atomic import publish_dir
+from electra.checkpoint import (
+    find_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+    step_dir,
+)
+from electra.config import tiny
+from electra.model import Electra
+from tests.conftest import batch, perturb
+
+
+def test_checkpoint_round_trip_keeps_weights_config_and_state(tmp_path):
+    model = perturb(Electra(tiny()))
+    state = {"step": 7, "rng": torch.get_rng_state(), "optimizer": {"lr": 1e-3}}
+    save_checkpoint(step_dir(tmp_path, 7), model, train_state=state, meta={"preset": "tiny"})
+    ckpt = load_checkpoint(tmp_path, with_train_state=True)
+    assert ckpt.path == step_dir(tmp_path, 7)
+    assert ckpt.model.cfg == model.cfg and ckpt.meta == {"preset": "tiny"}
+    assert ckpt.train_state["step"] == 7 and torch.equal(ckpt.train_state["rng"], state["rng"])
+    for a, b in zip(model.state_dict().values(), ckpt.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_newest_complete_checkpoint_wins_and_pruning_keeps_the_newest(tmp_path):
+    model = Electra(tiny())
+    for step in (10, 200, 30):
+        save_checkpoint(step_dir(tmp_path, step), model)
+    # a write interrupted before its rename leaves only a hidden temporary folder
+    (tmp_path / "checkpoints" / ".step-00000300.tmp-dead").mkdir()
+    # a folder that lost its weights is not complete
+    broken = step_dir(tmp_path, 400)
+    broken.mkdir()
+    (broken / "config.json").write_text("{")
+    assert find_checkpoint(tmp_path) == step_dir(tmp_path, 200)
+    prune_checkpoints(tmp_path, keep=2)
+    assert list_checkpoints(tmp_path) == [step_dir(tmp_path, 30), step_dir(tmp_path, 200)]
+
+
+def test_a_failed_publish_leaves_nothing(tmp_path):
+    with pytest.raises(RuntimeError), publish_dir(tmp_path / "out") as tmp:
+        (tmp / "half.bin").write_bytes(b"x")
+        raise RuntimeError("killed mid-write")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_checkpoint_message(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither a checkpoint folder nor a run folder"):
+        find_checkpoint(tmp_path)
+
+
+def _electra(*args):
+    return subprocess.run([sys.executable, "-m", "electra", *args], capture_output=True, text=True)
+
+
+def test_cli_export_of_a_run_loads_in_transformers(tmp_path, tokenizer, tokenizer_dir):
+    transformers = pytest.importorskip("transformers")
+    model = perturb(Electra(tiny(vocab_size=tokenizer.get_vocab_size())))
+    save_checkpoint(step_dir(tmp_path / "run", 5), model, tokenizer_dir=tokenizer_dir)
+    result = _electra(
+        "export", str(tmp_path / "run"), "--out", str(tmp_path / "disc"), "--generator-out", str(tmp_path / "gen")
+    )
+    assert result.returncode == 0, result.stderr
+    assert "step-00000005" in result.stdout
+    disc = transformers.ElectraForPreTraining.from_pretrained(tmp_path / "disc").eval()
+    ids, types, mask = batch(tokenizer.get_vocab_size())
+    with torch.no_grad():
+        ours = model.discriminator_logits(ids, types, mask)
+        theirs = disc(input_ids=ids, token_type_ids=types, attention_mask=mask).logits
+    torch.testing.assert_close(ours[mask.bool()], theirs[mask.bool()], rtol=0, atol=1e-5)
+    fill = transformers.pipeline("fill-mask", model=str(tmp_path / "gen"))
+    assert len(fill("the movie was [MASK] .")) == 5
+    assert json.loads((tmp_path / "disc" / "tokenizer_config.json").read_text())["do_lower_case"] is True
+
+
+def test_cli_export_refuses_bad_input_with_a_message(tmp_path):
+    result = _electra("export", str(tmp_path / "missing"), "--out", str(tmp_path / "x"))
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+    save_checkpoint(tmp_path / "ckpt", Electra(tiny()))
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "file").write_text("x")
+    result = _electra("export", str(tmp_path / "ckpt"), "--out", str(tmp_path / "busy"))
+    assert result.returncode == 2 and "--force" in result.stderr
+    assert [p.name for p in (tmp_path / "busy").iterdir()] == ["file"]
+
+
+def test_cli_help_lists_the_public_subcommands():
+    result = _electra("--help")
+    assert result.returncode == 0
+    for name in ("prepare", "pretrain", "export", "finetune", "predict", "quickstart"):
+        assert name in result.stdout

@@ -1,0 +1,234 @@
+"""Parity with transformers' Electra* classes in both directions, and the pipeline contract."""
+
+import json
+
+import pytest
+import torch
+
+from electra import hf
+from electra.config import tiny
+from electra.model import Electra, SequenceClassifier, TokenClassifier
+from tests.conftest import batch, perturb
+
+transformers = pytest.importorskip("transformers")
+TOL = dict(rtol=0, atol=1e-5)  # max abs difference, fp32
+
+
+def _hf_config(cfg, kind, **extra):
+    return transformers.ElectraConfig(**hf.to_hf_config(cfg, kind, **extra))
+
+
+def _assert_real_close(ours, theirs, mask):
+    assert ours.shape == theirs.shape
+    torch.testing.assert_close(ours[mask.bool()], theirs[mask.bool()], **TOL)
+
+
+@pytest.fixture
+def electra():
+    return perturb(Electra(tiny()))
+
+
+def test_exported_discriminator_and_generator_match_transformers(tmp_path, electra):
+    hf.export_discriminator(electra, tmp_path / "disc")
+    hf.export_generator(electra, tmp_path / "gen")
+    disc = transformers.ElectraForPreTraining.from_pretrained(tmp_path / "disc").eval()
+    gen = transformers.ElectraForMaskedLM.from_pretrained(tmp_path / "gen").eval()
+    ids, types, mask = batch(100)
+    with torch.no_grad():
+        _assert_real_close(
+            electra.discriminator_logits(ids, types, mask),
+            disc(input_ids=ids, token_type_ids=types, attention_mask=mask).logits,
+            mask,
+        )
+        _assert_real_close(
+            electra.generator_logits(ids, types, mask),
+            gen(input_ids=ids, token_type_ids=types, attention_mask=mask).logits,
+            mask,
+        )
+    assert gen.generator_lm_head.weight.data_ptr() == gen.electra.embeddings.word_embeddings.weight.data_ptr()
+    config = json.loads((tmp_path / "gen" / "config.json").read_text())
+    assert config["architectures"] == ["ElectraForMaskedLM"] and config["hidden_size"] == 16
+
+
+@pytest.mark.parametrize("num_labels", [2, 1])
+def test_exported_sequence_classifier_matches_transformers(tmp_path, num_labels):
+    cfg = tiny().discriminator
+    model = perturb(SequenceClassifier(cfg, num_labels))
+    labels = ["neg", "pos"][:num_labels] if num_labels > 1 else ["score"]
+    hf.export_sequence_classifier(model, tmp_path / "clf", labels)
+    theirs = transformers.ElectraForSequenceClassification.from_pretrained(tmp_path / "clf").eval()
+    assert theirs.config.problem_type == ("regression" if num_labels == 1 else "single_label_classification")
+    ids, types, mask = batch(100)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model(ids, types, mask), theirs(input_ids=ids, token_type_ids=types, attention_mask=mask).logits, **TOL
+        )
+
+
+def test_exported_token_classifier_matches_transformers(tmp_path):
+    model = perturb(TokenClassifier(tiny().discriminator, 5))
+    hf.export_token_classifier(model, tmp_path / "tok", ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])
+    theirs = transformers.ElectraForTokenClassification.from_pretrained(tmp_path / "tok").eval()
+    assert theirs.config.id2label[1] == "B-PER"
+    ids, types, mask = batch(100)
+    with torch.no_grad():
+        _assert_real_close(
+            model(ids, types, mask), theirs(input_ids=ids, token_type_ids=types, attention_mask=mask).logits, mask
+        )
+
+
+def _random_hf_pair(tmp_path, seed=0):
+    """A transformers discriminator + generator with shared embeddings, saved as released."""
+    cfg = tiny(generator_fraction=0.25)
+    torch.manual_seed(seed)
+    disc = perturb(transformers.ElectraForPreTraining(_hf_config(cfg.discriminator, "discriminator")), seed)
+    gen = perturb(transformers.ElectraForMaskedLM(_hf_config(cfg.generator, "generator")), seed + 1)
+    gen.electra.embeddings.load_state_dict(disc.electra.embeddings.state_dict())
+    disc.save_pretrained(tmp_path / "disc")
+    gen.save_pretrained(tmp_path / "gen")
+    return disc, gen
+
+
+def test_imported_transformers_pair_matches_transformers(tmp_path):
+    disc, gen = _random_hf_pair(tmp_path)
+    ours = hf.load_electra(tmp_path / "disc", tmp_path / "gen").eval()
+    assert ours.import_notes == []
+    ids, types, mask = batch(100, seed=1)
+    with torch.no_grad():
+        _assert_real_close(
+            ours.discriminator_logits(ids, types, mask),
+            disc(input_ids=ids, token_type_ids=types, attention_mask=mask).logits,
+            mask,
+        )
+        _assert_real_close(
+            ours.generator_logits(ids, types, mask),
+            gen(input_ids=ids, token_type_ids=types, attention_mask=mask).logits,
+            mask,
+        )
+
+
+def test_import_reports_generator_embeddings_that_differ(tmp_path):
+    disc, gen = _random_hf_pair(tmp_path)
+    with torch.no_grad():
+        gen.electra.embeddings.position_embeddings.weight.add_(1.0)
+    gen.save_pretrained(tmp_path / "gen")
+    ours = hf.load_electra(tmp_path / "disc", tmp_path / "gen")
+    assert ours.import_notes == [
+        "generator embeddings.position.weight differs from the discriminator's; the discriminator's is shared"
+    ]
+    assert torch.equal(ours.embeddings.position.weight, disc.electra.embeddings.position_embeddings.weight)
+
+
+def test_imported_transformers_classifiers_match(tmp_path):
+    cfg = tiny().discriminator
+    seq = perturb(
+        transformers.ElectraForSequenceClassification(
+            _hf_config(cfg, "sequence", id2label={0: "a", 1: "b", 2: "c"}, label2id={"a": 0, "b": 1, "c": 2})
+        )
+    )
+    seq.save_pretrained(tmp_path / "seq")
+    tok = perturb(
+        transformers.ElectraForTokenClassification(
+            _hf_config(cfg, "token", id2label={0: "O", 1: "B-X"}, label2id={"O": 0, "B-X": 1})
+        )
+    )
+    tok.save_pretrained(tmp_path / "tok")
+    ours_seq, labels = hf.load_sequence_classifier(tmp_path / "seq")
+    ours_tok, tags = hf.load_token_classifier(tmp_path / "tok")
+    assert labels == {0: "a", 1: "b", 2: "c"} and tags == {0: "O", 1: "B-X"}
+    ids, types, mask = batch(100, seed=2)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            ours_seq.eval()(ids, types, mask),
+            seq(input_ids=ids, token_type_ids=types, attention_mask=mask).logits,
+            **TOL,
+        )
+        _assert_real_close(
+            ours_tok.eval()(ids, types, mask),
+            tok(input_ids=ids, token_type_ids=types, attention_mask=mask).logits,
+            mask,
+        )
+
+
+def test_encoder_imports_from_any_electra_folder(tmp_path):
+    disc, _ = _random_hf_pair(tmp_path)
+    disc.electra.save_pretrained(tmp_path / "bare")  # ElectraModel: keys without the electra. prefix
+    ids, types, mask = batch(100)
+    with torch.no_grad():
+        want = disc.electra(input_ids=ids, token_type_ids=types, attention_mask=mask).last_hidden_state
+        for folder in ("disc", "bare"):
+            encoder = hf.load_encoder(tmp_path / folder).eval()
+            _assert_real_close(encoder(ids, types, mask), want, mask)
+
+
+def test_export_import_round_trip_is_lossless(tmp_path, electra):
+    hf.export_discriminator(electra, tmp_path / "disc")
+    hf.export_generator(electra, tmp_path / "gen")
+    back = hf.load_electra(tmp_path / "disc", tmp_path / "gen")
+    assert back.cfg == electra.cfg
+    for (name, a), (_, b) in zip(electra.state_dict().items(), back.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+    clf = perturb(SequenceClassifier(tiny().discriminator, 3))
+    hf.export_sequence_classifier(clf, tmp_path / "clf", {0: "x", 1: "y", 2: "z"})
+    clf_back, labels = hf.load_sequence_classifier(tmp_path / "clf")
+    assert labels == {0: "x", 1: "y", 2: "z"}
+    assert all(
+        torch.equal(a, b) for a, b in zip(clf.state_dict().values(), clf_back.state_dict().values(), strict=True)
+    )
+
+
+def test_pipeline_returns_our_labels_and_softmax_scores(tmp_path, tokenizer, tokenizer_dir):
+    cfg = tiny(vocab_size=tokenizer.get_vocab_size()).discriminator
+    model = perturb(SequenceClassifier(cfg, 2), scale=0.2)
+    folder = hf.export_sequence_classifier(model, tmp_path / "clf", {0: "NEGATIVE", 1: "POSITIVE"}, tokenizer_dir)
+    classify = transformers.pipeline("sentiment-analysis", model=str(folder))
+    texts = ["the movie was great and a lot of fun", "the worst plot i have ever seen"]
+    got = classify(texts)
+    with torch.no_grad():
+        for text, result in zip(texts, got, strict=True):
+            enc = tokenizer.encode(text)
+            probs = torch.softmax(model(torch.tensor([enc.ids]), torch.tensor([enc.type_ids])), -1)[0]
+            assert result["label"] == ["NEGATIVE", "POSITIVE"][probs.argmax()]
+            assert result["score"] == pytest.approx(probs.max().item(), abs=1e-6)
+    assert {r["label"] for r in got} <= {"NEGATIVE", "POSITIVE"}
+
+
+def test_auto_tokenizer_encodes_like_ours(tokenizer, tokenizer_dir):
+    auto = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
+    for a, b in [
+        ("The Movie was GREAT, really!", None),
+        ("unseen wordz", "a second segment"),
+        ("accents: café naïve", None),
+    ]:
+        enc = tokenizer.encode(a, b)
+        theirs = auto(a, b)
+        assert theirs["input_ids"] == enc.ids
+        assert theirs["token_type_ids"] == enc.type_ids
+
+
+def test_import_errors_name_the_problem(tmp_path, electra):
+    hf.export_discriminator(electra, tmp_path / "disc")
+    with pytest.raises(ValueError, match="not an ElectraForSequenceClassification"):
+        hf.load_sequence_classifier(tmp_path / "disc")
+    with pytest.raises(ValueError, match="lacks .* tensors needed for an ELECTRA generator"):
+        hf.load_electra(tmp_path / "disc", tmp_path / "disc")
+    config = json.loads((tmp_path / "disc" / "config.json").read_text())
+    (tmp_path / "disc" / "config.json").write_text(json.dumps({**config, "hidden_act": "relu"}))
+    with pytest.raises(ValueError, match="hidden_act='relu'; only 'gelu' is supported"):
+        hf.load_encoder(tmp_path / "disc")
+    with pytest.raises(FileNotFoundError, match="has no config.json"):
+        hf.load_encoder(tmp_path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        hf.load_encoder(tmp_path / "nope" / "deeper" / "path")
+
+
+def test_export_refuses_a_folder_that_holds_files(tmp_path, electra):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="already holds files"):
+        hf.export_discriminator(electra, tmp_path / "out")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.txt"]
+    hf.export_discriminator(electra, tmp_path / "out", overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.json", "model.safetensors"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

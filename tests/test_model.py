@@ -1,0 +1,114 @@
+import pytest
+import torch
+
+from electra.config import EncoderConfig, ModelConfig, base, generator_config, large, preset, small, tiny
+from electra.model import Electra, Encoder, SequenceClassifier
+from tests.conftest import batch, perturb
+
+
+def test_presets_match_the_paper():
+    s = small()
+    assert (
+        s.discriminator.num_layers,
+        s.discriminator.hidden_size,
+        s.discriminator.num_heads,
+        s.discriminator.ffn_size,
+        s.discriminator.embedding_size,
+    ) == (12, 256, 4, 1024, 128)
+    assert (s.generator.hidden_size, s.generator.num_heads, s.generator.ffn_size) == (64, 1, 256)
+    b = base()
+    assert (b.discriminator.hidden_size, b.discriminator.num_heads, b.discriminator.ffn_size) == (768, 12, 3072)
+    assert (b.generator.hidden_size, b.generator.num_heads, b.generator.ffn_size) == (256, 4, 1024)
+    lg = large()
+    assert (lg.discriminator.num_layers, lg.discriminator.hidden_size, lg.discriminator.num_heads) == (24, 1024, 16)
+    assert (lg.generator.hidden_size, lg.generator.num_heads, lg.generator.ffn_size) == (256, 4, 1024)
+    for cfg in (s, b, lg):
+        assert cfg.generator.num_layers == cfg.discriminator.num_layers
+        assert cfg.discriminator.vocab_size == 30522
+
+
+def test_small_discriminator_has_the_papers_parameter_count():
+    transformers = pytest.importorskip("transformers")
+    from electra.hf import to_hf_config
+
+    cfg = small().discriminator
+    ours = sum(p.numel() for p in Encoder(cfg).parameters())
+    theirs = sum(
+        p.numel()
+        for p in transformers.ElectraModel(transformers.ElectraConfig(**to_hf_config(cfg, "encoder"))).parameters()
+    )
+    assert ours == theirs
+    assert 13e6 < ours < 14.5e6  # the paper's Table 1: 14M
+
+
+def test_bad_configs_are_refused_with_the_value():
+    with pytest.raises(ValueError, match="hidden_size 30 is not divisible by num_heads 4"):
+        EncoderConfig(hidden_size=30, num_heads=4)
+    with pytest.raises(ValueError, match="embedding_size must match"):
+        ModelConfig(tiny().discriminator, tiny().generator.replace(embedding_size=8))
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        preset("huge")
+    with pytest.raises(ValueError, match="fraction"):
+        generator_config(tiny().discriminator, 0)
+
+
+def test_embeddings_are_shared_and_the_output_layer_tied():
+    model = Electra(tiny())
+    ids, types, mask = batch(100)
+    loss = (
+        model.generator_logits(ids, types, mask).logsumexp(-1).sum()
+        + model.discriminator_logits(ids, types, mask).sum()
+    )
+    loss.backward()
+    names = [n for n, _ in model.named_parameters()]
+    assert sum("word" in n for n in names) == 1  # one word embedding, used by both networks and the MLM output
+    assert model.embeddings.word.weight.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_generator_logits_at_positions_equal_the_full_logits_gathered():
+    model = perturb(Electra(tiny()))
+    ids, types, mask = batch(100)
+    positions = torch.tensor([[1, 4, 5], [2, 3, 7], [1, 2, 6]])
+    full = model.generator_logits(ids, types, mask)
+    some = model.generator_logits(ids, types, mask, positions=positions)
+    assert some.shape == (3, 3, 100)
+    torch.testing.assert_close(
+        some, torch.gather(full, 1, positions[:, :, None].expand(-1, -1, 100)), rtol=0, atol=1e-6
+    )
+
+
+def test_padding_does_not_change_real_positions():
+    model = perturb(Electra(tiny()))
+    ids, types, mask = batch(100)
+    other = ids.clone()
+    other[mask == 0] = 57  # garbage where the mask says padding
+    a = model.discriminator_logits(ids, types, mask)
+    b = model.discriminator_logits(other, types, mask)
+    torch.testing.assert_close(a[mask.bool()], b[mask.bool()], rtol=0, atol=1e-6)
+
+
+def test_initialisation_follows_the_paper():
+    torch.manual_seed(0)
+    model = Electra(small(vocab_size=2000))
+    w = model.discriminator.layers[0].ffn_in.weight
+    assert abs(w.std().item() - 0.02) < 0.001
+    assert model.discriminator.layers[0].ffn_in.bias.abs().sum() == 0
+    assert torch.all(model.discriminator.layers[0].attn_norm.weight == 1)
+    assert model.embeddings.word.weight[0].abs().sum() == 0  # the [PAD] row
+
+
+def test_too_long_input_is_refused():
+    model = Electra(tiny())
+    with pytest.raises(ValueError, match="exceeds the model's 64 positions"):
+        model.discriminator_logits(torch.zeros(1, 65, dtype=torch.long))
+
+
+def test_classifier_from_pretrained_discriminator_shares_its_weights():
+    model = perturb(Electra(tiny()))
+    encoder = model.discriminator_encoder()
+    ids, types, mask = batch(100)
+    h = model.discriminator(model.embeddings(ids, types), mask)
+    torch.testing.assert_close(encoder(ids, types, mask), h, rtol=0, atol=0)
+    clf = SequenceClassifier(encoder.cfg, 3, encoder=encoder).eval()
+    assert clf(ids, types, mask).shape == (3, 3)
