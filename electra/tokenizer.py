@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -36,26 +36,57 @@ def _add_post_processor(tok: Tokenizer) -> Tokenizer:
     return tok
 
 
+def _batched(texts: Iterable) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for t in texts:
+        if isinstance(t, str):
+            batch.append(t)
+            if len(batch) == 1024:
+                yield batch
+                batch = []
+        else:
+            yield list(t)
+    if batch:
+        yield batch
+
+
 def train_wordpiece(
-    texts: Iterable[str],
+    texts: Iterable | Callable[[], Iterable],
     vocab_size: int = 30522,
     lowercase: bool = True,
     min_frequency: int = 2,
     show_progress: bool = True,
 ) -> Tokenizer:
-    """Train a BERT-style WordPiece vocabulary (`##` continuations, specials first: [PAD]=0)."""
+    """Train a BERT-style WordPiece vocabulary (`##` continuations, specials first: [PAD]=0).
+
+    `texts` (strings, or lists of strings) is read twice, so pass a list or a function that
+    returns a fresh iterable. The result is deterministic: the `##x` continuation of every
+    character gets its id up front, in sorted order, because the trainer otherwise numbers
+    them in hash-map order and breaks ties in merge counts by id (tokenizers issue #1794).
+    """
     if vocab_size < len(SPECIAL_TOKENS) + 1:
         raise ValueError(f"vocab_size {vocab_size} is too small; it must hold the special tokens and more")
+    fresh = texts if callable(texts) else lambda: texts
     tok = _bert_pipeline(Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100)), lowercase)
+    chars: set[str] = set()
+    for batch in _batched(fresh()):
+        chars.update(tok.normalizer.normalize_str("\n".join(batch)))
+    alphabet = sorted(c for c in chars if not c.isspace())
+    continuations = [f"##{c}" for c in alphabet]
     trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size,
+        vocab_size=vocab_size + len(continuations),
         min_frequency=min_frequency,
-        special_tokens=list(SPECIAL_TOKENS),
+        special_tokens=[*SPECIAL_TOKENS, *continuations],
+        initial_alphabet=alphabet,
         continuing_subword_prefix="##",
         show_progress=show_progress,
     )
-    tok.train_from_iterator(texts, trainer=trainer)
-    return _add_post_processor(tok)
+    tok.train_from_iterator(_batched(fresh()), trainer=trainer)
+    # Rebuild from the vocabulary so that only the five real specials are "special" tokens;
+    # the ## pieces were registered as specials only to fix their ids.
+    vocab = vocab_in_order(tok)
+    kept = set(vocab[:vocab_size])
+    return from_vocab([t for t in vocab if t in kept], lowercase=lowercase)
 
 
 def from_vocab(vocab: list[str] | dict[str, int], lowercase: bool = True) -> Tokenizer:

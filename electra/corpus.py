@@ -1,0 +1,384 @@
+"""Corpus readers: files, folders, globs and Hugging Face datasets -> a stream of sentences.
+
+The stream is flat and bounded in memory: `str` items are sentences, `None` ends a document.
+Nothing holds a whole document, let alone a whole corpus: a document of one enormous line is
+cut into pieces as it is read.
+"""
+
+from __future__ import annotations
+
+import bz2
+import codecs
+import csv
+import glob
+import gzip
+import io
+import json
+import lzma
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
+FORMATS = ("txt", "jsonl", "json", "csv", "tsv", "parquet")
+_FORMAT_OF = {
+    ".txt": "txt",
+    ".text": "txt",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".parquet": "parquet",
+}
+
+MAX_SENTENCE_CHARS = 2000  # longer "sentences" (no punctuation) are cut at whitespace
+_READ_CHUNK = 1 << 20  # characters per read: bounds memory on files with enormous lines
+
+# Sentence ends: . ! ? then optional closing quotes/brackets, then whitespace.
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'\u201d\u2019)\]]*\s+")
+# C0/C1 control characters except tab and newline; the BOM; other zero-width junk.
+_CONTROL = dict.fromkeys([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), *range(0x7F, 0xA0), 0xFEFF])
+
+
+@dataclass
+class ReadStats:
+    """What reading found: counted, reported, never silently dropped."""
+
+    files: int = 0
+    bytes: int = 0
+    invalid_utf8: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)  # path -> reason
+
+
+class CorpusError(ValueError):
+    """Bad corpus input: the message names the file and what to do."""
+
+
+# --------------------------------------------------------------------------------------
+# Text normalisation and sentence splitting
+# --------------------------------------------------------------------------------------
+
+
+def normalize(text: str) -> str:
+    """Drop control characters and the BOM; CRLF/CR became LF when the file was decoded."""
+    return text.translate(_CONTROL)
+
+
+def split_sentences(paragraph: str) -> list[str]:
+    """Sentences of one paragraph (its line breaks already joined)."""
+    out = []
+    for s in _SENTENCE_END.split(paragraph):
+        s = s.strip()
+        while len(s) > MAX_SENTENCE_CHARS:
+            cut = s.rfind(" ", 0, MAX_SENTENCE_CHARS)
+            cut = cut if cut > 0 else MAX_SENTENCE_CHARS
+            out.append(s[:cut])
+            s = s[cut:].lstrip()
+        if s:
+            out.append(s)
+    return out
+
+
+def document_sentences(text: str) -> Iterator[str]:
+    """Sentences of a whole document given as one string; blank lines separate paragraphs."""
+    for paragraph in re.split(r"\n\s*\n", normalize(text)):
+        yield from split_sentences(" ".join(paragraph.split()))
+
+
+# --------------------------------------------------------------------------------------
+# Opening files
+# --------------------------------------------------------------------------------------
+
+
+class _Counter:
+    """A decode error handler that replaces invalid UTF-8 with U+FFFD and counts it."""
+
+    def __init__(self, stats: ReadStats):
+        self.stats = stats
+
+    def __call__(self, err: UnicodeDecodeError):
+        self.stats.invalid_utf8 += err.end - err.start
+        return "\ufffd", err.end
+
+
+def _handler_name(stats: ReadStats) -> str:
+    name = f"electra-count-{id(stats)}"
+    try:
+        codecs.lookup_error(name)
+    except LookupError:
+        codecs.register_error(name, _Counter(stats))
+    return name
+
+
+def _open_binary(path: Path):
+    suffix = path.suffix.lower()
+    if suffix == ".gz":
+        return gzip.open(path, "rb")
+    if suffix == ".bz2":
+        return bz2.open(path, "rb")
+    if suffix == ".xz":
+        return lzma.open(path, "rb")
+    if suffix == ".zst":
+        try:
+            import zstandard
+        except ImportError as e:
+            raise CorpusError(f"{path} is zstd-compressed; pip install zstandard to read it") from e
+        return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
+    return open(path, "rb")
+
+
+def format_of(path: Path) -> str | None:
+    name = path.name.lower()
+    for c in COMPRESSIONS:
+        if name.endswith(c):
+            name = name[: -len(c)]
+    return _FORMAT_OF.get(os.path.splitext(name)[1])
+
+
+def _looks_binary(path: Path) -> bool:
+    with _open_binary(path) as f:
+        head = f.read(8192)
+    return b"\x00" in head
+
+
+def _open_text(path: Path, stats: ReadStats) -> io.TextIOWrapper:
+    # newline=None turns CRLF and CR into LF; utf-8-sig drops a leading BOM
+    return io.TextIOWrapper(_open_binary(path), encoding="utf-8-sig", errors=_handler_name(stats), newline=None)
+
+
+# --------------------------------------------------------------------------------------
+# Readers: each yields sentences and None at the end of every document
+# --------------------------------------------------------------------------------------
+
+
+def _read_txt(path: Path, stats: ReadStats, doc_per_file: bool) -> Iterator[str | None]:
+    """Blank lines end a document (or a paragraph, with doc_per_file); long lines arrive in chunks."""
+    with _open_text(path, stats) as f:
+        buffer: list[str] = []  # pieces of the current paragraph
+        size = 0
+        in_doc = False
+        while True:
+            line = f.readline(_READ_CHUNK)
+            if line and line.strip():
+                buffer.append(line)
+                size += len(line)
+                if size > _READ_CHUNK:  # a huge paragraph: emit all but the last partial sentence
+                    sentences = split_sentences(" ".join(normalize("".join(buffer)).split()))
+                    tail = sentences.pop() if len(sentences) > 1 else ""
+                    yield from sentences
+                    in_doc = True
+                    buffer, size = ([tail], len(tail)) if tail else ([], 0)
+                continue
+            if buffer:
+                yield from split_sentences(" ".join(normalize("".join(buffer)).split()))
+                buffer, size, in_doc = [], 0, True
+            if in_doc and (not doc_per_file or not line):
+                yield None
+                in_doc = False
+            if not line:
+                return
+
+
+def _field(record, key: str, where: str):
+    if not isinstance(record, dict):
+        raise CorpusError(f"{where}: expected a JSON object with a {key!r} field, got {type(record).__name__}")
+    if key not in record:
+        fields = ", ".join(map(repr, list(record)[:10])) or "none"
+        raise CorpusError(f"{where} has no field {key!r} (fields: {fields}); pass --text-field NAME")
+    value = record[key]
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise CorpusError(f"{where}: field {key!r} holds {type(value).__name__}, not text")
+    return value
+
+
+def _documents(texts: Iterable[str]) -> Iterator[str | None]:
+    for text in texts:
+        sentences = list(document_sentences(text))
+        if sentences:
+            yield from sentences
+            yield None
+
+
+def _read_jsonl(path: Path, stats: ReadStats, key: str) -> Iterator[str | None]:
+    def texts():
+        with _open_text(path, stats) as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise CorpusError(f"{path}:{n} is not valid JSON ({e.msg}); fix or remove that line") from e
+                    yield _field(record, key, f"{path}:{n}")
+
+    return _documents(texts())
+
+
+def _read_json(path: Path, stats: ReadStats, key: str) -> Iterator[str | None]:
+    with _open_text(path, stats) as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise CorpusError(
+                f"{path} is not valid JSON ({e.msg} at line {e.lineno}); for one object per line name the file .jsonl"
+            ) from e
+    if isinstance(data, dict) and isinstance(data.get("data"), list):
+        data = data["data"]
+    if not isinstance(data, list):
+        raise CorpusError(f"{path}: expected a list of objects with a {key!r} field")
+    return _documents(_field(r, key, f"{path}[{i}]") for i, r in enumerate(data))
+
+
+def _read_csv(path: Path, stats: ReadStats, key: str, delimiter: str) -> Iterator[str | None]:
+    def texts():
+        with _open_text(path, stats) as f:
+            rows = csv.DictReader(
+                f, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+            )
+            if rows.fieldnames is None:
+                return
+            if key not in rows.fieldnames:
+                raise CorpusError(
+                    f"{path} has no column {key!r} (columns: {', '.join(rows.fieldnames)}); pass --text-field NAME"
+                )
+            for row in rows:
+                yield row[key] or ""
+
+    csv.field_size_limit(1 << 30)
+    return _documents(texts())
+
+
+def _read_parquet(path: Path, key: str) -> Iterator[str | None]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as e:
+        raise CorpusError(f"{path} is Parquet; pip install pyarrow to read it") from e
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:
+        raise CorpusError(f"{path} is not a readable Parquet file ({e})") from e
+    if key not in pf.schema_arrow.names:
+        raise CorpusError(
+            f"{path} has no column {key!r} (columns: {', '.join(pf.schema_arrow.names)}); pass --text-field NAME"
+        )
+
+    def texts():
+        for batch in pf.iter_batches(columns=[key], batch_size=1024):
+            yield from (t or "" for t in batch.column(0).to_pylist())
+
+    return _documents(texts())
+
+
+def _read_dataset(dataset, key: str, where: str) -> Iterator[str | None]:
+    names = getattr(dataset, "column_names", None)
+    if names is not None and key not in names:
+        raise CorpusError(f"{where} has no column {key!r} (columns: {', '.join(names)}); pass --text-field NAME")
+    return _documents(row[key] or "" for row in dataset)
+
+
+# --------------------------------------------------------------------------------------
+# Sources
+# --------------------------------------------------------------------------------------
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return path.is_dir() and (
+        (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists() or (path / "state.json").exists()
+    )
+
+
+def expand(paths: Iterable[str | os.PathLike], fmt: str = "auto") -> list[Path]:
+    """Files (and saved datasets) named by paths, folders and globs, in a stable order."""
+    out: list[Path] = []
+    for p in paths:
+        p = str(p)
+        matches = sorted(glob.glob(p, recursive=True)) if glob.has_magic(p) else [p]
+        if not matches:
+            raise CorpusError(f"no files match {p!r}")
+        for m in map(Path, matches):
+            if not m.exists():
+                raise CorpusError(f"{m} does not exist")
+            if _is_saved_dataset(m):
+                out.append(m)
+            elif m.is_dir():
+                found = sorted(
+                    f
+                    for f in m.rglob("*")
+                    if f.is_file()
+                    and not f.name.startswith(".")
+                    and format_of(f)
+                    and (fmt == "auto" or format_of(f) == fmt)
+                )
+                if not found:
+                    kinds = ", ".join(f".{k}" for k in FORMATS)
+                    raise CorpusError(f"{m} holds no corpus files ({kinds}, optionally {', '.join(COMPRESSIONS)})")
+                out += found
+            else:
+                out.append(m)
+    if not out:
+        raise CorpusError("no corpus given; pass files, folders or globs with --corpus")
+    return out
+
+
+def read_source(
+    path: Path, stats: ReadStats, fmt: str = "auto", text_field: str = "text", doc_per_file: bool = False
+) -> Iterator[str | None]:
+    """Sentences and document ends of one file or saved dataset."""
+    if _is_saved_dataset(path):
+        try:
+            import datasets
+        except ImportError as e:
+            raise CorpusError(f"{path} is a saved Hugging Face dataset; pip install datasets to read it") from e
+        ds = datasets.load_from_disk(str(path))
+        if isinstance(ds, datasets.DatasetDict):
+            ds = ds["train"] if "train" in ds else ds[next(iter(ds))]
+        return _read_dataset(ds, text_field, str(path))
+    kind = format_of(path) if fmt == "auto" else fmt
+    if kind is None:
+        raise CorpusError(f"{path}: unknown file type; use one of .{', .'.join(FORMATS)} or pass --format")
+    if not os.access(path, os.R_OK):
+        raise CorpusError(f"{path} cannot be read (permission denied)")
+    if kind != "parquet" and _looks_binary(path):
+        stats.skipped[str(path)] = "binary (NUL bytes), not text"
+        return iter(())
+    if kind == "txt":
+        return _read_txt(path, stats, doc_per_file)
+    if kind == "jsonl":
+        return _read_jsonl(path, stats, text_field)
+    if kind == "json":
+        return _read_json(path, stats, text_field)
+    if kind in ("csv", "tsv"):
+        return _read_csv(path, stats, text_field, "\t" if kind == "tsv" else ",")
+    return _read_parquet(path, text_field)
+
+
+def hub_dataset(name: str, config: str | None = None, split: str = "train"):
+    """A Hugging Face hub dataset, streamed; needs the `datasets` extra and the hub."""
+    try:
+        import datasets
+    except ImportError as e:
+        raise CorpusError("reading a hub dataset needs the datasets package; pip install datasets") from e
+    try:
+        return datasets.load_dataset(name, config, split=split, streaming=True)
+    except Exception as e:
+        raise CorpusError(
+            f"could not load dataset {name!r} ({type(e).__name__}: {e}); download it where the "
+            "hub is reachable and pass the saved folder or its files with --corpus"
+        ) from e
+
+
+def stream(
+    paths: list[Path], stats: ReadStats, fmt: str = "auto", text_field: str = "text", doc_per_file: bool = False
+) -> Iterator[str | None]:
+    """Every sentence of every source, `None` after each document; counts files and bytes into `stats`."""
+    for path in paths:
+        stats.files += 1
+        try:
+            stats.bytes += path.stat().st_size if path.is_file() else 0
+            yield from read_source(path, stats, fmt, text_field, doc_per_file)
+        except (OSError, EOFError, lzma.LZMAError) as e:
+            raise CorpusError(f"{path} could not be read ({type(e).__name__}: {e})") from e

@@ -1,0 +1,524 @@
+"""`electra prepare`: corpus -> tokenizer -> packed, memory-mapped pre-training shards.
+
+    DIR/
+      tokenizer.json, vocab.txt, tokenizer_config.json
+      train-00000.ids.npy     (rows, seq_len) uint16, or uint32 for vocabularies over 65,536
+      train-00000.types.npy   (rows, seq_len) uint8 token types
+      train-00000.lengths.npy (rows,) uint16/uint32 tokens before padding
+      valid-00000.*.npy       the held-out split, same layout
+      manifest.json           counts, sha256 of every file, tokenizer hash, the full config
+
+Rows follow ELECTRA's recipe (Clark et al. 2020, and Google's build_pretraining_dataset):
+consecutive sentences of one document fill `[CLS] A [SEP] B [SEP]` up to a target length;
+10% of rows keep one segment; after 5% of rows the next target is a random shorter length;
+rows never cross documents. Everything is seeded: same input, config and seed give
+byte-identical output. The folder is published atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import queue
+import random
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+from tqdm import tqdm
+
+from electra import corpus
+from electra.atomic import publish_dir
+from electra.tokenizer import check_special_tokens, load_tokenizer, save_tokenizer, tokenizer_hash, train_wordpiece
+
+MANIFEST_FORMAT = "electra-shards-v1"
+SPLITS = ("train", "valid")
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    seq_len: int = 128
+    seed: int = 0
+    validation_fraction: float = 0.01
+    one_segment_prob: float = 0.1  # paper: 10% of examples are a single segment
+    short_target_prob: float = 0.05  # paper: 5% of examples get a random shorter length
+    rows_per_shard: int = 65536
+    vocab_size: int | None = 30522  # size of the vocabulary to train; None when reusing a tokenizer
+    lowercase: bool = True
+    text_field: str = "text"
+    format: str = "auto"
+    doc_per_file: bool = False
+    num_parts: int = 1  # documents are dealt round-robin over parts prepared on many machines
+    part_index: int = 0
+
+    def __post_init__(self) -> None:
+        if not 8 <= self.seq_len <= 1 << 16:
+            raise ValueError(f"seq_len {self.seq_len} is out of range; use 8 to 65536 (128 or 512 are typical)")
+        if not 0 <= self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        if self.rows_per_shard < 1:
+            raise ValueError(f"rows_per_shard must be positive, got {self.rows_per_shard}")
+        if not 0 <= self.part_index < self.num_parts:
+            raise ValueError(f"part index {self.part_index} is outside 0..{self.num_parts - 1}")
+        if self.format not in ("auto", *corpus.FORMATS):
+            raise ValueError(f"unknown format {self.format!r}; use auto or one of {', '.join(corpus.FORMATS)}")
+
+
+# --------------------------------------------------------------------------------------
+# Packing: a pure, seeded state machine over token-id sentences
+# --------------------------------------------------------------------------------------
+
+
+class RowPacker:
+    """Packs sentences (lists of ids, no specials) of one document at a time into rows.
+
+    Each row is (ids, types) with ids = [CLS] A [SEP] (B [SEP]), unpadded.
+    """
+
+    def __init__(
+        self,
+        seq_len: int,
+        cls_id: int,
+        sep_id: int,
+        rng: random.Random,
+        one_segment_prob: float = 0.1,
+        short_target_prob: float = 0.05,
+    ):
+        self.seq_len, self.cls, self.sep, self.rng = seq_len, cls_id, sep_id, rng
+        self.one_segment_prob, self.short_target_prob = one_segment_prob, short_target_prob
+        self.sentences: list[list[int]] = []
+        self.length = 0
+        self.target = seq_len
+        self.truncated = 0  # tokens cut off by the recipe's trimming, reported in the manifest
+
+    def add(self, sentence: list[int]) -> list[tuple[list[int], list[int]]]:
+        """Add one sentence; returns the rows it completes (none, one, or several)."""
+        rows = []
+        limit = self.seq_len - 3  # room for [CLS] and two [SEP]s
+        # a sentence longer than a whole row fills rows exactly, so none of its text is dropped
+        while len(sentence) > limit:
+            room = limit - self.length
+            if room > 0:
+                self._push(sentence[:room])
+                sentence = sentence[room:]
+            rows.append(self._row())
+        if sentence:
+            self._push(sentence)
+            if self.length >= self.target:
+                rows.append(self._row())
+        return rows
+
+    def _push(self, sentence: list[int]) -> None:
+        self.sentences.append(sentence)
+        self.length += len(sentence)
+
+    def end_document(self) -> list[tuple[list[int], list[int]]]:
+        return [self._row()] if self.sentences else []
+
+    def _row(self) -> tuple[list[int], list[int]]:
+        if self.rng.random() < self.one_segment_prob:
+            first_target = 1 << 30  # everything in segment A, even the sentence that overflows
+        else:
+            first_target = (self.target - 3) // 2
+        a: list[int] = []
+        b: list[int] = []
+        for s in self.sentences:
+            # into A while it is empty or the sentence fits; a sentence that overflows A goes
+            # there half the time when B is still empty, as in Google's recipe
+            if not a or len(a) + len(s) < first_target or (not b and len(a) < first_target and self.rng.random() < 0.5):
+                a += s
+            else:
+                b += s
+        total = len(a) + len(b)
+        a = a[: self.seq_len - 2]
+        b = b[: max(0, self.seq_len - len(a) - 3)]
+        self.truncated += total - len(a) - len(b)
+        self.sentences, self.length = [], 0
+        if self.rng.random() < self.short_target_prob:
+            self.target = self.rng.randint(5, self.seq_len)
+        else:
+            self.target = self.seq_len
+        ids = [self.cls, *a, self.sep]
+        types = [0] * len(ids)
+        if b:
+            ids += [*b, self.sep]
+            types += [1] * (len(b) + 1)
+        return ids, types
+
+
+# --------------------------------------------------------------------------------------
+# Shards
+# --------------------------------------------------------------------------------------
+
+
+def id_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class ShardWriter:
+    """Buffers rows of one split and writes a shard of `rows_per_shard` rows at a time."""
+
+    def __init__(self, folder: Path, split: str, seq_len: int, ids_dtype: np.dtype, rows_per_shard: int, pad_id: int):
+        self.folder, self.split, self.seq_len, self.rows_per_shard = folder, split, seq_len, rows_per_shard
+        self.ids = np.full((rows_per_shard, seq_len), pad_id, dtype=ids_dtype)
+        self.types = np.zeros((rows_per_shard, seq_len), dtype=np.uint8)
+        self.lengths = np.zeros(rows_per_shard, dtype=np.uint16 if seq_len < 1 << 16 else np.uint32)
+        self.pad_id = pad_id
+        self.n = 0
+        self.shards: list[dict] = []
+        self.rows = self.tokens = 0
+
+    def add(self, ids: list[int], types: list[int]) -> None:
+        k = len(ids)
+        self.ids[self.n, :k] = ids
+        self.types[self.n, :k] = types
+        self.lengths[self.n] = k
+        self.n += 1
+        self.rows += 1
+        self.tokens += k
+        if self.n == self.rows_per_shard:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.n == 0:
+            return
+        name = f"{self.split}-{len(self.shards):05d}"
+        files = {}
+        for kind, array in (("ids", self.ids), ("types", self.types), ("lengths", self.lengths)):
+            path = self.folder / f"{name}.{kind}.npy"
+            np.save(path, array[: self.n])
+            files[kind] = {"path": path.name, "sha256": _sha256(path)}
+        self.shards.append({"name": name, "rows": self.n, "tokens": int(self.lengths[: self.n].sum()), "files": files})
+        self.ids.fill(self.pad_id)
+        self.types.fill(0)
+        self.n = 0
+
+
+# --------------------------------------------------------------------------------------
+# The pipeline
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class PrepareResult:
+    out: Path
+    manifest: dict
+    stats: corpus.ReadStats
+    seconds: float
+    tokens_encoded: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def _batches(items: Iterator[str | None], max_chars: int = 1 << 20) -> Iterator[list[str | None]]:
+    batch, size = [], 0
+    for item in items:
+        batch.append(item)
+        if item is not None:
+            size += len(item)
+            if size >= max_chars:
+                yield batch
+                batch, size = [], 0
+    if batch:
+        yield batch
+
+
+class _Prefetch:
+    """Run an iterator in a background thread, `depth` items ahead.
+
+    Tokenizers release the GIL while encoding, so reading, encoding and packing overlap.
+    Errors in the thread are re-raised in the consumer; closing stops the thread.
+    """
+
+    _DONE = object()
+
+    def __init__(self, iterator: Iterator, depth: int = 4):
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(iterator,), daemon=True)
+        self.thread.start()
+
+    def _put(self, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, iterator: Iterator) -> None:
+        try:
+            for item in iterator:
+                if not self._put((item, None)):
+                    return
+        except BaseException as e:  # handed to the consumer, which re-raises it
+            self._put((None, e))
+            return
+        self._put((self._DONE, None))
+
+    def __iter__(self):
+        try:
+            while True:
+                item, error = self.queue.get()
+                if error is not None:
+                    raise error
+                if item is self._DONE:
+                    return
+                yield item
+        finally:
+            self.stop.set()
+
+
+def _own_part(items: Iterator[str | None], num_parts: int, part: int) -> Iterator[str | None]:
+    """Keep the documents dealt to this part: document i goes to part i % num_parts."""
+    doc = 0
+    for item in items:
+        if doc % num_parts == part:
+            yield item
+        if item is None:
+            doc += 1
+
+
+def _progress(total_bytes: int, quiet: bool, desc: str = "prepare") -> tqdm:
+    return tqdm(
+        total=total_bytes or None,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=desc,
+        disable=quiet,
+        dynamic_ncols=True,
+        smoothing=0.1,
+    )
+
+
+def _training_texts(paths, cfg: PrepareConfig, quiet: bool) -> Iterator[list[str]]:
+    """One pass over the corpus for the tokenizer trainer (which makes two: alphabet, merges)."""
+    with _progress(sum(p.stat().st_size for p in paths if p.is_file()), quiet, "tokenizer") as bar:
+        for path in paths:
+            items = corpus.stream([path], corpus.ReadStats(), cfg.format, cfg.text_field, cfg.doc_per_file)
+            for batch in _batches(items):
+                yield [s for s in batch if s is not None]
+            bar.update(path.stat().st_size if path.is_file() else 0)
+
+
+def prepare(
+    corpus_paths: list[str | os.PathLike],
+    out: str | os.PathLike,
+    cfg: PrepareConfig | None = None,
+    tokenizer: str | os.PathLike | Tokenizer | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
+    dataset=None,
+) -> PrepareResult:
+    """Turn a corpus into a tokenizer and shards under `out`; see the module docstring.
+
+    `tokenizer` reuses an existing one (folder, tokenizer.json or vocab.txt); without it a
+    WordPiece vocabulary of `cfg.vocab_size` is trained on the corpus. `dataset` is an
+    iterable of records (e.g. a Hugging Face dataset) read instead of files.
+    """
+    cfg = cfg or PrepareConfig()
+    if tokenizer is not None:  # the vocabulary comes from the tokenizer
+        cfg = dataclasses.replace(cfg, vocab_size=None)
+    start = time.perf_counter()
+    paths = corpus.expand(corpus_paths, cfg.format) if dataset is None else []
+    if cfg.num_parts > 1 and tokenizer is None:
+        raise ValueError(
+            "preparing in parts needs one shared tokenizer: train it first (a one-part run, or "
+            "a subset) and pass --tokenizer to every part"
+        )
+
+    def sentences(stats: corpus.ReadStats) -> Iterator[str | None]:
+        if dataset is not None:
+            return corpus._read_dataset(dataset, cfg.text_field, "the dataset")
+        return corpus.stream(paths, stats, cfg.format, cfg.text_field, cfg.doc_per_file)
+
+    with publish_dir(out, overwrite=overwrite) as tmp:
+        stats = corpus.ReadStats()
+        if tokenizer is None:
+            if dataset is None:
+
+                def texts():
+                    return _training_texts(paths, cfg, quiet)
+            else:
+
+                def texts():
+                    return ([s for s in b if s is not None] for b in _batches(sentences(corpus.ReadStats())))
+
+            tok = train_wordpiece(texts, cfg.vocab_size or 30522, lowercase=cfg.lowercase, show_progress=False)
+        elif isinstance(tokenizer, Tokenizer):
+            tok = tokenizer
+            check_special_tokens(tok, "the tokenizer")
+        else:
+            tok = load_tokenizer(tokenizer)
+        save_tokenizer(tok, tmp, model_max_length=max(512, cfg.seq_len))
+        vocab = tok.get_vocab_size(with_added_tokens=True)
+        cls_id, sep_id, pad_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]"), tok.token_to_id("[PAD]")
+
+        rng = random.Random(f"{cfg.seed}/{cfg.part_index}")  # one stream per part, stable across runs
+        packer = RowPacker(cfg.seq_len, cls_id, sep_id, rng, cfg.one_segment_prob, cfg.short_target_prob)
+        writers = {s: ShardWriter(tmp, s, cfg.seq_len, id_dtype(vocab), cfg.rows_per_shard, pad_id) for s in SPLITS}
+        encoded = documents = sentence_count = 0
+
+        def emit(rows):
+            for ids, types in rows:
+                split = "valid" if rng.random() < cfg.validation_fraction else "train"
+                writers[split].add(ids, types)
+
+        total_bytes = sum(p.stat().st_size for p in paths if p.is_file())
+        with _progress(total_bytes, quiet) as bar:
+            seen_bytes = 0
+            items = _own_part(sentences(stats), cfg.num_parts, cfg.part_index)
+            encoded_batches = _Prefetch(
+                (batch, tok.encode_batch_fast([s for s in batch if s is not None], add_special_tokens=False))
+                for batch in _Prefetch(_batches(items))
+            )
+            for batch, encodings in encoded_batches:
+                encodings = iter(encodings)
+                for item in batch:
+                    if item is None:
+                        documents += 1
+                        emit(packer.end_document())
+                    else:
+                        sentence_count += 1
+                        ids = next(encodings).ids
+                        encoded += len(ids)
+                        emit(packer.add(ids))
+                bar.update(stats.bytes - seen_bytes)
+                seen_bytes = stats.bytes
+                rate = encoded / max(bar.format_dict["elapsed"], 1e-9)
+                bar.set_postfix_str(f"{documents:,} docs, {encoded:,} tokens, {rate:,.0f} tok/s", refresh=False)
+            emit(packer.end_document())
+        for w in writers.values():
+            w.flush()
+
+        if writers["train"].rows == 0:
+            where = ", ".join(map(str, corpus_paths)) if dataset is None else "the dataset"
+            skipped = "".join(f"\n  skipped {p}: {why}" for p, why in stats.skipped.items())
+            raise corpus.CorpusError(f"no text found in {where}; nothing to prepare{skipped}")
+
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "seq_len": cfg.seq_len,
+            "vocab_size": vocab,
+            "ids_dtype": str(id_dtype(vocab)),
+            "special_tokens": {
+                "pad": pad_id,
+                "cls": cls_id,
+                "sep": sep_id,
+                "mask": tok.token_to_id("[MASK]"),
+                "unk": tok.token_to_id("[UNK]"),
+            },
+            "tokenizer_sha256": tokenizer_hash(tok),
+            "config": asdict(cfg),
+            "tokenizer_source": "trained"
+            if tokenizer is None
+            else "given"
+            if isinstance(tokenizer, Tokenizer)
+            else str(tokenizer),
+            "sources": [str(p) for p in paths] if dataset is None else ["<dataset>"],
+            "counts": {
+                "files": stats.files,
+                "bytes": stats.bytes,
+                "documents": documents,
+                "sentences": sentence_count,
+                "tokens_encoded": encoded,
+                "tokens_truncated": packer.truncated,
+                "invalid_utf8_bytes": stats.invalid_utf8,
+                "skipped_files": stats.skipped,
+            },
+            "splits": {s: {"rows": w.rows, "tokens": w.tokens, "shards": w.shards} for s, w in writers.items()},
+        }
+        write_manifest(tmp, manifest)
+    return PrepareResult(Path(out), manifest, stats, time.perf_counter() - start, encoded)
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def read_manifest(folder: str | os.PathLike) -> dict:
+    path = Path(folder) / "manifest.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{folder} has no manifest.json; prepare data with `electra prepare` first")
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise ValueError(f"{path} is not an electra shard manifest ({MANIFEST_FORMAT})")
+    return manifest
+
+
+def verify(folder: str | os.PathLike) -> dict:
+    """Check every shard file against its sha256 in the manifest; returns the manifest."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    for split in manifest["splits"].values():
+        for shard in split["shards"]:
+            for f in shard["files"].values():
+                path = folder / f["path"]
+                if not path.exists():
+                    raise FileNotFoundError(f"{path} is missing; the data folder is incomplete")
+                if _sha256(path) != f["sha256"]:
+                    raise ValueError(f"{path} does not match its sha256 in manifest.json; it is corrupt")
+    return manifest
+
+
+def merge(parts: list[str | os.PathLike], out: str | os.PathLike, overwrite: bool = False) -> dict:
+    """Combine folders prepared with --num-parts into one (shards hard-linked where possible)."""
+    if not parts:
+        raise ValueError("nothing to merge; pass the part folders")
+    manifests = [verify(p) for p in parts]
+    first = manifests[0]
+    for p, m in zip(parts, manifests, strict=True):
+        for key in ("seq_len", "tokenizer_sha256", "ids_dtype"):
+            if m[key] != first[key]:
+                raise ValueError(
+                    f"{p} was prepared with {key}={m[key]!r}, but {parts[0]} with {first[key]!r}; "
+                    "only parts of one preparation can be merged"
+                )
+    indices = sorted(m["config"]["part_index"] for m in manifests)
+    with publish_dir(out, overwrite=overwrite) as tmp:
+        for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json"):
+            shutil.copy2(Path(parts[0]) / name, tmp / name)
+        splits = {s: {"rows": 0, "tokens": 0, "shards": []} for s in SPLITS}
+        counts: dict = {}
+        for p, m in zip(parts, manifests, strict=True):
+            for k, v in m["counts"].items():
+                counts[k] = {**counts.get(k, {}), **v} if isinstance(v, dict) else counts.get(k, 0) + v
+            for s in SPLITS:
+                for shard in m["splits"][s]["shards"]:
+                    name = f"{s}-{len(splits[s]['shards']):05d}"
+                    files = {}
+                    for kind, f in shard["files"].items():
+                        dest = tmp / f"{name}.{kind}.npy"
+                        try:
+                            os.link(Path(p) / f["path"], dest)
+                        except OSError:
+                            shutil.copy2(Path(p) / f["path"], dest)
+                        files[kind] = {"path": dest.name, "sha256": f["sha256"]}
+                    splits[s]["shards"].append({**shard, "name": name, "files": files})
+                    splits[s]["rows"] += shard["rows"]
+                    splits[s]["tokens"] += shard["tokens"]
+        manifest = {
+            **first,
+            "counts": counts,
+            "splits": splits,
+            "config": {**first["config"], "part_index": None, "parts_merged": indices},
+            "sources": sorted({s for m in manifests for s in m["sources"]}),
+        }
+        write_manifest(tmp, manifest)
+    return manifest

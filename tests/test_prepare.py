@@ -1,0 +1,393 @@
+"""`electra prepare`: packing recipe, formats, determinism, atomic output and bad input."""
+
+import bz2
+import gzip
+import json
+import lzma
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer
+
+from electra import corpus
+from electra.prepare import PrepareConfig, RowPacker, merge, prepare, read_manifest, verify
+from electra.tokenizer import from_vocab, load_tokenizer
+from tests.conftest import SHARED_DATA
+
+CLS, SEP = 2, 3
+
+DOCS = [
+    "The quick brown fox jumps over the lazy dog. It was not amused! Why would it be?\n"
+    "The dog slept on, dreaming of bones.",
+    "A second document starts here. It talks about rivers and mountains. The river runs to the sea.",
+    "Third document: short.",
+]
+
+
+def _write_txt(path, docs=DOCS):
+    path.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+    return path
+
+
+def _rows(folder, split="train"):
+    m = read_manifest(folder)
+    out = []
+    for shard in m["splits"][split]["shards"]:
+        ids = np.load(folder / shard["files"]["ids"]["path"], mmap_mode="r")
+        types = np.load(folder / shard["files"]["types"]["path"], mmap_mode="r")
+        lengths = np.load(folder / shard["files"]["lengths"]["path"], mmap_mode="r")
+        for i in range(len(lengths)):
+            n = int(lengths[i])
+            out.append((ids[i, :n].tolist(), types[i, :n].tolist(), ids[i, n:].tolist()))
+    return out
+
+
+def _cfg(**kw):
+    return PrepareConfig(**{"seq_len": 32, "vocab_size": 200, "validation_fraction": 0.0, **kw})
+
+
+# ---------------------------------------------------------------------------------------
+# The packing recipe, on hand-made ids
+# ---------------------------------------------------------------------------------------
+
+
+def _packer(seq_len=16, one=0.0, short=0.0, seed=0):
+    return RowPacker(seq_len, CLS, SEP, random.Random(seed), one_segment_prob=one, short_target_prob=short)
+
+
+def test_two_segments_split_at_sentence_boundaries():
+    p = _packer(seq_len=16)
+    rows = []
+    for s in ([10, 11, 12], [20, 21, 22, 23], [30, 31], [40, 41, 42, 43]):  # 13 tokens >= target 16? no
+        rows += p.add(s)
+    assert rows == []  # 13 tokens < 16: the row is still filling
+    rows += p.add([50, 51, 52])  # 16 tokens: complete
+    assert len(rows) == 1
+    ids, types = rows[0]
+    # first-segment target (16 - 3) // 2 = 6: [10 11 12] fits, [20..23] would overflow A and
+    # goes to A or B by a coin flip; everything after B has started goes to B.
+    assert ids[0] == CLS and ids[-1] == SEP and ids.count(SEP) == 2
+    sep = ids.index(SEP)
+    assert types == [0] * (sep + 1) + [1] * (len(ids) - sep - 1)
+    assert len(ids) <= 16
+    assert ids[1:4] == [10, 11, 12]
+
+
+def test_one_segment_rows_and_document_ends():
+    p = _packer(seq_len=16, one=1.0)
+    rows = p.add([10, 11, 12]) + p.add([20, 21])
+    assert rows == []
+    rows = p.end_document()
+    assert rows == [([CLS, 10, 11, 12, 20, 21, SEP], [0] * 7)]
+    assert p.end_document() == []  # nothing carries over into the next document
+
+
+def test_sentences_longer_than_a_row_are_cut_not_dropped():
+    p = _packer(seq_len=10, one=1.0)
+    rows = p.add(list(range(100, 130))) + p.end_document()
+    body = [t for ids, _ in rows for t in ids if t not in (CLS, SEP)]
+    assert body == list(range(100, 130))
+    assert all(len(ids) <= 10 for ids, _ in rows)
+    assert p.truncated == 0
+
+
+def test_recipe_frequencies_over_many_rows():
+    p = _packer(seq_len=64, one=0.1, short=0.05, seed=1)
+    rng = random.Random(0)
+    rows = []
+    for _ in range(4000):
+        rows += p.add([rng.randrange(10, 100) for _ in range(rng.randint(3, 20))])
+    single = sum(SEP not in ids[:-1] for ids, _ in rows) / len(rows)
+    short = sum(len(ids) < 40 for ids, _ in rows) / len(rows)
+    assert 0.08 < single < 0.12  # paper: 10% one segment
+    assert 0.02 < short < 0.08  # paper: 5% random shorter target
+    assert all(len(ids) <= 64 and ids[0] == CLS and ids[-1] == SEP for ids, _ in rows)
+
+
+# ---------------------------------------------------------------------------------------
+# End to end
+# ---------------------------------------------------------------------------------------
+
+
+def test_prepare_txt_round_trips_text_and_writes_a_complete_manifest(tmp_path):
+    result = prepare([_write_txt(tmp_path / "c.txt")], tmp_path / "out", _cfg(seq_len=128), quiet=True)
+    out = tmp_path / "out"
+    m = verify(out)
+    assert m["counts"]["documents"] == 3 and m["counts"]["files"] == 1
+    assert m["seq_len"] == 128 and m["ids_dtype"] == "uint16"
+    assert m["counts"]["tokens_truncated"] == 0  # every document fits in one row
+    assert m["splits"]["valid"]["rows"] == 0
+    tok = load_tokenizer(out)
+    rows = _rows(out)
+    assert len(rows) == m["splits"]["train"]["rows"] > 0
+    text = " ".join(tok.decode(ids) for ids, _, _ in rows)
+    for word in ("quick", "fox", "amused", "rivers", "third"):
+        assert word in text
+    for ids, types, padding in rows:
+        assert ids[0] == m["special_tokens"]["cls"] and ids[-1] == m["special_tokens"]["sep"]
+        assert set(padding) <= {m["special_tokens"]["pad"]}
+        assert types == sorted(types)
+    # no row mixes documents: the third document is alone in its row
+    third = [tok.decode(ids) for ids, _, _ in rows if "third" in tok.decode(ids)]
+    assert third == [tok.decode(tok.encode("Third document: short.").ids)]
+    assert result.tokens_encoded == m["counts"]["tokens_encoded"]
+
+
+def test_prepared_tokenizer_loads_in_transformers_and_encodes_like_ours(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    prepare([_write_txt(tmp_path / "c.txt")], tmp_path / "out", _cfg(), quiet=True)
+    ours = load_tokenizer(tmp_path / "out")
+    theirs = transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
+    for text in DOCS:
+        assert theirs(text)["input_ids"] == ours.encode(text).ids
+
+
+def test_same_input_config_and_seed_give_byte_identical_output(tmp_path):
+    src = _write_txt(tmp_path / "c.txt", DOCS * 30)
+    cfg = _cfg(validation_fraction=0.2, rows_per_shard=7)
+    prepare([src], tmp_path / "a", cfg, quiet=True)
+    prepare([src], tmp_path / "b", cfg, quiet=True)
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert len(files) > 10 and files == sorted(p.name for p in (tmp_path / "b").iterdir())
+    for name in files:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    prepare([src], tmp_path / "c", _cfg(validation_fraction=0.2, rows_per_shard=7, seed=1), quiet=True)
+    assert (tmp_path / "c" / "train-00000.ids.npy").read_bytes() != (
+        tmp_path / "a" / "train-00000.ids.npy"
+    ).read_bytes()
+
+
+def _records(texts):
+    return [{"id": i, "text": t} for i, t in enumerate(texts)]
+
+
+def test_every_format_and_compression_reads_the_same_documents(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    pa = pytest.importorskip("pyarrow")
+    zstd = pytest.importorskip("zstandard")
+    jsonl = "\n".join(json.dumps(r) for r in _records(DOCS)) + "\n"
+    files = {
+        "a.jsonl": jsonl.encode(),
+        "b.json": json.dumps(_records(DOCS)).encode(),
+        "c.txt.gz": gzip.compress("\n\n".join(DOCS).encode()),
+        "d.jsonl.bz2": bz2.compress(jsonl.encode()),
+        "e.jsonl.xz": lzma.compress(jsonl.encode()),
+        "f.jsonl.zst": zstd.ZstdCompressor().compress(jsonl.encode()),
+    }
+    import csv
+    import io
+
+    for name, delim in (("g.csv", ","), ("h.tsv", "\t")):
+        buf = io.StringIO()
+        w = csv.writer(buf, delimiter=delim, lineterminator="\n")
+        w.writerow(["id", "text"])
+        for r in _records(DOCS):
+            w.writerow([r["id"], r["text"].replace("\n", " ") if delim == "\t" else r["text"]])
+        files[name] = buf.getvalue().encode()
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    pq.write_table(pa.table({"text": DOCS}), tmp_path / "i.parquet")
+    expected = list(corpus.stream([tmp_path / "a.jsonl"], corpus.ReadStats()))
+    assert expected.count(None) == 3
+    for name in [*files, "i.parquet"]:
+        got = list(corpus.stream([tmp_path / name], corpus.ReadStats()))
+        assert got == expected, name
+    # a folder takes every supported file in it
+    stats = corpus.ReadStats()
+    assert list(corpus.stream(corpus.expand([tmp_path]), stats)).count(None) == 3 * 9
+    assert stats.files == 9
+
+
+def test_saved_hugging_face_dataset_is_a_corpus(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    datasets.Dataset.from_dict({"content": DOCS}).save_to_disk(str(tmp_path / "ds"))
+    prepare([tmp_path / "ds"], tmp_path / "out", _cfg(text_field="content"), quiet=True)
+    assert read_manifest(tmp_path / "out")["counts"]["documents"] == 3
+    # an in-memory dataset object works through the API too
+    ds = datasets.Dataset.from_dict({"text": DOCS})
+    prepare([], tmp_path / "out2", _cfg(), quiet=True, dataset=ds)
+    assert read_manifest(tmp_path / "out2")["splits"]["train"]["rows"] > 0
+
+
+def test_normalisation_bom_crlf_controls_and_invalid_utf8_are_handled_and_counted(tmp_path):
+    raw = b"\xef\xbb\xbfHello world.\r\nSecond line\x07 here.\r\n\r\nBad \xff\xfe bytes.\r\n"
+    (tmp_path / "c.txt").write_bytes(raw)
+    stats = corpus.ReadStats()
+    items = list(corpus.stream([tmp_path / "c.txt"], stats))
+    assert items == ["Hello world.", "Second line here.", None, "Bad \ufffd\ufffd bytes.", None]
+    assert stats.invalid_utf8 == 2
+
+
+def test_documents_of_one_enormous_line_are_cut_and_kept(tmp_path):
+    words = [f"w{i % 97}" for i in range(400_000)]  # ~1.9 MB, no sentence punctuation, no newline
+    (tmp_path / "big.txt").write_text(" ".join(words), encoding="utf-8")
+    items = list(corpus.stream([tmp_path / "big.txt"], corpus.ReadStats()))
+    assert items[-1] is None and items.count(None) == 1
+    assert max(len(s) for s in items[:-1]) <= corpus.MAX_SENTENCE_CHARS
+    assert " ".join(items[:-1]).split() == words
+
+
+def test_parts_prepared_apart_merge_into_one_folder(tmp_path):
+    src = _write_txt(tmp_path / "c.txt", DOCS * 10)
+    prepare([src], tmp_path / "full", _cfg(), quiet=True)
+    tok = tmp_path / "full"
+    with pytest.raises(ValueError, match="needs one shared tokenizer"):
+        prepare([src], tmp_path / "p0", _cfg(num_parts=2, part_index=0), quiet=True)
+    for i in range(2):
+        prepare([src], tmp_path / f"p{i}", _cfg(num_parts=2, part_index=i), tokenizer=tok, quiet=True)
+    parts = [read_manifest(tmp_path / f"p{i}") for i in range(2)]
+    assert [p["counts"]["documents"] for p in parts] == [15, 15]
+    merged = merge([tmp_path / "p0", tmp_path / "p1"], tmp_path / "merged")
+    assert merged["splits"]["train"]["rows"] == sum(p["splits"]["train"]["rows"] for p in parts)
+    assert merged["counts"]["documents"] == 30
+    verify(tmp_path / "merged")
+    other = tmp_path / "other"
+    prepare([src], other, _cfg(seq_len=64), tokenizer=tok, quiet=True)
+    with pytest.raises(ValueError, match="seq_len=64"):
+        merge([tmp_path / "p0", other], tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_corrupt_shard_fails_verification(tmp_path):
+    prepare([_write_txt(tmp_path / "c.txt")], tmp_path / "out", _cfg(), quiet=True)
+    shard = tmp_path / "out" / "train-00000.ids.npy"
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="does not match its sha256"):
+        verify(tmp_path / "out")
+
+
+def test_large_vocabularies_use_uint32_ids(tmp_path):
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"tok{i}" for i in range(70_000)] + ["hello"]
+    prepare(
+        [_write_txt(tmp_path / "c.txt", ["tok69999 hello tok3."])],
+        tmp_path / "out",
+        _cfg(),
+        tokenizer=from_vocab(vocab),
+        quiet=True,
+    )
+    m = read_manifest(tmp_path / "out")
+    assert m["ids_dtype"] == "uint32" and m["config"]["vocab_size"] is None
+    ((ids, _, _),) = _rows(tmp_path / "out")
+    assert ids[1:3] == [70_004, 70_005]
+
+
+# ---------------------------------------------------------------------------------------
+# Bad input: a clear message, exit 2, nothing written
+# ---------------------------------------------------------------------------------------
+
+
+def _cli(*args, **kw):
+    return subprocess.run(
+        [sys.executable, "-m", "electra", "prepare", "--quiet", *args], capture_output=True, text=True, **kw
+    )
+
+
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda d: (d / "empty.txt").write_text("\n\n  \n"), "no text found"),
+        (lambda d: (d / "sub").mkdir() or (d / "sub" / "x.bin").write_bytes(b"1"), "holds no corpus files"),
+        (lambda d: (d / "r.jsonl").write_text('{"body": "x"}\n'), "has no field 'text'"),
+        (lambda d: (d / "r.csv").write_text("a,b\n1,2\n"), "has no column 'text' \\(columns: a, b\\)"),
+        (lambda d: (d / "r.jsonl").write_text('{"text": "ok"}\n{broken\n'), "r.jsonl:2 is not valid JSON"),
+        (lambda d: (d / "bin.txt").write_bytes(b"\x00\x01\x02" * 100), "no text found.*skipped .*bin.txt: binary"),
+    ],
+)
+def test_bad_corpora_are_refused_with_a_message(tmp_path, setup, message):
+    setup(tmp_path)
+    target = tmp_path / "sub" if (tmp_path / "sub").exists() else next(tmp_path.iterdir())
+    result = _cli("--corpus", str(target), "--out", str(tmp_path / "out"), "--vocab-size", "100")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    import re
+
+    assert re.search(message, result.stderr, re.S), result.stderr
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_missing_paths_tokenizers_without_specials_and_busy_outputs_are_refused(tmp_path):
+    src = _write_txt(tmp_path / "c.txt")
+    r = _cli("--corpus", str(tmp_path / "nope*.txt"), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "no files match" in r.stderr
+    (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\nhello\n")
+    r = _cli("--corpus", str(src), "--out", str(tmp_path / "o"), "--tokenizer", str(tmp_path / "vocab.txt"))
+    assert r.returncode == 2 and "lacks the special tokens [CLS], [SEP], [MASK]" in r.stderr
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "mine.txt").write_text("keep")
+    r = _cli("--corpus", str(src), "--out", str(tmp_path / "busy"), "--vocab-size", "100")
+    assert r.returncode == 2 and "--force" in r.stderr
+    assert [p.name for p in (tmp_path / "busy").iterdir()] == ["mine.txt"]
+    r = _cli("--corpus", str(src), "--out", str(tmp_path / "o"), "--seq-len", "4")
+    assert r.returncode == 2 and "seq_len 4 is out of range" in r.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_an_interrupted_run_never_leaves_a_folder_that_looks_complete(tmp_path, sig):
+    src = tmp_path / "big.txt"
+    rng = random.Random(0)
+    words = [f"{a}{b}" for a in "bcdfghklmnprstvw" for b in ("an", "el", "ix", "om", "up", "ers")]
+    with open(src, "w") as f:
+        for _ in range(60_000):
+            f.write(" ".join(rng.choice(words) for _ in range(12)) + ".\n\n")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "electra",
+            "prepare",
+            "--corpus",
+            str(src),
+            "--out",
+            str(tmp_path / "out"),
+            "--vocab-size",
+            "200",
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 60
+    while not any(p.name.startswith(".out.tmp") for p in tmp_path.iterdir()):  # wait until it writes
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(sig)
+    proc.communicate(timeout=60)
+    assert not (tmp_path / "out").exists()
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130
+        assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # cleaned up
+
+
+# ---------------------------------------------------------------------------------------
+# Real data
+# ---------------------------------------------------------------------------------------
+
+GUTENBERG = SHARED_DATA / "corpus" / "gutenberg"
+
+
+@pytest.mark.skipif(not GUTENBERG.is_dir(), reason="../shared/data/corpus/gutenberg is not present")
+def test_gutenberg_books_prepare_into_real_rows(tmp_path):
+    books = sorted(GUTENBERG.glob("*.txt"))[:3]
+    result = prepare(
+        books, tmp_path / "out", PrepareConfig(vocab_size=2000, doc_per_file=True, validation_fraction=0.05), quiet=True
+    )
+    m = result.manifest
+    assert m["counts"]["documents"] == 3 and m["counts"]["files"] == 3
+    assert m["splits"]["valid"]["rows"] > 0
+    rows = _rows(tmp_path / "out")
+    full = sum(len(ids) == 128 for ids, _, _ in rows) / len(rows)
+    assert full > 0.85  # most rows are packed to the target length
+    tok = Tokenizer.from_file(str(tmp_path / "out" / "tokenizer.json"))
+    assert "gutenberg" in " ".join(tok.decode(ids) for ids, _, _ in rows[:50])
+    assert os.path.getsize(tmp_path / "out" / "train-00000.ids.npy") == 128 + len(rows) * 128 * 2
