@@ -17,6 +17,7 @@ import json
 import lzma
 import os
 import re
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,7 @@ MAX_SENTENCE_CHARS = 2000  # longer "sentences" (no punctuation) are cut at whit
 _READ_CHUNK = 1 << 20  # characters per read: bounds memory on files with enormous lines
 
 # Sentence ends: . ! ? then optional closing quotes/brackets, then whitespace.
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'\u201d\u2019)\]]*\s+")
+_SENTENCE_END = re.compile(r"([.!?][\"'\u201d\u2019)\]]*)\s+")
 # C0/C1 control characters except tab and newline; the BOM; other zero-width junk.
 _CONTROL = dict.fromkeys([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), *range(0x7F, 0xA0), 0xFEFF])
 
@@ -70,7 +71,7 @@ def normalize(text: str) -> str:
 def split_sentences(paragraph: str) -> list[str]:
     """Sentences of one paragraph (its line breaks already joined)."""
     out = []
-    for s in _SENTENCE_END.split(paragraph):
+    for s in _SENTENCE_END.sub("\\1\n", paragraph).split("\n"):
         s = s.strip()
         while len(s) > MAX_SENTENCE_CHARS:
             cut = s.rfind(" ", 0, MAX_SENTENCE_CHARS)
@@ -273,7 +274,7 @@ def _read_parquet(path: Path, key: str) -> Iterator[str | None]:
     return _documents(texts())
 
 
-def _read_dataset(dataset, key: str, where: str) -> Iterator[str | None]:
+def read_records(dataset, key: str, where: str) -> Iterator[str | None]:
     names = getattr(dataset, "column_names", None)
     if names is not None and key not in names:
         raise CorpusError(f"{where} has no column {key!r} (columns: {', '.join(names)}); pass --text-field NAME")
@@ -336,7 +337,7 @@ def read_source(
         ds = datasets.load_from_disk(str(path))
         if isinstance(ds, datasets.DatasetDict):
             ds = ds["train"] if "train" in ds else ds[next(iter(ds))]
-        return _read_dataset(ds, text_field, str(path))
+        return read_records(ds, text_field, str(path))
     kind = format_of(path) if fmt == "auto" else fmt
     if kind is None:
         raise CorpusError(f"{path}: unknown file type; use one of .{', .'.join(FORMATS)} or pass --format")
@@ -380,5 +381,5 @@ def stream(
         try:
             stats.bytes += path.stat().st_size if path.is_file() else 0
             yield from read_source(path, stats, fmt, text_field, doc_per_file)
-        except (OSError, EOFError, lzma.LZMAError) as e:
+        except (OSError, EOFError, lzma.LZMAError, csv.Error, zlib.error) as e:
             raise CorpusError(f"{path} could not be read ({type(e).__name__}: {e})") from e

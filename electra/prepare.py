@@ -27,7 +27,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -221,7 +221,6 @@ class PrepareResult:
     stats: corpus.ReadStats
     seconds: float
     tokens_encoded: int = 0
-    notes: list[str] = field(default_factory=list)
 
 
 def _batches(items: Iterator[str | None], max_chars: int = 1 << 20) -> Iterator[list[str | None]]:
@@ -294,7 +293,7 @@ def _own_part(items: Iterator[str | None], num_parts: int, part: int) -> Iterato
             doc += 1
 
 
-def _progress(total_bytes: int, quiet: bool, desc: str = "prepare") -> tqdm:
+def _progress(total_bytes: int, quiet: bool, desc: str) -> tqdm:
     return tqdm(
         total=total_bytes or None,
         unit="B",
@@ -307,14 +306,22 @@ def _progress(total_bytes: int, quiet: bool, desc: str = "prepare") -> tqdm:
     )
 
 
-def _training_texts(paths, cfg: PrepareConfig, quiet: bool) -> Iterator[list[str]]:
-    """One pass over the corpus for the tokenizer trainer (which makes two: alphabet, merges)."""
-    with _progress(sum(p.stat().st_size for p in paths if p.is_file()), quiet, "tokenizer") as bar:
-        for path in paths:
-            items = corpus.stream([path], corpus.ReadStats(), cfg.format, cfg.text_field, cfg.doc_per_file)
-            for batch in _batches(items):
+def _tokenizer(tokenizer, cfg: PrepareConfig, read, total_bytes: int, quiet: bool) -> Tokenizer:
+    """The given tokenizer, or one trained on the corpus (`read()` streams it afresh)."""
+    if isinstance(tokenizer, Tokenizer):
+        check_special_tokens(tokenizer, "the tokenizer")
+        return tokenizer
+    if tokenizer is not None:
+        return load_tokenizer(tokenizer)
+
+    def texts() -> Iterator[list[str]]:  # the trainer reads twice: alphabet, then merges
+        stats = corpus.ReadStats()
+        with _progress(total_bytes, quiet, "tokenizer") as bar:
+            for batch in _batches(read(stats)):
                 yield [s for s in batch if s is not None]
-            bar.update(path.stat().st_size if path.is_file() else 0)
+                bar.update(stats.bytes - bar.n)
+
+    return train_wordpiece(texts, cfg.vocab_size or 30522, lowercase=cfg.lowercase, show_progress=False)
 
 
 def prepare(
@@ -335,59 +342,46 @@ def prepare(
     cfg = cfg or PrepareConfig()
     if tokenizer is not None:  # the vocabulary comes from the tokenizer
         cfg = dataclasses.replace(cfg, vocab_size=None)
-    start = time.perf_counter()
-    paths = corpus.expand(corpus_paths, cfg.format) if dataset is None else []
     if cfg.num_parts > 1 and tokenizer is None:
         raise ValueError(
             "preparing in parts needs one shared tokenizer: train it first (a one-part run, or "
             "a subset) and pass --tokenizer to every part"
         )
+    start = time.perf_counter()
+    paths = corpus.expand(corpus_paths, cfg.format) if dataset is None else []
+    total_bytes = sum(p.stat().st_size for p in paths if p.is_file())
 
-    def sentences(stats: corpus.ReadStats) -> Iterator[str | None]:
+    def read(stats: corpus.ReadStats) -> Iterator[str | None]:
         if dataset is not None:
-            return corpus._read_dataset(dataset, cfg.text_field, "the dataset")
+            return corpus.read_records(dataset, cfg.text_field, "the dataset")
         return corpus.stream(paths, stats, cfg.format, cfg.text_field, cfg.doc_per_file)
 
     with publish_dir(out, overwrite=overwrite) as tmp:
-        stats = corpus.ReadStats()
-        if tokenizer is None:
-            if dataset is None:
-
-                def texts():
-                    return _training_texts(paths, cfg, quiet)
-            else:
-
-                def texts():
-                    return ([s for s in b if s is not None] for b in _batches(sentences(corpus.ReadStats())))
-
-            tok = train_wordpiece(texts, cfg.vocab_size or 30522, lowercase=cfg.lowercase, show_progress=False)
-        elif isinstance(tokenizer, Tokenizer):
-            tok = tokenizer
-            check_special_tokens(tok, "the tokenizer")
-        else:
-            tok = load_tokenizer(tokenizer)
+        tok = _tokenizer(tokenizer, cfg, read, total_bytes, quiet)
         save_tokenizer(tok, tmp, model_max_length=max(512, cfg.seq_len))
         vocab = tok.get_vocab_size(with_added_tokens=True)
-        cls_id, sep_id, pad_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]"), tok.token_to_id("[PAD]")
+        special = {name: tok.token_to_id(f"[{name.upper()}]") for name in ("pad", "unk", "cls", "sep", "mask")}
 
         rng = random.Random(f"{cfg.seed}/{cfg.part_index}")  # one stream per part, stable across runs
-        packer = RowPacker(cfg.seq_len, cls_id, sep_id, rng, cfg.one_segment_prob, cfg.short_target_prob)
-        writers = {s: ShardWriter(tmp, s, cfg.seq_len, id_dtype(vocab), cfg.rows_per_shard, pad_id) for s in SPLITS}
-        encoded = documents = sentence_count = 0
+        packer = RowPacker(
+            cfg.seq_len, special["cls"], special["sep"], rng, cfg.one_segment_prob, cfg.short_target_prob
+        )
+        writers = {
+            s: ShardWriter(tmp, s, cfg.seq_len, id_dtype(vocab), cfg.rows_per_shard, special["pad"]) for s in SPLITS
+        }
 
-        def emit(rows):
+        def emit(rows) -> None:
             for ids, types in rows:
-                split = "valid" if rng.random() < cfg.validation_fraction else "train"
-                writers[split].add(ids, types)
+                writers["valid" if rng.random() < cfg.validation_fraction else "train"].add(ids, types)
 
-        total_bytes = sum(p.stat().st_size for p in paths if p.is_file())
-        with _progress(total_bytes, quiet) as bar:
-            seen_bytes = 0
-            items = _own_part(sentences(stats), cfg.num_parts, cfg.part_index)
-            encoded_batches = _Prefetch(
-                (batch, tok.encode_batch_fast([s for s in batch if s is not None], add_special_tokens=False))
-                for batch in _Prefetch(_batches(items))
-            )
+        stats = corpus.ReadStats()
+        encoded = documents = sentences = 0
+        items = _own_part(read(stats), cfg.num_parts, cfg.part_index)
+        encoded_batches = _Prefetch(
+            (batch, tok.encode_batch_fast([s for s in batch if s is not None], add_special_tokens=False))
+            for batch in _Prefetch(_batches(items))
+        )
+        with _progress(total_bytes, quiet, "prepare") as bar:
             for batch, encodings in encoded_batches:
                 encodings = iter(encodings)
                 for item in batch:
@@ -395,15 +389,14 @@ def prepare(
                         documents += 1
                         emit(packer.end_document())
                     else:
-                        sentence_count += 1
+                        sentences += 1
                         ids = next(encodings).ids
                         encoded += len(ids)
                         emit(packer.add(ids))
-                bar.update(stats.bytes - seen_bytes)
-                seen_bytes = stats.bytes
+                bar.update(stats.bytes - bar.n)
                 rate = encoded / max(bar.format_dict["elapsed"], 1e-9)
                 bar.set_postfix_str(f"{documents:,} docs, {encoded:,} tokens, {rate:,.0f} tok/s", refresh=False)
-            emit(packer.end_document())
+        emit(packer.end_document())
         for w in writers.values():
             w.flush()
 
@@ -417,26 +410,20 @@ def prepare(
             "seq_len": cfg.seq_len,
             "vocab_size": vocab,
             "ids_dtype": str(id_dtype(vocab)),
-            "special_tokens": {
-                "pad": pad_id,
-                "cls": cls_id,
-                "sep": sep_id,
-                "mask": tok.token_to_id("[MASK]"),
-                "unk": tok.token_to_id("[UNK]"),
-            },
+            "special_tokens": special,
             "tokenizer_sha256": tokenizer_hash(tok),
-            "config": asdict(cfg),
             "tokenizer_source": "trained"
             if tokenizer is None
-            else "given"
-            if isinstance(tokenizer, Tokenizer)
-            else str(tokenizer),
+            else str(tokenizer)
+            if isinstance(tokenizer, (str, os.PathLike))
+            else "given",
+            "config": asdict(cfg),
             "sources": [str(p) for p in paths] if dataset is None else ["<dataset>"],
             "counts": {
                 "files": stats.files,
                 "bytes": stats.bytes,
                 "documents": documents,
-                "sentences": sentence_count,
+                "sentences": sentences,
                 "tokens_encoded": encoded,
                 "tokens_truncated": packer.truncated,
                 "invalid_utf8_bytes": stats.invalid_utf8,
