@@ -22,6 +22,10 @@ def cmd_export(args: argparse.Namespace) -> None:
             "folder will need tokenizer files before pipeline() can use it",
             file=sys.stderr,
         )
+    if ckpt.meta.get("objective") == "mlm":  # the BERT-style baseline: the masked LM is the model
+        out = hf.export_generator(ckpt.model, args.out, tokenizer_dir, overwrite=args.force)
+        print(f"exported the MLM baseline (ElectraForMaskedLM) from {ckpt.path} to {out}")
+        return
     out = hf.export_discriminator(ckpt.model, args.out, tokenizer_dir, overwrite=args.force)
     print(f"exported discriminator (ElectraForPreTraining) from {ckpt.path} to {out}")
     if args.generator_out:
@@ -91,6 +95,51 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         print(f"skipped {path}: {why}")
 
 
+_PRETRAIN_FLAGS = (
+    "data",
+    "out",
+    "preset",
+    "objective",
+    "max_steps",
+    "max_tokens",
+    "max_minutes",
+    "batch_size",
+    "micro_batches",
+    "lr",
+    "warmup_steps",
+    "weight_decay",
+    "seed",
+    "mask_prob",
+    "rtd_weight",
+    "temperature",
+    "generator_fraction",
+    "init_discriminator",
+    "init_generator",
+    "log_every",
+    "eval_every",
+    "eval_batches",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "device",
+    "precision",
+    "compile",
+    "tensorboard",
+)
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from electra.pretrain import PretrainConfig, run
+
+    flags = {k: getattr(args, k) for k in _PRETRAIN_FLAGS if getattr(args, k) is not None}
+    if args.config:
+        cfg = PretrainConfig.from_file(args.config, **flags)
+    else:
+        if not (args.data and args.out):
+            raise UsageError("pass --data and --out (or a --config file that sets them)")
+        cfg = PretrainConfig(**flags)
+    run(cfg, resume=args.resume, quiet=args.quiet)
+
+
 def _not_yet(name: str):
     def run(args: argparse.Namespace) -> None:
         raise UsageError(f"`electra {name}` is not available in electra {_version()} yet")
@@ -158,11 +207,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_prepare)
 
-    sub.add_parser(
+    p = sub.add_parser(
         "pretrain",
         help="pre-train a generator + discriminator with replaced token detection",
-        description="pre-train a generator + discriminator with replaced token detection",
-    ).set_defaults(func=_not_yet("pretrain"))
+        description="Pre-train ELECTRA (or a BERT-style MLM baseline) on prepared shards. "
+        "Defaults follow the paper for each preset; --config FILE (JSON) sets any "
+        "option, and flags override it.",
+    )
+    p.add_argument("--data", help="folder made by `electra prepare`")
+    p.add_argument("--out", help="run folder: checkpoints, metrics.jsonl, config.json")
+    p.add_argument("--config", help="JSON file of options (names as in the flags, with underscores)")
+    p.add_argument("--preset", choices=["tiny", "small", "base", "large"], help="model size (default: small)")
+    p.add_argument("--objective", choices=["electra", "mlm"], help="electra (default) or the MLM-only baseline")
+    p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in --out")
+    stop = p.add_argument_group("budget (the first reached stops the run)")
+    stop.add_argument("--max-steps", type=int, help="optimizer steps; the schedule decays to 0 here")
+    stop.add_argument(
+        "--max-tokens", type=int, help="tokens seen (sets the schedule's length if --max-steps is not given)"
+    )
+    stop.add_argument("--max-minutes", type=float, help="wall-clock budget")
+    opt = p.add_argument_group("optimisation")
+    opt.add_argument("--batch-size", type=int, help="global batch in rows (default: the preset's)")
+    opt.add_argument("--micro-batches", type=int, help="gradient accumulation: micro-batches per step")
+    opt.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
+    opt.add_argument("--warmup-steps", type=int, help="default: min(10000, 10%% of the steps)")
+    opt.add_argument("--weight-decay", type=float, help="default 0.01 (not on biases and LayerNorm)")
+    opt.add_argument("--seed", type=int, help="default 0")
+    obj = p.add_argument_group("objective")
+    obj.add_argument("--mask-prob", type=float, help="fraction of tokens masked (default 0.15, large 0.25)")
+    obj.add_argument("--rtd-weight", type=float, help="weight of the discriminator loss (default 50)")
+    obj.add_argument("--temperature", type=float, help="generator sampling temperature (default 1)")
+    obj.add_argument("--generator-fraction", type=float, help="generator width / discriminator width")
+    obj.add_argument("--init-discriminator", help="continue pre-training: an ElectraForPreTraining folder")
+    obj.add_argument("--init-generator", help="continue pre-training: an ElectraForMaskedLM folder")
+    r = p.add_argument_group("run")
+    r.add_argument("--log-every", type=int, help="steps between metric lines (default 10)")
+    r.add_argument("--eval-every", type=int, help="steps between validations (default 500)")
+    r.add_argument("--eval-batches", type=int, help="validation batches (default 20)")
+    r.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 1000)")
+    r.add_argument("--keep-checkpoints", type=int, help="complete checkpoints kept (default 3)")
+    r.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    r.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="default: bf16 on CUDA, fp32 on CPU")
+    r.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    r.add_argument("--tensorboard", action="store_true", default=None, help="also log to OUT/tensorboard")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser(
         "export",
@@ -194,7 +283,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (UsageError, OSError, ValueError) as e:
+    except Exception as e:
+        from electra.pretrain import TrainingDiverged
+
+        if not isinstance(e, (UsageError, OSError, ValueError, TrainingDiverged)):
+            raise  # a bug, not bad input: keep the traceback
         print(f"electra {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -98,7 +98,7 @@ def tiny(vocab_size: int = 100, generator_fraction: float = 0.5) -> ModelConfig:
         num_layers=2,
         num_heads=4,
         ffn_size=64,
-        max_positions=64,
+        max_positions=128,
     )
     return _preset(disc, generator_fraction)
 

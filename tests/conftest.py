@@ -54,3 +54,72 @@ def batch(vocab_size: int, B: int = 3, T: int = 12, seed: int = 0):
         types[row, length:] = 0
         mask[row, length:] = 0
     return ids, types, mask
+
+
+def synthetic_corpus(path, documents: int = 120, seed: int = 0):
+    """Deterministic English-like text: documents of sentences over a small vocabulary."""
+    import random
+
+    rng = random.Random(seed)
+    words = [
+        "the",
+        "a",
+        "of",
+        "to",
+        "and",
+        "in",
+        "is",
+        "was",
+        "for",
+        "on",
+        "that",
+        "with",
+        "as",
+        "it",
+        "his",
+        "her",
+        "they",
+        "at",
+        "by",
+        "from",
+        "this",
+        "be",
+        "had",
+        "not",
+        "river",
+        "house",
+        "light",
+        "small",
+        "great",
+        "old",
+        "young",
+        "king",
+        "city",
+        "road",
+        "water",
+        "night",
+        "day",
+        "stone",
+        "green",
+        "quiet",
+    ]
+    docs = []
+    for _ in range(documents):
+        sentences = [
+            " ".join(rng.choice(words) for _ in range(rng.randint(4, 14))).capitalize() + "."
+            for _ in range(rng.randint(3, 12))
+        ]
+        docs.append(" ".join(sentences))
+    path.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """A prepared folder: 32-token rows, a 200-entry vocabulary, 10% validation."""
+    from electra.prepare import PrepareConfig, prepare
+
+    root = tmp_path_factory.mktemp("data")
+    src = synthetic_corpus(root / "corpus.txt")
+    prepare([src], root / "data", PrepareConfig(seq_len=32, vocab_size=200, validation_fraction=0.1), quiet=True)
+    return root / "data"

@@ -100,8 +100,8 @@ def test_initialisation_follows_the_paper():
 
 def test_too_long_input_is_refused():
     model = Electra(tiny())
-    with pytest.raises(ValueError, match="exceeds the model's 64 positions"):
-        model.discriminator_logits(torch.zeros(1, 65, dtype=torch.long))
+    with pytest.raises(ValueError, match="exceeds the model.s 128 positions"):
+        model.discriminator_logits(torch.zeros(1, 129, dtype=torch.long))
 
 
 def test_classifier_from_pretrained_discriminator_shares_its_weights():

@@ -1,0 +1,222 @@
+"""The pre-training objectives as pure functions of tensors.
+
+ELECTRA (Clark et al. 2020; Google's pretrain_helpers.py): mask ~15% of each row's tokens
+(85% become [MASK], 15% stay), let the generator predict them, sample replacements from its
+softmax without gradient, and train the discriminator to tell, for every non-pad token,
+whether it was replaced. Loss = MLM + 50 x RTD.
+
+Randomness comes from `uniform(seed, rows, ...)`, a counter-based hash of (seed, global row,
+column): a row gets the same mask and samples whichever process, batch slice or resume
+point it is computed in, with no generator state to save and no host synchronisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+_M32 = 0xFFFFFFFF
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (three xor-shift-multiply rounds) on int64 tensors in [0, 2^32)."""
+    x = ((x ^ (x >> 16)) * 0x45D9F3B) & _M32
+    x = ((x ^ (x >> 16)) * 0x45D9F3B) & _M32
+    return x ^ (x >> 16)
+
+
+def uniform(seed: int, rows: torch.Tensor, cols: int, stream: int = 0) -> torch.Tensor:
+    """Uniform floats in (0, 1), shape (len(rows), cols), a pure function of (seed, stream, row, col).
+
+    `rows` holds global row numbers (int64), so any slice of a batch draws the same numbers.
+    """
+    key = _mix32(torch.tensor((seed * 0x9E3779B1 + stream * 0x85EBCA6B) & _M32, device=rows.device))
+    r = _mix32((rows[:, None] & _M32) ^ key)
+    c = torch.arange(cols, device=rows.device)[None, :]
+    x = _mix32(r ^ _mix32(c + 0x27D4EB2F))  # (B, cols)
+    return (x.to(torch.float64) + 0.5).div_(2.0**32).to(torch.float32)
+
+
+@dataclass(frozen=True)
+class Masked:
+    """Positions chosen for prediction, in static shapes: K slots per row, some unused."""
+
+    input_ids: torch.Tensor  # (B, T) with [MASK] at 85% of the chosen positions
+    positions: torch.Tensor  # (B, K) chosen positions (unused slots point at a real position too)
+    targets: torch.Tensor  # (B, K) original tokens at those positions
+    weights: torch.Tensor  # (B, K) 1.0 for used slots, 0.0 for unused ones
+
+
+def num_slots(seq_len: int, mask_prob: float) -> int:
+    """K: prediction slots per row, round(p * T), at least 1."""
+    return max(1, round(mask_prob * seq_len))
+
+
+def mask_tokens(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    special: torch.Tensor,
+    rows: torch.Tensor,
+    seed: int,
+    mask_id: int,
+    mask_prob: float = 0.15,
+    mask_token_prob: float = 0.85,
+    random_token_prob: float = 0.0,
+    vocab_size: int | None = None,
+) -> Masked:
+    """Choose round(p * n) positions of each row (n = its non-pad tokens), never specials or padding.
+
+    Of the chosen positions, `mask_token_prob` become [MASK], `random_token_prob` a random
+    token (BERT's 10%; ELECTRA uses none) and the rest keep their token.
+    """
+    B, T = input_ids.shape
+    K = num_slots(T, mask_prob)
+    candidate = attention_mask.bool() & ~special[input_ids]  # (B, T)
+    n = attention_mask.sum(1)
+    k = (n.float() * mask_prob).round().long().clamp(1, K)  # per-row count, as in Google's code
+    score = uniform(seed, rows, T, stream=1).masked_fill(~candidate, -1.0)
+    top, positions = score.topk(K, dim=1)  # (B, K), highest scores first
+    used = (torch.arange(K, device=input_ids.device)[None, :] < k[:, None]) & (top >= 0)
+    targets = torch.gather(input_ids, 1, positions)
+
+    u = uniform(seed, rows, K, stream=2)  # one draw per slot decides what the position shows
+    shown = torch.where(u < mask_token_prob, torch.full_like(targets, mask_id), targets)
+    if random_token_prob > 0:
+        if vocab_size is None:
+            raise ValueError("random_token_prob needs vocab_size")
+        random_ids = (uniform(seed, rows, K, stream=3) * vocab_size).long().clamp_(max=vocab_size - 1)
+        is_random = (u >= mask_token_prob) & (u < mask_token_prob + random_token_prob)
+        shown = torch.where(is_random, random_ids, shown)
+    shown = torch.where(used, shown, targets)  # unused slots leave the input untouched
+    masked_ids = input_ids.scatter(1, positions, shown)
+    return Masked(masked_ids, positions, targets, used.to(torch.float32))
+
+
+def masked_lm_loss(logits: torch.Tensor, masked: Masked) -> torch.Tensor:
+    """Mean cross-entropy over the used slots. logits: (B, K, V) at the chosen positions."""
+    ce = F.cross_entropy(logits.float().flatten(0, 1), masked.targets.flatten(), reduction="none")
+    return (ce * masked.weights.flatten()).sum() / masked.weights.sum().clamp(min=1.0)
+
+
+@torch.no_grad()
+def sample_tokens(logits: torch.Tensor, seed: int, rows: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """One token per slot from softmax(logits / temperature), by inverse CDF in fp32. (B, K, V) -> (B, K)."""
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    cdf = probs.cumsum(-1)
+    u = uniform(seed, rows, logits.shape[1], stream=4) * cdf[..., -1]  # scale out fp32 rounding of the sum
+    return torch.searchsorted(cdf, u[..., None]).squeeze(-1).clamp_(max=logits.shape[-1] - 1)
+
+
+def replace_tokens(input_ids: torch.Tensor, masked: Masked, sampled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The discriminator's input and labels: sampled tokens at the used slots; a token counts
+    as replaced only where the sample differs from the original."""
+    new = torch.where(masked.weights.bool(), sampled, masked.targets)
+    corrupted = input_ids.scatter(1, masked.positions, new)
+    return corrupted, (corrupted != input_ids).float()
+
+
+def replaced_token_loss(logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy over all non-pad tokens ([CLS] and [SEP] included)."""
+    bce = F.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none")
+    weights = attention_mask.float()
+    return (bce * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    kind: str = "electra"  # or "mlm": BERT-style masked LM only, 80/10/10 masking
+    mask_prob: float = 0.15
+    rtd_weight: float = 50.0
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("electra", "mlm"):
+            raise ValueError(f"unknown objective {self.kind!r}; use electra or mlm")
+        if not 0 < self.mask_prob < 1:
+            raise ValueError(f"mask_prob must be in (0, 1), got {self.mask_prob}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
+
+
+def electra_loss(
+    model,
+    input_ids,
+    token_type_ids,
+    attention_mask,
+    special: torch.Tensor,
+    rows: torch.Tensor,
+    seed: int,
+    mask_id: int,
+    cfg: ObjectiveConfig,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The ELECTRA objective on one batch; returns the loss and detached metric tensors."""
+    masked = mask_tokens(input_ids, attention_mask, special, rows, seed, mask_id, cfg.mask_prob)
+    gen_logits = model.generator_logits(masked.input_ids, token_type_ids, attention_mask, masked.positions)
+    mlm = masked_lm_loss(gen_logits, masked)
+    sampled = sample_tokens(gen_logits, seed, rows, cfg.temperature)
+    corrupted, labels = replace_tokens(input_ids, masked, sampled)
+    disc_logits = model.discriminator_logits(corrupted, token_type_ids, attention_mask)
+    rtd = replaced_token_loss(disc_logits, labels, attention_mask)
+    with torch.no_grad():
+        metrics = {
+            "gen_loss": mlm.detach(),
+            "disc_loss": rtd.detach(),
+            **_generator_metrics(gen_logits, masked),
+            **_discriminator_metrics(disc_logits, labels, attention_mask),
+        }
+    return mlm + cfg.rtd_weight * rtd, metrics
+
+
+def mlm_loss(
+    model,
+    input_ids,
+    token_type_ids,
+    attention_mask,
+    special: torch.Tensor,
+    rows: torch.Tensor,
+    seed: int,
+    mask_id: int,
+    cfg: ObjectiveConfig,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """BERT's masked LM on the generator network (80% [MASK], 10% random, 10% unchanged)."""
+    vocab = model.cfg.generator.vocab_size
+    masked = mask_tokens(
+        input_ids,
+        attention_mask,
+        special,
+        rows,
+        seed,
+        mask_id,
+        cfg.mask_prob,
+        mask_token_prob=0.8,
+        random_token_prob=0.1,
+        vocab_size=vocab,
+    )
+    logits = model.generator_logits(masked.input_ids, token_type_ids, attention_mask, masked.positions)
+    loss = masked_lm_loss(logits, masked)
+    return loss, {"gen_loss": loss.detach(), **_generator_metrics(logits.detach(), masked)}
+
+
+def _generator_metrics(logits: torch.Tensor, masked: Masked) -> dict[str, torch.Tensor]:
+    hit = (logits.argmax(-1) == masked.targets).float()
+    return {"gen_accuracy": (hit * masked.weights).sum() / masked.weights.sum().clamp(min=1.0)}
+
+
+def _discriminator_metrics(
+    logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    real = attention_mask.bool()
+    predicted = (logits > 0) & real
+    replaced = labels.bool() & real
+    tp = (predicted & replaced).sum().float()
+    return {
+        "disc_accuracy": ((predicted == replaced) & real).sum().float() / real.sum().clamp(min=1),
+        "disc_precision": tp / predicted.sum().clamp(min=1),
+        "disc_recall": tp / replaced.sum().clamp(min=1),
+        "replaced_fraction": replaced.sum().float() / real.sum().clamp(min=1),
+    }
+
+
+OBJECTIVES = {"electra": electra_loss, "mlm": mlm_loss}

@@ -1,0 +1,391 @@
+"""`electra pretrain`: the training loop, top to bottom.
+
+    data ──Loader──▶ batch ──objective (mask, generator, sample, discriminator)──▶ loss
+    loss ──backward (accumulated)──▶ clip 1.0 ──AdamW, warmup × linear decay──▶ checkpoint
+
+Exact resume: every random draw is a function of (seed, step) (the objective's hash noise;
+dropout re-seeded each step), the loader's state is two integers, and checkpoints are
+atomic folders. A run resumed from any checkpoint reproduces an uninterrupted one bitwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from electra import checkpoint as ckpt
+from electra.config import ModelConfig, generator_config, preset
+from electra.data import Loader, Shards, iterate
+from electra.model import Electra
+from electra.objective import OBJECTIVES, ObjectiveConfig
+from electra.optim import adamw, lr_factor, set_lr
+
+# The paper's pre-training hyperparameters (Clark et al. 2020, Table 6).
+PRESET_TRAINING = {
+    "tiny": {"lr": 1e-3, "batch_size": 16, "max_steps": 1000, "mask_prob": 0.15},
+    "small": {"lr": 5e-4, "batch_size": 128, "max_steps": 1_000_000, "mask_prob": 0.15},
+    "base": {"lr": 2e-4, "batch_size": 256, "max_steps": 766_000, "mask_prob": 0.15},
+    "large": {"lr": 2e-4, "batch_size": 2048, "max_steps": 400_000, "mask_prob": 0.25},
+}
+
+# Settings that must match to resume: they change what the weights mean or which rows come next.
+RESUME_KEYS = (
+    "data_sha256",
+    "preset",
+    "model",
+    "objective",
+    "batch_size",
+    "lr",
+    "seed",
+    "weight_decay",
+    "generator_fraction",
+    "init_discriminator",
+    "init_generator",
+)
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many non-finite steps in a row; the last good checkpoint is intact."""
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    data: str
+    out: str
+    preset: str = "small"
+    objective: str = "electra"
+    max_steps: int | None = None  # default: the preset's
+    max_tokens: int | None = None  # stop (and end the schedule) after this many tokens
+    max_minutes: float | None = None  # stop after this wall-clock time (the schedule is by steps)
+    batch_size: int | None = None  # global batch, default: the preset's
+    micro_batches: int = 1  # gradient accumulation: micro-batches per step
+    lr: float | None = None
+    warmup_steps: int | None = None  # default: min(10,000, 10% of the steps)
+    weight_decay: float = 0.01
+    clip_norm: float = 1.0
+    mask_prob: float | None = None
+    rtd_weight: float = 50.0
+    temperature: float = 1.0
+    generator_fraction: float | None = None
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 500
+    eval_batches: int = 20
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    max_bad_steps: int = 20  # non-finite steps in a row before giving up
+    device: str = "auto"
+    precision: str = "auto"  # bf16 autocast on CUDA, fp32 on CPU
+    compile: bool = False
+    tensorboard: bool = False
+    init_discriminator: str | None = None  # continue pre-training a released model (HF folders)
+    init_generator: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESET_TRAINING:
+            raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESET_TRAINING)}")
+        if (self.init_discriminator is None) != (self.init_generator is None):
+            raise ValueError("continuing pre-training needs both --init-discriminator and --init-generator")
+        for name in ("micro_batches", "log_every", "eval_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, **overrides) -> PretrainConfig:
+        try:
+            values = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"cannot read config file {path}: {e}") from e
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{path} sets unknown options {', '.join(unknown)}")
+        return cls(**{**values, **{k: v for k, v in overrides.items() if v is not None}})
+
+    def resolved(self, seq_len: int) -> dict:
+        """Every setting with the preset's defaults filled in, for rows of `seq_len` tokens."""
+        p = PRESET_TRAINING[self.preset]
+        d = asdict(self)
+        d["batch_size"] = self.batch_size or p["batch_size"]
+        d["lr"] = self.lr or p["lr"]
+        d["mask_prob"] = self.mask_prob or p["mask_prob"]
+        if self.max_steps is None and self.max_tokens is not None:  # the schedule ends with the token budget
+            d["max_steps"] = math.ceil(self.max_tokens / (d["batch_size"] * seq_len))
+        else:
+            d["max_steps"] = self.max_steps or p["max_steps"]
+        d["warmup_steps"] = self.warmup_steps if self.warmup_steps is not None else min(10_000, d["max_steps"] // 10)
+        return d
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_model(cfg: dict, vocab_size: int, seq_len: int) -> Electra:
+    if cfg["init_discriminator"]:
+        from electra.hf import load_electra
+
+        model = load_electra(cfg["init_discriminator"], cfg["init_generator"])
+        for note in model.import_notes:
+            print(f"note: {note}", file=sys.stderr)
+        if model.cfg.discriminator.vocab_size < vocab_size:
+            raise ValueError(
+                f"the initial model's vocabulary has {model.cfg.discriminator.vocab_size} entries but "
+                f"the data's tokenizer {vocab_size}; prepare the data with the model's tokenizer "
+                f"(--tokenizer {cfg['init_discriminator']})"
+            )
+        return model
+    kwargs = {"vocab_size": vocab_size}
+    if cfg["generator_fraction"] is not None:
+        kwargs["generator_fraction"] = cfg["generator_fraction"]
+    mcfg = preset(cfg["preset"], **kwargs)
+    if cfg["objective"]["kind"] == "mlm":  # BERT baseline: the masked LM is the full-size network
+        mcfg = ModelConfig(mcfg.discriminator, generator_config(mcfg.discriminator, 1.0))
+    if seq_len > mcfg.discriminator.max_positions:
+        raise ValueError(f"rows of {seq_len} tokens exceed the model's {mcfg.discriminator.max_positions} positions")
+    return Electra(mcfg)
+
+
+def _check_resume(saved: dict, now: dict) -> None:
+    diffs = [f"{k}: checkpoint {saved.get(k)!r}, now {now.get(k)!r}" for k in RESUME_KEYS if saved.get(k) != now.get(k)]
+    if diffs:
+        raise ValueError(
+            "cannot resume: the run was started with other settings ("
+            + "; ".join(diffs)
+            + "). Use a new --out folder, or the original settings"
+        )
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from (a killed run may have some)."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+@torch.no_grad()
+def evaluate(
+    model,
+    shards: Shards,
+    objective,
+    ocfg: ObjectiveConfig,
+    special,
+    mask_id: int,
+    batch_size: int,
+    max_batches: int,
+    device,
+    autocast,
+) -> dict[str, float]:
+    model.eval()
+    totals: dict[str, float] = {}
+    n = 0
+    for i, batch in enumerate(iterate(shards, batch_size)):
+        if i == max_batches:
+            break
+        b = batch.to(device)
+        with autocast():
+            loss, metrics = objective(
+                model, b.input_ids, b.token_type_ids, b.attention_mask, special, b.rows, 1_000_003 + i, mask_id, ocfg
+            )  # fixed noise: comparable over time
+        for k, v in {"loss": loss, **metrics}.items():
+            totals[k] = totals.get(k, 0.0) + float(v)
+        n += 1
+    model.train()
+    return {f"valid_{k}": v / max(n, 1) for k, v in totals.items()}
+
+
+def run(cfg: PretrainConfig, resume: bool = False, quiet: bool = False) -> dict:
+    """Train until the step, token or time budget; returns the last logged metrics."""
+    from electra.prepare import verify
+
+    out = Path(cfg.out)
+    manifest = verify(cfg.data)
+    seq_len = manifest["seq_len"]
+    settings = cfg.resolved(seq_len)
+    settings["data_sha256"] = (
+        manifest["tokenizer_sha256"]
+        + ":"
+        + ",".join(
+            f["sha256"][:16] for s in manifest["splits"].values() for sh in s["shards"] for f in sh["files"].values()
+        )
+    )
+    settings["objective"] = asdict(
+        ObjectiveConfig(cfg.objective, settings["mask_prob"], cfg.rtd_weight, cfg.temperature)
+    )
+    ocfg = ObjectiveConfig(**settings["objective"])
+    objective = OBJECTIVES[ocfg.kind]
+    B, steps = settings["batch_size"], settings["max_steps"]
+
+    device = _device(cfg.device)
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+
+    existing = ckpt.list_checkpoints(out)
+    if existing and not resume:
+        raise FileExistsError(f"{out} already holds checkpoints; pass --resume to continue it, or use a new --out")
+    state = None
+    if resume and existing:
+        saved = ckpt.load_checkpoint(out, with_train_state=True)
+        settings["model"] = saved.model.cfg.to_dict()
+        _check_resume(saved.meta["settings"], settings)
+        model, state = saved.model, saved.train_state
+        print(f"resuming from {saved.path} (step {state['step']})", file=sys.stderr)
+    else:
+        torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed
+        model = build_model(settings, manifest["vocab_size"], seq_len)
+        settings["model"] = model.cfg.to_dict()
+    model.to(device).train()
+    train_model = torch.compile(model) if cfg.compile else model  # keep `model` unwrapped for saving
+
+    optimizer = adamw(model, settings["lr"], settings["weight_decay"], fused=device.type == "cuda")
+    loader = Loader(Shards(cfg.data, "train"), B, seed=cfg.seed)
+    valid = Shards(cfg.data, "valid") if manifest["splits"]["valid"]["rows"] else None
+    step = tokens = bad_in_row = skipped = 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        loader.load_state_dict(state["loader"])
+        step, tokens, skipped = state["step"], state["tokens"], state["skipped"]
+    specials = manifest["special_tokens"]
+    special = torch.zeros(manifest["vocab_size"], dtype=torch.bool, device=device)
+    special[[specials[k] for k in ("pad", "cls", "sep", "mask")]] = True  # never masked
+    mask_id = specials["mask"]
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+    metrics_path = out / "metrics.jsonl"
+    _truncate_metrics(metrics_path, step)
+    writer = None
+    if cfg.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out / "tensorboard"))
+
+    def save(at_step: int) -> None:
+        train_state = {
+            "step": at_step,
+            "tokens": tokens,
+            "skipped": skipped,
+            "optimizer": optimizer.state_dict(),
+            "loader": loader.state_dict(),
+            "rng": torch.get_rng_state(),
+        }
+        ckpt.save_checkpoint(
+            ckpt.step_dir(out, at_step),
+            model,
+            train_state=train_state,
+            meta={"settings": settings, "objective": ocfg.kind},
+            tokenizer_dir=cfg.data,
+            overwrite=True,
+        )
+        ckpt.prune_checkpoints(out, cfg.keep_checkpoints)
+
+    start_time = time.perf_counter()
+    last = {"time": start_time, "tokens": tokens}
+    logged: dict = {}
+    bar = tqdm(total=steps, initial=step, desc="pretrain", unit="step", disable=quiet, dynamic_ncols=True)
+    stop_reason = "max steps"
+    while step < steps:
+        if cfg.max_minutes is not None and time.perf_counter() - start_time > cfg.max_minutes * 60:
+            stop_reason = "time budget"
+            break
+        torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout: a function of the step, for exact resume
+        lr = set_lr(optimizer, settings["lr"], lr_factor(step, settings["warmup_steps"], steps))
+        step_metrics: dict[str, torch.Tensor] = {}
+        micro = loader.next(cfg.micro_batches)
+        step_tokens = 0
+        for m, batch in enumerate(micro):
+            b = batch.to(device, non_blocking=True)
+            seed = (cfg.seed * 1_000_003 + step) * 64 + m
+            with autocast():
+                loss, metrics = objective(
+                    train_model, b.input_ids, b.token_type_ids, b.attention_mask, special, b.rows, seed, mask_id, ocfg
+                )
+            (loss / len(micro)).backward()
+            for k, v in {"loss": loss.detach(), **metrics}.items():
+                step_metrics[k] = step_metrics.get(k, 0) + v / len(micro)
+            step_tokens += batch.tokens
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+        if not (torch.isfinite(grad_norm) and torch.isfinite(step_metrics["loss"])):
+            optimizer.zero_grad(set_to_none=True)
+            skipped += 1
+            bad_in_row += 1
+            print(f"step {step}: non-finite loss or gradient, update skipped ({skipped} so far)", file=sys.stderr)
+            if bad_in_row >= cfg.max_bad_steps:
+                bar.close()
+                raise TrainingDiverged(
+                    f"{bad_in_row} non-finite steps in a row at step {step}; stopping. The last good "
+                    f"checkpoint is intact under {out / 'checkpoints'}; lower --lr or check the data"
+                )
+            continue
+        bad_in_row = 0
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        tokens += step_tokens
+        bar.update(1)
+
+        if step % cfg.log_every == 0 or step == steps:
+            now = time.perf_counter()
+            logged = {
+                "step": step,
+                "lr": lr,
+                "grad_norm": float(grad_norm),
+                "tokens": tokens,
+                "tokens_per_s": (tokens - last["tokens"]) / max(now - last["time"], 1e-9),
+                "elapsed_s": now - start_time,
+                "skipped": skipped,
+                **{k: float(v) for k, v in step_metrics.items()},
+            }
+            last = {"time": now, "tokens": tokens}
+            if valid is not None and (step % cfg.eval_every == 0 or step == steps):
+                logged.update(
+                    evaluate(
+                        model,
+                        valid,
+                        objective,
+                        ocfg,
+                        special,
+                        mask_id,
+                        B // cfg.micro_batches,
+                        cfg.eval_batches,
+                        device,
+                        autocast,
+                    )
+                )
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(logged) + "\n")
+            if writer is not None:
+                for k, v in logged.items():
+                    if k != "step":
+                        writer.add_scalar(k, v, step)
+            bar.set_postfix_str(f"loss {logged['loss']:.3f}, {logged['tokens_per_s']:,.0f} tok/s", refresh=False)
+        if step % cfg.checkpoint_every == 0 or step == steps:
+            save(step)
+        if cfg.max_tokens is not None and tokens >= cfg.max_tokens:
+            stop_reason = "max tokens"
+            break
+    bar.close()
+    if not ckpt.list_checkpoints(out) or ckpt.find_checkpoint(out) != ckpt.step_dir(out, step):
+        save(step)
+    if writer is not None:
+        writer.close()
+    print(f"stopped at step {step} ({stop_reason}); checkpoint {ckpt.step_dir(out, step)}", file=sys.stderr)
+    return logged

@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+import torch
+
+from electra.config import tiny
+from electra.data import Loader, Shards, iterate
+from electra.model import Electra
+from electra.optim import adamw, lr_factor, param_groups
+
+
+def _ids(batches):
+    return [tuple(row.tolist()) for b in batches for row in b.input_ids]
+
+
+def test_one_epoch_visits_every_row_once_and_epochs_differ(tiny_data):
+    shards = Shards(tiny_data)
+    n = len(shards)
+    loader = Loader(shards, global_batch=8, seed=3)
+    order = [np.stack(loader.next_global(), 1) for _ in range(n // 8)]
+    seen = {tuple(x) for b in order for x in b}
+    assert len(seen) == (n // 8) * 8  # no row twice within an epoch
+    first_of_next = np.stack(loader.next_global(), 1)
+    assert loader.epoch == 1 and not np.array_equal(first_of_next, order[0])
+
+
+def test_rank_slices_and_micro_batches_make_up_the_global_batch(tiny_data):
+    shards = Shards(tiny_data)
+    single = Loader(shards, global_batch=8, seed=1)
+    ranks = [Loader(shards, global_batch=8, seed=1, rank=r, world_size=2) for r in range(2)]
+    for _ in range(5):
+        whole = single.next(micro_batches=2)
+        parts = [r.next() for r in ranks]
+        assert _ids(whole) == _ids(parts[0]) + _ids(parts[1])
+        assert torch.equal(torch.cat([b.rows for p in parts for b in p]), torch.arange(8))
+
+
+def test_loader_state_resumes_exactly(tiny_data):
+    shards = Shards(tiny_data)
+    a = Loader(shards, global_batch=8, seed=2)
+    for _ in range(7):
+        a.next()
+    state = a.state_dict()
+    expected = [_ids(a.next()) for _ in range(10)]
+    b = Loader(shards, global_batch=8, seed=2)
+    b.load_state_dict(state)
+    assert [_ids(b.next()) for _ in range(10)] == expected
+
+
+def test_batches_carry_masks_types_and_padding(tiny_data):
+    shards = Shards(tiny_data)
+    (batch,) = Loader(shards, global_batch=16).next()
+    assert batch.input_ids.shape == (16, 32) and batch.input_ids.dtype == torch.int64
+    lengths = batch.attention_mask.sum(1)
+    for row, n in zip(batch.input_ids, lengths, strict=True):
+        assert (row[n:] == 0).all() and row[n - 1] == 3 and row[0] == 2
+    assert batch.token_type_ids.max() == 1
+    rows = sum(len(b.input_ids) for b in iterate(Shards(tiny_data, "valid"), 5))
+    assert rows == Shards(tiny_data, "valid").sizes.sum() > 0
+
+
+def test_too_little_data_is_refused(tiny_data):
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        Loader(Shards(tiny_data), global_batch=100_000)
+
+
+def test_no_weight_decay_on_biases_and_layernorm():
+    model = Electra(tiny())
+    groups = param_groups(model, 0.01)
+    decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    names = {n for n, p in model.named_parameters() if id(p) in decayed}
+    assert "discriminator.layers.0.qkv.weight" in names and "embeddings.word.weight" in names
+    assert not any(n.endswith("bias") or "norm" in n for n in names)
+    opt = adamw(model, 1e-3)
+    assert opt.defaults["eps"] == 1e-6 and opt.defaults["betas"] == (0.9, 0.999)
+
+
+def test_schedule_is_linear_warmup_times_linear_decay():
+    assert lr_factor(0, 10, 100) == pytest.approx(0.1 * 1.0)
+    assert lr_factor(4, 10, 100) == pytest.approx(0.5 * 0.96)
+    assert lr_factor(50, 10, 100) == pytest.approx(0.5)
+    assert lr_factor(100, 10, 100) == 0.0
+    assert lr_factor(3, 0, 10) == pytest.approx(0.7)

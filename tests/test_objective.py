@@ -1,0 +1,196 @@
+"""The ELECTRA and MLM objectives on hand-made tensors."""
+
+import math
+
+import pytest
+import torch
+
+from electra.config import tiny
+from electra.model import Electra
+from electra.objective import (
+    Masked,
+    ObjectiveConfig,
+    electra_loss,
+    mask_tokens,
+    masked_lm_loss,
+    mlm_loss,
+    num_slots,
+    replace_tokens,
+    replaced_token_loss,
+    sample_tokens,
+    uniform,
+)
+
+PAD, CLS, SEP, MASK = 0, 2, 3, 4
+SPECIAL = torch.zeros(100, dtype=torch.bool)
+SPECIAL[[PAD, CLS, SEP, MASK]] = True
+
+
+def _rows(B=64, T=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 100, (B, T), generator=g)
+    lengths = torch.randint(6, T + 1, (B,), generator=g)
+    lengths[0] = T
+    mask = (torch.arange(T)[None] < lengths[:, None]).long()
+    ids[:, 0] = CLS
+    ids[torch.arange(B), lengths - 1] = SEP
+    ids[mask == 0] = PAD
+    return ids, mask
+
+
+def test_uniform_is_a_pure_function_of_seed_and_row():
+    rows = torch.arange(100)
+    u = uniform(7, rows, 50)
+    assert u.shape == (100, 50) and 0 < u.min() and u.max() < 1
+    assert abs(u.mean().item() - 0.5) < 0.01
+    torch.testing.assert_close(uniform(7, rows[30:60], 50), u[30:60], rtol=0, atol=0)
+    assert not torch.equal(uniform(8, rows, 50), u)
+    assert not torch.equal(uniform(7, rows, 50, stream=1), u)
+
+
+def test_masking_picks_round_p_n_real_tokens_never_specials_or_padding():
+    ids, mask = _rows()
+    m = mask_tokens(ids, mask, SPECIAL, torch.arange(len(ids)), seed=1, mask_id=MASK)
+    K = num_slots(40, 0.15)
+    assert K == 6 and m.positions.shape == (64, K)
+    want = (mask.sum(1).float() * 0.15).round().clamp(1, K)
+    torch.testing.assert_close(m.weights.sum(1), want)
+    chosen = torch.gather(ids, 1, m.positions)[m.weights.bool()]
+    assert not SPECIAL[chosen].any()
+    assert torch.equal(m.targets, torch.gather(ids, 1, m.positions))
+    used_positions = m.positions[m.weights.bool()]
+    assert (torch.gather(mask, 1, m.positions)[m.weights.bool()] == 1).all()
+    assert len(used_positions) > 0
+    # outside the used slots the input is untouched
+    changed = m.input_ids != ids
+    assert changed.sum() <= m.weights.sum()
+    assert set(m.input_ids[changed].tolist()) <= {MASK}  # ELECTRA: [MASK] or unchanged, no random tokens
+
+
+def test_masking_is_85_percent_mask_15_percent_unchanged():
+    ids, mask = _rows(B=2000, T=64)
+    m = mask_tokens(ids, mask, SPECIAL, torch.arange(len(ids)), seed=3, mask_id=MASK)
+    shown = torch.gather(m.input_ids, 1, m.positions)[m.weights.bool()]
+    assert abs((shown == MASK).float().mean().item() - 0.85) < 0.01
+
+
+def test_masks_do_not_depend_on_how_the_batch_is_sliced():
+    ids, mask = _rows()
+    rows = torch.arange(64)
+    whole = mask_tokens(ids, mask, SPECIAL, rows, seed=5, mask_id=MASK)
+    half = mask_tokens(ids[32:], mask[32:], SPECIAL, rows[32:], seed=5, mask_id=MASK)
+    assert torch.equal(whole.input_ids[32:], half.input_ids)
+    assert torch.equal(whole.positions[32:], half.positions)
+
+
+def test_bert_masking_is_80_10_10():
+    ids, mask = _rows(B=2000, T=64)
+    m = mask_tokens(
+        ids,
+        mask,
+        SPECIAL,
+        torch.arange(len(ids)),
+        seed=3,
+        mask_id=MASK,
+        mask_token_prob=0.8,
+        random_token_prob=0.1,
+        vocab_size=100,
+    )
+    shown = torch.gather(m.input_ids, 1, m.positions)[m.weights.bool()]
+    target = m.targets[m.weights.bool()]
+    masked = (shown == MASK).float().mean().item()
+    same = (shown == target).float().mean().item()
+    assert abs(masked - 0.8) < 0.01
+    assert abs(same - 0.1 - 0.1 / 100) < 0.01  # random tokens equal the original 1% of the time
+
+
+def test_sampling_follows_the_generator_softmax():
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0, -30.0]).expand(4000, 3, 5).contiguous()
+    rows = torch.arange(4000)
+    samples = sample_tokens(logits, seed=0, rows=rows)
+    freq = torch.bincount(samples.flatten(), minlength=5).float() / samples.numel()
+    torch.testing.assert_close(freq, torch.softmax(logits[0, 0], -1), rtol=0, atol=0.01)
+    hot = sample_tokens(logits, seed=0, rows=rows, temperature=0.01)
+    assert (hot == 0).all()  # temperature -> 0 is argmax
+    flat = sample_tokens(logits, seed=0, rows=rows, temperature=100.0)
+    freq = torch.bincount(flat.flatten(), minlength=5).float() / flat.numel()
+    torch.testing.assert_close(freq, torch.softmax(logits[0, 0] / 100, -1), rtol=0, atol=0.01)
+
+
+def test_a_sample_equal_to_the_original_is_not_replaced():
+    ids = torch.tensor([[CLS, 10, 11, 12, SEP]])
+    masked = Masked(
+        input_ids=torch.tensor([[CLS, MASK, 11, MASK, SEP]]),
+        positions=torch.tensor([[1, 3, 2]]),
+        targets=torch.tensor([[10, 12, 11]]),
+        weights=torch.tensor([[1.0, 1.0, 0.0]]),
+    )
+    corrupted, labels = replace_tokens(ids, masked, torch.tensor([[10, 50, 60]]))  # slot 0 resamples 10
+    assert corrupted.tolist() == [[CLS, 10, 11, 50, SEP]]  # the unused slot leaves 11 alone
+    assert labels.tolist() == [[0.0, 0.0, 0.0, 1.0, 0.0]]
+
+
+def test_losses_equal_hand_computed_values():
+    logits = torch.tensor([[0.0, 2.0, -1.0, 3.0]])
+    labels = torch.tensor([[0.0, 1.0, 0.0, 1.0]])
+    attn = torch.tensor([[1, 1, 1, 0]])
+    want = (math.log(2) + math.log(1 + math.exp(-2)) + math.log(1 + math.exp(-1))) / 3  # [CLS] counts, pad not
+    assert replaced_token_loss(logits, labels, attn).item() == pytest.approx(want, rel=1e-6)
+
+    gen = torch.tensor([[[0.0, 0.0, 0.0], [2.0, 0.0, 0.0]]])
+    masked = Masked(input_ids=None, positions=None, targets=torch.tensor([[1, 0]]), weights=torch.tensor([[1.0, 1.0]]))
+    want = (math.log(3) + (math.log(math.exp(2) + 2) - 2)) / 2
+    assert masked_lm_loss(gen, masked).item() == pytest.approx(want, rel=1e-6)
+    masked = Masked(None, None, torch.tensor([[1, 0]]), torch.tensor([[1.0, 0.0]]))  # unused slots do not count
+    assert masked_lm_loss(gen, masked).item() == pytest.approx(math.log(3), rel=1e-6)
+
+
+def test_electra_loss_is_mlm_plus_50_rtd_and_sampling_blocks_gradient():
+    torch.manual_seed(0)
+    model = Electra(tiny()).eval()
+    ids, mask = _rows(B=8, T=24)
+    types = torch.zeros_like(ids)
+    rows = torch.arange(8)
+    cfg = ObjectiveConfig()
+    loss, metrics = electra_loss(model, ids, types, mask, SPECIAL, rows, 11, MASK, cfg)
+    torch.testing.assert_close(loss, metrics["gen_loss"] + 50 * metrics["disc_loss"])
+    assert 0.1 < metrics["replaced_fraction"] < 0.2  # ~15% masked, nearly all replaced by an untrained generator
+
+    # the discriminator's loss sends no gradient into the generator's own layers: its
+    # gradients are the same whether the RTD term weighs 50 or 0
+    def grads(weight):
+        model.zero_grad()
+        total, _ = electra_loss(model, ids, types, mask, SPECIAL, rows, 11, MASK, ObjectiveConfig(rtd_weight=weight))
+        total.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    with_rtd, without = grads(50.0), grads(0.0)
+    for name in without:
+        if name.startswith(("generator.", "generator_head.")):
+            torch.testing.assert_close(with_rtd[name], without[name], rtol=0, atol=0)
+    assert not torch.equal(with_rtd["embeddings.word.weight"], without["embeddings.word.weight"])
+    assert with_rtd["discriminator.layers.0.qkv.weight"].abs().sum() > 0
+
+    # the same seed and rows give the same loss: no hidden random state
+    again, _ = electra_loss(model, ids, types, mask, SPECIAL, rows, 11, MASK, cfg)
+    assert again.item() == loss.item()
+
+
+def test_mlm_objective_trains_only_the_masked_lm():
+    torch.manual_seed(0)
+    model = Electra(tiny())
+    ids, mask = _rows(B=8, T=24)
+    loss, metrics = mlm_loss(
+        model, ids, torch.zeros_like(ids), mask, SPECIAL, torch.arange(8), 1, MASK, ObjectiveConfig(kind="mlm")
+    )
+    loss.backward()
+    assert set(metrics) == {"gen_loss", "gen_accuracy"}
+    assert all(p.grad is None for p in model.discriminator.parameters())
+    assert loss.item() == pytest.approx(math.log(100), rel=0.1)  # untrained: about uniform over the vocabulary
+
+
+def test_objective_config_checks_values():
+    with pytest.raises(ValueError, match="unknown objective 'bert'"):
+        ObjectiveConfig(kind="bert")
+    with pytest.raises(ValueError, match="mask_prob"):
+        ObjectiveConfig(mask_prob=1.5)

@@ -1,0 +1,212 @@
+"""The training loop: exact resume (through kill -9), refusals, non-finite steps, both objectives."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from electra.checkpoint import list_checkpoints, load_checkpoint
+from electra.pretrain import PretrainConfig, TrainingDiverged, run
+
+FAST = dict(
+    preset="tiny", batch_size=8, log_every=1, eval_every=4, eval_batches=2, checkpoint_every=3, keep_checkpoints=10
+)
+
+
+def _cfg(data, out, **kw):
+    return PretrainConfig(data=str(data), out=str(out), **{**FAST, "max_steps": 12, **kw})
+
+
+def _losses(run_dir):
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(m["step"], m["loss"], m.get("valid_loss")) for m in lines]
+
+
+def _weights(run_dir):
+    return load_file(list_checkpoints(run_dir)[-1] / "model.safetensors")
+
+
+def test_training_lowers_the_loss_and_logs_every_metric(tiny_data, tmp_path):
+    logged = run(_cfg(tiny_data, tmp_path / "run", max_steps=40, lr=2e-3, warmup_steps=4), quiet=True)
+    losses = [loss for _, loss, _ in _losses(tmp_path / "run")]
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5
+    for key in (
+        "loss",
+        "gen_loss",
+        "gen_accuracy",
+        "disc_loss",
+        "disc_accuracy",
+        "disc_precision",
+        "disc_recall",
+        "replaced_fraction",
+        "lr",
+        "grad_norm",
+        "tokens_per_s",
+        "valid_loss",
+    ):
+        assert key in logged, key
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["objective"]["rtd_weight"] == 50.0 and config["max_steps"] == 40
+
+
+def test_resume_after_kill_9_equals_an_uninterrupted_run(tiny_data, tmp_path):
+    run(_cfg(tiny_data, tmp_path / "straight"), quiet=True)
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "electra",
+        "pretrain",
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(tmp_path / "cut"),
+        "--preset",
+        "tiny",
+        "--batch-size",
+        "8",
+        "--log-every",
+        "1",
+        "--eval-every",
+        "4",
+        "--eval-batches",
+        "2",
+        "--checkpoint-every",
+        "3",
+        "--keep-checkpoints",
+        "10",
+        "--max-steps",
+        "12",
+        "--quiet",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = tmp_path / "cut" / "checkpoints"
+    deadline = time.time() + 120
+    # after the first checkpoint, kill while the next is being written, or just after it
+    while proc.poll() is None and time.time() < deadline:
+        names = [p.name for p in checkpoints.iterdir()] if checkpoints.exists() else []
+        complete = len([n for n in names if n.startswith("step")])
+        if complete >= 1 and (any(n.startswith(".") for n in names) or complete >= 2):
+            break
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = list_checkpoints(tmp_path / "cut")
+    assert done and done[-1].name != "step-00000012", "the run finished before it could be killed"
+
+    run(_cfg(tiny_data, tmp_path / "cut"), resume=True, quiet=True)
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "cut")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert _losses(tmp_path / "cut") == _losses(tmp_path / "straight")
+
+
+def test_resume_refuses_other_settings_and_run_refuses_a_used_folder(tiny_data, tmp_path):
+    run(_cfg(tiny_data, tmp_path / "run", max_steps=3), quiet=True)
+    with pytest.raises(FileExistsError, match="--resume"):
+        run(_cfg(tiny_data, tmp_path / "run", max_steps=6), quiet=True)
+    with pytest.raises(ValueError, match=r"batch_size: checkpoint 8, now 16"):
+        run(_cfg(tiny_data, tmp_path / "run", max_steps=6, batch_size=16), resume=True, quiet=True)
+    with pytest.raises(ValueError, match=r"preset: checkpoint 'tiny', now 'small'"):
+        run(_cfg(tiny_data, tmp_path / "run", max_steps=6, preset="small"), resume=True, quiet=True)
+    run(_cfg(tiny_data, tmp_path / "run", max_steps=6), resume=True, quiet=True)  # a longer budget is fine
+    assert list_checkpoints(tmp_path / "run")[-1].name == "step-00000006"
+
+
+def test_non_finite_steps_are_skipped_then_stop_with_the_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):
+    from electra import objective
+
+    calls = {"n": 0}
+    real = objective.OBJECTIVES["electra"]
+
+    def diverging(*args):  # fine for 4 steps, then every loss is NaN
+        loss, metrics = real(*args)
+        calls["n"] += 1
+        return (loss * float("nan") if calls["n"] > 4 else loss), metrics
+
+    monkeypatch.setitem(objective.OBJECTIVES, "electra", diverging)
+    with pytest.raises(TrainingDiverged, match="3 non-finite steps in a row at step 4"):
+        run(_cfg(tiny_data, tmp_path / "run", max_steps=9, max_bad_steps=3, eval_every=100), quiet=True)
+    good = load_checkpoint(tmp_path / "run")
+    assert good.path.name == "step-00000003"
+    assert all(torch.isfinite(t).all() for t in good.model.state_dict().values())
+
+
+def test_mlm_baseline_trains_the_full_size_masked_lm_and_exports_it(tiny_data, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    run(_cfg(tiny_data, tmp_path / "run", max_steps=3, objective="mlm"), quiet=True)
+    model = load_checkpoint(tmp_path / "run").model
+    assert model.cfg.generator == model.cfg.discriminator
+    result = subprocess.run(
+        [sys.executable, "-m", "electra", "export", str(tmp_path / "run"), "--out", str(tmp_path / "hf")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    mlm = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "hf")
+    assert type(mlm).__name__ == "ElectraForMaskedLM" and mlm.config.hidden_size == 32
+
+
+def test_continue_pretraining_from_transformers_folders(tiny_data, tmp_path):
+    from electra import hf
+    from electra.config import tiny
+    from electra.model import Electra
+
+    torch.manual_seed(0)
+    start = Electra(tiny(vocab_size=json.loads((tiny_data / "manifest.json").read_text())["vocab_size"]))
+    hf.export_discriminator(start, tmp_path / "d", tokenizer_dir=tiny_data)
+    hf.export_generator(start, tmp_path / "g", tokenizer_dir=tiny_data)
+    run(
+        _cfg(
+            tiny_data,
+            tmp_path / "run",
+            max_steps=2,
+            init_discriminator=str(tmp_path / "d"),
+            init_generator=str(tmp_path / "g"),
+            lr=1e-12,
+        ),
+        quiet=True,
+    )
+    after = load_checkpoint(tmp_path / "run").model
+    for (name, a), b in zip(start.state_dict().items(), after.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)  # a negligible LR: still the import
+    with pytest.raises(ValueError, match="needs both"):
+        _cfg(tiny_data, tmp_path / "x", init_discriminator=str(tmp_path / "d"))
+
+
+def test_config_file_and_flags(tiny_data, tmp_path):
+    (tmp_path / "c.json").write_text(
+        json.dumps(
+            {"data": str(tiny_data), "out": str(tmp_path / "run"), "preset": "tiny", "max_steps": 2, "batch_size": 8}
+        )
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "electra",
+            "pretrain",
+            "--config",
+            str(tmp_path / "c.json"),
+            "--max-steps",
+            "3",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert list_checkpoints(tmp_path / "run")[-1].name == "step-00000003"
+    (tmp_path / "bad.json").write_text(json.dumps({"data": "x", "out": "y", "learning_rate": 1}))
+    result = subprocess.run(
+        [sys.executable, "-m", "electra", "pretrain", "--config", str(tmp_path / "bad.json")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and "unknown options learning_rate" in result.stderr
