@@ -113,6 +113,7 @@ _PRETRAIN_FLAGS = (
     "rtd_weight",
     "temperature",
     "generator_fraction",
+    "disentangled_embeddings",
     "init_discriminator",
     "init_generator",
     "log_every",
@@ -138,6 +139,50 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
             raise UsageError("pass --data and --out (or a --config file that sets them)")
         cfg = PretrainConfig(**flags)
     run(cfg, resume=args.resume, quiet=args.quiet)
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from electra.finetune import FinetuneConfig, run
+
+    cfg = FinetuneConfig(
+        model=args.model,
+        task=args.task,
+        data=args.data,
+        out=args.out,
+        seeds=args.seeds,
+        epochs=args.epochs,
+        lr=args.lr,
+        layer_decay=args.layer_decay,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        truncate=not args.no_truncate,
+        text_field=args.text_field,
+        pair_field=args.pair_field,
+        label_field=args.label_field,
+        regression=args.regression,
+        device=args.device,
+    )
+    results = run(cfg, quiet=args.quiet, overwrite=args.force)
+    for dev, metrics in results["median"].items():
+        spread = results["spread"][dev]
+        text = ", ".join(
+            f"{m} {v:.4f} (min {spread[m]['min']:.4f}, max {spread[m]['max']:.4f})" for m, v in metrics.items()
+        )
+        print(f"{results['task']} {dev}, median of {len(results['seeds'])} seeds: {text}")
+    print(f"wrote {args.out} (seed {results['exported_seed']}, the best on {results['main_metric']})")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from electra.predict import predict, read_inputs, write_jsonl
+
+    texts, blank = read_inputs(args.input, args.text_field, args.pair_field)
+    if not texts:
+        raise UsageError(f"no text to label in {args.input or 'stdin'}")
+    records, truncated = predict(args.model, texts, args.batch_size, args.max_length, not args.no_truncate, args.device)
+    write_jsonl(records, texts, args.output)
+    notes = [f"{blank} blank lines skipped" if blank else "", f"{truncated} texts truncated" if truncated else ""]
+    if any(notes):
+        print("electra predict: " + "; ".join(n for n in notes if n), file=sys.stderr)
 
 
 def _not_yet(name: str):
@@ -238,6 +283,12 @@ def build_parser() -> argparse.ArgumentParser:
     obj.add_argument("--rtd-weight", type=float, help="weight of the discriminator loss (default 50)")
     obj.add_argument("--temperature", type=float, help="generator sampling temperature (default 1)")
     obj.add_argument("--generator-fraction", type=float, help="generator width / discriminator width")
+    obj.add_argument(
+        "--disentangled-embeddings",
+        action="store_true",
+        default=None,
+        help="DeBERTa-v3 gradient-disentangled embedding sharing (export carries the sum)",
+    )
     obj.add_argument("--init-discriminator", help="continue pre-training: an ElectraForPreTraining folder")
     obj.add_argument("--init-generator", help="continue pre-training: an ElectraForMaskedLM folder")
     r = p.add_argument_group("run")
@@ -270,12 +321,69 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace output folders that already hold files")
     p.set_defaults(func=cmd_export)
 
-    for name, text in [
-        ("finetune", "fine-tune an encoder on a classification, regression or tagging task"),
-        ("predict", "label text with a fine-tuned model"),
-        ("quickstart", "prepare, pre-train, export and fine-tune end to end"),
-    ]:
-        sub.add_parser(name, help=text, description=text).set_defaults(func=_not_yet(name))
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune an encoder on a classification, regression or tagging task",
+        description="Fine-tune a pre-trained ELECTRA (a run, a checkpoint, or any ELECTRA folder) "
+        "on a GLUE task, a CSV/TSV/JSONL dataset or CoNLL tagging; report the median "
+        "over seeds and write an HF folder plus results.json.",
+    )
+    p.add_argument("--model", required=True, help="run folder, checkpoint, or HF ELECTRA folder / hub name")
+    p.add_argument(
+        "--task",
+        required=True,
+        choices=["sst2", "cola", "mrpc", "stsb", "rte", "qnli", "qqp", "mnli", "wnli", "csv", "ner"],
+    )
+    p.add_argument(
+        "--data",
+        required=True,
+        help="GLUE: the task's folder (or a folder of all GLUE tasks); csv/ner: a folder with train.* and dev.* files",
+    )
+    p.add_argument("--out", required=True, help="output folder (HF model + results.json)")
+    p.add_argument("--seeds", type=int, default=1, help="runs with seeds 0..N-1; the median is reported")
+    p.add_argument("--epochs", type=int, help="default: 3 (10 for RTE and STS-B)")
+    p.add_argument("--lr", type=float, help="default: 3e-4 small, 1e-4 base, 5e-5 large")
+    p.add_argument("--layer-decay", type=float, help="layer-wise LR decay (default 0.8; 0.9 for 24 layers)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=128, help="tokens per example (default 128)")
+    p.add_argument("--no-truncate", action="store_true", help="refuse longer examples instead of truncating")
+    p.add_argument("--text-field", help="csv: text column (default text)")
+    p.add_argument("--pair-field", help="csv: second text column, for sentence pairs")
+    p.add_argument("--label-field", help="csv: label column (default label)")
+    p.add_argument(
+        "--regression",
+        action="store_true",
+        default=None,
+        help="csv: labels are scores (default: inferred; numbers with fractions are scores)",
+    )
+    p.add_argument("--device", default="auto")
+    p.add_argument("--force", action="store_true", help="replace an output folder that holds files")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser(
+        "predict",
+        help="label text with a fine-tuned model",
+        description="Read texts (plain lines, .csv/.tsv or .jsonl; stdin by default), batch "
+        "them by length and write one JSON line per text with its label and score.",
+    )
+    p.add_argument("--model", required=True, help="a fine-tuned ElectraForSequenceClassification folder")
+    p.add_argument("--input", help="input file (default: stdin)")
+    p.add_argument("--output", help="output .jsonl (default: stdout)")
+    p.add_argument("--text-field", default="text", help="column or field with the text (default text)")
+    p.add_argument("--pair-field", help="column or field with a second text")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-length", type=int, help="default: the model's positions")
+    p.add_argument("--no-truncate", action="store_true", help="refuse longer texts instead of truncating")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "quickstart",
+        help="prepare, pre-train, export and fine-tune end to end",
+        description="prepare, pre-train, export and fine-tune end to end",
+    )
+    p.set_defaults(func=_not_yet("quickstart"))
     return parser
 
 

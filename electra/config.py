@@ -55,6 +55,10 @@ class ModelConfig:
 
     discriminator: EncoderConfig
     generator: EncoderConfig
+    # DeBERTa-v3's gradient-disentangled embedding sharing: the discriminator sees
+    # stop_grad(word embeddings) + a zero-initialised delta, so RTD cannot pull on the
+    # embeddings the generator learns; exports carry the sum.
+    disentangled_embeddings: bool = False
 
     def __post_init__(self) -> None:
         shared = ("vocab_size", "embedding_size", "max_positions", "type_vocab_size", "pad_token_id", "layer_norm_eps")
@@ -71,7 +75,11 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
-        return cls(EncoderConfig(**d["discriminator"]), EncoderConfig(**d["generator"]))
+        return cls(
+            EncoderConfig(**d["discriminator"]),
+            EncoderConfig(**d["generator"]),
+            d.get("disentangled_embeddings", False),
+        )
 
 
 def generator_config(disc: EncoderConfig, fraction: float) -> EncoderConfig:

@@ -260,20 +260,23 @@ def _copy_tokenizer(tokenizer_dir: str | os.PathLike | None, dest: Path) -> None
         shutil.copy2(src / name, dest / name)
 
 
-def _write(folder, state: dict, config: dict, tokenizer_dir, overwrite: bool) -> Path:
+def _write(folder, state: dict, config: dict, tokenizer_dir, overwrite: bool, extra_files=None) -> Path:
     with publish_dir(folder, overwrite=overwrite) as tmp:
         save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         _copy_tokenizer(tokenizer_dir, tmp)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
     return Path(folder)
 
 
 def export_discriminator(model: Electra, folder, tokenizer_dir=None, overwrite: bool = False) -> Path:
     """An `ElectraForPreTraining` folder: the encoder to fine-tune."""
     cfg = model.cfg.discriminator
+    state = {**model.state_dict(), "embeddings.word.weight": model.discriminator_word_embeddings().detach()}
     return _write(
         folder,
-        to_hf_state(model.state_dict(), "discriminator", cfg),
+        to_hf_state(state, "discriminator", cfg),
         to_hf_config(cfg, "discriminator"),
         tokenizer_dir,
         overwrite,
@@ -306,23 +309,25 @@ def _label_config(id2label: dict[int, str] | list[str], kind: str, cfg: EncoderC
 
 
 def export_sequence_classifier(
-    model: SequenceClassifier, folder, id2label, tokenizer_dir=None, overwrite: bool = False
+    model: SequenceClassifier, folder, id2label, tokenizer_dir=None, overwrite: bool = False, extra_files=None
 ) -> Path:
     """An `ElectraForSequenceClassification` folder; one label means regression."""
     if len(id2label) != model.num_labels:
         raise ValueError(f"id2label has {len(id2label)} labels but the model predicts {model.num_labels}")
     problem = "regression" if model.num_labels == 1 else "single_label_classification"
     config = _label_config(id2label, "sequence", model.cfg, problem_type=problem)
-    return _write(folder, to_hf_state(model.state_dict(), "sequence", model.cfg), config, tokenizer_dir, overwrite)
+    state = to_hf_state(model.state_dict(), "sequence", model.cfg)
+    return _write(folder, state, config, tokenizer_dir, overwrite, extra_files)
 
 
 def export_token_classifier(
-    model: TokenClassifier, folder, id2label, tokenizer_dir=None, overwrite: bool = False
+    model: TokenClassifier, folder, id2label, tokenizer_dir=None, overwrite: bool = False, extra_files=None
 ) -> Path:
     if len(id2label) != model.num_labels:
         raise ValueError(f"id2label has {len(id2label)} labels but the model predicts {model.num_labels}")
     config = _label_config(id2label, "token", model.cfg)
-    return _write(folder, to_hf_state(model.state_dict(), "token", model.cfg), config, tokenizer_dir, overwrite)
+    state = to_hf_state(model.state_dict(), "token", model.cfg)
+    return _write(folder, state, config, tokenizer_dir, overwrite, extra_files)
 
 
 def _load(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -330,18 +335,26 @@ def _load(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     module.load_state_dict(state, strict=True)
 
 
-def load_electra(discriminator: str | os.PathLike, generator: str | os.PathLike) -> Electra:
+def load_electra(
+    discriminator: str | os.PathLike, generator: str | os.PathLike, disentangled_embeddings: bool = False
+) -> Electra:
     """Our pre-training pair from two transformers folders, e.g. google/electra-small-*.
 
     The embeddings are shared, so the discriminator's are kept; a generator whose own
-    embeddings differ is reported in the returned model's `import_notes`.
+    embeddings differ is reported in the returned model's `import_notes`. With
+    `disentangled_embeddings` the generator's word embeddings are kept and the discriminator's
+    difference from them becomes the delta, so both networks keep their exact embeddings.
     """
     dfolder, gfolder = resolve(discriminator), resolve(generator)
     dcfg = from_hf_config(read_config(dfolder), f"{dfolder}/config.json")
     gcfg = from_hf_config(read_config(gfolder), f"{gfolder}/config.json")
-    model = Electra(ModelConfig(discriminator=dcfg, generator=gcfg))
+    model = Electra(ModelConfig(dcfg, gcfg, disentangled_embeddings))
     dstate, _ = from_hf_state(read_weights(dfolder), "discriminator", dcfg, str(dfolder))
     gstate, _ = from_hf_state(read_weights(gfolder), "generator", gcfg, str(gfolder))
+    if disentangled_embeddings:
+        word = gstate["embeddings.word.weight"]
+        dstate["embedding_delta"] = dstate["embeddings.word.weight"] - word
+        dstate["embeddings.word.weight"] = word
     notes = []
     for k in [k for k in gstate if k.startswith("embeddings.")]:
         if not torch.equal(gstate[k], dstate[k]):

@@ -76,6 +76,7 @@ class PretrainConfig:
     rtd_weight: float = 50.0
     temperature: float = 1.0
     generator_fraction: float | None = None
+    disentangled_embeddings: bool = False  # DeBERTa-v3 gradient-disentangled embedding sharing
     seed: int = 0
     log_every: int = 10
     eval_every: int = 500
@@ -137,7 +138,7 @@ def build_model(cfg: dict, vocab_size: int, seq_len: int) -> Electra:
     if cfg["init_discriminator"]:
         from electra.hf import load_electra
 
-        model = load_electra(cfg["init_discriminator"], cfg["init_generator"])
+        model = load_electra(cfg["init_discriminator"], cfg["init_generator"], cfg["disentangled_embeddings"])
         for note in model.import_notes:
             print(f"note: {note}", file=sys.stderr)
         if model.cfg.discriminator.vocab_size < vocab_size:
@@ -153,6 +154,7 @@ def build_model(cfg: dict, vocab_size: int, seq_len: int) -> Electra:
     mcfg = preset(cfg["preset"], **kwargs)
     if cfg["objective"]["kind"] == "mlm":  # BERT baseline: the masked LM is the full-size network
         mcfg = ModelConfig(mcfg.discriminator, generator_config(mcfg.discriminator, 1.0))
+    mcfg = dataclasses.replace(mcfg, disentangled_embeddings=cfg["disentangled_embeddings"])
     if seq_len > mcfg.discriminator.max_positions:
         raise ValueError(f"rows of {seq_len} tokens exceed the model's {mcfg.discriminator.max_positions} positions")
     return Electra(mcfg)
@@ -274,8 +276,10 @@ def run(cfg: PretrainConfig, resume: bool = False, quiet: bool = False) -> dict:
     _truncate_metrics(metrics_path, step)
     writer = None
     if cfg.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
-
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as e:
+            raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard") from e
         writer = SummaryWriter(str(out / "tensorboard"))
 
     def save(at_step: int) -> None:
@@ -284,8 +288,7 @@ def run(cfg: PretrainConfig, resume: bool = False, quiet: bool = False) -> dict:
             "tokens": tokens,
             "skipped": skipped,
             "optimizer": optimizer.state_dict(),
-            "loader": loader.state_dict(),
-            "rng": torch.get_rng_state(),
+            "loader": loader.state_dict(),  # random draws need no state: they are functions of (seed, step)
         }
         ckpt.save_checkpoint(
             ckpt.step_dir(out, at_step),
@@ -342,7 +345,8 @@ def run(cfg: PretrainConfig, resume: bool = False, quiet: bool = False) -> dict:
         tokens += step_tokens
         bar.update(1)
 
-        if step % cfg.log_every == 0 or step == steps:
+        evaluate_now = valid is not None and (step % cfg.eval_every == 0 or step == steps)
+        if step % cfg.log_every == 0 or step == steps or evaluate_now:
             now = time.perf_counter()
             logged = {
                 "step": step,
@@ -355,7 +359,7 @@ def run(cfg: PretrainConfig, resume: bool = False, quiet: bool = False) -> dict:
                 **{k: float(v) for k, v in step_metrics.items()},
             }
             last = {"time": now, "tokens": tokens}
-            if valid is not None and (step % cfg.eval_every == 0 or step == steps):
+            if evaluate_now:
                 logged.update(
                     evaluate(
                         model,

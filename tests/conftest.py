@@ -61,48 +61,10 @@ def synthetic_corpus(path, documents: int = 120, seed: int = 0):
     import random
 
     rng = random.Random(seed)
-    words = [
-        "the",
-        "a",
-        "of",
-        "to",
-        "and",
-        "in",
-        "is",
-        "was",
-        "for",
-        "on",
-        "that",
-        "with",
-        "as",
-        "it",
-        "his",
-        "her",
-        "they",
-        "at",
-        "by",
-        "from",
-        "this",
-        "be",
-        "had",
-        "not",
-        "river",
-        "house",
-        "light",
-        "small",
-        "great",
-        "old",
-        "young",
-        "king",
-        "city",
-        "road",
-        "water",
-        "night",
-        "day",
-        "stone",
-        "green",
-        "quiet",
-    ]
+    words = (
+        "the a of to and in is was for on that with as it his her they at by from this be had not river "
+        "house light small great old young king city road water night day stone green quiet"
+    ).split()
     docs = []
     for _ in range(documents):
         sentences = [

@@ -1,5 +1,6 @@
 """Parity with transformers' Electra* classes in both directions, and the pipeline contract."""
 
+import dataclasses
 import json
 
 import pytest
@@ -232,3 +233,28 @@ def test_export_refuses_a_folder_that_holds_files(tmp_path, electra):
     hf.export_discriminator(electra, tmp_path / "out", overwrite=True)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.json", "model.safetensors"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_disentangled_embeddings_export_the_sum_and_import_back(tmp_path):
+    cfg = dataclasses.replace(tiny(), disentangled_embeddings=True)
+    model = perturb(Electra(cfg))
+    assert model.embedding_delta.abs().sum() > 0  # perturbed away from its zero start
+    hf.export_discriminator(model, tmp_path / "disc")
+    hf.export_generator(model, tmp_path / "gen")
+    disc = transformers.ElectraForPreTraining.from_pretrained(tmp_path / "disc").eval()
+    gen = transformers.ElectraForMaskedLM.from_pretrained(tmp_path / "gen").eval()
+    want = model.embeddings.word.weight + model.embedding_delta
+    torch.testing.assert_close(disc.electra.embeddings.word_embeddings.weight, want, rtol=0, atol=0)
+    torch.testing.assert_close(
+        gen.electra.embeddings.word_embeddings.weight, model.embeddings.word.weight, rtol=0, atol=0
+    )
+    ids, types, mask = batch(100)
+    with torch.no_grad():
+        _assert_real_close(
+            model.discriminator_logits(ids, types, mask),
+            disc(input_ids=ids, token_type_ids=types, attention_mask=mask).logits,
+            mask,
+        )
+    back = hf.load_electra(tmp_path / "disc", tmp_path / "gen", disentangled_embeddings=True)
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(back.state_dict()[name], value, rtol=0, atol=1e-7, msg=name)

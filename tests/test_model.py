@@ -106,9 +106,41 @@ def test_too_long_input_is_refused():
 
 def test_classifier_from_pretrained_discriminator_shares_its_weights():
     model = perturb(Electra(tiny()))
-    encoder = model.discriminator_encoder()
+    encoder = model.encoder()
     ids, types, mask = batch(100)
     h = model.discriminator(model.embeddings(ids, types), mask)
     torch.testing.assert_close(encoder(ids, types, mask), h, rtol=0, atol=0)
     clf = SequenceClassifier(encoder.cfg, 3, encoder=encoder).eval()
     assert clf(ids, types, mask).shape == (3, 3)
+
+
+def test_cpu_dropout_keeps_1_minus_p_scales_and_follows_the_seed():
+    from electra.model import dropout
+
+    x = torch.ones(200, 1000, requires_grad=True)
+    torch.manual_seed(0)
+    y = dropout(x, 0.1, training=True)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.9) < 0.003
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.9))
+    y.sum().backward()
+    assert torch.equal(x.grad != 0, kept)  # the gradient flows through kept elements only
+    torch.manual_seed(0)
+    assert torch.equal(dropout(x, 0.1, training=True), y)
+    assert dropout(x, 0.1, training=False) is x
+    # rows are independent: no pattern repeats across the four 15-bit draws of one word
+    assert not torch.equal(kept[:50], kept[50:100])
+
+
+def test_disentangled_embeddings_keep_rtd_gradients_off_the_shared_embeddings():
+    import dataclasses
+
+    model = Electra(dataclasses.replace(tiny(), disentangled_embeddings=True))
+    assert torch.equal(model.discriminator_word_embeddings(), model.embeddings.word.weight)  # delta starts at 0
+    ids, types, mask = batch(100)
+    model.discriminator_logits(ids, types, mask).sum().backward()
+    assert model.embeddings.word.weight.grad is None  # the discriminator cannot pull on them
+    assert model.embedding_delta.grad.abs().sum() > 0
+    model.zero_grad()
+    model.generator_logits(ids, types, mask).logsumexp(-1).sum().backward()
+    assert model.embeddings.word.weight.grad.abs().sum() > 0

@@ -210,3 +210,23 @@ def test_config_file_and_flags(tiny_data, tmp_path):
         text=True,
     )
     assert result.returncode == 2 and "unknown options learning_rate" in result.stderr
+
+
+def test_disentangled_embeddings_train_and_export(tiny_data, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    run(_cfg(tiny_data, tmp_path / "run", max_steps=3, disentangled_embeddings=True), quiet=True)
+    model = load_checkpoint(tmp_path / "run").model
+    assert model.cfg.disentangled_embeddings and model.embedding_delta.abs().sum() > 0
+    result = subprocess.run(
+        [sys.executable, "-m", "electra", "export", str(tmp_path / "run"), "--out", str(tmp_path / "hf")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    disc = transformers.ElectraForPreTraining.from_pretrained(tmp_path / "hf")
+    torch.testing.assert_close(
+        disc.electra.embeddings.word_embeddings.weight,
+        (model.embeddings.word.weight + model.embedding_delta).detach(),
+        rtol=0,
+        atol=0,
+    )

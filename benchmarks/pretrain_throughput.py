@@ -1,0 +1,194 @@
+"""Training-step throughput and peak memory: our ELECTRA step against the same RTD step built
+from transformers' ElectraForMaskedLM + ElectraForPreTraining with shared embeddings.
+
+    python benchmarks/pretrain_throughput.py --preset small --batch 128 --seq 128 [--precision bf16]
+        [--variants transformers,ours,ours-compiled]
+
+Each variant runs in its own subprocess so that peak memory (RSS on CPU, allocator peak on
+CUDA) belongs to it alone. Both do the whole step: mask, generator, sample, discriminator,
+loss = MLM + 50 x RTD, backward, clip, AdamW. The baseline is what users write today: the
+generator's LM head and cross-entropy run over every position (labels -100 elsewhere).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+PAD, CLS, SEP, MASK = 0, 2, 3, 4  # the ids our tokenizers give the specials
+VARIANTS = ("transformers", "ours", "ours-compiled")
+
+
+def make_batch(B: int, T: int, vocab: int, device) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, vocab, (B, T), generator=g)
+    ids[:, 0], ids[:, -1], ids[:, T // 2] = CLS, SEP, SEP
+    types = torch.zeros_like(ids)
+    types[:, T // 2 + 1 :] = 1
+    mask = torch.ones_like(ids)
+    return ids.to(device), types.to(device), mask.to(device)
+
+
+def ours_step(args, device):
+    from electra.config import preset
+    from electra.model import Electra
+    from electra.objective import ObjectiveConfig, electra_loss
+    from electra.optim import adamw
+
+    model = Electra(preset(args.preset)).to(device).train()
+    step_model = torch.compile(model) if args.variant == "ours-compiled" else model
+    opt = adamw(model, 5e-4, fused=device.type == "cuda")
+    special = torch.zeros(model.cfg.discriminator.vocab_size, dtype=torch.bool, device=device)
+    special[[PAD, CLS, SEP, MASK]] = True
+    ids, types, mask = make_batch(args.batch, args.seq, model.cfg.discriminator.vocab_size, device)
+    rows = torch.arange(args.batch, device=device)
+    cfg = ObjectiveConfig()
+
+    def step(i):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+            loss, _ = electra_loss(step_model, ids, types, mask, special, rows, i, MASK, cfg)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    return step, sum(p.numel() for p in model.parameters())
+
+
+def hf_step(args, device):
+    import transformers
+
+    from electra.config import preset
+    from electra.hf import to_hf_config
+    from electra.objective import mask_tokens, sample_tokens
+    from electra.optim import adamw
+
+    mcfg = preset(args.preset)
+    gen = transformers.ElectraForMaskedLM(transformers.ElectraConfig(**to_hf_config(mcfg.generator, "generator")))
+    disc = transformers.ElectraForPreTraining(
+        transformers.ElectraConfig(**to_hf_config(mcfg.discriminator, "discriminator"))
+    )
+    gen.electra.embeddings = disc.electra.embeddings  # shared embeddings, tied LM head
+    gen.generator_lm_head.weight = disc.electra.embeddings.word_embeddings.weight
+    model = torch.nn.ModuleDict({"gen": gen, "disc": disc}).to(device).train()
+    opt = adamw(model, 5e-4, fused=device.type == "cuda")
+    special = torch.zeros(mcfg.discriminator.vocab_size, dtype=torch.bool, device=device)
+    special[[PAD, CLS, SEP, MASK]] = True
+    ids, types, mask = make_batch(args.batch, args.seq, mcfg.discriminator.vocab_size, device)
+    rows = torch.arange(args.batch, device=device)
+
+    def step(i):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+            m = mask_tokens(ids, mask, special, rows, i, MASK)
+            labels = torch.full_like(ids, -100).scatter(1, m.positions, m.targets)
+            out = gen(input_ids=m.input_ids, token_type_ids=types, attention_mask=mask, labels=labels)
+            logits = torch.gather(out.logits, 1, m.positions[..., None].expand(-1, -1, out.logits.shape[-1]))
+            sampled = sample_tokens(logits.detach(), i, rows)
+            corrupted = m.input_ids.scatter(1, m.positions, sampled)
+            rtd = disc(input_ids=corrupted, token_type_ids=types, attention_mask=mask, labels=(corrupted != ids).long())
+            loss = out.loss + 50 * rtd.loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    return step, sum(p.numel() for p in model.parameters())
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def measure(args) -> dict:
+    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(0)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    step, params = (hf_step if args.variant == "transformers" else ours_step)(args, device)
+    rss_before = _rss_mb()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for i in range(args.warmup):
+        step(i)
+    sync()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for i in range(args.steps):
+        loss = step(args.warmup + i)
+    sync()
+    seconds = (time.perf_counter() - start) / args.steps
+    tokens = args.batch * args.seq
+    result = {
+        "variant": args.variant,
+        "step_s": seconds,
+        "tokens_per_s": tokens / seconds,
+        "params": params,
+        "loss": float(loss.detach()),
+        "device": str(device),
+    }
+    # CPU: the high-water RSS above what the process held once the model was built
+    result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before
+    if device.type == "cuda":
+        result["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        flops = 6 * params * tokens  # a rough model-FLOPs figure for the table
+        result["tflops"] = flops / seconds / 1e12
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    ap.add_argument(
+        "--variants",
+        default="transformers,ours,ours-compiled",
+        help="comma-separated: transformers, ours, ours-compiled (torch.compile)",
+    )
+    ap.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.variant:
+        print(json.dumps(measure(args)))
+        return
+
+    results = []
+    for variant in args.variants.split(","):
+        if variant not in VARIANTS:
+            raise SystemExit(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+        cmd = [sys.executable, __file__, "--variant", variant, *sys.argv[1:]]
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"{variant} failed")
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    print(
+        f"\npreset {args.preset}, batch {args.batch} x seq {args.seq}, {args.precision}, "
+        f"device {results[0]['device']}, {os.cpu_count()} cores, torch {torch.__version__}\n"
+    )
+    base = results[0]["tokens_per_s"]
+    mem = "peak MB" if results[0]["device"].startswith("cuda") else "step MB"  # CPU: RSS above the built model
+    print(f"| {'variant':<14} | {'tokens/s':>10} | {'step ms':>8} | {mem:>8} | {'vs transformers':>15} |")
+    print(f"|{'-' * 16}|{'-' * 12}|{'-' * 10}|{'-' * 10}|{'-' * 17}|")
+    for r in results:
+        peak = r["peak_mb"]
+        print(
+            f"| {r['variant']:<14} | {r['tokens_per_s']:>10,.0f} | {r['step_s'] * 1e3:>8.0f} | {peak:>8,.0f} | "
+            f"{r['tokens_per_s'] / base:>14.2f}x |"
+        )
+
+
+if __name__ == "__main__":
+    main()

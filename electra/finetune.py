@@ -1,0 +1,396 @@
+"""`electra finetune`: a pre-trained encoder -> a task model, evaluated on the dev set, over seeds.
+
+encoder (our run / checkpoint, or any ELECTRA HF folder) + task data
+  ──tokenize (truncate and count)──▶ length-grouped, dynamically padded batches
+  ──AdamW, layer-wise LR decay, 10% warmup × linear decay──▶ best dev epoch
+  ──over N seeds──▶ median and spread ──▶ HF folder of the best seed + results.json
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import statistics
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from electra import hf
+from electra.checkpoint import is_checkpoint, list_checkpoints, load_checkpoint
+from electra.model import Encoder, SequenceClassifier, TokenClassifier
+from electra.optim import adamw, lr_factor, set_lr
+from electra.tasks import GLUE, METRICS, Example, Task, TaskError, entity_scores, glue_folder, read_conll, read_table
+from electra.tokenizer import load_tokenizer
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    model: str
+    task: str
+    data: str
+    out: str
+    seeds: int = 1
+    seed: int = 0  # seeds used: seed, seed + 1, ...
+    epochs: int | None = None  # default: the paper's for the task (3; 10 for RTE and STS-B)
+    lr: float | None = None  # default by size: 3e-4 (hidden <= 256), 1e-4 (<= 768), 5e-5
+    layer_decay: float | None = None  # default 0.8 (0.9 for 24 layers or more)
+    batch_size: int = 32
+    warmup_fraction: float = 0.1
+    weight_decay: float = 0.01
+    max_length: int = 128
+    truncate: bool = True  # False: refuse texts longer than max_length
+    text_field: str | None = None  # csv task: column names
+    pair_field: str | None = None
+    label_field: str | None = None
+    regression: bool | None = None  # csv: None infers it (all labels numbers, some with a fraction)
+    device: str = "auto"
+
+
+# --------------------------------------------------------------------------------------
+# Loading the pre-trained encoder
+# --------------------------------------------------------------------------------------
+
+
+def load_pretrained(path: str | os.PathLike) -> tuple[Encoder, Path]:
+    """The encoder to fine-tune and the folder holding its tokenizer."""
+    p = Path(path)
+    if p.is_dir() and (is_checkpoint(p) or list_checkpoints(p)):
+        ckpt = load_checkpoint(p)
+        part = "generator" if ckpt.meta.get("objective") == "mlm" else "discriminator"
+        if not ckpt.has_tokenizer:
+            raise ValueError(f"{ckpt.path} holds no tokenizer files; export it with --tokenizer first")
+        return ckpt.model.encoder(part), ckpt.path
+    folder = hf.resolve(path)
+    return hf.load_encoder(folder), folder
+
+
+# --------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------
+
+
+def _find(folder: Path, stem: str) -> Path:
+    for name in (f"{stem}.tsv", f"{stem}.csv", f"{stem}.jsonl", f"{stem}.txt", f"{stem}.conll"):
+        if (folder / name).exists():
+            return folder / name
+    raise TaskError(f"{folder} has no {stem}.tsv/.csv/.jsonl (or .txt/.conll for tagging)")
+
+
+def load_task(cfg: FinetuneConfig) -> tuple[Task, list[Example], dict[str, list[Example]]]:
+    """The task and its training and dev examples (several dev sets for MNLI)."""
+    data = Path(cfg.data)
+    if cfg.task in GLUE:
+        task = GLUE[cfg.task]
+        folder = glue_folder(data, task)
+        read = lambda f: read_table(folder / f, task.text, task.pair, task.label, task.header)  # noqa: E731
+        return task, read(task.train), {Path(f).stem: read(f) for f in task.dev}
+    if not data.is_dir():
+        raise TaskError(f"{data} is not a folder; put train and dev files in one folder")
+    dev_stem = "dev" if any(data.glob("dev.*")) else "validation"
+    if cfg.task == "ner":
+        task = Task("ner", "tagging", ("f1", "precision", "recall"))
+        return task, read_conll(_find(data, "train")), {"dev": read_conll(_find(data, dev_stem))}
+    if cfg.task == "csv":
+        text, label = cfg.text_field or "text", cfg.label_field or "label"
+        train = read_table(_find(data, "train"), text, cfg.pair_field, label)
+        dev = read_table(_find(data, dev_stem), text, cfg.pair_field, label)
+        regression = cfg.regression
+        if regression is None:  # numbers with a fraction somewhere are scores; "0"/"1" are classes
+            regression = all(_is_number(e.label) for e in train) and any(
+                float(e.label) != int(float(e.label)) for e in train
+            )
+        task = Task(
+            "csv",
+            "regression" if regression else "classification",
+            ("pearson", "spearman") if regression else ("accuracy", "f1"),
+        )
+        return task, train, {"dev": dev}
+    raise TaskError(f"unknown task {cfg.task!r}; use one of {', '.join([*GLUE, 'csv', 'ner'])}")
+
+
+def _is_number(x) -> bool:
+    try:
+        float(x)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def label_set(task: Task, train: list[Example], devs: dict[str, list[Example]]) -> list[str]:
+    if task.kind == "regression":
+        return ["score"]
+    seen = {t for e in train for t in (e.label if task.kind == "tagging" else [e.label])}
+    labels = list(task.labels) if task.labels else sorted(seen)
+    if task.kind == "tagging" and "O" in labels:
+        labels.remove("O")
+        labels.insert(0, "O")
+    known = set(labels)
+    for name, examples in {"train": train, **devs}.items():
+        for i, e in enumerate(examples):
+            for t in e.label if task.kind == "tagging" else [e.label]:
+                if t not in known:
+                    raise TaskError(
+                        f"{name} example {i + 1} has label {t!r}, unseen in training "
+                        f"(known: {', '.join(sorted(known))})"
+                    )
+    return labels
+
+
+@dataclass
+class Encoded:
+    ids: list[list[int]]
+    types: list[list[int]]
+    labels: list  # int / float per example, or a list per token (-100 where not scored)
+    words: list[list[int | None]] | None = None  # tagging: the word of each token
+
+
+def encode(
+    tok, task: Task, examples: list[Example], labels: list[str], max_length: int, truncate: bool, where: str
+) -> tuple[Encoded, int]:
+    """Token ids, types and aligned labels; returns the number of truncated examples too."""
+    index = {label: i for i, label in enumerate(labels)}
+    tok.enable_truncation(max_length, strategy="longest_first")  # pairs: trim the longer text first
+    tok.no_padding()
+    if task.kind == "tagging":
+        encodings = tok.encode_batch([e.text for e in examples], is_pretokenized=True)
+    elif examples and examples[0].pair is not None:
+        encodings = tok.encode_batch([(e.text, e.pair or "") for e in examples])
+    else:
+        encodings = tok.encode_batch([e.text for e in examples])
+    out = Encoded([], [], [], [] if task.kind == "tagging" else None)
+    truncated = 0
+    for i, (e, enc) in enumerate(zip(examples, encodings, strict=True)):
+        ids, types = enc.ids, enc.type_ids
+        if enc.overflowing:
+            if not truncate:
+                raise TaskError(
+                    f"{where} example {i + 1} is longer than --max-length {max_length} tokens; "
+                    "raise it or allow truncation"
+                )
+            truncated += 1
+        out.ids.append(ids)
+        out.types.append(types)
+        if task.kind == "tagging":
+            words = enc.word_ids[: len(ids)]
+            tags, previous = [], None
+            for w in words:  # the first piece of each word carries its tag
+                tags.append(index[e.label[w]] if w is not None and w != previous else -100)
+                previous = w
+            out.labels.append(tags)
+            out.words.append(words)
+        elif task.kind == "regression":
+            out.labels.append(float(e.label))
+        else:
+            out.labels.append(index[e.label])
+    return out, truncated
+
+
+def batches(data: Encoded, batch_size: int, seed: int | None, pad_id: int = 0):
+    """Dynamically padded batches; in training, lengths grouped in shuffled chunks of 50 batches."""
+    order = list(range(len(data.ids)))
+    if seed is not None:
+        rng = random.Random(seed)
+        rng.shuffle(order)
+        chunk = batch_size * 50
+        order = [
+            i for s in range(0, len(order), chunk) for i in sorted(order[s : s + chunk], key=lambda i: len(data.ids[i]))
+        ]
+        groups = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+        rng.shuffle(groups)
+    else:
+        order.sort(key=lambda i: len(data.ids[i]))
+        groups = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    for group in groups:
+        T = max(len(data.ids[i]) for i in group)
+        ids = torch.full((len(group), T), pad_id, dtype=torch.long)
+        types = torch.zeros((len(group), T), dtype=torch.long)
+        mask = torch.zeros((len(group), T), dtype=torch.long)
+        for row, i in enumerate(group):
+            n = len(data.ids[i])
+            ids[row, :n] = torch.tensor(data.ids[i])
+            types[row, :n] = torch.tensor(data.types[i])
+            mask[row, :n] = 1
+        if isinstance(data.labels[group[0]], list):
+            labels = torch.full((len(group), T), -100, dtype=torch.long)
+            for row, i in enumerate(group):
+                labels[row, : len(data.labels[i])] = torch.tensor(data.labels[i])
+        else:
+            labels = torch.tensor([data.labels[i] for i in group])
+        yield group, ids, types, mask, labels
+
+
+# --------------------------------------------------------------------------------------
+# Training and evaluation
+# --------------------------------------------------------------------------------------
+
+
+def layer_scales(encoder: Encoder, decay: float) -> dict[str, float]:
+    """LR factors: the head and the top layer get 1, each layer below `decay` times the one above,
+    the embeddings (and their projection) one factor less than the bottom layer."""
+    L = encoder.cfg.num_layers
+    scales = {"encoder.embeddings.": decay**L, "encoder.transformer.project.": decay**L}
+    scales.update({f"encoder.transformer.layers.{i}.": decay ** (L - 1 - i) for i in range(L)})
+    return scales
+
+
+def _loss(task: Task, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    if task.kind == "regression":
+        return F.mse_loss(logits.squeeze(-1).float(), labels.float())
+    return F.cross_entropy(logits.flatten(0, -2).float(), labels.flatten(), ignore_index=-100)
+
+
+@torch.no_grad()
+def evaluate(model, task: Task, data: Encoded, labels: list[str], device, batch_size: int = 128) -> dict:
+    model.eval()
+    preds: list = [None] * len(data.ids)
+    for group, ids, types, mask, _ in batches(data, batch_size, None):
+        logits = model(ids.to(device), types.to(device), mask.to(device)).float().cpu()
+        for row, i in enumerate(group):
+            if task.kind == "regression":
+                preds[i] = float(logits[row, 0])
+            elif task.kind == "tagging":
+                n = len(data.ids[i])
+                preds[i] = logits[row, :n].argmax(-1).tolist()
+            else:
+                preds[i] = int(logits[row].argmax())
+    model.train()
+    if task.kind == "tagging":
+        pred_tags, gold_tags = [], []
+        for p, g in zip(preds, data.labels, strict=True):
+            keep = [k for k, t in enumerate(g) if t != -100]
+            pred_tags.append([labels[p[k]] for k in keep])
+            gold_tags.append([labels[g[k]] for k in keep])
+        return entity_scores(pred_tags, gold_tags)
+    return {m: METRICS[m](preds, data.labels) for m in task.metrics}
+
+
+def train_one(
+    cfg: FinetuneConfig,
+    task: Task,
+    encoder: Encoder,
+    labels: list[str],
+    train: Encoded,
+    devs: dict[str, Encoded],
+    seed: int,
+    device,
+    quiet: bool,
+) -> tuple[dict, dict, int]:
+    """One seed: returns the best dev metrics, that epoch's weights and the epoch (1-based)."""
+    torch.manual_seed(seed)
+    num_labels = 1 if task.kind == "regression" else len(labels)
+    head = TokenClassifier if task.kind == "tagging" else SequenceClassifier
+    model = head(encoder.cfg, num_labels, encoder=copy.deepcopy(encoder)).to(device).train()
+    L = encoder.cfg.num_layers
+    decay = cfg.layer_decay if cfg.layer_decay is not None else (0.9 if L >= 24 else 0.8)
+    lr = cfg.lr or (3e-4 if encoder.cfg.hidden_size <= 256 else 1e-4 if encoder.cfg.hidden_size <= 768 else 5e-5)
+    optimizer = adamw(model, lr, cfg.weight_decay, lr_scale=layer_scales(encoder, decay), fused=device.type == "cuda")
+    epochs = cfg.epochs or task.epochs
+    per_epoch = -(-len(train.ids) // cfg.batch_size)
+    total = epochs * per_epoch
+    warmup = int(cfg.warmup_fraction * total)
+    main = task.metrics[0]
+    best, best_state, best_epoch, step = None, None, 0, 0
+    bar = tqdm(total=total, desc=f"{task.name} seed {seed}", unit="step", disable=quiet, dynamic_ncols=True)
+    for epoch in range(epochs):
+        for _, ids, types, mask, y in batches(train, cfg.batch_size, seed * 1000 + epoch):
+            set_lr(optimizer, lr, lr_factor(step, warmup, total))
+            logits = model(ids.to(device), types.to(device), mask.to(device))
+            loss = _loss(task, logits, y.to(device))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            bar.update(1)
+            bar.set_postfix_str(f"loss {loss.item():.4f}", refresh=False)
+        scores = {name: evaluate(model, task, d, labels, device) for name, d in devs.items()}
+        first = next(iter(scores.values()))
+        if best is None or first[main] > next(iter(best.values()))[main]:
+            best, best_epoch = scores, epoch + 1
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        bar.write(
+            f"{task.name} seed {seed} epoch {epoch + 1}: "
+            + ", ".join(f"{name} {m} {v:.4f}" for name, s in scores.items() for m, v in s.items())
+        ) if not quiet else None
+    bar.close()
+    return best, best_state, best_epoch
+
+
+def summarize(per_seed: list[dict]) -> tuple[dict, dict]:
+    """Median and spread (min, max, std) of every metric over seeds."""
+    median, spread = {}, {}
+    for name in per_seed[0]:
+        median[name], spread[name] = {}, {}
+        for metric in per_seed[0][name]:
+            values = [s[name][metric] for s in per_seed]
+            median[name][metric] = statistics.median(values)
+            spread[name][metric] = {
+                "min": min(values),
+                "max": max(values),
+                "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
+            }
+    return median, spread
+
+
+def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> dict:
+    if cfg.seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {cfg.seeds}")
+    out = Path(cfg.out)
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} already holds files; choose a new --out or pass --force")
+    task, train_examples, dev_examples = load_task(cfg)
+    if not train_examples:
+        raise TaskError(f"no training examples in {cfg.data}")
+    labels = label_set(task, train_examples, dev_examples)
+    encoder, tokenizer_dir = load_pretrained(cfg.model)
+    if cfg.max_length > encoder.cfg.max_positions:
+        raise ValueError(f"--max-length {cfg.max_length} exceeds the model's {encoder.cfg.max_positions} positions")
+    tok = load_tokenizer(tokenizer_dir)
+    train, n_trunc = encode(tok, task, train_examples, labels, cfg.max_length, cfg.truncate, "train")
+    devs, dev_trunc = {}, 0
+    for name, examples in dev_examples.items():
+        devs[name], n = encode(tok, task, examples, labels, cfg.max_length, cfg.truncate, name)
+        dev_trunc += n
+    if n_trunc or dev_trunc:
+        print(f"truncated {n_trunc} training and {dev_trunc} dev examples to {cfg.max_length} tokens", file=sys.stderr)
+    device = torch.device(cfg.device if cfg.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
+
+    runs = []
+    for seed in range(cfg.seed, cfg.seed + cfg.seeds):
+        best, state, epoch = train_one(cfg, task, encoder, labels, train, devs, seed, device, quiet)
+        runs.append({"seed": seed, "best_epoch": epoch, "metrics": best, "state": state})
+    median, spread = summarize([r["metrics"] for r in runs])
+    main_dev, main = next(iter(devs)), task.metrics[0]
+    chosen = max(runs, key=lambda r: r["metrics"][main_dev][main])
+    results = {
+        "task": task.name,
+        "model": str(cfg.model),
+        "labels": labels,
+        "main_metric": f"{main_dev}/{main}",
+        "median": median,
+        "spread": spread,
+        "exported_seed": chosen["seed"],
+        "seeds": [{k: v for k, v in r.items() if k != "state"} for r in runs],
+        "truncated": {"train": n_trunc, "dev": dev_trunc},
+        "examples": {"train": len(train.ids), **{k: len(v.ids) for k, v in devs.items()}},
+        "config": asdict(cfg),
+    }
+    num_labels = 1 if task.kind == "regression" else len(labels)
+    model = (TokenClassifier if task.kind == "tagging" else SequenceClassifier)(encoder.cfg, num_labels)
+    model.load_state_dict(chosen["state"])
+    export = hf.export_token_classifier if task.kind == "tagging" else hf.export_sequence_classifier
+    export(
+        model,
+        out,
+        labels,
+        tokenizer_dir=tokenizer_dir,
+        overwrite=overwrite,
+        extra_files={"results.json": json.dumps(results, indent=2) + "\n"},
+    )
+    return results

@@ -1,0 +1,300 @@
+"""Fine-tuning tasks: the GLUE table, generic CSV/TSV/JSONL datasets, CoNLL tagging, and metrics.
+
+Every reader returns `Example`s; every metric is a plain function of predictions and gold
+labels, as GLUE defines it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+class TaskError(ValueError):
+    """Bad task data: the message names the file, the row and what to do."""
+
+
+@dataclass
+class Example:
+    text: str | list[str]  # one text, a pair, or (tagging) the words of a sentence
+    pair: str | None = None
+    label: str | float | list[str] | None = None
+
+
+# --------------------------------------------------------------------------------------
+# Metrics
+# --------------------------------------------------------------------------------------
+
+
+def accuracy(pred: Sequence, gold: Sequence) -> float:
+    return float(np.mean(np.asarray(pred) == np.asarray(gold))) if len(gold) else 0.0
+
+
+def f1(pred: Sequence[int], gold: Sequence[int], positive: int = 1) -> float:
+    p, g = np.asarray(pred) == positive, np.asarray(gold) == positive
+    tp = float(np.sum(p & g))
+    return 2 * tp / (p.sum() + g.sum()) if p.sum() + g.sum() else 0.0
+
+
+def matthews(pred: Sequence[int], gold: Sequence[int]) -> float:
+    p, g = np.asarray(pred) == 1, np.asarray(gold) == 1
+    tp, tn = float(np.sum(p & g)), float(np.sum(~p & ~g))
+    fp, fn = float(np.sum(p & ~g)), float(np.sum(~p & g))
+    denom = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    return (tp * tn - fp * fn) / denom if denom else 0.0
+
+
+def pearson(pred: Sequence[float], gold: Sequence[float]) -> float:
+    x, y = np.asarray(pred, dtype=np.float64), np.asarray(gold, dtype=np.float64)
+    x, y = x - x.mean(), y - y.mean()
+    denom = math.sqrt(float((x * x).sum() * (y * y).sum()))
+    return float((x * y).sum() / denom) if denom else 0.0
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Average ranks, ties sharing the mean of their positions (as Spearman needs)."""
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x), dtype=np.float64)
+    sorted_x = x[order]
+    i = 0
+    while i < len(x):
+        j = i
+        while j + 1 < len(x) and sorted_x[j + 1] == sorted_x[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman(pred: Sequence[float], gold: Sequence[float]) -> float:
+    return pearson(_ranks(np.asarray(pred, dtype=np.float64)), _ranks(np.asarray(gold, dtype=np.float64)))
+
+
+def entity_spans(tags: Sequence[str]) -> set[tuple[str, int, int]]:
+    """(type, start, end) spans from BIO/IOB2 tags; an I- tag that starts a span counts as B-."""
+    spans, start, kind = set(), None, None
+    for i, tag in enumerate([*tags, "O"]):
+        prefix, _, t = tag.partition("-")
+        if start is not None and (prefix in ("B", "O") or t != kind or prefix not in ("I",)):
+            spans.add((kind, start, i))
+            start = kind = None
+        if prefix == "B" or (prefix == "I" and start is None):
+            start, kind = i, t
+    return spans
+
+
+def entity_scores(pred: Sequence[Sequence[str]], gold: Sequence[Sequence[str]]) -> dict[str, float]:
+    """Entity-level precision, recall and F1: a predicted entity counts only on an exact span match."""
+    tp = n_pred = n_gold = 0
+    for p, g in zip(pred, gold, strict=True):
+        ps, gs = entity_spans(p), entity_spans(g)
+        tp += len(ps & gs)
+        n_pred += len(ps)
+        n_gold += len(gs)
+    precision = tp / n_pred if n_pred else 0.0
+    recall = tp / n_gold if n_gold else 0.0
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Tasks
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    kind: str  # "classification", "regression" or "tagging"
+    metrics: tuple[str, ...]  # the first is the one model selection uses
+    epochs: int = 3
+    labels: tuple[str, ...] = ()  # empty: learned from the training data
+    train: str = "train.tsv"
+    dev: tuple[str, ...] = ("dev.tsv",)
+    text: str | int = "sentence"  # header name, or column index for headerless files
+    pair: str | int | None = None
+    label: str | int = "label"
+    header: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+GLUE = {
+    "sst2": Task("sst2", "classification", ("accuracy",), labels=("0", "1")),
+    "cola": Task("cola", "classification", ("matthews", "accuracy"), labels=("0", "1"), text=3, label=1, header=False),
+    "mrpc": Task(
+        "mrpc",
+        "classification",
+        ("f1", "accuracy"),
+        labels=("0", "1"),
+        text="#1 String",
+        pair="#2 String",
+        label="Quality",
+    ),
+    "stsb": Task(
+        "stsb", "regression", ("pearson", "spearman"), epochs=10, text="sentence1", pair="sentence2", label="score"
+    ),
+    "rte": Task(
+        "rte",
+        "classification",
+        ("accuracy",),
+        epochs=10,
+        labels=("entailment", "not_entailment"),
+        text="sentence1",
+        pair="sentence2",
+    ),
+    "qnli": Task(
+        "qnli",
+        "classification",
+        ("accuracy",),
+        labels=("entailment", "not_entailment"),
+        text="question",
+        pair="sentence",
+    ),
+    "qqp": Task(
+        "qqp",
+        "classification",
+        ("f1", "accuracy"),
+        labels=("0", "1"),
+        text="question1",
+        pair="question2",
+        label="is_duplicate",
+    ),
+    "mnli": Task(
+        "mnli",
+        "classification",
+        ("accuracy",),
+        labels=("contradiction", "entailment", "neutral"),
+        dev=("dev_matched.tsv", "dev_mismatched.tsv"),
+        text="sentence1",
+        pair="sentence2",
+        label="gold_label",
+    ),
+    "wnli": Task("wnli", "classification", ("accuracy",), labels=("0", "1"), text="sentence1", pair="sentence2"),
+}
+GLUE_FOLDERS = {
+    "sst2": "SST-2",
+    "cola": "CoLA",
+    "mrpc": "MRPC",
+    "stsb": "STS-B",
+    "rte": "RTE",
+    "qnli": "QNLI",
+    "qqp": "QQP",
+    "mnli": "MNLI",
+    "wnli": "WNLI",
+}
+
+METRICS: dict[str, Callable] = {
+    "accuracy": accuracy,
+    "f1": f1,
+    "matthews": matthews,
+    "pearson": pearson,
+    "spearman": spearman,
+}
+
+
+def glue_folder(data: str | os.PathLike, task: Task) -> Path:
+    """The task's files: DATA itself, or DATA/<GLUE name> (a folder holding all of GLUE)."""
+    data = Path(data)
+    for candidate in (data, data / GLUE_FOLDERS.get(task.name, task.name)):
+        if (candidate / task.train).exists():
+            return candidate
+    raise TaskError(
+        f"{data} has no {task.train} for {task.name} (nor {data / GLUE_FOLDERS.get(task.name, '')}); "
+        "point --data at the task's GLUE folder"
+    )
+
+
+def _column(header: list[str] | None, key: str | int, path: Path) -> int:
+    if isinstance(key, int):
+        return key
+    if header is None or key not in header:
+        raise TaskError(
+            f"{path} has no column {key!r} (columns: {', '.join(header or [])}); pass --text-field/--label-field"
+        )
+    return header.index(key)
+
+
+def read_table(
+    path: Path, text: str | int, pair: str | int | None, label: str | int | None, header: bool = True
+) -> list[Example]:
+    """Rows of a CSV/TSV (GLUE's TSVs are unquoted) or JSONL file as examples."""
+    if not path.exists():
+        raise TaskError(f"{path} does not exist")
+    if path.suffix == ".jsonl":
+        return _read_jsonl(path, text, pair, label)
+    tsv = path.suffix == ".tsv"
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        rows = csv.reader(f, delimiter="\t" if tsv else ",", quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
+        head = next(rows, None) if header else None
+        if header and head is None:
+            raise TaskError(f"{path} is empty")
+        t, p = _column(head, text, path), None if pair is None else _column(head, pair, path)
+        y = None if label is None else _column(head, label, path)
+        out = []
+        for n, row in enumerate(rows, 2 if header else 1):
+            if not row or not any(cell.strip() for cell in row):
+                continue
+            need = max(c for c in (t, p, y) if c is not None)
+            if len(row) <= need:
+                raise TaskError(f"{path}:{n} has {len(row)} columns, expected at least {need + 1}")
+            out.append(Example(row[t], None if p is None else row[p], None if y is None else row[y].strip()))
+    return out
+
+
+def _read_jsonl(path: Path, text, pair, label) -> list[Example]:
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise TaskError(f"{path}:{n} is not valid JSON ({e.msg})") from e
+            for key in (text, pair, label):
+                if key is not None and key not in r:
+                    raise TaskError(f"{path}:{n} has no field {key!r} (fields: {', '.join(r)})")
+            value = None if label is None else r[label]
+            out.append(
+                Example(
+                    r[text],
+                    None if pair is None else r[pair],
+                    None if value is None else value if isinstance(value, float) else str(value),
+                )
+            )
+    return out
+
+
+def read_conll(path: Path, token_column: int = 0, tag_column: int = -1) -> list[Example]:
+    """CoNLL-style tagging: one token per line (token and tag columns), blank lines between sentences."""
+    if not path.exists():
+        raise TaskError(f"{path} does not exist")
+    out, words, tags = [], [], []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            cols = line.split()
+            if not cols or cols[0] == "-DOCSTART-":
+                if words:
+                    out.append(Example(words, None, tags))
+                words, tags = [], []
+                continue
+            if len(cols) < 2:
+                raise TaskError(f"{path}:{n} has one column; expected a token and a tag")
+            tag = cols[tag_column]
+            if tag != "O" and not tag.startswith(("B-", "I-")):
+                raise TaskError(f"{path}:{n}: tag {tag!r} is not BIO/IOB2 (O, B-X, I-X)")
+            words.append(cols[token_column])
+            tags.append(tag)
+    if words:
+        out.append(Example(words, None, tags))
+    return out

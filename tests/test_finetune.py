@@ -1,0 +1,307 @@
+"""Fine-tuning, evaluation and prediction: metrics, task readers, training, export, predict."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from electra import hf
+from electra.config import tiny
+from electra.finetune import FinetuneConfig, encode, layer_scales, run
+from electra.model import Electra, Encoder
+from electra.tasks import (
+    GLUE,
+    Example,
+    Task,
+    TaskError,
+    accuracy,
+    entity_scores,
+    entity_spans,
+    f1,
+    glue_folder,
+    matthews,
+    pearson,
+    read_table,
+    spearman,
+)
+from tests.conftest import SHARED_DATA
+
+GLUE_DATA = SHARED_DATA / "glue"
+
+
+def test_metrics_equal_hand_computed_values():
+    pred, gold = [1, 1, 0, 0, 1, 0], [1, 0, 0, 1, 1, 0]
+    assert accuracy(pred, gold) == pytest.approx(4 / 6)
+    assert f1(pred, gold) == pytest.approx(2 * 2 / (3 + 3))  # tp 2, 3 predicted, 3 gold
+    # tp 2, tn 2, fp 1, fn 1: (4 - 1) / sqrt(3 * 3 * 3 * 3)
+    assert matthews(pred, gold) == pytest.approx(3 / 9)
+    assert matthews([1, 1, 1], [1, 0, 1]) == 0.0  # undefined: reported as 0, as GLUE does
+    # deviations (-1.5, -0.5, 0.5, 1.5) and (-3.125, -1.125, 0.875, 3.375): 10.75 / sqrt(5 * 23.1875)
+    assert pearson([1, 2, 3, 4], [2, 4, 6, 8.5]) == pytest.approx(10.75 / math.sqrt(5 * 23.1875))
+    # ties share the average rank: x ranks (1, 2.5, 2.5, 4), y ranks (1, 2, 3, 4)
+    want = pearson([1, 2.5, 2.5, 4], [1, 2, 3, 4])
+    assert spearman([0.1, 0.5, 0.5, 0.9], [1, 2, 3, 4]) == pytest.approx(want)
+    assert spearman([3, 1, 2], [30, 10, 20]) == pytest.approx(1.0)
+
+
+def test_entity_scores_need_exact_spans():
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["O", "B-ORG", "I-ORG", "I-ORG"]]
+    pred = [["B-PER", "I-PER", "O", "B-ORG"], ["O", "B-ORG", "I-ORG", "O"]]
+    # gold: PER(0,2), LOC(3,4), ORG(1,4); predicted: PER(0,2), ORG(3,4), ORG(1,3): one exact match
+    assert entity_spans(gold[1]) == {("ORG", 1, 4)}
+    s = entity_scores(pred, gold)
+    assert s["precision"] == pytest.approx(1 / 3) and s["recall"] == pytest.approx(1 / 3)
+    assert s["f1"] == pytest.approx(1 / 3)
+    assert entity_spans(["I-PER", "I-PER", "B-PER"]) == {("PER", 0, 2), ("PER", 2, 3)}  # IOB1-style start
+
+
+@pytest.mark.skipif(not GLUE_DATA.is_dir(), reason="../shared/data/glue is not present")
+@pytest.mark.parametrize(
+    "name, rows, first_label",
+    [
+        ("sst2", 872, "1"),
+        ("cola", 1043, "1"),
+        ("mrpc", 408, "1"),
+        ("stsb", 1500, "5.000"),
+        ("rte", 277, "not_entailment"),
+    ],
+)
+def test_glue_dev_sets_read_with_their_official_row_counts(name, rows, first_label):
+    task = GLUE[name]
+    folder = glue_folder(GLUE_DATA, task)
+    dev = read_table(folder / "dev.tsv", task.text, task.pair, task.label, task.header)
+    assert len(dev) == rows and dev[0].label == first_label
+    assert (dev[0].pair is not None) == (task.pair is not None)
+    assert all(e.text for e in dev)
+
+
+def test_layer_scales_give_the_top_layer_the_base_rate():
+    enc = Encoder(tiny().discriminator)  # 2 layers
+    s = layer_scales(enc, 0.8)
+    assert s["encoder.transformer.layers.1."] == 1.0
+    assert s["encoder.transformer.layers.0."] == pytest.approx(0.8)
+    assert s["encoder.embeddings."] == pytest.approx(0.64)
+
+
+def test_word_piece_labels_go_to_the_first_piece_of_each_word(tokenizer):
+    task = Task("ner", "tagging", ("f1",))
+    examples = [Example(["the", "moviegoers", "loved"], None, ["O", "B-X", "O"])]
+    enc, truncated = encode(tokenizer, task, examples, ["O", "B-X"], 64, True, "test")
+    pieces = [tokenizer.id_to_token(i) for i in enc.ids[0]]
+    assert truncated == 0 and len(pieces) > 5  # [CLS] the movie ##go ##ers ... [SEP]
+    labelled = [(p, t) for p, t in zip(pieces, enc.labels[0], strict=True) if t != -100]
+    assert [t for _, t in labelled] == [0, 1, 0]
+    assert not labelled[1][0].startswith("##")
+
+
+# ---------------------------------------------------------------------------------------
+# End to end on synthetic tasks
+# ---------------------------------------------------------------------------------------
+
+POSITIVE = ["great", "good", "lovely", "fine"]
+NEGATIVE = ["bad", "awful", "poor", "dull"]
+
+
+def _sentiment(folder, n_train=240, n_dev=60):
+    import random
+
+    rng = random.Random(0)
+    filler = "the a movie film plot story was is and it this".split()
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, n in (("train", n_train), ("dev", n_dev)):
+        lines = ["text,label"]
+        for _ in range(n):
+            label = rng.randint(0, 1)
+            words = [rng.choice(filler) for _ in range(rng.randint(3, 8))]
+            words.insert(rng.randint(0, len(words)), rng.choice(POSITIVE if label else NEGATIVE))
+            lines.append(f"{' '.join(words)},{'pos' if label else 'neg'}")
+        (folder / f"{name}.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, tokenizer, tokenizer_dir):
+    """A tiny exported discriminator with a tokenizer that knows the sentiment words."""
+    root = tmp_path_factory.mktemp("pretrained")
+    torch.manual_seed(0)
+    model = Electra(tiny(vocab_size=tokenizer.get_vocab_size()))
+    return hf.export_discriminator(model, root / "disc", tokenizer_dir=tokenizer_dir)
+
+
+@pytest.fixture(scope="module")
+def sentiment_tokenizer_dir(tmp_path_factory):
+    from electra.tokenizer import save_tokenizer, train_wordpiece
+
+    folder = tmp_path_factory.mktemp("sent")
+    data = _sentiment(folder / "data")
+    texts = [line.split(",")[0] for line in (data / "train.csv").read_text().splitlines()[1:]]
+    save_tokenizer(train_wordpiece(texts * 3, vocab_size=150, show_progress=False), folder / "tok")
+    torch.manual_seed(0)
+    vocab = json.loads((folder / "tok" / "tokenizer.json").read_text())["model"]["vocab"]
+    hf.export_discriminator(Electra(tiny(vocab_size=len(vocab))), folder / "model", tokenizer_dir=folder / "tok")
+    return folder
+
+
+def test_finetune_learns_an_easy_task_and_exports_a_transformers_classifier(sentiment_tokenizer_dir, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    root = sentiment_tokenizer_dir
+    cfg = FinetuneConfig(
+        model=str(root / "model"),
+        task="csv",
+        data=str(root / "data"),
+        out=str(tmp_path / "clf"),
+        seeds=2,
+        epochs=6,
+        lr=2e-3,
+        batch_size=16,
+    )
+    results = run(cfg, quiet=True)
+    assert [s["seed"] for s in results["seeds"]] == [0, 1]
+    assert results["median"]["dev"]["accuracy"] > 0.9  # one sentiment word decides the label
+    accs = [s["metrics"]["dev"]["accuracy"] for s in results["seeds"]]
+    assert results["median"]["dev"]["accuracy"] == pytest.approx(sorted(accs)[0] / 2 + sorted(accs)[1] / 2)
+    assert results["spread"]["dev"]["accuracy"]["max"] == max(accs)
+    saved = json.loads((tmp_path / "clf" / "results.json").read_text())
+    assert saved["labels"] == ["neg", "pos"] and saved["exported_seed"] in (0, 1)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "clf")
+    assert model.config.id2label == {0: "neg", 1: "pos"}
+
+
+def test_pipeline_and_electra_predict_agree(sentiment_tokenizer_dir, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    root = sentiment_tokenizer_dir
+    run(
+        FinetuneConfig(
+            model=str(root / "model"),
+            task="csv",
+            data=str(root / "data"),
+            out=str(tmp_path / "clf"),
+            epochs=2,
+            lr=2e-3,
+            batch_size=16,
+        ),
+        quiet=True,
+    )
+    texts = ["the movie was great", "this plot is awful and dull"]
+    (tmp_path / "in.txt").write_text("\n".join(texts[:1]) + "\n\n" + texts[1] + "\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "electra",
+            "predict",
+            "--model",
+            str(tmp_path / "clf"),
+            "--input",
+            str(tmp_path / "in.txt"),
+            "--output",
+            str(tmp_path / "out.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "1 blank lines skipped" in result.stderr
+    ours = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    theirs = transformers.pipeline("sentiment-analysis", model=str(tmp_path / "clf"))(texts)
+    assert [o["text"] for o in ours] == texts
+    for o, t in zip(ours, theirs, strict=True):
+        assert o["label"] == t["label"]
+        assert o["score"] == pytest.approx(t["score"], abs=1e-5)
+
+
+def test_token_classification_end_to_end(tokenizer_dir, pretrained, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    data = tmp_path / "ner"
+    data.mkdir()
+    rows = [
+        ("the", "O"),
+        ("acting", "B-ASPECT"),
+        ("and", "O"),
+        ("the", "O"),
+        ("music", "B-ASPECT"),
+        ("plot", "I-ASPECT"),
+        ("was", "O"),
+        ("great", "O"),
+    ]
+    block = "\n".join(f"{w} {t}" for w, t in rows) + "\n\n"
+    (data / "train.txt").write_text(block * 20)
+    (data / "dev.txt").write_text(block * 2)
+    results = run(
+        FinetuneConfig(model=str(pretrained), task="ner", data=str(data), out=str(tmp_path / "tagger"), epochs=1),
+        quiet=True,
+    )
+    assert set(results["median"]["dev"]) == {"precision", "recall", "f1"}
+    assert results["labels"] == ["O", "B-ASPECT", "I-ASPECT"]
+    model = transformers.AutoModelForTokenClassification.from_pretrained(tmp_path / "tagger")
+    assert model.config.id2label[1] == "B-ASPECT"
+
+
+def test_bad_task_input_is_refused_with_a_message(sentiment_tokenizer_dir, tmp_path):
+    root = sentiment_tokenizer_dir
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "train.csv").write_text("text,label\na good film,pos\na bad film,neg\n")
+    (data / "dev.csv").write_text("text,label\nan odd film,meh\n")
+    cfg = FinetuneConfig(model=str(root / "model"), task="csv", data=str(data), out=str(tmp_path / "o"))
+    with pytest.raises(TaskError, match="label 'meh', unseen in training"):
+        run(cfg, quiet=True)
+    (data / "dev.csv").write_text("sentence,label\nan odd film,pos\n")
+    with pytest.raises(TaskError, match="has no column 'text'"):
+        run(cfg, quiet=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "electra",
+            "finetune",
+            "--model",
+            str(root / "model"),
+            "--task",
+            "sst2",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and "has no train.tsv for sst2" in result.stderr
+    assert not (tmp_path / "o").exists()
+    long_text = "text,label\n" + "good " * 300 + ",pos\nbad,neg\n"
+    (data / "train.csv").write_text(long_text)
+    (data / "dev.csv").write_text("text,label\nbad,neg\n")
+    with pytest.raises(TaskError, match="longer than --max-length 128"):
+        run(
+            FinetuneConfig(
+                model=str(root / "model"), task="csv", data=str(data), out=str(tmp_path / "o"), truncate=False
+            ),
+            quiet=True,
+        )
+    result = subprocess.run(
+        [sys.executable, "-m", "electra", "predict", "--model", str(root / "model")],
+        input="hello\n",
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and "not an ElectraForSequenceClassification" in result.stderr
+
+
+def test_regression_is_detected_for_numeric_labels(sentiment_tokenizer_dir, tmp_path):
+    root = sentiment_tokenizer_dir
+    data = tmp_path / "reg"
+    data.mkdir()
+    rows = [f"{'good ' * (i % 5 + 1)}film,{(i % 5) * 1.25:.2f}" for i in range(60)]
+    (data / "train.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
+    (data / "dev.csv").write_text("text,label\n" + "\n".join(rows[:15]) + "\n")
+    results = run(
+        FinetuneConfig(model=str(root / "model"), task="csv", data=str(data), out=str(tmp_path / "o"), epochs=1),
+        quiet=True,
+    )
+    assert set(results["median"]["dev"]) == {"pearson", "spearman"}
+    assert results["labels"] == ["score"]
+    assert not math.isnan(results["median"]["dev"]["pearson"])
