@@ -52,10 +52,14 @@ def save_checkpoint(
     meta: dict | None = None,
     tokenizer_dir: str | os.PathLike | None = None,
     overwrite: bool = False,
+    model_state: dict | None = None,
 ) -> Path:
-    """Write a complete checkpoint folder, or nothing at all."""
+    """Write a complete checkpoint folder, or nothing at all.
+
+    `model_state` replaces `model.state_dict()` (a full state gathered from sharded processes).
+    """
     with publish_dir(directory, overwrite=overwrite) as tmp:
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous() for k, v in (model_state or model.state_dict()).items()}
         save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
         config = {"format": FORMAT, "model": model.cfg.to_dict(), "meta": meta or {}}
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")

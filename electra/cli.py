@@ -114,6 +114,8 @@ _PRETRAIN_FLAGS = (
     "temperature",
     "generator_fraction",
     "disentangled_embeddings",
+    "dropout",
+    "strategy",
     "init_discriminator",
     "init_generator",
     "log_every",
@@ -283,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     obj.add_argument("--rtd-weight", type=float, help="weight of the discriminator loss (default 50)")
     obj.add_argument("--temperature", type=float, help="generator sampling temperature (default 1)")
     obj.add_argument("--generator-fraction", type=float, help="generator width / discriminator width")
+    obj.add_argument("--dropout", type=float, help="hidden and attention dropout (default 0.1)")
     obj.add_argument(
         "--disentangled-embeddings",
         action="store_true",
@@ -297,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--eval-batches", type=int, help="validation batches (default 20)")
     r.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 1000)")
     r.add_argument("--keep-checkpoints", type=int, help="complete checkpoints kept (default 3)")
+    r.add_argument(
+        "--strategy",
+        choices=["ddp", "fsdp"],
+        help="under torchrun: ddp (default) or fsdp (FSDP2, shards parameters and optimizer state)",
+    )
     r.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     r.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="default: bf16 on CUDA, fp32 on CPU")
     r.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")

@@ -54,6 +54,25 @@ def num_slots(seq_len: int, mask_prob: float) -> int:
     return max(1, round(mask_prob * seq_len))
 
 
+def _per_row(attention_mask: torch.Tensor, mask_prob: float, K: int) -> torch.Tensor:
+    """round(p * n) of each row's n real tokens, at least 1 and at most K, as in Google's code."""
+    return (attention_mask.sum(1).float() * mask_prob).round().long().clamp(1, K)
+
+
+def loss_counts(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, special: torch.Tensor, mask_prob: float
+) -> torch.Tensor:
+    """(predicted positions, real tokens) of a batch, as floats: the two losses' denominators.
+
+    Known before masking, so a step split over micro-batches or processes can divide every
+    part by the whole batch's counts and add up to exactly the whole batch's mean.
+    """
+    K = num_slots(input_ids.shape[1], mask_prob)
+    candidates = (attention_mask.bool() & ~special[input_ids]).sum(1)
+    predicted = torch.minimum(_per_row(attention_mask, mask_prob, K), candidates).sum()
+    return torch.stack([predicted, attention_mask.sum()]).float()
+
+
 def mask_tokens(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
@@ -74,8 +93,7 @@ def mask_tokens(
     B, T = input_ids.shape
     K = num_slots(T, mask_prob)
     candidate = attention_mask.bool() & ~special[input_ids]  # (B, T)
-    n = attention_mask.sum(1)
-    k = (n.float() * mask_prob).round().long().clamp(1, K)  # per-row count, as in Google's code
+    k = _per_row(attention_mask, mask_prob, K)
     score = uniform(seed, rows, T, stream=1).masked_fill(~candidate, -1.0)
     top, positions = score.topk(K, dim=1)  # (B, K), highest scores first
     used = (torch.arange(K, device=input_ids.device)[None, :] < k[:, None]) & (top >= 0)
@@ -94,10 +112,11 @@ def mask_tokens(
     return Masked(masked_ids, positions, targets, used.to(torch.float32))
 
 
-def masked_lm_loss(logits: torch.Tensor, masked: Masked) -> torch.Tensor:
-    """Mean cross-entropy over the used slots. logits: (B, K, V) at the chosen positions."""
+def masked_lm_loss(logits: torch.Tensor, masked: Masked, total: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean cross-entropy over the used slots (or their sum / `total`). logits: (B, K, V) at the slots."""
     ce = F.cross_entropy(logits.float().flatten(0, 1), masked.targets.flatten(), reduction="none")
-    return (ce * masked.weights.flatten()).sum() / masked.weights.sum().clamp(min=1.0)
+    total = masked.weights.sum() if total is None else total
+    return (ce * masked.weights.flatten()).sum() / total.clamp(min=1.0)
 
 
 @torch.no_grad()
@@ -117,11 +136,14 @@ def replace_tokens(input_ids: torch.Tensor, masked: Masked, sampled: torch.Tenso
     return corrupted, (corrupted != input_ids).float()
 
 
-def replaced_token_loss(logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Mean binary cross-entropy over all non-pad tokens ([CLS] and [SEP] included)."""
+def replaced_token_loss(
+    logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor, total: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean binary cross-entropy over all non-pad tokens, [CLS] and [SEP] included (or sum / `total`)."""
     bce = F.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none")
     weights = attention_mask.float()
-    return (bce * weights).sum() / weights.sum().clamp(min=1.0)
+    total = weights.sum() if total is None else total
+    return (bce * weights).sum() / total.clamp(min=1.0)
 
 
 @dataclass(frozen=True)
@@ -150,15 +172,20 @@ def electra_loss(
     seed: int,
     mask_id: int,
     cfg: ObjectiveConfig,
+    totals: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The ELECTRA objective on one batch; returns the loss and detached metric tensors."""
+    """The ELECTRA objective on one batch; returns the loss and detached metric tensors.
+
+    `totals` (from `loss_counts`, summed over a whole step) makes the losses this part's share
+    of the step's means; without it they are this batch's means.
+    """
     masked = mask_tokens(input_ids, attention_mask, special, rows, seed, mask_id, cfg.mask_prob)
     gen_logits = model.generator_logits(masked.input_ids, token_type_ids, attention_mask, masked.positions)
-    mlm = masked_lm_loss(gen_logits, masked)
+    mlm = masked_lm_loss(gen_logits, masked, None if totals is None else totals[0])
     sampled = sample_tokens(gen_logits, seed, rows, cfg.temperature)
     corrupted, labels = replace_tokens(input_ids, masked, sampled)
     disc_logits = model.discriminator_logits(corrupted, token_type_ids, attention_mask)
-    rtd = replaced_token_loss(disc_logits, labels, attention_mask)
+    rtd = replaced_token_loss(disc_logits, labels, attention_mask, None if totals is None else totals[1])
     with torch.no_grad():
         metrics = {
             "gen_loss": mlm.detach(),
@@ -179,6 +206,7 @@ def mlm_loss(
     seed: int,
     mask_id: int,
     cfg: ObjectiveConfig,
+    totals: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """BERT's masked LM on the generator network (80% [MASK], 10% random, 10% unchanged)."""
     vocab = model.cfg.generator.vocab_size
@@ -195,7 +223,7 @@ def mlm_loss(
         vocab_size=vocab,
     )
     logits = model.generator_logits(masked.input_ids, token_type_ids, attention_mask, masked.positions)
-    loss = masked_lm_loss(logits, masked)
+    loss = masked_lm_loss(logits, masked, None if totals is None else totals[0])
     return loss, {"gen_loss": loss.detach(), **_generator_metrics(logits.detach(), masked)}
 
 
@@ -220,3 +248,4 @@ def _discriminator_metrics(
 
 
 OBJECTIVES = {"electra": electra_loss, "mlm": mlm_loss}
+ADDITIVE_METRICS = ("gen_loss", "disc_loss")  # shares of the step's means: summed, not averaged, over parts

@@ -10,6 +10,7 @@ atomic folders. A run resumed from any checkpoint reproduces an uninterrupted on
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -23,10 +24,11 @@ import torch
 from tqdm import tqdm
 
 from electra import checkpoint as ckpt
+from electra import parallel
 from electra.config import ModelConfig, generator_config, preset
 from electra.data import Loader, Shards, iterate
 from electra.model import Electra
-from electra.objective import OBJECTIVES, ObjectiveConfig
+from electra.objective import ADDITIVE_METRICS, OBJECTIVES, ObjectiveConfig, loss_counts
 from electra.optim import adamw, lr_factor, set_lr
 
 # The paper's pre-training hyperparameters (Clark et al. 2020, Table 6).
@@ -77,6 +79,8 @@ class PretrainConfig:
     temperature: float = 1.0
     generator_fraction: float | None = None
     disentangled_embeddings: bool = False  # DeBERTa-v3 gradient-disentangled embedding sharing
+    dropout: float | None = None  # hidden and attention dropout (default: the preset's 0.1)
+    strategy: str = "ddp"  # under torchrun: ddp, or fsdp (FSDP2) for models that do not fit
     seed: int = 0
     log_every: int = 10
     eval_every: int = 500
@@ -128,12 +132,6 @@ class PretrainConfig:
         return d
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def build_model(cfg: dict, vocab_size: int, seq_len: int) -> Electra:
     if cfg["init_discriminator"]:
         from electra.hf import load_electra
@@ -155,6 +153,11 @@ def build_model(cfg: dict, vocab_size: int, seq_len: int) -> Electra:
     if cfg["objective"]["kind"] == "mlm":  # BERT baseline: the masked LM is the full-size network
         mcfg = ModelConfig(mcfg.discriminator, generator_config(mcfg.discriminator, 1.0))
     mcfg = dataclasses.replace(mcfg, disentangled_embeddings=cfg["disentangled_embeddings"])
+    if cfg["dropout"] is not None:
+        drop = {"dropout": cfg["dropout"], "attention_dropout": cfg["dropout"]}
+        mcfg = dataclasses.replace(
+            mcfg, discriminator=mcfg.discriminator.replace(**drop), generator=mcfg.generator.replace(**drop)
+        )
     if seq_len > mcfg.discriminator.max_positions:
         raise ValueError(f"rows of {seq_len} tokens exceed the model's {mcfg.discriminator.max_positions} positions")
     return Electra(mcfg)
@@ -180,18 +183,10 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 @torch.no_grad()
 def evaluate(
-    model,
-    shards: Shards,
-    objective,
-    ocfg: ObjectiveConfig,
-    special,
-    mask_id: int,
-    batch_size: int,
-    max_batches: int,
-    device,
-    autocast,
+    step, shards: Shards, special, mask_id: int, batch_size: int, max_batches: int, device, autocast
 ) -> dict[str, float]:
-    model.eval()
+    """Mean losses and metrics on the held-out rows, with fixed noise so values compare over time."""
+    step.eval()
     totals: dict[str, float] = {}
     n = 0
     for i, batch in enumerate(iterate(shards, batch_size)):
@@ -199,39 +194,63 @@ def evaluate(
             break
         b = batch.to(device)
         with autocast():
-            loss, metrics = objective(
-                model, b.input_ids, b.token_type_ids, b.attention_mask, special, b.rows, 1_000_003 + i, mask_id, ocfg
-            )  # fixed noise: comparable over time
+            loss, metrics = step(
+                b.input_ids, b.token_type_ids, b.attention_mask, special, b.rows, 1_000_003 + i, mask_id
+            )
         for k, v in {"loss": loss, **metrics}.items():
             totals[k] = totals.get(k, 0.0) + float(v)
         n += 1
-    model.train()
+    step.train()
     return {f"valid_{k}": v / max(n, 1) for k, v in totals.items()}
 
 
+def _sync(module, last: bool):
+    """Gradient sync only on the last micro-batch of a step (DDP's no_sync, FSDP2's flag)."""
+    if hasattr(module, "no_sync"):
+        return contextlib.nullcontext() if last else module.no_sync()
+    if hasattr(module, "set_requires_gradient_sync"):
+        module.set_requires_gradient_sync(last)
+    return contextlib.nullcontext()
+
+
 def run(cfg: PretrainConfig, resume: bool = False, quiet: bool = False) -> dict:
-    """Train until the step, token or time budget; returns the last logged metrics."""
+    """Train until the step, token or time budget; returns the last logged metrics.
+
+    Under `torchrun` every process runs this; each reads its slice of every global batch,
+    and only rank 0 prints, logs and writes checkpoints.
+    """
+
+    d, device = parallel.init(cfg.device)
+    try:
+        return _run(cfg, resume, quiet or not d.main, d, device)
+    finally:
+        parallel.shutdown()
+
+
+def _run(cfg: PretrainConfig, resume: bool, quiet: bool, d: parallel.Dist, device: torch.device) -> dict:
     from electra.prepare import verify
+
+    def say(text: str) -> None:
+        if d.main:
+            print(text, file=sys.stderr)
 
     out = Path(cfg.out)
     manifest = verify(cfg.data)
     seq_len = manifest["seq_len"]
     settings = cfg.resolved(seq_len)
-    settings["data_sha256"] = (
-        manifest["tokenizer_sha256"]
-        + ":"
-        + ",".join(
-            f["sha256"][:16] for s in manifest["splits"].values() for sh in s["shards"] for f in sh["files"].values()
-        )
+    shard_hashes = ",".join(
+        f["sha256"][:16] for s in manifest["splits"].values() for sh in s["shards"] for f in sh["files"].values()
     )
-    settings["objective"] = asdict(
-        ObjectiveConfig(cfg.objective, settings["mask_prob"], cfg.rtd_weight, cfg.temperature)
-    )
-    ocfg = ObjectiveConfig(**settings["objective"])
-    objective = OBJECTIVES[ocfg.kind]
+    settings["data_sha256"] = manifest["tokenizer_sha256"] + ":" + shard_hashes
+    ocfg = ObjectiveConfig(cfg.objective, settings["mask_prob"], cfg.rtd_weight, cfg.temperature)
+    settings["objective"] = asdict(ocfg)
     B, steps = settings["batch_size"], settings["max_steps"]
+    if B % (d.world_size * cfg.micro_batches):
+        raise ValueError(
+            f"batch size {B} does not split into {d.world_size} processes x {cfg.micro_batches} "
+            "micro-batches; choose a multiple"
+        )
 
-    device = _device(cfg.device)
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -240,6 +259,7 @@ def run(cfg: PretrainConfig, resume: bool = False, quiet: bool = False) -> dict:
     def autocast():
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
+    # ── model: new, or the newest complete checkpoint ─────────────────────────────────────
     existing = ckpt.list_checkpoints(out)
     if existing and not resume:
         raise FileExistsError(f"{out} already holds checkpoints; pass --resume to continue it, or use a new --out")
@@ -249,20 +269,24 @@ def run(cfg: PretrainConfig, resume: bool = False, quiet: bool = False) -> dict:
         settings["model"] = saved.model.cfg.to_dict()
         _check_resume(saved.meta["settings"], settings)
         model, state = saved.model, saved.train_state
-        print(f"resuming from {saved.path} (step {state['step']})", file=sys.stderr)
+        say(f"resuming from {saved.path} (step {state['step']}) on {d.world_size} process(es)")
     else:
         torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed
         model = build_model(settings, manifest["vocab_size"], seq_len)
         settings["model"] = model.cfg.to_dict()
     model.to(device).train()
-    train_model = torch.compile(model) if cfg.compile else model  # keep `model` unwrapped for saving
+    step_module = parallel.TrainStep(model, OBJECTIVES[ocfg.kind], ocfg)
+    train_step = parallel.wrap(step_module, d, cfg.strategy, device)
+    if cfg.compile:
+        train_step = torch.compile(train_step)
+    # `model` stays unwrapped: saved keys never carry wrapper prefixes
 
     optimizer = adamw(model, settings["lr"], settings["weight_decay"], fused=device.type == "cuda")
-    loader = Loader(Shards(cfg.data, "train"), B, seed=cfg.seed)
+    loader = Loader(Shards(cfg.data, "train"), B, seed=cfg.seed, rank=d.rank, world_size=d.world_size)
     valid = Shards(cfg.data, "valid") if manifest["splits"]["valid"]["rows"] else None
     step = tokens = bad_in_row = skipped = 0
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
+        parallel.load_optimizer_state(model, optimizer, state["optimizer"])
         loader.load_state_dict(state["loader"])
         step, tokens, skipped = state["step"], state["tokens"], state["skipped"]
     specials = manifest["special_tokens"]
@@ -270,79 +294,97 @@ def run(cfg: PretrainConfig, resume: bool = False, quiet: bool = False) -> dict:
     special[[specials[k] for k in ("pad", "cls", "sep", "mask")]] = True  # never masked
     mask_id = specials["mask"]
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+    # ── logs ──────────────────────────────────────────────────────────────────────────────
     metrics_path = out / "metrics.jsonl"
-    _truncate_metrics(metrics_path, step)
     writer = None
-    if cfg.tensorboard:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as e:
-            raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard") from e
-        writer = SummaryWriter(str(out / "tensorboard"))
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+        _truncate_metrics(metrics_path, step)
+        if cfg.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as e:
+                raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard") from e
+            writer = SummaryWriter(str(out / "tensorboard"))
 
     def save(at_step: int) -> None:
-        train_state = {
-            "step": at_step,
-            "tokens": tokens,
-            "skipped": skipped,
-            "optimizer": optimizer.state_dict(),
-            "loader": loader.state_dict(),  # random draws need no state: they are functions of (seed, step)
-        }
-        ckpt.save_checkpoint(
-            ckpt.step_dir(out, at_step),
-            model,
-            train_state=train_state,
-            meta={"settings": settings, "objective": ocfg.kind},
-            tokenizer_dir=cfg.data,
-            overwrite=True,
-        )
-        ckpt.prune_checkpoints(out, cfg.keep_checkpoints)
+        model_state, optim_state = parallel.full_state(model, optimizer)  # a collective under FSDP2
+        if d.main:
+            train_state = {
+                "step": at_step,
+                "tokens": tokens,
+                "skipped": skipped,
+                "optimizer": optim_state,
+                # random draws need no state: they are functions of (seed, step)
+                "loader": loader.state_dict(),
+            }
+            ckpt.save_checkpoint(
+                ckpt.step_dir(out, at_step),
+                model,
+                train_state=train_state,
+                meta={"settings": settings, "objective": ocfg.kind},
+                tokenizer_dir=cfg.data,
+                overwrite=True,
+                model_state=model_state,
+            )
+            ckpt.prune_checkpoints(out, cfg.keep_checkpoints)
+        parallel.barrier(d)
 
+    # ── the loop ──────────────────────────────────────────────────────────────────────────
     start_time = time.perf_counter()
     last = {"time": start_time, "tokens": tokens}
     logged: dict = {}
+    saved_step = step if state is not None else None
     bar = tqdm(total=steps, initial=step, desc="pretrain", unit="step", disable=quiet, dynamic_ncols=True)
     stop_reason = "max steps"
     while step < steps:
-        if cfg.max_minutes is not None and time.perf_counter() - start_time > cfg.max_minutes * 60:
+        over_time = cfg.max_minutes is not None and time.perf_counter() - start_time > cfg.max_minutes * 60
+        if parallel.any_true(over_time, d):  # every process stops at the same step
             stop_reason = "time budget"
             break
-        torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout: a function of the step, for exact resume
+        seed = cfg.seed * 1_000_003 + step  # with the global row numbers, this fixes every random draw
+        torch.manual_seed(seed)  # dropout: a function of the step, for exact resume
         lr = set_lr(optimizer, settings["lr"], lr_factor(step, settings["warmup_steps"], steps))
-        step_metrics: dict[str, torch.Tensor] = {}
-        micro = loader.next(cfg.micro_batches)
-        step_tokens = 0
-        for m, batch in enumerate(micro):
-            b = batch.to(device, non_blocking=True)
-            seed = (cfg.seed * 1_000_003 + step) * 64 + m
-            with autocast():
-                loss, metrics = objective(
-                    train_model, b.input_ids, b.token_type_ids, b.attention_mask, special, b.rows, seed, mask_id, ocfg
+        micro = [b.to(device, non_blocking=True) for b in loader.next(cfg.micro_batches)]
+        # the step's loss is the mean over the whole global batch: every part divides its sums
+        # by the global counts, and DDP's gradient average over processes is undone by `world`
+        totals = sum(loss_counts(b.input_ids, b.attention_mask, special, ocfg.mask_prob) for b in micro)
+        totals = parallel.all_reduce_sum(totals, d)
+        parts: dict[str, torch.Tensor] = {}
+        for m, b in enumerate(micro):
+            with _sync(train_step, m == len(micro) - 1), autocast():
+                loss, metrics = train_step(
+                    b.input_ids, b.token_type_ids, b.attention_mask, special, b.rows, seed, mask_id, totals
                 )
-            (loss / len(micro)).backward()
+                (loss * d.world_size).backward()
             for k, v in {"loss": loss.detach(), **metrics}.items():
-                step_metrics[k] = step_metrics.get(k, 0) + v / len(micro)
-            step_tokens += batch.tokens
+                share = 1.0 if k == "loss" or k in ADDITIVE_METRICS else 1.0 / (len(micro) * d.world_size)
+                parts[k] = parts.get(k, 0.0) + v.float() * share
+        parts["tokens"] = sum(b.attention_mask.sum() for b in micro).float()
+        names = list(parts)
+        reduced = parallel.all_reduce_sum(torch.stack([parts[k] for k in names]), d)
+        step_metrics = dict(zip(names, reduced.tolist(), strict=True))
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
-        if not (torch.isfinite(grad_norm) and torch.isfinite(step_metrics["loss"])):
+        grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+        if not (math.isfinite(grad_norm) and math.isfinite(step_metrics["loss"])):
             optimizer.zero_grad(set_to_none=True)
             skipped += 1
             bad_in_row += 1
-            print(f"step {step}: non-finite loss or gradient, update skipped ({skipped} so far)", file=sys.stderr)
+            say(f"step {step}: non-finite loss or gradient, update skipped ({skipped} so far)")
             if bad_in_row >= cfg.max_bad_steps:
                 bar.close()
                 raise TrainingDiverged(
-                    f"{bad_in_row} non-finite steps in a row at step {step}; stopping. The last good "
-                    f"checkpoint is intact under {out / 'checkpoints'}; lower --lr or check the data"
+                    f"{bad_in_row} non-finite steps in a row at step {step}; stopping. The last "
+                    f"good checkpoint is intact under {out / 'checkpoints'}; lower --lr or check "
+                    "the data"
                 )
             continue
         bad_in_row = 0
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        tokens += step_tokens
+        tokens += int(step_metrics.pop("tokens"))
         bar.update(1)
 
         evaluate_now = valid is not None and (step % cfg.eval_every == 0 or step == steps)
@@ -351,45 +393,45 @@ def run(cfg: PretrainConfig, resume: bool = False, quiet: bool = False) -> dict:
             logged = {
                 "step": step,
                 "lr": lr,
-                "grad_norm": float(grad_norm),
+                "grad_norm": grad_norm,
                 "tokens": tokens,
                 "tokens_per_s": (tokens - last["tokens"]) / max(now - last["time"], 1e-9),
                 "elapsed_s": now - start_time,
                 "skipped": skipped,
-                **{k: float(v) for k, v in step_metrics.items()},
+                **step_metrics,
             }
             last = {"time": now, "tokens": tokens}
-            if evaluate_now:
+            if evaluate_now:  # every process evaluates: FSDP2 needs all of them for a forward
                 logged.update(
                     evaluate(
-                        model,
+                        train_step,
                         valid,
-                        objective,
-                        ocfg,
                         special,
                         mask_id,
-                        B // cfg.micro_batches,
+                        B // (cfg.micro_batches * d.world_size),
                         cfg.eval_batches,
                         device,
                         autocast,
                     )
                 )
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(logged) + "\n")
-            if writer is not None:
-                for k, v in logged.items():
-                    if k != "step":
-                        writer.add_scalar(k, v, step)
+            if d.main:
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(logged) + "\n")
+                if writer is not None:
+                    for k, v in logged.items():
+                        if k != "step":
+                            writer.add_scalar(k, v, step)
             bar.set_postfix_str(f"loss {logged['loss']:.3f}, {logged['tokens_per_s']:,.0f} tok/s", refresh=False)
         if step % cfg.checkpoint_every == 0 or step == steps:
             save(step)
+            saved_step = step
         if cfg.max_tokens is not None and tokens >= cfg.max_tokens:
             stop_reason = "max tokens"
             break
     bar.close()
-    if not ckpt.list_checkpoints(out) or ckpt.find_checkpoint(out) != ckpt.step_dir(out, step):
+    if saved_step != step:
         save(step)
     if writer is not None:
         writer.close()
-    print(f"stopped at step {step} ({stop_reason}); checkpoint {ckpt.step_dir(out, step)}", file=sys.stderr)
+    say(f"stopped at step {step} ({stop_reason}); checkpoint {ckpt.step_dir(out, step)}")
     return logged

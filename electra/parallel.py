@@ -1,0 +1,130 @@
+"""Processes and wrappers: torchrun initialisation, DDP / FSDP2, collectives, full state dicts.
+
+The model file knows nothing of this. `TrainStep` gives the objective a `forward`, which is
+what DDP and FSDP2 hook into; the unwrapped `Electra` is always kept for saving.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init(device_name: str = "auto", timeout_minutes: float = 10.0) -> tuple[Dist, torch.device]:
+    """Join the process group that `torchrun` describes in the environment (or run alone)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda") or device_name.startswith("cuda:")
+    if world == 1:
+        if device_name == "auto":
+            return Dist(), torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return Dist(), torch.device(device_name)
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    if not dist.is_initialized():
+        # a peer that dies surfaces as an error in the next collective; the timeout bounds a hang
+        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(minutes=timeout_minutes))
+    return Dist(rank, world, local), device
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(t: torch.Tensor, d: Dist) -> torch.Tensor:
+    if d.enabled:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def barrier(d: Dist) -> None:
+    if d.enabled:
+        dist.barrier()
+
+
+class TrainStep(nn.Module):
+    """One objective evaluation as a module `forward`, the entry point DDP and FSDP2 hook into."""
+
+    def __init__(self, model: nn.Module, objective, cfg):
+        super().__init__()
+        self.model, self.objective, self.cfg = model, objective, cfg
+
+    def forward(self, input_ids, token_type_ids, attention_mask, special, rows, seed: int, mask_id: int, totals=None):
+        return self.objective(
+            self.model, input_ids, token_type_ids, attention_mask, special, rows, seed, mask_id, self.cfg, totals
+        )
+
+
+def wrap(step: TrainStep, d: Dist, strategy: str, device: torch.device) -> nn.Module:
+    """DDP (default) or FSDP2 around the step; a single process gets it as it is."""
+    if not d.enabled:
+        return step
+    if strategy == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        # the MLM baseline never uses the discriminator's parameters
+        unused = step.cfg.kind != "electra"
+        return DistributedDataParallel(
+            step, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=unused
+        )
+    if strategy == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        model = step.model
+        for block in [*model.generator.layers, *model.discriminator.layers]:
+            fully_shard(block)
+        # the root unit keeps the shared embeddings, the tied output layer and the heads together
+        fully_shard(step)
+        return step
+    raise ValueError(f"unknown strategy {strategy!r}; use ddp or fsdp")
+
+
+def any_true(flag: bool, d: Dist) -> bool:
+    """Whether any process says so: decisions like stopping must agree everywhere."""
+    if not d.enabled:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def full_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Whole (unsharded) model and optimizer state on CPU, keyed by parameter name.
+
+    Name-keyed, so a checkpoint loads under any strategy and number of processes. A
+    collective under FSDP2: every process calls it; rank 0 writes what it returns.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    return get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load a name-keyed full optimizer state into this process's (possibly sharded) optimizer."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))

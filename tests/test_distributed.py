@@ -1,0 +1,150 @@
+"""Real processes under torchrun (gloo on CPU): DDP and FSDP2 equal one process, resume across
+world sizes, and a dead worker stops the run promptly."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from electra.checkpoint import list_checkpoints, load_checkpoint
+
+ARGS = [
+    "--preset",
+    "tiny",
+    "--batch-size",
+    "8",
+    "--dropout",
+    "0",
+    "--log-every",
+    "1",
+    "--eval-every",
+    "3",
+    "--eval-batches",
+    "2",
+    "--checkpoint-every",
+    "3",
+    "--keep-checkpoints",
+    "10",
+    "--quiet",
+]
+
+
+def _pretrain(data, out, procs=1, *extra, check=True):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"]
+    cmd = [
+        *(launcher if procs > 1 else [sys.executable]),
+        "-m",
+        "electra",
+        "pretrain",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        *ARGS,
+        *extra,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def _weights(path):
+    return load_file(path / "model.safetensors")
+
+
+def _max_diff(a, b):
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+def _losses(run):
+    return [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def single(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("single") / "run"
+    _pretrain(tiny_data, out, 1, "--max-steps", "6")
+    return out
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_equal_one_with_the_same_global_batch(tiny_data, single, tmp_path, strategy):
+    _pretrain(tiny_data, tmp_path / "run", 2, "--max-steps", "6", "--strategy", strategy)
+    one, two = list_checkpoints(single), list_checkpoints(tmp_path / "run")
+    assert [p.name for p in one] == [p.name for p in two] == ["step-00000003", "step-00000006"]
+    assert _max_diff(_weights(one[-1]), _weights(two[-1])) < 1e-6
+    assert _losses(tmp_path / "run") == pytest.approx(_losses(single), abs=1e-5)
+
+
+def test_gradient_accumulation_equals_the_whole_batch(tiny_data, single, tmp_path):
+    _pretrain(tiny_data, tmp_path / "run", 1, "--max-steps", "6", "--micro-batches", "4")
+    assert _max_diff(_weights(list_checkpoints(single)[-1]), _weights(list_checkpoints(tmp_path / "run")[-1])) < 1e-6
+
+
+def _resume_from_step_3(source, target):
+    """A run folder that holds only `source`'s step-3 checkpoint: as if interrupted there."""
+    (target / "checkpoints").mkdir(parents=True)
+    shutil.copytree(source / "checkpoints" / "step-00000003", target / "checkpoints" / "step-00000003")
+    shutil.copy(source / "metrics.jsonl", target / "metrics.jsonl")
+
+
+def test_checkpoints_resume_across_world_sizes(tiny_data, single, tmp_path):
+    # written by 2 processes, resumed by 1
+    _pretrain(tiny_data, tmp_path / "two", 2, "--max-steps", "6")
+    _resume_from_step_3(tmp_path / "two", tmp_path / "two_then_one")
+    _pretrain(tiny_data, tmp_path / "two_then_one", 1, "--max-steps", "6", "--resume")
+    # written by 1 process, resumed by 2 under FSDP2
+    _resume_from_step_3(single, tmp_path / "one_then_two")
+    _pretrain(tiny_data, tmp_path / "one_then_two", 2, "--max-steps", "6", "--resume", "--strategy", "fsdp")
+    want = _weights(list_checkpoints(single)[-1])
+    for run in ("two_then_one", "one_then_two"):
+        assert _max_diff(want, _weights(list_checkpoints(tmp_path / run)[-1])) < 1e-6, run
+        assert _losses(tmp_path / run) == pytest.approx(_losses(single), abs=1e-5)
+
+
+def test_a_dead_worker_stops_the_run_promptly_and_keeps_the_last_checkpoint(tiny_data, tmp_path):
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "electra",
+        "pretrain",
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(tmp_path / "run"),
+        *ARGS,
+        "--max-steps",
+        "100000",
+        "--checkpoint-every",
+        "5",
+    ]
+    agent = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    deadline = time.time() + 120
+    while not list_checkpoints(tmp_path / "run"):
+        assert agent.poll() is None and time.time() < deadline, agent.communicate()[1][-2000:]
+        time.sleep(0.2)
+    workers = subprocess.run(["pgrep", "-P", str(agent.pid)], capture_output=True, text=True).stdout.split()
+    assert len(workers) == 2
+    os.kill(int(workers[1]), signal.SIGKILL)
+    start = time.time()
+    _, stderr = agent.communicate(timeout=120)
+    assert agent.returncode != 0
+    assert time.time() - start < 60  # the survivor does not hang in a collective
+    assert "exitcode" in stderr or "Signal 9" in stderr or "SIGKILL" in stderr
+    ckpt = load_checkpoint(tmp_path / "run")  # the newest complete checkpoint still loads
+    assert all(torch.isfinite(t).all() for t in ckpt.model.state_dict().values())
