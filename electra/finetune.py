@@ -44,6 +44,7 @@ class FinetuneConfig:
     warmup_fraction: float = 0.1
     weight_decay: float = 0.01
     max_length: int = 128
+    max_train_examples: int | None = None  # a seeded random subset of the training set (quick runs)
     truncate: bool = True  # False: refuse texts longer than max_length
     text_field: str | None = None  # csv task: column names
     pair_field: str | None = None
@@ -348,6 +349,8 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
     if not train_examples:
         raise TaskError(f"no training examples in {cfg.data}")
     labels = label_set(task, train_examples, dev_examples)
+    if cfg.max_train_examples is not None and cfg.max_train_examples < len(train_examples):
+        train_examples = random.Random(cfg.seed).sample(train_examples, cfg.max_train_examples)
     encoder, tokenizer_dir = load_pretrained(cfg.model)
     if cfg.max_length > encoder.cfg.max_positions:
         raise ValueError(f"--max-length {cfg.max_length} exceeds the model's {encoder.cfg.max_positions} positions")
@@ -372,6 +375,7 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
         "task": task.name,
         "model": str(cfg.model),
         "labels": labels,
+        "label_names": list(task.names) or labels,
         "main_metric": f"{main_dev}/{main}",
         "median": median,
         "spread": spread,
@@ -388,7 +392,7 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
     export(
         model,
         out,
-        labels,
+        list(task.names) or labels,
         tokenizer_dir=tokenizer_dir,
         overwrite=overwrite,
         extra_files={"results.json": json.dumps(results, indent=2) + "\n"},

@@ -11,7 +11,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -125,12 +125,21 @@ class Task:
     pair: str | int | None = None
     label: str | int = "label"
     header: bool = True
-    extra: dict = field(default_factory=dict)
+    names: tuple[str, ...] = ()  # what id2label shows for `labels`, when the data's values are codes
 
 
 GLUE = {
-    "sst2": Task("sst2", "classification", ("accuracy",), labels=("0", "1")),
-    "cola": Task("cola", "classification", ("matthews", "accuracy"), labels=("0", "1"), text=3, label=1, header=False),
+    "sst2": Task("sst2", "classification", ("accuracy",), labels=("0", "1"), names=("NEGATIVE", "POSITIVE")),
+    "cola": Task(
+        "cola",
+        "classification",
+        ("matthews", "accuracy"),
+        labels=("0", "1"),
+        text=3,
+        label=1,
+        header=False,
+        names=("unacceptable", "acceptable"),
+    ),
     "mrpc": Task(
         "mrpc",
         "classification",
@@ -139,6 +148,7 @@ GLUE = {
         text="#1 String",
         pair="#2 String",
         label="Quality",
+        names=("not_equivalent", "equivalent"),
     ),
     "stsb": Task(
         "stsb", "regression", ("pearson", "spearman"), epochs=10, text="sentence1", pair="sentence2", label="score"
@@ -168,6 +178,7 @@ GLUE = {
         text="question1",
         pair="question2",
         label="is_duplicate",
+        names=("not_duplicate", "duplicate"),
     ),
     "mnli": Task(
         "mnli",
@@ -179,7 +190,15 @@ GLUE = {
         pair="sentence2",
         label="gold_label",
     ),
-    "wnli": Task("wnli", "classification", ("accuracy",), labels=("0", "1"), text="sentence1", pair="sentence2"),
+    "wnli": Task(
+        "wnli",
+        "classification",
+        ("accuracy",),
+        labels=("0", "1"),
+        text="sentence1",
+        pair="sentence2",
+        names=("not_entailment", "entailment"),
+    ),
 }
 GLUE_FOLDERS = {
     "sst2": "SST-2",

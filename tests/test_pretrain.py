@@ -230,3 +230,28 @@ def test_disentangled_embeddings_train_and_export(tiny_data, tmp_path):
         rtol=0,
         atol=0,
     )
+
+
+def test_report_draws_a_png_of_one_or_several_runs(tiny_data, tmp_path):
+    pytest.importorskip("matplotlib")
+    run(_cfg(tiny_data, tmp_path / "a", max_steps=4), quiet=True)
+    run(_cfg(tiny_data, tmp_path / "b", max_steps=4, objective="mlm"), quiet=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "electra",
+            "report",
+            str(tmp_path / "a"),
+            str(tmp_path / "b"),
+            "--out",
+            str(tmp_path / "both.png"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    png = (tmp_path / "both.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    result = subprocess.run([sys.executable, "-m", "electra", "report", str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 2 and "has no metrics.jsonl" in result.stderr

@@ -1,0 +1,63 @@
+"""`electra report RUN_DIR`: a run's metrics drawn to one PNG (losses, accuracies, LR, speed)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+PANELS = [
+    ("loss", ["loss", "valid_loss"], "total loss"),
+    ("generator", ["gen_loss", "valid_gen_loss"], "generator MLM loss"),
+    ("discriminator", ["disc_loss", "valid_disc_loss"], "discriminator RTD loss"),
+    (
+        "accuracy",
+        ["gen_accuracy", "disc_accuracy", "disc_precision", "disc_recall", "replaced_fraction"],
+        "accuracy, precision, recall",
+    ),
+    ("lr", ["lr"], "learning rate"),
+    ("speed", ["tokens_per_s"], "tokens / s"),
+]
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir} has no metrics.jsonl; is it a run folder of `electra pretrain`?")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not rows:
+        raise ValueError(f"{path} is empty: the run has not logged a step yet")
+    return rows
+
+
+def draw(run_dirs: list[str | os.PathLike], out: str | os.PathLike) -> Path:
+    """One figure with a panel per metric group; several runs are overlaid for comparison."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise ValueError("electra report needs matplotlib: pip install 'electra[report]'") from e
+    runs = [(Path(r).name, read_metrics(r)) for r in run_dirs]
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8), constrained_layout=True)
+    for ax, (_, keys, title) in zip(axes.flat, PANELS, strict=True):
+        for name, rows in runs:
+            for key in keys:
+                points = [(r["step"], r[key]) for r in rows if key in r]
+                if points:
+                    label = key if len(runs) == 1 else f"{name}: {key}"
+                    style = "o-" if key.startswith("valid_") else "-"
+                    ax.plot(*zip(*points, strict=True), style, label=label, markersize=3, linewidth=1)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    names = ", ".join(name for name, _ in runs)
+    fig.suptitle(f"electra pretrain: {names}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

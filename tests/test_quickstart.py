@@ -1,0 +1,74 @@
+"""`electra quickstart` end to end on the shared Gutenberg books and SST-2 (a short run)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import SHARED_DATA
+
+BOOKS = SHARED_DATA / "corpus" / "gutenberg"
+SST2 = SHARED_DATA / "glue" / "SST-2"
+
+
+@pytest.mark.skipif(not (BOOKS.is_dir() and SST2.is_dir()), reason="../shared/data is not present")
+def test_quickstart_runs_every_stage(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    books = [str(p) for p in sorted(BOOKS.glob("*.txt"))[:2]]
+    out = tmp_path / "qs"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "electra",
+            "quickstart",
+            "--corpus",
+            *books,
+            "--task-data",
+            str(SST2),
+            "--minutes",
+            "0.25",
+            "--preset",
+            "tiny",
+            "--vocab-size",
+            "2000",
+            "--finetune-examples",
+            "500",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for n in range(1, 6):
+        assert f"[{n}/5]" in result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["pretrain_steps"] > 0 and summary["train_rows"] > 100
+    assert 0.0 <= summary["sst2_dev_accuracy"] <= 1.0
+    assert {p["label"] for p in summary["predictions"]} <= {"NEGATIVE", "POSITIVE"}
+    assert json.loads((out / "data" / "manifest.json").read_text())["counts"]["documents"] == 2
+    disc = transformers.AutoModelForPreTraining.from_pretrained(out / "discriminator")
+    assert type(disc).__name__ == "ElectraForPreTraining"
+    clf = transformers.AutoModelForSequenceClassification.from_pretrained(out / "sst2")
+    assert clf.config.id2label == {0: "NEGATIVE", 1: "POSITIVE"}
+    assert "SST-2 dev accuracy" in result.stdout and "classifier" in result.stdout
+    # a second run into the same folder is refused before any work
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "electra",
+            "quickstart",
+            "--corpus",
+            *books,
+            "--task-data",
+            str(SST2),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert again.returncode == 2 and "already holds files" in again.stderr
