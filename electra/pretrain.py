@@ -15,6 +15,8 @@ import dataclasses
 import json
 import math
 import os
+import shutil
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -435,3 +437,25 @@ def _run(cfg: PretrainConfig, resume: bool, quiet: bool, d: parallel.Dist, devic
         writer.close()
     say(f"stopped at step {step} ({stop_reason}); checkpoint {ckpt.step_dir(out, step)}")
     return logged
+
+
+def steps_for_budget(cfg: PretrainConfig, minutes: float, probe_steps: int = 12) -> int:
+    """Optimizer steps that fit `minutes`, from a short timed run of the same settings in `cfg.out`
+    (removed afterwards), so that a time-budgeted run's schedule still decays to zero."""
+    probe = dataclasses.replace(
+        cfg,
+        max_steps=probe_steps,
+        max_minutes=None,
+        max_tokens=None,
+        warmup_steps=1,
+        log_every=1,
+        eval_every=10**9,
+        checkpoint_every=10**9,
+        tensorboard=False,
+    )
+    run(probe, quiet=True)
+    lines = [json.loads(x) for x in (Path(cfg.out) / "metrics.jsonl").read_text().splitlines()]
+    rate = statistics.median(m["tokens_per_s"] for m in lines[2:])  # after the first steps' warm-up
+    tokens_per_step = lines[-1]["tokens"] / lines[-1]["step"]
+    shutil.rmtree(cfg.out)
+    return max(10, int(minutes * 60 * rate / tokens_per_step * 0.9))  # 10% for validation and checkpoints

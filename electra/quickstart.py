@@ -7,8 +7,6 @@ corpus ──prepare──▶ shards ──pretrain (time budget)──▶ run �
 from __future__ import annotations
 
 import json
-import shutil
-import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,36 +65,12 @@ def _hub_sst2(folder: Path) -> Path:
     return folder
 
 
-def _steps_for(minutes: float, data: Path, cfg, scratch: Path) -> int:
-    """Optimizer steps that fit the time budget, from a short timed run of the same model."""
-    from electra.pretrain import PretrainConfig, run
-
-    probe = PretrainConfig(
-        data=str(data),
-        out=str(scratch),
-        preset=cfg.preset,
-        batch_size=cfg.batch_size,
-        max_steps=12,
-        warmup_steps=1,
-        log_every=1,
-        eval_every=10**9,
-        checkpoint_every=10**9,
-        seed=cfg.seed,
-    )
-    run(probe, quiet=True)
-    lines = [json.loads(x) for x in (scratch / "metrics.jsonl").read_text().splitlines()]
-    rate = statistics.median(m["tokens_per_s"] for m in lines[2:])  # after the first steps' warm-up
-    tokens_per_step = lines[-1]["tokens"] / lines[-1]["step"]
-    shutil.rmtree(scratch)
-    return max(10, int(minutes * 60 * rate / tokens_per_step * 0.9))  # 10% for validation and checkpoints
-
-
 def run(cfg: QuickstartConfig) -> dict:
     from electra import hf
     from electra.finetune import FinetuneConfig
     from electra.finetune import run as finetune
     from electra.prepare import PrepareConfig, prepare
-    from electra.pretrain import PretrainConfig
+    from electra.pretrain import PretrainConfig, steps_for_budget
     from electra.pretrain import run as pretrain
 
     out = Path(cfg.out)
@@ -121,7 +95,12 @@ def run(cfg: QuickstartConfig) -> dict:
     train_rows = prepared.manifest["splits"]["train"]["rows"]
 
     _stage(2, f"pretrain: ELECTRA-{preset} for about {cfg.minutes:g} minutes")
-    steps = _steps_for(cfg.minutes, out / "data", cfg, out / "probe")
+    steps = steps_for_budget(
+        PretrainConfig(
+            data=str(out / "data"), out=str(out / "probe"), preset=preset, batch_size=cfg.batch_size, seed=cfg.seed
+        ),
+        cfg.minutes,
+    )
     logged = pretrain(
         PretrainConfig(
             data=str(out / "data"),
