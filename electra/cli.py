@@ -373,7 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data",
         required=True,
-        help="GLUE: the task's folder (or a folder of all GLUE tasks); csv/ner: a folder with train.* and dev.* files",
+        help="GLUE: the task's TSV folder, a folder of all GLUE tasks, a saved datasets folder, or 'glue' "
+        "(the hub dataset); csv/ner: a folder with train.* and dev.* files",
     )
     p.add_argument("--out", required=True, help="output folder (HF model + results.json)")
     p.add_argument("--seeds", type=int, default=1, help="runs with seeds 0..N-1; the median is reported")

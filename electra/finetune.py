@@ -25,7 +25,18 @@ from electra import hf
 from electra.checkpoint import is_checkpoint, list_checkpoints, load_checkpoint
 from electra.model import Encoder, SequenceClassifier, TokenClassifier
 from electra.optim import adamw, lr_factor, set_lr
-from electra.tasks import GLUE, METRICS, Example, Task, TaskError, entity_scores, glue_folder, read_conll, read_table
+from electra.tasks import (
+    GLUE,
+    METRICS,
+    Example,
+    Task,
+    TaskError,
+    entity_scores,
+    glue_folder,
+    glue_from_datasets,
+    read_conll,
+    read_table,
+)
 from electra.tokenizer import load_tokenizer
 
 
@@ -88,6 +99,9 @@ def load_task(cfg: FinetuneConfig) -> tuple[Task, list[Example], dict[str, list[
     data = Path(cfg.data)
     if cfg.task in GLUE:
         task = GLUE[cfg.task]
+        if cfg.data == "glue" or (data / "dataset_dict.json").exists():  # through `datasets`
+            train, devs = glue_from_datasets(task, cfg.data)
+            return task, train, devs
         folder = glue_folder(data, task)
         read = lambda f: read_table(folder / f, task.text, task.pair, task.label, task.header)  # noqa: E731
         return task, read(task.train), {Path(f).stem: read(f) for f in task.dev}

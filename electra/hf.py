@@ -381,25 +381,24 @@ def _labels(config: dict, folder: Path) -> dict[int, str]:
     return {int(i): label for i, label in config["id2label"].items()}
 
 
-def load_sequence_classifier(folder: str | os.PathLike) -> tuple[SequenceClassifier, dict[int, str]]:
+def _load_classifier(folder, kind: str):
     folder = resolve(folder)
     config = read_config(folder)
-    if "ElectraForSequenceClassification" not in config.get("architectures", []):
-        raise ValueError(f"{folder} holds {config.get('architectures')}, not an ElectraForSequenceClassification")
+    architecture = HF_ARCHITECTURES[kind]
+    if architecture not in config.get("architectures", []):
+        raise ValueError(f"{folder} holds {config.get('architectures')}, not an {architecture}")
     cfg, id2label = from_hf_config(config, f"{folder}/config.json"), _labels(config, folder)
-    model = SequenceClassifier(cfg, num_labels=len(id2label))
-    state, _ = from_hf_state(read_weights(folder), "sequence", cfg, str(folder))
+    model = (SequenceClassifier if kind == "sequence" else TokenClassifier)(cfg, num_labels=len(id2label))
+    state, _ = from_hf_state(read_weights(folder), kind, cfg, str(folder))
     _load(model, state)
     return model, id2label
+
+
+def load_sequence_classifier(folder: str | os.PathLike) -> tuple[SequenceClassifier, dict[int, str]]:
+    """A fine-tuned `ElectraForSequenceClassification` folder and its id2label."""
+    return _load_classifier(folder, "sequence")
 
 
 def load_token_classifier(folder: str | os.PathLike) -> tuple[TokenClassifier, dict[int, str]]:
-    folder = resolve(folder)
-    config = read_config(folder)
-    if "ElectraForTokenClassification" not in config.get("architectures", []):
-        raise ValueError(f"{folder} holds {config.get('architectures')}, not an ElectraForTokenClassification")
-    cfg, id2label = from_hf_config(config, f"{folder}/config.json"), _labels(config, folder)
-    model = TokenClassifier(cfg, num_labels=len(id2label))
-    state, _ = from_hf_state(read_weights(folder), "token", cfg, str(folder))
-    _load(model, state)
-    return model, id2label
+    """A fine-tuned `ElectraForTokenClassification` folder and its id2label."""
+    return _load_classifier(folder, "token")

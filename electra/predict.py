@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from electra import hf
-from electra.tasks import TaskError
+from electra.tasks import TaskError, jsonl_records
 from electra.tokenizer import load_tokenizer
 
 
@@ -35,19 +35,8 @@ def read_inputs(
 def _read(stream, name: str, suffix: str, text_field: str, pair_field: str | None):
     fields = [f for f in (text_field, pair_field) if f]
     if suffix == ".jsonl":
-        texts = []
-        for n, line in enumerate(stream, 1):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise TaskError(f"{name}:{n} is not valid JSON ({e.msg})") from e
-            missing = [f for f in fields if f not in r]
-            if missing:
-                raise TaskError(f"{name}:{n} has no field {missing[0]!r} (fields: {', '.join(r)}); pass --text-field")
-            texts.append((str(r[text_field]), None if pair_field is None else str(r[pair_field])))
-        return texts, 0
+        records = jsonl_records(stream, name, fields)
+        return [(str(r[text_field]), None if pair_field is None else str(r[pair_field])) for _, r in records], 0
     if suffix in (".csv", ".tsv"):
         rows = csv.DictReader(stream, delimiter="\t" if suffix == ".tsv" else ",")
         missing = [f for f in fields if f not in (rows.fieldnames or [])]

@@ -212,6 +212,51 @@ GLUE_FOLDERS = {
     "wnli": "WNLI",
 }
 
+# The `glue` dataset of the Hugging Face hub: (text column, pair column, names of the integer labels).
+_NLI = ("entailment", "not_entailment")
+HUB_GLUE = {
+    "sst2": ("sentence", None, None),
+    "cola": ("sentence", None, None),
+    "mrpc": ("sentence1", "sentence2", None),
+    "stsb": ("sentence1", "sentence2", None),
+    "rte": ("sentence1", "sentence2", _NLI),
+    "qnli": ("question", "sentence", _NLI),
+    "qqp": ("question1", "question2", None),
+    "mnli": ("premise", "hypothesis", ("entailment", "neutral", "contradiction")),
+    "wnli": ("sentence1", "sentence2", None),
+}
+
+
+def glue_from_datasets(task: Task, source: str) -> tuple[list[Example], dict[str, list[Example]]]:
+    """Train and dev examples of a GLUE task from the `glue` hub dataset (source "glue") or a
+    `DatasetDict` saved with `save_to_disk`, labelled as in the original TSV files."""
+    try:
+        import datasets
+    except ImportError as e:
+        raise TaskError("reading GLUE through datasets needs the datasets package: pip install datasets") from e
+    try:
+        ds = datasets.load_dataset("glue", task.name) if source == "glue" else datasets.load_from_disk(source)
+    except Exception as e:
+        raise TaskError(
+            f"could not load GLUE {task.name} from {source} ({type(e).__name__}: {e}); pass the "
+            "task's TSV folder instead"
+        ) from e
+    text, pair, names = HUB_GLUE[task.name]
+
+    def examples(split: str) -> list[Example]:
+        if split not in ds:
+            raise TaskError(f"{source} has no {split!r} split (splits: {', '.join(ds)})")
+        out = []
+        for r in ds[split]:
+            y = r["label"]
+            label = str(float(y)) if task.kind == "regression" else names[y] if names else str(y)
+            out.append(Example(r[text], None if pair is None else r[pair], label))
+        return out
+
+    devs = ("validation_matched", "validation_mismatched") if task.name == "mnli" else ("validation",)
+    return examples("train"), {d.replace("validation", "dev"): examples(d) for d in devs}
+
+
 METRICS: dict[str, Callable] = {
     "accuracy": accuracy,
     "f1": f1,
@@ -270,19 +315,27 @@ def read_table(
     return out
 
 
+def jsonl_records(stream, name: str, required: Sequence[str]):
+    """(line number, record) of a JSON-lines stream; blank lines skipped, bad ones named."""
+    for n, line in enumerate(stream, 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise TaskError(f"{name}:{n} is not valid JSON ({e.msg})") from e
+        missing = [k for k in required if k not in r]
+        if missing:
+            raise TaskError(
+                f"{name}:{n} has no field {missing[0]!r} (fields: {', '.join(r)}); pass --text-field/--label-field"
+            )
+        yield n, r
+
+
 def _read_jsonl(path: Path, text, pair, label) -> list[Example]:
     out = []
     with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise TaskError(f"{path}:{n} is not valid JSON ({e.msg})") from e
-            for key in (text, pair, label):
-                if key is not None and key not in r:
-                    raise TaskError(f"{path}:{n} has no field {key!r} (fields: {', '.join(r)})")
+        for _, r in jsonl_records(f, str(path), [k for k in (text, pair, label) if k is not None]):
             value = None if label is None else r[label]
             out.append(
                 Example(

@@ -305,3 +305,44 @@ def test_regression_is_detected_for_numeric_labels(sentiment_tokenizer_dir, tmp_
     assert set(results["median"]["dev"]) == {"pearson", "spearman"}
     assert results["labels"] == ["score"]
     assert not math.isnan(results["median"]["dev"]["pearson"])
+
+
+def test_glue_through_datasets_matches_the_tsv_labels(sentiment_tokenizer_dir, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    from electra.tasks import glue_from_datasets
+
+    rte = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict(
+                {"sentence1": ["a b", "c d"], "sentence2": ["a", "e"], "label": [0, 1]}
+            ),
+            "validation": datasets.Dataset.from_dict({"sentence1": ["f"], "sentence2": ["g"], "label": [1]}),
+        }
+    )
+    rte.save_to_disk(str(tmp_path / "rte"))
+    train, devs = glue_from_datasets(GLUE["rte"], str(tmp_path / "rte"))
+    assert [e.label for e in train] == ["entailment", "not_entailment"] and train[0].pair == "a"
+    assert list(devs) == ["dev"] and devs["dev"][0].label == "not_entailment"
+
+    rows = (sentiment_tokenizer_dir / "data" / "train.csv").read_text().splitlines()[1:]
+    sst2 = datasets.DatasetDict(
+        {
+            split: datasets.Dataset.from_dict(
+                {"sentence": [r.rsplit(",", 1)[0] for r in part], "label": [int(r.endswith("pos")) for r in part]}
+            )
+            for split, part in (("train", rows[:160]), ("validation", rows[160:]))
+        }
+    )
+    sst2.save_to_disk(str(tmp_path / "sst2"))
+    results = run(
+        FinetuneConfig(
+            model=str(sentiment_tokenizer_dir / "model"),
+            task="sst2",
+            data=str(tmp_path / "sst2"),
+            out=str(tmp_path / "clf"),
+            epochs=1,
+        ),
+        quiet=True,
+    )
+    assert results["labels"] == ["0", "1"] and results["label_names"] == ["NEGATIVE", "POSITIVE"]
+    assert results["examples"] == {"train": 160, "dev": 80}
