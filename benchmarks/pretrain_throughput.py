@@ -180,13 +180,15 @@ def main() -> None:
     )
     base = results[0]["tokens_per_s"]
     mem = "peak MB" if results[0]["device"].startswith("cuda") else "step MB"  # CPU: RSS above the built model
-    print(f"| {'variant':<14} | {'tokens/s':>10} | {'step ms':>8} | {mem:>8} | {'vs transformers':>15} |")
-    print(f"|{'-' * 16}|{'-' * 12}|{'-' * 10}|{'-' * 10}|{'-' * 17}|")
+    print(
+        f"| {'variant':<14} | {'tokens/s':>10} | {'step ms':>8} | {mem:>8} | {'TFLOP/s':>7} | {'vs transformers':>15} |"
+    )
+    print(f"|{'-' * 16}|{'-' * 12}|{'-' * 10}|{'-' * 10}|{'-' * 9}|{'-' * 17}|")
     for r in results:
-        peak = r["peak_mb"]
+        tflops = f"{r['tflops']:.1f}" if "tflops" in r else "-"  # 6 x params x tokens / s, on CUDA
         print(
-            f"| {r['variant']:<14} | {r['tokens_per_s']:>10,.0f} | {r['step_s'] * 1e3:>8.0f} | {peak:>8,.0f} | "
-            f"{r['tokens_per_s'] / base:>14.2f}x |"
+            f"| {r['variant']:<14} | {r['tokens_per_s']:>10,.0f} | {r['step_s'] * 1e3:>8.0f} | {r['peak_mb']:>8,.0f} | "
+            f"{tflops:>7} | {r['tokens_per_s'] / base:>14.2f}x |"
         )
 
 
