@@ -329,10 +329,9 @@ def train_one(
         if best is None or first[main] > next(iter(best.values()))[main]:
             best, best_epoch = scores, epoch + 1
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        bar.write(
-            f"{task.name} seed {seed} epoch {epoch + 1}: "
-            + ", ".join(f"{name} {m} {v:.4f}" for name, s in scores.items() for m, v in s.items())
-        ) if not quiet else None
+        if not quiet:
+            text = ", ".join(f"{name} {m} {v:.4f}" for name, s in scores.items() for m, v in s.items())
+            bar.write(f"{task.name} seed {seed} epoch {epoch + 1}: {text}")
     bar.close()
     return best, best_state, best_epoch
 
