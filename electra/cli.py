@@ -82,8 +82,9 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         f"vocab {m['vocab_size']:,}"
     )
     print(
-        f"read {s.files:,} files, {mb:,.1f} MB, {m['counts']['documents']:,} documents in {result.seconds:.1f} s "
-        f"({mb / result.seconds:,.1f} MB/s, {result.tokens_encoded / result.seconds:,.0f} tokens/s)"
+        f"read {s.files:,} files, {mb:,.1f} MB, {m['counts']['documents']:,} documents; tokenizer "
+        f"{result.tokenizer_seconds:.1f} s, packing {result.seconds:.1f} s ({mb / result.seconds:,.1f} MB/s, "
+        f"{result.tokens_encoded / result.seconds:,.0f} tokens/s)"
     )
     if m["counts"]["tokens_truncated"]:
         print(

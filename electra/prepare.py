@@ -219,8 +219,9 @@ class PrepareResult:
     out: Path
     manifest: dict
     stats: corpus.ReadStats
-    seconds: float
+    seconds: float  # packing: read, encode, pack, write (after the tokenizer is ready)
     tokens_encoded: int = 0
+    tokenizer_seconds: float = 0.0  # training (or loading) the tokenizer
 
 
 def _batches(items: Iterator[str | None], max_chars: int = 1 << 20) -> Iterator[list[str | None]]:
@@ -358,6 +359,8 @@ def prepare(
 
     with publish_dir(out, overwrite=overwrite) as tmp:
         tok = _tokenizer(tokenizer, cfg, read, total_bytes, quiet)
+        tokenizer_seconds = time.perf_counter() - start
+        start = time.perf_counter()
         save_tokenizer(tok, tmp, model_max_length=max(512, cfg.seq_len))
         vocab = tok.get_vocab_size(with_added_tokens=True)
         special = {name: tok.token_to_id(f"[{name.upper()}]") for name in ("pad", "unk", "cls", "sep", "mask")}
@@ -432,7 +435,7 @@ def prepare(
             "splits": {s: {"rows": w.rows, "tokens": w.tokens, "shards": w.shards} for s, w in writers.items()},
         }
         write_manifest(tmp, manifest)
-    return PrepareResult(Path(out), manifest, stats, time.perf_counter() - start, encoded)
+    return PrepareResult(Path(out), manifest, stats, time.perf_counter() - start, encoded, tokenizer_seconds)
 
 
 def write_manifest(folder: Path, manifest: dict) -> None:

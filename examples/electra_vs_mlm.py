@@ -33,6 +33,7 @@ def main() -> None:
     ap.add_argument("--preset", default="small")
     ap.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--lr", type=float, help="peak pre-training learning rate (default: the preset's)")
     ap.add_argument("--sst2-examples", type=int, default=8000)
     ap.add_argument("--work", type=Path, default=Path("runs/electra-vs-mlm"))
     args = ap.parse_args()
@@ -53,12 +54,17 @@ def main() -> None:
             str(data),
             "--force",
         )
-    results = {"minutes": args.minutes, "preset": args.preset, "precision": args.precision, "runs": {}}
+    results = {"minutes": args.minutes, "preset": args.preset, "precision": args.precision, "lr": args.lr, "runs": {}}
     for objective in ("electra", "mlm"):
         run_dir, model_dir = work / f"pretrain-{objective}", work / f"model-{objective}"
         if not (model_dir / "config.json").exists():
             base = PretrainConfig(
-                data=str(data), out=str(run_dir), preset=args.preset, objective=objective, precision=args.precision
+                data=str(data),
+                out=str(run_dir),
+                preset=args.preset,
+                objective=objective,
+                precision=args.precision,
+                lr=args.lr,
             )
             steps = steps_for_budget(base, args.minutes)
             electra(
@@ -83,6 +89,7 @@ def main() -> None:
                 str(max(1, steps // 4)),
                 "--log-every",
                 "5",
+                *(["--lr", str(args.lr)] if args.lr else []),
             )
             electra("export", str(run_dir), "--out", str(model_dir), "--force")
         lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
