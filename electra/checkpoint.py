@@ -3,7 +3,7 @@
 RUN_DIR/checkpoints/step-00001000/
     model.safetensors   the Electra module's tensors (generator + discriminator)
     config.json         {"format": ..., "model": ModelConfig, "meta": {...}}
-    train_state.pt      optimizer, schedule, RNG and loader state (optional)
+    train_state.pt      step, optimizer and loader state (optional; random draws are functions of the step)
     tokenizer.json, vocab.txt, tokenizer_config.json   (optional)
 """
 
