@@ -128,7 +128,7 @@ def run(cfg: QuickstartConfig) -> dict:
             task="sst2",
             data=str(task_data),
             out=str(out / "sst2"),
-            epochs=2 if examples else None,
+            epochs=3,
             max_train_examples=examples,
             seed=cfg.seed,
         )
