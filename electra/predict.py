@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from electra import hf
+from electra.finetune import Encoded, batches
 from electra.tasks import TaskError, jsonl_records
 from electra.tokenizer import load_tokenizer
 
@@ -77,19 +78,10 @@ def predict(
     if truncated and not truncate:
         first = next(i for i, enc in enumerate(encodings) if enc.overflowing)
         raise TaskError(f"input {first + 1} is longer than {limit} tokens; raise --max-length or drop --no-truncate")
-    rows = [(enc.ids, enc.type_ids) for enc in encodings]
-    pad = tok.token_to_id("[PAD]")
-    out: list[dict] = [{}] * len(rows)
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))  # similar lengths share a batch
-    for start in range(0, len(order), batch_size):
-        group = order[start : start + batch_size]
-        T = max(len(rows[i][0]) for i in group)
-        ids = torch.full((len(group), T), pad, dtype=torch.long)
-        types = torch.zeros((len(group), T), dtype=torch.long)
-        mask = torch.zeros((len(group), T), dtype=torch.long)
-        for r, i in enumerate(group):
-            n = len(rows[i][0])
-            ids[r, :n], types[r, :n], mask[r, :n] = torch.tensor(rows[i][0]), torch.tensor(rows[i][1]), 1
+    data = Encoded([e.ids for e in encodings], [e.type_ids for e in encodings], [0] * len(encodings))
+    out: list[dict] = [{}] * len(encodings)
+    # length-sorted, dynamically padded batches: similar lengths share a batch
+    for group, ids, types, mask, _ in batches(data, batch_size, None, tok.token_to_id("[PAD]")):
         logits = model(ids.to(dev), types.to(dev), mask.to(dev)).float().cpu()
         if model.num_labels == 1:
             for r, i in enumerate(group):
