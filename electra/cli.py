@@ -128,6 +128,7 @@ _PRETRAIN_FLAGS = (
     "device",
     "precision",
     "compile",
+    "cuda_graph",
     "tensorboard",
 )
 
@@ -336,7 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     r.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="default: bf16 on CUDA, fp32 on CPU")
-    r.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    r.add_argument("--compile", action="store_true", default=None, help="torch.compile the training step")
+    r.add_argument(
+        "--cuda-graph",
+        choices=["auto", "on", "off"],
+        help="capture each whole update as one CUDA graph (default auto: on CUDA in a single process)",
+    )
     r.add_argument("--tensorboard", action="store_true", default=None, help="also log to OUT/tensorboard")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_pretrain)

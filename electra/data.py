@@ -9,6 +9,8 @@ different number of processes, continues with exactly the rows an uninterrupted 
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,13 +27,19 @@ class Batch:
     attention_mask: torch.Tensor  # (B, T) int64
     rows: torch.Tensor  # (B,) global position of each row within the global batch
 
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return (self.input_ids, self.token_type_ids, self.attention_mask, self.rows)
+
     def to(self, device, non_blocking: bool = False) -> Batch:
-        return Batch(
-            *(
-                t.to(device, non_blocking=non_blocking)
-                for t in (self.input_ids, self.token_type_ids, self.attention_mask, self.rows)
-            )
-        )
+        return Batch(*(t.to(device, non_blocking=non_blocking) for t in self.tensors()))
+
+    def pin_memory(self) -> Batch:
+        return Batch(*(t.pin_memory() for t in self.tensors()))
+
+    def copy_(self, other: Batch) -> None:
+        """Copy `other` (same shapes, any device) into these tensors without waiting for it."""
+        for a, b in zip(self.tensors(), other.tensors(), strict=True):
+            a.copy_(b, non_blocking=True)
 
     @property
     def tokens(self) -> int:
@@ -87,6 +95,7 @@ class Loader:
         self.shards, self.global_batch, self.seed = shards, global_batch, seed
         self.rank, self.world_size = rank, world_size
         self.epoch, self.offset = epoch, offset
+        self.last_tokens = 0  # real (non-pad) tokens of the last global batch, all ranks together
         self._order = None
 
     def state_dict(self) -> dict:
@@ -112,7 +121,11 @@ class Loader:
             shard_of, row_of = self._flat_order()
         sl = slice(self.offset, self.offset + self.global_batch)
         self.offset += self.global_batch
-        return shard_of[sl], row_of[sl]
+        shard_of, row_of = shard_of[sl], row_of[sl]
+        self.last_tokens = sum(
+            int(np.asarray(self.shards.lengths[s])[row_of[shard_of == s]].sum()) for s in np.unique(shard_of)
+        )
+        return shard_of, row_of
 
     def next(self, micro_batches: int = 1) -> list[Batch]:
         """This rank's micro-batches of the next global batch (accumulation splits it further)."""
@@ -139,6 +152,54 @@ class Loader:
         mask = (np.arange(T)[None, :] < lengths[:, None]).astype(np.int64)
         rows = np.arange(start, start + len(row_of), dtype=np.int64)
         return Batch(*(torch.from_numpy(a) for a in (ids, types, mask, rows)))
+
+
+class Prefetcher:
+    """The loader's next batches, read ahead in a thread (pinned, for copies that do not block)
+    while the device works on the current ones.
+
+    `state_dict()` is the loader's state after the batches handed out so far, not after those
+    read ahead, so a checkpoint resumes with the first batch the step loop has not seen.
+    """
+
+    def __init__(self, loader: Loader, micro_batches: int = 1, pin: bool = False, depth: int = 2):
+        self.loader, self.micro_batches, self.pin = loader, micro_batches, pin
+        self._state = loader.state_dict()
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="electra-prefetch", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        try:
+            while not self._stop.is_set():
+                micro = self.loader.next(self.micro_batches)
+                if self.pin:
+                    micro = [b.pin_memory() for b in micro]
+                item = (micro, self.loader.last_tokens, self.loader.state_dict())
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as e:  # handed to the consumer, which raises it
+            self._queue.put((e, None, None))
+
+    def next(self) -> tuple[list[Batch], int]:
+        """This rank's micro-batches of the next global batch, and that global batch's real tokens."""
+        micro, tokens, state = self._queue.get()
+        if isinstance(micro, BaseException):
+            raise micro
+        self._state = state
+        return micro, tokens
+
+    def state_dict(self) -> dict:
+        return dict(self._state)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def iterate(shards: Shards, batch_size: int):

@@ -27,12 +27,15 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
-def uniform(seed: int, rows: torch.Tensor, cols: int, stream: int = 0) -> torch.Tensor:
+def uniform(seed: int | torch.Tensor, rows: torch.Tensor, cols: int, stream: int = 0) -> torch.Tensor:
     """Uniform floats in (0, 1), shape (len(rows), cols), a pure function of (seed, stream, row, col).
 
     `rows` holds global row numbers (int64), so any slice of a batch draws the same numbers.
+    `seed` may be a 0-d int64 tensor on the device: a compiled or captured step then takes a
+    new seed every step without recompiling or reading anything back to the host.
     """
-    key = _mix32(torch.tensor((seed * 0x9E3779B1 + stream * 0x85EBCA6B) & _M32, device=rows.device))
+    seed = torch.as_tensor(seed, dtype=torch.int64, device=rows.device)
+    key = _mix32(_mix32(seed & _M32) ^ ((stream * 0x85EBCA6B + 0x9E3779B1) & _M32))
     r = _mix32((rows[:, None] & _M32) ^ key)
     c = torch.arange(cols, device=rows.device)[None, :]
     x = _mix32(r ^ _mix32(c + 0x27D4EB2F))  # (B, cols)
@@ -78,7 +81,7 @@ def mask_tokens(
     attention_mask: torch.Tensor,
     special: torch.Tensor,
     rows: torch.Tensor,
-    seed: int,
+    seed: int | torch.Tensor,
     mask_id: int,
     mask_prob: float = 0.15,
     mask_token_prob: float = 0.85,
@@ -120,7 +123,9 @@ def masked_lm_loss(logits: torch.Tensor, masked: Masked, total: torch.Tensor | N
 
 
 @torch.no_grad()
-def sample_tokens(logits: torch.Tensor, seed: int, rows: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def sample_tokens(
+    logits: torch.Tensor, seed: int | torch.Tensor, rows: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
     """One token per slot from softmax(logits / temperature), by inverse CDF in fp32. (B, K, V) -> (B, K)."""
     probs = torch.softmax(logits.float() / temperature, dim=-1)
     cdf = probs.cumsum(-1)
@@ -169,7 +174,7 @@ def electra_loss(
     attention_mask,
     special: torch.Tensor,
     rows: torch.Tensor,
-    seed: int,
+    seed: int | torch.Tensor,
     mask_id: int,
     cfg: ObjectiveConfig,
     totals: torch.Tensor | None = None,
@@ -203,7 +208,7 @@ def mlm_loss(
     attention_mask,
     special: torch.Tensor,
     rows: torch.Tensor,
-    seed: int,
+    seed: int | torch.Tensor,
     mask_id: int,
     cfg: ObjectiveConfig,
     totals: torch.Tensor | None = None,

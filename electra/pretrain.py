@@ -10,7 +10,6 @@ atomic folders. A run resumed from any checkpoint reproduces an uninterrupted on
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -28,10 +27,11 @@ from tqdm import tqdm
 from electra import checkpoint as ckpt
 from electra import parallel
 from electra.config import ModelConfig, generator_config, preset
-from electra.data import Loader, Shards, iterate
+from electra.data import Loader, Prefetcher, Shards, iterate
 from electra.model import Electra
-from electra.objective import ADDITIVE_METRICS, OBJECTIVES, ObjectiveConfig, loss_counts
+from electra.objective import OBJECTIVES, ObjectiveConfig
 from electra.optim import adamw, lr_factor, set_lr
+from electra.step import Update
 
 # The paper's pre-training hyperparameters (Clark et al. 2020, Table 6).
 PRESET_TRAINING = {
@@ -93,6 +93,7 @@ class PretrainConfig:
     device: str = "auto"
     precision: str = "auto"  # bf16 autocast on CUDA, fp32 on CPU
     compile: bool = False
+    cuda_graph: str = "auto"  # capture the whole update as a CUDA graph: auto (CUDA, one process), on, off
     tensorboard: bool = False
     init_discriminator: str | None = None  # continue pre-training a released model (HF folders)
     init_generator: str | None = None
@@ -103,6 +104,8 @@ class PretrainConfig:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESET_TRAINING)}")
         if (self.init_discriminator is None) != (self.init_generator is None):
             raise ValueError("continuing pre-training needs both --init-discriminator and --init-generator")
+        if self.cuda_graph not in ("auto", "on", "off"):
+            raise ValueError(f"cuda_graph must be auto, on or off, got {self.cuda_graph!r}")
         for name in ("micro_batches", "log_every", "eval_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -195,24 +198,14 @@ def evaluate(
         if i == max_batches:
             break
         b = batch.to(device)
+        seed = torch.full((), 1_000_003 + i, dtype=torch.int64, device=device)  # a tensor: no recompiles
         with autocast():
-            loss, metrics = step(
-                b.input_ids, b.token_type_ids, b.attention_mask, special, b.rows, 1_000_003 + i, mask_id
-            )
+            loss, metrics = step(b.input_ids, b.token_type_ids, b.attention_mask, special, b.rows, seed, mask_id)
         for k, v in {"loss": loss, **metrics}.items():
             totals[k] = totals.get(k, 0.0) + float(v)
         n += 1
     step.train()
     return {f"valid_{k}": v / max(n, 1) for k, v in totals.items()}
-
-
-def _sync(module, last: bool):
-    """Gradient sync only on the last micro-batch of a step (DDP's no_sync, FSDP2's flag)."""
-    if hasattr(module, "no_sync"):
-        return contextlib.nullcontext() if last else module.no_sync()
-    if hasattr(module, "set_requires_gradient_sync"):
-        module.set_requires_gradient_sync(last)
-    return contextlib.nullcontext()
 
 
 def run(cfg: PretrainConfig, resume: bool = False, quiet: bool = False) -> dict:
@@ -283,10 +276,11 @@ def _run(cfg: PretrainConfig, resume: bool, quiet: bool, d: parallel.Dist, devic
         train_step = torch.compile(train_step)
     # `model` stays unwrapped: saved keys never carry wrapper prefixes
 
-    optimizer = adamw(model, settings["lr"], settings["weight_decay"], fused=device.type == "cuda")
+    # fused AdamW (CPU and CUDA) can skip a non-finite update on the device, without a host sync
+    optimizer = adamw(model, settings["lr"], settings["weight_decay"], fused=True)
     loader = Loader(Shards(cfg.data, "train"), B, seed=cfg.seed, rank=d.rank, world_size=d.world_size)
     valid = Shards(cfg.data, "valid") if manifest["splits"]["valid"]["rows"] else None
-    step = tokens = bad_in_row = skipped = 0
+    step = tokens = skipped = 0
     if state is not None:
         parallel.load_optimizer_state(model, optimizer, state["optimizer"])
         loader.load_state_dict(state["loader"])
@@ -313,13 +307,15 @@ def _run(cfg: PretrainConfig, resume: bool, quiet: bool, d: parallel.Dist, devic
     def save(at_step: int) -> None:
         model_state, optim_state = parallel.full_state(model, optimizer)  # a collective under FSDP2
         if d.main:
+            for g in optim_state["param_groups"]:  # a CUDA-graph run keeps its learning rates on the device
+                g["lr"] = float(g["lr"])
             train_state = {
                 "step": at_step,
                 "tokens": tokens,
                 "skipped": skipped,
                 "optimizer": optim_state,
                 # random draws need no state: they are functions of (seed, step)
-                "loader": loader.state_dict(),
+                "loader": batches.state_dict(),
             }
             ckpt.save_checkpoint(
                 ckpt.step_dir(out, at_step),
@@ -334,105 +330,109 @@ def _run(cfg: PretrainConfig, resume: bool, quiet: bool, d: parallel.Dist, devic
         parallel.barrier(d)
 
     # ── the loop ──────────────────────────────────────────────────────────────────────────
+    use_graph = cfg.cuda_graph == "on" or (cfg.cuda_graph == "auto" and device.type == "cuda" and not d.enabled)
+    update = Update(
+        train_step,
+        model,
+        optimizer,
+        special,
+        mask_id,
+        ocfg.mask_prob,
+        cfg.clip_norm,
+        d,
+        device,
+        autocast,
+        cuda_graph=use_graph,
+        skipped=skipped,
+    )
+    batches = Prefetcher(loader, cfg.micro_batches, pin=device.type == "cuda")
+
+    def check_health() -> int:
+        """Updates skipped so far; stops the run once `max_bad_steps` of them came in a row."""
+        skipped, _, worst = (int(x) for x in update.counts.tolist())
+        if worst >= cfg.max_bad_steps:
+            bar.close()
+            raise TrainingDiverged(
+                f"{worst} non-finite steps in a row by step {step}; stopping. The last good "
+                f"checkpoint is intact under {out / 'checkpoints'}; lower --lr or check the data"
+            )
+        return skipped
+
     start_time = time.perf_counter()
-    last = {"time": start_time, "tokens": tokens}
+    last = {"time": start_time, "tokens": tokens, "skipped": skipped}
     logged: dict = {}
     saved_step = step if state is not None else None
     bar = tqdm(total=steps, initial=step, desc="pretrain", unit="step", disable=quiet, dynamic_ncols=True)
     stop_reason = "max steps"
-    while step < steps:
-        over_time = cfg.max_minutes is not None and time.perf_counter() - start_time > cfg.max_minutes * 60
-        if parallel.any_true(over_time, d):  # every process stops at the same step
-            stop_reason = "time budget"
-            break
-        seed = cfg.seed * 1_000_003 + step  # with the global row numbers, this fixes every random draw
-        torch.manual_seed(seed)  # dropout: a function of the step, for exact resume
-        lr = set_lr(optimizer, settings["lr"], lr_factor(step, settings["warmup_steps"], steps))
-        micro = [b.to(device, non_blocking=True) for b in loader.next(cfg.micro_batches)]
-        # the step's loss is the mean over the whole global batch: every part divides its sums
-        # by the global counts, and DDP's gradient average over processes is undone by `world`
-        totals = sum(loss_counts(b.input_ids, b.attention_mask, special, ocfg.mask_prob) for b in micro)
-        totals = parallel.all_reduce_sum(totals, d)
-        parts: dict[str, torch.Tensor] = {}
-        for m, b in enumerate(micro):
-            with _sync(train_step, m == len(micro) - 1), autocast():
-                loss, metrics = train_step(
-                    b.input_ids, b.token_type_ids, b.attention_mask, special, b.rows, seed, mask_id, totals
-                )
-                (loss * d.world_size).backward()
-            for k, v in {"loss": loss.detach(), **metrics}.items():
-                share = 1.0 if k == "loss" or k in ADDITIVE_METRICS else 1.0 / (len(micro) * d.world_size)
-                parts[k] = parts.get(k, 0.0) + v.float() * share
-        parts["tokens"] = sum(b.attention_mask.sum() for b in micro).float()
-        names = list(parts)
-        reduced = parallel.all_reduce_sum(torch.stack([parts[k] for k in names]), d)
-        step_metrics = dict(zip(names, reduced.tolist(), strict=True))
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
-        grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
-        if not (math.isfinite(grad_norm) and math.isfinite(step_metrics["loss"])):
-            optimizer.zero_grad(set_to_none=True)
-            skipped += 1
-            bad_in_row += 1
-            say(f"step {step}: non-finite loss or gradient, update skipped ({skipped} so far)")
-            if bad_in_row >= cfg.max_bad_steps:
-                bar.close()
-                raise TrainingDiverged(
-                    f"{bad_in_row} non-finite steps in a row at step {step}; stopping. The last "
-                    f"good checkpoint is intact under {out / 'checkpoints'}; lower --lr or check "
-                    "the data"
-                )
-            continue
-        bad_in_row = 0
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        tokens += int(step_metrics.pop("tokens"))
-        bar.update(1)
+    try:
+        while step < steps:
+            # the time budget is agreed by all processes, so they stop at the same step
+            if cfg.max_minutes is not None and (not d.enabled or step % cfg.log_every == 0):
+                over_time = time.perf_counter() - start_time > cfg.max_minutes * 60
+                if parallel.any_true(over_time, d):
+                    stop_reason = "time budget"
+                    break
+            seed = cfg.seed * 1_000_003 + step  # with the global row numbers, this fixes every random draw
+            torch.manual_seed(seed)  # dropout: a function of the step, for exact resume
+            lr = set_lr(optimizer, settings["lr"], lr_factor(step, settings["warmup_steps"], steps))
+            micro, batch_tokens = batches.next()
+            out_metrics = update(micro, seed)  # stays on the device until a log line needs it
+            step += 1
+            tokens += batch_tokens
+            bar.update(1)
 
-        evaluate_now = valid is not None and (step % cfg.eval_every == 0 or step == steps)
-        if step % cfg.log_every == 0 or step == steps or evaluate_now:
-            now = time.perf_counter()
-            logged = {
-                "step": step,
-                "lr": lr,
-                "grad_norm": grad_norm,
-                "tokens": tokens,
-                "tokens_per_s": (tokens - last["tokens"]) / max(now - last["time"], 1e-9),
-                "elapsed_s": now - start_time,
-                "skipped": skipped,
-                **step_metrics,
-            }
-            last = {"time": now, "tokens": tokens}
-            if evaluate_now:  # every process evaluates: FSDP2 needs all of them for a forward
-                logged.update(
-                    evaluate(
-                        train_step,
-                        valid,
-                        special,
-                        mask_id,
-                        B // (cfg.micro_batches * d.world_size),
-                        cfg.eval_batches,
-                        device,
-                        autocast,
+            evaluate_now = valid is not None and (step % cfg.eval_every == 0 or step == steps)
+            if step % cfg.log_every == 0 or step == steps or evaluate_now:
+                values = dict(zip(update.names, out_metrics.tolist(), strict=True))
+                skipped = check_health()
+                if skipped > last["skipped"]:
+                    say(f"step {step}: {skipped - last['skipped']} update(s) skipped for a non-finite loss or gradient")
+                now = time.perf_counter()
+                logged = {
+                    "step": step,
+                    "lr": lr,
+                    "grad_norm": values.pop("grad_norm"),
+                    "tokens": tokens,
+                    "tokens_per_s": (tokens - last["tokens"]) / max(now - last["time"], 1e-9),
+                    "elapsed_s": now - start_time,
+                    "skipped": skipped,
+                    **values,
+                }
+                last = {"time": now, "tokens": tokens, "skipped": skipped}
+                if evaluate_now:  # every process evaluates: FSDP2 needs all of them for a forward
+                    logged.update(
+                        evaluate(
+                            train_step,
+                            valid,
+                            special,
+                            mask_id,
+                            B // (cfg.micro_batches * d.world_size),
+                            cfg.eval_batches,
+                            device,
+                            autocast,
+                        )
                     )
-                )
-            if d.main:
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps(logged) + "\n")
-                if writer is not None:
-                    for k, v in logged.items():
-                        if k != "step":
-                            writer.add_scalar(k, v, step)
-            bar.set_postfix_str(f"loss {logged['loss']:.3f}, {logged['tokens_per_s']:,.0f} tok/s", refresh=False)
-        if step % cfg.checkpoint_every == 0 or step == steps:
+                if d.main:
+                    with open(metrics_path, "a") as f:
+                        f.write(json.dumps(logged) + "\n")
+                    if writer is not None:
+                        for k, v in logged.items():
+                            if k != "step":
+                                writer.add_scalar(k, v, step)
+                bar.set_postfix_str(f"loss {logged['loss']:.3f}, {logged['tokens_per_s']:,.0f} tok/s", refresh=False)
+            if step % cfg.checkpoint_every == 0 or step == steps:
+                skipped = check_health()
+                save(step)
+                saved_step = step
+            if cfg.max_tokens is not None and tokens >= cfg.max_tokens:
+                stop_reason = "max tokens"
+                break
+        skipped = check_health()
+        if saved_step != step:
             save(step)
-            saved_step = step
-        if cfg.max_tokens is not None and tokens >= cfg.max_tokens:
-            stop_reason = "max tokens"
-            break
-    bar.close()
-    if saved_step != step:
-        save(step)
+    finally:
+        batches.close()
+        bar.close()
     if writer is not None:
         writer.close()
     say(f"stopped at step {step} ({stop_reason}); checkpoint {ckpt.step_dir(out, step)}")

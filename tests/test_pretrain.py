@@ -131,11 +131,20 @@ def test_non_finite_steps_are_skipped_then_stop_with_the_last_good_checkpoint(ti
         return (loss * float("nan") if calls["n"] > 4 else loss), metrics
 
     monkeypatch.setitem(objective.OBJECTIVES, "electra", diverging)
-    with pytest.raises(TrainingDiverged, match="3 non-finite steps in a row at step 4"):
+    with pytest.raises(TrainingDiverged, match="3 non-finite steps in a row by step 7"):
         run(_cfg(tiny_data, tmp_path / "run", max_steps=9, max_bad_steps=3, eval_every=100), quiet=True)
-    good = load_checkpoint(tmp_path / "run")
-    assert good.path.name == "step-00000003"
-    assert all(torch.isfinite(t).all() for t in good.model.state_dict().values())
+    # the update of every NaN step was skipped on the device: the step-6 checkpoint holds the
+    # weights after step 4, and its record says two updates were skipped
+    good = load_checkpoint(tmp_path / "run", with_train_state=True)
+    assert good.path.name == "step-00000006" and good.train_state["skipped"] == 2
+    before = load_file(tmp_path / "run" / "checkpoints" / "step-00000003" / "model.safetensors")
+    after = good.model.state_dict()
+    assert all(torch.isfinite(t).all() for t in after.values())
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # step 4 was applied
+    steps = {int(s["step"]) for s in good.train_state["optimizer"]["state"].values()}
+    assert steps == {4}  # AdamW counted the 4 applied updates, not the skipped ones
+    metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["skipped"] for m in metrics] == [0, 0, 0, 0, 1, 2]
 
 
 def test_mlm_baseline_trains_the_full_size_masked_lm_and_exports_it(tiny_data, tmp_path):

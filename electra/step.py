@@ -1,0 +1,132 @@
+"""One optimizer update that never waits for the device: objective, backward, clip, AdamW.
+
+    pinned CPU batches ──copy──▶ objective per micro-batch ──backward──▶ clip 1.0 ──AdamW──▶ metrics
+
+Nothing here reads a value back to the host. A non-finite loss or gradient norm becomes fused
+AdamW's `found_inf` flag, which skips the update on the device; skipped updates and the longest
+run of them are counted on the device as well, and the loop reads counts and metrics only when
+it logs. The seed reaches the objective as a device tensor, so a compiled step never recompiles.
+
+With `cuda_graph`, the whole update (copies excepted) is captured as one CUDA graph after a few
+eager steps and replayed from then on: one launch per step instead of about a thousand, which
+is what a small model on a large GPU otherwise waits for. A replay runs exactly the kernels of
+an eager step, with the same inputs, seed and dropout stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from electra.data import Batch
+from electra.objective import ADDITIVE_METRICS, loss_counts
+from electra.parallel import Dist, all_reduce_sum
+
+
+def _sync(module, last: bool):
+    """Gradient sync only on the last micro-batch of a step (DDP's no_sync, FSDP2's flag)."""
+    if hasattr(module, "no_sync"):
+        return contextlib.nullcontext() if last else module.no_sync()
+    if hasattr(module, "set_requires_gradient_sync"):
+        module.set_requires_gradient_sync(last)
+    return contextlib.nullcontext()
+
+
+class Update:
+    """`update(batches, seed)` applies one optimizer step and returns its metrics as one device tensor.
+
+    `names` labels that tensor (known after the first call); `counts` holds, on the device,
+    (updates skipped so far, the current run of skipped updates, the longest such run).
+    """
+
+    def __init__(
+        self,
+        train_step,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        special: torch.Tensor,
+        mask_id: int,
+        mask_prob: float,
+        clip_norm: float,
+        dist: Dist,
+        device: torch.device,
+        autocast,
+        cuda_graph: bool = False,
+        warmup_steps: int = 3,
+        skipped: int = 0,
+    ):
+        if cuda_graph and (device.type != "cuda" or dist.enabled):
+            raise ValueError("CUDA graphs need a CUDA device and a single process")
+        self.train_step, self.model, self.optimizer = train_step, model, optimizer
+        self.special, self.mask_id, self.mask_prob = special, mask_id, mask_prob
+        self.clip_norm, self.dist, self.device, self.autocast = clip_norm, dist, device, autocast
+        self.world_size = dist.world_size
+        self.names: list[str] | None = None
+        self.shares: torch.Tensor | None = None
+        self.counts = torch.tensor([float(skipped), 0.0, 0.0], device=device)
+        self.cuda_graph, self.warmup_steps, self.calls = cuda_graph, warmup_steps, 0
+        self.graph = self.static = self.out = None
+        if cuda_graph:  # a captured step reads its learning rate from device memory, refreshed by set_lr
+            for g in optimizer.param_groups:
+                g["lr"] = torch.tensor(float(g["lr"]), device=device)
+
+    def __call__(self, micro: list[Batch], seed: int) -> torch.Tensor:
+        if not self.cuda_graph:
+            seed_t = torch.full((), seed, dtype=torch.int64, device=self.device)
+            return self._update([b.to(self.device, non_blocking=True) for b in micro], seed_t)
+        if self.static is None:
+            self.static = [b.to(self.device) for b in micro]
+            self.seed = torch.zeros((), dtype=torch.int64, device=self.device)
+            self.side = torch.cuda.Stream(self.device)
+        for s, b in zip(self.static, micro, strict=True):
+            s.copy_(b)
+        self.seed.fill_(seed)
+        self.calls += 1
+        if self.calls <= self.warmup_steps:  # eager steps on a side stream, as graph capture requires
+            self.side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(self.side):
+                out = self._update(self.static, self.seed)
+            torch.cuda.current_stream(self.device).wait_stream(self.side)
+            return out
+        if self.graph is None:
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.out = self._update(self.static, self.seed)
+        self.graph.replay()
+        return self.out
+
+    def _update(self, micro: list[Batch], seed: torch.Tensor) -> torch.Tensor:
+        # the step's loss is the mean over the whole global batch: every part divides its sums by
+        # the global counts, and DDP's gradient average over processes is undone by `world_size`
+        totals = sum(loss_counts(b.input_ids, b.attention_mask, self.special, self.mask_prob) for b in micro)
+        totals = all_reduce_sum(totals, self.dist)
+        parts = None
+        for m, b in enumerate(micro):
+            with _sync(self.train_step, m == len(micro) - 1), self.autocast():
+                loss, metrics = self.train_step(
+                    b.input_ids, b.token_type_ids, b.attention_mask, self.special, b.rows, seed, self.mask_id, totals
+                )
+                (loss * self.world_size).backward()
+            if self.names is None:
+                self.names = ["loss", *metrics, "grad_norm"]
+            # losses are shares of the global means (summed); rates are averaged over parts
+            mean = 1.0 / (len(micro) * self.world_size)
+            shares = [1.0 if k == "loss" or k in ADDITIVE_METRICS else mean for k in self.names[:-1]]
+            if self.shares is None:  # made in an eager step: a capture may not copy from the host
+                self.shares = torch.tensor(shares, device=loss.device)
+            part = torch.stack([loss.detach().float(), *(v.float() for v in metrics.values())]) * self.shares
+            parts = part if parts is None else parts + part
+        parts = all_reduce_sum(parts, self.dist)
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm)
+        norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP2: a DTensor
+        bad = (~(torch.isfinite(norm) & torch.isfinite(parts[0]))).float()
+        self.optimizer.found_inf = bad  # fused AdamW leaves weights, moments and step count alone
+        try:
+            self.optimizer.step()
+        finally:
+            del self.optimizer.found_inf
+        self.optimizer.zero_grad(set_to_none=True)
+        run = (self.counts[1] + 1) * bad
+        self.counts.copy_(torch.stack([self.counts[0] + bad, run, torch.maximum(self.counts[2], run)]))
+        return torch.cat([parts, norm.detach().float().reshape(1)])
