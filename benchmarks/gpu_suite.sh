@@ -1,16 +1,59 @@
 #!/usr/bin/env bash
-# Every GPU figure in one call (for a machine with one NVIDIA GPU): ELECTRA-Small at the paper's
-# batch 128 x 128 and ELECTRA-Base at 32 x 512, bf16 autocast, ours (eager and torch.compile)
-# against the transformers-built step, tables written under $OUT (default ./gpu-results).
-# Usage: bash benchmarks/gpu_suite.sh
-set -euo pipefail
+# Every GPU check and figure in one call, for a machine with one NVIDIA GPU, most important first:
+#   1. tests/test_cuda.py (graph replay == eager, skip inside the graph, compiled, exact resume)
+#   2. ELECTRA-Small at the paper's batch 128 x 128, bf16: the transformers-built step against ours
+#   3. ELECTRA-Base at 32 x 512, bf16: throughput and peak memory against the same baseline
+#   4. `electra pretrain` itself on prepared data (DATA=folder) with --compile: the loop's tokens/s
+#   5. Small at batch 512, and the remaining variants, while time is left
+# Results (tables, JSON, logs) go under $OUT (default ./gpu-results). Each stage has its own time
+# limit and the whole suite a budget (BUDGET seconds, default 480): a stage that would start
+# past the budget is skipped, one that fails is logged and the next runs.
+# Usage: DATA=prepared-folder bash benchmarks/gpu_suite.sh
+set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu-results}"
+budget="${BUDGET:-480}"
+py="${PYTHON:-python3}"
 mkdir -p "$out"
-export PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/gpu.txt" 2>&1 || true
-python -c "import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())" >> "$out/gpu.txt"
-python benchmarks/pretrain_throughput.py --preset small --batch 128 --seq 128 --precision bf16 --steps 30 \
-    --warmup 10 2>&1 | tee "$out/small.txt"
-python benchmarks/pretrain_throughput.py --preset base --batch 32 --seq 512 --precision bf16 --steps 20 \
-    --warmup 5 2>&1 | tee "$out/base.txt"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+log="$out/suite.log"
+
+stage() {  # stage NAME LIMIT_S COMMAND...: run it if the budget allows, log everything
+    local name=$1 limit=$2
+    shift 2
+    if ((SECONDS + 20 > budget)); then
+        echo "== $name: skipped, ${SECONDS}s of ${budget}s used" | tee -a "$log"
+        return
+    fi
+    echo "== $name (at ${SECONDS}s, limit ${limit}s): $*" | tee -a "$log"
+    timeout "$limit" "$@" 2>&1 | tee -a "$log"
+    echo "== $name: exit ${PIPESTATUS[0]} at ${SECONDS}s" | tee -a "$log"
+}
+
+bench() {  # bench NAME LIMIT_S ARGS...: the throughput table for one shape
+    local name=$1 limit=$2
+    shift 2
+    stage "$name" "$limit" "$py" benchmarks/pretrain_throughput.py --precision bf16 --json "$out/$name.json" "$@"
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv 2>&1 | tee -a "$log"
+"$py" -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda,
+    torch.cuda.get_device_name(), 'transformers', transformers.__version__)" 2>&1 | tee -a "$log"
+
+stage cuda-tests 150 "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py
+bench small 230 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 150 \
+    --variants transformers,ours,ours-graph,ours-compiled-graph
+bench base 200 --preset base --batch 32 --seq 512 --steps 20 --warmup 5 --timeout 150 \
+    --variants transformers,ours-compiled-graph
+if [[ -n "${DATA:-}" ]]; then
+    run="$(mktemp -d)/run"
+    stage pretrain-loop 150 "$py" -m electra pretrain --data "$DATA" --out "$run" --preset small --max-steps 1000 \
+        --log-every 100 --eval-every 1000000 --checkpoint-every 1000000 --compile --quiet
+    [[ -f "$run/metrics.jsonl" ]] && cp "$run/metrics.jsonl" "$out/pretrain-loop.jsonl"
+fi
+bench small-512 200 --preset small --batch 512 --seq 128 --steps 50 --warmup 10 --timeout 150 \
+    --variants transformers,ours-compiled-graph
+bench small-more 200 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 150 \
+    --variants ours-compiled
+bench base-more 120 --preset base --batch 32 --seq 512 --steps 20 --warmup 5 --timeout 100 --variants ours
+echo "== done in ${SECONDS}s" | tee -a "$log"

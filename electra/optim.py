@@ -51,5 +51,9 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
 
 def set_lr(optimizer: torch.optim.Optimizer, base_lr: float, factor: float) -> float:
     for g in optimizer.param_groups:
-        g["lr"] = base_lr * g.get("lr_scale", 1.0) * factor
+        lr = base_lr * g.get("lr_scale", 1.0) * factor
+        if isinstance(g["lr"], torch.Tensor):  # read from device memory by a captured CUDA graph
+            g["lr"].fill_(lr)
+        else:
+            g["lr"] = lr
     return base_lr * factor

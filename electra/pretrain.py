@@ -271,8 +271,8 @@ def _run(cfg: PretrainConfig, resume: bool, quiet: bool, d: parallel.Dist, devic
         settings["model"] = model.cfg.to_dict()
     model.to(device).train()
     step_module = parallel.TrainStep(model, OBJECTIVES[ocfg.kind], ocfg)
-    train_step = parallel.wrap(step_module, d, cfg.strategy, device)
-    if cfg.compile:
+    train_step = eval_step = parallel.wrap(step_module, d, cfg.strategy, device)
+    if cfg.compile:  # validation stays eager: a few batches now and then are not worth a second compile
         train_step = torch.compile(train_step)
     # `model` stays unwrapped: saved keys never carry wrapper prefixes
 
@@ -402,7 +402,7 @@ def _run(cfg: PretrainConfig, resume: bool, quiet: bool, d: parallel.Dist, devic
                 if evaluate_now:  # every process evaluates: FSDP2 needs all of them for a forward
                     logged.update(
                         evaluate(
-                            train_step,
+                            eval_step,
                             valid,
                             special,
                             mask_id,

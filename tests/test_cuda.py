@@ -1,0 +1,129 @@
+"""The CUDA paths of the update: graph replay equals eager steps, non-finite updates are skipped
+inside the graph, compiled + graph matches eager, and a CUDA-graph run resumes exactly.
+
+Skipped without a CUDA device; run them on a GPU machine with `python -m pytest tests/test_cuda.py`.
+"""
+
+import contextlib
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from electra.config import tiny
+from electra.data import Batch
+from electra.model import Electra
+from electra.objective import ObjectiveConfig, electra_loss
+from electra.optim import adamw, lr_factor, set_lr
+from electra.parallel import Dist, TrainStep
+from electra.step import Update
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+PAD, CLS, SEP, MASK = 0, 2, 3, 4
+
+
+def _batches(n: int, B: int = 8, T: int = 64, vocab: int = 500) -> list[Batch]:
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for i in range(n):
+        ids = torch.randint(5, vocab, (B, T), generator=g)
+        ids[:, 0], ids[:, -1] = CLS, SEP
+        lengths = torch.randint(T // 2, T + 1, (B,), generator=g)
+        mask = (torch.arange(T)[None, :] < lengths[:, None]).long()
+        ids = ids.masked_fill(mask == 0, PAD)
+        out.append(Batch(ids, torch.zeros_like(ids), mask, torch.arange(i * B, (i + 1) * B)).pin_memory())
+    return out
+
+
+def _train(batches, cuda_graph: bool, compile: bool = False, dropout: float = 0.0, poison_at: int | None = None):
+    torch.manual_seed(0)
+    cfg = tiny(vocab_size=500)
+    drop = {"dropout": dropout, "attention_dropout": dropout}
+    cfg = dataclasses.replace(
+        cfg, discriminator=cfg.discriminator.replace(**drop), generator=cfg.generator.replace(**drop)
+    )
+    device = torch.device("cuda")
+    model = Electra(cfg).to(device).train()
+    step = TrainStep(model, electra_loss, ObjectiveConfig())
+    if compile:
+        step = torch.compile(step)
+    opt = adamw(model, 1e-3, fused=True)
+    special = torch.zeros(500, dtype=torch.bool, device=device)
+    special[[PAD, CLS, SEP, MASK]] = True
+    update = Update(
+        step, model, opt, special, MASK, 0.15, 1.0, Dist(), device, contextlib.nullcontext, cuda_graph=cuda_graph
+    )
+    outs = []
+    for i, b in enumerate(batches):
+        if i == poison_at:
+            with torch.no_grad():
+                model.discriminator_head.out.bias.fill_(float("nan"))
+        torch.manual_seed(100 + i)
+        set_lr(opt, 1e-3, lr_factor(i, 2, 10))
+        outs.append(update([b], 100 + i).clone())
+    torch.cuda.synchronize()
+    return model, torch.stack(outs), update
+
+
+def test_graph_replay_equals_eager_steps_with_dropout_and_a_changing_learning_rate():
+    batches = _batches(10)
+    eager, eager_out, _ = _train(batches, cuda_graph=False, dropout=0.1)
+    graph, graph_out, update = _train(batches, cuda_graph=True, dropout=0.1)
+    assert update.graph is not None  # steps 4.. were replays
+    torch.testing.assert_close(graph_out, eager_out, rtol=1e-6, atol=1e-6)
+    for (name, a), b in zip(eager.state_dict().items(), graph.state_dict().values(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6, msg=name)
+
+
+def test_a_non_finite_update_is_skipped_inside_the_graph():
+    batches = _batches(8)
+    model, outs, update = _train(batches, cuda_graph=True, poison_at=6)
+    assert torch.isfinite(outs[5]).all() and not torch.isfinite(outs[6][0])
+    assert update.counts.tolist() == [2.0, 2.0, 2.0]  # steps 6 and 7 skipped, in a row
+    reference, _, _ = _train(batches[:6], cuda_graph=False)
+    state = model.state_dict()
+    for name, value in reference.state_dict().items():
+        if name != "discriminator_head.out.bias":  # the poisoned tensor
+            torch.testing.assert_close(state[name], value, rtol=1e-6, atol=1e-6, msg=name)
+
+
+def test_compiled_graph_update_matches_eager():
+    batches = _batches(8)
+    _, eager_out, _ = _train(batches, cuda_graph=False)
+    _, out, _ = _train(batches, cuda_graph=True, compile=True)
+    torch.testing.assert_close(out, eager_out, rtol=2e-3, atol=2e-3)
+
+
+def test_cuda_graph_run_resumes_exactly(tiny_data, tmp_path):
+    from electra.checkpoint import list_checkpoints
+    from electra.pretrain import PretrainConfig, run
+
+    def cfg(out, **kw):
+        return PretrainConfig(
+            data=str(tiny_data),
+            out=str(out),
+            preset="tiny",
+            batch_size=8,
+            max_steps=12,
+            log_every=1,
+            eval_every=4,
+            eval_batches=2,
+            checkpoint_every=3,
+            cuda_graph="on",
+            **kw,
+        )
+
+    def lines(run_dir):
+        return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+    run(cfg(tmp_path / "straight"), quiet=True)
+    straight = lines(tmp_path / "straight")
+    cut = tmp_path / "cut"
+    run(cfg(cut, max_tokens=straight[5]["tokens"]), quiet=True)  # the same schedule, stopped after step 6
+    assert list_checkpoints(cut)[-1].name == "step-00000006"
+    run(cfg(cut), resume=True, quiet=True)
+    resumed = lines(cut)
+    assert [(m["step"], m["loss"], m.get("valid_loss")) for m in resumed] == [
+        (m["step"], m["loss"], m.get("valid_loss")) for m in straight
+    ]
