@@ -4,7 +4,7 @@
 #   2. ELECTRA-Small at the paper's batch 128 x 128, bf16: the transformers-built step against ours
 #   3. ELECTRA-Base at 32 x 512, bf16: throughput and peak memory against the same baseline
 #   4. `electra pretrain` itself on prepared data (DATA=folder) with --compile: the loop's tokens/s
-#   5. Small at batch 512, and the remaining variants, while time is left
+#   5. a kernel profile of the compiled Small step, Small at batch 512, eager Base, while time is left
 # Results (tables, JSON, logs) go under $OUT (default ./gpu-results). Each stage has its own time
 # limit and the whole suite a budget (BUDGET seconds, default 480): a stage that would start
 # past the budget is skipped, one that fails is logged and the next runs.
@@ -21,10 +21,11 @@ log="$out/suite.log"
 stage() {  # stage NAME LIMIT_S COMMAND...: run it if the budget allows, log everything
     local name=$1 limit=$2
     shift 2
-    if ((SECONDS + 20 > budget)); then
+    if ((SECONDS + 30 > budget)); then
         echo "== $name: skipped, ${SECONDS}s of ${budget}s used" | tee -a "$log"
         return
     fi
+    ((limit > budget - SECONDS)) && limit=$((budget - SECONDS))
     echo "== $name (at ${SECONDS}s, limit ${limit}s): $*" | tee -a "$log"
     timeout "$limit" "$@" 2>&1 | tee -a "$log"
     echo "== $name: exit ${PIPESTATUS[0]} at ${SECONDS}s" | tee -a "$log"
@@ -45,6 +46,8 @@ bench small 230 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --t
     --variants transformers,ours,ours-graph,ours-compiled-graph
 bench base 200 --preset base --batch 32 --seq 512 --steps 20 --warmup 5 --timeout 150 \
     --variants transformers,ours-compiled-graph
+bench small-profile 150 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 140 \
+    --variants ours-compiled --profile "$out/profile-small"
 if [[ -n "${DATA:-}" ]]; then
     run="$(mktemp -d)/run"
     stage pretrain-loop 150 "$py" -m electra pretrain --data "$DATA" --out "$run" --preset small --max-steps 1000 \
@@ -53,7 +56,5 @@ if [[ -n "${DATA:-}" ]]; then
 fi
 bench small-512 200 --preset small --batch 512 --seq 128 --steps 50 --warmup 10 --timeout 150 \
     --variants transformers,ours-compiled-graph
-bench small-more 200 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 150 \
-    --variants ours-compiled
 bench base-more 120 --preset base --batch 32 --seq 512 --steps 20 --warmup 5 --timeout 100 --variants ours
 echo "== done in ${SECONDS}s" | tee -a "$log"

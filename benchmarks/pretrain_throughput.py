@@ -174,6 +174,17 @@ def measure(args) -> dict:
     if device.type == "cuda":
         result["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
         result["tflops"] = train_flops_per_token(mcfg, args.seq) * tokens / seconds / 1e12
+    if args.profile:  # where the device time of a few more steps goes, kernel by kernel
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CUDA if device.type == "cuda" else ProfilerActivity.CPU]
+        with profile(activities=activities) as prof:
+            for i in range(5):
+                step(i)
+            sync()
+        key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        with open(f"{args.profile}.{args.variant}.txt", "w") as f:
+            f.write(prof.key_averages().table(sort_by=key, row_limit=40, max_name_column_width=90))
     return result
 
 
@@ -193,6 +204,7 @@ def main() -> None:
     )
     ap.add_argument("--timeout", type=float, default=900, help="seconds allowed to each variant")
     ap.add_argument("--json", help="also write the results to this file")
+    ap.add_argument("--profile", metavar="PREFIX", help="profile 5 more steps of each variant into PREFIX.VARIANT.txt")
     ap.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.variant:

@@ -307,8 +307,8 @@ def _run(cfg: PretrainConfig, resume: bool, quiet: bool, d: parallel.Dist, devic
     def save(at_step: int) -> None:
         model_state, optim_state = parallel.full_state(model, optimizer)  # a collective under FSDP2
         if d.main:
-            for g in optim_state["param_groups"]:  # a CUDA-graph run keeps its learning rates on the device
-                g["lr"] = float(g["lr"])
+            for g in optim_state["param_groups"]:  # a CUDA-graph run's settings, as any run's
+                g["lr"], g["capturable"] = float(g["lr"]), False
             train_state = {
                 "step": at_step,
                 "tokens": tokens,

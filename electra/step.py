@@ -90,8 +90,11 @@ class Update:
             torch.cuda.current_stream(self.device).wait_stream(self.side)
             return out
         if self.graph is None:
+            for g in self.optimizer.param_groups:  # AdamW refuses to be captured otherwise
+                g["capturable"] = True
             self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
+            # thread_local: the prefetching thread may pin memory while this one captures
+            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
                 self.out = self._update(self.static, self.seed)
         self.graph.replay()
         return self.out
