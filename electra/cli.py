@@ -337,7 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     r.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="default: bf16 on CUDA, fp32 on CPU")
-    r.add_argument("--compile", action="store_true", default=None, help="torch.compile the training step")
+    r.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        help="torch.compile the training step (default: on CUDA; about a minute of compiling at the start)",
+    )
     r.add_argument(
         "--cuda-graph",
         choices=["auto", "on", "off"],
