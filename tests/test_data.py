@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from electra.config import tiny
-from electra.data import Loader, Shards, iterate
+from electra.data import Loader, Prefetcher, Shards, iterate
 from electra.model import Electra
 from electra.optim import adamw, lr_factor, param_groups
 
@@ -44,6 +44,34 @@ def test_loader_state_resumes_exactly(tiny_data):
     b = Loader(shards, global_batch=8, seed=2)
     b.load_state_dict(state)
     assert [_ids(b.next()) for _ in range(10)] == expected
+
+
+def test_prefetcher_hands_out_the_loader_batches_and_saves_the_state_of_those_handed_out(tiny_data):
+    shards = Shards(tiny_data)
+    plain = Loader(shards, global_batch=8, seed=4)
+    ahead = Prefetcher(Loader(shards, global_batch=8, seed=4), micro_batches=2, depth=3)
+    try:
+        for _ in range(5):
+            micro, tokens = ahead.next()
+            expected = plain.next(micro_batches=2)
+            assert _ids(micro) == _ids(expected)
+            assert tokens == plain.last_tokens == sum(b.tokens for b in expected)
+        # the thread has read further, but the state is that of the 5 batches handed out
+        assert ahead.state_dict() == plain.state_dict()
+    finally:
+        ahead.close()
+    resumed = Loader(shards, global_batch=8, seed=4)
+    resumed.load_state_dict(ahead.state_dict())
+    assert _ids(resumed.next()) == _ids(plain.next())
+
+
+def test_prefetcher_raises_the_reading_thread_error(tiny_data):
+    loader = Loader(Shards(tiny_data), global_batch=8)
+    loader.shards.ids = []  # as if the shard files had vanished
+    ahead = Prefetcher(loader)
+    with pytest.raises(IndexError):
+        ahead.next()
+    ahead.close()
 
 
 def test_batches_carry_masks_types_and_padding(tiny_data):
