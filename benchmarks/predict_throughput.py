@@ -41,12 +41,13 @@ def measure(variant: str, model: Path, texts: list[str], batch: int) -> dict:
         start = time.perf_counter()
         out = classify(texts, batch_size=batch)
     else:
-        from electra.predict import predict
+        from electra.predict import Predictor
 
-        predict(model, [(t, None) for t in texts[:batch]], batch)
+        classify = Predictor(model, device="cpu")
+        classify([(t, None) for t in texts[:batch]], batch)  # warm-up
         rss = _rss_mb()
         start = time.perf_counter()
-        out, _ = predict(model, [(t, None) for t in texts], batch)
+        out, _ = classify([(t, None) for t in texts], batch)
     seconds = time.perf_counter() - start
     return {
         "variant": variant,

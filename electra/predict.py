@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from electra import hf
 from electra.finetune import Encoded, batches
@@ -56,7 +57,60 @@ def _read(stream, name: str, suffix: str, text_field: str, pair_field: str | Non
     return texts, blank
 
 
-@torch.no_grad()
+class Predictor:
+    """A fine-tuned sequence classifier (folder or hub name) loaded once, for any number of calls."""
+
+    def __init__(self, model_dir: str | os.PathLike, max_length: int | None = None, device: str = "auto"):
+        folder = hf.resolve(model_dir)
+        self.model, self.id2label = hf.load_sequence_classifier(folder)
+        self.device = torch.device(device if device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
+        self.model.to(self.device).eval()
+        self.tok = load_tokenizer(folder)
+        self.limit = max_length or self.model.cfg.max_positions
+        self.tok.enable_truncation(self.limit, strategy="longest_first")
+
+    @torch.no_grad()
+    def __call__(
+        self, texts: list[tuple[str, str | None]], batch_size: int = 64, truncate: bool = True, chunk_size: int = 8192
+    ) -> tuple[list[dict], int]:
+        """One {"label", "score"} per text (regression: {"score"}), in input order; and the truncation count.
+
+        Texts are encoded `chunk_size` at a time (memory stays flat however many there are) and
+        sorted by length within a chunk, so that a batch pads little.
+        """
+        pad_id = self.tok.token_to_id("[PAD]")
+        out: list[dict] = [{}] * len(texts)
+        truncated = 0
+        bar = tqdm(total=len(texts), desc="predict", unit="text", disable=None, dynamic_ncols=True)
+        for start in range(0, len(texts), chunk_size):
+            part = texts[start : start + chunk_size]
+            encodings = self.tok.encode_batch([t if p is None else (t, p) for t, p in part])
+            over = [i for i, enc in enumerate(encodings) if enc.overflowing]
+            if over and not truncate:
+                bar.close()
+                raise TaskError(
+                    f"input {start + over[0] + 1} is longer than {self.limit} tokens; raise --max-length or "
+                    "drop --no-truncate"
+                )
+            truncated += len(over)
+            data = Encoded([e.ids for e in encodings], [e.type_ids for e in encodings], [0] * len(encodings))
+            del encodings
+            for group, ids, types, mask, _ in batches(data, batch_size, None, pad_id):
+                logits = self.model(ids.to(self.device), types.to(self.device), mask.to(self.device)).float().cpu()
+                for r, i in enumerate(group):
+                    out[start + i] = self._record(logits[r])
+                bar.update(len(group))
+        bar.close()
+        return out, truncated
+
+    def _record(self, logits: torch.Tensor) -> dict:
+        if self.model.num_labels == 1:
+            return {"score": float(logits[0])}
+        probs = logits.softmax(-1)
+        k = int(probs.argmax())
+        return {"label": self.id2label[k], "score": float(probs[k])}
+
+
 def predict(
     model_dir: str | os.PathLike,
     texts: list[tuple[str, str | None]],
@@ -64,34 +118,10 @@ def predict(
     max_length: int | None = None,
     truncate: bool = True,
     device: str = "auto",
+    chunk_size: int = 8192,
 ) -> tuple[list[dict], int]:
-    """One {"label", "score"} per text (regression: {"score"}), in input order; and the truncation count."""
-    folder = hf.resolve(model_dir)
-    model, id2label = hf.load_sequence_classifier(folder)
-    dev = torch.device(device if device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
-    model.to(dev).eval()
-    tok = load_tokenizer(folder)
-    limit = max_length or model.cfg.max_positions
-    tok.enable_truncation(limit, strategy="longest_first")
-    encodings = tok.encode_batch([t if p is None else (t, p) for t, p in texts])
-    truncated = sum(1 for enc in encodings if enc.overflowing)
-    if truncated and not truncate:
-        first = next(i for i, enc in enumerate(encodings) if enc.overflowing)
-        raise TaskError(f"input {first + 1} is longer than {limit} tokens; raise --max-length or drop --no-truncate")
-    data = Encoded([e.ids for e in encodings], [e.type_ids for e in encodings], [0] * len(encodings))
-    out: list[dict] = [{}] * len(encodings)
-    # length-sorted, dynamically padded batches: similar lengths share a batch
-    for group, ids, types, mask, _ in batches(data, batch_size, None, tok.token_to_id("[PAD]")):
-        logits = model(ids.to(dev), types.to(dev), mask.to(dev)).float().cpu()
-        if model.num_labels == 1:
-            for r, i in enumerate(group):
-                out[i] = {"score": float(logits[r, 0])}
-        else:
-            probs = logits.softmax(-1)
-            for r, i in enumerate(group):
-                k = int(probs[r].argmax())
-                out[i] = {"label": id2label[k], "score": float(probs[r, k])}
-    return out, truncated
+    """Load `model_dir` and label `texts` (see `Predictor`)."""
+    return Predictor(model_dir, max_length, device)(texts, batch_size, truncate, chunk_size)
 
 
 def write_jsonl(records: Iterable[dict], texts, target: str | os.PathLike | None) -> None:

@@ -212,6 +212,17 @@ def test_pipeline_and_electra_predict_agree(sentiment_tokenizer_dir, tmp_path):
         assert o["label"] == t["label"]
         assert o["score"] == pytest.approx(t["score"], abs=1e-5)
 
+    # chunked encoding: the same answers in input order, and input numbers count across chunks
+    from electra.predict import predict
+
+    many = [(w * n, None) for n in (3, 1, 7, 2, 5) for w in ("great movie ", "awful dull plot ")]
+    whole, _ = predict(tmp_path / "clf", many)
+    chunked, _ = predict(tmp_path / "clf", many, batch_size=2, chunk_size=3)
+    assert [r["label"] for r in chunked] == [r["label"] for r in whole]
+    assert [r["score"] for r in chunked] == pytest.approx([r["score"] for r in whole], abs=1e-6)
+    with pytest.raises(TaskError, match="input 7 is longer than 8 tokens"):
+        predict(tmp_path / "clf", [("great", None)] * 5 + many, max_length=8, truncate=False, chunk_size=4)
+
 
 def test_token_classification_end_to_end(tokenizer_dir, pretrained, tmp_path):
     transformers = pytest.importorskip("transformers")
