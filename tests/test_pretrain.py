@@ -147,6 +147,20 @@ def test_non_finite_steps_are_skipped_then_stop_with_the_last_good_checkpoint(ti
     assert [m["skipped"] for m in metrics] == [0, 0, 0, 0, 1, 2]
 
 
+def test_tensorboard_gets_the_logged_scalars(tiny_data, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run(_cfg(tiny_data, tmp_path / "run", max_steps=4, tensorboard=True), quiet=True)
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    logged = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert {"loss", "disc_accuracy", "lr", "valid_loss"} <= set(events.Tags()["scalars"])
+    scalars = events.Scalars("loss")
+    assert [s.step for s in scalars] == [m["step"] for m in logged] == [1, 2, 3, 4]
+    assert [s.value for s in scalars] == pytest.approx([m["loss"] for m in logged], rel=1e-6)
+
+
 def test_mlm_baseline_trains_the_full_size_masked_lm_and_exports_it(tiny_data, tmp_path):
     transformers = pytest.importorskip("transformers")
     run(_cfg(tiny_data, tmp_path / "run", max_steps=3, objective="mlm"), quiet=True)
