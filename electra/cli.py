@@ -340,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,
-        help="torch.compile the training step (default: on CUDA; about a minute of compiling at the start)",
+        help="torch.compile the training step (default: on CUDA in a single process; ~1 min of compiling)",
     )
     r.add_argument(
         "--cuda-graph",

@@ -92,7 +92,7 @@ class PretrainConfig:
     max_bad_steps: int = 20  # non-finite steps in a row before giving up
     device: str = "auto"
     precision: str = "auto"  # bf16 autocast on CUDA, fp32 on CPU
-    compile: bool | None = None  # torch.compile the step; default: on CUDA
+    compile: bool | None = None  # torch.compile the step; default: on CUDA in a single process
     cuda_graph: str = "auto"  # capture the whole update as a CUDA graph: auto (CUDA, one process), on, off
     tensorboard: bool = False
     init_discriminator: str | None = None  # continue pre-training a released model (HF folders)
@@ -273,7 +273,7 @@ def _run(cfg: PretrainConfig, resume: bool, quiet: bool, d: parallel.Dist, devic
     step_module = parallel.TrainStep(model, OBJECTIVES[ocfg.kind], ocfg)
     train_step = eval_step = parallel.wrap(step_module, d, cfg.strategy, device)
     # validation stays eager: a few batches now and then are not worth a second compile
-    if cfg.compile or (cfg.compile is None and device.type == "cuda"):
+    if cfg.compile or (cfg.compile is None and device.type == "cuda" and not d.enabled):
         train_step = torch.compile(train_step)
     # `model` stays unwrapped: saved keys never carry wrapper prefixes
 

@@ -66,7 +66,7 @@ class Update:
         self.shares: torch.Tensor | None = None
         self.counts = torch.tensor([float(skipped), 0.0, 0.0], device=device)
         self.cuda_graph, self.warmup_steps, self.calls = cuda_graph, warmup_steps, 0
-        self.graph = self.static = self.out = None
+        self.graph = self.static = self.seed = self.side = self.out = None
         if cuda_graph:  # a captured step reads its learning rate from device memory, refreshed by set_lr
             for g in optimizer.param_groups:
                 g["lr"] = torch.tensor(float(g["lr"]), device=device)
@@ -111,12 +111,11 @@ class Update:
                     b.input_ids, b.token_type_ids, b.attention_mask, self.special, b.rows, seed, self.mask_id, totals
                 )
                 (loss * self.world_size).backward()
-            if self.names is None:
+            if self.names is None:  # the first call is eager: a capture may not copy from the host
                 self.names = ["loss", *metrics, "grad_norm"]
-            # losses are shares of the global means (summed); rates are averaged over parts
-            mean = 1.0 / (len(micro) * self.world_size)
-            shares = [1.0 if k == "loss" or k in ADDITIVE_METRICS else mean for k in self.names[:-1]]
-            if self.shares is None:  # made in an eager step: a capture may not copy from the host
+                # losses are shares of the global means (summed); rates are averaged over parts
+                mean = 1.0 / (len(micro) * self.world_size)
+                shares = [1.0 if k == "loss" or k in ADDITIVE_METRICS else mean for k in self.names[:-1]]
                 self.shares = torch.tensor(shares, device=loss.device)
             part = torch.stack([loss.detach().float(), *(v.float() for v in metrics.values())]) * self.shares
             parts = part if parts is None else parts + part
