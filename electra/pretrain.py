@@ -15,7 +15,6 @@ import json
 import math
 import os
 import shutil
-import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -440,13 +439,19 @@ def _run(cfg: PretrainConfig, resume: bool, quiet: bool, d: parallel.Dist, devic
     return logged
 
 
-def steps_for_budget(cfg: PretrainConfig, minutes: float, probe_steps: int = 12) -> int:
-    """Optimizer steps that fit `minutes`, from a short timed run of the same settings in `cfg.out`
-    (removed afterwards), so that a time-budgeted run's schedule still decays to zero."""
+def steps_for_budget(cfg: PretrainConfig, minutes: float, probe_steps: int = 60, warmup_steps: int = 5) -> int:
+    """Optimizer steps that fit `minutes`, from a timed run of the same settings in `cfg.out`
+    (removed afterwards), so that a time-budgeted run's schedule still decays to zero.
+
+    The rate is measured over the probe's steps after `warmup_steps` (compilation, graph
+    capture and the loader's start stay out of it), as tokens over elapsed time across the
+    whole window: single-step timings on a busy machine are too noisy to take a median of.
+    The probe stops after `probe_steps`, or after max(2 minutes, 10% of the budget).
+    """
     probe = dataclasses.replace(
         cfg,
         max_steps=probe_steps,
-        max_minutes=None,
+        max_minutes=max(2.0, 0.1 * minutes),
         max_tokens=None,
         warmup_steps=1,
         log_every=1,
@@ -456,7 +461,14 @@ def steps_for_budget(cfg: PretrainConfig, minutes: float, probe_steps: int = 12)
     )
     run(probe, quiet=True)
     lines = [json.loads(x) for x in (Path(cfg.out) / "metrics.jsonl").read_text().splitlines()]
-    rate = statistics.median(m["tokens_per_s"] for m in lines[2:])  # after the first steps' warm-up
-    tokens_per_step = lines[-1]["tokens"] / lines[-1]["step"]
     shutil.rmtree(cfg.out)
+    window = lines[warmup_steps - 1 :] if len(lines) > warmup_steps + 1 else lines
+    if len(window) < 2:
+        raise ValueError(
+            f"one step of these settings takes longer than the probe's {probe.max_minutes:g} minutes; "
+            "give a larger budget or a smaller model"
+        )
+    first, last = window[0], window[-1]
+    rate = (last["tokens"] - first["tokens"]) / (last["elapsed_s"] - first["elapsed_s"])
+    tokens_per_step = last["tokens"] / last["step"]
     return max(10, int(minutes * 60 * rate / tokens_per_step * 0.9))  # 10% for validation and checkpoints

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from electra.checkpoint import list_checkpoints, load_checkpoint
-from electra.pretrain import PretrainConfig, TrainingDiverged, run
+from electra.pretrain import PretrainConfig, TrainingDiverged, run, steps_for_budget
 
 FAST = dict(
     preset="tiny", batch_size=8, log_every=1, eval_every=4, eval_batches=2, checkpoint_every=3, keep_checkpoints=10
@@ -145,6 +145,13 @@ def test_non_finite_steps_are_skipped_then_stop_with_the_last_good_checkpoint(ti
     assert steps == {4}  # AdamW counted the 4 applied updates, not the skipped ones
     metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [m["skipped"] for m in metrics] == [0, 0, 0, 0, 1, 2]
+
+
+def test_a_budget_probe_sizes_the_schedule_and_leaves_nothing_behind(tiny_data, tmp_path):
+    steps = steps_for_budget(_cfg(tiny_data, tmp_path / "run"), minutes=0.25)
+    assert not (tmp_path / "run").exists()
+    # 15 s of tiny steps of 8 rows: hundreds of steps on any machine that runs the tests at all
+    assert 100 < steps < 100_000
 
 
 def test_tensorboard_gets_the_logged_scalars(tiny_data, tmp_path):
