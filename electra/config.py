@@ -70,6 +70,13 @@ class ModelConfig:
                     f"(discriminator {d}, generator {g})"
                 )
 
+    def with_dropout(self, p: float) -> ModelConfig:
+        """Both networks with hidden and attention dropout `p`."""
+        drop = {"dropout": p, "attention_dropout": p}
+        return dataclasses.replace(
+            self, discriminator=self.discriminator.replace(**drop), generator=self.generator.replace(**drop)
+        )
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

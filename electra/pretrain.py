@@ -158,10 +158,7 @@ def build_model(cfg: dict, vocab_size: int, seq_len: int) -> Electra:
         mcfg = ModelConfig(mcfg.discriminator, generator_config(mcfg.discriminator, 1.0))
     mcfg = dataclasses.replace(mcfg, disentangled_embeddings=cfg["disentangled_embeddings"])
     if cfg["dropout"] is not None:
-        drop = {"dropout": cfg["dropout"], "attention_dropout": cfg["dropout"]}
-        mcfg = dataclasses.replace(
-            mcfg, discriminator=mcfg.discriminator.replace(**drop), generator=mcfg.generator.replace(**drop)
-        )
+        mcfg = mcfg.with_dropout(cfg["dropout"])
     if seq_len > mcfg.discriminator.max_positions:
         raise ValueError(f"rows of {seq_len} tokens exceed the model's {mcfg.discriminator.max_positions} positions")
     return Electra(mcfg)

@@ -61,7 +61,6 @@ class Update:
         self.train_step, self.model, self.optimizer = train_step, model, optimizer
         self.special, self.mask_id, self.mask_prob = special, mask_id, mask_prob
         self.clip_norm, self.dist, self.device, self.autocast = clip_norm, dist, device, autocast
-        self.world_size = dist.world_size
         self.names: list[str] | None = None
         self.shares: torch.Tensor | None = None
         self.counts = torch.tensor([float(skipped), 0.0, 0.0], device=device)
@@ -110,11 +109,11 @@ class Update:
                 loss, metrics = self.train_step(
                     b.input_ids, b.token_type_ids, b.attention_mask, self.special, b.rows, seed, self.mask_id, totals
                 )
-                (loss * self.world_size).backward()
+                (loss * self.dist.world_size).backward()
             if self.names is None:  # the first call is eager: a capture may not copy from the host
                 self.names = ["loss", *metrics, "grad_norm"]
                 # losses are shares of the global means (summed); rates are averaged over parts
-                mean = 1.0 / (len(micro) * self.world_size)
+                mean = 1.0 / (len(micro) * self.dist.world_size)
                 shares = [1.0 if k == "loss" or k in ADDITIVE_METRICS else mean for k in self.names[:-1]]
                 self.shares = torch.tensor(shares, device=loss.device)
             part = torch.stack([loss.detach().float(), *(v.float() for v in metrics.values())]) * self.shares

@@ -5,7 +5,6 @@ Skipped without a CUDA device; run them on a GPU machine with `python -m pytest 
 """
 
 import contextlib
-import dataclasses
 import json
 
 import pytest
@@ -38,11 +37,7 @@ def _batches(n: int, B: int = 8, T: int = 64, vocab: int = 500) -> list[Batch]:
 
 def _train(batches, cuda_graph: bool, compile: bool = False, dropout: float = 0.0, poison_at: int | None = None):
     torch.manual_seed(0)
-    cfg = tiny(vocab_size=500)
-    drop = {"dropout": dropout, "attention_dropout": dropout}
-    cfg = dataclasses.replace(
-        cfg, discriminator=cfg.discriminator.replace(**drop), generator=cfg.generator.replace(**drop)
-    )
+    cfg = tiny(vocab_size=500).with_dropout(dropout)
     device = torch.device("cuda")
     model = Electra(cfg).to(device).train()
     step = TrainStep(model, electra_loss, ObjectiveConfig())
