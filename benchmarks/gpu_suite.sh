@@ -4,7 +4,8 @@
 #   2. ELECTRA-Small at the paper's batch 128 x 128, bf16: the transformers-built step against ours
 #   3. ELECTRA-Base at 32 x 512, bf16: throughput and peak memory against the same baseline
 #   4. `electra pretrain` itself on prepared data (DATA=folder) with --compile: the loop's tokens/s
-#   5. a kernel profile of the compiled Small step, Small at batch 512, eager Base, while time is left
+#   5. a kernel profile of the compiled Small step, the vocabulary stage old against new, Small at
+#      batch 512, eager Base, while time is left
 # Results (tables, JSON, logs) go under $OUT (default ./gpu-results). Each stage has its own time
 # limit and the whole suite a budget (BUDGET seconds, default 480): a stage that would start
 # past the budget is skipped, one that fails is logged and the next runs.
@@ -54,6 +55,7 @@ if [[ -n "${DATA:-}" ]]; then
         --log-every 100 --eval-every 1000000 --checkpoint-every 1000000 --compile --quiet
     [[ -f "$run/metrics.jsonl" ]] && cp "$run/metrics.jsonl" "$out/pretrain-loop.jsonl"
 fi
+stage vocab-stage 120 "$py" benchmarks/vocab_stage.py --compile --steps 100
 bench small-512 200 --preset small --batch 512 --seq 128 --steps 50 --warmup 10 --timeout 150 \
     --variants transformers,ours-compiled-graph
 bench base-more 120 --preset base --batch 32 --seq 512 --steps 20 --warmup 5 --timeout 100 --variants ours

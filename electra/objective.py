@@ -124,13 +124,27 @@ def masked_lm_loss(logits: torch.Tensor, masked: Masked, total: torch.Tensor | N
 
 @torch.no_grad()
 def sample_tokens(
-    logits: torch.Tensor, seed: int | torch.Tensor, rows: torch.Tensor, temperature: float = 1.0
+    logits: torch.Tensor, seed: int | torch.Tensor, rows: torch.Tensor, temperature: float = 1.0, block: int = 128
 ) -> torch.Tensor:
-    """One token per slot from softmax(logits / temperature), by inverse CDF in fp32. (B, K, V) -> (B, K)."""
+    """One token per slot from softmax(logits / temperature), by inverse CDF in fp32. (B, K, V) -> (B, K).
+
+    The CDF is searched in two levels: first over the masses of blocks of `block` tokens, then
+    inside the chosen block. The same uniform picks the same token as a search of the whole
+    vocabulary's CDF (up to summation order), but nothing vocabulary-long is scanned: a cumulative
+    sum over 30,522 tokens was the slowest kernel of the compiled step (a third of a millisecond
+    per ELECTRA-Small step on an H200), block sums are plain reductions.
+    """
+    B, K, V = logits.shape
     probs = torch.softmax(logits.float() / temperature, dim=-1)
-    cdf = probs.cumsum(-1)
-    u = uniform(seed, rows, logits.shape[1], stream=4) * cdf[..., -1]  # scale out fp32 rounding of the sum
-    return torch.searchsorted(cdf, u[..., None]).squeeze(-1).clamp_(max=logits.shape[-1] - 1)
+    blocks = F.pad(probs, (0, -V % block)).view(B, K, -1, block)  # (B, K, N, block), zero-padded
+    outer = blocks.sum(-1).cumsum(-1)  # (B, K, N)
+    u = uniform(seed, rows, K, stream=4)[..., None] * outer[..., -1:]  # (B, K, 1), in (0, total]
+    b = torch.searchsorted(outer, u).clamp_(max=outer.shape[-1] - 1)  # first block whose CDF reaches u
+    lo = torch.where(b > 0, outer.gather(-1, (b - 1).clamp(min=0)), 0.0)
+    r = (u - lo) / (outer.gather(-1, b) - lo)  # where u falls inside the block, in (0, 1]
+    inner = blocks.gather(2, b[..., None].expand(-1, -1, -1, block)).squeeze(2).cumsum(-1)  # (B, K, block)
+    j = torch.searchsorted(inner, r * inner[..., -1:]).clamp_(max=block - 1)
+    return (b * block + j).squeeze(-1).clamp_(max=V - 1)
 
 
 def replace_tokens(input_ids: torch.Tensor, masked: Masked, sampled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -233,7 +247,9 @@ def mlm_loss(
 
 
 def _generator_metrics(logits: torch.Tensor, masked: Masked) -> dict[str, torch.Tensor]:
-    hit = (logits.argmax(-1) == masked.targets).float()
+    # the target scores the maximum: argmax's answer but for ties, and one reduction fewer (it
+    # fuses with the cross-entropy's maximum; a separate argmax read every logit again)
+    hit = (logits.gather(-1, masked.targets[..., None]).squeeze(-1) >= logits.amax(-1)).float()
     return {"gen_accuracy": (hit * masked.weights).sum() / masked.weights.sum().clamp(min=1.0)}
 
 

@@ -10,6 +10,7 @@ from electra.model import Electra
 from electra.objective import (
     Masked,
     ObjectiveConfig,
+    _generator_metrics,
     electra_loss,
     mask_tokens,
     masked_lm_loss,
@@ -117,6 +118,31 @@ def test_sampling_follows_the_generator_softmax():
     torch.testing.assert_close(freq, torch.softmax(logits[0, 0] / 100, -1), rtol=0, atol=0.01)
 
 
+@pytest.mark.parametrize("V", [5, 128, 1000, 30522])
+def test_sampling_is_the_inverse_cdf_of_the_whole_vocabulary(V):
+    """The two-level search picks the token a search of the full CDF picks for the same uniform."""
+    torch.manual_seed(V)
+    B, K = 64, 8 if V < 30522 else 2
+    logits = torch.randn(B, K, V) * 4
+    rows = torch.arange(100, 100 + B)
+    cdf = torch.softmax(logits, -1).cumsum(-1)
+    u = uniform(7, rows, K, stream=4) * cdf[..., -1]
+    expected = torch.searchsorted(cdf, u[..., None]).squeeze(-1)
+    got = sample_tokens(logits, 7, rows)
+    assert (got == expected).float().mean() >= 0.99  # apart from summation-order ties at block edges
+    assert ((got - expected).abs() <= 1).all()
+    probs = torch.softmax(logits, -1).gather(-1, got[..., None])
+    assert (probs > 0).all()  # never a zero-probability or padded token
+
+
+def test_sampling_never_picks_what_the_softmax_rules_out():
+    logits = torch.full((256, 4, 300), float("-inf"))
+    logits[..., 129] = 0.0  # one allowed token, in the second block
+    logits[..., 299] = 0.0  # and the last real token, before the padding
+    got = sample_tokens(logits, 3, torch.arange(256))
+    assert set(got.unique().tolist()) == {129, 299}
+
+
 def test_a_sample_equal_to_the_original_is_not_replaced():
     ids = torch.tensor([[CLS, 10, 11, 12, SEP]])
     masked = Masked(
@@ -143,6 +169,12 @@ def test_losses_equal_hand_computed_values():
     assert masked_lm_loss(gen, masked).item() == pytest.approx(want, rel=1e-6)
     masked = Masked(None, None, torch.tensor([[1, 0]]), torch.tensor([[1.0, 0.0]]))  # unused slots do not count
     assert masked_lm_loss(gen, masked).item() == pytest.approx(math.log(3), rel=1e-6)
+
+    # accuracy over the used slots: the first is right, the second wrong, the third's target ties
+    # for the maximum (right), the fourth is unused
+    gen = torch.tensor([[[0.0, 2.0, 1.0], [5.0, 1.0, 1.0], [1.0, 1.0, 0.0], [0.0, 0.0, 9.0]]])
+    masked = Masked(None, None, torch.tensor([[1, 1, 0, 0]]), torch.tensor([[1.0, 1.0, 1.0, 0.0]]))
+    assert _generator_metrics(gen, masked)["gen_accuracy"].item() == pytest.approx(2 / 3)
 
 
 def test_electra_loss_is_mlm_plus_50_rtd_and_sampling_blocks_gradient():
