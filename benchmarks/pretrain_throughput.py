@@ -2,15 +2,17 @@
 from transformers' ElectraForMaskedLM + ElectraForPreTraining with shared embeddings.
 
     python benchmarks/pretrain_throughput.py --preset small --batch 128 --seq 128 [--precision bf16]
-        [--variants transformers,ours,ours-graph,ours-compiled,ours-compiled-graph]
+        [--variants transformers,ours,ours-graph,ours-compiled,ours-compiled-graph,ours-autotuned-graph]
 
 Each variant runs in its own subprocess so that peak memory (RSS on CPU, allocator peak on
 CUDA) belongs to it alone. All do the whole step: mask, generator, sample, discriminator,
 loss = MLM + 50 x RTD, backward, clip, AdamW. Ours is the training loop's own `Update`
 (batches copied from pinned host memory each step, learning rate set each step); the
 `-graph` variants replay it as one CUDA graph, the `-compiled` ones torch.compile the
-objective and both networks. The baseline is what users write today: the generator's LM
-head and cross-entropy run over every position (labels -100 elsewhere).
+objective and both networks, `-autotuned` the same with `electra pretrain --compile-mode
+max-autotune` (inductor times GEMM templates and kernel configs). The baseline is what users
+write today: the generator's LM head and cross-entropy run over every position (labels -100
+elsewhere).
 
 TFLOP/s counts the model's useful work: 6 x multiply-adds per token of every linear layer
 and attention product, with the LM head on the masked 15% only, the same for every variant.
@@ -29,7 +31,7 @@ import time
 import torch
 
 PAD, CLS, SEP, MASK = 0, 2, 3, 4  # the ids our tokenizers give the specials
-VARIANTS = ("transformers", "ours", "ours-graph", "ours-compiled", "ours-compiled-graph")
+VARIANTS = ("transformers", "ours", "ours-graph", "ours-compiled", "ours-compiled-graph", "ours-autotuned-graph")
 
 
 def make_batch(B: int, T: int, vocab: int, device) -> tuple[torch.Tensor, ...]:
@@ -49,12 +51,15 @@ def ours_step(args, device):
     from electra.objective import ObjectiveConfig, electra_loss
     from electra.optim import adamw, set_lr
     from electra.parallel import Dist, TrainStep
+    from electra.pretrain import COMPILE_MODES
     from electra.step import Update
 
     model = Electra(preset(args.preset)).to(device).train()
     train_step = TrainStep(model, electra_loss, ObjectiveConfig())
-    if "compiled" in args.variant:
-        train_step = torch.compile(train_step)
+    if "compiled" in args.variant or "autotuned" in args.variant:
+        train_step = torch.compile(
+            train_step, mode=COMPILE_MODES["max-autotune" if "autotuned" in args.variant else "default"]
+        )
     opt = adamw(model, 5e-4, fused=True)
     special = torch.zeros(model.cfg.discriminator.vocab_size, dtype=torch.bool, device=device)
     special[[PAD, CLS, SEP, MASK]] = True

@@ -95,7 +95,9 @@ def main() -> None:
     K = num_slots(args.seq, 0.15)
     print(f"{name}; torch {torch.__version__}; {args.precision}; compiled: {args.compile}")
     print(f"{args.batch} rows x {K} slots x {args.vocab} tokens, embedding {args.embedding}; {args.steps} steps\n")
-    results = {v: measure(s, args, device, dtype) for v, s in (("full-cdf", full_cdf_stage), ("library", library_stage))}
+    results = {
+        v: measure(s, args, device, dtype) for v, s in (("full-cdf", full_cdf_stage), ("library", library_stage))
+    }
     base = results["full-cdf"]["ms"]
     print(f"| {'variant':<9} | {'ms / step':>9} | {'speed-up':>8} | {'peak MB':>8} |")
     print(f"|{'-' * 11}|{'-' * 10}:|{'-' * 9}:|{'-' * 9}:|")

@@ -128,6 +128,7 @@ _PRETRAIN_FLAGS = (
     "device",
     "precision",
     "compile",
+    "compile_mode",
     "cuda_graph",
     "tensorboard",
 )
@@ -341,6 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--compile",
         action=argparse.BooleanOptionalAction,
         help="torch.compile the training step (default: on CUDA in a single process; ~1 min of compiling)",
+    )
+    r.add_argument(
+        "--compile-mode",
+        choices=["default", "max-autotune"],
+        help="max-autotune: inductor times GEMM templates and kernel configs for this GPU and shape "
+        "(implies --compile; compiling takes minutes instead of about one)",
     )
     r.add_argument(
         "--cuda-graph",

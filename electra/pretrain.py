@@ -55,6 +55,9 @@ RESUME_KEYS = (
     "init_generator",
 )
 
+# torch.compile modes: inductor's own CUDA graphs stay off, `Update` captures the whole update itself
+COMPILE_MODES = {"default": None, "max-autotune": "max-autotune-no-cudagraphs"}
+
 
 class TrainingDiverged(RuntimeError):
     """Too many non-finite steps in a row; the last good checkpoint is intact."""
@@ -92,6 +95,7 @@ class PretrainConfig:
     device: str = "auto"
     precision: str = "auto"  # bf16 autocast on CUDA, fp32 on CPU
     compile: bool | None = None  # torch.compile the step; default: on CUDA in a single process
+    compile_mode: str = "default"  # or max-autotune: inductor benchmarks GEMM and kernel configs (longer compile)
     cuda_graph: str = "auto"  # capture the whole update as a CUDA graph: auto (CUDA, one process), on, off
     tensorboard: bool = False
     init_discriminator: str | None = None  # continue pre-training a released model (HF folders)
@@ -103,6 +107,10 @@ class PretrainConfig:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESET_TRAINING)}")
         if (self.init_discriminator is None) != (self.init_generator is None):
             raise ValueError("continuing pre-training needs both --init-discriminator and --init-generator")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
+        if self.compile is False and self.compile_mode != "default":
+            raise ValueError(f"compile_mode {self.compile_mode!r} needs compiling; drop --no-compile")
         if self.cuda_graph not in ("auto", "on", "off"):
             raise ValueError(f"cuda_graph must be auto, on or off, got {self.cuda_graph!r}")
         for name in ("micro_batches", "log_every", "eval_every", "checkpoint_every"):
@@ -269,8 +277,9 @@ def _run(cfg: PretrainConfig, resume: bool, quiet: bool, d: parallel.Dist, devic
     step_module = parallel.TrainStep(model, OBJECTIVES[ocfg.kind], ocfg)
     train_step = eval_step = parallel.wrap(step_module, d, cfg.strategy, device)
     # validation stays eager: a few batches now and then are not worth a second compile
-    if cfg.compile or (cfg.compile is None and device.type == "cuda" and not d.enabled):
-        train_step = torch.compile(train_step)
+    auto = cfg.compile_mode != "default" or (device.type == "cuda" and not d.enabled)
+    if cfg.compile or (cfg.compile is None and auto):
+        train_step = torch.compile(train_step, mode=COMPILE_MODES[cfg.compile_mode])
     # `model` stays unwrapped: saved keys never carry wrapper prefixes
 
     # fused AdamW (CPU and CUDA) can skip a non-finite update on the device, without a host sync

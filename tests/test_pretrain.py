@@ -119,6 +119,24 @@ def test_resume_refuses_other_settings_and_run_refuses_a_used_folder(tiny_data, 
     assert list_checkpoints(tmp_path / "run")[-1].name == "step-00000006"
 
 
+def test_a_compiled_run_trains_exactly_like_an_eager_one(tiny_data, tmp_path):
+    """torch.compile (the default on CUDA) changes the kernels, not the training."""
+    kw = dict(max_steps=6, dropout=0.0)  # compiled code draws its own dropout masks
+    run(_cfg(tiny_data, tmp_path / "eager", compile=False, **kw), quiet=True)
+    run(_cfg(tiny_data, tmp_path / "compiled", compile=True, **kw), quiet=True)
+    eager, compiled = _losses(tmp_path / "eager"), _losses(tmp_path / "compiled")
+    assert [s for s, _, _ in compiled] == [s for s, _, _ in eager] == list(range(1, 7))
+    for (_, a, va), (_, b, vb) in zip(eager, compiled, strict=True):
+        assert b == pytest.approx(a, rel=1e-5) and (va is None) == (vb is None)
+    a, b = _weights(tmp_path / "eager"), _weights(tmp_path / "compiled")
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="needs compiling"):
+        PretrainConfig(data="d", out="o", compile=False, compile_mode="max-autotune")
+    with pytest.raises(ValueError, match="compile_mode must be one of default, max-autotune"):
+        PretrainConfig(data="d", out="o", compile_mode="fast")
+
+
 def test_non_finite_steps_are_skipped_then_stop_with_the_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):
     from electra import objective
 
