@@ -3,9 +3,11 @@
 #   1. tests/test_cuda.py (graph replay == eager, skip inside the graph, compiled, exact resume)
 #   2. ELECTRA-Small at the paper's batch 128 x 128, bf16: the transformers-built step against ours
 #   3. ELECTRA-Base at 32 x 512, bf16: throughput and peak memory against the same baseline
-#   4. `electra pretrain` itself on prepared data (DATA=folder) with --compile: the loop's tokens/s
-#   5. a kernel profile of the compiled Small step, the vocabulary stage old against new, Small at
-#      batch 512, eager Base, while time is left
+#   4. the generator's vocabulary stage, the previous formulation against the library's
+#   5. a kernel profile of the compiled Base step
+#   6. --compile-mode max-autotune on Small (minutes of compiling), then while time is left:
+#      `electra pretrain` itself on prepared data (DATA=folder), a Small profile, autotuned Base,
+#      the eager variants
 # Results (tables, JSON, logs) go under $OUT (default ./gpu-results). Each stage has its own time
 # limit and the whole suite a budget (BUDGET seconds, default 480): a stage that would start
 # past the budget is skipped, one that fails is logged and the next runs.
@@ -43,20 +45,25 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm 
     torch.cuda.get_device_name(), 'transformers', transformers.__version__)" 2>&1 | tee -a "$log"
 
 stage cuda-tests 150 "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py
-bench small 230 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 150 \
-    --variants transformers,ours,ours-graph,ours-compiled-graph
+bench small 200 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 150 \
+    --variants transformers,ours-compiled-graph
 bench base 200 --preset base --batch 32 --seq 512 --steps 20 --warmup 5 --timeout 150 \
     --variants transformers,ours-compiled-graph
-bench small-profile 150 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 140 \
-    --variants ours-compiled --profile "$out/profile-small"
+stage vocab-stage 120 "$py" benchmarks/vocab_stage.py --compile --steps 100
+bench base-profile 150 --preset base --batch 32 --seq 512 --steps 20 --warmup 5 --timeout 140 \
+    --variants ours-compiled --profile "$out/profile-base"
+bench small-autotuned 300 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 290 \
+    --variants ours-autotuned-graph
 if [[ -n "${DATA:-}" ]]; then
     run="$(mktemp -d)/run"
     stage pretrain-loop 150 "$py" -m electra pretrain --data "$DATA" --out "$run" --preset small --max-steps 1000 \
         --log-every 100 --eval-every 1000000 --checkpoint-every 1000000 --compile --quiet
     [[ -f "$run/metrics.jsonl" ]] && cp "$run/metrics.jsonl" "$out/pretrain-loop.jsonl"
 fi
-stage vocab-stage 120 "$py" benchmarks/vocab_stage.py --compile --steps 100
-bench small-512 200 --preset small --batch 512 --seq 128 --steps 50 --warmup 10 --timeout 150 \
-    --variants transformers,ours-compiled-graph
-bench base-more 120 --preset base --batch 32 --seq 512 --steps 20 --warmup 5 --timeout 100 --variants ours
+bench small-profile 150 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 140 \
+    --variants ours-compiled --profile "$out/profile-small"
+bench base-autotuned 300 --preset base --batch 32 --seq 512 --steps 20 --warmup 5 --timeout 290 \
+    --variants ours-autotuned-graph
+bench small-eager 200 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 150 \
+    --variants ours,ours-graph
 echo "== done in ${SECONDS}s" | tee -a "$log"
