@@ -192,10 +192,39 @@ def measure(args) -> dict:
             for i in range(5):
                 step(i)
             sync()
-        key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        events = prof.key_averages()
+        groups = group_time({e.key: getattr(e, key) / 1e3 / 5 for e in events})
+        result["profile_ms_per_step"] = groups
         with open(f"{args.profile}.{args.variant}.txt", "w") as f:
-            f.write(prof.key_averages().table(sort_by=key, row_limit=40, max_name_column_width=90))
+            f.write(events.table(sort_by=key, row_limit=40, max_name_column_width=90))
+            f.write("\n\nms per step, every kernel grouped by name:\n")
+            f.write("".join(f"{ms:9.3f}  {group}\n" for group, ms in groups.items()))
     return result
+
+
+# Kernel (CUDA) or operator (CPU) names -> what the time is spent on; the first match wins.
+KERNEL_GROUPS = (
+    ("attention", r"sdpa|flash|fmha|attention|cudnn"),
+    ("matmul", r"nvjet|gemm|cutlass|xmma|splitK|aten::(mm|addmm|bmm|linear)$"),
+    ("optimizer (AdamW, clipping)", r"multi_tensor_apply|adam|foreach|clip"),
+    ("vocabulary (softmax, cross-entropy, sampling)", r"softmax|nll|cumsum|searchsorted|argmax|amax"),
+    ("embeddings", r"embedding"),
+    ("LayerNorm, dropout, residual", r"layer_norm|dropout"),
+    ("GELU", r"gelu"),
+    ("copies and memsets", r"Memcpy|Memset|copy_"),
+)
+
+
+def group_time(ms_by_name: dict[str, float]) -> dict[str, float]:
+    """Sum per-step times into KERNEL_GROUPS (plus "other"), largest first; "total" last."""
+    import re
+
+    sums: dict[str, float] = {}
+    for name, ms in ms_by_name.items():
+        group = next((g for g, pattern in KERNEL_GROUPS if re.search(pattern, name, re.IGNORECASE)), "other")
+        sums[group] = sums.get(group, 0.0) + ms
+    return {**dict(sorted(sums.items(), key=lambda kv: -kv[1])), "total": sum(sums.values())}
 
 
 def main() -> None:
