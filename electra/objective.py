@@ -130,15 +130,15 @@ def sample_tokens(
 
     The CDF is searched in two levels: first over the masses of blocks of `block` tokens, then
     inside the chosen block. The same uniform picks the same token as a search of the whole
-    vocabulary's CDF (up to summation order), but nothing vocabulary-long is scanned: a cumulative
-    sum over 30,522 tokens was the slowest kernel of the compiled step (a third of a millisecond
-    per ELECTRA-Small step on an H200), block sums are plain reductions.
+    vocabulary's CDF (up to summation order), but nothing vocabulary-long is scanned: the kernel
+    holding a cumulative sum over 30,522 tokens was the slowest of the compiled ELECTRA-Small step
+    (0.37 ms of 10.3 on an H200), while block masses are plain reductions.
     """
     B, K, V = logits.shape
     probs = torch.softmax(logits.float() / temperature, dim=-1)
     blocks = F.pad(probs, (0, -V % block)).view(B, K, -1, block)  # (B, K, N, block), zero-padded
     outer = blocks.sum(-1).cumsum(-1)  # (B, K, N)
-    u = uniform(seed, rows, K, stream=4)[..., None] * outer[..., -1:]  # (B, K, 1), in (0, total]
+    u = uniform(seed, rows, K, stream=4)[..., None] * outer[..., -1:]  # (B, K, 1), in (0, total)
     b = torch.searchsorted(outer, u).clamp_(max=outer.shape[-1] - 1)  # first block whose CDF reaches u
     lo = torch.where(b > 0, outer.gather(-1, (b - 1).clamp(min=0)), 0.0)
     r = (u - lo) / (outer.gather(-1, b) - lo)  # where u falls inside the block, in (0, 1]
