@@ -280,6 +280,8 @@ def _run(cfg: PretrainConfig, resume: bool, quiet: bool, d: parallel.Dist, devic
     auto = cfg.compile_mode != "default" or (device.type == "cuda" and not d.enabled)
     if cfg.compile or (cfg.compile is None and auto):
         train_step = torch.compile(train_step, mode=COMPILE_MODES[cfg.compile_mode])
+        took = "several minutes (max-autotune)" if cfg.compile_mode == "max-autotune" else "about a minute"
+        say(f"the first step compiles the training step: {took}, once; --no-compile skips it")
     # `model` stays unwrapped: saved keys never carry wrapper prefixes
 
     # fused AdamW (CPU and CUDA) can skip a non-finite update on the device, without a host sync
