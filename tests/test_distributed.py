@@ -85,6 +85,13 @@ def test_two_processes_equal_one_with_the_same_global_batch(tiny_data, single, t
     assert _losses(tmp_path / "run") == pytest.approx(_losses(single), abs=1e-5)
 
 
+def test_compiled_ddp_equals_one_eager_process(tiny_data, single, tmp_path):
+    """torch.compile under DDP (graphs split at gradient buckets) changes kernels, not results."""
+    _pretrain(tiny_data, tmp_path / "run", 2, "--max-steps", "6", "--compile")
+    assert _max_diff(_weights(list_checkpoints(single)[-1]), _weights(list_checkpoints(tmp_path / "run")[-1])) < 1e-6
+    assert _losses(tmp_path / "run") == pytest.approx(_losses(single), abs=1e-5)
+
+
 def test_gradient_accumulation_equals_the_whole_batch(tiny_data, single, tmp_path):
     _pretrain(tiny_data, tmp_path / "run", 1, "--max-steps", "6", "--micro-batches", "4")
     assert _max_diff(_weights(list_checkpoints(single)[-1]), _weights(list_checkpoints(tmp_path / "run")[-1])) < 1e-6
