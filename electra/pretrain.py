@@ -212,21 +212,24 @@ def evaluate(
     return {f"valid_{k}": v / max(n, 1) for k, v in totals.items()}
 
 
-def run(cfg: PretrainConfig, resume: bool = False, quiet: bool = False) -> dict:
+def run(cfg: PretrainConfig, resume: bool = False, quiet: bool = False, *, announce_stop: bool = True) -> dict:
     """Train until the step, token or time budget; returns the last logged metrics.
 
     Under `torchrun` every process runs this; each reads its slice of every global batch,
-    and only rank 0 prints, logs and writes checkpoints.
+    and only rank 0 prints, logs and writes checkpoints. `quiet` hides the progress bar,
+    `announce_stop=False` the closing line (where it stopped, the last checkpoint).
     """
 
     d, device = parallel.init(cfg.device)
     try:
-        return _run(cfg, resume, quiet or not d.main, d, device)
+        return _run(cfg, resume, quiet or not d.main, d, device, announce_stop)
     finally:
         parallel.shutdown()
 
 
-def _run(cfg: PretrainConfig, resume: bool, quiet: bool, d: parallel.Dist, device: torch.device) -> dict:
+def _run(
+    cfg: PretrainConfig, resume: bool, quiet: bool, d: parallel.Dist, device: torch.device, announce_stop: bool
+) -> dict:
     from electra.prepare import verify
 
     def say(text: str) -> None:
@@ -443,7 +446,8 @@ def _run(cfg: PretrainConfig, resume: bool, quiet: bool, d: parallel.Dist, devic
         bar.close()
     if writer is not None:
         writer.close()
-    say(f"stopped at step {step} ({stop_reason}); checkpoint {ckpt.step_dir(out, step)}")
+    if announce_stop:
+        say(f"stopped at step {step} ({stop_reason}); checkpoint {ckpt.step_dir(out, step)}")
     return logged
 
 
@@ -467,7 +471,8 @@ def steps_for_budget(cfg: PretrainConfig, minutes: float, probe_steps: int = 60,
         checkpoint_every=10**9,
         tensorboard=False,
     )
-    run(probe, quiet=True)
+    print(f"timing up to {probe_steps} steps to fit the schedule into a {minutes:g}-minute budget", file=sys.stderr)
+    run(probe, quiet=True, announce_stop=False)  # its checkpoint is removed below: not worth announcing
     lines = [json.loads(x) for x in (Path(cfg.out) / "metrics.jsonl").read_text().splitlines()]
     shutil.rmtree(cfg.out)
     window = lines[warmup_steps - 1 :] if len(lines) > warmup_steps + 1 else lines
@@ -479,4 +484,6 @@ def steps_for_budget(cfg: PretrainConfig, minutes: float, probe_steps: int = 60,
     first, last = window[0], window[-1]
     rate = (last["tokens"] - first["tokens"]) / (last["elapsed_s"] - first["elapsed_s"])
     tokens_per_step = last["tokens"] / last["step"]
-    return max(10, int(minutes * 60 * rate / tokens_per_step * 0.9))  # 10% for validation and checkpoints
+    steps = max(10, int(minutes * 60 * rate / tokens_per_step * 0.9))  # 10% for validation and checkpoints
+    print(f"{rate:,.0f} tokens/s: the schedule runs {steps:,} steps", file=sys.stderr)
+    return steps
