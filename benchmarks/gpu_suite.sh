@@ -5,7 +5,9 @@
 #   3. ELECTRA-Base at 32 x 512, bf16: throughput and peak memory against the same baseline
 #   4. the generator's vocabulary stage, the previous formulation against the library's
 #   5. a kernel profile of the compiled Base step
-#   6. --compile-mode max-autotune on Small (minutes of compiling), then while time is left:
+#   6. inductor settings on Small against stage 2's default: combo_kernels (horizontal fusion of
+#      the many small kernels), aggressive_fusion, then --compile-mode max-autotune (minutes of
+#      compiling); then while time is left:
 #      `electra pretrain` itself on prepared data (DATA=folder), a Small profile, autotuned Base,
 #      the eager variants
 # Results (tables, JSON, logs) go under $OUT (default ./gpu-results). Each stage has its own time
@@ -52,6 +54,10 @@ bench base 200 --preset base --batch 32 --seq 512 --steps 20 --warmup 5 --timeou
 stage vocab-stage 120 "$py" benchmarks/vocab_stage.py --compile --steps 100
 bench base-profile 150 --preset base --batch 32 --seq 512 --steps 20 --warmup 5 --timeout 140 \
     --variants ours-compiled --profile "$out/profile-base"
+bench small-combo 120 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 110 \
+    --variants ours-compiled-graph --inductor combo_kernels=True
+bench small-aggressive 120 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 110 \
+    --variants ours-compiled-graph --inductor aggressive_fusion=True
 bench small-autotuned 300 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 290 \
     --variants ours-autotuned-graph
 if [[ -n "${DATA:-}" ]]; then

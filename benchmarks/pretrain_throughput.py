@@ -14,6 +14,10 @@ max-autotune` (inductor times GEMM templates and kernel configs). The baseline i
 write today: the generator's LM head and cross-entropy run over every position (labels -100
 elsewhere).
 
+`--inductor KEY=VALUE` sets a `torch._inductor.config` option in every variant (compare with
+a run without it), and `--profile PREFIX` writes each variant's top kernels and its time per
+step grouped by kind (matmul, attention, LayerNorm/dropout, GELU, vocabulary, optimizer).
+
 TFLOP/s counts the model's useful work: 6 x multiply-adds per token of every linear layer
 and attention product, with the LM head on the masked 15% only, the same for every variant.
 """
@@ -227,6 +231,39 @@ def group_time(ms_by_name: dict[str, float]) -> dict[str, float]:
     return {**dict(sorted(sums.items(), key=lambda kv: -kv[1])), "total": sum(sums.values())}
 
 
+def parse_inductor(items: list[str]) -> dict:
+    """["combo_kernels=True", ...] -> {"combo_kernels": True}, checked against torch._inductor.config."""
+    import ast
+
+    import torch._inductor.config as config
+
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        obj = config
+        try:
+            for part in key.split("."):
+                obj = getattr(obj, part)
+        except AttributeError:
+            raise SystemExit(f"--inductor {item}: torch._inductor.config has no {key!r}") from None
+        try:
+            options[key] = ast.literal_eval(value) if sep else True
+        except (ValueError, SyntaxError):
+            raise SystemExit(f"--inductor {item}: the value must be a Python literal (True, 4, 'x')") from None
+    return options
+
+
+def set_inductor(options: dict) -> None:
+    import torch._inductor.config as config
+
+    for key, value in options.items():
+        *parents, name = key.split(".")
+        obj = config
+        for part in parents:
+            obj = getattr(obj, part)
+        setattr(obj, name, value)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="small")
@@ -244,9 +281,19 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=900, help="seconds allowed to each variant")
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--profile", metavar="PREFIX", help="profile 5 more steps of each variant into PREFIX.VARIANT.txt")
+    ap.add_argument(
+        "--inductor",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set torch._inductor.config.KEY (e.g. combo_kernels=True, triton.cooperative_reductions=True) "
+        "for the compiled variants; repeatable",
+    )
     ap.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    inductor = parse_inductor(args.inductor)
     if args.variant:
+        set_inductor(inductor)
         print(json.dumps(measure(args)))
         return
 
@@ -272,7 +319,9 @@ def main() -> None:
             json.dump({"args": vars(args), "torch": torch.__version__, "results": results}, f, indent=1)
     print(
         f"\npreset {args.preset}, batch {args.batch} x seq {args.seq}, {args.precision}, "
-        f"device {results[0]['device']}, {os.cpu_count()} cores, torch {torch.__version__}\n"
+        f"device {results[0]['device']}, {os.cpu_count()} cores, torch {torch.__version__}"
+        + "".join(f", inductor {k}={v!r}" for k, v in inductor.items())
+        + "\n"
     )
     base = next((r["tokens_per_s"] for r in results if r["variant"] == "transformers"), None)
     mem = "peak MB" if results[0]["device"].startswith("cuda") else "step MB"  # CPU: RSS above the built model
