@@ -56,6 +56,22 @@ def batch(vocab_size: int, B: int = 3, T: int = 12, seed: int = 0):
     return ids, types, mask
 
 
+def assert_inverse_cdf(logits, seed, rows, tokens, tol: float = 1e-4) -> None:
+    """Each token is where its slot's uniform falls in the softmax's CDF, computed in fp64: the
+    property inverse-CDF sampling has whatever the summation order (fp32 sums may move a pick
+    to a neighbour with positive probability, never further)."""
+    from electra.objective import uniform
+
+    logits, tokens = logits.double().cpu(), tokens.cpu()
+    probs = torch.softmax(logits, -1)
+    cdf = probs.cumsum(-1)
+    u = uniform(seed, rows.cpu(), logits.shape[1], stream=4).double()
+    hi = cdf.gather(-1, tokens[..., None]).squeeze(-1)
+    lo = hi - probs.gather(-1, tokens[..., None]).squeeze(-1)
+    assert (probs.gather(-1, tokens[..., None]) > 0).all(), "a zero-probability or padded token"
+    assert ((lo - tol <= u) & (u <= hi + tol)).all(), "a token away from where its uniform falls in the CDF"
+
+
 def synthetic_corpus(path, documents: int = 120, seed: int = 0):
     """Deterministic English-like text: documents of sentences over a small vocabulary."""
     import random
