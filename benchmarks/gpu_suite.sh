@@ -10,7 +10,8 @@
 #      compiling); then while time is left:
 #      `electra pretrain` itself on prepared data (DATA=folder), a Small profile, autotuned Base,
 #      the eager variants
-# Results (tables, JSON, logs) go under $OUT (default ./gpu-results). Each stage has its own time
+# Results (tables, JSON, logs) go under $OUT (default ./gpu-results); the last thing printed is
+# benchmarks/gpu_summary.py's digest of all of them (also $OUT/summary.md). Each stage has its own time
 # limit and the whole suite a budget (BUDGET seconds, default 480): a stage that would start
 # past the budget is skipped, one that fails is logged and the next runs.
 # Usage: DATA=prepared-folder bash benchmarks/gpu_suite.sh
@@ -51,7 +52,7 @@ bench small 200 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --t
     --variants transformers,ours-compiled-graph
 bench base 200 --preset base --batch 32 --seq 512 --steps 20 --warmup 5 --timeout 150 \
     --variants transformers,ours-compiled-graph
-stage vocab-stage 120 "$py" benchmarks/vocab_stage.py --compile --steps 100
+stage vocab-stage 120 "$py" benchmarks/vocab_stage.py --compile --steps 100 --json "$out/vocab-stage.json"
 bench base-profile 150 --preset base --batch 32 --seq 512 --steps 20 --warmup 5 --timeout 140 \
     --variants ours-compiled --profile "$out/profile-base"
 bench small-combo 120 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 110 \
@@ -73,3 +74,4 @@ bench base-autotuned 300 --preset base --batch 32 --seq 512 --steps 20 --warmup 
 bench small-eager 200 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 150 \
     --variants ours,ours-graph
 echo "== done in ${SECONDS}s" | tee -a "$log"
+"$py" benchmarks/gpu_summary.py "$out" 2>&1 | tee "$out/summary.md"

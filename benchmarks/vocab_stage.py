@@ -13,6 +13,7 @@ round(0.15 T) slots per row, embedding width 128, the 30,522-token BERT vocabula
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import torch
@@ -89,6 +90,7 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile each stage (as the training step is)")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args()
     device, dtype = torch.device(args.device), {"fp32": torch.float32, "bf16": torch.bfloat16}[args.precision]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
@@ -104,6 +106,9 @@ def main() -> None:
     for v, r in results.items():
         peak = f"{r['peak_mb']:.0f}" if device.type == "cuda" else "-"
         print(f"| {v:<9} | {r['ms']:>9.3f} | {base / r['ms']:>7.2f}x | {peak:>8} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"benchmark": "vocab_stage", "args": vars(args), "device": name, "results": results}, f, indent=1)
 
 
 if __name__ == "__main__":

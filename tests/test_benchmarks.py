@@ -1,47 +1,66 @@
-"""The benchmark scripts run (on CPU, tiny shapes) and print their tables: a broken script
-found on a GPU machine costs scarce device time."""
+"""The GPU benchmark scripts run (on CPU, tiny shapes), print their tables and write what
+`gpu_summary.py` reads: a broken script found on a GPU machine costs scarce device time."""
 
 import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 
-def _run(*args):
+def _run(*args, check=True):
     result = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
     return result
 
 
-def test_pretrain_throughput_table_profile_and_json(tmp_path):
-    result = _run(
+def _table(stdout: str) -> list[str]:
+    return [line.split("|")[1].strip() for line in stdout.splitlines() if line.startswith("| ")]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """A results folder as gpu_suite.sh leaves it, from tiny CPU runs; with each script's stdout."""
+    out = tmp_path_factory.mktemp("gpu-results")
+    step = _run(
         "benchmarks/pretrain_throughput.py",
         *("--preset", "tiny", "--batch", "4", "--seq", "16", "--steps", "2", "--warmup", "1"),
-        *("--variants", "transformers,ours", "--profile", str(tmp_path / "p"), "--json", str(tmp_path / "r.json")),
+        *("--variants", "transformers,ours", "--profile", str(out / "profile"), "--json", str(out / "small.json")),
     )
-    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
-    assert [r.split("|")[1].strip() for r in rows] == ["variant", "transformers", "ours"]
-    saved = json.loads((tmp_path / "r.json").read_text())
-    groups = saved["results"][1]["profile_ms_per_step"]
-    assert groups["matmul"] > 0 and groups["total"] > groups["matmul"] and list(groups)[-1] == "total"
-    assert "every kernel grouped by name" in (tmp_path / "p.ours.txt").read_text()
-
-
-def test_pretrain_throughput_refuses_unknown_inductor_options():
-    result = subprocess.run(
-        [sys.executable, "benchmarks/pretrain_throughput.py", "--inductor", "no_such_option=1"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-    assert result.returncode != 0 and "has no 'no_such_option'" in result.stderr
-
-
-def test_vocab_stage_compares_both_formulations():
-    result = _run(
+    vocab = _run(
         "benchmarks/vocab_stage.py",
         *("--batch", "4", "--seq", "32", "--vocab", "1000", "--steps", "2", "--warmup", "1", "--precision", "fp32"),
+        *("--json", str(out / "vocab-stage.json")),
     )
-    rows = [line.split("|")[1].strip() for line in result.stdout.splitlines() if line.startswith("| ")]
-    assert rows == ["variant", "full-cdf", "library"]
+    (out / "pretrain-loop.jsonl").write_text("".join(json.dumps({"tokens_per_s": r}) + "\n" for r in (1, 50, 70, 60)))
+    return out, step.stdout, vocab.stdout
+
+
+def test_pretrain_throughput_table_and_grouped_profile(results):
+    out, stdout, _ = results
+    assert _table(stdout) == ["variant", "transformers", "ours"]
+    groups = json.loads((out / "small.json").read_text())["results"][1]["profile_ms_per_step"]
+    assert groups["matmul"] > 0 and groups["total"] > groups["matmul"] and list(groups)[-1] == "total"
+    assert "every kernel grouped by name" in (out / "profile.ours.txt").read_text()
+
+
+def test_vocab_stage_compares_both_formulations(results):
+    assert _table(results[2]) == ["variant", "full-cdf", "library"]
+
+
+def test_the_summary_gathers_every_stage(results):
+    summary = _run("benchmarks/gpu_summary.py", str(results[0])).stdout
+    assert "| small | tiny 4x16 fp32 | transformers |" in summary and "| 1.00x |" in summary
+    assert "small ours (ms per step): " in summary
+    assert "vocabulary stage (CPU" in summary
+    assert "median 60 tokens/s over 3 log windows" in summary  # the first window (compiling) left out
+
+
+def test_bad_options_are_refused_with_a_reason(tmp_path):
+    result = _run("benchmarks/pretrain_throughput.py", "--inductor", "no_such_option=1", check=False)
+    assert result.returncode != 0 and "has no 'no_such_option'" in result.stderr
+    result = _run("benchmarks/gpu_summary.py", str(tmp_path / "missing"), check=False)
+    assert result.returncode != 0 and "is not a folder" in result.stderr
