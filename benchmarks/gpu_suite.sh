@@ -11,9 +11,9 @@
 #      `electra pretrain` itself on prepared data (DATA=folder), a Small profile, autotuned Base,
 #      the eager variants
 # Results (tables, JSON, logs) go under $OUT (default ./gpu-results); the last thing printed is
-# benchmarks/gpu_summary.py's digest of all of them (also $OUT/summary.md). Each stage has its own time
-# limit and the whole suite a budget (BUDGET seconds, default 480): a stage that would start
-# past the budget is skipped, one that fails is logged and the next runs.
+# benchmarks/gpu_summary.py's digest of all of them (also $OUT/summary.md). Each stage has its
+# own time limit and the whole suite a budget (BUDGET seconds, default 480): a stage that would
+# start past the budget is skipped, one that fails is logged and the next runs.
 # Usage: DATA=prepared-folder bash benchmarks/gpu_suite.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
