@@ -3,11 +3,11 @@
 #   1. tests/test_cuda.py (graph replay == eager, skip inside the graph, compiled, exact resume)
 #   2. ELECTRA-Small at the paper's batch 128 x 128, bf16: the transformers-built step against ours
 #   3. ELECTRA-Base at 32 x 512, bf16: throughput and peak memory against the same baseline
-#   4. the generator's vocabulary stage, the previous formulation against the library's
-#   5. a kernel profile of the compiled Base step
-#   6. inductor settings on Small against stage 2's default: combo_kernels (horizontal fusion of
-#      the many small kernels), aggressive_fusion, then --compile-mode max-autotune (minutes of
-#      compiling); then while time is left:
+#   4. a kernel profile of the compiled Base step
+#   5. inductor's combo_kernels (horizontal fusion of the many small kernels) on Small, against
+#      stage 2's default; the generator's vocabulary stage, previous formulation against current;
+#      aggressive_fusion on Small; --compile-mode max-autotune on Small (minutes of compiling);
+#      then while time is left:
 #      `electra pretrain` itself on prepared data (DATA=folder), a Small profile, autotuned Base,
 #      the eager variants
 # Results (tables, JSON, logs) go under $OUT (default ./gpu-results); the last thing printed is
@@ -52,11 +52,11 @@ bench small 200 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --t
     --variants transformers,ours-compiled-graph
 bench base 200 --preset base --batch 32 --seq 512 --steps 20 --warmup 5 --timeout 150 \
     --variants transformers,ours-compiled-graph
-stage vocab-stage 120 "$py" benchmarks/vocab_stage.py --compile --steps 100 --json "$out/vocab-stage.json"
 bench base-profile 150 --preset base --batch 32 --seq 512 --steps 20 --warmup 5 --timeout 140 \
     --variants ours-compiled --profile "$out/profile-base"
 bench small-combo 120 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 110 \
     --variants ours-compiled-graph --inductor combo_kernels=True
+stage vocab-stage 120 "$py" benchmarks/vocab_stage.py --compile --steps 100 --json "$out/vocab-stage.json"
 bench small-aggressive 120 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 110 \
     --variants ours-compiled-graph --inductor aggressive_fusion=True
 bench small-autotuned 300 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 290 \
