@@ -231,19 +231,27 @@ def group_time(ms_by_name: dict[str, float]) -> dict[str, float]:
     return {**dict(sorted(sums.items(), key=lambda kv: -kv[1])), "total": sum(sums.values())}
 
 
+def _inductor_owner(key: str):
+    """("triton.cudagraphs") -> (torch._inductor.config.triton, "cudagraphs"); AttributeError if unknown."""
+    import torch._inductor.config as config
+
+    *parents, name = key.split(".")
+    owner = config
+    for part in parents:
+        owner = getattr(owner, part)
+    getattr(owner, name)
+    return owner, name
+
+
 def parse_inductor(items: list[str]) -> dict:
     """["combo_kernels=True", ...] -> {"combo_kernels": True}, checked against torch._inductor.config."""
     import ast
 
-    import torch._inductor.config as config
-
     options = {}
     for item in items:
         key, sep, value = item.partition("=")
-        obj = config
         try:
-            for part in key.split("."):
-                obj = getattr(obj, part)
+            _inductor_owner(key)
         except AttributeError:
             raise SystemExit(f"--inductor {item}: torch._inductor.config has no {key!r}") from None
         try:
@@ -254,14 +262,8 @@ def parse_inductor(items: list[str]) -> dict:
 
 
 def set_inductor(options: dict) -> None:
-    import torch._inductor.config as config
-
     for key, value in options.items():
-        *parents, name = key.split(".")
-        obj = config
-        for part in parents:
-            obj = getattr(obj, part)
-        setattr(obj, name, value)
+        setattr(*_inductor_owner(key), value)
 
 
 def main() -> None:

@@ -66,9 +66,10 @@ def assert_inverse_cdf(logits, seed, rows, tokens, tol: float = 1e-4) -> None:
     probs = torch.softmax(logits, -1)
     cdf = probs.cumsum(-1)
     u = uniform(seed, rows.cpu(), logits.shape[1], stream=4).double()
+    p = probs.gather(-1, tokens[..., None]).squeeze(-1)
     hi = cdf.gather(-1, tokens[..., None]).squeeze(-1)
-    lo = hi - probs.gather(-1, tokens[..., None]).squeeze(-1)
-    assert (probs.gather(-1, tokens[..., None]) > 0).all(), "a zero-probability or padded token"
+    lo = hi - p
+    assert (p > 0).all(), "a zero-probability or padded token"
     assert ((lo - tol <= u) & (u <= hi + tol)).all(), "a token away from where its uniform falls in the CDF"
 
 
