@@ -40,13 +40,21 @@ def _read(stream, name: str, suffix: str, text_field: str, pair_field: str | Non
         records = jsonl_records(stream, name, fields)
         return [(str(r[text_field]), None if pair_field is None else str(r[pair_field])) for _, r in records], 0
     if suffix in (".csv", ".tsv"):
-        rows = csv.DictReader(stream, delimiter="\t" if suffix == ".tsv" else ",")
-        missing = [f for f in fields if f not in (rows.fieldnames or [])]
+        tsv = suffix == ".tsv"  # GLUE's TSVs are unquoted: a quote is text, as when fine-tuning
+        rows = csv.reader(stream, delimiter="\t" if tsv else ",", quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
+        head = next(rows, None) or []
+        missing = [f for f in fields if f not in head]
         if missing:
-            raise TaskError(
-                f"{name} has no column {missing[0]!r} (columns: {', '.join(rows.fieldnames or [])}); pass --text-field"
-            )
-        return [(r[text_field], None if pair_field is None else r[pair_field]) for r in rows], 0
+            raise TaskError(f"{name} has no column {missing[0]!r} (columns: {', '.join(head)}); pass --text-field")
+        t, p = head.index(text_field), None if pair_field is None else head.index(pair_field)
+        texts = []
+        for n, row in enumerate(rows, 2):
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) <= max(t, p or 0):
+                raise TaskError(f"{name}:{n} has {len(row)} columns, expected at least {max(t, p or 0) + 1}")
+            texts.append((row[t], None if p is None else row[p]))
+        return texts, 0
     texts, blank = [], 0
     for line in stream:
         line = line.rstrip("\r\n")

@@ -224,6 +224,23 @@ def test_pipeline_and_electra_predict_agree(sentiment_tokenizer_dir, tmp_path):
         predict(tmp_path / "clf", [("great", None)] * 5 + many, max_length=8, truncate=False, chunk_size=4)
 
 
+def test_predict_reads_tables_as_finetune_does(tmp_path):
+    """GLUE's TSVs are unquoted: a leading quote is text, and must not swallow the rows after it."""
+    from electra.predict import read_inputs
+    from electra.tasks import read_table
+
+    rows = ["id\ttext\tpair", '1\t"Quoted start\tsecond', '2\tplain "mid" quote\tx', "", '3\tlast\t"open']
+    (tmp_path / "in.tsv").write_text("\n".join(rows) + "\n")
+    texts, _ = read_inputs(tmp_path / "in.tsv", "text", "pair")
+    assert texts == [('"Quoted start', "second"), ('plain "mid" quote', "x"), ("last", '"open')]
+    assert texts == [(e.text, e.pair) for e in read_table(tmp_path / "in.tsv", "text", "pair", None)]
+    (tmp_path / "in.csv").write_text('text,pair\n"a, quoted",b\n')
+    assert read_inputs(tmp_path / "in.csv", "text", "pair")[0] == [("a, quoted", "b")]
+    (tmp_path / "short.tsv").write_text("text\tpair\nonly\n")
+    with pytest.raises(TaskError, match="short.tsv:2 has 1 columns, expected at least 2"):
+        read_inputs(tmp_path / "short.tsv", "text", "pair")
+
+
 def test_token_classification_end_to_end(tokenizer_dir, pretrained, tmp_path):
     transformers = pytest.importorskip("transformers")
     data = tmp_path / "ner"
