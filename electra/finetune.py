@@ -37,7 +37,7 @@ from electra.tasks import (
     read_conll,
     read_table,
 )
-from electra.tokenizer import load_tokenizer
+from electra.tokenizer import load_tokenizer, vocab_in_order
 
 
 @dataclass(frozen=True)
@@ -369,6 +369,7 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
     if cfg.max_length > encoder.cfg.max_positions:
         raise ValueError(f"--max-length {cfg.max_length} exceeds the model's {encoder.cfg.max_positions} positions")
     tok = load_tokenizer(tokenizer_dir)
+    vocab_in_order(tok)  # the export writes vocab.txt: a tokenizer that cannot be written fails now, not after training
     train, n_trunc = encode(tok, task, train_examples, labels, cfg.max_length, cfg.truncate, "train")
     devs, dev_trunc = {}, 0
     for name, examples in dev_examples.items():

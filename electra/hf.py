@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -19,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from electra.atomic import publish_dir
 from electra.config import EncoderConfig, ModelConfig
 from electra.model import Electra, Encoder, SequenceClassifier, TokenClassifier
-from electra.tokenizer import TOKENIZER_FILES
+from electra.tokenizer import load_tokenizer, save_tokenizer
 
 HF_ARCHITECTURES = {
     "discriminator": "ElectraForPreTraining",
@@ -249,22 +248,19 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
     raise FileNotFoundError(f"{folder} has no model.safetensors or pytorch_model.bin")
 
 
-def _copy_tokenizer(tokenizer_dir: str | os.PathLike | None, dest: Path) -> None:
-    if tokenizer_dir is None:
-        return
-    src = Path(tokenizer_dir)
-    missing = [f for f in TOKENIZER_FILES if not (src / f).exists()]
-    if missing:
-        raise FileNotFoundError(f"tokenizer folder {src} lacks {', '.join(missing)}")
-    for name in TOKENIZER_FILES:
-        shutil.copy2(src / name, dest / name)
+def _write_tokenizer(tokenizer_dir: str | os.PathLike | None, dest: Path, max_positions: int) -> None:
+    """The tokenizer of `tokenizer_dir` (ours, or any transformers folder with tokenizer.json or
+    vocab.txt) written afresh, with `model_max_length` the model's positions: pipelines that
+    truncate to it then never feed the model more positions than it has."""
+    if tokenizer_dir is not None:
+        save_tokenizer(load_tokenizer(tokenizer_dir), dest, model_max_length=max_positions)
 
 
 def _write(folder, state: dict, config: dict, tokenizer_dir, overwrite: bool, extra_files=None) -> Path:
     with publish_dir(folder, overwrite=overwrite) as tmp:
         save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        _copy_tokenizer(tokenizer_dir, tmp)
+        _write_tokenizer(tokenizer_dir, tmp, config["max_position_embeddings"])
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
     return Path(folder)

@@ -36,7 +36,14 @@ from tqdm import tqdm
 
 from electra import corpus
 from electra.atomic import publish_dir
-from electra.tokenizer import check_special_tokens, load_tokenizer, save_tokenizer, tokenizer_hash, train_wordpiece
+from electra.tokenizer import (
+    check_special_tokens,
+    load_tokenizer,
+    register_specials,
+    save_tokenizer,
+    tokenizer_hash,
+    train_wordpiece,
+)
 
 MANIFEST_FORMAT = "electra-shards-v1"
 SPLITS = ("train", "valid")
@@ -311,7 +318,7 @@ def _tokenizer(tokenizer, cfg: PrepareConfig, read, total_bytes: int, quiet: boo
     """The given tokenizer, or one trained on the corpus (`read()` streams it afresh)."""
     if isinstance(tokenizer, Tokenizer):
         check_special_tokens(tokenizer, "the tokenizer")
-        return tokenizer
+        return register_specials(Tokenizer.from_str(tokenizer.to_str()))  # a copy: the caller's stays as it is
     if tokenizer is not None:
         return load_tokenizer(tokenizer)
 
@@ -364,6 +371,8 @@ def prepare(
         save_tokenizer(tok, tmp, model_max_length=max(512, cfg.seq_len))
         vocab = tok.get_vocab_size(with_added_tokens=True)
         special = {name: tok.token_to_id(f"[{name.upper()}]") for name in ("pad", "unk", "cls", "sep", "mask")}
+        # corpus text is plain text, as in Google's pipeline: "[SEP]" written in a book is not a separator
+        tok.encode_special_tokens = True
 
         rng = random.Random(f"{cfg.seed}/{cfg.part_index}")  # one stream per part, stable across runs
         packer = RowPacker(

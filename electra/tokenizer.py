@@ -1,7 +1,9 @@
 """WordPiece tokenizers: train one BERT-style, load an existing one, save it for transformers.
 
 A saved folder holds `tokenizer.json` (the exact pipeline), `vocab.txt` and
-`tokenizer_config.json`, so that `AutoTokenizer.from_pretrained(folder)` encodes as we do.
+`tokenizer_config.json`, so that `AutoTokenizer.from_pretrained(folder)` encodes as we do:
+the five specials are registered as special tokens, so the text "[MASK]" is the mask token
+for both (transformers registers them from tokenizer_config.json whatever tokenizer.json says).
 """
 
 from __future__ import annotations
@@ -95,7 +97,12 @@ def from_vocab(vocab: list[str] | dict[str, int], lowercase: bool = True) -> Tok
         vocab = {t: i for i, t in enumerate(vocab)}
     tok = _bert_pipeline(Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100)), lowercase)
     check_special_tokens(tok, "the vocabulary")
-    return _add_post_processor(tok)
+    return _add_post_processor(register_specials(tok))
+
+
+def register_specials(tok: Tokenizer) -> Tokenizer:
+    tok.add_special_tokens(list(SPECIAL_TOKENS))  # keeps their vocabulary ids; a no-op when registered
+    return tok
 
 
 def check_special_tokens(tok: Tokenizer, where: str) -> None:
@@ -133,7 +140,7 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
         except Exception as e:  # tokenizers raises a bare Exception on malformed files
             raise ValueError(f"{path} is not a valid tokenizer.json: {e}") from e
         check_special_tokens(tok, str(path))
-        return tok
+        return register_specials(tok)
     return from_vocab(_read_vocab_txt(path), lowercase=lowercase)
 
 

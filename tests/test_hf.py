@@ -201,11 +201,35 @@ def test_auto_tokenizer_encodes_like_ours(tokenizer, tokenizer_dir):
         ("The Movie was GREAT, really!", None),
         ("unseen wordz", "a second segment"),
         ("accents: café naïve", None),
+        ("a [MASK] film [SEP] and [UNK]", "[CLS] in a [PAD] pair"),  # specials written as text
     ]:
         enc = tokenizer.encode(a, b)
         theirs = auto(a, b)
         assert theirs["input_ids"] == enc.ids
         assert theirs["token_type_ids"] == enc.type_ids
+
+
+def test_exports_take_any_transformers_tokenizer_and_pipelines_truncate_to_the_models_positions(
+    tmp_path, tokenizer_dir
+):
+    # a tokenizer folder written by transformers (tokenizer.json + tokenizer_config.json, no vocab.txt)
+    saved = tmp_path / "saved"
+    transformers.AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(saved)
+    (saved / "vocab.txt").unlink(missing_ok=True)
+    cfg = tiny(vocab_size=transformers.AutoTokenizer.from_pretrained(saved).vocab_size).discriminator
+    model = perturb(SequenceClassifier(cfg, 2), scale=0.2)
+    folder = hf.export_sequence_classifier(model, tmp_path / "clf", ["neg", "pos"], saved)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    assert config["model_max_length"] == cfg.max_positions == 128
+    assert (folder / "vocab.txt").exists()
+    long = "the movie was great and a lot of fun " * 100  # 900 tokens, for 128 positions
+    classify = transformers.pipeline("sentiment-analysis", model=str(folder))
+    got = classify(long, truncation=True)[0]
+    ids = transformers.AutoTokenizer.from_pretrained(folder)(long, truncation=True)["input_ids"]
+    assert len(ids) == 128
+    with torch.no_grad():
+        probs = torch.softmax(model(torch.tensor([ids])), -1)[0]
+    assert got["score"] == pytest.approx(probs.max().item(), abs=1e-6)
 
 
 def test_import_errors_name_the_problem(tmp_path, electra):

@@ -148,6 +148,20 @@ def test_prepared_tokenizer_loads_in_transformers_and_encodes_like_ours(tmp_path
         assert theirs(text)["input_ids"] == ours.encode(text).ids
 
 
+def test_special_tokens_written_in_the_corpus_are_plain_text(tmp_path):
+    """As in Google's pipeline, "[SEP]" in a book is text; the saved tokenizer, like transformers,
+    reads it as the separator when fine-tuning or predicting."""
+    docs = ["Write [MASK] here and [SEP] there.", "A plain [CLS] document with [PAD] in it."]
+    prepare([_write_txt(tmp_path / "c.txt", docs)], tmp_path / "out", _cfg(), quiet=True)
+    m = read_manifest(tmp_path / "out")
+    special = m["special_tokens"]
+    for ids, types, _ in _rows(tmp_path / "out"):
+        assert ids.count(special["sep"]) == 1 + (types[-1] == 1) and ids.count(special["cls"]) == 1
+        assert special["mask"] not in ids and special["pad"] not in ids
+    tok = load_tokenizer(tmp_path / "out")
+    assert tok.encode("a [MASK] b", add_special_tokens=False).ids[1] == special["mask"]
+
+
 def test_same_input_config_and_seed_give_byte_identical_output(tmp_path):
     src = _write_txt(tmp_path / "c.txt", DOCS * 30)
     cfg = _cfg(validation_fraction=0.2, rows_per_shard=7)
