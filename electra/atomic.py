@@ -37,20 +37,37 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-@contextlib.contextmanager
-def publish_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield an empty temporary folder; on success it replaces `target` in one rename.
-
-    An existing non-empty `target` is refused unless `overwrite`. On any exception the
-    temporary folder is removed and `target` is left as it was.
-    """
+def check_output(target: str | os.PathLike, overwrite: bool = False, inputs=()) -> None:
+    """Refuse, before any work is done, an output folder that `publish_dir` would refuse or
+    whose replacement would delete an input (`--out` equal to, or holding, a corpus or model)."""
     target = Path(target)
+    where = target.resolve()
+    here = Path.cwd().resolve()
+    if where == here or where in here.parents:
+        raise OutputExistsError(f"{target} is the current folder or holds it; choose a new folder for the output")
+    for item in inputs:
+        if item is not None and (where == Path(item).resolve() or where in Path(item).resolve().parents):
+            raise OutputExistsError(
+                f"the output {target} is or holds the input {item}; writing it would replace that input, "
+                "so choose another output folder"
+            )
     if target.exists() and not target.is_dir():
         raise OutputExistsError(f"{target} exists and is not a folder; choose another output path")
     if target.is_dir() and any(target.iterdir()) and not overwrite:
         raise OutputExistsError(
             f"{target} already holds files; choose an empty or new folder, or pass --force to replace it"
         )
+
+
+@contextlib.contextmanager
+def publish_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary folder; on success it replaces `target` in one rename.
+
+    What `check_output` refuses is refused (call it earlier, with the inputs, to fail before
+    the work). On any exception the temporary folder is removed and `target` is left as it was.
+    """
+    check_output(target, overwrite)
+    target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from electra.atomic import publish_dir
@@ -108,12 +110,18 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
 
 def load_checkpoint(path: str | os.PathLike, with_train_state: bool = False) -> Checkpoint:
     path = find_checkpoint(path)
-    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    model = Electra(ModelConfig.from_dict(config["model"]))
-    model.load_state_dict(load_file(path / "model.safetensors"), strict=True)
-    train_state = None
-    if with_train_state and (path / "train_state.pt").exists():
-        train_state = torch.load(path / "train_state.pt", map_location="cpu", weights_only=True)
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        model = Electra(ModelConfig.from_dict(config["model"]))
+        model.load_state_dict(load_file(path / "model.safetensors"), strict=True)
+        train_state = None
+        if with_train_state and (path / "train_state.pt").exists():
+            train_state = torch.load(path / "train_state.pt", map_location="cpu", weights_only=True)
+    except (ValueError, KeyError, TypeError, RuntimeError, SafetensorError, pickle.UnpicklingError) as e:
+        # folders are published whole, so this is damage after the fact (disk, copying, editing)
+        raise ValueError(
+            f"checkpoint {path} is damaged ({type(e).__name__}: {e}); delete that folder to use the one before it"
+        ) from e
     return Checkpoint(path=path, model=model, meta=config.get("meta", {}), train_state=train_state)
 
 

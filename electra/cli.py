@@ -13,17 +13,29 @@ class UsageError(Exception):
 
 def cmd_export(args: argparse.Namespace) -> None:
     from electra import hf
+    from electra.atomic import check_output
     from electra.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(args.checkpoint)
     tokenizer_dir = args.tokenizer or (ckpt.path if ckpt.has_tokenizer else None)
+    mlm = ckpt.meta.get("objective") == "mlm"
+    if mlm and args.generator_out:
+        raise UsageError("an MLM run has no generator: its one network is exported to --out; drop --generator-out")
+    outs = [args.out]
+    if args.generator_out is not None:
+        a, b = Path(args.out).resolve(), Path(args.generator_out).resolve()
+        if a == b or a in b.parents or b in a.parents:
+            raise UsageError("--out and --generator-out must be two separate folders, neither inside the other")
+        outs.append(args.generator_out)
+    for out in outs:  # refused now rather than after the first folder is written
+        check_output(out, args.force, inputs=[args.checkpoint, ckpt.path, args.tokenizer])
     if tokenizer_dir is None:
         print(
             "warning: the checkpoint holds no tokenizer and --tokenizer was not given; the exported "
             "folder will need tokenizer files before pipeline() can use it",
             file=sys.stderr,
         )
-    if ckpt.meta.get("objective") == "mlm":  # the BERT-style baseline: the masked LM is the model
+    if mlm:  # the BERT-style baseline: the masked LM is the model
         out = hf.export_generator(ckpt.model, args.out, tokenizer_dir, overwrite=args.force)
         print(f"exported the MLM baseline (ElectraForMaskedLM) from {ckpt.path} to {out}")
         return
@@ -39,12 +51,20 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     from electra.corpus import hub_dataset
 
     if args.merge:
+        if args.corpus or args.dataset or args.tokenizer or args.vocab_size is not None:
+            raise UsageError(
+                "--merge combines prepared parts; --corpus, --dataset, --tokenizer and --vocab-size "
+                "belong to each part's own run"
+            )
         manifest = prep.merge(args.merge, args.out, overwrite=args.force)
         rows = {s: v["rows"] for s, v in manifest["splits"].items()}
         print(
             f"merged {len(args.merge)} parts into {args.out}: {rows['train']:,} train rows, "
             f"{rows['valid']:,} validation rows"
         )
+        missing = sorted(set(range(manifest["config"]["num_parts"])) - set(manifest["config"]["parts_merged"]))
+        if missing:
+            print(f"warning: parts {', '.join(map(str, missing))} of {manifest['config']['num_parts']} were not merged")
         return
     if bool(args.corpus) == bool(args.dataset):
         raise UsageError("pass either --corpus PATH [PATH ...] or --dataset NAME (or --merge PART ...)")
@@ -55,7 +75,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         seed=args.seed,
         validation_fraction=args.validation_fraction,
         rows_per_shard=args.rows_per_shard,
-        vocab_size=args.vocab_size or 30522,
+        vocab_size=30522 if args.vocab_size is None else args.vocab_size,
         lowercase=not args.cased,
         text_field=args.text_field,
         format=args.format,
@@ -205,6 +225,7 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
             vocab_size=args.vocab_size,
             batch_size=args.batch_size,
             finetune_examples=args.finetune_examples,
+            force=args.force,
         )
     )
     print(
@@ -458,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=["tiny", "small", "base", "large"], help="default: small on CUDA, tiny on CPU")
     p.add_argument("--vocab-size", type=int, default=16000, help="WordPiece vocabulary (default 16000)")
     p.add_argument("--batch-size", type=int, help="pre-training batch (default: the preset's)")
+    p.add_argument("--force", action="store_true", help="replace what an earlier quickstart left in --out")
     p.add_argument("--finetune-examples", type=int, help="SST-2 training sentences (default: all on CUDA, 8000 on CPU)")
     p.set_defaults(func=cmd_quickstart)
 

@@ -6,6 +6,38 @@ import dataclasses
 from dataclasses import dataclass
 
 
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _whole(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+_RULES = {
+    "count": (lambda v: _whole(v) and v >= 1, "a whole number of at least 1"),
+    "count0": (lambda v: _whole(v) and v >= 0, "a whole number of at least 0"),
+    "positive": (lambda v: _number(v) and v > 0, "a number above 0"),
+    "non-negative": (lambda v: _number(v) and v >= 0, "a number of at least 0"),
+    "fraction": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "open fraction": (lambda v: _number(v) and 0 < v < 1, "a number between 0 and 1"),
+    "share": (lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1]"),
+}
+
+
+def check_options(obj, **rules: str) -> None:
+    """Refuse a setting outside its range (or of the wrong type, from a JSON file) before any work.
+
+    `rules` maps a field to a key of `_RULES`; None, where a field allows it, means its default.
+    A zero never stands for "the default": `--max-steps 0` is an error, not a million steps.
+    """
+    for name, rule in rules.items():
+        value = getattr(obj, name)
+        ok, what = _RULES[rule]
+        if value is not None and not ok(value):
+            raise ValueError(f"{name.replace('_', '-')} must be {what}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class EncoderConfig:
     """One Transformer encoder, laid out exactly like transformers' `ElectraModel`."""
@@ -37,6 +69,7 @@ class EncoderConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        check_options(self, dropout="fraction", attention_dropout="fraction")
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}; "

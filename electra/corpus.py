@@ -127,8 +127,45 @@ def _open_binary(path: Path):
             import zstandard
         except ImportError as e:
             raise CorpusError(f"{path} is zstd-compressed; pip install zstandard to read it") from e
-        return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
+        return io.BufferedReader(_Zstd(open(path, "rb"), zstandard.ZstdDecompressor()), buffer_size=1 << 16)
     return open(path, "rb")
+
+
+class _Zstd(io.RawIOBase):
+    """A .zst file (one or more frames) as a binary stream. zstandard's own reader ends quietly
+    at a truncated frame; this one raises EOFError there, as gzip, bz2 and lzma do."""
+
+    def __init__(self, file, decompressor):
+        self._file, self._decompressor = file, decompressor
+        self._frame = decompressor.decompressobj()
+        self._out, self._pos, self._in_frame = b"", 0, False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while self._pos == len(self._out):
+            data = self._file.read(1 << 16)
+            if not data:
+                if self._in_frame:
+                    raise EOFError("compressed file ended before the end-of-stream marker was reached")
+                return 0
+            out = []
+            while data:
+                if self._frame.eof:  # the next frame of a multi-frame file
+                    self._frame = self._decompressor.decompressobj()
+                out.append(self._frame.decompress(data))
+                self._in_frame = not self._frame.eof
+                data = self._frame.unused_data if self._frame.eof else b""
+            self._out, self._pos = b"".join(out), 0
+        n = min(len(buffer), len(self._out) - self._pos)
+        buffer[:n] = self._out[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
 
 
 def format_of(path: Path) -> str | None:
@@ -372,6 +409,14 @@ def hub_dataset(name: str, config: str | None = None, split: str = "train"):
         ) from e
 
 
+def _zstd_error() -> type[Exception]:
+    try:
+        import zstandard
+    except ImportError:
+        return OSError
+    return zstandard.ZstdError
+
+
 def stream(
     paths: list[Path], stats: ReadStats, fmt: str = "auto", text_field: str = "text", doc_per_file: bool = False
 ) -> Iterator[str | None]:
@@ -381,5 +426,5 @@ def stream(
         try:
             stats.bytes += path.stat().st_size if path.is_file() else 0
             yield from read_source(path, stats, fmt, text_field, doc_per_file)
-        except (OSError, EOFError, lzma.LZMAError, csv.Error, zlib.error) as e:
+        except (OSError, EOFError, lzma.LZMAError, csv.Error, zlib.error, _zstd_error()) as e:
             raise CorpusError(f"{path} could not be read ({type(e).__name__}: {e})") from e

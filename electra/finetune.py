@@ -22,9 +22,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from electra import hf
+from electra.atomic import check_output
 from electra.checkpoint import is_checkpoint, list_checkpoints, load_checkpoint
+from electra.config import check_options
 from electra.model import Encoder, SequenceClassifier, TokenClassifier
 from electra.optim import adamw, lr_factor, set_lr
+from electra.parallel import pick_device
 from electra.tasks import (
     GLUE,
     METRICS,
@@ -62,6 +65,19 @@ class FinetuneConfig:
     label_field: str | None = None
     regression: bool | None = None  # csv: None infers it (all labels numbers, some with a fraction)
     device: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_options(
+            self,
+            **dict.fromkeys(("seeds", "epochs", "batch_size", "max_train_examples"), "count"),
+            seed="count0",
+            lr="positive",
+            layer_decay="share",
+            warmup_fraction="fraction",
+            weight_decay="non-negative",
+        )
+        if self.max_length < 3:
+            raise ValueError(f"max-length must be at least 3 ([CLS], a token, [SEP]), got {self.max_length}")
 
 
 # --------------------------------------------------------------------------------------
@@ -141,7 +157,7 @@ def label_set(task: Task, train: list[Example], devs: dict[str, list[Example]]) 
     if task.kind == "regression":
         return ["score"]
     seen = {t for e in train for t in (e.label if task.kind == "tagging" else [e.label])}
-    labels = list(task.labels) if task.labels else sorted(seen)
+    labels = list(task.labels) if task.labels else sorted(seen, key=str)  # key: 1.0 and "pos" in one file
     if task.kind == "tagging" and "O" in labels:
         labels.remove("O")
         labels.insert(0, "O")
@@ -152,7 +168,7 @@ def label_set(task: Task, train: list[Example], devs: dict[str, list[Example]]) 
                 if t not in known:
                     raise TaskError(
                         f"{name} example {i + 1} has label {t!r}, unseen in training "
-                        f"(known: {', '.join(sorted(known))})"
+                        f"(known: {', '.join(sorted(map(str, known)))})"
                     )
     return labels
 
@@ -200,6 +216,8 @@ def encode(
             out.labels.append(tags)
             out.words.append(words)
         elif task.kind == "regression":
+            if not _is_number(e.label):
+                raise TaskError(f"{where} example {i + 1} has score {e.label!r}, not a number")
             out.labels.append(float(e.label))
         else:
             out.labels.append(index[e.label])
@@ -304,9 +322,11 @@ def train_one(
     L = encoder.cfg.num_layers
     decay = cfg.layer_decay if cfg.layer_decay is not None else (0.9 if L >= 24 else 0.8)
     width = encoder.cfg.hidden_size  # the paper's rates by size; narrower test models learn faster at 1e-3
-    lr = cfg.lr or (1e-3 if width < 128 else 3e-4 if width <= 256 else 1e-4 if width <= 768 else 5e-5)
+    lr = cfg.lr
+    if lr is None:
+        lr = 1e-3 if width < 128 else 3e-4 if width <= 256 else 1e-4 if width <= 768 else 5e-5
     optimizer = adamw(model, lr, cfg.weight_decay, lr_scale=layer_scales(encoder, decay), fused=device.type == "cuda")
-    epochs = cfg.epochs or task.epochs
+    epochs = task.epochs if cfg.epochs is None else cfg.epochs
     per_epoch = -(-len(train.ids) // cfg.batch_size)
     total = epochs * per_epoch
     warmup = int(cfg.warmup_fraction * total)
@@ -354,11 +374,8 @@ def summarize(per_seed: list[dict]) -> tuple[dict, dict]:
 
 
 def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> dict:
-    if cfg.seeds < 1:
-        raise ValueError(f"--seeds must be at least 1, got {cfg.seeds}")
     out = Path(cfg.out)
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} already holds files; choose a new --out or pass --force")
+    check_output(out, overwrite, inputs=[cfg.model, cfg.data])
     task, train_examples, dev_examples = load_task(cfg)
     if not train_examples:
         raise TaskError(f"no training examples in {cfg.data}")
@@ -377,7 +394,7 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
         dev_trunc += n
     if n_trunc or dev_trunc:
         print(f"truncated {n_trunc} training and {dev_trunc} dev examples to {cfg.max_length} tokens", file=sys.stderr)
-    device = torch.device(cfg.device if cfg.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device(cfg.device)
 
     runs = []
     for seed in range(cfg.seed, cfg.seed + cfg.seeds):

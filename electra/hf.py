@@ -381,8 +381,11 @@ def _load_classifier(folder, kind: str):
     folder = resolve(folder)
     config = read_config(folder)
     architecture = HF_ARCHITECTURES[kind]
-    if architecture not in config.get("architectures", []):
-        raise ValueError(f"{folder} holds {config.get('architectures')}, not an {architecture}")
+    if architecture not in (config.get("architectures") or []):
+        what = ", ".join(config.get("architectures") or []) or "no transformers architecture"
+        run = "data_sha256" in config or "format" in config  # a run's settings or a checkpoint's config
+        hint = " (a pre-training run: export it, then fine-tune)" if run else ""
+        raise ValueError(f"{folder} holds {what}{hint}, not an {architecture}; point at a fine-tuned folder")
     cfg, id2label = from_hf_config(config, f"{folder}/config.json"), _labels(config, folder)
     model = (SequenceClassifier if kind == "sequence" else TokenClassifier)(cfg, num_labels=len(id2label))
     state, _ = from_hf_state(read_weights(folder), kind, cfg, str(folder))

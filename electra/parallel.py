@@ -30,14 +30,30 @@ class Dist:
         return self.world_size > 1
 
 
+def pick_device(name: str = "auto") -> torch.device:
+    """`auto` (CUDA when there is one), `cpu`, `cuda` or `cuda:N`, refused when this machine lacks it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r} is not supported; use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: this PyTorch sees no CUDA GPU; use --device cpu (or auto)")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    return device
+
+
 def init(device_name: str = "auto", timeout_minutes: float = 10.0) -> tuple[Dist, torch.device]:
     """Join the process group that `torchrun` describes in the environment (or run alone)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda") or device_name.startswith("cuda:")
+    picked = pick_device(device_name)
+    use_cuda = picked.type == "cuda"
     if world == 1:
-        if device_name == "auto":
-            return Dist(), torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return Dist(), torch.device(device_name)
+        return Dist(), picked
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if use_cuda:
         torch.cuda.set_device(local)

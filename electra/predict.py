@@ -14,7 +14,8 @@ from tqdm import tqdm
 
 from electra import hf
 from electra.finetune import Encoded, batches
-from electra.tasks import TaskError, jsonl_records
+from electra.parallel import pick_device
+from electra.tasks import TaskError, jsonl_records, utf8
 from electra.tokenizer import load_tokenizer
 
 
@@ -26,11 +27,12 @@ def read_inputs(
     Blank plain lines are skipped and counted; a record without the field is an error.
     """
     if source is None or str(source) == "-":
-        return _read(sys.stdin, "stdin", ".txt", text_field, pair_field)
+        with utf8("stdin"):
+            return _read(sys.stdin, "stdin", ".txt", text_field, pair_field)
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(f"input file {path} does not exist")
-    with open(path, encoding="utf-8-sig", newline="") as f:
+    with open(path, encoding="utf-8-sig", newline="") as f, utf8(str(path)):
         return _read(f, str(path), path.suffix, text_field, pair_field)
 
 
@@ -71,10 +73,15 @@ class Predictor:
     def __init__(self, model_dir: str | os.PathLike, max_length: int | None = None, device: str = "auto"):
         folder = hf.resolve(model_dir)
         self.model, self.id2label = hf.load_sequence_classifier(folder)
-        self.device = torch.device(device if device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
+        self.device = pick_device(device)
         self.model.to(self.device).eval()
         self.tok = load_tokenizer(folder)
-        self.limit = max_length or self.model.cfg.max_positions
+        self.limit = self.model.cfg.max_positions if max_length is None else max_length
+        if not 3 <= self.limit <= self.model.cfg.max_positions:
+            raise ValueError(
+                f"max-length must be 3 ([CLS], a token, [SEP]) to the model's {self.model.cfg.max_positions} "
+                f"positions, got {self.limit}"
+            )
         self.tok.enable_truncation(self.limit, strategy="longest_first")
 
     @torch.no_grad()
@@ -86,6 +93,8 @@ class Predictor:
         Texts are encoded `chunk_size` at a time (memory stays flat however many there are) and
         sorted by length within a chunk, so that a batch pads little.
         """
+        if batch_size < 1 or chunk_size < 1:
+            raise ValueError(f"batch size and chunk size must be at least 1, got {batch_size} and {chunk_size}")
         pad_id = self.tok.token_to_id("[PAD]")
         out: list[dict] = [{}] * len(texts)
         truncated = 0

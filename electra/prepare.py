@@ -35,7 +35,8 @@ from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from electra import corpus
-from electra.atomic import publish_dir
+from electra.atomic import check_output, publish_dir
+from electra.config import check_options
 from electra.tokenizer import (
     check_special_tokens,
     load_tokenizer,
@@ -72,6 +73,7 @@ class PrepareConfig:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
         if self.rows_per_shard < 1:
             raise ValueError(f"rows_per_shard must be positive, got {self.rows_per_shard}")
+        check_options(self, num_parts="count", part_index="count0", vocab_size="count", seed="count0")
         if not 0 <= self.part_index < self.num_parts:
             raise ValueError(f"part index {self.part_index} is outside 0..{self.num_parts - 1}")
         if self.format not in ("auto", *corpus.FORMATS):
@@ -329,7 +331,9 @@ def _tokenizer(tokenizer, cfg: PrepareConfig, read, total_bytes: int, quiet: boo
                 yield [s for s in batch if s is not None]
                 bar.update(stats.bytes - bar.n)
 
-    return train_wordpiece(texts, cfg.vocab_size or 30522, lowercase=cfg.lowercase, show_progress=False)
+    return train_wordpiece(
+        texts, 30522 if cfg.vocab_size is None else cfg.vocab_size, lowercase=cfg.lowercase, show_progress=False
+    )
 
 
 def prepare(
@@ -358,6 +362,7 @@ def prepare(
     start = time.perf_counter()
     paths = corpus.expand(corpus_paths, cfg.format) if dataset is None else []
     total_bytes = sum(p.stat().st_size for p in paths if p.is_file())
+    check_output(out, overwrite, inputs=[*paths, None if isinstance(tokenizer, Tokenizer) else tokenizer])
 
     def read(stats: corpus.ReadStats) -> Iterator[str | None]:
         if dataset is not None:
@@ -455,8 +460,11 @@ def read_manifest(folder: str | os.PathLike) -> dict:
     path = Path(folder) / "manifest.json"
     if not path.exists():
         raise FileNotFoundError(f"{folder} has no manifest.json; prepare data with `electra prepare` first")
-    manifest = json.loads(path.read_text(encoding="utf-8"))
-    if manifest.get("format") != MANIFEST_FORMAT:
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is damaged ({e}); prepare the data again") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         raise ValueError(f"{path} is not an electra shard manifest ({MANIFEST_FORMAT})")
     return manifest
 
@@ -489,7 +497,21 @@ def merge(parts: list[str | os.PathLike], out: str | os.PathLike, overwrite: boo
                     f"{p} was prepared with {key}={m[key]!r}, but {parts[0]} with {first[key]!r}; "
                     "only parts of one preparation can be merged"
                 )
-    indices = sorted(m["config"]["part_index"] for m in manifests)
+    seen: dict[int, str | os.PathLike] = {}
+    for p, m in zip(parts, manifests, strict=True):
+        index, num = m["config"].get("part_index"), m["config"].get("num_parts", 1)
+        if index is None:
+            raise ValueError(f"{p} is already a merged folder; merge the part folders it was made from")
+        if num != first["config"].get("num_parts", 1):
+            raise ValueError(
+                f"{p} is part {index} of {num}, but {parts[0]} is part of {first['config'].get('num_parts', 1)}; "
+                "only parts of one preparation can be merged"
+            )
+        if index in seen:
+            raise ValueError(f"{seen[index]} and {p} are both part {index}; its rows would be merged twice")
+        seen[index] = p
+    indices = sorted(seen)
+    check_output(out, overwrite, inputs=parts)
     with publish_dir(out, overwrite=overwrite) as tmp:
         for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json"):
             shutil.copy2(Path(parts[0]) / name, tmp / name)

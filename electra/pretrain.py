@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from electra import checkpoint as ckpt
 from electra import parallel
-from electra.config import ModelConfig, generator_config, preset
+from electra.atomic import publish_file
+from electra.config import ModelConfig, check_options, generator_config, preset
 from electra.data import Loader, Prefetcher, Shards, iterate
 from electra.model import Electra
 from electra.objective import OBJECTIVES, ObjectiveConfig
@@ -44,13 +45,14 @@ PRESET_TRAINING = {
 RESUME_KEYS = (
     "data_sha256",
     "preset",
-    "model",
     "objective",
     "batch_size",
     "lr",
     "seed",
     "weight_decay",
     "generator_fraction",
+    "dropout",
+    "disentangled_embeddings",
     "init_discriminator",
     "init_generator",
 )
@@ -113,9 +115,23 @@ class PretrainConfig:
             raise ValueError(f"compile_mode {self.compile_mode!r} needs compiling; drop --no-compile")
         if self.cuda_graph not in ("auto", "on", "off"):
             raise ValueError(f"cuda_graph must be auto, on or off, got {self.cuda_graph!r}")
-        for name in ("micro_batches", "log_every", "eval_every", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("data", "out"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a folder path, got {getattr(self, name)!r}")
+        check_options(
+            self,
+            **dict.fromkeys(("max_steps", "max_tokens", "batch_size", "micro_batches", "log_every"), "count"),
+            **dict.fromkeys(("eval_every", "eval_batches", "checkpoint_every", "keep_checkpoints"), "count"),
+            max_bad_steps="count",
+            warmup_steps="count0",
+            seed="count0",
+            **dict.fromkeys(("max_minutes", "lr", "clip_norm", "temperature"), "positive"),
+            weight_decay="non-negative",
+            rtd_weight="non-negative",
+            mask_prob="open fraction",
+            dropout="fraction",
+            generator_fraction="share",
+        )
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, **overrides) -> PretrainConfig:
@@ -123,23 +139,26 @@ class PretrainConfig:
             values = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
             raise ValueError(f"cannot read config file {path}: {e}") from e
+        if not isinstance(values, dict):
+            raise ValueError(f'{path} must hold one JSON object of options, like {{"data": ..., "out": ...}}')
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"{path} sets unknown options {', '.join(unknown)}")
-        return cls(**{**values, **{k: v for k, v in overrides.items() if v is not None}})
+        values = {**values, **{k: v for k, v in overrides.items() if v is not None}}
+        missing = [name for name in ("data", "out") if name not in values]
+        if missing:
+            raise ValueError(f"{path} does not set {' and '.join(missing)}; set it there or pass --{missing[0]}")
+        return cls(**values)
 
     def resolved(self, seq_len: int) -> dict:
         """Every setting with the preset's defaults filled in, for rows of `seq_len` tokens."""
         p = PRESET_TRAINING[self.preset]
         d = asdict(self)
-        d["batch_size"] = self.batch_size or p["batch_size"]
-        d["lr"] = self.lr or p["lr"]
-        d["mask_prob"] = self.mask_prob or p["mask_prob"]
+        for name in ("batch_size", "lr", "mask_prob", "max_steps"):
+            d[name] = p[name] if d[name] is None else d[name]
         if self.max_steps is None and self.max_tokens is not None:  # the schedule ends with the token budget
             d["max_steps"] = math.ceil(self.max_tokens / (d["batch_size"] * seq_len))
-        else:
-            d["max_steps"] = self.max_steps or p["max_steps"]
         d["warmup_steps"] = self.warmup_steps if self.warmup_steps is not None else min(10_000, d["max_steps"] // 10)
         return d
 
@@ -157,6 +176,11 @@ def build_model(cfg: dict, vocab_size: int, seq_len: int) -> Electra:
                 f"the data's tokenizer {vocab_size}; prepare the data with the model's tokenizer "
                 f"(--tokenizer {cfg['init_discriminator']})"
             )
+        _check_same_vocabulary(cfg["data"], cfg["init_discriminator"])
+        if cfg["dropout"] is not None:  # the released configs carry their own; --dropout replaces it
+            state = model.state_dict()
+            model = Electra(model.cfg.with_dropout(cfg["dropout"]))
+            model.load_state_dict(state)
         return model
     kwargs = {"vocab_size": vocab_size}
     if cfg["generator_fraction"] is not None:
@@ -172,6 +196,22 @@ def build_model(cfg: dict, vocab_size: int, seq_len: int) -> Electra:
     return Electra(mcfg)
 
 
+def _check_same_vocabulary(data: str, model_dir: str) -> None:
+    """Ids mean the same tokens in the data and in the model to continue (when it ships a tokenizer)."""
+    from electra import hf
+    from electra.tokenizer import load_tokenizer
+
+    try:
+        theirs = load_tokenizer(hf.resolve(model_dir)).get_vocab()
+    except FileNotFoundError:
+        return  # a folder of weights alone: the vocabulary-size check is all there is
+    if load_tokenizer(data).get_vocab() != theirs:
+        raise ValueError(
+            f"{data} was prepared with another tokenizer than {model_dir}'s, so its token ids would "
+            f"mean other words to the model; prepare the data with --tokenizer {model_dir}"
+        )
+
+
 def _check_resume(saved: dict, now: dict) -> None:
     diffs = [f"{k}: checkpoint {saved.get(k)!r}, now {now.get(k)!r}" for k in RESUME_KEYS if saved.get(k) != now.get(k)]
     if diffs:
@@ -182,12 +222,20 @@ def _check_resume(saved: dict, now: dict) -> None:
         )
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop log lines written after the checkpoint we resume from (a killed run may have some)."""
+def _truncate_metrics(path: Path, step: int) -> int:
+    """Drop log lines written after the checkpoint we resume from (a killed run may have some),
+    and lines that do not parse (one cut short by the kill); returns how many did not parse."""
     if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in keep))
+        return 0
+    keep, unreadable = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            unreadable += bool(line.strip())
+    publish_file(path, "".join(line + "\n" for line in keep))
+    return unreadable
 
 
 @torch.no_grad()
@@ -253,6 +301,8 @@ def _run(
             "micro-batches; choose a multiple"
         )
 
+    if cfg.cuda_graph == "on" and (device.type != "cuda" or d.enabled):
+        raise ValueError("--cuda-graph on needs a CUDA device and a single process; use auto or off")
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -305,14 +355,17 @@ def _run(
     metrics_path = out / "metrics.jsonl"
     writer = None
     if d.main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
-        _truncate_metrics(metrics_path, step)
         if cfg.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as e:
                 raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard") from e
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+        dropped = _truncate_metrics(metrics_path, step)
+        if dropped:
+            say(f"note: dropped {dropped} unreadable line(s) of {metrics_path}")
+        if cfg.tensorboard:
             writer = SummaryWriter(str(out / "tensorboard"))
 
     def save(at_step: int) -> None:

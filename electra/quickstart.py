@@ -7,12 +7,15 @@ corpus ──prepare──▶ shards ──pretrain (time budget)──▶ run �
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from electra.atomic import check_output
+from electra.config import check_options
 from electra.corpus import CorpusError
 
 EXAMPLES = ["A gripping, beautifully acted film.", "The plot is dull and the jokes fall flat."]
@@ -34,6 +37,12 @@ class QuickstartConfig:
     finetune_examples: int | None = None  # default: all on CUDA, 8000 on CPU
     doc_per_file: bool = True
     seed: int = 0
+    force: bool = False  # replace what an earlier (perhaps unfinished) quickstart left in `out`
+
+    def __post_init__(self) -> None:
+        check_options(
+            self, minutes="positive", vocab_size="count", batch_size="count", finetune_examples="count", seed="count0"
+        )
 
 
 def _stage(n: int, text: str) -> None:
@@ -66,6 +75,23 @@ def _hub_sst2(folder: Path) -> Path:
 
 
 def run(cfg: QuickstartConfig) -> dict:
+    out = Path(cfg.out)
+    check_output(out, cfg.force, inputs=[*cfg.corpus, cfg.task_data])
+    if cfg.task_data:  # read now, not after the pre-training
+        from electra.finetune import FinetuneConfig, load_task
+
+        load_task(FinetuneConfig(model="", task="sst2", data=cfg.task_data, out=""))
+    if out.exists() and cfg.force:
+        shutil.rmtree(out)
+    try:
+        return _pipeline(cfg, out)
+    except BaseException:
+        if out.exists():
+            print(f"\nquickstart stopped: {out} holds the stages that finished; --force starts over", file=sys.stderr)
+        raise
+
+
+def _pipeline(cfg: QuickstartConfig, out: Path) -> dict:
     from electra import hf
     from electra.finetune import FinetuneConfig
     from electra.finetune import run as finetune
@@ -73,9 +99,6 @@ def run(cfg: QuickstartConfig) -> dict:
     from electra.pretrain import PretrainConfig, steps_for_budget
     from electra.pretrain import run as pretrain
 
-    out = Path(cfg.out)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} already holds files; choose a new --out")
     cuda = torch.cuda.is_available()
     preset = cfg.preset or ("small" if cuda else "tiny")
     examples = cfg.finetune_examples if cfg.finetune_examples is not None else (None if cuda else 8000)

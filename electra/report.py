@@ -57,7 +57,16 @@ def draw(run_dirs: list[str | os.PathLike], out: str | os.PathLike) -> Path:
     names = ", ".join(name for name, _ in runs)
     fig.suptitle(f"electra pretrain: {names}")
     out = Path(out)
+    if out.is_dir():
+        out = out / "report.png"
+    elif not out.suffix:
+        out = out.with_suffix(".png")
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    tmp = out.parent / f".{out.stem}.tmp-{os.getpid()}{out.suffix}"  # never a half-written image
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+        plt.close(fig)
     return out

@@ -6,6 +6,7 @@ labels, as GLUE defines it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -19,6 +20,15 @@ import numpy as np
 
 class TaskError(ValueError):
     """Bad task data: the message names the file, the row and what to do."""
+
+
+@contextlib.contextmanager
+def utf8(name: str):
+    """Name the file when its text turns out not to be UTF-8 while it is read."""
+    try:
+        yield
+    except UnicodeDecodeError as e:
+        raise TaskError(f"{name} is not UTF-8 text ({e.reason}); convert it, e.g. iconv -f latin1 -t utf-8") from None
 
 
 @dataclass
@@ -297,7 +307,7 @@ def read_table(
     if path.suffix == ".jsonl":
         return _read_jsonl(path, text, pair, label)
     tsv = path.suffix == ".tsv"
-    with open(path, encoding="utf-8-sig", newline="") as f:
+    with open(path, encoding="utf-8-sig", newline="") as f, utf8(str(path)):
         rows = csv.reader(f, delimiter="\t" if tsv else ",", quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
         head = next(rows, None) if header else None
         if header and head is None:
@@ -334,8 +344,11 @@ def jsonl_records(stream, name: str, required: Sequence[str]):
 
 def _read_jsonl(path: Path, text, pair, label) -> list[Example]:
     out = []
-    with open(path, encoding="utf-8") as f:
-        for _, r in jsonl_records(f, str(path), [k for k in (text, pair, label) if k is not None]):
+    with open(path, encoding="utf-8") as f, utf8(str(path)):
+        for n, r in jsonl_records(f, str(path), [k for k in (text, pair, label) if k is not None]):
+            for field in (text, pair):
+                if field is not None and not isinstance(r[field], str):
+                    raise TaskError(f"{path}:{n}: {field!r} is {r[field]!r}, not a text string")
             value = None if label is None else r[label]
             out.append(
                 Example(
@@ -352,7 +365,7 @@ def read_conll(path: Path, token_column: int = 0, tag_column: int = -1) -> list[
     if not path.exists():
         raise TaskError(f"{path} does not exist")
     out, words, tags = [], [], []
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8") as f, utf8(str(path)):
         for n, line in enumerate(f, 1):
             cols = line.split()
             if not cols or cols[0] == "-DOCSTART-":

@@ -92,6 +92,14 @@ def test_cli_export_refuses_bad_input_with_a_message(tmp_path):
     result = _electra("export", str(tmp_path / "ckpt"), "--out", str(tmp_path / "busy"))
     assert result.returncode == 2 and "--force" in result.stderr
     assert [p.name for p in (tmp_path / "busy").iterdir()] == ["file"]
+    e = str(tmp_path / "e")
+    result = _electra("export", str(tmp_path / "ckpt"), "--out", e, "--generator-out", e + "/gen")
+    assert result.returncode == 2 and "two separate folders" in result.stderr
+    result = _electra("export", str(tmp_path / "ckpt"), "--out", e, "--generator-out", str(tmp_path / "busy"))
+    assert result.returncode == 2 and "--force" in result.stderr and not (tmp_path / "e").exists()  # checked first
+    result = _electra("export", str(tmp_path / "ckpt"), "--out", str(tmp_path), "--force")
+    assert result.returncode == 2 and "would replace that input" in result.stderr
+    assert (tmp_path / "ckpt" / "model.safetensors").exists()
 
 
 def test_cli_help_lists_the_public_subcommands():

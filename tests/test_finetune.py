@@ -318,6 +318,37 @@ def test_bad_task_input_is_refused_with_a_message(sentiment_tokenizer_dir, tmp_p
     )
     assert result.returncode == 2 and "not an ElectraForSequenceClassification" in result.stderr
 
+    def refused(message, **kw):
+        with pytest.raises((ValueError, OSError), match=message):
+            run(FinetuneConfig(**{"model": str(root / "model"), "task": "csv", "data": str(data), **kw}), quiet=True)
+
+    refused("epochs must be a whole number of at least 1, got 0", out=str(tmp_path / "o"), epochs=0)  # not "3"
+    refused("batch-size must be a whole number of at least 1", out=str(tmp_path / "o"), batch_size=0)
+    refused("lr must be a number above 0", out=str(tmp_path / "o"), lr=0.0)
+    refused("max-train-examples must be a whole number of at least 1", out=str(tmp_path / "o"), max_train_examples=0)
+    refused("layer-decay must be a number in \\(0, 1\\]", out=str(tmp_path / "o"), layer_decay=-1.0)
+    (tmp_path / "afile").write_text("x")
+    refused("afile exists and is not a folder", out=str(tmp_path / "afile"))  # before any training
+    with pytest.raises(OSError, match="would replace that input"):
+        run(FinetuneConfig(model=str(root / "model"), task="csv", data=str(data), out=str(data)), overwrite=True)
+    assert sorted(f.name for f in data.iterdir()) == ["dev.csv", "train.csv"]
+    (data / "train.csv").write_bytes("text,label\ncaf\xe9 film,pos\n".encode("latin-1"))
+    refused("train.csv is not UTF-8 text", out=str(tmp_path / "o"))
+    (data / "train.csv").unlink()
+    (data / "train.jsonl").write_text('{"text": "a film", "label": "pos"}\n{"text": 5, "label": "neg"}\n')
+    refused("train.jsonl:2: 'text' is 5, not a text string", out=str(tmp_path / "o"))
+    (data / "train.jsonl").write_text('{"text": "a film", "label": 1.5}\n{"text": "b", "label": "n/a"}\n')
+    (data / "dev.csv").write_text("text,label\nbad,2.5\n")
+    refused("train example 2 has score 'n/a', not a number", out=str(tmp_path / "o"), regression=True)
+    assert not (tmp_path / "o").exists()
+    result = subprocess.run(
+        [sys.executable, "-m", "electra", "predict", "--model", str(root / "model"), "--max-length", "0"],
+        input="hello\n",
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+
 
 def test_regression_is_detected_for_numeric_labels(sentiment_tokenizer_dir, tmp_path):
     root = sentiment_tokenizer_dir

@@ -265,7 +265,17 @@ def test_parts_prepared_apart_merge_into_one_folder(tmp_path):
     prepare([src], other, _cfg(seq_len=64), tokenizer=tok, quiet=True)
     with pytest.raises(ValueError, match="seq_len=64"):
         merge([tmp_path / "p0", other], tmp_path / "bad")
+    with pytest.raises(ValueError, match="are both part 0; its rows would be merged twice"):
+        merge([tmp_path / "p0", tmp_path / "p0"], tmp_path / "bad")
+    with pytest.raises(ValueError, match="full is part 0 of 1, but .*p0 is part of 2"):
+        merge([tmp_path / "p0", tmp_path / "full"], tmp_path / "bad")
+    with pytest.raises(ValueError, match="merged is already a merged folder"):
+        merge([tmp_path / "merged"], tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
+    r = _cli("--merge", str(tmp_path / "p0"), "--corpus", str(src), "--out", str(tmp_path / "bad"))
+    assert r.returncode == 2 and "--merge combines prepared parts" in r.stderr
+    r = _cli("--merge", str(tmp_path / "p1"), "--out", str(tmp_path / "half"))
+    assert r.returncode == 0 and "warning: parts 0 of 2 were not merged" in r.stdout
 
 
 def test_a_corrupt_shard_fails_verification(tmp_path):
@@ -298,6 +308,14 @@ def test_large_vocabularies_use_uint32_ids(tmp_path):
 # ---------------------------------------------------------------------------------------
 
 
+def _words(n: int) -> bytes:
+    return " ".join(f"word{i}." for i in range(n)).encode()
+
+
+def _zst(data: bytes) -> bytes:
+    return pytest.importorskip("zstandard").ZstdCompressor().compress(data)
+
+
 def _cli(*args, **kw):
     return subprocess.run(
         [sys.executable, "-m", "electra", "prepare", "--quiet", *args], capture_output=True, text=True, **kw
@@ -313,6 +331,8 @@ def _cli(*args, **kw):
         (lambda d: (d / "r.csv").write_text("a,b\n1,2\n"), "has no column 'text' \\(columns: a, b\\)"),
         (lambda d: (d / "r.jsonl").write_text('{"text": "ok"}\n{broken\n'), "r.jsonl:2 is not valid JSON"),
         (lambda d: (d / "bin.txt").write_bytes(b"\x00\x01\x02" * 100), "no text found.*skipped .*bin.txt: binary"),
+        (lambda d: (d / "t.txt.zst").write_bytes(_zst(_words(20_000))[:-100]), "t.txt.zst could not .*EOFError"),
+        (lambda d: (d / "c.txt.zst").write_bytes(b"not zstd" * 20), "c.txt.zst could not be read \\(ZstdError"),
     ],
 )
 def test_bad_corpora_are_refused_with_a_message(tmp_path, setup, message):
@@ -342,6 +362,25 @@ def test_missing_paths_tokenizers_without_specials_and_busy_outputs_are_refused(
     assert [p.name for p in (tmp_path / "busy").iterdir()] == ["mine.txt"]
     r = _cli("--corpus", str(src), "--out", str(tmp_path / "o"), "--seq-len", "4")
     assert r.returncode == 2 and "seq_len 4 is out of range" in r.stderr
+
+
+def test_outputs_that_would_replace_their_inputs_or_zeros_for_defaults_are_refused(tmp_path):
+    books = tmp_path / "books"
+    books.mkdir()
+    _write_txt(books / "a.txt")
+    for out in (books, tmp_path):  # the corpus folder itself, or a folder holding it
+        r = _cli("--corpus", str(books), "--out", str(out), "--force", "--vocab-size", "100")
+        assert r.returncode == 2 and "would replace that input" in r.stderr, r.stderr
+    (tmp_path / "empty").mkdir()
+    r = _cli("--corpus", str(books), "--out", ".", "--vocab-size", "100", cwd=tmp_path / "empty")
+    assert r.returncode == 2 and "is the current folder" in r.stderr
+    for flag, value, message in [
+        ("--vocab-size", "0", "vocab-size must be a whole number of at least 1, got 0"),
+        ("--num-parts", "0", "num-parts must be a whole number of at least 1, got 0"),
+    ]:
+        r = _cli("--corpus", str(books), "--out", str(tmp_path / "o"), flag, value)
+        assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert sorted(p.name for p in books.iterdir()) == ["a.txt"] and not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])

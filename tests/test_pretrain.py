@@ -115,8 +115,21 @@ def test_resume_refuses_other_settings_and_run_refuses_a_used_folder(tiny_data, 
         run(_cfg(tiny_data, tmp_path / "run", max_steps=6, batch_size=16), resume=True, quiet=True)
     with pytest.raises(ValueError, match=r"preset: checkpoint 'tiny', now 'small'"):
         run(_cfg(tiny_data, tmp_path / "run", max_steps=6, preset="small"), resume=True, quiet=True)
+    with pytest.raises(ValueError, match=r"dropout: checkpoint None, now 0.0"):
+        run(_cfg(tiny_data, tmp_path / "run", max_steps=6, dropout=0.0), resume=True, quiet=True)
+    with pytest.raises(ValueError, match=r"disentangled_embeddings: checkpoint False, now True"):
+        run(_cfg(tiny_data, tmp_path / "run", max_steps=6, disentangled_embeddings=True), resume=True, quiet=True)
     run(_cfg(tiny_data, tmp_path / "run", max_steps=6), resume=True, quiet=True)  # a longer budget is fine
     assert list_checkpoints(tmp_path / "run")[-1].name == "step-00000006"
+    with open(tmp_path / "run" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 7, "lo')  # a line cut short by a kill
+    run(_cfg(tiny_data, tmp_path / "run", max_steps=9), resume=True, quiet=True)
+    steps = [json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 10))
+    newest = list_checkpoints(tmp_path / "run")[-1] / "model.safetensors"
+    newest.write_bytes(newest.read_bytes()[:100])
+    with pytest.raises(ValueError, match="step-00000009 is damaged .*delete that folder to use the one before it"):
+        run(_cfg(tiny_data, tmp_path / "run", max_steps=12), resume=True, quiet=True)
 
 
 def test_a_compiled_run_trains_exactly_like_an_eager_one(tiny_data, tmp_path):
@@ -226,6 +239,17 @@ def test_continue_pretraining_from_transformers_folders(tiny_data, tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)  # a negligible LR: still the import
     with pytest.raises(ValueError, match="needs both"):
         _cfg(tiny_data, tmp_path / "x", init_discriminator=str(tmp_path / "d"))
+    init = dict(init_discriminator=str(tmp_path / "d"), init_generator=str(tmp_path / "g"))
+    run(_cfg(tiny_data, tmp_path / "drop0", max_steps=1, dropout=0.0, **init), quiet=True)
+    assert load_checkpoint(tmp_path / "drop0").model.cfg.generator.attention_dropout == 0.0  # --dropout applies
+
+    from electra.tokenizer import from_vocab, load_tokenizer, save_tokenizer, vocab_in_order
+
+    vocab = vocab_in_order(load_tokenizer(tiny_data))
+    save_tokenizer(from_vocab(vocab[:5] + vocab[5:][::-1]), tmp_path / "other")  # same size, other ids
+    hf.export_discriminator(start, tmp_path / "d2", tokenizer_dir=tmp_path / "other")
+    with pytest.raises(ValueError, match="prepared with another tokenizer than .*d2's"):
+        run(_cfg(tiny_data, tmp_path / "x", max_steps=1, **{**init, "init_discriminator": str(tmp_path / "d2")}))
 
 
 def test_config_file_and_flags(tiny_data, tmp_path):
@@ -258,6 +282,36 @@ def test_config_file_and_flags(tiny_data, tmp_path):
         text=True,
     )
     assert result.returncode == 2 and "unknown options learning_rate" in result.stderr
+    for values, message in [
+        ({"preset": "tiny"}, "does not set data and out; set it there or pass --data"),
+        ({"data": "x", "out": "y", "max_steps": "2"}, "max-steps must be a whole number of at least 1, got '2'"),
+        ([1], "must hold one JSON object of options"),
+    ]:
+        (tmp_path / "bad.json").write_text(json.dumps(values))
+        with pytest.raises(ValueError, match=message):
+            PretrainConfig.from_file(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("max_steps", 0, "max-steps must be a whole number of at least 1, got 0"),  # never "the preset's 1M"
+        ("batch_size", -4, "batch-size must be a whole number of at least 1"),
+        ("lr", 0.0, "lr must be a number above 0"),
+        ("mask_prob", 1.0, "mask-prob must be a number between 0 and 1"),
+        ("dropout", 1.5, "dropout must be a number in \\[0, 1\\)"),
+        ("keep_checkpoints", -1, "keep-checkpoints must be a whole number of at least 1"),
+        ("device", "cuda:7" if torch.cuda.is_available() else "cuda", "device 'cuda"),
+        ("device", "tpu", "unknown device 'tpu'"),
+        pytest.param(
+            "cuda_graph", "on", "--cuda-graph on needs", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="")
+        ),
+    ],
+)
+def test_out_of_range_options_are_refused_before_any_work(tiny_data, tmp_path, option, value, message):
+    with pytest.raises(ValueError, match=message):
+        run(_cfg(tiny_data, tmp_path / "run", **{option: value}), quiet=True)
+    assert not (tmp_path / "run").exists()
 
 
 def test_disentangled_embeddings_train_and_export(tiny_data, tmp_path):
@@ -303,3 +357,8 @@ def test_report_draws_a_png_of_one_or_several_runs(tiny_data, tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
     result = subprocess.run([sys.executable, "-m", "electra", "report", str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 2 and "has no metrics.jsonl" in result.stderr
+    (tmp_path / "figs").mkdir()
+    cmd = [sys.executable, "-m", "electra", "report", str(tmp_path / "a"), "--out", str(tmp_path / "figs")]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 0 and f"wrote {tmp_path / 'figs' / 'report.png'}" in result.stdout
+    assert [p.name for p in (tmp_path / "figs").iterdir()] == ["report.png"]

@@ -72,3 +72,19 @@ def test_quickstart_runs_every_stage(tmp_path):
         text=True,
     )
     assert again.returncode == 2 and "already holds files" in again.stderr
+
+
+def test_quickstart_checks_its_inputs_before_any_work(tmp_path):
+    def quickstart(*args):
+        cmd = [sys.executable, "-m", "electra", "quickstart", "--out", str(tmp_path / "qs"), *args]
+        return subprocess.run(cmd, capture_output=True, text=True)
+
+    (tmp_path / "book.txt").write_text("A short book. It has two sentences.\n")
+    (tmp_path / "nodev").mkdir()
+    (tmp_path / "nodev" / "train.tsv").write_text("sentence\tlabel\ngood\t1\n")
+    corpus = ["--corpus", str(tmp_path / "book.txt")]
+    result = quickstart(*corpus, "--task-data", str(tmp_path / "nodev"))
+    assert result.returncode == 2 and "dev.tsv does not exist" in result.stderr
+    result = quickstart(*corpus, "--task-data", str(tmp_path / "nodev"), "--minutes", "0")
+    assert result.returncode == 2 and "minutes must be a number above 0" in result.stderr
+    assert not (tmp_path / "qs").exists() and "[1/5]" not in result.stderr
