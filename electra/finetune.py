@@ -2,7 +2,7 @@
 
 encoder (our run / checkpoint, or any ELECTRA HF folder) + task data
   ──tokenize (truncate and count)──▶ length-grouped, dynamically padded batches
-  ──AdamW, layer-wise LR decay, 10% warmup × linear decay──▶ best dev epoch
+  ──AdamW, layer-wise LR decay, 10% warmup × linear decay──▶ dev scores after the last epoch
   ──over N seeds──▶ median and spread ──▶ HF folder of the best seed + results.json
 """
 
@@ -264,11 +264,12 @@ def batches(data: Encoded, batch_size: int, seed: int | None, pad_id: int = 0):
 
 
 def layer_scales(encoder: Encoder, decay: float) -> dict[str, float]:
-    """LR factors: the head and the top layer get 1, each layer below `decay` times the one above,
-    the embeddings (and their projection) one factor less than the bottom layer."""
+    """LR factors as in Google's ELECTRA (`_get_layer_lrs`): depth 0 for the embeddings and their
+    projection, i + 1 for layer i, L + 2 for the task head; factor decay^(L + 2 - depth). The
+    head gets the base rate, the top layer decay^2 of it, the embeddings decay^(L + 2)."""
     L = encoder.cfg.num_layers
-    scales = {"encoder.embeddings.": decay**L, "encoder.transformer.project.": decay**L}
-    scales.update({f"encoder.transformer.layers.{i}.": decay ** (L - 1 - i) for i in range(L)})
+    scales = {"encoder.embeddings.": decay ** (L + 2), "encoder.transformer.project.": decay ** (L + 2)}
+    scales.update({f"encoder.transformer.layers.{i}.": decay ** (L + 1 - i) for i in range(L)})
     return scales
 
 
@@ -313,8 +314,9 @@ def train_one(
     seed: int,
     device,
     quiet: bool,
-) -> tuple[dict, dict, int]:
-    """One seed: returns the best dev metrics, that epoch's weights and the epoch (1-based)."""
+) -> tuple[dict, dict, list[dict]]:
+    """One seed: the dev metrics after the last epoch (as the paper reports them), its weights,
+    and the dev metrics of every epoch (shown, never used to pick a model: that would tune on dev)."""
     torch.manual_seed(seed)
     num_labels = 1 if task.kind == "regression" else len(labels)
     head = TokenClassifier if task.kind == "tagging" else SequenceClassifier
@@ -330,8 +332,7 @@ def train_one(
     per_epoch = -(-len(train.ids) // cfg.batch_size)
     total = epochs * per_epoch
     warmup = int(cfg.warmup_fraction * total)
-    main = task.metrics[0]
-    best, best_state, best_epoch, step = None, None, 0, 0
+    history, step = [], 0
     bar = tqdm(total=total, desc=f"{task.name} seed {seed}", unit="step", disable=quiet, dynamic_ncols=True)
     for epoch in range(epochs):
         for _, ids, types, mask, y in batches(train, cfg.batch_size, seed * 1000 + epoch):
@@ -346,15 +347,12 @@ def train_one(
             bar.update(1)
             bar.set_postfix_str(f"loss {loss.item():.4f}", refresh=False)
         scores = {name: evaluate(model, task, d, labels, device) for name, d in devs.items()}
-        first = next(iter(scores.values()))
-        if best is None or first[main] > next(iter(best.values()))[main]:
-            best, best_epoch = scores, epoch + 1
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        history.append(scores)
         if not quiet:
             text = ", ".join(f"{name} {m} {v:.4f}" for name, s in scores.items() for m, v in s.items())
             bar.write(f"{task.name} seed {seed} epoch {epoch + 1}: {text}")
     bar.close()
-    return best, best_state, best_epoch
+    return history[-1], {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, history
 
 
 def summarize(per_seed: list[dict]) -> tuple[dict, dict]:
@@ -398,8 +396,8 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
 
     runs = []
     for seed in range(cfg.seed, cfg.seed + cfg.seeds):
-        best, state, epoch = train_one(cfg, task, encoder, labels, train, devs, seed, device, quiet)
-        runs.append({"seed": seed, "best_epoch": epoch, "metrics": best, "state": state})
+        final, state, history = train_one(cfg, task, encoder, labels, train, devs, seed, device, quiet)
+        runs.append({"seed": seed, "metrics": final, "per_epoch": history, "state": state})
     median, spread = summarize([r["metrics"] for r in runs])
     main_dev, main = next(iter(devs)), task.metrics[0]
     chosen = max(runs, key=lambda r: r["metrics"][main_dev][main])

@@ -153,7 +153,7 @@ GLUE = {
     "mrpc": Task(
         "mrpc",
         "classification",
-        ("f1", "accuracy"),
+        ("accuracy", "f1"),
         labels=("0", "1"),
         text="#1 String",
         pair="#2 String",
@@ -161,7 +161,7 @@ GLUE = {
         names=("not_equivalent", "equivalent"),
     ),
     "stsb": Task(
-        "stsb", "regression", ("pearson", "spearman"), epochs=10, text="sentence1", pair="sentence2", label="score"
+        "stsb", "regression", ("spearman", "pearson"), epochs=10, text="sentence1", pair="sentence2", label="score"
     ),
     "rte": Task(
         "rte",
@@ -183,7 +183,7 @@ GLUE = {
     "qqp": Task(
         "qqp",
         "classification",
-        ("f1", "accuracy"),
+        ("accuracy", "f1"),
         labels=("0", "1"),
         text="question1",
         pair="question2",

@@ -78,12 +78,13 @@ def test_glue_dev_sets_read_with_their_official_row_counts(name, rows, first_lab
     assert all(e.text for e in dev)
 
 
-def test_layer_scales_give_the_top_layer_the_base_rate():
-    enc = Encoder(tiny().discriminator)  # 2 layers
+def test_layer_scales_follow_googles_depths():
+    """Google's _get_layer_lrs: embeddings depth 0, layer i depth i + 1, head depth L + 2."""
+    enc = Encoder(tiny().discriminator)  # 2 layers; the head (no prefix here) keeps factor 1
     s = layer_scales(enc, 0.8)
-    assert s["encoder.transformer.layers.1."] == 1.0
-    assert s["encoder.transformer.layers.0."] == pytest.approx(0.8)
-    assert s["encoder.embeddings."] == pytest.approx(0.64)
+    assert s["encoder.transformer.layers.1."] == pytest.approx(0.64)
+    assert s["encoder.transformer.layers.0."] == pytest.approx(0.512)
+    assert s["encoder.embeddings."] == s["encoder.transformer.project."] == pytest.approx(0.4096)
 
 
 def test_word_piece_labels_go_to_the_first_piece_of_each_word(tokenizer):
@@ -155,7 +156,7 @@ def test_finetune_learns_an_easy_task_and_exports_a_transformers_classifier(sent
         out=str(tmp_path / "clf"),
         seeds=2,
         epochs=6,
-        lr=2e-3,
+        lr=5e-3,  # a random 2-layer encoder under Google's layer decay (its top layer at 0.64 of this)
         batch_size=16,
     )
     results = run(cfg, quiet=True)
@@ -164,6 +165,8 @@ def test_finetune_learns_an_easy_task_and_exports_a_transformers_classifier(sent
     accs = [s["metrics"]["dev"]["accuracy"] for s in results["seeds"]]
     assert results["median"]["dev"]["accuracy"] == pytest.approx(sorted(accs)[0] / 2 + sorted(accs)[1] / 2)
     assert results["spread"]["dev"]["accuracy"]["max"] == max(accs)
+    for seed in results["seeds"]:  # the reported score is the last epoch's, not the best one's
+        assert len(seed["per_epoch"]) == 6 and seed["per_epoch"][-1] == seed["metrics"]
     saved = json.loads((tmp_path / "clf" / "results.json").read_text())
     assert saved["labels"] == ["neg", "pos"] and saved["exported_seed"] in (0, 1)
     model = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "clf")
