@@ -349,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = p.add_argument_group("run")
     r.add_argument("--log-every", type=int, help="steps between metric lines (default 10)")
     r.add_argument("--eval-every", type=int, help="steps between validations (default 500)")
-    r.add_argument("--eval-batches", type=int, help="validation batches (default 20)")
+    r.add_argument("--eval-batches", type=int, help="validation batches of 32 rows (default 20)")
     r.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 1000)")
     r.add_argument("--keep-checkpoints", type=int, help="complete checkpoints kept (default 3)")
     r.add_argument(

@@ -45,17 +45,19 @@ PRESET_TRAINING = {
 RESUME_KEYS = (
     "data_sha256",
     "preset",
+    "model",  # generator size, dropout and embedding sharing, resolved: the preset's default equals itself
     "objective",
     "batch_size",
     "lr",
     "seed",
     "weight_decay",
-    "generator_fraction",
-    "dropout",
-    "disentangled_embeddings",
     "init_discriminator",
     "init_generator",
 )
+
+# Validation batches have a fixed size, so that valid_* figures do not depend on the number of
+# processes, micro-batches or the batch size, and a run compares with any other on the same data.
+EVAL_BATCH = 32
 
 # torch.compile modes: inductor's own CUDA graphs stay off, `Update` captures the whole update itself
 COMPILE_MODES = {"default": None, "max-autotune": "max-autotune-no-cudagraphs"}
@@ -182,6 +184,14 @@ def build_model(cfg: dict, vocab_size: int, seq_len: int) -> Electra:
             model = Electra(model.cfg.with_dropout(cfg["dropout"]))
             model.load_state_dict(state)
         return model
+    mcfg = model_config(cfg, vocab_size)
+    if seq_len > mcfg.discriminator.max_positions:
+        raise ValueError(f"rows of {seq_len} tokens exceed the model's {mcfg.discriminator.max_positions} positions")
+    return Electra(mcfg)
+
+
+def model_config(cfg: dict, vocab_size: int) -> ModelConfig:
+    """The new model that resolved settings describe (preset, generator size, dropout, sharing)."""
     kwargs = {"vocab_size": vocab_size}
     if cfg["generator_fraction"] is not None:
         kwargs["generator_fraction"] = cfg["generator_fraction"]
@@ -189,11 +199,7 @@ def build_model(cfg: dict, vocab_size: int, seq_len: int) -> Electra:
     if cfg["objective"]["kind"] == "mlm":  # BERT baseline: the masked LM is the full-size network
         mcfg = ModelConfig(mcfg.discriminator, generator_config(mcfg.discriminator, 1.0))
     mcfg = dataclasses.replace(mcfg, disentangled_embeddings=cfg["disentangled_embeddings"])
-    if cfg["dropout"] is not None:
-        mcfg = mcfg.with_dropout(cfg["dropout"])
-    if seq_len > mcfg.discriminator.max_positions:
-        raise ValueError(f"rows of {seq_len} tokens exceed the model's {mcfg.discriminator.max_positions} positions")
-    return Electra(mcfg)
+    return mcfg if cfg["dropout"] is None else mcfg.with_dropout(cfg["dropout"])
 
 
 def _check_same_vocabulary(data: str, model_dir: str) -> None:
@@ -212,8 +218,16 @@ def _check_same_vocabulary(data: str, model_dir: str) -> None:
         )
 
 
+def _flat(d, prefix: str = "") -> dict:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    return {k: v for key, value in d.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+
+
 def _check_resume(saved: dict, now: dict) -> None:
-    diffs = [f"{k}: checkpoint {saved.get(k)!r}, now {now.get(k)!r}" for k in RESUME_KEYS if saved.get(k) != now.get(k)]
+    was = _flat({k: saved.get(k) for k in RESUME_KEYS})
+    new = _flat({k: now.get(k) for k in RESUME_KEYS})
+    diffs = [f"{k.rstrip('.')}: checkpoint {was.get(k)!r}, now {new.get(k)!r}" for k in new if was.get(k) != new[k]]
     if diffs:
         raise ValueError(
             "cannot resume: the run was started with other settings ("
@@ -253,9 +267,10 @@ def evaluate(
         seed = torch.full((), 1_000_003 + i, dtype=torch.int64, device=device)  # a tensor: no recompiles
         with autocast():
             loss, metrics = step(b.input_ids, b.token_type_ids, b.attention_mask, special, b.rows, seed, mask_id)
+        rows = len(b.rows)  # a shard's last batch may be short: weigh each batch by its rows
         for k, v in {"loss": loss, **metrics}.items():
-            totals[k] = totals.get(k, 0.0) + float(v)
-        n += 1
+            totals[k] = totals.get(k, 0.0) + float(v) * rows
+        n += rows
     step.train()
     return {f"valid_{k}": v / max(n, 1) for k, v in totals.items()}
 
@@ -318,7 +333,11 @@ def _run(
     state = None
     if resume and existing:
         saved = ckpt.load_checkpoint(out, with_train_state=True)
-        settings["model"] = saved.model.cfg.to_dict()
+        if cfg.init_discriminator:  # the model came from folders: only --dropout can change it now
+            now = saved.model.cfg if cfg.dropout is None else saved.model.cfg.with_dropout(cfg.dropout)
+        else:  # what these flags would build, with the preset's defaults resolved
+            now = model_config(settings, manifest["vocab_size"])
+        settings["model"] = now.to_dict()
         _check_resume(saved.meta["settings"], settings)
         model, state = saved.model, saved.train_state
         say(f"resuming from {saved.path} (step {state['step']}) on {d.world_size} process(es)")
@@ -430,12 +449,9 @@ def _run(
     stop_reason = "max steps"
     try:
         while step < steps:
-            # the time budget is agreed by all processes, so they stop at the same step
-            if cfg.max_minutes is not None and (not d.enabled or step % cfg.log_every == 0):
-                over_time = time.perf_counter() - start_time > cfg.max_minutes * 60
-                if parallel.any_true(over_time, d):
-                    stop_reason = "time budget"
-                    break
+            if cfg.max_tokens is not None and tokens >= cfg.max_tokens:  # resumed with its budget spent
+                stop_reason = "max tokens"
+                break
             seed = cfg.seed * 1_000_003 + step  # with the global row numbers, this fixes every random draw
             torch.manual_seed(seed)  # dropout: a function of the step, for exact resume
             lr = set_lr(optimizer, settings["lr"], lr_factor(step, settings["warmup_steps"], steps))
@@ -445,8 +461,16 @@ def _run(
             tokens += batch_tokens
             bar.update(1)
 
-            evaluate_now = valid is not None and (step % cfg.eval_every == 0 or step == steps)
-            if step % cfg.log_every == 0 or step == steps or evaluate_now:
+            # the last step of a run is logged, validated and saved, whichever budget ends it
+            stop = "max steps" if step == steps else None
+            if cfg.max_tokens is not None and tokens >= cfg.max_tokens:
+                stop = "max tokens"
+            # the time budget is agreed by all processes, so they stop at the same step
+            timed = stop is None and cfg.max_minutes is not None and (not d.enabled or step % cfg.log_every == 0)
+            if timed and parallel.any_true(time.perf_counter() - start_time > cfg.max_minutes * 60, d):
+                stop = "time budget"
+            evaluate_now = valid is not None and (step % cfg.eval_every == 0 or stop is not None)
+            if step % cfg.log_every == 0 or stop is not None or evaluate_now:
                 values = dict(zip(update.names, out_metrics.tolist(), strict=True))
                 skipped = check_health()
                 if skipped > last["skipped"]:
@@ -470,7 +494,7 @@ def _run(
                             valid,
                             special,
                             mask_id,
-                            B // (cfg.micro_batches * d.world_size),
+                            EVAL_BATCH,
                             cfg.eval_batches,
                             device,
                             autocast,
@@ -484,12 +508,12 @@ def _run(
                             if k != "step":
                                 writer.add_scalar(k, v, step)
                 bar.set_postfix_str(f"loss {logged['loss']:.3f}, {logged['tokens_per_s']:,.0f} tok/s", refresh=False)
-            if step % cfg.checkpoint_every == 0 or step == steps:
+            if step % cfg.checkpoint_every == 0 or stop is not None:
                 skipped = check_health()
                 save(step)
                 saved_step = step
-            if cfg.max_tokens is not None and tokens >= cfg.max_tokens:
-                stop_reason = "max tokens"
+            if stop is not None:
+                stop_reason = stop
                 break
         skipped = check_health()
         if saved_step != step:

@@ -115,11 +115,12 @@ def test_resume_refuses_other_settings_and_run_refuses_a_used_folder(tiny_data, 
         run(_cfg(tiny_data, tmp_path / "run", max_steps=6, batch_size=16), resume=True, quiet=True)
     with pytest.raises(ValueError, match=r"preset: checkpoint 'tiny', now 'small'"):
         run(_cfg(tiny_data, tmp_path / "run", max_steps=6, preset="small"), resume=True, quiet=True)
-    with pytest.raises(ValueError, match=r"dropout: checkpoint None, now 0.0"):
+    with pytest.raises(ValueError, match=r"model.discriminator.dropout: checkpoint 0.1, now 0.0"):
         run(_cfg(tiny_data, tmp_path / "run", max_steps=6, dropout=0.0), resume=True, quiet=True)
-    with pytest.raises(ValueError, match=r"disentangled_embeddings: checkpoint False, now True"):
+    with pytest.raises(ValueError, match=r"model.disentangled_embeddings: checkpoint False, now True"):
         run(_cfg(tiny_data, tmp_path / "run", max_steps=6, disentangled_embeddings=True), resume=True, quiet=True)
-    run(_cfg(tiny_data, tmp_path / "run", max_steps=6), resume=True, quiet=True)  # a longer budget is fine
+    # a longer budget is fine, and so are the preset's own values given explicitly
+    run(_cfg(tiny_data, tmp_path / "run", max_steps=6, dropout=0.1, generator_fraction=0.5), resume=True, quiet=True)
     assert list_checkpoints(tmp_path / "run")[-1].name == "step-00000006"
     with open(tmp_path / "run" / "metrics.jsonl", "a") as f:
         f.write('{"step": 7, "lo')  # a line cut short by a kill
@@ -130,6 +131,20 @@ def test_resume_refuses_other_settings_and_run_refuses_a_used_folder(tiny_data, 
     newest.write_bytes(newest.read_bytes()[:100])
     with pytest.raises(ValueError, match="step-00000009 is damaged .*delete that folder to use the one before it"):
         run(_cfg(tiny_data, tmp_path / "run", max_steps=12), resume=True, quiet=True)
+
+
+def test_a_budget_that_ends_the_run_logs_validates_and_saves_its_last_step(tiny_data, tmp_path):
+    rare = dict(log_every=100, eval_every=100, checkpoint_every=100)
+    cfg = _cfg(tiny_data, tmp_path / "run", max_steps=50, max_tokens=700, **rare)
+    run(cfg, quiet=True)
+    (line,) = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert line["tokens"] >= 700 > line["tokens"] - 8 * 32 and "valid_loss" in line
+    assert list_checkpoints(tmp_path / "run")[-1].name == f"step-{line['step']:08d}"
+    run(cfg, resume=True, quiet=True)  # the budget is spent: the same command trains nothing more
+    assert list_checkpoints(tmp_path / "run")[-1].name == f"step-{line['step']:08d}"
+    run(_cfg(tiny_data, tmp_path / "timed", max_steps=10**6, max_minutes=0.02, **rare), quiet=True)
+    (line,) = [json.loads(x) for x in (tmp_path / "timed" / "metrics.jsonl").read_text().splitlines()]
+    assert "valid_loss" in line and list_checkpoints(tmp_path / "timed")[-1].name == f"step-{line['step']:08d}"
 
 
 def test_a_compiled_run_trains_exactly_like_an_eager_one(tiny_data, tmp_path):
