@@ -37,6 +37,17 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def refuse_overlap(target: str | os.PathLike, inputs) -> None:
+    """Refuse an output folder that is, or holds, one of `inputs` (None entries are skipped)."""
+    where = Path(target).resolve()
+    for item in inputs:
+        if item is not None and (where == Path(item).resolve() or where in Path(item).resolve().parents):
+            raise OutputExistsError(
+                f"the output {target} is or holds the input {item}; writing it would replace that input, "
+                "so choose another output folder"
+            )
+
+
 def check_output(target: str | os.PathLike, overwrite: bool = False, inputs=()) -> None:
     """Refuse, before any work is done, an output folder that `publish_dir` would refuse or
     whose replacement would delete an input (`--out` equal to, or holding, a corpus or model)."""
@@ -45,12 +56,7 @@ def check_output(target: str | os.PathLike, overwrite: bool = False, inputs=()) 
     here = Path.cwd().resolve()
     if where == here or where in here.parents:
         raise OutputExistsError(f"{target} is the current folder or holds it; choose a new folder for the output")
-    for item in inputs:
-        if item is not None and (where == Path(item).resolve() or where in Path(item).resolve().parents):
-            raise OutputExistsError(
-                f"the output {target} is or holds the input {item}; writing it would replace that input, "
-                "so choose another output folder"
-            )
+    refuse_overlap(target, inputs)
     if target.exists() and not target.is_dir():
         raise OutputExistsError(f"{target} exists and is not a folder; choose another output path")
     if target.is_dir() and any(target.iterdir()) and not overwrite:

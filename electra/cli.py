@@ -29,6 +29,14 @@ def cmd_export(args: argparse.Namespace) -> None:
         outs.append(args.generator_out)
     for out in outs:  # refused now rather than after the first folder is written
         check_output(out, args.force, inputs=[args.checkpoint, ckpt.path, args.tokenizer])
+    if args.tokenizer and ckpt.has_tokenizer:
+        from electra.tokenizer import load_tokenizer
+
+        if load_tokenizer(args.tokenizer).get_vocab() != load_tokenizer(ckpt.path).get_vocab():
+            raise UsageError(
+                f"{ckpt.path} was trained with its own tokenizer, which differs from --tokenizer {args.tokenizer} "
+                "(other ids for the same tokens); drop --tokenizer to export the run's own"
+            )
     if tokenizer_dir is None:
         print(
             "warning: the checkpoint holds no tokenizer and --tokenizer was not given; the exported "
@@ -64,12 +72,15 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         )
         missing = sorted(set(range(manifest["config"]["num_parts"])) - set(manifest["config"]["parts_merged"]))
         if missing:
-            print(f"warning: parts {', '.join(map(str, missing))} of {manifest['config']['num_parts']} were not merged")
+            print(
+                f"warning: parts {', '.join(map(str, missing))} of {manifest['config']['num_parts']} were not merged",
+                file=sys.stderr,
+            )
         return
     if bool(args.corpus) == bool(args.dataset):
         raise UsageError("pass either --corpus PATH [PATH ...] or --dataset NAME (or --merge PART ...)")
-    if args.vocab_size is not None and args.tokenizer:
-        raise UsageError("--vocab-size trains a new tokenizer and --tokenizer reuses one; pass only one")
+    if (args.vocab_size is not None or args.cased) and args.tokenizer:
+        raise UsageError("--vocab-size and --cased train a new tokenizer and --tokenizer reuses one; pass only one")
     cfg = prep.PrepareConfig(
         seq_len=args.seq_len,
         seed=args.seed,
@@ -111,6 +122,14 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             f"the packing recipe trimmed {m['counts']['tokens_truncated']:,} tokens that overflowed rows "
             f"({m['counts']['tokens_truncated'] / max(result.tokens_encoded, 1):.1%})"
         )
+    unknown = m["counts"]["tokens_unknown"] / max(result.tokens_encoded, 1)
+    if unknown > 0.01:  # a WordPiece vocabulary fit for its corpus leaves well under 1% unknown
+        print(
+            f"warning: {unknown:.1%} of tokens are [UNK]; the vocabulary is too small for this corpus "
+            "(raise --vocab-size) or the tokenizer does not fit it"
+        )
+    if not valid["rows"] and cfg.validation_fraction > 0:
+        print(f"note: no row was held out for validation ({cfg.validation_fraction:.0%} of a small corpus)")
     if s.invalid_utf8:
         print(f"replaced {s.invalid_utf8:,} bytes of invalid UTF-8 with U+FFFD")
     for path, why in s.skipped.items():
@@ -202,7 +221,9 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 def cmd_predict(args: argparse.Namespace) -> None:
     from electra.predict import predict, read_inputs, write_jsonl
 
-    texts, blank = read_inputs(args.input, args.text_field, args.pair_field)
+    if args.output and args.input and Path(args.output).resolve() == Path(args.input).resolve():
+        raise UsageError("--output is the --input file: writing it would replace the texts; choose another file")
+    texts, blank = read_inputs(args.input, args.text_field, args.pair_field, args.format)
     if not texts:
         raise UsageError(f"no text to label in {args.input or 'stdin'}")
     records, truncated = predict(args.model, texts, args.batch_size, args.max_length, not args.no_truncate, args.device)
@@ -270,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument(
         "--corpus",
         nargs="+",
+        action="extend",  # --corpus A --corpus B reads both
         metavar="PATH",
         help="files, folders or globs: .txt .jsonl .json .csv .tsv .parquet (optionally .gz "
         ".bz2 .xz .zst), or a saved Hugging Face dataset folder",
@@ -447,7 +469,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="a fine-tuned ElectraForSequenceClassification folder")
     p.add_argument("--input", help="input file (default: stdin)")
     p.add_argument("--output", help="output .jsonl (default: stdout)")
-    p.add_argument("--text-field", default="text", help="column or field with the text (default text)")
+    p.add_argument(
+        "--format",
+        choices=("lines", "csv", "tsv", "jsonl"),
+        help="how to read the input (default: its suffix; stdin: lines)",
+    )
+    p.add_argument("--text-field", help="csv/tsv column or jsonl field with the text (default text)")
     p.add_argument("--pair-field", help="column or field with a second text")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--max-length", type=int, help="default: the model's positions")
@@ -472,7 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
         "budget, export, fine-tune, and a pipeline() prediction. Without --corpus and "
         "--task-data it uses wikitext-103 and glue/sst2 from the Hugging Face hub.",
     )
-    p.add_argument("--corpus", nargs="+", metavar="PATH", help="corpus files, folders or globs (default: wikitext)")
+    p.add_argument(
+        "--corpus", nargs="+", action="extend", metavar="PATH", help="corpus files, folders, globs (default: wikitext)"
+    )
     p.add_argument("--task-data", help="a GLUE SST-2 folder (default: glue/sst2 from the hub)")
     p.add_argument("--minutes", type=float, default=5.0, help="pre-training budget (default 5)")
     p.add_argument("--out", default="runs/quickstart", help="output folder (default runs/quickstart)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import random
 import statistics
@@ -134,12 +135,13 @@ def load_task(cfg: FinetuneConfig) -> tuple[Task, list[Example], dict[str, list[
         regression = cfg.regression
         if regression is None:  # numbers with a fraction somewhere are scores; "0"/"1" are classes
             regression = all(_is_number(e.label) for e in train) and any(
-                float(e.label) != int(float(e.label)) for e in train
+                math.isfinite(float(e.label)) and float(e.label) != int(float(e.label)) for e in train
             )
+        binary = len({e.label for e in train}) <= 2
         task = Task(
             "csv",
             "regression" if regression else "classification",
-            ("pearson", "spearman") if regression else ("accuracy", "f1"),
+            ("pearson", "spearman") if regression else ("accuracy", "f1" if binary else "macro_f1"),
         )
         return task, train, {"dev": dev}
     raise TaskError(f"unknown task {cfg.task!r}; use one of {', '.join([*GLUE, 'csv', 'ner'])}")
@@ -216,8 +218,8 @@ def encode(
             out.labels.append(tags)
             out.words.append(words)
         elif task.kind == "regression":
-            if not _is_number(e.label):
-                raise TaskError(f"{where} example {i + 1} has score {e.label!r}, not a number")
+            if not (_is_number(e.label) and math.isfinite(float(e.label))):
+                raise TaskError(f"{where} example {i + 1} has score {e.label!r}, not a finite number")
             out.labels.append(float(e.label))
         else:
             out.labels.append(index[e.label])

@@ -248,19 +248,26 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
     raise FileNotFoundError(f"{folder} has no model.safetensors or pytorch_model.bin")
 
 
-def _write_tokenizer(tokenizer_dir: str | os.PathLike | None, dest: Path, max_positions: int) -> None:
+def _write_tokenizer(tokenizer_dir: str | os.PathLike | None, dest: Path, max_positions: int, vocab_size: int) -> None:
     """The tokenizer of `tokenizer_dir` (ours, or any transformers folder with tokenizer.json or
     vocab.txt) written afresh, with `model_max_length` the model's positions: pipelines that
     truncate to it then never feed the model more positions than it has."""
-    if tokenizer_dir is not None:
-        save_tokenizer(load_tokenizer(tokenizer_dir), dest, model_max_length=max_positions)
+    if tokenizer_dir is None:
+        return
+    tok = load_tokenizer(tokenizer_dir)
+    if tok.get_vocab_size(with_added_tokens=True) > vocab_size:
+        raise ValueError(
+            f"the tokenizer {tokenizer_dir} has {tok.get_vocab_size(with_added_tokens=True)} tokens but the model's "
+            f"embeddings {vocab_size}: its ids would overrun them. Use the tokenizer the model was trained with"
+        )
+    save_tokenizer(tok, dest, model_max_length=max_positions)
 
 
 def _write(folder, state: dict, config: dict, tokenizer_dir, overwrite: bool, extra_files=None) -> Path:
     with publish_dir(folder, overwrite=overwrite) as tmp:
         save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        _write_tokenizer(tokenizer_dir, tmp, config["max_position_embeddings"])
+        _write_tokenizer(tokenizer_dir, tmp, config["max_position_embeddings"], config["vocab_size"])
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
     return Path(folder)

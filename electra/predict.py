@@ -18,22 +18,38 @@ from electra.parallel import pick_device
 from electra.tasks import TaskError, jsonl_records, utf8
 from electra.tokenizer import load_tokenizer
 
+FORMATS = ("lines", "csv", "tsv", "jsonl")
+
 
 def read_inputs(
-    source: str | os.PathLike | None, text_field: str = "text", pair_field: str | None = None
+    source: str | os.PathLike | None,
+    text_field: str | None = None,
+    pair_field: str | None = None,
+    fmt: str | None = None,
 ) -> tuple[list[tuple[str, str | None]], int]:
     """Texts (and pairs) from a file or stdin: .jsonl records, .csv/.tsv columns, or plain lines.
 
+    `fmt` (one of FORMATS) overrides the file's suffix; stdin is plain lines unless it is given.
     Blank plain lines are skipped and counted; a record without the field is an error.
     """
-    if source is None or str(source) == "-":
+    stdin = source is None or str(source) == "-"
+    name = "stdin" if stdin else str(source)
+    if fmt is not None and fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    suffix = f".{fmt}" if fmt else ".txt" if stdin else Path(source).suffix.lower()
+    if suffix not in (".csv", ".tsv", ".jsonl") and (text_field or pair_field):
+        raise ValueError(
+            f"{name} is read as plain lines, which have no fields; for columns or JSON fields pass "
+            "--format csv, tsv or jsonl (or an --input file with that suffix)"
+        )
+    if stdin:
         with utf8("stdin"):
-            return _read(sys.stdin, "stdin", ".txt", text_field, pair_field)
+            return _read(sys.stdin, name, suffix, text_field or "text", pair_field)
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(f"input file {path} does not exist")
     with open(path, encoding="utf-8-sig", newline="") as f, utf8(str(path)):
-        return _read(f, str(path), path.suffix, text_field, pair_field)
+        return _read(f, str(path), suffix, text_field or "text", pair_field)
 
 
 def _read(stream, name: str, suffix: str, text_field: str, pair_field: str | None):

@@ -392,7 +392,8 @@ def prepare(
                 writers["valid" if rng.random() < cfg.validation_fraction else "train"].add(ids, types)
 
         stats = corpus.ReadStats()
-        encoded = documents = sentences = 0
+        encoded = documents = sentences = unknown = 0
+        unk = special["unk"]
         items = _own_part(read(stats), cfg.num_parts, cfg.part_index)
         encoded_batches = _Prefetch(
             (batch, tok.encode_batch_fast([s for s in batch if s is not None], add_special_tokens=False))
@@ -409,6 +410,7 @@ def prepare(
                         sentences += 1
                         ids = next(encodings).ids
                         encoded += len(ids)
+                        unknown += ids.count(unk)
                         emit(packer.add(ids))
                 bar.update(stats.bytes - bar.n)
                 rate = encoded / max(bar.format_dict["elapsed"], 1e-9)
@@ -443,6 +445,7 @@ def prepare(
                 "sentences": sentences,
                 "tokens_encoded": encoded,
                 "tokens_truncated": packer.truncated,
+                "tokens_unknown": unknown,  # [UNK]: characters or words the vocabulary cannot spell
                 "invalid_utf8_bytes": stats.invalid_utf8,
                 "skipped_files": stats.skipped,
             },

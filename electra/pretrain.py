@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from electra import checkpoint as ckpt
 from electra import parallel
-from electra.atomic import publish_file
+from electra.atomic import publish_file, refuse_overlap
 from electra.config import ModelConfig, check_options, generator_config, preset
 from electra.data import Loader, Prefetcher, Shards, iterate
 from electra.model import Electra
@@ -54,6 +54,9 @@ RESUME_KEYS = (
     "init_discriminator",
     "init_generator",
 )
+
+# What a run folder holds before its first checkpoint (a run stopped early, or a start that was refused)
+RUN_FILES = {"config.json", "metrics.jsonl", "tensorboard", "checkpoints", "report.png"}
 
 # Validation batches have a fixed size, so that valid_* figures do not depend on the number of
 # processes, micro-batches or the batch size, and a run compares with any other on the same data.
@@ -327,9 +330,13 @@ def _run(
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
     # ── model: new, or the newest complete checkpoint ─────────────────────────────────────
+    refuse_overlap(out, [cfg.data, cfg.init_discriminator, cfg.init_generator])
     existing = ckpt.list_checkpoints(out)
     if existing and not resume:
         raise FileExistsError(f"{out} already holds checkpoints; pass --resume to continue it, or use a new --out")
+    foreign = [p.name for p in out.iterdir() if p.name not in RUN_FILES and p.name[0] != "."] if out.is_dir() else []
+    if foreign and not existing:
+        raise FileExistsError(f"{out} holds files that are not a pre-training run; choose a new or empty --out")
     state = None
     if resume and existing:
         saved = ckpt.load_checkpoint(out, with_train_state=True)

@@ -53,6 +53,13 @@ def f1(pred: Sequence[int], gold: Sequence[int], positive: int = 1) -> float:
     return 2 * tp / (p.sum() + g.sum()) if p.sum() + g.sum() else 0.0
 
 
+def macro_f1(pred: Sequence[int], gold: Sequence[int]) -> float:
+    """The mean of every class's F1 (each class in turn the positive one), over the classes that
+    occur in the predictions or the gold labels: the F1 of a task with more than two classes."""
+    classes = sorted(set(np.asarray(pred).tolist()) | set(np.asarray(gold).tolist()))
+    return float(np.mean([f1(pred, gold, c) for c in classes])) if classes else 0.0
+
+
 def matthews(pred: Sequence[int], gold: Sequence[int]) -> float:
     p, g = np.asarray(pred) == 1, np.asarray(gold) == 1
     tp, tn = float(np.sum(p & g)), float(np.sum(~p & ~g))
@@ -270,6 +277,7 @@ def glue_from_datasets(task: Task, source: str) -> tuple[list[Example], dict[str
 METRICS: dict[str, Callable] = {
     "accuracy": accuracy,
     "f1": f1,
+    "macro_f1": macro_f1,
     "matthews": matthews,
     "pearson": pearson,
     "spearman": spearman,

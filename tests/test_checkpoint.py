@@ -16,6 +16,7 @@ from electra.checkpoint import (
 )
 from electra.config import tiny
 from electra.model import Electra
+from electra.tokenizer import SPECIAL_TOKENS, from_vocab, save_tokenizer
 from tests.conftest import batch, perturb
 
 
@@ -99,6 +100,11 @@ def test_cli_export_refuses_bad_input_with_a_message(tmp_path):
     assert result.returncode == 2 and "--force" in result.stderr and not (tmp_path / "e").exists()  # checked first
     result = _electra("export", str(tmp_path / "ckpt"), "--out", str(tmp_path), "--force")
     assert result.returncode == 2 and "would replace that input" in result.stderr
+    big = [*SPECIAL_TOKENS, *(f"w{i}" for i in range(200))]  # 205 tokens for a 100-entry embedding
+    save_tokenizer(from_vocab(big), tmp_path / "big")
+    result = _electra("export", str(tmp_path / "ckpt"), "--out", e, "--tokenizer", str(tmp_path / "big"))
+    assert result.returncode == 2 and "205 tokens but the model's embeddings 100" in result.stderr
+    assert not (tmp_path / "e").exists()
     assert (tmp_path / "ckpt" / "model.safetensors").exists()
 
 

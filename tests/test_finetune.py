@@ -22,12 +22,15 @@ from electra.tasks import (
     entity_spans,
     f1,
     glue_folder,
+    macro_f1,
     matthews,
     pearson,
     read_table,
     spearman,
 )
 from tests.conftest import SHARED_DATA
+
+TEXT = dict(capture_output=True, text=True)
 
 GLUE_DATA = SHARED_DATA / "glue"
 
@@ -45,6 +48,20 @@ def test_metrics_equal_hand_computed_values():
     want = pearson([1, 2.5, 2.5, 4], [1, 2, 3, 4])
     assert spearman([0.1, 0.5, 0.5, 0.9], [1, 2, 3, 4]) == pytest.approx(want)
     assert spearman([3, 1, 2], [30, 10, 20]) == pytest.approx(1.0)
+    # three classes, F1 = 2 tp / (predicted + gold) each: class 0 2/4, class 1 2/3, class 2 2/3
+    assert macro_f1([0, 0, 1, 2, 2], [0, 1, 1, 2, 0]) == pytest.approx((1 / 2 + 2 / 3 + 2 / 3) / 3)
+    assert macro_f1([0, 0, 1, 2, 2], [0, 2, 1, 2, 2]) == pytest.approx((2 / 3 + 1.0 + 4 / 5) / 3)
+
+
+def test_csv_tasks_pick_their_metrics_from_the_labels(tmp_path):
+    from electra.finetune import load_task
+
+    for labels, metrics in [("ab", ("accuracy", "f1")), ("abc", ("accuracy", "macro_f1"))]:
+        rows = "text,label\n" + "".join(f"t{i},{c}\n" for i, c in enumerate(labels * 2))
+        (tmp_path / "train.csv").write_text(rows)
+        (tmp_path / "dev.csv").write_text(rows)
+        task, _, _ = load_task(FinetuneConfig(model="", task="csv", data=str(tmp_path), out=""))
+        assert task.metrics == metrics
 
 
 def test_entity_scores_need_exact_spans():
@@ -214,6 +231,15 @@ def test_pipeline_and_electra_predict_agree(sentiment_tokenizer_dir, tmp_path):
     for o, t in zip(ours, theirs, strict=True):
         assert o["label"] == t["label"]
         assert o["score"] == pytest.approx(t["score"], abs=1e-5)
+    predict_cli = [sys.executable, "-m", "electra", "predict", "--model", str(tmp_path / "clf")]
+    table = "review,other\n" + "".join(f"{t},x\n" for t in texts)
+    piped = subprocess.run([*predict_cli, "--format", "csv", "--text-field", "review"], input=table, **TEXT)
+    assert [json.loads(x)["label"] for x in piped.stdout.splitlines()] == [o["label"] for o in ours]
+    refused = subprocess.run([*predict_cli, "--text-field", "review"], input=table, **TEXT)
+    assert refused.returncode == 2 and "read as plain lines" in refused.stderr
+    same = str(tmp_path / "in.txt")
+    refused = subprocess.run([*predict_cli, "--input", same, "--output", same], **TEXT)
+    assert refused.returncode == 2 and "--output is the --input file" in refused.stderr
 
     # chunked encoding: the same answers in input order, and input numbers count across chunks
     from electra.predict import predict
@@ -342,7 +368,9 @@ def test_bad_task_input_is_refused_with_a_message(sentiment_tokenizer_dir, tmp_p
     refused("train.jsonl:2: 'text' is 5, not a text string", out=str(tmp_path / "o"))
     (data / "train.jsonl").write_text('{"text": "a film", "label": 1.5}\n{"text": "b", "label": "n/a"}\n')
     (data / "dev.csv").write_text("text,label\nbad,2.5\n")
-    refused("train example 2 has score 'n/a', not a number", out=str(tmp_path / "o"), regression=True)
+    refused("train example 2 has score 'n/a', not a finite number", out=str(tmp_path / "o"), regression=True)
+    (data / "train.jsonl").write_text('{"text": "a film", "label": 1.5}\n{"text": "b", "label": "inf"}\n')
+    refused("train example 2 has score 'inf', not a finite number", out=str(tmp_path / "o"))
     assert not (tmp_path / "o").exists()
     result = subprocess.run(
         [sys.executable, "-m", "electra", "predict", "--model", str(root / "model"), "--max-length", "0"],

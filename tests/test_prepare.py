@@ -275,7 +275,7 @@ def test_parts_prepared_apart_merge_into_one_folder(tmp_path):
     r = _cli("--merge", str(tmp_path / "p0"), "--corpus", str(src), "--out", str(tmp_path / "bad"))
     assert r.returncode == 2 and "--merge combines prepared parts" in r.stderr
     r = _cli("--merge", str(tmp_path / "p1"), "--out", str(tmp_path / "half"))
-    assert r.returncode == 0 and "warning: parts 0 of 2 were not merged" in r.stdout
+    assert r.returncode == 0 and "warning: parts 0 of 2 were not merged" in r.stderr
 
 
 def test_a_corrupt_shard_fails_verification(tmp_path):
@@ -381,6 +381,14 @@ def test_outputs_that_would_replace_their_inputs_or_zeros_for_defaults_are_refus
         r = _cli("--corpus", str(books), "--out", str(tmp_path / "o"), flag, value)
         assert r.returncode == 2 and message in r.stderr, r.stderr
     assert sorted(p.name for p in books.iterdir()) == ["a.txt"] and not (tmp_path / "o").exists()
+    r = _cli("--corpus", str(books), "--out", str(tmp_path / "o"), "--cased", "--tokenizer", str(books))
+    assert r.returncode == 2 and "pass only one" in r.stderr
+    _write_txt(tmp_path / "b.txt", ["Another book entirely. With its own words!"])
+    two = ["--corpus", str(books), "--corpus", str(tmp_path / "b.txt")]
+    r = _cli(*two, "--out", str(tmp_path / "o"), "--vocab-size", "12")
+    assert r.returncode == 0 and "read 2 files" in r.stdout  # repeated --corpus flags add up
+    assert "of tokens are [UNK]; the vocabulary is too small" in r.stdout
+    assert read_manifest(tmp_path / "o")["counts"]["tokens_unknown"] > 0
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])

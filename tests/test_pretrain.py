@@ -108,6 +108,14 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tiny_data, tmp_path):
 
 
 def test_resume_refuses_other_settings_and_run_refuses_a_used_folder(tiny_data, tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    (tmp_path / "model" / "model.safetensors").write_bytes(b"weights")
+    with pytest.raises(FileExistsError, match="holds files that are not a pre-training run"):
+        run(_cfg(tiny_data, tmp_path / "model", max_steps=3), quiet=True)
+    with pytest.raises(FileExistsError, match="would replace that input"):
+        run(_cfg(tiny_data, tiny_data, max_steps=3), quiet=True)
+    assert (tmp_path / "model" / "config.json").read_text() == "{}"
     run(_cfg(tiny_data, tmp_path / "run", max_steps=3), quiet=True)
     with pytest.raises(FileExistsError, match="--resume"):
         run(_cfg(tiny_data, tmp_path / "run", max_steps=6), quiet=True)
