@@ -373,6 +373,11 @@ def read_source(
             raise CorpusError(f"{path} is a saved Hugging Face dataset; pip install datasets to read it") from e
         ds = datasets.load_from_disk(str(path))
         if isinstance(ds, datasets.DatasetDict):
+            if "train" not in ds and len(ds) != 1:
+                raise CorpusError(
+                    f"{path} holds the splits {', '.join(ds)} and no 'train'; pass one split's folder, "
+                    f"e.g. {path / next(iter(ds))}"
+                )
             ds = ds["train"] if "train" in ds else ds[next(iter(ds))]
         return read_records(ds, text_field, str(path))
     kind = format_of(path) if fmt == "auto" else fmt

@@ -146,6 +146,10 @@ class PretrainConfig:
             raise ValueError(f"cannot read config file {path}: {e}") from e
         if not isinstance(values, dict):
             raise ValueError(f'{path} must hold one JSON object of options, like {{"data": ..., "out": ...}}')
+        if "data_sha256" in values:  # a run's RUN/config.json: its settings, minus what a run derives
+            values = {k: v for k, v in values.items() if k not in ("data_sha256", "model")}
+            if isinstance(values.get("objective"), dict):
+                values["objective"] = values["objective"]["kind"]
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

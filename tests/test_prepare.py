@@ -227,6 +227,10 @@ def test_saved_hugging_face_dataset_is_a_corpus(tmp_path):
     ds = datasets.Dataset.from_dict({"text": DOCS})
     prepare([], tmp_path / "out2", _cfg(), quiet=True, dataset=ds)
     assert read_manifest(tmp_path / "out2")["splits"]["train"]["rows"] > 0
+    two = datasets.DatasetDict({"a": ds, "b": ds})
+    two.save_to_disk(str(tmp_path / "two"))
+    with pytest.raises(corpus.CorpusError, match="holds the splits a, b and no 'train'"):
+        prepare([tmp_path / "two"], tmp_path / "out3", _cfg(), quiet=True)
 
 
 def test_normalisation_bom_crlf_controls_and_invalid_utf8_are_handled_and_counted(tmp_path):

@@ -313,6 +313,11 @@ def test_config_file_and_flags(tiny_data, tmp_path):
         (tmp_path / "bad.json").write_text(json.dumps(values))
         with pytest.raises(ValueError, match=message):
             PretrainConfig.from_file(tmp_path / "bad.json")
+    again = PretrainConfig.from_file(tmp_path / "run" / "config.json", out=str(tmp_path / "again"))  # a run's record
+    assert again.max_steps == 3 and again.preset == "tiny" and again.objective == "electra"
+    saved, resolved = json.loads((tmp_path / "run" / "config.json").read_text()), again.resolved(32)
+    for key in ("batch_size", "lr", "mask_prob", "max_steps", "warmup_steps", "seed", "data"):
+        assert resolved[key] == saved[key], key
 
 
 @pytest.mark.parametrize(
