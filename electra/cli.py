@@ -440,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (HF model + results.json)")
     p.add_argument("--seeds", type=int, default=1, help="runs with seeds 0..N-1; the median is reported")
     p.add_argument("--epochs", type=int, help="default: 3 (10 for RTE and STS-B)")
-    p.add_argument("--lr", type=float, help="default: 3e-4 small, 1e-4 base, 5e-5 large, 1e-3 tiny")
+    p.add_argument("--lr", type=float, help="default: 3e-4 small, 1e-4 base, 5e-5 large, 2e-3 tiny")
     p.add_argument("--layer-decay", type=float, help="layer-wise LR decay (default 0.8; 0.9 for 24 layers)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=128, help="tokens per example (default 128)")

@@ -53,7 +53,7 @@ class FinetuneConfig:
     seeds: int = 1
     seed: int = 0  # seeds used: seed, seed + 1, ...
     epochs: int | None = None  # default: the paper's for the task (3; 10 for RTE and STS-B)
-    lr: float | None = None  # default by size: 3e-4 (hidden <= 256), 1e-4 (<= 768), 5e-5; 1e-3 below 128
+    lr: float | None = None  # default by size: 3e-4 (hidden <= 256), 1e-4 (<= 768), 5e-5; 2e-3 below 128
     layer_decay: float | None = None  # default 0.8 (0.9 for 24 layers or more)
     batch_size: int = 32
     warmup_fraction: float = 0.1
@@ -325,10 +325,10 @@ def train_one(
     model = head(encoder.cfg, num_labels, encoder=copy.deepcopy(encoder)).to(device).train()
     L = encoder.cfg.num_layers
     decay = cfg.layer_decay if cfg.layer_decay is not None else (0.9 if L >= 24 else 0.8)
-    width = encoder.cfg.hidden_size  # the paper's rates by size; narrower test models learn faster at 1e-3
+    width = encoder.cfg.hidden_size  # the paper's rates by size; below 128 wide, 2e-3 (docs/finetuning.md)
     lr = cfg.lr
     if lr is None:
-        lr = 1e-3 if width < 128 else 3e-4 if width <= 256 else 1e-4 if width <= 768 else 5e-5
+        lr = 2e-3 if width < 128 else 3e-4 if width <= 256 else 1e-4 if width <= 768 else 5e-5
     optimizer = adamw(model, lr, cfg.weight_decay, lr_scale=layer_scales(encoder, decay), fused=device.type == "cuda")
     epochs = task.epochs if cfg.epochs is None else cfg.epochs
     per_epoch = -(-len(train.ids) // cfg.batch_size)
