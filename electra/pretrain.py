@@ -114,6 +114,11 @@ class PretrainConfig:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESET_TRAINING)}")
         if (self.init_discriminator is None) != (self.init_generator is None):
             raise ValueError("continuing pre-training needs both --init-discriminator and --init-generator")
+        if self.init_discriminator is not None and self.objective == "mlm":
+            raise ValueError(
+                "--objective mlm trains a discriminator-sized masked LM from scratch; continuing a released "
+                "generator + discriminator pair is the ELECTRA objective: drop --objective mlm or the --init-* flags"
+            )
         if self.compile_mode not in COMPILE_MODES:
             raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
         if self.compile is False and self.compile_mode != "default":
@@ -185,7 +190,8 @@ def build_model(cfg: dict, vocab_size: int, seq_len: int) -> Electra:
                 f"the data's tokenizer {vocab_size}; prepare the data with the model's tokenizer "
                 f"(--tokenizer {cfg['init_discriminator']})"
             )
-        _check_same_vocabulary(cfg["data"], cfg["init_discriminator"])
+        for folder in (cfg["init_discriminator"], cfg["init_generator"]):
+            _check_same_vocabulary(cfg["data"], folder)
         if cfg["dropout"] is not None:  # the released configs carry their own; --dropout replaces it
             state = model.state_dict()
             model = Electra(model.cfg.with_dropout(cfg["dropout"]))
@@ -232,6 +238,12 @@ def _flat(d, prefix: str = "") -> dict:
 
 
 def _check_resume(saved: dict, now: dict) -> None:
+    if saved.get("init_discriminator") and not now.get("init_discriminator"):
+        raise ValueError(
+            f"cannot resume: the run was started from {saved['init_discriminator']} and "
+            f"{saved['init_generator']}; pass --init-discriminator and --init-generator again "
+            "(or --config RUN/config.json, which holds every setting)"
+        )
     was = _flat({k: saved.get(k) for k in RESUME_KEYS})
     new = _flat({k: now.get(k) for k in RESUME_KEYS})
     diffs = [f"{k.rstrip('.')}: checkpoint {was.get(k)!r}, now {new.get(k)!r}" for k in new if was.get(k) != new[k]]

@@ -175,6 +175,10 @@ def save_tokenizer(tok: Tokenizer, folder: str | Path, model_max_length: int = 5
         "sep_token": "[SEP]",
         "mask_token": "[MASK]",
     }
+    extra = [a.content for _, a in sorted(tok.get_added_tokens_decoder().items()) if a.special]
+    extra = [t for t in extra if t not in SPECIAL_TOKENS]
+    if extra:  # a domain's own specials stay special for transformers too
+        config["additional_special_tokens"] = extra
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 

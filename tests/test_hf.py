@@ -232,6 +232,17 @@ def test_exports_take_any_transformers_tokenizer_and_pipelines_truncate_to_the_m
     assert got["score"] == pytest.approx(probs.max().item(), abs=1e-6)
 
 
+def test_a_domains_own_special_tokens_stay_special_for_transformers(tmp_path):
+    from electra.tokenizer import SPECIAL_TOKENS, from_vocab, save_tokenizer
+
+    tok = from_vocab([*SPECIAL_TOKENS, "a", "b", "[DOMAIN]"])
+    tok.add_special_tokens(["[DOMAIN]"])
+    save_tokenizer(tok, tmp_path / "tok")
+    auto = transformers.AutoTokenizer.from_pretrained(tmp_path / "tok")
+    assert "[DOMAIN]" in auto.all_special_tokens and "[MASK]" in auto.all_special_tokens
+    assert auto("a [DOMAIN] b")["input_ids"] == tok.encode("a [DOMAIN] b").ids
+
+
 def test_import_errors_name_the_problem(tmp_path, electra):
     hf.export_discriminator(electra, tmp_path / "disc")
     with pytest.raises(ValueError, match="not an ElectraForSequenceClassification"):

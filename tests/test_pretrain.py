@@ -273,6 +273,13 @@ def test_continue_pretraining_from_transformers_folders(tiny_data, tmp_path):
     hf.export_discriminator(start, tmp_path / "d2", tokenizer_dir=tmp_path / "other")
     with pytest.raises(ValueError, match="prepared with another tokenizer than .*d2's"):
         run(_cfg(tiny_data, tmp_path / "x", max_steps=1, **{**init, "init_discriminator": str(tmp_path / "d2")}))
+    hf.export_generator(start, tmp_path / "g2", tokenizer_dir=tmp_path / "other")
+    with pytest.raises(ValueError, match="prepared with another tokenizer than .*g2's"):
+        run(_cfg(tiny_data, tmp_path / "x", max_steps=1, **{**init, "init_generator": str(tmp_path / "g2")}))
+    with pytest.raises(ValueError, match="--objective mlm trains a discriminator-sized masked LM from scratch"):
+        _cfg(tiny_data, tmp_path / "x", objective="mlm", **init)
+    with pytest.raises(ValueError, match="started from .*d and .*g; pass --init-discriminator"):
+        run(_cfg(tiny_data, tmp_path / "run", max_steps=3), resume=True, quiet=True)
 
 
 def test_config_file_and_flags(tiny_data, tmp_path):
