@@ -57,19 +57,13 @@ class EncoderConfig:
     initializer_range: float = 0.02
 
     def __post_init__(self) -> None:
-        for name in (
-            "vocab_size",
-            "embedding_size",
-            "hidden_size",
-            "num_layers",
-            "num_heads",
-            "ffn_size",
-            "max_positions",
-            "type_vocab_size",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        check_options(self, dropout="fraction", attention_dropout="fraction")
+        sizes = ("vocab_size", "embedding_size", "hidden_size", "num_layers", "num_heads", "ffn_size")
+        check_options(
+            self,
+            **dict.fromkeys((*sizes, "max_positions", "type_vocab_size"), "count"),
+            dropout="fraction",
+            attention_dropout="fraction",
+        )
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}; "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import sys
@@ -15,7 +14,7 @@ from tqdm import tqdm
 from electra import hf
 from electra.finetune import Encoded, batches
 from electra.parallel import pick_device
-from electra.tasks import TaskError, jsonl_records, utf8
+from electra.tasks import TaskError, jsonl_records, table_rows, utf8
 from electra.tokenizer import load_tokenizer
 
 FORMATS = ("lines", "csv", "tsv", "jsonl")
@@ -53,26 +52,11 @@ def read_inputs(
 
 
 def _read(stream, name: str, suffix: str, text_field: str, pair_field: str | None):
-    fields = [f for f in (text_field, pair_field) if f]
     if suffix == ".jsonl":
-        records = jsonl_records(stream, name, fields)
+        records = jsonl_records(stream, name, [f for f in (text_field, pair_field) if f])
         return [(str(r[text_field]), None if pair_field is None else str(r[pair_field])) for _, r in records], 0
-    if suffix in (".csv", ".tsv"):
-        tsv = suffix == ".tsv"  # GLUE's TSVs are unquoted: a quote is text, as when fine-tuning
-        rows = csv.reader(stream, delimiter="\t" if tsv else ",", quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
-        head = next(rows, None) or []
-        missing = [f for f in fields if f not in head]
-        if missing:
-            raise TaskError(f"{name} has no column {missing[0]!r} (columns: {', '.join(head)}); pass --text-field")
-        t, p = head.index(text_field), None if pair_field is None else head.index(pair_field)
-        texts = []
-        for n, row in enumerate(rows, 2):
-            if not any(cell.strip() for cell in row):
-                continue
-            if len(row) <= max(t, p or 0):
-                raise TaskError(f"{name}:{n} has {len(row)} columns, expected at least {max(t, p or 0) + 1}")
-            texts.append((row[t], None if p is None else row[p]))
-        return texts, 0
+    if suffix in (".csv", ".tsv"):  # read as fine-tuning reads them (GLUE's TSVs are unquoted)
+        return [(e.text, e.pair) for e in table_rows(stream, name, suffix == ".tsv", text_field, pair_field, None)], 0
     texts, blank = [], 0
     for line in stream:
         line = line.rstrip("\r\n")

@@ -69,11 +69,12 @@ class PrepareConfig:
     def __post_init__(self) -> None:
         if not 8 <= self.seq_len <= 1 << 16:
             raise ValueError(f"seq_len {self.seq_len} is out of range; use 8 to 65536 (128 or 512 are typical)")
-        if not 0 <= self.validation_fraction < 1:
-            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
-        if self.rows_per_shard < 1:
-            raise ValueError(f"rows_per_shard must be positive, got {self.rows_per_shard}")
-        check_options(self, num_parts="count", part_index="count0", vocab_size="count", seed="count0")
+        check_options(
+            self,
+            **dict.fromkeys(("num_parts", "vocab_size", "rows_per_shard"), "count"),
+            **dict.fromkeys(("part_index", "seed"), "count0"),
+            validation_fraction="fraction",
+        )
         if not 0 <= self.part_index < self.num_parts:
             raise ValueError(f"part index {self.part_index} is outside 0..{self.num_parts - 1}")
         if self.format not in ("auto", *corpus.FORMATS):

@@ -190,8 +190,7 @@ def build_model(cfg: dict, vocab_size: int, seq_len: int) -> Electra:
                 f"the data's tokenizer {vocab_size}; prepare the data with the model's tokenizer "
                 f"(--tokenizer {cfg['init_discriminator']})"
             )
-        for folder in (cfg["init_discriminator"], cfg["init_generator"]):
-            _check_same_vocabulary(cfg["data"], folder)
+        _check_same_vocabulary(cfg["data"], [cfg["init_discriminator"], cfg["init_generator"]])
         if cfg["dropout"] is not None:  # the released configs carry their own; --dropout replaces it
             state = model.state_dict()
             model = Electra(model.cfg.with_dropout(cfg["dropout"]))
@@ -215,20 +214,22 @@ def model_config(cfg: dict, vocab_size: int) -> ModelConfig:
     return mcfg if cfg["dropout"] is None else mcfg.with_dropout(cfg["dropout"])
 
 
-def _check_same_vocabulary(data: str, model_dir: str) -> None:
-    """Ids mean the same tokens in the data and in the model to continue (when it ships a tokenizer)."""
+def _check_same_vocabulary(data: str, model_dirs: list[str]) -> None:
+    """Ids mean the same tokens in the data and in the models to continue (those that ship a tokenizer)."""
     from electra import hf
     from electra.tokenizer import load_tokenizer
 
-    try:
-        theirs = load_tokenizer(hf.resolve(model_dir)).get_vocab()
-    except FileNotFoundError:
-        return  # a folder of weights alone: the vocabulary-size check is all there is
-    if load_tokenizer(data).get_vocab() != theirs:
-        raise ValueError(
-            f"{data} was prepared with another tokenizer than {model_dir}'s, so its token ids would "
-            f"mean other words to the model; prepare the data with --tokenizer {model_dir}"
-        )
+    ours = load_tokenizer(data).get_vocab()
+    for model_dir in model_dirs:
+        try:
+            theirs = load_tokenizer(hf.resolve(model_dir)).get_vocab()
+        except FileNotFoundError:
+            continue  # a folder of weights alone: the vocabulary-size check is all there is
+        if ours != theirs:
+            raise ValueError(
+                f"{data} was prepared with another tokenizer than {model_dir}'s, so its token ids would "
+                f"mean other words to the model; prepare the data with --tokenizer {model_dir}"
+            )
 
 
 def _flat(d, prefix: str = "") -> dict:
