@@ -11,6 +11,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 
 class OutputExistsError(FileExistsError):
@@ -93,17 +94,24 @@ def publish_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[
         raise
 
 
-def publish_file(target: str | os.PathLike, text: str) -> None:
-    """Write a text file through a temporary sibling and a rename: never half-written."""
+@contextlib.contextmanager
+def publishing_file(target: str | os.PathLike) -> Iterator[TextIO]:
+    """A text file to write; on success it replaces `target` in one rename, on error it is removed."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def publish_file(target: str | os.PathLike, text: str) -> None:
+    """Write a text file through a temporary sibling and a rename: never half-written."""
+    with publishing_file(target) as f:
+        f.write(text)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import sys
 from pathlib import Path
 
@@ -219,18 +221,26 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from electra.predict import predict, read_inputs, write_jsonl
+    from electra.atomic import publishing_file
+    from electra.predict import Inputs, Predictor, jsonl_line
 
     if args.output and args.input and Path(args.output).resolve() == Path(args.input).resolve():
         raise UsageError("--output is the --input file: writing it would replace the texts; choose another file")
-    texts, blank = read_inputs(args.input, args.text_field, args.pair_field, args.format)
-    if not texts:
+    inputs = Inputs(args.input, args.text_field, args.pair_field, args.format)
+    texts = iter(inputs)
+    first = next(texts, None)  # before loading the model: an empty input is a mistake to say at once
+    if first is None:
         raise UsageError(f"no text to label in {args.input or 'stdin'}")
-    records, truncated = predict(args.model, texts, args.batch_size, args.max_length, not args.no_truncate, args.device)
-    write_jsonl(records, texts, args.output)
-    notes = [f"{blank} blank lines skipped" if blank else "", f"{truncated} texts truncated" if truncated else ""]
-    if any(notes):
-        print("electra predict: " + "; ".join(n for n in notes if n), file=sys.stderr)
+    predictor = Predictor(args.model, args.max_length, args.device)
+    labelled = predictor.stream(itertools.chain([first], texts), args.batch_size, not args.no_truncate)
+    truncated = 0
+    with contextlib.nullcontext(sys.stdout) if args.output in (None, "-") else publishing_file(args.output) as out:
+        for text, record, cut in labelled:  # written as each chunk is labelled: memory stays flat
+            out.write(jsonl_line(text, record))
+            truncated += cut
+    notes = {f"{inputs.blank} blank lines skipped": inputs.blank, f"{truncated} texts truncated": truncated}
+    if any(notes.values()):
+        print("electra predict: " + "; ".join(n for n, count in notes.items() if count), file=sys.stderr)
 
 
 def cmd_quickstart(args: argparse.Namespace) -> None:

@@ -184,9 +184,20 @@ class Encoded:
 
 
 def encode(
-    tok, task: Task, examples: list[Example], labels: list[str], max_length: int, truncate: bool, where: str
+    tok,
+    task: Task,
+    examples: list[Example],
+    labels: list[str],
+    max_length: int,
+    truncate: bool,
+    where: str,
+    numbers: list[int] | None = None,
 ) -> tuple[Encoded, int]:
-    """Token ids, types and aligned labels; returns the number of truncated examples too."""
+    """Token ids, types and aligned labels; returns the number of truncated examples too.
+
+    `numbers` are the examples' places in their file (1-based) for error messages, when
+    `examples` is a subset; by default their places in `examples`.
+    """
     index = {label: i for i, label in enumerate(labels)}
     tok.enable_truncation(max_length, strategy="longest_first")  # pairs: trim the longer text first
     tok.no_padding()
@@ -200,11 +211,11 @@ def encode(
     truncated = 0
     for i, (e, enc) in enumerate(zip(examples, encodings, strict=True)):
         ids, types = enc.ids, enc.type_ids
+        n = numbers[i] if numbers else i + 1
         if enc.overflowing:
             if not truncate:
                 raise TaskError(
-                    f"{where} example {i + 1} is longer than --max-length {max_length} tokens; "
-                    "raise it or allow truncation"
+                    f"{where} example {n} is longer than --max-length {max_length} tokens; raise it or allow truncation"
                 )
             truncated += 1
         out.ids.append(ids)
@@ -219,7 +230,7 @@ def encode(
             out.words.append(words)
         elif task.kind == "regression":
             if not (_is_number(e.label) and math.isfinite(float(e.label))):
-                raise TaskError(f"{where} example {i + 1} has score {e.label!r}, not a finite number")
+                raise TaskError(f"{where} example {n} has score {e.label!r}, not a finite number")
             out.labels.append(float(e.label))
         else:
             out.labels.append(index[e.label])
@@ -380,14 +391,16 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
     if not train_examples:
         raise TaskError(f"no training examples in {cfg.data}")
     labels = label_set(task, train_examples, dev_examples)
+    numbers = None  # the sampled examples' places in the file, for messages
     if cfg.max_train_examples is not None and cfg.max_train_examples < len(train_examples):
-        train_examples = random.Random(cfg.seed).sample(train_examples, cfg.max_train_examples)
+        picked = random.Random(cfg.seed).sample(range(len(train_examples)), cfg.max_train_examples)
+        train_examples, numbers = [train_examples[i] for i in picked], [i + 1 for i in picked]
     encoder, tokenizer_dir = load_pretrained(cfg.model)
     if cfg.max_length > encoder.cfg.max_positions:
         raise ValueError(f"--max-length {cfg.max_length} exceeds the model's {encoder.cfg.max_positions} positions")
     tok = load_tokenizer(tokenizer_dir)
     vocab_in_order(tok)  # the export writes vocab.txt: a tokenizer that cannot be written fails now, not after training
-    train, n_trunc = encode(tok, task, train_examples, labels, cfg.max_length, cfg.truncate, "train")
+    train, n_trunc = encode(tok, task, train_examples, labels, cfg.max_length, cfg.truncate, "train", numbers)
     devs, dev_trunc = {}, 0
     for name, examples in dev_examples.items():
         devs[name], n = encode(tok, task, examples, labels, cfg.max_length, cfg.truncate, name)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -20,51 +21,59 @@ from electra.tokenizer import load_tokenizer
 FORMATS = ("lines", "csv", "tsv", "jsonl")
 
 
-def read_inputs(
-    source: str | os.PathLike | None,
-    text_field: str | None = None,
-    pair_field: str | None = None,
-    fmt: str | None = None,
-) -> tuple[list[tuple[str, str | None]], int]:
-    """Texts (and pairs) from a file or stdin: .jsonl records, .csv/.tsv columns, or plain lines.
+class Inputs:
+    """Texts (and pairs) streamed from a file or stdin: .jsonl records, .csv/.tsv columns, or plain lines.
 
     `fmt` (one of FORMATS) overrides the file's suffix; stdin is plain lines unless it is given.
-    Blank plain lines are skipped and counted; a record without the field is an error.
+    Iterating reads the source once, as it goes; blank plain lines are skipped and counted in
+    `blank`; a record without the field is an error when it is reached.
     """
-    stdin = source is None or str(source) == "-"
-    name = "stdin" if stdin else str(source)
-    if fmt is not None and fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-    suffix = f".{fmt}" if fmt else ".txt" if stdin else Path(source).suffix.lower()
-    if suffix not in (".csv", ".tsv", ".jsonl") and (text_field or pair_field):
-        raise ValueError(
-            f"{name} is read as plain lines, which have no fields; for columns or JSON fields pass "
-            "--format csv, tsv or jsonl (or an --input file with that suffix)"
-        )
-    if stdin:
-        with utf8("stdin"):
-            return _read(sys.stdin, name, suffix, text_field or "text", pair_field)
-    path = Path(source)
-    if not path.exists():
-        raise FileNotFoundError(f"input file {path} does not exist")
-    with open(path, encoding="utf-8-sig", newline="") as f, utf8(str(path)):
-        return _read(f, str(path), suffix, text_field or "text", pair_field)
 
+    def __init__(
+        self,
+        source: str | os.PathLike | None,
+        text_field: str | None = None,
+        pair_field: str | None = None,
+        fmt: str | None = None,
+    ):
+        self.stdin = source is None or str(source) == "-"
+        self.name = "stdin" if self.stdin else str(source)
+        if fmt is not None and fmt not in FORMATS:
+            raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+        self.suffix = f".{fmt}" if fmt else ".txt" if self.stdin else Path(source).suffix.lower()
+        if self.suffix not in (".csv", ".tsv", ".jsonl") and (text_field or pair_field):
+            raise ValueError(
+                f"{self.name} is read as plain lines, which have no fields; for columns or JSON fields pass "
+                "--format csv, tsv or jsonl (or an --input file with that suffix)"
+            )
+        if not self.stdin and not Path(source).exists():
+            raise FileNotFoundError(f"input file {source} does not exist")
+        self.text_field, self.pair_field = text_field or "text", pair_field
+        self.blank = 0
 
-def _read(stream, name: str, suffix: str, text_field: str, pair_field: str | None):
-    if suffix == ".jsonl":
-        records = jsonl_records(stream, name, [f for f in (text_field, pair_field) if f])
-        return [(str(r[text_field]), None if pair_field is None else str(r[pair_field])) for _, r in records], 0
-    if suffix in (".csv", ".tsv"):  # read as fine-tuning reads them (GLUE's TSVs are unquoted)
-        return [(e.text, e.pair) for e in table_rows(stream, name, suffix == ".tsv", text_field, pair_field, None)], 0
-    texts, blank = [], 0
-    for line in stream:
-        line = line.rstrip("\r\n")
-        if line.strip():
-            texts.append((line, None))
+    def __iter__(self) -> Iterator[tuple[str, str | None]]:
+        if self.stdin:
+            with utf8("stdin"):
+                yield from self._read(sys.stdin)
+            return
+        with open(self.name, encoding="utf-8-sig", newline="") as f, utf8(self.name):
+            yield from self._read(f)
+
+    def _read(self, stream) -> Iterator[tuple[str, str | None]]:
+        text, pair = self.text_field, self.pair_field
+        if self.suffix == ".jsonl":
+            for _, r in jsonl_records(stream, self.name, [f for f in (text, pair) if f]):
+                yield str(r[text]), None if pair is None else str(r[pair])
+        elif self.suffix in (".csv", ".tsv"):  # read as fine-tuning reads them (GLUE's TSVs are unquoted)
+            for e in table_rows(stream, self.name, self.suffix == ".tsv", text, pair, None):
+                yield e.text, e.pair
         else:
-            blank += 1
-    return texts, blank
+            for line in stream:
+                line = line.rstrip("\r\n")
+                if line.strip():
+                    yield line, None
+                else:
+                    self.blank += 1
 
 
 class Predictor:
@@ -84,41 +93,54 @@ class Predictor:
             )
         self.tok.enable_truncation(self.limit, strategy="longest_first")
 
-    @torch.no_grad()
     def __call__(
         self, texts: list[tuple[str, str | None]], batch_size: int = 64, truncate: bool = True, chunk_size: int = 8192
     ) -> tuple[list[dict], int]:
-        """One {"label", "score"} per text (regression: {"score"}), in input order; and the truncation count.
+        """One {"label", "score"} per text (regression: {"score"}), in input order; and the truncation count."""
+        out, truncated = [], 0
+        for _, record, cut in self.stream(texts, batch_size, truncate, chunk_size, total=len(texts)):
+            out.append(record)
+            truncated += cut
+        return out, truncated
 
-        Texts are encoded `chunk_size` at a time (memory stays flat however many there are) and
-        sorted by length within a chunk, so that a batch pads little.
+    @torch.no_grad()
+    def stream(
+        self,
+        texts: Iterable[tuple[str, str | None]],
+        batch_size: int = 64,
+        truncate: bool = True,
+        chunk_size: int = 8192,
+        total: int | None = None,
+    ) -> Iterator[tuple[tuple[str, str | None], dict, bool]]:
+        """(text, record, truncated) for each text, in input order, `chunk_size` texts at a time.
+
+        Memory stays flat however many texts there are; within a chunk they are sorted by
+        length, so that a batch pads little. `total` only sizes the progress bar.
         """
         if batch_size < 1 or chunk_size < 1:
             raise ValueError(f"batch size and chunk size must be at least 1, got {batch_size} and {chunk_size}")
         pad_id = self.tok.token_to_id("[PAD]")
-        out: list[dict] = [{}] * len(texts)
-        truncated = 0
-        bar = tqdm(total=len(texts), desc="predict", unit="text", disable=None, dynamic_ncols=True)
-        for start in range(0, len(texts), chunk_size):
-            part = texts[start : start + chunk_size]
-            encodings = self.tok.encode_batch([t if p is None else (t, p) for t, p in part])
-            over = [i for i, enc in enumerate(encodings) if enc.overflowing]
-            if over and not truncate:
-                bar.close()
-                raise TaskError(
-                    f"input {start + over[0] + 1} is longer than {self.limit} tokens; raise --max-length or "
-                    "drop --no-truncate"
-                )
-            truncated += len(over)
-            data = Encoded([e.ids for e in encodings], [e.type_ids for e in encodings], [0] * len(encodings))
-            del encodings
-            for group, ids, types, mask, _ in batches(data, batch_size, None, pad_id):
-                logits = self.model(ids.to(self.device), types.to(self.device), mask.to(self.device)).float().cpu()
-                for r, i in enumerate(group):
-                    out[start + i] = self._record(logits[r])
-                bar.update(len(group))
-        bar.close()
-        return out, truncated
+        texts = iter(texts)
+        done = 0
+        with tqdm(total=total, desc="predict", unit="text", disable=None, dynamic_ncols=True) as bar:
+            while part := list(itertools.islice(texts, chunk_size)):
+                encodings = self.tok.encode_batch([t if p is None else (t, p) for t, p in part])
+                cut = [bool(enc.overflowing) for enc in encodings]
+                if not truncate and any(cut):
+                    raise TaskError(
+                        f"input {done + cut.index(True) + 1} is longer than {self.limit} tokens; raise --max-length "
+                        "or drop --no-truncate"
+                    )
+                data = Encoded([e.ids for e in encodings], [e.type_ids for e in encodings], [0] * len(encodings))
+                del encodings
+                records: list[dict] = [{}] * len(part)
+                for group, ids, types, mask, _ in batches(data, batch_size, None, pad_id):
+                    logits = self.model(ids.to(self.device), types.to(self.device), mask.to(self.device)).float().cpu()
+                    for r, i in enumerate(group):
+                        records[i] = self._record(logits[r])
+                    bar.update(len(group))
+                yield from zip(part, records, cut, strict=True)
+                done += len(part)
 
     def _record(self, logits: torch.Tensor) -> dict:
         if self.model.num_labels == 1:
@@ -141,13 +163,6 @@ def predict(
     return Predictor(model_dir, max_length, device)(texts, batch_size, truncate, chunk_size)
 
 
-def write_jsonl(records: Iterable[dict], texts, target: str | os.PathLike | None) -> None:
-    lines = "".join(
-        json.dumps({"text": t if p is None else [t, p], **r}) + "\n" for (t, p), r in zip(texts, records, strict=True)
-    )
-    if target is None or str(target) == "-":
-        sys.stdout.write(lines)
-    else:
-        from electra.atomic import publish_file
-
-        publish_file(target, lines)
+def jsonl_line(text: tuple[str, str | None], record: dict) -> str:
+    t, p = text
+    return json.dumps({"text": t if p is None else [t, p], **record}) + "\n"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import queue
@@ -325,9 +326,11 @@ def _tokenizer(tokenizer, cfg: PrepareConfig, read, total_bytes: int, quiet: boo
     if tokenizer is not None:
         return load_tokenizer(tokenizer)
 
+    passes = itertools.count(1)
+
     def texts() -> Iterator[list[str]]:  # the trainer reads twice: alphabet, then merges
         stats = corpus.ReadStats()
-        with _progress(total_bytes, quiet, "tokenizer") as bar:
+        with _progress(total_bytes, quiet, f"tokenizer, pass {next(passes)} of 2") as bar:
             for batch in _batches(read(stats)):
                 yield [s for s in batch if s is not None]
                 bar.update(stats.bytes - bar.n)

@@ -11,7 +11,7 @@ import csv
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -315,28 +315,26 @@ def read_table(
     if path.suffix == ".jsonl":
         return _read_jsonl(path, text, pair, label)
     with open(path, encoding="utf-8-sig", newline="") as f, utf8(str(path)):
-        return table_rows(f, str(path), path.suffix == ".tsv", text, pair, label, header)
+        return list(table_rows(f, str(path), path.suffix == ".tsv", text, pair, label, header))
 
 
 def table_rows(
     stream, name: str, tsv: bool, text: str | int, pair: str | int | None, label: str | int | None, header: bool = True
-) -> list[Example]:
-    """Rows of a CSV or TSV stream as examples; blank rows skipped, short ones named."""
+) -> Iterator[Example]:
+    """Rows of a CSV or TSV stream as examples, as they are read; blank rows skipped, short ones named."""
     rows = csv.reader(stream, delimiter="\t" if tsv else ",", quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
     head = next(rows, None) if header else None
     if header and head is None:
         raise TaskError(f"{name} is empty")
     t, p = _column(head, text, name), None if pair is None else _column(head, pair, name)
     y = None if label is None else _column(head, label, name)
-    out = []
+    need = max(c for c in (t, p, y) if c is not None)
     for n, row in enumerate(rows, 2 if header else 1):
         if not row or not any(cell.strip() for cell in row):
             continue
-        need = max(c for c in (t, p, y) if c is not None)
         if len(row) <= need:
             raise TaskError(f"{name}:{n} has {len(row)} columns, expected at least {need + 1}")
-        out.append(Example(row[t], None if p is None else row[p], None if y is None else row[y].strip()))
-    return out
+        yield Example(row[t], None if p is None else row[p], None if y is None else row[y].strip())
 
 
 def jsonl_records(stream, name: str, required: Sequence[str]):

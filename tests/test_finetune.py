@@ -1,5 +1,6 @@
 """Fine-tuning, evaluation and prediction: metrics, task readers, training, export, predict."""
 
+import itertools
 import json
 import math
 import subprocess
@@ -252,22 +253,38 @@ def test_pipeline_and_electra_predict_agree(sentiment_tokenizer_dir, tmp_path):
     with pytest.raises(TaskError, match="input 7 is longer than 8 tokens"):
         predict(tmp_path / "clf", [("great", None)] * 5 + many, max_length=8, truncate=False, chunk_size=4)
 
+    # streaming: a chunk's answers come out before the next chunk is read, so memory stays flat
+    from electra.predict import Predictor
+
+    def texts_then_failure():
+        yield from many[:4]
+        raise RuntimeError("read past the first chunk")
+
+    stream = Predictor(tmp_path / "clf").stream(texts_then_failure(), batch_size=2, chunk_size=4)
+    assert [r["label"] for _, r, _ in itertools.islice(stream, 4)] == [r["label"] for r in whole[:4]]
+    # a bad record far into the input: nothing is written, neither the output nor a temporary file
+    (tmp_path / "in.jsonl").write_text('{"text": "fine"}\n' * 3 + '{"other": 1}\n')
+    out = tmp_path / "written" / "out.jsonl"
+    failed = subprocess.run([*predict_cli, "--input", str(tmp_path / "in.jsonl"), "--output", str(out)], **TEXT)
+    assert failed.returncode == 2 and "in.jsonl:4 has no field 'text'" in failed.stderr
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
+
 
 def test_predict_reads_tables_as_finetune_does(tmp_path):
     """GLUE's TSVs are unquoted: a leading quote is text, and must not swallow the rows after it."""
-    from electra.predict import read_inputs
+    from electra.predict import Inputs
     from electra.tasks import read_table
 
     rows = ["id\ttext\tpair", '1\t"Quoted start\tsecond', '2\tplain "mid" quote\tx', "", '3\tlast\t"open']
     (tmp_path / "in.tsv").write_text("\n".join(rows) + "\n")
-    texts, _ = read_inputs(tmp_path / "in.tsv", "text", "pair")
+    texts = list(Inputs(tmp_path / "in.tsv", "text", "pair"))
     assert texts == [('"Quoted start', "second"), ('plain "mid" quote', "x"), ("last", '"open')]
     assert texts == [(e.text, e.pair) for e in read_table(tmp_path / "in.tsv", "text", "pair", None)]
     (tmp_path / "in.csv").write_text('text,pair\n"a, quoted",b\n')
-    assert read_inputs(tmp_path / "in.csv", "text", "pair")[0] == [("a, quoted", "b")]
+    assert list(Inputs(tmp_path / "in.csv", "text", "pair")) == [("a, quoted", "b")]
     (tmp_path / "short.tsv").write_text("text\tpair\nonly\n")
     with pytest.raises(TaskError, match="short.tsv:2 has 1 columns, expected at least 2"):
-        read_inputs(tmp_path / "short.tsv", "text", "pair")
+        list(Inputs(tmp_path / "short.tsv", "text", "pair"))
 
 
 def test_token_classification_end_to_end(tokenizer_dir, pretrained, tmp_path):
@@ -336,6 +353,21 @@ def test_bad_task_input_is_refused_with_a_message(sentiment_tokenizer_dir, tmp_p
         run(
             FinetuneConfig(
                 model=str(root / "model"), task="csv", data=str(data), out=str(tmp_path / "o"), truncate=False
+            ),
+            quiet=True,
+        )
+    # in a sampled subset the message still names the example's place in the file (the 7th row)
+    rows = [f"film {i},{'pos' if i % 2 else 'neg'}" if i != 7 else "good " * 300 + ",pos" for i in range(1, 11)]
+    (data / "train.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
+    with pytest.raises(TaskError, match="train example 7 is longer"):
+        run(
+            FinetuneConfig(
+                model=str(root / "model"),
+                task="csv",
+                data=str(data),
+                out=str(tmp_path / "o"),
+                truncate=False,
+                max_train_examples=9,  # seed 0 draws the 7th row first
             ),
             quiet=True,
         )
