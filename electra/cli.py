@@ -189,7 +189,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
-    from electra.finetune import FinetuneConfig, run
+    from electra.finetune import FinetuneConfig, run, run_glue
 
     cfg = FinetuneConfig(
         model=args.model,
@@ -210,6 +210,16 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         max_train_examples=args.max_train_examples,
         device=args.device,
     )
+    if args.task == "glue":
+        summary = run_glue(cfg, quiet=args.quiet, overwrite=args.force)
+        print("| task | metric | median | min | max | seeds |\n|---|---|---|---|---|---|")
+        for name, t in summary["tasks"].items():
+            low, high = t["spread"]["min"], t["spread"]["max"]
+            print(f"| {name} | {t['metric']} | {t['median']:.4f} | {low:.4f} | {high:.4f} | {t['seeds']} |")
+        n = len(summary["tasks"])
+        scope = "all 8 tasks" if summary["complete"] else f"{n} of the 8 tasks (not comparable to full GLUE scores)"
+        print(f"GLUE score {summary['score']:.1f}: the mean of the main metrics over {scope}; wrote {args.out}")
+        return
     results = run(cfg, quiet=args.quiet, overwrite=args.force)
     for dev, metrics in results["median"].items():
         spread = results["spread"][dev]
@@ -433,21 +443,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="fine-tune an encoder on a classification, regression or tagging task",
         description="Fine-tune a pre-trained ELECTRA (a run, a checkpoint, or any ELECTRA folder) "
         "on a GLUE task, a CSV/TSV/JSONL dataset or CoNLL tagging; report the median "
-        "over seeds and write an HF folder plus results.json.",
+        "over seeds and write an HF folder plus results.json. --task glue runs every GLUE task "
+        "in --data, each into OUT/<task>, and reports the GLUE score.",
     )
     p.add_argument("--model", required=True, help="run folder, checkpoint, or HF ELECTRA folder / hub name")
     p.add_argument(
         "--task",
         required=True,
-        choices=["sst2", "cola", "mrpc", "stsb", "rte", "qnli", "qqp", "mnli", "wnli", "csv", "ner"],
+        choices=["sst2", "cola", "mrpc", "stsb", "rte", "qnli", "qqp", "mnli", "wnli", "glue", "csv", "ner"],
+        help="a GLUE task, glue (all of them: the GLUE score), csv (your own table) or ner (CoNLL tagging)",
     )
     p.add_argument(
         "--data",
         required=True,
         help="GLUE: the task's TSV folder, a folder of all GLUE tasks, a saved datasets folder, or 'glue' "
-        "(the hub dataset); csv/ner: a folder with train.* and dev.* files",
+        "(the hub dataset); --task glue: a folder of GLUE task folders (SST-2, CoLA, ...) or 'glue'; "
+        "csv/ner: a folder with train.* and dev.* files",
     )
-    p.add_argument("--out", required=True, help="output folder (HF model + results.json)")
+    p.add_argument(
+        "--out", required=True, help="output folder (HF model + results.json; --task glue: a folder per task)"
+    )
     p.add_argument("--seeds", type=int, default=1, help="runs with seeds 0..N-1; the median is reported")
     p.add_argument("--epochs", type=int, help="default: 3 (10 for RTE and STS-B)")
     p.add_argument("--lr", type=float, help="default: 3e-4 small, 1e-4 base, 5e-5 large, 2e-3 tiny")

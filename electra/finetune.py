@@ -15,7 +15,7 @@ import os
 import random
 import statistics
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from electra import hf
-from electra.atomic import check_output
+from electra.atomic import OutputExistsError, check_output, publish_file, refuse_overlap
 from electra.checkpoint import is_checkpoint, list_checkpoints, load_checkpoint
 from electra.config import check_options
 from electra.model import Encoder, SequenceClassifier, TokenClassifier
@@ -31,6 +31,7 @@ from electra.optim import adamw, lr_factor, set_lr
 from electra.parallel import pick_device
 from electra.tasks import (
     GLUE,
+    GLUE_FOLDERS,
     METRICS,
     Example,
     Task,
@@ -406,7 +407,10 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
         devs[name], n = encode(tok, task, examples, labels, cfg.max_length, cfg.truncate, name)
         dev_trunc += n
     if n_trunc or dev_trunc:
-        print(f"truncated {n_trunc} training and {dev_trunc} dev examples to {cfg.max_length} tokens", file=sys.stderr)
+        print(
+            f"{task.name}: truncated {n_trunc} training and {dev_trunc} dev examples to {cfg.max_length} tokens",
+            file=sys.stderr,
+        )
     device = pick_device(cfg.device)
 
     runs = []
@@ -442,4 +446,89 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
         overwrite=overwrite,
         extra_files={"results.json": json.dumps(results, indent=2) + "\n"},
     )
+    return results
+
+
+# --------------------------------------------------------------------------------------
+# The GLUE benchmark: every task, one score
+# --------------------------------------------------------------------------------------
+
+# The tasks the paper's GLUE score averages (WNLI is left out, as in BERT and ELECTRA), with
+# Matthews correlation for CoLA, Spearman for STS-B and accuracy for the rest: each task's
+# main metric, on its (first) dev set.
+GLUE_SCORE_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte")
+_PER_TASK = ("task", "out", "device")  # settings that may differ between the tasks of one benchmark run
+
+
+def glue_tasks(data: str) -> list[str]:
+    """The GLUE tasks `data` holds: all of them for the hub (`glue`), else the task folders present."""
+    if data == "glue":
+        return list(GLUE_SCORE_TASKS)
+    root = Path(data)
+    if not root.is_dir():
+        raise TaskError(f"{data} is not a folder; for --task glue pass a folder holding GLUE's task folders")
+    found = [t for t in GLUE_SCORE_TASKS if (root / GLUE_FOLDERS[t] / GLUE[t].train).exists()]
+    if not found:
+        names = ", ".join(GLUE_FOLDERS[t] for t in GLUE_SCORE_TASKS)
+        raise TaskError(f"{data} holds none of GLUE's task folders ({names}), each with its {GLUE['sst2'].train}")
+    return found
+
+
+def run_glue(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> dict:
+    """Fine-tune on every GLUE task in `cfg.data`, each into OUT/<task>, and write OUT/glue.json.
+
+    The score is the mean of the tasks' main metrics (x100), over the tasks found; `complete`
+    says whether all eight were. A task already in OUT with the same settings is kept, so a
+    stopped run resumes where it was; `overwrite` re-runs every task.
+    """
+    out = Path(cfg.out)
+    tasks = glue_tasks(cfg.data)
+    refuse_overlap(out, [cfg.model, cfg.data])
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out} exists and is not a folder; choose another output path")
+    ours = {*tasks, "glue.json"}  # and hidden temporary folders a killed run may leave
+    others = sorted(p.name for p in out.iterdir() if p.name not in ours and p.name[0] != ".") if out.exists() else []
+    if others:  # never replaced, even with --force: this command writes task folders one by one into OUT
+        raise OutputExistsError(f"{out} holds files of something else ({', '.join(others[:3])}); choose a new folder")
+    wanted = {k: v for k, v in asdict(cfg).items() if k not in _PER_TASK}
+    summary: dict = {"model": cfg.model, "data": cfg.data, "tasks": {}}
+    done = {} if overwrite else {t: r for t in tasks if (r := _finished(out / t, wanted))}  # checked before any work
+    for i, name in enumerate(tasks, 1):
+        results = done.get(name)
+        if results is None:
+            if not quiet:
+                print(f"glue: {name} ({i} of {len(tasks)})", file=sys.stderr)
+            results = run(replace(cfg, task=name, out=str(out / name)), quiet=quiet, overwrite=True)
+        dev, metric = results["main_metric"].split("/")
+        summary["tasks"][name] = {
+            "metric": metric,
+            "median": results["median"][dev][metric],
+            "spread": results["spread"][dev][metric],
+            "seeds": len(results["seeds"]),
+        }
+        scores = [t["median"] for t in summary["tasks"].values()]
+        summary["score"] = 100 * statistics.mean(scores)
+        summary["complete"] = set(summary["tasks"]) == set(GLUE_SCORE_TASKS)
+        publish_file(out / "glue.json", json.dumps(summary, indent=2) + "\n")  # after every task: progress survives
+    return summary
+
+
+def _finished(task_out: Path, wanted: dict) -> dict | None:
+    """The results of a task fine-tuned earlier into `task_out` with the settings `wanted`, if any."""
+    path = task_out / "results.json"
+    if not path.exists():
+        if task_out.exists():
+            raise OutputExistsError(f"{task_out} holds no results.json; remove it, or pass --force to redo every task")
+        return None
+    try:
+        results = json.loads(path.read_text())
+        had = {k: v for k, v in results["config"].items() if k not in _PER_TASK}
+    except (ValueError, KeyError, AttributeError) as e:
+        raise OutputExistsError(f"{path} is damaged ({e}); remove {task_out}, or pass --force") from e
+    if had != wanted:
+        diff = ", ".join(f"{k} {had.get(k)!r} -> {v!r}" for k, v in wanted.items() if had.get(k) != v)
+        raise OutputExistsError(
+            f"{task_out} was fine-tuned with other settings ({diff}); pass --force to redo every task, "
+            "or choose another --out"
+        )
     return results

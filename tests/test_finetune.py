@@ -1,8 +1,10 @@
 """Fine-tuning, evaluation and prediction: metrics, task readers, training, export, predict."""
 
+import dataclasses
 import itertools
 import json
 import math
+import shutil
 import subprocess
 import sys
 
@@ -268,6 +270,60 @@ def test_pipeline_and_electra_predict_agree(sentiment_tokenizer_dir, tmp_path):
     failed = subprocess.run([*predict_cli, "--input", str(tmp_path / "in.jsonl"), "--output", str(out)], **TEXT)
     assert failed.returncode == 2 and "in.jsonl:4 has no field 'text'" in failed.stderr
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
+
+
+def test_glue_runs_every_task_found_scores_them_and_resumes(sentiment_tokenizer_dir, tmp_path):
+    from electra.atomic import OutputExistsError
+    from electra.finetune import run_glue
+
+    root = sentiment_tokenizer_dir
+    rows = [line.split(",") for line in (root / "data" / "train.csv").read_text().splitlines()[1:80]]
+    glue = tmp_path / "glue"
+    for folder, header, row in (
+        ("SST-2", "sentence\tlabel", lambda i, t, y: f"{t}\t{int(y == 'pos')}"),
+        (
+            "RTE",
+            "index\tsentence1\tsentence2\tlabel",
+            lambda i, t, y: f"{i}\t{t}\tit was\t{y == 'pos' and 'entailment' or 'not_entailment'}",
+        ),
+    ):
+        (glue / folder).mkdir(parents=True)
+        for split, part in (("train", rows[:60]), ("dev", rows[60:])):
+            lines = [header, *(row(i, t, y) for i, (t, y) in enumerate(part))]
+            (glue / folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    (glue / "QNLI").mkdir()  # a folder without its train.tsv is not a task
+    cfg = FinetuneConfig(model=str(root / "model"), task="glue", data=str(glue), out=str(tmp_path / "out"), epochs=1)
+    summary = run_glue(cfg, quiet=True)
+    assert list(summary["tasks"]) == ["sst2", "rte"] and not summary["complete"]
+    mains = {}
+    for name in ("sst2", "rte"):
+        results = json.loads((tmp_path / "out" / name / "results.json").read_text())
+        assert results["task"] == name and results["config"]["epochs"] == 1
+        mains[name] = results["median"]["dev"]["accuracy"]
+        assert summary["tasks"][name]["median"] == mains[name]
+    assert summary["score"] == pytest.approx(50 * (mains["sst2"] + mains["rte"]))
+    assert json.loads((tmp_path / "out" / "glue.json").read_text()) == summary
+
+    # run again: the finished tasks are kept (not trained again), and the same summary comes out
+    written = (tmp_path / "out" / "rte" / "results.json").stat().st_mtime_ns
+    assert run_glue(cfg, quiet=True) == summary
+    assert (tmp_path / "out" / "rte" / "results.json").stat().st_mtime_ns == written
+    shutil.rmtree(tmp_path / "out" / "sst2")  # as if stopped during sst2: the settings are checked before it runs
+    with pytest.raises(OutputExistsError, match="rte was fine-tuned with other settings \\(epochs 1 -> 2\\)"):
+        run_glue(dataclasses.replace(cfg, epochs=2), quiet=True)
+    assert not (tmp_path / "out" / "sst2").exists()
+    assert run_glue(dataclasses.replace(cfg, epochs=2), quiet=True, overwrite=True)["tasks"].keys() == {"sst2", "rte"}
+    assert json.loads((tmp_path / "out" / "rte" / "results.json").read_text())["config"]["epochs"] == 2
+    again = [*("--model", cfg.model, "--task", "glue", "--data", cfg.data, "--out", cfg.out, "--epochs", "2")]
+    printed = subprocess.run([sys.executable, "-m", "electra", "finetune", *again], **TEXT)  # kept, so quick
+    score = json.loads((tmp_path / "out" / "glue.json").read_text())["score"]
+    assert printed.returncode == 0 and "| rte | accuracy |" in printed.stdout
+    assert f"GLUE score {score:.1f}: the mean of the main metrics over 2 of the 8 tasks" in printed.stdout
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="holds files of something else \\(notes.txt\\)"):
+        run_glue(cfg, quiet=True, overwrite=True)  # never deleted, even with --force
+    with pytest.raises(TaskError, match="holds none of GLUE's task folders"):
+        run_glue(dataclasses.replace(cfg, data=str(glue / "SST-2"), out=str(tmp_path / "o2")), quiet=True)
 
 
 def test_predict_reads_tables_as_finetune_does(tmp_path):
