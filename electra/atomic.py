@@ -39,10 +39,17 @@ def _fsync_dir(path: Path) -> None:
 
 
 def refuse_overlap(target: str | os.PathLike, inputs) -> None:
-    """Refuse an output folder that is, or holds, one of `inputs` (None entries are skipped)."""
-    where = Path(target).resolve()
+    """Refuse an output folder that is, or holds, one of `inputs` (None entries are skipped).
+
+    Paths are compared both as written and with links followed: a corpus of symlinks inside
+    the output folder resolves elsewhere, yet replacing the folder would delete it.
+    """
+
+    def forms(path) -> set[Path]:
+        return {Path(path).resolve(), Path(os.path.abspath(path))}
+
     for item in inputs:
-        if item is not None and (where == Path(item).resolve() or where in Path(item).resolve().parents):
+        if item is not None and any(w == i or w in i.parents for w in forms(target) for i in forms(item)):
             raise OutputExistsError(
                 f"the output {target} is or holds the input {item}; writing it would replace that input, "
                 "so choose another output folder"

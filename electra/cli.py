@@ -528,7 +528,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--corpus", nargs="+", action="extend", metavar="PATH", help="corpus files, folders, globs (default: wikitext)"
     )
     p.add_argument("--task-data", help="a GLUE SST-2 folder (default: glue/sst2 from the hub)")
-    p.add_argument("--minutes", type=float, default=5.0, help="pre-training budget (default 5)")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=5.0,
+        help="pre-training budget (default 5); a timing probe of up to 60 steps runs first to size the schedule",
+    )
     p.add_argument("--out", default="runs/quickstart", help="output folder (default runs/quickstart)")
     p.add_argument("--preset", choices=["tiny", "small", "base", "large"], help="default: small on CUDA, tiny on CPU")
     p.add_argument("--vocab-size", type=int, default=16000, help="WordPiece vocabulary (default 16000)")

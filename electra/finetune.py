@@ -318,6 +318,18 @@ def evaluate(model, task: Task, data: Encoded, labels: list[str], device, batch_
     return {m: METRICS[m](preds, data.labels) for m in task.metrics}
 
 
+def settings(cfg: FinetuneConfig, task: Task, encoder: Encoder) -> dict:
+    """The learning rate, layer decay and epochs a run uses: the config's, or the defaults for the
+    task and the encoder's size (the paper's rates by width; below 128 wide, 2e-3: docs/finetuning.md)."""
+    width, layers = encoder.cfg.hidden_size, encoder.cfg.num_layers
+    lr = 2e-3 if width < 128 else 3e-4 if width <= 256 else 1e-4 if width <= 768 else 5e-5
+    return {
+        "lr": lr if cfg.lr is None else cfg.lr,
+        "layer_decay": (0.9 if layers >= 24 else 0.8) if cfg.layer_decay is None else cfg.layer_decay,
+        "epochs": task.epochs if cfg.epochs is None else cfg.epochs,
+    }
+
+
 def train_one(
     cfg: FinetuneConfig,
     task: Task,
@@ -335,14 +347,10 @@ def train_one(
     num_labels = 1 if task.kind == "regression" else len(labels)
     head = TokenClassifier if task.kind == "tagging" else SequenceClassifier
     model = head(encoder.cfg, num_labels, encoder=copy.deepcopy(encoder)).to(device).train()
-    L = encoder.cfg.num_layers
-    decay = cfg.layer_decay if cfg.layer_decay is not None else (0.9 if L >= 24 else 0.8)
-    width = encoder.cfg.hidden_size  # the paper's rates by size; below 128 wide, 2e-3 (docs/finetuning.md)
-    lr = cfg.lr
-    if lr is None:
-        lr = 2e-3 if width < 128 else 3e-4 if width <= 256 else 1e-4 if width <= 768 else 5e-5
-    optimizer = adamw(model, lr, cfg.weight_decay, lr_scale=layer_scales(encoder, decay), fused=device.type == "cuda")
-    epochs = task.epochs if cfg.epochs is None else cfg.epochs
+    used = settings(cfg, task, encoder)
+    lr, epochs = used["lr"], used["epochs"]
+    scales = layer_scales(encoder, used["layer_decay"])
+    optimizer = adamw(model, lr, cfg.weight_decay, lr_scale=scales, fused=device.type == "cuda")
     per_epoch = -(-len(train.ids) // cfg.batch_size)
     total = epochs * per_epoch
     warmup = int(cfg.warmup_fraction * total)
@@ -432,7 +440,8 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
         "seeds": [{k: v for k, v in r.items() if k != "state"} for r in runs],
         "truncated": {"train": n_trunc, "dev": dev_trunc},
         "examples": {"train": len(train.ids), **{k: len(v.ids) for k, v in devs.items()}},
-        "config": asdict(cfg),
+        "config": asdict(cfg),  # as given; `settings` holds the defaults it resolved to
+        "settings": settings(cfg, task, encoder),
     }
     num_labels = 1 if task.kind == "regression" else len(labels)
     model = (TokenClassifier if task.kind == "tagging" else SequenceClassifier)(encoder.cfg, num_labels)

@@ -296,12 +296,14 @@ def glue_folder(data: str | os.PathLike, task: Task) -> Path:
     )
 
 
-def _column(header: list[str] | None, key: str | int, path: str | Path) -> int:
+def _column(header: list[str] | None, key: str | int, path: str | Path, role: str) -> int:
+    """The index of column `key`; `role` (text, pair or label) names the option that sets it."""
     if isinstance(key, int):
         return key
     if header is None or key not in header:
         raise TaskError(
-            f"{path} has no column {key!r} (columns: {', '.join(header or [])}); pass --text-field/--label-field"
+            f"{path} has no column {key!r} (columns: {', '.join(header or [])}); name the {role} column "
+            f"with --{role}-field"
         )
     return header.index(key)
 
@@ -326,8 +328,8 @@ def table_rows(
     head = next(rows, None) if header else None
     if header and head is None:
         raise TaskError(f"{name} is empty")
-    t, p = _column(head, text, name), None if pair is None else _column(head, pair, name)
-    y = None if label is None else _column(head, label, name)
+    t, p = _column(head, text, name, "text"), None if pair is None else _column(head, pair, name, "pair")
+    y = None if label is None else _column(head, label, name, "label")
     need = max(c for c in (t, p, y) if c is not None)
     for n, row in enumerate(rows, 2 if header else 1):
         if not row or not any(cell.strip() for cell in row):
@@ -337,8 +339,12 @@ def table_rows(
         yield Example(row[t], None if p is None else row[p], None if y is None else row[y].strip())
 
 
-def jsonl_records(stream, name: str, required: Sequence[str]):
-    """(line number, record) of a JSON-lines stream; blank lines skipped, bad ones named."""
+def jsonl_records(stream, name: str, required: dict[str, str | None]):
+    """(line number, record) of a JSON-lines stream; blank lines skipped, bad ones named.
+
+    `required` maps roles (text, pair, label: the --ROLE-field option) to the fields each
+    record must have; None entries are not required.
+    """
     for n, line in enumerate(stream, 1):
         if not line.strip():
             continue
@@ -346,10 +352,11 @@ def jsonl_records(stream, name: str, required: Sequence[str]):
             r = json.loads(line)
         except json.JSONDecodeError as e:
             raise TaskError(f"{name}:{n} is not valid JSON ({e.msg})") from e
-        missing = [k for k in required if k not in r]
+        missing = [(role, k) for role, k in required.items() if k is not None and k not in r]
         if missing:
+            role, k = missing[0]
             raise TaskError(
-                f"{name}:{n} has no field {missing[0]!r} (fields: {', '.join(r)}); pass --text-field/--label-field"
+                f"{name}:{n} has no field {k!r} (fields: {', '.join(r)}); name the {role} field with --{role}-field"
             )
         yield n, r
 
@@ -357,7 +364,7 @@ def jsonl_records(stream, name: str, required: Sequence[str]):
 def _read_jsonl(path: Path, text, pair, label) -> list[Example]:
     out = []
     with open(path, encoding="utf-8") as f, utf8(str(path)):
-        for n, r in jsonl_records(f, str(path), [k for k in (text, pair, label) if k is not None]):
+        for n, r in jsonl_records(f, str(path), {"text": text, "pair": pair, "label": label}):
             for field in (text, pair):
                 if field is not None and not isinstance(r[field], str):
                     raise TaskError(f"{path}:{n}: {field!r} is {r[field]!r}, not a text string")

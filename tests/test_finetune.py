@@ -189,6 +189,7 @@ def test_finetune_learns_an_easy_task_and_exports_a_transformers_classifier(sent
         assert len(seed["per_epoch"]) == 6 and seed["per_epoch"][-1] == seed["metrics"]
     saved = json.loads((tmp_path / "clf" / "results.json").read_text())
     assert saved["labels"] == ["neg", "pos"] and saved["exported_seed"] in (0, 1)
+    assert saved["settings"] == {"lr": 5e-3, "layer_decay": 0.8, "epochs": 6}  # the default decay, resolved
     model = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "clf")
     assert model.config.id2label == {0: "neg", 1: "pos"}
 
@@ -269,6 +270,7 @@ def test_pipeline_and_electra_predict_agree(sentiment_tokenizer_dir, tmp_path):
     out = tmp_path / "written" / "out.jsonl"
     failed = subprocess.run([*predict_cli, "--input", str(tmp_path / "in.jsonl"), "--output", str(out)], **TEXT)
     assert failed.returncode == 2 and "in.jsonl:4 has no field 'text'" in failed.stderr
+    assert "name the text field with --text-field" in failed.stderr  # predict has no --label-field
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
 
 
@@ -380,7 +382,10 @@ def test_bad_task_input_is_refused_with_a_message(sentiment_tokenizer_dir, tmp_p
     with pytest.raises(TaskError, match="label 'meh', unseen in training"):
         run(cfg, quiet=True)
     (data / "dev.csv").write_text("sentence,label\nan odd film,pos\n")
-    with pytest.raises(TaskError, match="has no column 'text'"):
+    with pytest.raises(TaskError, match="has no column 'text' .*; name the text column with --text-field"):
+        run(cfg, quiet=True)
+    (data / "dev.csv").write_text("text,stars\nan odd film,pos\n")
+    with pytest.raises(TaskError, match="has no column 'label' .*; name the label column with --label-field"):
         run(cfg, quiet=True)
     result = subprocess.run(
         [

@@ -375,6 +375,14 @@ def test_outputs_that_would_replace_their_inputs_or_zeros_for_defaults_are_refus
     for out in (books, tmp_path):  # the corpus folder itself, or a folder holding it
         r = _cli("--corpus", str(books), "--out", str(out), "--force", "--vocab-size", "100")
         assert r.returncode == 2 and "would replace that input" in r.stderr, r.stderr
+    links = tmp_path / "links"  # a corpus of symlinks: resolved, its files are elsewhere, yet it is the input
+    links.mkdir()
+    (links / "a.txt").symlink_to(books / "a.txt")
+    r = _cli("--corpus", str(links), "--out", str(links), "--force", "--vocab-size", "100")
+    assert r.returncode == 2 and "would replace that input" in r.stderr, r.stderr
+    assert (links / "a.txt").is_symlink()
+    (links / "a.txt").unlink()
+    links.rmdir()
     (tmp_path / "empty").mkdir()
     r = _cli("--corpus", str(books), "--out", ".", "--vocab-size", "100", cwd=tmp_path / "empty")
     assert r.returncode == 2 and "is the current folder" in r.stderr
