@@ -499,7 +499,7 @@ def run_glue(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) 
     others = sorted(p.name for p in out.iterdir() if p.name not in ours and p.name[0] != ".") if out.exists() else []
     if others:  # never replaced, even with --force: this command writes task folders one by one into OUT
         raise OutputExistsError(f"{out} holds files of something else ({', '.join(others[:3])}); choose a new folder")
-    wanted = {k: v for k, v in asdict(cfg).items() if k not in _PER_TASK}
+    wanted = _comparable(asdict(cfg))
     summary: dict = {"model": cfg.model, "data": cfg.data, "tasks": {}}
     done = {} if overwrite else {t: r for t in tasks if (r := _finished(out / t, wanted))}  # checked before any work
     for i, name in enumerate(tasks, 1):
@@ -522,6 +522,16 @@ def run_glue(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) 
     return summary
 
 
+def _comparable(config: dict) -> dict:
+    """A task's settings, less those that may differ between tasks; local paths resolved, so
+    that `runs/x` and `./runs/x` are the same model."""
+    out = {k: v for k, v in config.items() if k not in _PER_TASK}
+    for key in ("model", "data"):
+        if isinstance(out.get(key), str) and Path(out[key]).exists():
+            out[key] = str(Path(out[key]).resolve())
+    return out
+
+
 def _finished(task_out: Path, wanted: dict) -> dict | None:
     """The results of a task fine-tuned earlier into `task_out` with the settings `wanted`, if any."""
     path = task_out / "results.json"
@@ -531,7 +541,7 @@ def _finished(task_out: Path, wanted: dict) -> dict | None:
         return None
     try:
         results = json.loads(path.read_text())
-        had = {k: v for k, v in results["config"].items() if k not in _PER_TASK}
+        had = _comparable(results["config"])
     except (ValueError, KeyError, AttributeError) as e:
         raise OutputExistsError(f"{path} is damaged ({e}); remove {task_out}, or pass --force") from e
     if had != wanted:

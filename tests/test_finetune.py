@@ -308,6 +308,7 @@ def test_glue_runs_every_task_found_scores_them_and_resumes(sentiment_tokenizer_
 
     # run again: the finished tasks are kept (not trained again), and the same summary comes out
     written = (tmp_path / "out" / "rte" / "results.json").stat().st_mtime_ns
+    assert run_glue(dataclasses.replace(cfg, model=str(root / "model") + "/"), quiet=True)["tasks"] == summary["tasks"]
     assert run_glue(cfg, quiet=True) == summary
     assert (tmp_path / "out" / "rte" / "results.json").stat().st_mtime_ns == written
     shutil.rmtree(tmp_path / "out" / "sst2")  # as if stopped during sst2: the settings are checked before it runs
