@@ -112,7 +112,7 @@ class Predictor:
         chunk_size: int = 8192,
         total: int | None = None,
     ) -> Iterator[tuple[tuple[str, str | None], dict, bool]]:
-        """(text, record, truncated) for each text, in input order, `chunk_size` texts at a time.
+        """((text, pair), record, truncated) for each input, in input order, `chunk_size` at a time.
 
         Memory stays flat however many texts there are; within a chunk they are sorted by
         length, so that a batch pads little. `total` only sizes the progress bar.
