@@ -11,7 +11,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 
 class OutputExistsError(FileExistsError):
@@ -102,13 +102,14 @@ def publish_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[
 
 
 @contextlib.contextmanager
-def publishing_file(target: str | os.PathLike) -> Iterator[TextIO]:
-    """A text file to write; on success it replaces `target` in one rename, on error it is removed."""
+def publishing_file(target: str | os.PathLike, binary: bool = False) -> Iterator[TextIO | BinaryIO]:
+    """A file to write (UTF-8 text, or bytes); on success it replaces `target` in one rename, on
+    error it is removed."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
+        with open(tmp, "wb") if binary else open(tmp, "w", encoding="utf-8") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())

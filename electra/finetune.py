@@ -340,6 +340,7 @@ def train_one(
     seed: int,
     device,
     quiet: bool,
+    used: dict,
 ) -> tuple[dict, dict, list[dict]]:
     """One seed: the dev metrics after the last epoch (as the paper reports them), its weights,
     and the dev metrics of every epoch (shown, never used to pick a model: that would tune on dev)."""
@@ -347,8 +348,7 @@ def train_one(
     num_labels = 1 if task.kind == "regression" else len(labels)
     head = TokenClassifier if task.kind == "tagging" else SequenceClassifier
     model = head(encoder.cfg, num_labels, encoder=copy.deepcopy(encoder)).to(device).train()
-    used = settings(cfg, task, encoder)
-    lr, epochs = used["lr"], used["epochs"]
+    lr, epochs = used["lr"], used["epochs"]  # from `settings`
     scales = layer_scales(encoder, used["layer_decay"])
     optimizer = adamw(model, lr, cfg.weight_decay, lr_scale=scales, fused=device.type == "cuda")
     per_epoch = -(-len(train.ids) // cfg.batch_size)
@@ -420,10 +420,11 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
             file=sys.stderr,
         )
     device = pick_device(cfg.device)
+    used = settings(cfg, task, encoder)
 
     runs = []
     for seed in range(cfg.seed, cfg.seed + cfg.seeds):
-        final, state, history = train_one(cfg, task, encoder, labels, train, devs, seed, device, quiet)
+        final, state, history = train_one(cfg, task, encoder, labels, train, devs, seed, device, quiet, used)
         runs.append({"seed": seed, "metrics": final, "per_epoch": history, "state": state})
     median, spread = summarize([r["metrics"] for r in runs])
     main_dev, main = next(iter(devs)), task.metrics[0]
@@ -441,7 +442,7 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
         "truncated": {"train": n_trunc, "dev": dev_trunc},
         "examples": {"train": len(train.ids), **{k: len(v.ids) for k, v in devs.items()}},
         "config": asdict(cfg),  # as given; `settings` holds the defaults it resolved to
-        "settings": settings(cfg, task, encoder),
+        "settings": used,
     }
     num_labels = 1 if task.kind == "regression" else len(labels)
     model = (TokenClassifier if task.kind == "tagging" else SequenceClassifier)(encoder.cfg, num_labels)

@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+from electra.atomic import publishing_file
+
 PANELS = [
     ("loss", ["loss", "valid_loss"], "total loss"),
     ("generator", ["gen_loss", "valid_gen_loss"], "generator MLM loss"),
@@ -66,12 +68,9 @@ def draw(run_dirs: list[str | os.PathLike], out: str | os.PathLike) -> Path:
         out = out / "report.png"
     elif not out.suffix:
         out = out.with_suffix(".png")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.stem}.tmp-{os.getpid()}{out.suffix}"  # never a half-written image
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, out)
+        with publishing_file(out, binary=True) as f:  # never a half-written image
+            fig.savefig(f, dpi=110, format=out.suffix[1:])
     finally:
-        tmp.unlink(missing_ok=True)
         plt.close(fig)
     return out
