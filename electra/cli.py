@@ -487,11 +487,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "predict",
-        help="label text with a fine-tuned model",
+        help="label or tag text with a fine-tuned model",
         description="Read texts (plain lines, .csv/.tsv or .jsonl; stdin by default), batch "
-        "them by length and write one JSON line per text with its label and score.",
+        "them by length and write one JSON line per text: its label and score from a sequence "
+        "classifier, or its entities from a token classifier (as transformers.pipeline gives them).",
     )
-    p.add_argument("--model", required=True, help="a fine-tuned ElectraForSequenceClassification folder")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="a fine-tuned folder: ElectraForSequenceClassification or ElectraForTokenClassification",
+    )
     p.add_argument("--input", help="input file (default: stdin)")
     p.add_argument("--output", help="output .jsonl (default: stdout)")
     p.add_argument(

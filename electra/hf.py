@@ -384,27 +384,30 @@ def _labels(config: dict, folder: Path) -> dict[int, str]:
     return {int(i): label for i, label in config["id2label"].items()}
 
 
-def _load_classifier(folder, kind: str):
+def load_classifier(folder: str | os.PathLike, kinds: tuple[str, ...] = ("sequence", "token")):
+    """A fine-tuned classifier folder of one of `kinds` ("sequence", "token"): (model, id2label, kind)."""
     folder = resolve(folder)
     config = read_config(folder)
-    architecture = HF_ARCHITECTURES[kind]
-    if architecture not in (config.get("architectures") or []):
+    found = [k for k in kinds if HF_ARCHITECTURES[k] in (config.get("architectures") or [])]
+    if not found:
         what = ", ".join(config.get("architectures") or []) or "no transformers architecture"
         run = "data_sha256" in config or "format" in config  # a run's settings or a checkpoint's config
         hint = " (a pre-training run: export it, then fine-tune)" if run else ""
-        raise ValueError(f"{folder} holds {what}{hint}, not an {architecture}; point at a fine-tuned folder")
+        wanted = " or ".join(f"an {HF_ARCHITECTURES[k]}" for k in kinds)
+        raise ValueError(f"{folder} holds {what}{hint}, not {wanted}; point at a fine-tuned folder")
+    kind = found[0]
     cfg, id2label = from_hf_config(config, f"{folder}/config.json"), _labels(config, folder)
     model = (SequenceClassifier if kind == "sequence" else TokenClassifier)(cfg, num_labels=len(id2label))
     state, _ = from_hf_state(read_weights(folder), kind, cfg, str(folder))
     _load(model, state)
-    return model, id2label
+    return model, id2label, kind
 
 
 def load_sequence_classifier(folder: str | os.PathLike) -> tuple[SequenceClassifier, dict[int, str]]:
     """A fine-tuned `ElectraForSequenceClassification` folder and its id2label."""
-    return _load_classifier(folder, "sequence")
+    return load_classifier(folder, ("sequence",))[:2]
 
 
 def load_token_classifier(folder: str | os.PathLike) -> tuple[TokenClassifier, dict[int, str]]:
     """A fine-tuned `ElectraForTokenClassification` folder and its id2label."""
-    return _load_classifier(folder, "token")
+    return load_classifier(folder, ("token",))[:2]

@@ -1,4 +1,4 @@
-"""`electra predict`: label text with a fine-tuned sequence classifier, in length-sorted batches."""
+"""`electra predict`: label or tag text with a fine-tuned classifier, in length-sorted batches."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -77,11 +78,19 @@ class Inputs:
 
 
 class Predictor:
-    """A fine-tuned sequence classifier (folder or hub name) loaded once, for any number of calls."""
+    """A fine-tuned classifier (folder or hub name) loaded once, for any number of calls.
+
+    A sequence classifier gives each text {"label", "score"} ({"score"} for regression), as
+    pipeline("sentiment-analysis") does. A token classifier gives {"entities": [...]}, each
+    {"entity_group", "score", "word", "start", "end"}, as pipeline("token-classification",
+    aggregation_strategy="first") does: a word takes the tag of its first piece (the piece
+    fine-tuning scores), B-/I- runs of one type form an entity, and "O" words are left out.
+    """
 
     def __init__(self, model_dir: str | os.PathLike, max_length: int | None = None, device: str = "auto"):
         folder = hf.resolve(model_dir)
-        self.model, self.id2label = hf.load_sequence_classifier(folder)
+        self.model, self.id2label, kind = hf.load_classifier(folder)
+        self.tagger = kind == "token"
         self.device = pick_device(device)
         self.model.to(self.device).eval()
         self.tok = load_tokenizer(folder)
@@ -96,7 +105,7 @@ class Predictor:
     def __call__(
         self, texts: list[tuple[str, str | None]], batch_size: int = 64, truncate: bool = True, chunk_size: int = 8192
     ) -> tuple[list[dict], int]:
-        """One {"label", "score"} per text (regression: {"score"}), in input order; and the truncation count."""
+        """One record per text (see the class), in input order; and the truncation count."""
         out, truncated = [], 0
         for _, record, cut in self.stream(texts, batch_size, truncate, chunk_size, total=len(texts)):
             out.append(record)
@@ -124,6 +133,8 @@ class Predictor:
         done = 0
         with tqdm(total=total, desc="predict", unit="text", disable=None, dynamic_ncols=True) as bar:
             while part := list(itertools.islice(texts, chunk_size)):
+                if self.tagger and any(p is not None for _, p in part):
+                    raise TaskError("a token classifier tags single texts, not pairs; drop --pair-field")
                 encodings = self.tok.encode_batch([t if p is None else (t, p) for t, p in part])
                 cut = [bool(enc.overflowing) for enc in encodings]
                 if not truncate and any(cut):
@@ -132,12 +143,15 @@ class Predictor:
                         "or drop --no-truncate"
                     )
                 data = Encoded([e.ids for e in encodings], [e.type_ids for e in encodings], [0] * len(encodings))
-                del encodings
                 records: list[dict] = [{}] * len(part)
                 for group, ids, types, mask, _ in batches(data, batch_size, None, pad_id):
                     logits = self.model(ids.to(self.device), types.to(self.device), mask.to(self.device)).float().cpu()
                     for r, i in enumerate(group):
-                        records[i] = self._record(logits[r])
+                        if self.tagger:  # (T, labels) for this text's own tokens
+                            scores = logits[r, : len(data.ids[i])].numpy()
+                            records[i] = {"entities": self._entities(part[i][0], encodings[i], scores)}
+                        else:
+                            records[i] = self._record(logits[r])
                     bar.update(len(group))
                 yield from zip(part, records, cut, strict=True)
                 done += len(part)
@@ -149,6 +163,64 @@ class Predictor:
         k = int(probs.argmax())
         return {"label": self.id2label[k], "score": float(probs[k])}
 
+    def _entities(self, text: str, enc, logits: np.ndarray) -> list[dict]:
+        """The entities of one text from its token logits (T, labels), as the pipeline groups them."""
+        scores = np.exp(logits - logits.max(-1, keepdims=True))
+        scores /= scores.sum(-1, keepdims=True)
+        join = self.tok.decoder.decode if self.tok.decoder is not None else " ".join
+        unk = self.tok.token_to_id("[UNK]")
+        words: list[dict] = []  # each word tagged by its first piece
+        previous = None
+        for i, w in enumerate(enc.word_ids):
+            if enc.special_tokens_mask[i]:
+                continue
+            start, end = enc.offsets[i]
+            piece = text[start:end] if enc.ids[i] == unk else enc.tokens[i]  # [UNK] shows what it stands for
+            if words and w == previous:
+                words[-1]["pieces"].append(piece)
+                words[-1]["end"] = end
+            else:
+                k = int(scores[i].argmax())
+                words.append(
+                    {"tag": self.id2label[k], "score": scores[i, k], "pieces": [piece], "start": start, "end": end}
+                )
+            previous = w
+        return entities_of(words, join)
+
+
+def entities_of(words: list[dict], join=" ".join) -> list[dict]:
+    """Entities from tagged words, each {"tag", "score", "pieces", "start", "end"}, as the pipeline groups them.
+
+    A word continues the entity before it when it has the same type and does not start with
+    B-; an entity's score is the mean of its words' scores; "O" runs are left out. `join`
+    turns word pieces into text (the tokenizer's decoder).
+    """
+    groups: list[list[dict]] = []
+    for word in words:
+        bi, kind = _bio(word["tag"])
+        if groups and kind == _bio(groups[-1][-1]["tag"])[1] and bi != "B":
+            groups[-1].append(word)
+        else:
+            groups.append([word])
+    return [
+        {
+            "entity_group": g[0]["tag"].split("-", 1)[-1],
+            "score": float(np.mean(np.array([w["score"] for w in g], dtype=np.float32))),
+            "word": join([join(w["pieces"]) for w in g]),
+            "start": g[0]["start"],
+            "end": g[-1]["end"],
+        }
+        for g in groups
+        if g[0]["tag"].split("-", 1)[-1] != "O"
+    ]
+
+
+def _bio(tag: str) -> tuple[str, str]:
+    """("B" or "I", entity type) of a tag; a tag without a B-/I- prefix continues its type."""
+    if tag.startswith(("B-", "I-")):
+        return tag[0], tag[2:]
+    return "I", tag
+
 
 def predict(
     model_dir: str | os.PathLike,
@@ -159,7 +231,7 @@ def predict(
     device: str = "auto",
     chunk_size: int = 8192,
 ) -> tuple[list[dict], int]:
-    """Load `model_dir` and label `texts` (see `Predictor`)."""
+    """Load `model_dir` and label or tag `texts` (see `Predictor`)."""
     return Predictor(model_dir, max_length, device)(texts, batch_size, truncate, chunk_size)
 
 

@@ -79,6 +79,34 @@ def test_entity_scores_need_exact_spans():
 
 
 @pytest.mark.skipif(not GLUE_DATA.is_dir(), reason="../shared/data/glue is not present")
+def test_predicted_words_group_into_entities_as_the_pipeline_groups_them():
+    from electra.predict import entities_of
+
+    def word(tag, score, pieces, start):
+        return {"tag": tag, "score": score, "pieces": pieces, "start": start, "end": start + 3}
+
+    words = [
+        word("B-PER", 0.5, ["ann"], 0),
+        word("I-PER", 1.0, ["le", "##e"], 4),  # joins the B- before it; pieces joined by the tokenizer
+        word("B-PER", 0.25, ["bob"], 8),  # a new B- starts a new entity of the same type
+        word("O", 0.9, ["in"], 12),
+        word("I-LOC", 0.75, ["new"], 16),  # an I- after O still starts an entity
+        word("I-LOC", 0.25, ["york"], 20),
+        word("I-PER", 0.5, ["sue"], 24),  # another type: a new entity
+        word("MISC", 0.5, ["x"], 28),  # no prefix: continues its own type
+        word("MISC", 1.0, ["y"], 32),
+    ]
+    entities = entities_of(words, lambda parts: " ".join(parts).replace(" ##", ""))
+    assert entities == [
+        {"entity_group": "PER", "score": 0.75, "word": "ann lee", "start": 0, "end": 7},
+        {"entity_group": "PER", "score": 0.25, "word": "bob", "start": 8, "end": 11},
+        {"entity_group": "LOC", "score": 0.5, "word": "new york", "start": 16, "end": 23},
+        {"entity_group": "PER", "score": 0.5, "word": "sue", "start": 24, "end": 27},
+        {"entity_group": "MISC", "score": 0.75, "word": "x y", "start": 28, "end": 35},
+    ]
+    assert entities_of([word("O", 0.9, ["a"], 0)]) == []
+
+
 @pytest.mark.parametrize(
     "name, rows, first_label",
     [
@@ -373,6 +401,47 @@ def test_token_classification_end_to_end(tokenizer_dir, pretrained, tmp_path):
     assert model.config.id2label[1] == "B-ASPECT"
 
 
+def test_predict_tags_entities_as_the_token_classification_pipeline_does(tokenizer, tokenizer_dir, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from electra.model import TokenClassifier
+    from tests.conftest import perturb
+
+    tags = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "MISC"]  # MISC: a tag without B-/I- continues its type
+    torch.manual_seed(0)
+    model = perturb(TokenClassifier(tiny(vocab_size=tokenizer.get_vocab_size()).discriminator, len(tags)))
+    with torch.no_grad():  # large label weights: the tags change from word to word, so groups form and break
+        model.out.weight.normal_(0.0, 1.0)
+        model.out.bias.zero_()
+    hf.export_token_classifier(model, tmp_path / "tagger", dict(enumerate(tags)), tokenizer_dir=tokenizer_dir)
+    texts = [
+        "The Movie was GREAT, and a lot of fun!",
+        "Ünïcode café — naïve 🙂 story’s end",  # accents, a dash, an emoji ([UNK]), split words
+        "i loved the acting and the music of Paris and New York",
+        "x",
+    ]
+    (tmp_path / "in.txt").write_text("\n".join(texts) + "\n")
+    out = tmp_path / "out.jsonl"
+    cli = [sys.executable, "-m", "electra", "predict", "--model", str(tmp_path / "tagger"), "--batch-size", "3"]
+    result = subprocess.run([*cli, "--input", str(tmp_path / "in.txt"), "--output", str(out)], **TEXT)
+    assert result.returncode == 0, result.stderr
+    ours = [json.loads(line) for line in out.read_text().splitlines()]
+    pipe = transformers.pipeline("token-classification", model=str(tmp_path / "tagger"), aggregation_strategy="first")
+    assert [o["text"] for o in ours] == texts
+    grouped = 0
+    for o, text in zip(ours, texts, strict=True):
+        theirs = pipe(text)
+        assert [{k: v for k, v in e.items() if k != "score"} for e in o["entities"]] == [
+            {k: v for k, v in e.items() if k != "score"} for e in theirs
+        ]
+        assert [e["score"] for e in o["entities"]] == pytest.approx([float(e["score"]) for e in theirs], abs=1e-5)
+        grouped += sum(" " in e["word"] for e in o["entities"])
+    assert grouped >= 2 and sum(len(o["entities"]) for o in ours) >= 10  # the comparison covered real grouping
+    refused = subprocess.run(
+        [*cli, "--format", "tsv", "--text-field", "a", "--pair-field", "b"], input="a\tb\nx\ty\n", **TEXT
+    )
+    assert refused.returncode == 2 and "tags single texts, not pairs" in refused.stderr
+
+
 def test_bad_task_input_is_refused_with_a_message(sentiment_tokenizer_dir, tmp_path):
     root = sentiment_tokenizer_dir
     data = tmp_path / "d"
@@ -439,7 +508,8 @@ def test_bad_task_input_is_refused_with_a_message(sentiment_tokenizer_dir, tmp_p
         capture_output=True,
         text=True,
     )
-    assert result.returncode == 2 and "not an ElectraForSequenceClassification" in result.stderr
+    assert result.returncode == 2
+    assert "not an ElectraForSequenceClassification or an ElectraForTokenClassification" in result.stderr
 
     def refused(message, **kw):
         with pytest.raises((ValueError, OSError), match=message):
