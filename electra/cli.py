@@ -241,14 +241,15 @@ def cmd_predict(args: argparse.Namespace) -> None:
     first = next(texts, None)  # before loading the model: an empty input is a mistake to say at once
     if first is None:
         raise UsageError(f"no text to label in {args.input or 'stdin'}")
-    predictor = Predictor(args.model, args.max_length, args.device)
+    predictor = Predictor(args.model, args.max_length, args.device, args.stride)
     labelled = predictor.stream(itertools.chain([first], texts), args.batch_size, not args.no_truncate)
     truncated = 0
     with contextlib.nullcontext(sys.stdout) if args.output in (None, "-") else publishing_file(args.output) as out:
         for text, record, cut in labelled:  # written as each chunk is labelled: memory stays flat
             out.write(jsonl_line(text, record))
             truncated += cut
-    notes = {f"{inputs.blank} blank lines skipped": inputs.blank, f"{truncated} texts truncated": truncated}
+    hint = " (--stride tags them whole)" if predictor.tagger else ""
+    notes = {f"{inputs.blank} blank lines skipped": inputs.blank, f"{truncated} texts truncated{hint}": truncated}
     if any(notes.values()):
         print("electra predict: " + "; ".join(n for n, count in notes.items() if count), file=sys.stderr)
 
@@ -509,6 +510,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--max-length", type=int, help="default: the model's positions")
     p.add_argument("--no-truncate", action="store_true", help="refuse longer texts instead of truncating")
+    p.add_argument(
+        "--stride",
+        type=int,
+        help="token classifiers: tag longer texts whole, in windows of --max-length overlapping by this many tokens",
+    )
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_predict)
 

@@ -85,9 +85,17 @@ class Predictor:
     {"entity_group", "score", "word", "start", "end"}, as pipeline("token-classification",
     aggregation_strategy="first") does: a word takes the tag of its first piece (the piece
     fine-tuning scores), B-/I- runs of one type form an entity, and "O" words are left out.
+    With `stride`, a tagger reads a text longer than `max_length` tokens whole, in windows
+    that overlap by `stride` tokens (the pipeline's `stride`), instead of cutting it.
     """
 
-    def __init__(self, model_dir: str | os.PathLike, max_length: int | None = None, device: str = "auto"):
+    def __init__(
+        self,
+        model_dir: str | os.PathLike,
+        max_length: int | None = None,
+        device: str = "auto",
+        stride: int | None = None,
+    ):
         folder = hf.resolve(model_dir)
         self.model, self.id2label, kind = hf.load_classifier(folder)
         self.tagger = kind == "token"
@@ -100,7 +108,15 @@ class Predictor:
                 f"max-length must be 3 ([CLS], a token, [SEP]) to the model's {self.model.cfg.max_positions} "
                 f"positions, got {self.limit}"
             )
-        self.tok.enable_truncation(self.limit, strategy="longest_first")
+        self.stride = stride
+        if stride is not None:
+            if not self.tagger:
+                raise ValueError("--stride reads long texts in windows for a token classifier; this is a classifier")
+            special = self.tok.post_processor
+            room = self.limit - (special.num_special_tokens_to_add(False) if special is not None else 0)
+            if not 0 <= stride < room:
+                raise ValueError(f"stride must be 0 to {room - 1} (a window holds {room} text tokens), got {stride}")
+        self.tok.enable_truncation(self.limit, stride=stride or 0, strategy="longest_first")
 
     def __call__(
         self, texts: list[tuple[str, str | None]], batch_size: int = 64, truncate: bool = True, chunk_size: int = 8192
@@ -136,24 +152,35 @@ class Predictor:
                 if self.tagger and any(p is not None for _, p in part):
                     raise TaskError("a token classifier tags single texts, not pairs; drop --pair-field")
                 encodings = self.tok.encode_batch([t if p is None else (t, p) for t, p in part])
-                cut = [bool(enc.overflowing) for enc in encodings]
+                if self.stride is None:  # one row per text, cut at the limit
+                    cut = [bool(enc.overflowing) for enc in encodings]
+                    rows = list(enumerate(encodings))
+                else:  # one row per window
+                    cut = [False] * len(encodings)
+                    rows = [(i, window) for i, enc in enumerate(encodings) for window in (enc, *enc.overflowing)]
                 if not truncate and any(cut):
                     raise TaskError(
                         f"input {done + cut.index(True) + 1} is longer than {self.limit} tokens; raise --max-length "
-                        "or drop --no-truncate"
+                        "or drop --no-truncate" + (" (or tag it in windows with --stride)" if self.tagger else "")
                     )
-                data = Encoded([e.ids for e in encodings], [e.type_ids for e in encodings], [0] * len(encodings))
-                records: list[dict] = [{}] * len(part)
+                data = Encoded([e.ids for _, e in rows], [e.type_ids for _, e in rows], [0] * len(rows))
+                last = [j + 1 == len(rows) or rows[j + 1][0] != i for j, (i, _) in enumerate(rows)]  # a text's last row
+                outputs: list = [None] * len(rows)
                 for group, ids, types, mask, _ in batches(data, batch_size, None, pad_id):
                     logits = self.model(ids.to(self.device), types.to(self.device), mask.to(self.device)).float().cpu()
-                    for r, i in enumerate(group):
-                        if self.tagger:  # (T, labels) for this text's own tokens
-                            scores = logits[r, : len(data.ids[i])].numpy()
-                            records[i] = {"entities": self._entities(part[i][0], encodings[i], scores)}
+                    for r, j in enumerate(group):
+                        i, enc = rows[j]
+                        if self.tagger:  # (T, labels) for this row's own tokens
+                            outputs[j] = self._entities(part[i][0], enc, logits[r, : len(enc.ids)].numpy())
                         else:
-                            records[i] = self._record(logits[r])
-                    bar.update(len(group))
-                yield from zip(part, records, cut, strict=True)
+                            outputs[j] = self._record(logits[r])
+                    bar.update(sum(last[j] for j in group))
+                if self.tagger:
+                    windows: list[list[list[dict]]] = [[] for _ in part]
+                    for (i, _), entities in zip(rows, outputs, strict=True):
+                        windows[i].append(entities)
+                    outputs = [{"entities": w[0] if len(w) == 1 else overlapping(sum(w, []))} for w in windows]
+                yield from zip(part, outputs, cut, strict=True)
                 done += len(part)
 
     def _record(self, logits: torch.Tensor) -> dict:
@@ -215,6 +242,21 @@ def entities_of(words: list[dict], join=" ".join) -> list[dict]:
     ]
 
 
+def overlapping(entities: list[dict]) -> list[dict]:
+    """Entities found in overlapping windows of one text, each span once: of entities that
+    overlap, the pipeline's rule keeps the longer, or at equal length the higher score."""
+    entities = sorted(entities, key=lambda e: e["start"])
+    kept: list[dict] = []
+    for e in entities:
+        if kept and kept[-1]["start"] <= e["start"] < kept[-1]["end"]:
+            longer = e["end"] - e["start"] - (kept[-1]["end"] - kept[-1]["start"])
+            if longer > 0 or longer == 0 and e["score"] > kept[-1]["score"]:
+                kept[-1] = e
+        else:
+            kept.append(e)
+    return kept
+
+
 def _bio(tag: str) -> tuple[str, str]:
     """("B" or "I", entity type) of a tag; a tag without a B-/I- prefix continues its type."""
     if tag.startswith(("B-", "I-")):
@@ -230,9 +272,10 @@ def predict(
     truncate: bool = True,
     device: str = "auto",
     chunk_size: int = 8192,
+    stride: int | None = None,
 ) -> tuple[list[dict], int]:
     """Load `model_dir` and label or tag `texts` (see `Predictor`)."""
-    return Predictor(model_dir, max_length, device)(texts, batch_size, truncate, chunk_size)
+    return Predictor(model_dir, max_length, device, stride)(texts, batch_size, truncate, chunk_size)
 
 
 def jsonl_line(text: tuple[str, str | None], record: dict) -> str:

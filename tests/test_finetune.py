@@ -80,7 +80,7 @@ def test_entity_scores_need_exact_spans():
 
 @pytest.mark.skipif(not GLUE_DATA.is_dir(), reason="../shared/data/glue is not present")
 def test_predicted_words_group_into_entities_as_the_pipeline_groups_them():
-    from electra.predict import entities_of
+    from electra.predict import entities_of, overlapping
 
     def word(tag, score, pieces, start):
         return {"tag": tag, "score": score, "pieces": pieces, "start": start, "end": start + 3}
@@ -105,6 +105,14 @@ def test_predicted_words_group_into_entities_as_the_pipeline_groups_them():
         {"entity_group": "MISC", "score": 0.75, "word": "x y", "start": 28, "end": 35},
     ]
     assert entities_of([word("O", 0.9, ["a"], 0)]) == []
+
+    def span(start, end, score):
+        return {"entity_group": "PER", "score": score, "word": "w", "start": start, "end": end}
+
+    # windows overlap: an entity found twice is kept once; the longer wins, then the higher score
+    windows = [span(0, 4, 0.9), span(10, 14, 0.5), span(20, 23, 0.9), span(10, 14, 0.6), span(12, 20, 0.1)]
+    windows += [span(20, 23, 0.8), span(30, 35, 0.7)]
+    assert overlapping(windows) == [span(0, 4, 0.9), span(12, 20, 0.1), span(20, 23, 0.9), span(30, 35, 0.7)]
 
 
 @pytest.mark.parametrize(
@@ -281,6 +289,8 @@ def test_pipeline_and_electra_predict_agree(sentiment_tokenizer_dir, tmp_path):
     chunked, _ = predict(tmp_path / "clf", many, batch_size=2, chunk_size=3)
     assert [r["label"] for r in chunked] == [r["label"] for r in whole]
     assert [r["score"] for r in chunked] == pytest.approx([r["score"] for r in whole], abs=1e-6)
+    with pytest.raises(ValueError, match="--stride reads long texts in windows for a token classifier"):
+        predict(tmp_path / "clf", many, stride=4)
     with pytest.raises(TaskError, match="input 7 is longer than 8 tokens"):
         predict(tmp_path / "clf", [("great", None)] * 5 + many, max_length=8, truncate=False, chunk_size=4)
 
@@ -440,6 +450,27 @@ def test_predict_tags_entities_as_the_token_classification_pipeline_does(tokeniz
         [*cli, "--format", "tsv", "--text-field", "a", "--pair-field", "b"], input="a\tb\nx\ty\n", **TEXT
     )
     assert refused.returncode == 2 and "tags single texts, not pairs" in refused.stderr
+
+    # a text longer than the model's 128 positions: cut at them, or tagged whole in overlapping windows
+    long = " ".join([texts[0], texts[2]] * 8)  # about 300 tokens
+    cut = subprocess.run(cli, input=long + "\n", **TEXT)
+    assert cut.returncode == 0 and "1 texts truncated (--stride tags them whole)" in cut.stderr
+    assert json.loads(cut.stdout)["entities"][-1]["end"] < len(long) // 2
+    for stride in (0, 16):
+        whole = subprocess.run([*cli, "--stride", str(stride)], input=long + "\n", **TEXT)
+        assert whole.returncode == 0 and whole.stderr.count("truncated") == 0, whole.stderr
+        ours = json.loads(whole.stdout)["entities"]
+        theirs = pipe(long, stride=stride)
+        assert [{k: v for k, v in e.items() if k != "score"} for e in ours] == [
+            {k: v for k, v in e.items() if k != "score"} for e in theirs
+        ]
+        assert [e["score"] for e in ours] == pytest.approx([float(e["score"]) for e in theirs], abs=1e-5)
+        assert ours[-1]["end"] > len(long) - 10
+    refused = subprocess.run([*cli, "--stride", "126"], input="x\n", **TEXT)
+    assert (
+        refused.returncode == 2
+        and "stride must be 0 to 125 (a window holds 126 text tokens), got 126" in refused.stderr
+    )
 
 
 def test_bad_task_input_is_refused_with_a_message(sentiment_tokenizer_dir, tmp_path):
