@@ -9,12 +9,12 @@
 #      aggressive_fusion on Small; --compile-mode max-autotune on Small (minutes of compiling);
 #      then while time is left:
 #      `electra pretrain` itself on prepared data (DATA=folder), a Small profile, autotuned Base,
-#      the eager variants
+#      the eager variants, fine-tuning Base on SST-2 in fp32 and bf16 (SST2=folder)
 # Results (tables, JSON, logs) go under $OUT (default ./gpu-results); the last thing printed is
 # benchmarks/gpu_summary.py's digest of all of them (also $OUT/summary.md). Each stage has its
 # own time limit and the whole suite a budget (BUDGET seconds, default 480): a stage that would
 # start past the budget is skipped, one that fails is logged and the next runs.
-# Usage: DATA=prepared-folder bash benchmarks/gpu_suite.sh
+# Usage: DATA=prepared-folder SST2=glue-sst2-folder bash benchmarks/gpu_suite.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu-results}"
@@ -73,5 +73,8 @@ bench base-autotuned 300 --preset base --batch 32 --seq 512 --steps 20 --warmup 
     --variants ours-autotuned-graph
 bench small-eager 200 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 150 \
     --variants ours,ours-graph
+if [[ -f "${SST2:-}/train.tsv" ]]; then
+    stage finetune-base 120 "$py" benchmarks/finetune_throughput.py --preset base --examples 8192 --data "$SST2"
+fi
 echo "== done in ${SECONDS}s" | tee -a "$log"
 "$py" benchmarks/gpu_summary.py "$out" 2>&1 | tee "$out/summary.md"

@@ -209,6 +209,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         regression=args.regression,
         max_train_examples=args.max_train_examples,
         device=args.device,
+        precision=args.precision,
     )
     if args.task == "glue":
         summary = run_glue(cfg, quiet=args.quiet, overwrite=args.force)
@@ -482,6 +483,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="csv: labels are scores (default: inferred; numbers with fractions are scores)",
     )
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="default auto: bf16 autocast on CUDA, fp32 on CPU",
+    )
     p.add_argument("--force", action="store_true", help="replace an output folder that holds files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_finetune)

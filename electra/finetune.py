@@ -15,7 +15,7 @@ import os
 import random
 import statistics
 import sys
-from dataclasses import asdict, dataclass, replace
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -67,6 +67,7 @@ class FinetuneConfig:
     label_field: str | None = None
     regression: bool | None = None  # csv: None infers it (all labels numbers, some with a fraction)
     device: str = "auto"
+    precision: str = "auto"  # bf16 autocast on CUDA, fp32 on CPU (as in pre-training)
 
     def __post_init__(self) -> None:
         check_options(
@@ -80,6 +81,8 @@ class FinetuneConfig:
         )
         if self.max_length < 3:
             raise ValueError(f"max-length must be at least 3 ([CLS], a token, [SEP]), got {self.max_length}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
 
 
 # --------------------------------------------------------------------------------------
@@ -293,12 +296,22 @@ def _loss(task: Task, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     return F.cross_entropy(logits.flatten(0, -2).float(), labels.flatten(), ignore_index=-100)
 
 
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast for `precision` bf16, or auto on CUDA; fp32 otherwise."""
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
 @torch.no_grad()
-def evaluate(model, task: Task, data: Encoded, labels: list[str], device, batch_size: int = 128) -> dict:
+def evaluate(
+    model, task: Task, data: Encoded, labels: list[str], device, batch_size: int = 128, precision: str = "fp32"
+) -> dict:
     model.eval()
     preds: list = [None] * len(data.ids)
     for group, ids, types, mask, _ in batches(data, batch_size, None):
-        logits = model(ids.to(device), types.to(device), mask.to(device)).float().cpu()
+        with autocast(device, precision):
+            logits = model(ids.to(device), types.to(device), mask.to(device))
+        logits = logits.float().cpu()
         for row, i in enumerate(group):
             if task.kind == "regression":
                 preds[i] = float(logits[row, 0])
@@ -359,7 +372,8 @@ def train_one(
     for epoch in range(epochs):
         for _, ids, types, mask, y in batches(train, cfg.batch_size, seed * 1000 + epoch):
             set_lr(optimizer, lr, lr_factor(step, warmup, total))
-            logits = model(ids.to(device), types.to(device), mask.to(device))
+            with autocast(device, cfg.precision):
+                logits = model(ids.to(device), types.to(device), mask.to(device))
             loss = _loss(task, logits, y.to(device))
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -367,8 +381,9 @@ def train_one(
             optimizer.zero_grad(set_to_none=True)
             step += 1
             bar.update(1)
-            bar.set_postfix_str(f"loss {loss.item():.4f}", refresh=False)
-        scores = {name: evaluate(model, task, d, labels, device) for name, d in devs.items()}
+            if step % 20 == 0 or step == total:  # reading the loss waits for the GPU: not every step
+                bar.set_postfix_str(f"loss {loss.item():.4f}", refresh=False)
+        scores = {name: evaluate(model, task, d, labels, device, precision=cfg.precision) for name, d in devs.items()}
         history.append(scores)
         if not quiet:
             text = ", ".join(f"{name} {m} {v:.4f}" for name, s in scores.items() for m, v in s.items())
@@ -420,6 +435,9 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
             file=sys.stderr,
         )
     device = pick_device(cfg.device)
+    if device.type == "cuda":  # fp32 matmuls on tensor cores, as in pre-training
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     used = settings(cfg, task, encoder)
 
     runs = []
@@ -525,8 +543,9 @@ def run_glue(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) 
 
 def _comparable(config: dict) -> dict:
     """A task's settings, less those that may differ between tasks; local paths resolved, so
-    that `runs/x` and `./runs/x` are the same model."""
-    out = {k: v for k, v in config.items() if k not in _PER_TASK}
+    that `runs/x` and `./runs/x` are the same model. An option newer than the folder counts at its default."""
+    defaults = {f.name: f.default for f in fields(FinetuneConfig) if f.default is not MISSING}
+    out = {k: v for k, v in {**defaults, **config}.items() if k not in _PER_TASK}
     for key in ("model", "data"):
         if isinstance(out.get(key), str) and Path(out[key]).exists():
             out[key] = str(Path(out[key]).resolve())

@@ -64,3 +64,14 @@ def test_bad_options_are_refused_with_a_reason(tmp_path):
     assert result.returncode != 0 and "has no 'no_such_option'" in result.stderr
     result = _run("benchmarks/gpu_summary.py", str(tmp_path / "missing"), check=False)
     assert result.returncode != 0 and "is not a folder" in result.stderr
+
+
+def test_finetune_benchmark_times_each_precision(tmp_path):
+    sst2 = ROOT.parent / "shared" / "data" / "glue" / "SST-2"
+    if not sst2.is_dir():
+        pytest.skip("needs ../shared/data/glue/SST-2")
+    result = _run("benchmarks/finetune_throughput.py", "--preset", "tiny", "--examples", "64", "--device", "cpu")
+    assert _table(result.stdout) == ["precision", "fp32", "bf16"]
+    assert "64 SST-2 training sentences" in result.stdout and "872 dev sentences" in result.stdout
+    missing = _run("benchmarks/finetune_throughput.py", "--data", str(tmp_path), check=False)
+    assert missing.returncode != 0 and "holds no train.tsv" in missing.stderr

@@ -230,6 +230,21 @@ def test_finetune_learns_an_easy_task_and_exports_a_transformers_classifier(sent
     assert model.config.id2label == {0: "neg", 1: "pos"}
 
 
+def test_finetune_under_bf16_autocast_learns_the_same_task(sentiment_tokenizer_dir, tmp_path):
+    root = sentiment_tokenizer_dir
+    common = dict(model=str(root / "model"), task="csv", data=str(root / "data"), epochs=6, lr=5e-3, batch_size=16)
+    results = run(FinetuneConfig(**common, out=str(tmp_path / "bf16"), precision="bf16"), quiet=True)
+    assert results["median"]["dev"]["accuracy"] > 0.9
+    assert results["config"]["precision"] == "bf16"
+    # autocast really ran: one epoch under bf16 ends at other weights than under fp32 (the CPU default)
+    run(FinetuneConfig(**common | {"epochs": 1}, out=str(tmp_path / "fp32")), quiet=True)
+    run(FinetuneConfig(**common | {"epochs": 1}, out=str(tmp_path / "bf16-1"), precision="bf16"), quiet=True)
+    fp32, bf16 = hf.read_weights(tmp_path / "fp32"), hf.read_weights(tmp_path / "bf16-1")
+    assert not all(torch.equal(fp32[k], bf16[k]) for k in fp32)
+    with pytest.raises(ValueError, match="precision must be auto, fp32 or bf16, got 'fp16'"):
+        FinetuneConfig(**common, out=str(tmp_path / "x"), precision="fp16")
+
+
 def test_pipeline_and_electra_predict_agree(sentiment_tokenizer_dir, tmp_path):
     transformers = pytest.importorskip("transformers")
     root = sentiment_tokenizer_dir
@@ -349,6 +364,12 @@ def test_glue_runs_every_task_found_scores_them_and_resumes(sentiment_tokenizer_
     assert run_glue(dataclasses.replace(cfg, model=str(root / "model") + "/"), quiet=True)["tasks"] == summary["tasks"]
     assert run_glue(cfg, quiet=True) == summary
     assert (tmp_path / "out" / "rte" / "results.json").stat().st_mtime_ns == written
+    older = tmp_path / "out" / "rte" / "results.json"  # from before --precision existed: counts at its default
+    saved = json.loads(older.read_text())
+    del saved["config"]["precision"]
+    older.write_text(json.dumps(saved))
+    written = older.stat().st_mtime_ns
+    assert run_glue(cfg, quiet=True)["tasks"] == summary["tasks"] and older.stat().st_mtime_ns == written
     shutil.rmtree(tmp_path / "out" / "sst2")  # as if stopped during sst2: the settings are checked before it runs
     with pytest.raises(OutputExistsError, match="rte was fine-tuned with other settings \\(epochs 1 -> 2\\)"):
         run_glue(dataclasses.replace(cfg, epochs=2), quiet=True)
@@ -456,21 +477,18 @@ def test_predict_tags_entities_as_the_token_classification_pipeline_does(tokeniz
     cut = subprocess.run(cli, input=long + "\n", **TEXT)
     assert cut.returncode == 0 and "1 texts truncated (--stride tags them whole)" in cut.stderr
     assert json.loads(cut.stdout)["entities"][-1]["end"] < len(long) // 2
+    from electra.predict import predict
+
     for stride in (0, 16):
-        whole = subprocess.run([*cli, "--stride", str(stride)], input=long + "\n", **TEXT)
-        assert whole.returncode == 0 and whole.stderr.count("truncated") == 0, whole.stderr
-        ours = json.loads(whole.stdout)["entities"]
+        (whole,), truncated = predict(tmp_path / "tagger", [(long, None)], stride=stride)
         theirs = pipe(long, stride=stride)
-        assert [{k: v for k, v in e.items() if k != "score"} for e in ours] == [
+        assert truncated == 0 and whole["entities"][-1]["end"] > len(long) - 10
+        assert [{k: v for k, v in e.items() if k != "score"} for e in whole["entities"]] == [
             {k: v for k, v in e.items() if k != "score"} for e in theirs
         ]
-        assert [e["score"] for e in ours] == pytest.approx([float(e["score"]) for e in theirs], abs=1e-5)
-        assert ours[-1]["end"] > len(long) - 10
-    refused = subprocess.run([*cli, "--stride", "126"], input="x\n", **TEXT)
-    assert (
-        refused.returncode == 2
-        and "stride must be 0 to 125 (a window holds 126 text tokens), got 126" in refused.stderr
-    )
+        assert [e["score"] for e in whole["entities"]] == pytest.approx([float(e["score"]) for e in theirs], abs=1e-5)
+    with pytest.raises(ValueError, match="stride must be 0 to 125 \\(a window holds 126 text tokens\\), got 126"):
+        predict(tmp_path / "tagger", [("x", None)], stride=126)
 
 
 def test_bad_task_input_is_refused_with_a_message(sentiment_tokenizer_dir, tmp_path):
