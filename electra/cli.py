@@ -202,6 +202,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         layer_decay=args.layer_decay,
         batch_size=args.batch_size,
         max_length=args.max_length,
+        doc_stride=args.doc_stride,
         truncate=not args.no_truncate,
         text_field=args.text_field,
         pair_field=args.pair_field,
@@ -442,9 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "finetune",
-        help="fine-tune an encoder on a classification, regression or tagging task",
+        help="fine-tune an encoder on a classification, regression, tagging or question answering task",
         description="Fine-tune a pre-trained ELECTRA (a run, a checkpoint, or any ELECTRA folder) "
-        "on a GLUE task, a CSV/TSV/JSONL dataset or CoNLL tagging; report the median "
+        "on a GLUE task, a CSV/TSV/JSONL dataset, CoNLL tagging or SQuAD; report the median "
         "over seeds and write an HF folder plus results.json. --task glue runs every GLUE task "
         "in --data, each into OUT/<task>, and reports the GLUE score.",
     )
@@ -452,15 +453,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--task",
         required=True,
-        choices=["sst2", "cola", "mrpc", "stsb", "rte", "qnli", "qqp", "mnli", "wnli", "glue", "csv", "ner"],
-        help="a GLUE task, glue (all of them: the GLUE score), csv (your own table) or ner (CoNLL tagging)",
+        choices=[
+            *("sst2", "cola", "mrpc", "stsb", "rte", "qnli", "qqp", "mnli", "wnli", "glue"),
+            *("csv", "ner", "squad", "squad_v2"),
+        ],
+        help="a GLUE task, glue (all of them: the GLUE score), csv (your own table), ner (CoNLL tagging), "
+        "squad or squad_v2 (extractive question answering)",
     )
     p.add_argument(
         "--data",
         required=True,
         help="GLUE: the task's TSV folder, a folder of all GLUE tasks, a saved datasets folder, or 'glue' "
         "(the hub dataset); --task glue: a folder of GLUE task folders (SST-2, CoLA, ...) or 'glue'; "
-        "csv/ner: a folder with train.* and dev.* files",
+        "csv/ner: a folder with train.* and dev.* files; squad/squad_v2: a folder with train*.json and "
+        "dev*.json, a saved datasets folder, or the hub's squad / squad_v2",
     )
     p.add_argument(
         "--out", required=True, help="output folder (HF model + results.json; --task glue: a folder per task)"
@@ -470,7 +476,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="default: 3e-4 small, 1e-4 base, 5e-5 large, 2e-3 tiny")
     p.add_argument("--layer-decay", type=float, help="layer-wise LR decay (default 0.8; 0.9 for 24 layers)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=128, help="tokens per example (default 128)")
+    p.add_argument(
+        "--max-length", type=int, help="tokens per example (default 128; SQuAD 512, or the model's positions)"
+    )
+    p.add_argument(
+        "--doc-stride",
+        type=int,
+        help="SQuAD: tokens shared by neighbouring windows of a long context (default 128, at most half a window)",
+    )
     p.add_argument("--no-truncate", action="store_true", help="refuse longer examples instead of truncating")
     p.add_argument("--max-train-examples", type=int, help="train on a seeded random subset of this size")
     p.add_argument("--text-field", help="csv: text column (default text)")

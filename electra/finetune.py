@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from electra import hf
+from electra import hf, qa
 from electra.atomic import OutputExistsError, check_output, publish_file, refuse_overlap
 from electra.checkpoint import is_checkpoint, list_checkpoints, load_checkpoint
 from electra.config import check_options
-from electra.model import Encoder, SequenceClassifier, TokenClassifier
+from electra.model import Encoder, QuestionAnswerer, SequenceClassifier, TokenClassifier
 from electra.optim import adamw, lr_factor, set_lr
 from electra.parallel import pick_device
 from electra.tasks import (
@@ -44,6 +44,8 @@ from electra.tasks import (
 )
 from electra.tokenizer import load_tokenizer, vocab_in_order
 
+SQUAD = {"squad": "1.1", "squad_v2": "2.0"}
+
 
 @dataclass(frozen=True)
 class FinetuneConfig:
@@ -59,7 +61,8 @@ class FinetuneConfig:
     batch_size: int = 32
     warmup_fraction: float = 0.1
     weight_decay: float = 0.01
-    max_length: int = 128
+    max_length: int | None = None  # default 128; SQuAD 512 (at most the model's positions)
+    doc_stride: int | None = None  # SQuAD: tokens shared by neighbouring windows (128, at most half of one)
     max_train_examples: int | None = None  # a seeded random subset of the training set (quick runs)
     truncate: bool = True  # False: refuse texts longer than max_length
     text_field: str | None = None  # csv task: column names
@@ -74,12 +77,13 @@ class FinetuneConfig:
             self,
             **dict.fromkeys(("seeds", "epochs", "batch_size", "max_train_examples"), "count"),
             seed="count0",
+            doc_stride="count0",
             lr="positive",
             layer_decay="share",
             warmup_fraction="fraction",
             weight_decay="non-negative",
         )
-        if self.max_length < 3:
+        if self.max_length is not None and self.max_length < 3:
             raise ValueError(f"max-length must be at least 3 ([CLS], a token, [SEP]), got {self.max_length}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
@@ -126,6 +130,13 @@ def load_task(cfg: FinetuneConfig) -> tuple[Task, list[Example], dict[str, list[
         folder = glue_folder(data, task)
         read = lambda f: read_table(folder / f, task.text, task.pair, task.label, task.header)  # noqa: E731
         return task, read(task.train), {Path(f).stem: read(f) for f in task.dev}
+    if cfg.task in SQUAD:
+        task = Task(cfg.task, "span", ("f1", "exact_match"), epochs=2)  # the paper's 2 epochs for SQuAD
+        if not data.is_dir() or (data / "dataset_dict.json").exists():  # a hub name or a saved DatasetDict
+            train, dev = qa.squad_from_datasets(cfg.data)
+        else:
+            train, dev = qa.read_squad(_squad_file(data, "train")), qa.read_squad(_squad_file(data, "dev"))
+        return task, train, {"dev": dev}
     if not data.is_dir():
         raise TaskError(f"{data} is not a folder; put train and dev files in one folder")
     dev_stem = "dev" if any(data.glob("dev.*")) else "validation"
@@ -148,7 +159,16 @@ def load_task(cfg: FinetuneConfig) -> tuple[Task, list[Example], dict[str, list[
             ("pearson", "spearman") if regression else ("accuracy", "f1" if binary else "macro_f1"),
         )
         return task, train, {"dev": dev}
-    raise TaskError(f"unknown task {cfg.task!r}; use one of {', '.join([*GLUE, 'csv', 'ner'])}")
+    raise TaskError(f"unknown task {cfg.task!r}; use one of {', '.join([*GLUE, 'csv', 'ner', *SQUAD])}")
+
+
+def _squad_file(folder: Path, split: str) -> Path:
+    """SQuAD's own names (train-v1.1.json, dev-v2.0.json) or train.json / dev.json."""
+    found = sorted(folder.glob(f"{split}*.json"))
+    if len(found) != 1:
+        what = f"{len(found)}: {', '.join(f.name for f in found)}" if found else "none"
+        raise TaskError(f"{folder} needs one {split}*.json SQuAD file (such as {split}-v1.1.json); found {what}")
+    return found[0]
 
 
 def _is_number(x) -> bool:
@@ -162,6 +182,8 @@ def _is_number(x) -> bool:
 def label_set(task: Task, train: list[Example], devs: dict[str, list[Example]]) -> list[str]:
     if task.kind == "regression":
         return ["score"]
+    if task.kind == "span":
+        return []
     seen = {t for e in train for t in (e.label if task.kind == "tagging" else [e.label])}
     labels = list(task.labels) if task.labels else sorted(seen, key=str)  # key: 1.0 and "pos" in one file
     if task.kind == "tagging" and "O" in labels:
@@ -185,6 +207,8 @@ class Encoded:
     types: list[list[int]]
     labels: list  # int / float per example, or a list per token (-100 where not scored)
     words: list[list[int | None]] | None = None  # tagging: the word of each token
+    windows: qa.Windows | None = None  # SQuAD: rows are windows of these questions
+    questions: list[Example] | None = None
 
 
 def encode(
@@ -196,12 +220,23 @@ def encode(
     truncate: bool,
     where: str,
     numbers: list[int] | None = None,
+    stride: int | None = None,
 ) -> tuple[Encoded, int]:
     """Token ids, types and aligned labels; returns the number of truncated examples too.
 
     `numbers` are the examples' places in their file (1-based) for error messages, when
-    `examples` is a subset; by default their places in `examples`.
+    `examples` is a subset; by default their places in `examples`. SQuAD: one row per window
+    of a context (`stride` tokens shared by neighbours); questions cut to 64 tokens count as truncated.
     """
+    if task.kind == "span":
+        w = qa.encode_windows(tok, examples, max_length, stride)
+        if w.cut_questions and not truncate:
+            raise TaskError(f"{where}: {w.cut_questions} questions are longer than {qa.QUESTION_TOKENS} tokens")
+        if w.unplaced:
+            print(
+                f"{where}: {w.unplaced} answers are not at their answer_start in the context; left out", file=sys.stderr
+            )
+        return Encoded(w.ids, w.types, w.labels, windows=w, questions=list(examples)), w.cut_questions
     index = {label: i for i, label in enumerate(labels)}
     tok.enable_truncation(max_length, strategy="longest_first")  # pairs: trim the longer text first
     tok.no_padding()
@@ -293,6 +328,8 @@ def layer_scales(encoder: Encoder, decay: float) -> dict[str, float]:
 def _loss(task: Task, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     if task.kind == "regression":
         return F.mse_loss(logits.squeeze(-1).float(), labels.float())
+    if task.kind == "span":  # (B, T, 2) against (B, 2): the mean of the start and end cross-entropies
+        return F.cross_entropy(logits.float().transpose(1, 2).flatten(0, 1), labels.flatten())
     return F.cross_entropy(logits.flatten(0, -2).float(), labels.flatten(), ignore_index=-100)
 
 
@@ -318,9 +355,15 @@ def evaluate(
             elif task.kind == "tagging":
                 n = len(data.ids[i])
                 preds[i] = logits[row, :n].argmax(-1).tolist()
+            elif task.kind == "span":
+                preds[i] = logits[row, : len(data.ids[i])].numpy()  # (T, 2): start and end logits
             else:
                 preds[i] = int(logits[row].argmax())
     model.train()
+    if task.kind == "span":
+        contexts = [e.pair for e in data.questions]
+        answers = qa.best_answers(preds, data.windows, contexts, allow_none=task.name == "squad_v2")
+        return qa.answer_scores(answers, [[text for text, _ in e.label] for e in data.questions])
     if task.kind == "tagging":
         pred_tags, gold_tags = [], []
         for p, g in zip(preds, data.labels, strict=True):
@@ -332,15 +375,26 @@ def evaluate(
 
 
 def settings(cfg: FinetuneConfig, task: Task, encoder: Encoder) -> dict:
-    """The learning rate, layer decay and epochs a run uses: the config's, or the defaults for the
-    task and the encoder's size (the paper's rates by width; below 128 wide, 2e-3: docs/finetuning.md)."""
+    """The learning rate, layer decay, epochs and tokens per example a run uses: the config's, or the
+    defaults for the task and the encoder's size (the paper's rates by width; below 128 wide, 2e-3:
+    docs/finetuning.md; 128 tokens, or for SQuAD 512 or the model's positions if fewer)."""
     width, layers = encoder.cfg.hidden_size, encoder.cfg.num_layers
     lr = 2e-3 if width < 128 else 3e-4 if width <= 256 else 1e-4 if width <= 768 else 5e-5
     return {
         "lr": lr if cfg.lr is None else cfg.lr,
         "layer_decay": (0.9 if layers >= 24 else 0.8) if cfg.layer_decay is None else cfg.layer_decay,
         "epochs": task.epochs if cfg.epochs is None else cfg.epochs,
+        "max_length": cfg.max_length or (min(512, encoder.cfg.max_positions) if task.kind == "span" else 128),
     }
+
+
+def task_model(task: Task, cfg, labels: list[str], encoder: Encoder | None = None) -> torch.nn.Module:
+    """The model a task trains: the encoder with the task's head."""
+    if task.kind == "span":
+        return QuestionAnswerer(cfg, encoder=encoder)
+    if task.kind == "tagging":
+        return TokenClassifier(cfg, len(labels), encoder=encoder)
+    return SequenceClassifier(cfg, 1 if task.kind == "regression" else len(labels), encoder=encoder)
 
 
 def train_one(
@@ -358,9 +412,7 @@ def train_one(
     """One seed: the dev metrics after the last epoch (as the paper reports them), its weights,
     and the dev metrics of every epoch (shown, never used to pick a model: that would tune on dev)."""
     torch.manual_seed(seed)
-    num_labels = 1 if task.kind == "regression" else len(labels)
-    head = TokenClassifier if task.kind == "tagging" else SequenceClassifier
-    model = head(encoder.cfg, num_labels, encoder=copy.deepcopy(encoder)).to(device).train()
+    model = task_model(task, encoder.cfg, labels, copy.deepcopy(encoder)).to(device).train()
     lr, epochs = used["lr"], used["epochs"]  # from `settings`
     scales = layer_scales(encoder, used["layer_decay"])
     optimizer = adamw(model, lr, cfg.weight_decay, lr_scale=scales, fused=device.type == "cuda")
@@ -420,25 +472,29 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
         picked = random.Random(cfg.seed).sample(range(len(train_examples)), cfg.max_train_examples)
         train_examples, numbers = [train_examples[i] for i in picked], [i + 1 for i in picked]
     encoder, tokenizer_dir = load_pretrained(cfg.model)
-    if cfg.max_length > encoder.cfg.max_positions:
-        raise ValueError(f"--max-length {cfg.max_length} exceeds the model's {encoder.cfg.max_positions} positions")
+    used = settings(cfg, task, encoder)
+    max_length = used["max_length"]
+    if max_length > encoder.cfg.max_positions:
+        raise ValueError(f"--max-length {max_length} exceeds the model's {encoder.cfg.max_positions} positions")
     tok = load_tokenizer(tokenizer_dir)
     vocab_in_order(tok)  # the export writes vocab.txt: a tokenizer that cannot be written fails now, not after training
-    train, n_trunc = encode(tok, task, train_examples, labels, cfg.max_length, cfg.truncate, "train", numbers)
+    train, n_trunc = encode(
+        tok, task, train_examples, labels, max_length, cfg.truncate, "train", numbers, cfg.doc_stride
+    )
     devs, dev_trunc = {}, 0
     for name, examples in dev_examples.items():
-        devs[name], n = encode(tok, task, examples, labels, cfg.max_length, cfg.truncate, name)
+        devs[name], n = encode(tok, task, examples, labels, max_length, cfg.truncate, name, stride=cfg.doc_stride)
         dev_trunc += n
     if n_trunc or dev_trunc:
         print(
-            f"{task.name}: truncated {n_trunc} training and {dev_trunc} dev examples to {cfg.max_length} tokens",
+            f"{task.name}: truncated {n_trunc} training and {dev_trunc} dev examples to "
+            + (f"{qa.QUESTION_TOKENS} question tokens" if task.kind == "span" else f"{max_length} tokens"),
             file=sys.stderr,
         )
     device = pick_device(cfg.device)
     if device.type == "cuda":  # fp32 matmuls on tensor cores, as in pre-training
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    used = settings(cfg, task, encoder)
 
     runs = []
     for seed in range(cfg.seed, cfg.seed + cfg.seeds):
@@ -458,22 +514,22 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
         "exported_seed": chosen["seed"],
         "seeds": [{k: v for k, v in r.items() if k != "state"} for r in runs],
         "truncated": {"train": n_trunc, "dev": dev_trunc},
-        "examples": {"train": len(train.ids), **{k: len(v.ids) for k, v in devs.items()}},
+        "examples": {
+            k: len(v.ids if v.questions is None else v.questions) for k, v in {"train": train, **devs}.items()
+        },
         "config": asdict(cfg),  # as given; `settings` holds the defaults it resolved to
         "settings": used,
     }
-    num_labels = 1 if task.kind == "regression" else len(labels)
-    model = (TokenClassifier if task.kind == "tagging" else SequenceClassifier)(encoder.cfg, num_labels)
+    if task.kind == "span":
+        results["windows"] = {k: len(v.ids) for k, v in {"train": train, **devs}.items()}
+    model = task_model(task, encoder.cfg, labels)
     model.load_state_dict(chosen["state"])
-    export = hf.export_token_classifier if task.kind == "tagging" else hf.export_sequence_classifier
-    export(
-        model,
-        out,
-        list(task.names) or labels,
-        tokenizer_dir=tokenizer_dir,
-        overwrite=overwrite,
-        extra_files={"results.json": json.dumps(results, indent=2) + "\n"},
-    )
+    files = {"results.json": json.dumps(results, indent=2) + "\n"}
+    if task.kind == "span":
+        hf.export_question_answerer(model, out, tokenizer_dir, overwrite, files)
+    else:
+        export = hf.export_token_classifier if task.kind == "tagging" else hf.export_sequence_classifier
+        export(model, out, list(task.names) or labels, tokenizer_dir, overwrite, files)
     return results
 
 
@@ -546,6 +602,7 @@ def _comparable(config: dict) -> dict:
     that `runs/x` and `./runs/x` are the same model. An option newer than the folder counts at its default."""
     defaults = {f.name: f.default for f in fields(FinetuneConfig) if f.default is not MISSING}
     out = {k: v for k, v in {**defaults, **config}.items() if k not in _PER_TASK}
+    out["max_length"] = out["max_length"] or 128  # GLUE's default, which older folders wrote out
     for key in ("model", "data"):
         if isinstance(out.get(key), str) and Path(out[key]).exists():
             out[key] = str(Path(out[key]).resolve())

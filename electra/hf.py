@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from electra.atomic import publish_dir
 from electra.config import EncoderConfig, ModelConfig
-from electra.model import Electra, Encoder, SequenceClassifier, TokenClassifier
+from electra.model import Electra, Encoder, QuestionAnswerer, SequenceClassifier, TokenClassifier
 from electra.tokenizer import load_tokenizer, save_tokenizer
 
 HF_ARCHITECTURES = {
@@ -25,6 +25,7 @@ HF_ARCHITECTURES = {
     "generator": "ElectraForMaskedLM",
     "sequence": "ElectraForSequenceClassification",
     "token": "ElectraForTokenClassification",
+    "span": "ElectraForQuestionAnswering",
     "encoder": "ElectraModel",
 }
 
@@ -71,7 +72,8 @@ def key_map(kind: str, cfg: EncoderConfig) -> list[tuple[str, list[str]]]:
 
     discriminator/generator: keys of `Electra` -> ElectraForPreTraining/ElectraForMaskedLM.
     encoder: keys of `Encoder` -> ElectraModel (under `electra.` as in every head model).
-    sequence/token: keys of `SequenceClassifier`/`TokenClassifier` -> their transformers twins.
+    sequence/token/span: keys of `SequenceClassifier`/`TokenClassifier`/`QuestionAnswerer` -> their
+    transformers twins.
     """
     if kind == "discriminator":
         return (
@@ -100,6 +102,8 @@ def key_map(kind: str, cfg: EncoderConfig) -> list[tuple[str, list[str]]]:
         return encoder + _pairs(("dense", "classifier.dense"), ("out", "classifier.out_proj"))
     if kind == "token":
         return encoder + _pairs(("out", "classifier"))
+    if kind == "span":
+        return encoder + _pairs(("out", "qa_outputs"))
     raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(HF_ARCHITECTURES)}")
 
 
@@ -331,6 +335,29 @@ def export_token_classifier(
     config = _label_config(id2label, "token", model.cfg)
     state = to_hf_state(model.state_dict(), "token", model.cfg)
     return _write(folder, state, config, tokenizer_dir, overwrite, extra_files)
+
+
+def export_question_answerer(
+    model: QuestionAnswerer, folder, tokenizer_dir=None, overwrite: bool = False, extra_files=None
+) -> Path:
+    """An `ElectraForQuestionAnswering` folder: `pipeline("question-answering")` loads it."""
+    config = to_hf_config(model.cfg, "span", num_labels=2)
+    state = to_hf_state(model.state_dict(), "span", model.cfg)
+    return _write(folder, state, config, tokenizer_dir, overwrite, extra_files)
+
+
+def load_question_answerer(folder: str | os.PathLike) -> QuestionAnswerer:
+    """A fine-tuned `ElectraForQuestionAnswering` folder (ours, or one from transformers)."""
+    folder = resolve(folder)
+    config = read_config(folder)
+    if HF_ARCHITECTURES["span"] not in (config.get("architectures") or []):
+        what = ", ".join(config.get("architectures") or []) or "no transformers architecture"
+        raise ValueError(f"{folder} holds {what}, not an {HF_ARCHITECTURES['span']}; point at a fine-tuned folder")
+    cfg = from_hf_config(config, f"{folder}/config.json")
+    model = QuestionAnswerer(cfg)
+    state, _ = from_hf_state(read_weights(folder), "span", cfg, str(folder))
+    _load(model, state)
+    return model
 
 
 def _load(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:

@@ -254,6 +254,20 @@ class TokenClassifier(nn.Module):
         return self.out(self.dropout(self.encoder(input_ids, token_type_ids, attention_mask)))  # (B, T, L)
 
 
+class QuestionAnswerer(nn.Module):
+    """Encoder + linear: a start and an end logit per token, for answers that are spans of the text."""
+
+    def __init__(self, cfg: EncoderConfig, encoder: Encoder | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = encoder if encoder is not None else Encoder(cfg)
+        self.out = nn.Linear(cfg.hidden_size, 2)
+        init_weights(self.out, cfg.initializer_range)
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
+        return self.out(self.encoder(input_ids, token_type_ids, attention_mask))  # (B, T, 2): start, end
+
+
 @torch.no_grad()
 def init_weights(module: nn.Module, std: float) -> None:
     """The paper's initialisation: weights ~ N(0, std), zero biases, unit LayerNorm."""

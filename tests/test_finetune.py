@@ -225,7 +225,7 @@ def test_finetune_learns_an_easy_task_and_exports_a_transformers_classifier(sent
         assert len(seed["per_epoch"]) == 6 and seed["per_epoch"][-1] == seed["metrics"]
     saved = json.loads((tmp_path / "clf" / "results.json").read_text())
     assert saved["labels"] == ["neg", "pos"] and saved["exported_seed"] in (0, 1)
-    assert saved["settings"] == {"lr": 5e-3, "layer_decay": 0.8, "epochs": 6}  # the default decay, resolved
+    assert saved["settings"] == {"lr": 5e-3, "layer_decay": 0.8, "epochs": 6, "max_length": 128}  # defaults, resolved
     model = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "clf")
     assert model.config.id2label == {0: "neg", 1: "pos"}
 

@@ -78,6 +78,28 @@ def test_exported_token_classifier_matches_transformers(tmp_path):
         )
 
 
+def test_question_answerer_round_trips_through_transformers(tmp_path):
+    from electra.model import QuestionAnswerer
+
+    model = perturb(QuestionAnswerer(tiny().discriminator))
+    hf.export_question_answerer(model, tmp_path / "qa")
+    theirs = transformers.ElectraForQuestionAnswering.from_pretrained(tmp_path / "qa").eval()
+    ids, types, mask = batch(100)
+    with torch.no_grad():
+        out = theirs(input_ids=ids, token_type_ids=types, attention_mask=mask)
+        both = model(ids, types, mask)
+        _assert_real_close(both[..., 0], out.start_logits, mask)
+        _assert_real_close(both[..., 1], out.end_logits, mask)
+    perturb(theirs, seed=3).save_pretrained(tmp_path / "theirs")  # and back: their weights, our answers
+    back = hf.load_question_answerer(tmp_path / "theirs").eval()
+    with torch.no_grad():
+        out = theirs(input_ids=ids, token_type_ids=types, attention_mask=mask)
+        _assert_real_close(back(ids, types, mask)[..., 0], out.start_logits, mask)
+    tagger = hf.export_token_classifier(TokenClassifier(tiny().discriminator, 2), tmp_path / "tagger", ["O", "B-X"])
+    with pytest.raises(ValueError, match="holds ElectraForTokenClassification, not an ElectraForQuestionAnswering"):
+        hf.load_question_answerer(tagger)
+
+
 def _random_hf_pair(tmp_path, seed=0):
     """A transformers discriminator + generator with shared embeddings, saved as released."""
     cfg = tiny(generator_fraction=0.25)

@@ -1,0 +1,215 @@
+"""Extractive question answering (SQuAD 1.1 and 2.0): reading, windows, answer spans, EM and F1.
+
+question + context ──encode──▶ windows of at most `max_length` tokens, [CLS] question [SEP]
+context part [SEP], the context parts overlapping by `stride` tokens, each labelled with the
+answer's first and last token ((0, 0), [CLS], where the window does not hold it)
+──start and end logits──▶ the best span over all windows of a question (or no answer)
+──▶ exact match and F1 against every gold answer, as the official evaluation computes them
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from electra.tasks import Example, TaskError, utf8
+
+QUESTION_TOKENS = 64  # questions are cut to this many tokens, as in BERT's and ELECTRA's SQuAD code
+N_BEST = 20  # start and end candidates considered per window
+MAX_ANSWER_TOKENS = 30
+DOC_STRIDE = 128  # tokens shared by neighbouring windows (at most half a window's context)
+
+
+# --------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------
+
+
+def read_squad(path: str | Path) -> list[Example]:
+    """SQuAD JSON (data -> paragraphs -> qas): one Example per question, text the question, pair
+    the context, label the list of (answer text, character start) pairs: empty for a SQuAD 2.0
+    question that has no answer."""
+    path = Path(path)
+    with open(path, encoding="utf-8") as f, utf8(str(path)):
+        try:
+            doc = json.load(f)
+        except ValueError as e:
+            raise TaskError(f"{path} is not JSON ({e})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
+        raise TaskError(f'{path} is not SQuAD JSON: expected {{"data": [articles with paragraphs and qas]}}')
+    out = []
+    try:
+        for article in doc["data"]:
+            for paragraph in article["paragraphs"]:
+                context = paragraph["context"]
+                for qa in paragraph["qas"]:
+                    answers = [] if qa.get("is_impossible") else qa["answers"]
+                    spans = [(a["text"], int(a["answer_start"])) for a in answers]
+                    out.append(Example(qa["question"], context, spans))
+    except (KeyError, TypeError) as e:
+        raise TaskError(f"{path} is not SQuAD JSON: a question or paragraph lacks {e}") from None
+    return out
+
+
+def squad_from_datasets(source: str) -> tuple[list[Example], list[Example]]:
+    """Train and dev questions from the hub's `squad` / `squad_v2` datasets or a `DatasetDict`
+    saved with `save_to_disk` (columns question, context, answers {text, answer_start})."""
+    try:
+        import datasets
+    except ImportError as e:
+        raise TaskError("reading SQuAD through datasets needs the datasets package: pip install datasets") from e
+    try:
+        ds = datasets.load_from_disk(source) if Path(source).is_dir() else datasets.load_dataset(source)
+    except Exception as e:
+        raise TaskError(f"could not load {source} ({type(e).__name__}: {e}); pass a folder of SQuAD JSON files") from e
+
+    def split(name: str) -> list[Example]:
+        if name not in ds:
+            raise TaskError(f"{source} has no {name!r} split (splits: {', '.join(ds)})")
+        rows = ds[name]
+        return [
+            Example(
+                r["question"], r["context"], list(zip(r["answers"]["text"], r["answers"]["answer_start"], strict=True))
+            )
+            for r in rows
+        ]
+
+    return split("train"), split("validation")
+
+
+# --------------------------------------------------------------------------------------
+# Windows and answer spans
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Windows:
+    """The encoded windows of a list of questions."""
+
+    ids: list[list[int]]
+    types: list[list[int]]
+    labels: list[tuple[int, int]]  # the answer's first and last token; (0, 0) ([CLS]) when not in the window
+    question: list[int]  # the question each window belongs to
+    offsets: list[list[tuple[int, int] | None]]  # each token's characters in the context; None outside it
+    cut_questions: int = 0  # questions longer than QUESTION_TOKENS, cut
+    unplaced: int = 0  # answers not found at their character start, left out
+
+
+def encode_windows(tok, examples: Sequence[Example], max_length: int, stride: int | None = None) -> Windows:
+    """Every question's windows over its context; the answer (the first one) labelled in each.
+    `stride` tokens are shared by neighbouring windows: by default 128, or half a window's
+    context if that is less."""
+    limit = min(QUESTION_TOKENS, (max_length - 3) // 2)
+    room = max_length - 3 - limit  # context tokens a window holds at the least
+    if stride is None:
+        stride = min(DOC_STRIDE, room // 2)
+    if not 0 <= stride < room:
+        raise TaskError(
+            f"doc-stride must be 0 to {room - 1} at --max-length {max_length} (a window holds at least {room} "
+            f"context tokens after a question of up to {limit}), got {stride}"
+        )
+    tok.no_truncation()
+    questions = []
+    cut = 0
+    for e, q in zip(examples, tok.encode_batch([e.text for e in examples], add_special_tokens=False), strict=True):
+        if len(q.ids) > limit:  # cut before the first word that does not fit whole: the same tokens again
+            first = q.word_ids.index(q.word_ids[limit])
+            questions.append(e.text[: q.offsets[first][0] if first > 0 else q.offsets[limit - 1][1]])
+            cut += 1
+        else:
+            questions.append(e.text)
+    tok.enable_truncation(max_length, stride=stride, strategy="only_second")
+    out = Windows([], [], [], [], [], cut)
+    encodings = tok.encode_batch([(q, e.pair) for q, e in zip(questions, examples, strict=True)])
+    for n, (e, enc) in enumerate(zip(examples, encodings, strict=True)):
+        answer = e.label[0] if e.label else None
+        if answer is not None and e.pair[answer[1] : answer[1] + len(answer[0])] != answer[0]:
+            out.unplaced += 1
+            answer = None
+        for w in (enc, *enc.overflowing):
+            in_context = [s == 1 for s in w.sequence_ids]
+            offsets = [o if c else None for o, c in zip(w.offsets, in_context, strict=True)]
+            out.ids.append(w.ids)
+            out.types.append(w.type_ids)
+            out.question.append(n)
+            out.offsets.append(offsets)
+            out.labels.append(
+                (0, 0) if answer is None else answer_tokens(offsets, answer[1], answer[1] + len(answer[0]))
+            )
+    tok.no_truncation()
+    return out
+
+
+def answer_tokens(offsets: Sequence[tuple[int, int] | None], start: int, end: int) -> tuple[int, int]:
+    """The first and last token covering characters [start, end) of the context, or (0, 0) when
+    the window does not hold all of them."""
+    inside = [(i, o) for i, o in enumerate(offsets) if o is not None]
+    if not inside or inside[0][1][0] > start or inside[-1][1][1] < end:
+        return 0, 0
+    first = max(i for i, o in inside if o[0] <= start)
+    last = min(i for i, o in inside if o[1] >= end)
+    return first, last
+
+
+def best_answers(
+    logits: Sequence[np.ndarray], windows: Windows, contexts: Sequence[str], allow_none: bool
+) -> list[str]:
+    """Each question's answer: the span with the highest start + end logit over its windows
+    (the N_BEST starts and ends of each window, at most MAX_ANSWER_TOKENS long, inside the
+    context). With `allow_none` (SQuAD 2.0) the answer is "" when [CLS]'s start + end logit,
+    its lowest over the windows, beats the best span."""
+    best: list[tuple[float, str] | None] = [None] * len(contexts)
+    null = [np.inf] * len(contexts)
+    for scores, n, offsets in zip(logits, windows.question, windows.offsets, strict=True):
+        start, end = scores[:, 0], scores[:, 1]  # (T,) each
+        null[n] = min(null[n], float(start[0] + end[0]))
+        valid = np.array([o is not None for o in offsets])
+        starts = [i for i in np.argsort(-start, kind="stable") if valid[i]][:N_BEST]
+        ends = [i for i in np.argsort(-end, kind="stable") if valid[i]][:N_BEST]
+        for s in starts:
+            for e in ends:
+                if s <= e < s + MAX_ANSWER_TOKENS:
+                    score = float(start[s] + end[e])
+                    if best[n] is None or score > best[n][0]:
+                        best[n] = (score, contexts[n][offsets[s][0] : offsets[e][1]])
+    return ["" if b is None or (allow_none and null[n] > b[0]) else b[1] for n, b in enumerate(best)]
+
+
+# --------------------------------------------------------------------------------------
+# The official metrics
+# --------------------------------------------------------------------------------------
+
+
+def normalize_answer(text: str) -> str:
+    """Lowercase, drop punctuation and the articles a, an, the, and collapse whitespace (SQuAD's rule)."""
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+
+def answer_f1(prediction: str, gold: str) -> float:
+    pred, ref = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    if not pred or not ref:  # no answer: right only against no answer
+        return float(pred == ref)
+    same = sum((Counter(pred) & Counter(ref)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred), same / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def answer_scores(predictions: Sequence[str], golds: Sequence[Sequence[str]]) -> dict[str, float]:
+    """Exact match and F1, each the best over a question's gold answers, averaged over questions.
+    A question without gold answers (SQuAD 2.0) is answered right by "" only."""
+    exact, f1 = [], []
+    for p, g in zip(predictions, golds, strict=True):
+        g = [a for a in g if normalize_answer(a)] or [""]
+        exact.append(max(float(normalize_answer(p) == normalize_answer(a)) for a in g))
+        f1.append(max(answer_f1(p, a) for a in g))
+    return {"f1": float(np.mean(f1)), "exact_match": float(np.mean(exact))}

@@ -1,0 +1,186 @@
+"""Extractive question answering: SQuAD metrics, windows over long contexts, answer spans, end to end."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from electra import hf, qa
+from electra.config import tiny
+from electra.finetune import FinetuneConfig, run
+from electra.model import Electra
+from electra.tasks import Example, TaskError
+
+COLORS = "red green blue black white yellow orange purple".split()
+THINGS = "car house boat door hat coat bike cup".split()
+FILLER = "we saw it there and then it was late so they went home after the rain in the town".split()
+
+
+def _squad(folder, version="1.1", n_train=300, n_dev=60, filler=12, seed=0):
+    """SQuAD JSON files: "what color is the X ?" over filler text holding "the X is C ."; in
+    version 2.0 a quarter of the contexts hold no such sentence (no answer)."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("dev", n_dev)):
+        paragraphs = []
+        for k in range(n):
+            thing, color = rng.choice(THINGS), rng.choice(COLORS)
+            before = " ".join(rng.choice(FILLER) for _ in range(rng.randint(0, filler)))
+            after = " ".join(rng.choice(FILLER) for _ in range(rng.randint(0, filler)))
+            fact = f"The {thing} is {color}." if version == "1.1" or k % 4 else ""
+            context = " ".join(x for x in (before, fact, after) if x)
+            answers = [{"text": color, "answer_start": context.index(fact) + len(f"The {thing} is ")}] if fact else []
+            qas = [{"id": f"{split}-{k}", "question": f"What color is the {thing}?", "answers": answers}]
+            if version == "2.0":
+                qas[0]["is_impossible"] = not answers
+            paragraphs.append({"context": context, "qas": qas})
+        doc = {"version": version, "data": [{"title": "colors", "paragraphs": paragraphs}]}
+        (folder / f"{split}-v{version}.json").write_text(json.dumps(doc))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def squad_model(tmp_path_factory):
+    """A tiny random discriminator with a vocabulary of the synthetic questions and contexts."""
+    from electra.tokenizer import save_tokenizer, train_wordpiece
+
+    root = tmp_path_factory.mktemp("squad")
+    examples = qa.read_squad(_squad(root / "v1") / "train-v1.1.json")
+    texts = [e.text for e in examples] + [e.pair for e in examples]
+    save_tokenizer(train_wordpiece(texts * 3, vocab_size=150, show_progress=False), root / "tok")
+    torch.manual_seed(0)
+    vocab = json.loads((root / "tok" / "tokenizer.json").read_text())["model"]["vocab"]
+    hf.export_discriminator(Electra(tiny(vocab_size=len(vocab))), root / "model", tokenizer_dir=root / "tok")
+    return root
+
+
+def test_metrics_follow_the_official_squad_evaluation():
+    assert qa.normalize_answer("  The  Eiffel-Tower, in PARIS! ") == "eiffeltower in paris"
+    assert qa.normalize_answer("an apple a day") == "apple day"
+    # "blue car" against "the big blue car": 2 shared tokens, precision 2/2, recall 2/3
+    assert qa.answer_f1("blue car", "the big blue car") == pytest.approx(2 * 1 * (2 / 3) / (1 + 2 / 3))
+    assert qa.answer_f1("red", "blue") == 0.0
+    scores = qa.answer_scores(
+        ["the blue car", "blue car", "", "", "red"],
+        [["Blue car!"], ["big blue car", "blue car"], [], ["red"], []],  # the best gold answer counts
+    )
+    # exact: 1, 1, 1 (no answer, none given), 0, 0; F1: 1, 1, 1, 0, 0
+    assert scores == {"f1": pytest.approx(0.6), "exact_match": pytest.approx(0.6)}
+
+
+def test_windows_cover_long_contexts_and_label_the_answer_in_each(squad_model, tmp_path):
+    from electra.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(squad_model / "tok")
+    examples = qa.read_squad(_squad(tmp_path, n_train=40, n_dev=1, filler=60, seed=1) / "train-v1.1.json")
+    long_question = " ".join(["what"] * 80) + " color is the car?"
+    examples.append(Example(long_question, examples[0].pair, examples[0].label))
+    w = qa.encode_windows(tok, examples, max_length=48, stride=6)
+    assert w.cut_questions == 1 and w.unplaced == 0
+    assert max(map(len, w.ids)) <= 48 and len(w.ids) > 2 * len(examples)  # long contexts: several windows each
+    for n, e in enumerate(examples):
+        rows = [i for i, q in enumerate(w.question) if q == n]
+        covered = {o for i in rows for o in w.offsets[i] if o is not None}
+        every = {o for o in tok.encode(e.pair).offsets if o != (0, 0)}
+        assert covered == every  # the windows leave no token of the context out
+        found = [w.labels[i] for i in rows if w.labels[i] != (0, 0)]
+        assert found, f"no window holds the answer of question {n}"
+        for i in rows:
+            s, t = w.labels[i]
+            if (s, t) != (0, 0):  # the labelled tokens are exactly the answer's characters
+                assert e.pair[w.offsets[i][s][0] : w.offsets[i][t][1]] == e.label[0][0]
+    first = w.question.index(len(examples) - 1)  # the long question's first window: cut to (48 - 3) // 2 tokens
+    assert len(w.ids[first]) == 48 and w.types[first].count(0) == 1 + 22 + 1  # [CLS], question, [SEP]
+    with pytest.raises(TaskError, match="doc-stride must be 0 to 22 at --max-length 48"):
+        qa.encode_windows(tok, examples, max_length=48, stride=23)
+
+
+def test_the_best_span_wins_over_windows_and_no_answer_needs_a_better_score():
+    contexts = ["alpha beta gamma", "one two"]
+    offsets_a = [None, (0, 5), (6, 10), None]  # [CLS] alpha beta [SEP]
+    offsets_b = [None, (6, 10), (11, 16), None]  # [CLS] beta gamma [SEP]
+    offsets_c = [None, (0, 3), (4, 7), None]
+    windows = qa.Windows([], [], [], [0, 0, 1], [offsets_a, offsets_b, offsets_c])
+
+    def logits(start, end):
+        return np.array([start, end], dtype=np.float32).T  # (T, 2)
+
+    scores = [
+        logits([9, 1, 2, 9], [9, 3, 1, 9]),  # outside the context scores high: never an answer
+        logits([0, 2, 1, 0], [0, 1, 4, 0]),  # "beta gamma": 2 + 4, the best of question 0
+        logits([5, 1, 3, 0], [5, 2, 1, 0]),  # question 1: "two" 3 + 1 beats "one" 1 + 2 and "one two" 1 + 1
+    ]
+    assert qa.best_answers(scores, windows, contexts, allow_none=False) == ["beta gamma", "two"]
+    # SQuAD 2.0: [CLS] scores 0 + 0 for question 0 (its lowest over windows) and 10 for question 1
+    assert qa.best_answers(scores, windows, contexts, allow_none=True) == ["beta gamma", ""]
+    backwards = [logits([0, 0, 5, 0], [0, 5, 1, 0])]  # the best start lies after the best end: not a span
+    one = qa.Windows([], [], [], [0], [offsets_a])
+    assert qa.best_answers(backwards, one, contexts[:1], allow_none=False) == ["beta"]  # 5 + 1 beats 0 + 5
+
+
+@pytest.mark.parametrize("version", ["1.1", "2.0"])
+def test_squad_fine_tunes_end_to_end_and_transformers_loads_the_answerer(squad_model, tmp_path, version):
+    transformers = pytest.importorskip("transformers")
+    data = _squad(tmp_path / "data", version)
+    task = "squad" if version == "1.1" else "squad_v2"
+    cfg = FinetuneConfig(
+        model=str(squad_model / "model"), task=task, data=str(data), out=str(tmp_path / "qa"), lr=5e-3, batch_size=16
+    )
+    results = run(cfg, quiet=True)
+    assert results["settings"]["epochs"] == 2 and results["settings"]["max_length"] == 128  # the model's positions
+    assert results["examples"] == {"train": 300, "dev": 60} and results["main_metric"] == "dev/f1"
+    assert results["median"]["dev"]["f1"] > 0.9  # the answer follows "is"; in 2.0, no such sentence: no answer
+    model = transformers.AutoModelForQuestionAnswering.from_pretrained(tmp_path / "qa").eval()
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "qa")
+    dev = qa.read_squad(next(data.glob("dev*.json")))
+    right = 0
+    for e in dev[:20]:
+        enc = tok(e.text, e.pair, return_tensors="pt", return_offsets_mapping=True)
+        offsets = enc.pop("offset_mapping")[0]
+        with torch.no_grad():
+            out = model(**enc)
+        s, t = int(out.start_logits[0].argmax()), int(out.end_logits[0].argmax())
+        answer = "" if s == 0 else e.pair[offsets[s][0] : offsets[t][1]]
+        right += answer == (e.label[0][0] if e.label else "")
+    assert right >= 18
+
+
+def test_bad_squad_input_is_refused_with_a_message(squad_model, tmp_path):
+    def refused(message, data, **kw):
+        with pytest.raises(TaskError, match=message):
+            run(FinetuneConfig(model=str(squad_model / "model"), task="squad", data=str(data), out=str(tmp_path / "o")))
+
+    (tmp_path / "empty").mkdir()
+    refused("needs one train\\*.json SQuAD file \\(such as train-v1.1.json\\); found none", tmp_path / "empty")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "train.json").write_text("{not json")
+    (bad / "dev.json").write_text("{}")
+    refused("train.json is not JSON", bad)
+    (bad / "train.json").write_text('{"data": [{"paragraphs": [{"context": "x", "qas": [{"question": "q"}]}]}]}')
+    refused("train.json is not SQuAD JSON: a question or paragraph lacks 'answers'", bad)
+    (bad / "train.json").write_text('{"data": {}}')
+    refused("is not SQuAD JSON: expected", bad)
+    assert not (tmp_path / "o").exists()
+
+
+def test_squad_through_datasets_reads_as_the_json_files(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    data = _squad(tmp_path / "json", "2.0", n_train=12, n_dev=4)
+    splits = {}
+    for split, name in (("train", "train"), ("validation", "dev")):
+        rows = qa.read_squad(data / f"{name}-v2.0.json")
+        splits[split] = datasets.Dataset.from_dict(
+            {
+                "id": [f"{name}-{i}" for i in range(len(rows))],
+                "question": [e.text for e in rows],
+                "context": [e.pair for e in rows],
+                "answers": [{"text": [a for a, _ in e.label], "answer_start": [s for _, s in e.label]} for e in rows],
+            }
+        )
+    datasets.DatasetDict(splits).save_to_disk(str(tmp_path / "saved"))
+    train, dev = qa.squad_from_datasets(str(tmp_path / "saved"))
+    assert train == qa.read_squad(data / "train-v2.0.json") and dev == qa.read_squad(data / "dev-v2.0.json")
+    assert sum(not e.label for e in train) == 3  # a quarter have no answer
