@@ -238,12 +238,17 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     if args.output and args.input and Path(args.output).resolve() == Path(args.input).resolve():
         raise UsageError("--output is the --input file: writing it would replace the texts; choose another file")
-    inputs = Inputs(args.input, args.text_field, args.pair_field, args.format)
+    from electra import hf
+
+    text_field, pair_field = args.text_field, args.pair_field
+    if hf.HF_ARCHITECTURES["span"] in (hf.read_config(hf.resolve(args.model)).get("architectures") or []):
+        text_field, pair_field = text_field or "question", pair_field or "context"  # a question answerer's input
+    inputs = Inputs(args.input, text_field, pair_field, args.format)
     texts = iter(inputs)
     first = next(texts, None)  # before loading the model: an empty input is a mistake to say at once
     if first is None:
         raise UsageError(f"no text to label in {args.input or 'stdin'}")
-    predictor = Predictor(args.model, args.max_length, args.device, args.stride)
+    predictor = Predictor(args.model, args.max_length, args.device, args.stride, args.allow_no_answer)
     labelled = predictor.stream(itertools.chain([first], texts), args.batch_size, not args.no_truncate)
     truncated = 0
     with contextlib.nullcontext(sys.stdout) if args.output in (None, "-") else publishing_file(args.output) as out:
@@ -508,15 +513,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "predict",
-        help="label or tag text with a fine-tuned model",
+        help="label, tag or answer questions about text with a fine-tuned model",
         description="Read texts (plain lines, .csv/.tsv or .jsonl; stdin by default), batch "
         "them by length and write one JSON line per text: its label and score from a sequence "
-        "classifier, or its entities from a token classifier (as transformers.pipeline gives them).",
+        "classifier, or its entities from a token classifier (as transformers.pipeline gives them), "
+        "or from a question answerer the answer to a question about a context (fields question and context).",
     )
     p.add_argument(
         "--model",
         required=True,
-        help="a fine-tuned folder: ElectraForSequenceClassification or ElectraForTokenClassification",
+        help="a fine-tuned folder: ElectraForSequenceClassification, ElectraForTokenClassification or "
+        "ElectraForQuestionAnswering",
     )
     p.add_argument("--input", help="input file (default: stdin)")
     p.add_argument("--output", help="output .jsonl (default: stdout)")
@@ -533,7 +540,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--stride",
         type=int,
-        help="token classifiers: tag longer texts whole, in windows of --max-length overlapping by this many tokens",
+        help="token classifiers: tag longer texts whole, in windows of --max-length overlapping by this many tokens; "
+        "question answerers: tokens shared by neighbouring windows of a context (default 128, at most half a window)",
+    )
+    p.add_argument(
+        "--allow-no-answer",
+        action=argparse.BooleanOptionalAction,
+        help='question answerers: answer "" when no span scores above no answer '
+        "(default: when the folder was fine-tuned on squad_v2)",
     )
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_predict)

@@ -230,13 +230,15 @@ def encode(
     """
     if task.kind == "span":
         w = qa.encode_windows(tok, examples, max_length, stride)
-        if w.cut_questions and not truncate:
-            raise TaskError(f"{where}: {w.cut_questions} questions are longer than {qa.QUESTION_TOKENS} tokens")
+        if any(w.cut) and not truncate:
+            raise TaskError(
+                f"{where} question {w.cut.index(True) + 1} is longer than {qa.QUESTION_TOKENS} tokens; allow truncation"
+            )
         if w.unplaced:
             print(
                 f"{where}: {w.unplaced} answers are not at their answer_start in the context; left out", file=sys.stderr
             )
-        return Encoded(w.ids, w.types, w.labels, windows=w, questions=list(examples)), w.cut_questions
+        return Encoded(w.ids, w.types, w.labels, windows=w, questions=list(examples)), sum(w.cut)
     index = {label: i for i, label in enumerate(labels)}
     tok.enable_truncation(max_length, strategy="longest_first")  # pairs: trim the longer text first
     tok.no_padding()
@@ -363,7 +365,7 @@ def evaluate(
     if task.kind == "span":
         contexts = [e.pair for e in data.questions]
         answers = qa.best_answers(preds, data.windows, contexts, allow_none=task.name == "squad_v2")
-        return qa.answer_scores(answers, [[text for text, _ in e.label] for e in data.questions])
+        return qa.answer_scores([a.text for a in answers], [[text for text, _ in e.label] for e in data.questions])
     if task.kind == "tagging":
         pred_tags, gold_tags = [], []
         for p, g in zip(preds, data.labels, strict=True):

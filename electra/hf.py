@@ -348,16 +348,7 @@ def export_question_answerer(
 
 def load_question_answerer(folder: str | os.PathLike) -> QuestionAnswerer:
     """A fine-tuned `ElectraForQuestionAnswering` folder (ours, or one from transformers)."""
-    folder = resolve(folder)
-    config = read_config(folder)
-    if HF_ARCHITECTURES["span"] not in (config.get("architectures") or []):
-        what = ", ".join(config.get("architectures") or []) or "no transformers architecture"
-        raise ValueError(f"{folder} holds {what}, not an {HF_ARCHITECTURES['span']}; point at a fine-tuned folder")
-    cfg = from_hf_config(config, f"{folder}/config.json")
-    model = QuestionAnswerer(cfg)
-    state, _ = from_hf_state(read_weights(folder), "span", cfg, str(folder))
-    _load(model, state)
-    return model
+    return load_classifier(folder, ("span",))[0]
 
 
 def _load(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -411,8 +402,9 @@ def _labels(config: dict, folder: Path) -> dict[int, str]:
     return {int(i): label for i, label in config["id2label"].items()}
 
 
-def load_classifier(folder: str | os.PathLike, kinds: tuple[str, ...] = ("sequence", "token")):
-    """A fine-tuned classifier folder of one of `kinds` ("sequence", "token"): (model, id2label, kind)."""
+def load_classifier(folder: str | os.PathLike, kinds: tuple[str, ...] = ("sequence", "token", "span")):
+    """A fine-tuned folder of one of `kinds` ("sequence", "token", "span"): (model, id2label, kind);
+    a question answerer ("span") has no labels."""
     folder = resolve(folder)
     config = read_config(folder)
     found = [k for k in kinds if HF_ARCHITECTURES[k] in (config.get("architectures") or [])]
@@ -420,11 +412,17 @@ def load_classifier(folder: str | os.PathLike, kinds: tuple[str, ...] = ("sequen
         what = ", ".join(config.get("architectures") or []) or "no transformers architecture"
         run = "data_sha256" in config or "format" in config  # a run's settings or a checkpoint's config
         hint = " (a pre-training run: export it, then fine-tune)" if run else ""
-        wanted = " or ".join(f"an {HF_ARCHITECTURES[k]}" for k in kinds)
-        raise ValueError(f"{folder} holds {what}{hint}, not {wanted}; point at a fine-tuned folder")
+        wanted = ", ".join(HF_ARCHITECTURES[k] for k in kinds)
+        raise ValueError(
+            f"{folder} holds {what}{hint}, not a fine-tuned model ({wanted}); point at a fine-tuned folder"
+        )
     kind = found[0]
-    cfg, id2label = from_hf_config(config, f"{folder}/config.json"), _labels(config, folder)
-    model = (SequenceClassifier if kind == "sequence" else TokenClassifier)(cfg, num_labels=len(id2label))
+    cfg = from_hf_config(config, f"{folder}/config.json")
+    id2label = {} if kind == "span" else _labels(config, folder)
+    if kind == "span":
+        model = QuestionAnswerer(cfg)
+    else:
+        model = (SequenceClassifier if kind == "sequence" else TokenClassifier)(cfg, num_labels=len(id2label))
     state, _ = from_hf_state(read_weights(folder), kind, cfg, str(folder))
     _load(model, state)
     return model, id2label, kind

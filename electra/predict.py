@@ -1,4 +1,4 @@
-"""`electra predict`: label or tag text with a fine-tuned classifier, in length-sorted batches."""
+"""`electra predict`: label, tag or answer questions about text with a fine-tuned model, in length-sorted batches."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from electra import hf
+from electra import hf, qa
 from electra.finetune import Encoded, batches
 from electra.parallel import pick_device
-from electra.tasks import TaskError, jsonl_records, table_rows, utf8
+from electra.tasks import Example, TaskError, jsonl_records, table_rows, utf8
 from electra.tokenizer import load_tokenizer
 
 FORMATS = ("lines", "csv", "tsv", "jsonl")
@@ -78,7 +78,7 @@ class Inputs:
 
 
 class Predictor:
-    """A fine-tuned classifier (folder or hub name) loaded once, for any number of calls.
+    """A fine-tuned model (folder or hub name) loaded once, for any number of calls.
 
     A sequence classifier gives each text {"label", "score"} ({"score"} for regression), as
     pipeline("sentiment-analysis") does. A token classifier gives {"entities": [...]}, each
@@ -87,6 +87,11 @@ class Predictor:
     fine-tuning scores), B-/I- runs of one type form an entity, and "O" words are left out.
     With `stride`, a tagger reads a text longer than `max_length` tokens whole, in windows
     that overlap by `stride` tokens (the pipeline's `stride`), instead of cutting it.
+    A question answerer reads (question, context) pairs and gives {"answer", "score", "start",
+    "end"}: the best span over windows of the context (`stride` tokens shared, as in
+    fine-tuning; see electra.qa), its probability, and its characters in the context. With
+    `allow_no_answer` (default: when the folder was fine-tuned on SQuAD 2.0) the answer may
+    be "" when the model scores no answer above every span.
     """
 
     def __init__(
@@ -95,13 +100,15 @@ class Predictor:
         max_length: int | None = None,
         device: str = "auto",
         stride: int | None = None,
+        allow_no_answer: bool | None = None,
     ):
         folder = hf.resolve(model_dir)
-        self.model, self.id2label, kind = hf.load_classifier(folder)
-        self.tagger = kind == "token"
+        self.model, self.id2label, self.kind = hf.load_classifier(folder)
+        self.tagger = self.kind == "token"
         self.device = pick_device(device)
         self.model.to(self.device).eval()
         self.tok = load_tokenizer(folder)
+        self.pad_id = self.tok.token_to_id("[PAD]")
         self.limit = self.model.cfg.max_positions if max_length is None else max_length
         if not 3 <= self.limit <= self.model.cfg.max_positions:
             raise ValueError(
@@ -109,6 +116,12 @@ class Predictor:
                 f"positions, got {self.limit}"
             )
         self.stride = stride
+        if allow_no_answer is None and self.kind == "span":
+            results = folder / "results.json"
+            allow_no_answer = results.is_file() and json.loads(results.read_text()).get("task") == "squad_v2"
+        self.allow_no_answer = bool(allow_no_answer)
+        if self.kind == "span":
+            return  # electra.qa windows each chunk itself
         if stride is not None:
             if not self.tagger:
                 raise ValueError("--stride reads long texts in windows for a token classifier; this is a classifier")
@@ -144,44 +157,69 @@ class Predictor:
         """
         if batch_size < 1 or chunk_size < 1:
             raise ValueError(f"batch size and chunk size must be at least 1, got {batch_size} and {chunk_size}")
-        pad_id = self.tok.token_to_id("[PAD]")
         texts = iter(texts)
         done = 0
         with tqdm(total=total, desc="predict", unit="text", disable=None, dynamic_ncols=True) as bar:
             while part := list(itertools.islice(texts, chunk_size)):
-                if self.tagger and any(p is not None for _, p in part):
-                    raise TaskError("a token classifier tags single texts, not pairs; drop --pair-field")
-                encodings = self.tok.encode_batch([t if p is None else (t, p) for t, p in part])
-                if self.stride is None:  # one row per text, cut at the limit
-                    cut = [bool(enc.overflowing) for enc in encodings]
-                    rows = list(enumerate(encodings))
-                else:  # one row per window
-                    cut = [False] * len(encodings)
-                    rows = [(i, window) for i, enc in enumerate(encodings) for window in (enc, *enc.overflowing)]
-                if not truncate and any(cut):
-                    raise TaskError(
-                        f"input {done + cut.index(True) + 1} is longer than {self.limit} tokens; raise --max-length "
-                        "or drop --no-truncate" + (" (or tag it in windows with --stride)" if self.tagger else "")
-                    )
-                data = Encoded([e.ids for _, e in rows], [e.type_ids for _, e in rows], [0] * len(rows))
-                last = [j + 1 == len(rows) or rows[j + 1][0] != i for j, (i, _) in enumerate(rows)]  # a text's last row
-                outputs: list = [None] * len(rows)
-                for group, ids, types, mask, _ in batches(data, batch_size, None, pad_id):
-                    logits = self.model(ids.to(self.device), types.to(self.device), mask.to(self.device)).float().cpu()
-                    for r, j in enumerate(group):
-                        i, enc = rows[j]
-                        if self.tagger:  # (T, labels) for this row's own tokens
-                            outputs[j] = self._entities(part[i][0], enc, logits[r, : len(enc.ids)].numpy())
-                        else:
-                            outputs[j] = self._record(logits[r])
-                    bar.update(sum(last[j] for j in group))
-                if self.tagger:
-                    windows: list[list[list[dict]]] = [[] for _ in part]
-                    for (i, _), entities in zip(rows, outputs, strict=True):
-                        windows[i].append(entities)
-                    outputs = [{"entities": w[0] if len(w) == 1 else overlapping(sum(w, []))} for w in windows]
-                yield from zip(part, outputs, cut, strict=True)
+                label = self._answers if self.kind == "span" else self._labels
+                records, cut = label(part, batch_size, truncate, done, bar)
+                yield from zip(part, records, cut, strict=True)
                 done += len(part)
+
+    def _labels(self, part: list[tuple[str, str | None]], batch_size: int, truncate: bool, done: int, bar):
+        """Classifier and tagger records of one chunk, and which texts were cut."""
+        if self.tagger and any(p is not None for _, p in part):
+            raise TaskError("a token classifier tags single texts, not pairs; drop --pair-field")
+        encodings = self.tok.encode_batch([t if p is None else (t, p) for t, p in part])
+        if self.stride is None:  # one row per text, cut at the limit
+            cut = [bool(enc.overflowing) for enc in encodings]
+            rows = list(enumerate(encodings))
+        else:  # one row per window
+            cut = [False] * len(encodings)
+            rows = [(i, window) for i, enc in enumerate(encodings) for window in (enc, *enc.overflowing)]
+        if not truncate and any(cut):
+            raise TaskError(
+                f"input {done + cut.index(True) + 1} is longer than {self.limit} tokens; raise --max-length "
+                "or drop --no-truncate" + (" (or tag it in windows with --stride)" if self.tagger else "")
+            )
+        data = Encoded([e.ids for _, e in rows], [e.type_ids for _, e in rows], [0] * len(rows))
+        logits = self._logits(data, [i for i, _ in rows], batch_size, bar)
+        if not self.tagger:
+            return [self._record(x) for x in logits], cut
+        windows: list[list[list[dict]]] = [[] for _ in part]
+        for (i, enc), x in zip(rows, logits, strict=True):
+            windows[i].append(self._entities(part[i][0], enc, x.numpy()))
+        return [{"entities": w[0] if len(w) == 1 else overlapping(sum(w, []))} for w in windows], cut
+
+    def _answers(self, part: list[tuple[str, str | None]], batch_size: int, truncate: bool, done: int, bar):
+        """Question answerer records of one chunk, and which questions were cut."""
+        if any(p is None for _, p in part):
+            raise TaskError(
+                "a question answerer needs a question and its context: read .jsonl or .csv/.tsv input with "
+                "--text-field QUESTION and --pair-field CONTEXT (default question and context)"
+            )
+        w = qa.encode_windows(self.tok, [Example(q, c) for q, c in part], self.limit, self.stride)
+        if not truncate and any(w.cut):
+            raise TaskError(
+                f"input {done + w.cut.index(True) + 1}'s question is longer than {qa.QUESTION_TOKENS} tokens; "
+                "drop --no-truncate"
+            )
+        data = Encoded(w.ids, w.types, [0] * len(w.ids))
+        logits = self._logits(data, w.question, batch_size, bar)
+        answers = qa.best_answers([x.numpy() for x in logits], w, [c for _, c in part], self.allow_no_answer)
+        return [{"answer": a.text, "score": a.score, "start": a.start, "end": a.end} for a in answers], w.cut
+
+    def _logits(self, data: Encoded, text_of: list[int], batch_size: int, bar) -> list[torch.Tensor]:
+        """Each row's logits, (labels,) or (T, ...) for its own tokens; rows in length-sorted batches.
+        `text_of` gives each row's text, so that the bar counts a text when its last row is done."""
+        out: list = [None] * len(data.ids)
+        last = [j + 1 == len(text_of) or text_of[j + 1] != i for j, i in enumerate(text_of)]
+        for group, ids, types, mask, _ in batches(data, batch_size, None, self.pad_id):
+            logits = self.model(ids.to(self.device), types.to(self.device), mask.to(self.device)).float().cpu()
+            for r, j in enumerate(group):
+                out[j] = logits[r] if logits.dim() == 2 else logits[r, : len(data.ids[j])]
+            bar.update(sum(last[j] for j in group))
+        return out
 
     def _record(self, logits: torch.Tensor) -> dict:
         if self.model.num_labels == 1:
@@ -273,9 +311,10 @@ def predict(
     device: str = "auto",
     chunk_size: int = 8192,
     stride: int | None = None,
+    allow_no_answer: bool | None = None,
 ) -> tuple[list[dict], int]:
-    """Load `model_dir` and label or tag `texts` (see `Predictor`)."""
-    return Predictor(model_dir, max_length, device, stride)(texts, batch_size, truncate, chunk_size)
+    """Load `model_dir` and label, tag or answer `texts` (see `Predictor`)."""
+    return Predictor(model_dir, max_length, device, stride, allow_no_answer)(texts, batch_size, truncate, chunk_size)
 
 
 def jsonl_line(text: tuple[str, str | None], record: dict) -> str:

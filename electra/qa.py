@@ -98,7 +98,7 @@ class Windows:
     labels: list[tuple[int, int]]  # the answer's first and last token; (0, 0) ([CLS]) when not in the window
     question: list[int]  # the question each window belongs to
     offsets: list[list[tuple[int, int] | None]]  # each token's characters in the context; None outside it
-    cut_questions: int = 0  # questions longer than QUESTION_TOKENS, cut
+    cut: list[bool]  # for each question: longer than QUESTION_TOKENS, and cut
     unplaced: int = 0  # answers not found at their character start, left out
 
 
@@ -112,19 +112,18 @@ def encode_windows(tok, examples: Sequence[Example], max_length: int, stride: in
         stride = min(DOC_STRIDE, room // 2)
     if not 0 <= stride < room:
         raise TaskError(
-            f"doc-stride must be 0 to {room - 1} at --max-length {max_length} (a window holds at least {room} "
-            f"context tokens after a question of up to {limit}), got {stride}"
+            f"the window stride must be 0 to {room - 1} at max-length {max_length} (a window holds at least "
+            f"{room} context tokens after a question of up to {limit}), got {stride}"
         )
     tok.no_truncation()
-    questions = []
-    cut = 0
+    questions, cut = [], []
     for e, q in zip(examples, tok.encode_batch([e.text for e in examples], add_special_tokens=False), strict=True):
         if len(q.ids) > limit:  # cut before the first word that does not fit whole: the same tokens again
             first = q.word_ids.index(q.word_ids[limit])
             questions.append(e.text[: q.offsets[first][0] if first > 0 else q.offsets[limit - 1][1]])
-            cut += 1
         else:
             questions.append(e.text)
+        cut.append(len(q.ids) > limit)
     tok.enable_truncation(max_length, stride=stride, strategy="only_second")
     out = Windows([], [], [], [], [], cut)
     encodings = tok.encode_batch([(q, e.pair) for q, e in zip(questions, examples, strict=True)])
@@ -158,28 +157,47 @@ def answer_tokens(offsets: Sequence[tuple[int, int] | None], start: int, end: in
     return first, last
 
 
+@dataclass
+class Answer:
+    text: str  # "" for no answer
+    start: int  # its characters in the context: context[start:end]
+    end: int
+    logit: float  # start + end logit: what picks the answer
+    score: float  # its probability in its window: softmax of the start logits x of the end logits
+
+
 def best_answers(
     logits: Sequence[np.ndarray], windows: Windows, contexts: Sequence[str], allow_none: bool
-) -> list[str]:
+) -> list[Answer]:
     """Each question's answer: the span with the highest start + end logit over its windows
     (the N_BEST starts and ends of each window, at most MAX_ANSWER_TOKENS long, inside the
     context). With `allow_none` (SQuAD 2.0) the answer is "" when [CLS]'s start + end logit,
     its lowest over the windows, beats the best span."""
-    best: list[tuple[float, str] | None] = [None] * len(contexts)
-    null = [np.inf] * len(contexts)
+    best: list[Answer | None] = [None] * len(contexts)
+    null: list[Answer | None] = [None] * len(contexts)
     for scores, n, offsets in zip(logits, windows.question, windows.offsets, strict=True):
-        start, end = scores[:, 0], scores[:, 1]  # (T,) each
-        null[n] = min(null[n], float(start[0] + end[0]))
+        start, end = scores[:, 0].astype(np.float64), scores[:, 1].astype(np.float64)  # (T,) each
         valid = np.array([o is not None for o in offsets])
+        candidates = valid.copy()
+        candidates[0] = True  # probabilities over the context and [CLS] (no answer)
+        norm = _logsumexp(start[candidates]) + _logsumexp(end[candidates])
+        cls = float(start[0] + end[0])
+        if null[n] is None or cls < null[n].logit:
+            null[n] = Answer("", 0, 0, cls, float(np.exp(cls - norm)))
         starts = [i for i in np.argsort(-start, kind="stable") if valid[i]][:N_BEST]
         ends = [i for i in np.argsort(-end, kind="stable") if valid[i]][:N_BEST]
         for s in starts:
             for e in ends:
-                if s <= e < s + MAX_ANSWER_TOKENS:
-                    score = float(start[s] + end[e])
-                    if best[n] is None or score > best[n][0]:
-                        best[n] = (score, contexts[n][offsets[s][0] : offsets[e][1]])
-    return ["" if b is None or (allow_none and null[n] > b[0]) else b[1] for n, b in enumerate(best)]
+                logit = float(start[s] + end[e])
+                if s <= e < s + MAX_ANSWER_TOKENS and (best[n] is None or logit > best[n].logit):
+                    a, b = offsets[s][0], offsets[e][1]
+                    best[n] = Answer(contexts[n][a:b], a, b, logit, float(np.exp(logit - norm)))
+    return [null[n] if b is None or (allow_none and null[n].logit > b.logit) else b for n, b in enumerate(best)]
+
+
+def _logsumexp(x: np.ndarray) -> float:
+    top = x.max()
+    return float(top + np.log(np.exp(x - top).sum()))
 
 
 # --------------------------------------------------------------------------------------

@@ -558,7 +558,7 @@ def test_bad_task_input_is_refused_with_a_message(sentiment_tokenizer_dir, tmp_p
         text=True,
     )
     assert result.returncode == 2
-    assert "not an ElectraForSequenceClassification or an ElectraForTokenClassification" in result.stderr
+    assert "not a fine-tuned model (ElectraForSequenceClassification, ElectraForTokenClassification" in result.stderr
 
     def refused(message, **kw):
         with pytest.raises((ValueError, OSError), match=message):

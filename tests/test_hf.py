@@ -96,7 +96,10 @@ def test_question_answerer_round_trips_through_transformers(tmp_path):
         out = theirs(input_ids=ids, token_type_ids=types, attention_mask=mask)
         _assert_real_close(back(ids, types, mask)[..., 0], out.start_logits, mask)
     tagger = hf.export_token_classifier(TokenClassifier(tiny().discriminator, 2), tmp_path / "tagger", ["O", "B-X"])
-    with pytest.raises(ValueError, match="holds ElectraForTokenClassification, not an ElectraForQuestionAnswering"):
+    with pytest.raises(
+        ValueError,
+        match="holds ElectraForTokenClassification, not a fine-tuned model \\(ElectraForQuestionAnswering\\)",
+    ):
         hf.load_question_answerer(tagger)
 
 
@@ -267,7 +270,7 @@ def test_a_domains_own_special_tokens_stay_special_for_transformers(tmp_path):
 
 def test_import_errors_name_the_problem(tmp_path, electra):
     hf.export_discriminator(electra, tmp_path / "disc")
-    with pytest.raises(ValueError, match="not an ElectraForSequenceClassification"):
+    with pytest.raises(ValueError, match="not a fine-tuned model \\(ElectraForSequenceClassification\\)"):
         hf.load_sequence_classifier(tmp_path / "disc")
     with pytest.raises(ValueError, match="lacks .* tensors needed for an ELECTRA generator"):
         hf.load_electra(tmp_path / "disc", tmp_path / "disc")

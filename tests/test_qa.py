@@ -2,6 +2,8 @@
 
 import json
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from electra.finetune import FinetuneConfig, run
 from electra.model import Electra
 from electra.tasks import Example, TaskError
 
+TEXT = dict(capture_output=True, text=True)
 COLORS = "red green blue black white yellow orange purple".split()
 THINGS = "car house boat door hat coat bike cup".split()
 FILLER = "we saw it there and then it was late so they went home after the rain in the town".split()
@@ -78,7 +81,7 @@ def test_windows_cover_long_contexts_and_label_the_answer_in_each(squad_model, t
     long_question = " ".join(["what"] * 80) + " color is the car?"
     examples.append(Example(long_question, examples[0].pair, examples[0].label))
     w = qa.encode_windows(tok, examples, max_length=48, stride=6)
-    assert w.cut_questions == 1 and w.unplaced == 0
+    assert w.cut == [False] * (len(examples) - 1) + [True] and w.unplaced == 0
     assert max(map(len, w.ids)) <= 48 and len(w.ids) > 2 * len(examples)  # long contexts: several windows each
     for n, e in enumerate(examples):
         rows = [i for i, q in enumerate(w.question) if q == n]
@@ -93,7 +96,7 @@ def test_windows_cover_long_contexts_and_label_the_answer_in_each(squad_model, t
                 assert e.pair[w.offsets[i][s][0] : w.offsets[i][t][1]] == e.label[0][0]
     first = w.question.index(len(examples) - 1)  # the long question's first window: cut to (48 - 3) // 2 tokens
     assert len(w.ids[first]) == 48 and w.types[first].count(0) == 1 + 22 + 1  # [CLS], question, [SEP]
-    with pytest.raises(TaskError, match="doc-stride must be 0 to 22 at --max-length 48"):
+    with pytest.raises(TaskError, match="the window stride must be 0 to 22 at max-length 48"):
         qa.encode_windows(tok, examples, max_length=48, stride=23)
 
 
@@ -102,7 +105,7 @@ def test_the_best_span_wins_over_windows_and_no_answer_needs_a_better_score():
     offsets_a = [None, (0, 5), (6, 10), None]  # [CLS] alpha beta [SEP]
     offsets_b = [None, (6, 10), (11, 16), None]  # [CLS] beta gamma [SEP]
     offsets_c = [None, (0, 3), (4, 7), None]
-    windows = qa.Windows([], [], [], [0, 0, 1], [offsets_a, offsets_b, offsets_c])
+    windows = qa.Windows([], [], [], [0, 0, 1], [offsets_a, offsets_b, offsets_c], [False, False])
 
     def logits(start, end):
         return np.array([start, end], dtype=np.float32).T  # (T, 2)
@@ -112,12 +115,16 @@ def test_the_best_span_wins_over_windows_and_no_answer_needs_a_better_score():
         logits([0, 2, 1, 0], [0, 1, 4, 0]),  # "beta gamma": 2 + 4, the best of question 0
         logits([5, 1, 3, 0], [5, 2, 1, 0]),  # question 1: "two" 3 + 1 beats "one" 1 + 2 and "one two" 1 + 1
     ]
-    assert qa.best_answers(scores, windows, contexts, allow_none=False) == ["beta gamma", "two"]
+    answers = qa.best_answers(scores, windows, contexts, allow_none=False)
+    assert [(a.text, a.start, a.end, a.logit) for a in answers] == [("beta gamma", 6, 16, 6.0), ("two", 4, 7, 4.0)]
+    # its probability in its window: softmax over [CLS] and the context, for the start and the end
+    assert answers[0].score == pytest.approx(np.exp(2 + 4) / (np.exp([0, 2, 1]).sum() * np.exp([0, 1, 4]).sum()))
     # SQuAD 2.0: [CLS] scores 0 + 0 for question 0 (its lowest over windows) and 10 for question 1
-    assert qa.best_answers(scores, windows, contexts, allow_none=True) == ["beta gamma", ""]
+    answers = qa.best_answers(scores, windows, contexts, allow_none=True)
+    assert [a.text for a in answers] == ["beta gamma", ""] and answers[1].logit == 10.0
     backwards = [logits([0, 0, 5, 0], [0, 5, 1, 0])]  # the best start lies after the best end: not a span
-    one = qa.Windows([], [], [], [0], [offsets_a])
-    assert qa.best_answers(backwards, one, contexts[:1], allow_none=False) == ["beta"]  # 5 + 1 beats 0 + 5
+    one = qa.Windows([], [], [], [0], [offsets_a], [False])
+    assert qa.best_answers(backwards, one, contexts[:1], allow_none=False)[0].text == "beta"  # 5 + 1 beats 0 + 5
 
 
 @pytest.mark.parametrize("version", ["1.1", "2.0"])
@@ -145,6 +152,27 @@ def test_squad_fine_tunes_end_to_end_and_transformers_loads_the_answerer(squad_m
         answer = "" if s == 0 else e.pair[offsets[s][0] : offsets[t][1]]
         right += answer == (e.label[0][0] if e.label else "")
     assert right >= 18
+
+    # electra predict answers as evaluation does: the same answers give the same scores
+    lines = "".join(json.dumps({"question": e.text, "context": e.pair}) + "\n" for e in dev)
+    (tmp_path / "questions.jsonl").write_text(lines)
+    out = tmp_path / "answers.jsonl"
+    cli = [sys.executable, "-m", "electra", "predict", "--model", str(tmp_path / "qa"), "--batch-size", "7"]
+    result = subprocess.run([*cli, "--input", str(tmp_path / "questions.jsonl"), "--output", str(out)], **TEXT)
+    assert result.returncode == 0, result.stderr
+    answers = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [a["text"] for a in answers] == [[e.text, e.pair] for e in dev]
+    assert all(
+        e.pair[a["start"] : a["end"]] == a["answer"] and 0 < a["score"] <= 1 for e, a in zip(dev, answers, strict=True)
+    )
+    golds = [[text for text, _ in e.label] for e in dev]
+    assert qa.answer_scores([a["answer"] for a in answers], golds) == results["median"]["dev"]
+    if version == "2.0":  # a SQuAD 2.0 folder may answer nothing; --no-allow-no-answer always picks a span
+        assert any(a["answer"] == "" for a in answers)
+        forced = subprocess.run([*cli, "--no-allow-no-answer"], input=lines.splitlines(True)[0] * 2, **TEXT)
+        assert forced.returncode == 2 and "plain lines" in forced.stderr  # stdin is plain lines unless told
+        forced = subprocess.run([*cli, "--no-allow-no-answer", "--format", "jsonl"], input=lines, **TEXT)
+        assert all(json.loads(line)["answer"] for line in forced.stdout.splitlines())
 
 
 def test_bad_squad_input_is_refused_with_a_message(squad_model, tmp_path):
