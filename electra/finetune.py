@@ -226,17 +226,20 @@ def encode(
 
     `numbers` are the examples' places in their file (1-based) for error messages, when
     `examples` is a subset; by default their places in `examples`. SQuAD: one row per window
-    of a context (`stride` tokens shared by neighbours); questions cut to 64 tokens count as truncated.
+    of a context (`stride` tokens shared by neighbours); questions cut to 64 tokens count as truncated;
+    training questions whose answer is not at its answer_start are left out.
     """
     if task.kind == "span":
-        w = qa.encode_windows(tok, examples, max_length, stride)
+        if where == "train":  # a label from an answer that is not where it says would teach the wrong span
+            placed = [e for e in examples if qa.answer_placed(e)]
+            if len(placed) < len(examples):
+                left = len(examples) - len(placed)
+                print(f"train: left out {left} questions whose answer is not at its answer_start", file=sys.stderr)
+            examples = placed
+        w = qa.encode_windows(tok, examples, max_length, stride, keep_offsets=where != "train")
         if any(w.cut) and not truncate:
             raise TaskError(
                 f"{where} question {w.cut.index(True) + 1} is longer than {qa.QUESTION_TOKENS} tokens; allow truncation"
-            )
-        if w.unplaced:
-            print(
-                f"{where}: {w.unplaced} answers are not at their answer_start in the context; left out", file=sys.stderr
             )
         return Encoded(w.ids, w.types, w.labels, windows=w, questions=list(examples)), sum(w.cut)
     index = {label: i for i, label in enumerate(labels)}

@@ -99,13 +99,15 @@ class Windows:
     question: list[int]  # the question each window belongs to
     offsets: list[list[tuple[int, int] | None]]  # each token's characters in the context; None outside it
     cut: list[bool]  # for each question: longer than QUESTION_TOKENS, and cut
-    unplaced: int = 0  # answers not found at their character start, left out
 
 
-def encode_windows(tok, examples: Sequence[Example], max_length: int, stride: int | None = None) -> Windows:
+def encode_windows(
+    tok, examples: Sequence[Example], max_length: int, stride: int | None = None, keep_offsets: bool = True
+) -> Windows:
     """Every question's windows over its context; the answer (the first one) labelled in each.
     `stride` tokens are shared by neighbouring windows: by default 128, or half a window's
-    context if that is less."""
+    context if that is less. Without `keep_offsets` (training needs only the labels) `offsets`
+    stays empty: on SQuAD's training set they would take gigabytes."""
     limit = min(QUESTION_TOKENS, (max_length - 3) // 2)
     room = max_length - 3 - limit  # context tokens a window holds at the least
     if stride is None:
@@ -128,22 +130,25 @@ def encode_windows(tok, examples: Sequence[Example], max_length: int, stride: in
     out = Windows([], [], [], [], [], cut)
     encodings = tok.encode_batch([(q, e.pair) for q, e in zip(questions, examples, strict=True)])
     for n, (e, enc) in enumerate(zip(examples, encodings, strict=True)):
-        answer = e.label[0] if e.label else None
-        if answer is not None and e.pair[answer[1] : answer[1] + len(answer[0])] != answer[0]:
-            out.unplaced += 1
-            answer = None
+        answer = e.label[0] if e.label and answer_placed(e) else None
         for w in (enc, *enc.overflowing):
             in_context = [s == 1 for s in w.sequence_ids]
             offsets = [o if c else None for o, c in zip(w.offsets, in_context, strict=True)]
             out.ids.append(w.ids)
             out.types.append(w.type_ids)
             out.question.append(n)
-            out.offsets.append(offsets)
+            if keep_offsets:
+                out.offsets.append(offsets)
             out.labels.append(
                 (0, 0) if answer is None else answer_tokens(offsets, answer[1], answer[1] + len(answer[0]))
             )
     tok.no_truncation()
     return out
+
+
+def answer_placed(e: Example) -> bool:
+    """Whether a question's (first) answer stands at its answer_start in the context, or it has none."""
+    return not e.label or e.pair[e.label[0][1] : e.label[0][1] + len(e.label[0][0])] == e.label[0][0]
 
 
 def answer_tokens(offsets: Sequence[tuple[int, int] | None], start: int, end: int) -> tuple[int, int]:

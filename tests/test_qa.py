@@ -81,7 +81,7 @@ def test_windows_cover_long_contexts_and_label_the_answer_in_each(squad_model, t
     long_question = " ".join(["what"] * 80) + " color is the car?"
     examples.append(Example(long_question, examples[0].pair, examples[0].label))
     w = qa.encode_windows(tok, examples, max_length=48, stride=6)
-    assert w.cut == [False] * (len(examples) - 1) + [True] and w.unplaced == 0
+    assert w.cut == [False] * (len(examples) - 1) + [True]
     assert max(map(len, w.ids)) <= 48 and len(w.ids) > 2 * len(examples)  # long contexts: several windows each
     for n, e in enumerate(examples):
         rows = [i for i, q in enumerate(w.question) if q == n]
@@ -98,6 +98,17 @@ def test_windows_cover_long_contexts_and_label_the_answer_in_each(squad_model, t
     assert len(w.ids[first]) == 48 and w.types[first].count(0) == 1 + 22 + 1  # [CLS], question, [SEP]
     with pytest.raises(TaskError, match="the window stride must be 0 to 22 at max-length 48"):
         qa.encode_windows(tok, examples, max_length=48, stride=23)
+
+    # training leaves out a question whose answer is not at its answer_start; evaluation keeps it
+    from electra.finetune import encode
+    from electra.tasks import Task
+
+    squad = Task("squad", "span", ("f1", "exact_match"))
+    moved = Example("What color is the car?", "the car is red", [("red", 4)])
+    train, cut = encode(tok, squad, [*examples, moved], [], 48, True, "train")
+    assert train.questions == examples and cut == 1 and not train.windows.offsets
+    dev, _ = encode(tok, squad, [*examples, moved], [], 48, True, "dev")
+    assert dev.questions == [*examples, moved] and len(dev.windows.offsets) == len(dev.ids)
 
 
 def test_the_best_span_wins_over_windows_and_no_answer_needs_a_better_score():
