@@ -1,5 +1,7 @@
 """`electra finetune`: a pre-trained encoder -> a task model, evaluated on the dev set, over seeds.
 
+Classification, regression and tagging here; SQuAD's windows and answer spans in electra.qa.
+
 encoder (our run / checkpoint, or any ELECTRA HF folder) + task data
   ──tokenize (truncate and count)──▶ length-grouped, dynamically padded batches
   ──AdamW, layer-wise LR decay, 10% warmup × linear decay──▶ dev scores after the last epoch
@@ -44,7 +46,7 @@ from electra.tasks import (
 )
 from electra.tokenizer import load_tokenizer, vocab_in_order
 
-SQUAD = {"squad": "1.1", "squad_v2": "2.0"}
+SQUAD = ("squad", "squad_v2")  # SQuAD 1.1 and 2.0 (questions without an answer)
 
 
 @dataclass(frozen=True)
