@@ -347,9 +347,8 @@ def autocast(device: torch.device, precision: str):
 
 
 @torch.no_grad()
-def evaluate(
-    model, task: Task, data: Encoded, labels: list[str], device, batch_size: int = 128, precision: str = "fp32"
-) -> dict:
+def predictions(model, task: Task, data: Encoded, device, batch_size: int = 128, precision: str = "fp32") -> list:
+    """Each example's prediction: a label index, a score, a label index per token, or (SQuAD) a qa.Answer."""
     model.eval()
     preds: list = [None] * len(data.ids)
     for group, ids, types, mask, _ in batches(data, batch_size, None):
@@ -369,8 +368,16 @@ def evaluate(
     model.train()
     if task.kind == "span":
         contexts = [e.pair for e in data.questions]
-        answers = qa.best_answers(preds, data.windows, contexts, allow_none=task.name == "squad_v2")
-        return qa.answer_scores([a.text for a in answers], [[text for text, _ in e.label] for e in data.questions])
+        return qa.best_answers(preds, data.windows, contexts, allow_none=task.name == "squad_v2")
+    return preds
+
+
+def evaluate(
+    model, task: Task, data: Encoded, labels: list[str], device, batch_size: int = 128, precision: str = "fp32"
+) -> dict:
+    preds = predictions(model, task, data, device, batch_size, precision)
+    if task.kind == "span":
+        return qa.answer_scores([a.text for a in preds], [[text for text, _ in e.label] for e in data.questions])
     if task.kind == "tagging":
         pred_tags, gold_tags = [], []
         for p, g in zip(preds, data.labels, strict=True):
@@ -532,8 +539,12 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
     model = task_model(task, encoder.cfg, labels)
     model.load_state_dict(chosen["state"])
     files = {"results.json": json.dumps(results, indent=2) + "\n"}
-    if task.kind == "span":
-        hf.export_question_answerer(model, out, tokenizer_dir, overwrite, files)
+    if task.kind == "span":  # the exported seed's dev answers, in the official evaluation's format
+        dev = devs["dev"]
+        answers = predictions(model.to(device), task, dev, device, precision=cfg.precision)
+        ids = [e.id or str(n) for n, e in enumerate(dev.questions)]
+        files["predictions.json"] = json.dumps(dict(zip(ids, (a.text for a in answers), strict=True)), indent=1) + "\n"
+        hf.export_question_answerer(model.cpu(), out, tokenizer_dir, overwrite, files)
     else:
         export = hf.export_token_classifier if task.kind == "tagging" else hf.export_sequence_classifier
         export(model, out, list(task.names) or labels, tokenizer_dir, overwrite, files)

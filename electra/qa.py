@@ -52,7 +52,7 @@ def read_squad(path: str | Path) -> list[Example]:
                 for qa in paragraph["qas"]:
                     answers = [] if qa.get("is_impossible") else qa["answers"]
                     spans = [(a["text"], int(a["answer_start"])) for a in answers]
-                    out.append(Example(qa["question"], context, spans))
+                    out.append(Example(qa["question"], context, spans, str(qa.get("id", len(out)))))
     except (KeyError, TypeError) as e:
         raise TaskError(f"{path} is not SQuAD JSON: a question or paragraph lacks {e}") from None
     return out
@@ -73,12 +73,14 @@ def squad_from_datasets(source: str) -> tuple[list[Example], list[Example]]:
     def split(name: str) -> list[Example]:
         if name not in ds:
             raise TaskError(f"{source} has no {name!r} split (splits: {', '.join(ds)})")
-        rows = ds[name]
         return [
             Example(
-                r["question"], r["context"], list(zip(r["answers"]["text"], r["answers"]["answer_start"], strict=True))
+                r["question"],
+                r["context"],
+                list(zip(r["answers"]["text"], r["answers"]["answer_start"], strict=True)),
+                str(r.get("id", n)),
             )
-            for r in rows
+            for n, r in enumerate(ds[name])
         ]
 
     return split("train"), split("validation")

@@ -35,7 +35,8 @@ def utf8(name: str):
 class Example:
     text: str | list[str]  # one text, a pair, or (tagging) the words of a sentence
     pair: str | None = None
-    label: str | float | list[str] | None = None
+    label: str | float | list[str] | list[tuple[str, int]] | None = None  # SQuAD: (answer, character start)s
+    id: str | None = None  # SQuAD: the question's id
 
 
 # --------------------------------------------------------------------------------------

@@ -178,6 +178,8 @@ def test_squad_fine_tunes_end_to_end_and_transformers_loads_the_answerer(squad_m
     )
     golds = [[text for text, _ in e.label] for e in dev]
     assert qa.answer_scores([a["answer"] for a in answers], golds) == results["median"]["dev"]
+    written = json.loads((tmp_path / "qa" / "predictions.json").read_text())  # {question id: answer}
+    assert list(written) == [f"dev-{k}" for k in range(60)] and list(written.values()) == [a["answer"] for a in answers]
     if version == "2.0":  # a SQuAD 2.0 folder may answer nothing; --no-allow-no-answer always picks a span
         assert any(a["answer"] == "" for a in answers)
         forced = subprocess.run([*cli, "--no-allow-no-answer"], input=lines.splitlines(True)[0] * 2, **TEXT)
