@@ -221,6 +221,9 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         n = len(summary["tasks"])
         scope = "all 8 tasks" if summary["complete"] else f"{n} of the 8 tasks (not comparable to full GLUE scores)"
         print(f"GLUE score {summary['score']:.1f}: the mean of the main metrics over {scope}; wrote {args.out}")
+        if summary.get("test_predictions"):
+            files = ", ".join(summary["test_predictions"].values())
+            print(f"test-set predictions for GLUE's server (the exported seeds'), in {args.out}: {files}")
         return
     results = run(cfg, quiet=args.quiet, overwrite=args.force)
     for dev, metrics in results["median"].items():
@@ -230,6 +233,8 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         )
         print(f"{results['task']} {dev}, median of {len(results['seeds'])} seeds: {text}")
     print(f"wrote {args.out} (seed {results['exported_seed']}, the best on {results['main_metric']})")
+    if results.get("test_predictions"):
+        print(f"test-set predictions for GLUE's server: {', '.join(results['test_predictions'])}")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:

@@ -41,6 +41,7 @@ from electra.tasks import (
     entity_scores,
     glue_folder,
     glue_from_datasets,
+    glue_test,
     read_conll,
     read_table,
 )
@@ -538,17 +539,45 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
         results["windows"] = {k: len(v.ids) for k, v in {"train": train, **devs}.items()}
     model = task_model(task, encoder.cfg, labels)
     model.load_state_dict(chosen["state"])
-    files = {"results.json": json.dumps(results, indent=2) + "\n"}
+    model.to(device)
+    files = {}  # written into the folder with the model
     if task.kind == "span":  # the exported seed's dev answers, in the official evaluation's format
         dev = devs["dev"]
-        answers = predictions(model.to(device), task, dev, device, precision=cfg.precision)
+        answers = predictions(model, task, dev, device, precision=cfg.precision)
         ids = [e.id or str(n) for n, e in enumerate(dev.questions)]
         files["predictions.json"] = json.dumps(dict(zip(ids, (a.text for a in answers), strict=True)), indent=1) + "\n"
-        hf.export_question_answerer(model.cpu(), out, tokenizer_dir, overwrite, files)
+    for name, rows in test_sets(cfg, task).items():  # GLUE: the exported seed's test predictions
+        files[f"{name}.tsv"] = test_predictions(model, task, rows, labels, tok, max_length, device, cfg)
+        results.setdefault("test_predictions", []).append(f"{name}.tsv")
+    files["results.json"] = json.dumps(results, indent=2) + "\n"
+    model.cpu()
+    if task.kind == "span":
+        hf.export_question_answerer(model, out, tokenizer_dir, overwrite, files)
     else:
         export = hf.export_token_classifier if task.kind == "tagging" else hf.export_sequence_classifier
         export(model, out, list(task.names) or labels, tokenizer_dir, overwrite, files)
     return results
+
+
+def test_sets(cfg: FinetuneConfig, task: Task) -> dict[str, list[Example]]:
+    """A GLUE task's unlabelled test rows when its folder has them (see tasks.glue_test)."""
+    data = Path(cfg.data)
+    if cfg.task not in GLUE or cfg.data == "glue" or (data / "dataset_dict.json").exists():
+        return {}
+    return glue_test(task, glue_folder(data, task))
+
+
+def test_predictions(model, task: Task, rows: list[Example], labels, tok, max_length, device, cfg) -> str:
+    """GLUE's submission format: a header, then each row's index and predicted label (STS-B: its
+    score, clipped to the task's 0 to 5)."""
+    blank = 0.0 if task.kind == "regression" else labels[0]  # encoding needs a label; predictions ignore it
+    data, _ = encode(tok, task, [replace(e, label=blank) for e in rows], labels, max_length, cfg.truncate, "test")
+    preds = predictions(model, task, data, device, precision=cfg.precision)
+    if task.kind == "regression":
+        return "index\tprediction\n" + "".join(
+            f"{e.label}\t{min(max(p, 0.0), 5.0):.3f}\n" for e, p in zip(rows, preds, strict=True)
+        )
+    return "index\tprediction\n" + "".join(f"{e.label}\t{labels[p]}\n" for e, p in zip(rows, preds, strict=True))
 
 
 # --------------------------------------------------------------------------------------
@@ -608,6 +637,8 @@ def run_glue(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) 
             "spread": results["spread"][dev][metric],
             "seeds": len(results["seeds"]),
         }
+        for file in results.get("test_predictions", []):  # GLUE's submission files, where test sets were found
+            summary.setdefault("test_predictions", {})[file] = f"{name}/{file}"
         scores = [t["median"] for t in summary["tasks"].values()]
         summary["score"] = 100 * statistics.mean(scores)
         summary["complete"] = set(summary["tasks"]) == set(GLUE_SCORE_TASKS)

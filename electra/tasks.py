@@ -230,6 +230,31 @@ GLUE_FOLDERS = {
     "wnli": "WNLI",
 }
 
+# GLUE's unlabelled test files and the names GLUE's submission server expects for their predictions.
+GLUE_TEST = {
+    "cola": (("test.tsv", "CoLA"),),
+    "sst2": (("test.tsv", "SST-2"),),
+    "mrpc": (("test.tsv", "MRPC"),),
+    "stsb": (("test.tsv", "STS-B"),),
+    "qqp": (("test.tsv", "QQP"),),
+    "mnli": (("test_matched.tsv", "MNLI-m"), ("test_mismatched.tsv", "MNLI-mm")),
+    "qnli": (("test.tsv", "QNLI"),),
+    "rte": (("test.tsv", "RTE"),),
+    "wnli": (("test.tsv", "WNLI"),),
+}
+
+
+def glue_test(task: Task, folder: Path) -> dict[str, list[Example]]:
+    """The test rows found in a GLUE task folder, by submission name; each Example's label holds
+    its row's index (the submission's first column). Test files have a header, CoLA's too."""
+    out = {}
+    for file, name in GLUE_TEST[task.name]:
+        if (folder / file).exists():
+            text = "sentence" if task.name == "cola" else task.text
+            out[name] = read_table(folder / file, text, task.pair, "id" if task.name == "qqp" else "index")
+    return out
+
+
 # The `glue` dataset of the Hugging Face hub: (text column, pair column, names of the integer labels).
 _NLI = ("entailment", "not_entailment")
 HUB_GLUE = {

@@ -346,18 +346,40 @@ def test_glue_runs_every_task_found_scores_them_and_resumes(sentiment_tokenizer_
         for split, part in (("train", rows[:60]), ("dev", rows[60:])):
             lines = [header, *(row(i, t, y) for i, (t, y) in enumerate(part))]
             (glue / folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    test = [(t, "it was") for t, _ in rows[:25]]  # unlabelled, with an index column, as GLUE ships RTE's
+    (glue / "RTE" / "test.tsv").write_text(
+        "index\tsentence1\tsentence2\n" + "".join(f"{i}\t{t}\t{p}\n" for i, (t, p) in enumerate(test))
+    )
+    (glue / "STS-B").mkdir()
+    for split, part in (("train", rows[:60]), ("dev", rows[60:])):
+        scored = [f"{i}\t{t}\tit was\t{4.5 if y == 'pos' else 0.5}" for i, (t, y) in enumerate(part)]
+        (glue / "STS-B" / f"{split}.tsv").write_text("\n".join(["index\tsentence1\tsentence2\tscore", *scored]) + "\n")
+    (glue / "STS-B" / "test.tsv").write_text(
+        "index\tsentence1\tsentence2\n" + "".join(f"{i}\t{t}\t{p}\n" for i, (t, p) in enumerate(test))
+    )
     (glue / "QNLI").mkdir()  # a folder without its train.tsv is not a task
     cfg = FinetuneConfig(model=str(root / "model"), task="glue", data=str(glue), out=str(tmp_path / "out"), epochs=1)
     summary = run_glue(cfg, quiet=True)
-    assert list(summary["tasks"]) == ["sst2", "rte"] and not summary["complete"]
+    assert list(summary["tasks"]) == ["sst2", "stsb", "rte"] and not summary["complete"]
     mains = {}
     for name in ("sst2", "rte"):
         results = json.loads((tmp_path / "out" / name / "results.json").read_text())
         assert results["task"] == name and results["config"]["epochs"] == 1
         mains[name] = results["median"]["dev"]["accuracy"]
         assert summary["tasks"][name]["median"] == mains[name]
-    assert summary["score"] == pytest.approx(50 * (mains["sst2"] + mains["rte"]))
+    mains["stsb"] = json.loads((tmp_path / "out" / "stsb" / "results.json").read_text())["median"]["dev"]["spearman"]
+    assert summary["score"] == pytest.approx(100 * (mains["sst2"] + mains["stsb"] + mains["rte"]) / 3)
     assert json.loads((tmp_path / "out" / "glue.json").read_text()) == summary
+    # the exported seed's test predictions, in GLUE's submission format, as predict labels the rows
+    assert summary["test_predictions"] == {"STS-B.tsv": "stsb/STS-B.tsv", "RTE.tsv": "rte/RTE.tsv"}
+    submitted = (tmp_path / "out" / "rte" / "RTE.tsv").read_text().splitlines()
+    from electra.predict import predict
+
+    labelled, _ = predict(tmp_path / "out" / "rte", test)
+    assert submitted == ["index\tprediction", *(f"{i}\t{r['label']}" for i, r in enumerate(labelled))]
+    scored, _ = predict(tmp_path / "out" / "stsb", test)  # STS-B: scores, clipped to 0..5
+    submitted = (tmp_path / "out" / "stsb" / "STS-B.tsv").read_text().splitlines()
+    assert submitted == ["index\tprediction", *(f"{i}\t{min(max(r['score'], 0), 5):.3f}" for i, r in enumerate(scored))]
 
     # run again: the finished tasks are kept (not trained again), and the same summary comes out
     written = (tmp_path / "out" / "rte" / "results.json").stat().st_mtime_ns
@@ -371,16 +393,22 @@ def test_glue_runs_every_task_found_scores_them_and_resumes(sentiment_tokenizer_
     written = older.stat().st_mtime_ns
     assert run_glue(cfg, quiet=True)["tasks"] == summary["tasks"] and older.stat().st_mtime_ns == written
     shutil.rmtree(tmp_path / "out" / "sst2")  # as if stopped during sst2: the settings are checked before it runs
-    with pytest.raises(OutputExistsError, match="rte was fine-tuned with other settings \\(epochs 1 -> 2\\)"):
+    with pytest.raises(OutputExistsError, match="stsb was fine-tuned with other settings \\(epochs 1 -> 2\\)"):
         run_glue(dataclasses.replace(cfg, epochs=2), quiet=True)
     assert not (tmp_path / "out" / "sst2").exists()
-    assert run_glue(dataclasses.replace(cfg, epochs=2), quiet=True, overwrite=True)["tasks"].keys() == {"sst2", "rte"}
+    assert run_glue(dataclasses.replace(cfg, epochs=2), quiet=True, overwrite=True)["tasks"].keys() == {
+        "sst2",
+        "stsb",
+        "rte",
+    }
     assert json.loads((tmp_path / "out" / "rte" / "results.json").read_text())["config"]["epochs"] == 2
     again = [*("--model", cfg.model, "--task", "glue", "--data", cfg.data, "--out", cfg.out, "--epochs", "2")]
     printed = subprocess.run([sys.executable, "-m", "electra", "finetune", *again], **TEXT)  # kept, so quick
     score = json.loads((tmp_path / "out" / "glue.json").read_text())["score"]
     assert printed.returncode == 0 and "| rte | accuracy |" in printed.stdout
-    assert f"GLUE score {score:.1f}: the mean of the main metrics over 2 of the 8 tasks" in printed.stdout
+    assert "test-set predictions for GLUE's server (the exported seeds'), in " in printed.stdout
+    assert "stsb/STS-B.tsv, rte/RTE.tsv" in printed.stdout
+    assert f"GLUE score {score:.1f}: the mean of the main metrics over 3 of the 8 tasks" in printed.stdout
     (tmp_path / "out" / "notes.txt").write_text("mine")
     with pytest.raises(OutputExistsError, match="holds files of something else \\(notes.txt\\)"):
         run_glue(cfg, quiet=True, overwrite=True)  # never deleted, even with --force
