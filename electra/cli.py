@@ -1,4 +1,4 @@
-"""`electra` command line: prepare | pretrain | export | finetune | predict | quickstart."""
+"""`electra` command line: prepare | pretrain | export | finetune | predict | serve | quickstart | report."""
 
 from __future__ import annotations
 
@@ -266,6 +266,24 @@ def cmd_predict(args: argparse.Namespace) -> None:
         print("electra predict: " + "; ".join(n for n, count in notes.items() if count), file=sys.stderr)
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from electra.predict import Predictor
+    from electra.serve import make_server
+
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    predictor = Predictor(args.model, args.max_length, args.device, args.stride, args.allow_no_answer)
+    server = make_server(predictor, args.host, args.port, args.batch_size)
+    host, port = server.server_address[:2]
+    print(
+        f"serving {predictor.folder} ({predictor.kind}) on http://{host}:{port}: POST /predict, GET /health", flush=True
+    )
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
 def cmd_quickstart(args: argparse.Namespace) -> None:
     from electra.quickstart import QuickstartConfig, run
 
@@ -304,6 +322,31 @@ def _version() -> str:
     from electra import __version__
 
     return __version__
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    """The options of `predict` and `serve`: which model, and how it reads text."""
+    p.add_argument(
+        "--model",
+        required=True,
+        help="a fine-tuned folder: ElectraForSequenceClassification, ElectraForTokenClassification or "
+        "ElectraForQuestionAnswering",
+    )
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-length", type=int, help="default: the model's positions")
+    p.add_argument(
+        "--stride",
+        type=int,
+        help="token classifiers: tag longer texts whole, in windows of --max-length overlapping by this many tokens; "
+        "question answerers: tokens shared by neighbouring windows of a context (default 128, at most half a window)",
+    )
+    p.add_argument(
+        "--allow-no-answer",
+        action=argparse.BooleanOptionalAction,
+        help='question answerers: answer "" when no span scores above no answer '
+        "(default: when the folder was fine-tuned on squad_v2)",
+    )
+    p.add_argument("--device", default="auto")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -524,12 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
         "classifier, or its entities from a token classifier (as transformers.pipeline gives them), "
         "or from a question answerer the answer to a question about a context (fields question and context).",
     )
-    p.add_argument(
-        "--model",
-        required=True,
-        help="a fine-tuned folder: ElectraForSequenceClassification, ElectraForTokenClassification or "
-        "ElectraForQuestionAnswering",
-    )
+    _model_options(p)
     p.add_argument("--input", help="input file (default: stdin)")
     p.add_argument("--output", help="output .jsonl (default: stdout)")
     p.add_argument(
@@ -539,23 +577,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--text-field", help="csv/tsv column or jsonl field with the text (default text)")
     p.add_argument("--pair-field", help="column or field with a second text")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--max-length", type=int, help="default: the model's positions")
     p.add_argument("--no-truncate", action="store_true", help="refuse longer texts instead of truncating")
-    p.add_argument(
-        "--stride",
-        type=int,
-        help="token classifiers: tag longer texts whole, in windows of --max-length overlapping by this many tokens; "
-        "question answerers: tokens shared by neighbouring windows of a context (default 128, at most half a window)",
-    )
-    p.add_argument(
-        "--allow-no-answer",
-        action=argparse.BooleanOptionalAction,
-        help='question answerers: answer "" when no span scores above no answer '
-        "(default: when the folder was fine-tuned on squad_v2)",
-    )
-    p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "serve",
+        help="answer HTTP requests with a fine-tuned model",
+        description="Load a fine-tuned model once and answer JSON over HTTP: POST /predict with "
+        '{"inputs": ["a text", ...]} (pairs: {"text": ..., "pair": ...}; question answerers: '
+        '{"question": ..., "context": ...}) returns {"outputs": [...]}, the records electra predict '
+        "writes; GET /health describes the model.",
+    )
+    _model_options(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument("--port", type=int, default=8000, help="default 8000 (0: any free port)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
         "report",

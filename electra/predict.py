@@ -102,7 +102,7 @@ class Predictor:
         stride: int | None = None,
         allow_no_answer: bool | None = None,
     ):
-        folder = hf.resolve(model_dir)
+        self.folder = folder = hf.resolve(model_dir)
         self.model, self.id2label, self.kind = hf.load_classifier(folder)
         self.tagger = self.kind == "token"
         self.device = pick_device(device)
@@ -132,11 +132,16 @@ class Predictor:
         self.tok.enable_truncation(self.limit, stride=stride or 0, strategy="longest_first")
 
     def __call__(
-        self, texts: list[tuple[str, str | None]], batch_size: int = 64, truncate: bool = True, chunk_size: int = 8192
+        self,
+        texts: list[tuple[str, str | None]],
+        batch_size: int = 64,
+        truncate: bool = True,
+        chunk_size: int = 8192,
+        progress: bool | None = None,
     ) -> tuple[list[dict], int]:
         """One record per text (see the class), in input order; and the truncation count."""
         out, truncated = [], 0
-        for _, record, cut in self.stream(texts, batch_size, truncate, chunk_size, total=len(texts)):
+        for _, record, cut in self.stream(texts, batch_size, truncate, chunk_size, len(texts), progress):
             out.append(record)
             truncated += cut
         return out, truncated
@@ -149,17 +154,20 @@ class Predictor:
         truncate: bool = True,
         chunk_size: int = 8192,
         total: int | None = None,
+        progress: bool | None = None,
     ) -> Iterator[tuple[tuple[str, str | None], dict, bool]]:
         """((text, pair), record, truncated) for each input, in input order, `chunk_size` at a time.
 
         Memory stays flat however many texts there are; within a chunk they are sorted by
-        length, so that a batch pads little. `total` only sizes the progress bar.
+        length, so that a batch pads little. `total` only sizes the progress bar, shown on a
+        terminal unless `progress` says otherwise.
         """
         if batch_size < 1 or chunk_size < 1:
             raise ValueError(f"batch size and chunk size must be at least 1, got {batch_size} and {chunk_size}")
         texts = iter(texts)
         done = 0
-        with tqdm(total=total, desc="predict", unit="text", disable=None, dynamic_ncols=True) as bar:
+        disable = None if progress is None else not progress
+        with tqdm(total=total, desc="predict", unit="text", disable=disable, dynamic_ncols=True) as bar:
             while part := list(itertools.islice(texts, chunk_size)):
                 label = self._answers if self.kind == "span" else self._labels
                 records, cut = label(part, batch_size, truncate, done, bar)
