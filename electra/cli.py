@@ -203,6 +203,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         max_length=args.max_length,
         doc_stride=args.doc_stride,
+        null_threshold=args.null_threshold,
         truncate=not args.no_truncate,
         text_field=args.text_field,
         pair_field=args.pair_field,
@@ -253,7 +254,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
     first = next(texts, None)  # before loading the model: an empty input is a mistake to say at once
     if first is None:
         raise UsageError(f"no text to label in {args.input or 'stdin'}")
-    predictor = Predictor(args.model, args.max_length, args.device, args.stride, args.allow_no_answer)
+    predictor = Predictor(
+        args.model, args.max_length, args.device, args.stride, args.allow_no_answer, args.null_threshold
+    )
     labelled = predictor.stream(itertools.chain([first], texts), args.batch_size, not args.no_truncate)
     truncated = 0
     with contextlib.nullcontext(sys.stdout) if args.output in (None, "-") else publishing_file(args.output) as out:
@@ -272,7 +275,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
-    predictor = Predictor(args.model, args.max_length, args.device, args.stride, args.allow_no_answer)
+    predictor = Predictor(
+        args.model, args.max_length, args.device, args.stride, args.allow_no_answer, args.null_threshold
+    )
     server = make_server(predictor, args.host, args.port, args.batch_size)
     host, port = server.server_address[:2]
     print(
@@ -324,6 +329,12 @@ def _version() -> str:
     return __version__
 
 
+NULL_THRESHOLD = (
+    "SQuAD 2.0: answer nothing only when no answer's logit beats the best span's by more than this "
+    "(default 0; the official evaluation finds the best one from null_odds.json)"
+)
+
+
 def _model_options(p: argparse.ArgumentParser) -> None:
     """The options of `predict` and `serve`: which model, and how it reads text."""
     p.add_argument(
@@ -346,6 +357,7 @@ def _model_options(p: argparse.ArgumentParser) -> None:
         help='question answerers: answer "" when no span scores above no answer '
         "(default: when the folder was fine-tuned on squad_v2)",
     )
+    p.add_argument("--null-threshold", type=float, default=0.0, help=NULL_THRESHOLD)
     p.add_argument("--device", default="auto")
 
 
@@ -532,6 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-length", type=int, help="tokens per example (default 128; SQuAD 512, or the model's positions)"
     )
+    p.add_argument("--null-threshold", type=float, default=0.0, help=NULL_THRESHOLD)
     p.add_argument(
         "--doc-stride",
         type=int,

@@ -66,6 +66,7 @@ class FinetuneConfig:
     weight_decay: float = 0.01
     max_length: int | None = None  # default 128; SQuAD 512 (at most the model's positions)
     doc_stride: int | None = None  # SQuAD: tokens shared by neighbouring windows (128, at most half of one)
+    null_threshold: float = 0.0  # SQuAD 2.0: no answer when [CLS] beats the best span by more than this
     max_train_examples: int | None = None  # a seeded random subset of the training set (quick runs)
     truncate: bool = True  # False: refuse texts longer than max_length
     text_field: str | None = None  # csv task: column names
@@ -348,7 +349,9 @@ def autocast(device: torch.device, precision: str):
 
 
 @torch.no_grad()
-def predictions(model, task: Task, data: Encoded, device, batch_size: int = 128, precision: str = "fp32") -> list:
+def predictions(
+    model, task: Task, data: Encoded, device, batch_size: int = 128, precision: str = "fp32", null_threshold=0.0
+) -> list:
     """Each example's prediction: a label index, a score, a label index per token, or (SQuAD) a qa.Answer."""
     model.eval()
     preds: list = [None] * len(data.ids)
@@ -369,14 +372,21 @@ def predictions(model, task: Task, data: Encoded, device, batch_size: int = 128,
     model.train()
     if task.kind == "span":
         contexts = [e.pair for e in data.questions]
-        return qa.best_answers(preds, data.windows, contexts, allow_none=task.name == "squad_v2")
+        return qa.best_answers(preds, data.windows, contexts, task.name == "squad_v2", null_threshold)
     return preds
 
 
 def evaluate(
-    model, task: Task, data: Encoded, labels: list[str], device, batch_size: int = 128, precision: str = "fp32"
+    model,
+    task: Task,
+    data: Encoded,
+    labels: list[str],
+    device,
+    batch_size: int = 128,
+    precision: str = "fp32",
+    null_threshold: float = 0.0,
 ) -> dict:
-    preds = predictions(model, task, data, device, batch_size, precision)
+    preds = predictions(model, task, data, device, batch_size, precision, null_threshold)
     if task.kind == "span":
         return qa.answer_scores([a.text for a in preds], [[text for text, _ in e.label] for e in data.questions])
     if task.kind == "tagging":
@@ -450,7 +460,10 @@ def train_one(
             bar.update(1)
             if step % 20 == 0 or step == total:  # reading the loss waits for the GPU: not every step
                 bar.set_postfix_str(f"loss {loss.item():.4f}", refresh=False)
-        scores = {name: evaluate(model, task, d, labels, device, precision=cfg.precision) for name, d in devs.items()}
+        scores = {
+            name: evaluate(model, task, d, labels, device, precision=cfg.precision, null_threshold=cfg.null_threshold)
+            for name, d in devs.items()
+        }
         history.append(scores)
         if not quiet:
             text = ", ".join(f"{name} {m} {v:.4f}" for name, s in scores.items() for m, v in s.items())
@@ -543,9 +556,12 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
     files = {}  # written into the folder with the model
     if task.kind == "span":  # the exported seed's dev answers, in the official evaluation's format
         dev = devs["dev"]
-        answers = predictions(model, task, dev, device, precision=cfg.precision)
+        answers = predictions(model, task, dev, device, precision=cfg.precision, null_threshold=cfg.null_threshold)
         ids = [e.id or str(n) for n, e in enumerate(dev.questions)]
         files["predictions.json"] = json.dumps(dict(zip(ids, (a.text for a in answers), strict=True)), indent=1) + "\n"
+        if task.name == "squad_v2":  # the official script's --na-prob-file: it finds the best null threshold
+            odds = dict(zip(ids, (a.null_margin for a in answers), strict=True))
+            files["null_odds.json"] = json.dumps(odds, indent=1) + "\n"
     for name, rows in test_sets(cfg, task).items():  # GLUE: the exported seed's test predictions
         files[f"{name}.tsv"] = test_predictions(model, task, rows, labels, tok, max_length, device, cfg)
         results.setdefault("test_predictions", []).append(f"{name}.tsv")

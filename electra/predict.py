@@ -91,7 +91,7 @@ class Predictor:
     "end"}: the best span over windows of the context (`stride` tokens shared, as in
     fine-tuning; see electra.qa), its probability, and its characters in the context. With
     `allow_no_answer` (default: when the folder was fine-tuned on SQuAD 2.0) the answer may
-    be "" when the model scores no answer above every span.
+    be "" when the model scores no answer above every span by more than `null_threshold`.
     """
 
     def __init__(
@@ -101,6 +101,7 @@ class Predictor:
         device: str = "auto",
         stride: int | None = None,
         allow_no_answer: bool | None = None,
+        null_threshold: float = 0.0,
     ):
         self.folder = folder = hf.resolve(model_dir)
         self.model, self.id2label, self.kind = hf.load_classifier(folder)
@@ -120,6 +121,7 @@ class Predictor:
             results = folder / "results.json"
             allow_no_answer = results.is_file() and json.loads(results.read_text()).get("task") == "squad_v2"
         self.allow_no_answer = bool(allow_no_answer)
+        self.null_threshold = null_threshold
         if self.kind == "span":
             return  # electra.qa windows each chunk itself
         if stride is not None:
@@ -214,7 +216,8 @@ class Predictor:
             )
         data = Encoded(w.ids, w.types, [0] * len(w.ids))
         logits = self._logits(data, w.question, batch_size, bar)
-        answers = qa.best_answers([x.numpy() for x in logits], w, [c for _, c in part], self.allow_no_answer)
+        contexts = [c for _, c in part]
+        answers = qa.best_answers([x.numpy() for x in logits], w, contexts, self.allow_no_answer, self.null_threshold)
         return [{"answer": a.text, "score": a.score, "start": a.start, "end": a.end} for a in answers], w.cut
 
     def _logits(self, data: Encoded, text_of: list[int], batch_size: int, bar) -> list[torch.Tensor]:

@@ -14,7 +14,7 @@ import re
 import string
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -171,15 +171,20 @@ class Answer:
     end: int
     logit: float  # start + end logit: what picks the answer
     score: float  # its probability in its window: softmax of the start logits x of the end logits
+    null_margin: float = 0.0  # [CLS]'s logit (its lowest over windows) minus the best span's: SQuAD's na_prob
 
 
 def best_answers(
-    logits: Sequence[np.ndarray], windows: Windows, contexts: Sequence[str], allow_none: bool
+    logits: Sequence[np.ndarray],
+    windows: Windows,
+    contexts: Sequence[str],
+    allow_none: bool,
+    null_threshold: float = 0.0,
 ) -> list[Answer]:
     """Each question's answer: the span with the highest start + end logit over its windows
     (the N_BEST starts and ends of each window, at most MAX_ANSWER_TOKENS long, inside the
     context). With `allow_none` (SQuAD 2.0) the answer is "" when [CLS]'s start + end logit,
-    its lowest over the windows, beats the best span."""
+    its lowest over the windows, beats the best span's by more than `null_threshold`."""
     best: list[Answer | None] = [None] * len(contexts)
     null: list[Answer | None] = [None] * len(contexts)
     for scores, n, offsets in zip(logits, windows.question, windows.offsets, strict=True):
@@ -199,7 +204,12 @@ def best_answers(
                 if s <= e < s + MAX_ANSWER_TOKENS and (best[n] is None or logit > best[n].logit):
                     a, b = offsets[s][0], offsets[e][1]
                     best[n] = Answer(contexts[n][a:b], a, b, logit, float(np.exp(logit - norm)))
-    return [null[n] if b is None or (allow_none and null[n].logit > b.logit) else b for n, b in enumerate(best)]
+    out = []
+    for n, b in enumerate(best):
+        margin = np.inf if b is None else null[n].logit - b.logit
+        chosen = null[n] if b is None or (allow_none and margin > null_threshold) else b
+        out.append(replace(chosen, null_margin=float(margin)))
+    return out
 
 
 def _logsumexp(x: np.ndarray) -> float:

@@ -133,6 +133,10 @@ def test_the_best_span_wins_over_windows_and_no_answer_needs_a_better_score():
     # SQuAD 2.0: [CLS] scores 0 + 0 for question 0 (its lowest over windows) and 10 for question 1
     answers = qa.best_answers(scores, windows, contexts, allow_none=True)
     assert [a.text for a in answers] == ["beta gamma", ""] and answers[1].logit == 10.0
+    assert [a.null_margin for a in answers] == [0 - 6.0, 10 - 4.0]  # no answer's logit minus the best span's
+    for threshold, second in ((5.9, ""), (6.1, "two")):  # no answer must win by more than the threshold
+        answers = qa.best_answers(scores, windows, contexts, allow_none=True, null_threshold=threshold)
+        assert [a.text for a in answers] == ["beta gamma", second]
     backwards = [logits([0, 0, 5, 0], [0, 5, 1, 0])]  # the best start lies after the best end: not a span
     one = qa.Windows([], [], [], [0], [offsets_a], [False])
     assert qa.best_answers(backwards, one, contexts[:1], allow_none=False)[0].text == "beta"  # 5 + 1 beats 0 + 5
@@ -180,6 +184,9 @@ def test_squad_fine_tunes_end_to_end_and_transformers_loads_the_answerer(squad_m
     assert qa.answer_scores([a["answer"] for a in answers], golds) == results["median"]["dev"]
     written = json.loads((tmp_path / "qa" / "predictions.json").read_text())  # {question id: answer}
     assert list(written) == [f"dev-{k}" for k in range(60)] and list(written.values()) == [a["answer"] for a in answers]
+    if version == "2.0":  # the official script's --na-prob-file: no answer exactly where it wins
+        odds = json.loads((tmp_path / "qa" / "null_odds.json").read_text())
+        assert list(odds) == list(written) and [m > 0 for m in odds.values()] == [a == "" for a in written.values()]
     if version == "2.0":  # a SQuAD 2.0 folder may answer nothing; --no-allow-no-answer always picks a span
         assert any(a["answer"] == "" for a in answers)
         forced = subprocess.run([*cli, "--no-allow-no-answer"], input=lines.splitlines(True)[0] * 2, **TEXT)
