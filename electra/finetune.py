@@ -42,6 +42,7 @@ from electra.tasks import (
     glue_folder,
     glue_from_datasets,
     glue_test,
+    glue_test_from_datasets,
     read_conll,
     read_table,
 )
@@ -576,10 +577,12 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
 
 
 def test_sets(cfg: FinetuneConfig, task: Task) -> dict[str, list[Example]]:
-    """A GLUE task's unlabelled test rows when its folder has them (see tasks.glue_test)."""
+    """A GLUE task's unlabelled test rows, where its folder or dataset has them, by submission name."""
     data = Path(cfg.data)
-    if cfg.task not in GLUE or cfg.data == "glue" or (data / "dataset_dict.json").exists():
+    if cfg.task not in GLUE:
         return {}
+    if cfg.data == "glue" or (data / "dataset_dict.json").exists():
+        return glue_test_from_datasets(task, cfg.data)
     return glue_test(task, glue_folder(data, task))
 
 

@@ -270,20 +270,38 @@ HUB_GLUE = {
 }
 
 
-def glue_from_datasets(task: Task, source: str) -> tuple[list[Example], dict[str, list[Example]]]:
-    """Train and dev examples of a GLUE task from the `glue` hub dataset (source "glue") or a
-    `DatasetDict` saved with `save_to_disk`, labelled as in the original TSV files."""
+def _glue_dataset(task: Task, source: str):
     try:
         import datasets
     except ImportError as e:
         raise TaskError("reading GLUE through datasets needs the datasets package: pip install datasets") from e
     try:
-        ds = datasets.load_dataset("glue", task.name) if source == "glue" else datasets.load_from_disk(source)
+        return datasets.load_dataset("glue", task.name) if source == "glue" else datasets.load_from_disk(source)
     except Exception as e:
         raise TaskError(
             f"could not load GLUE {task.name} from {source} ({type(e).__name__}: {e}); pass the "
             "task's TSV folder instead"
         ) from e
+
+
+def glue_test_from_datasets(task: Task, source: str) -> dict[str, list[Example]]:
+    """The test splits of a GLUE task through `datasets` (as `glue_from_datasets` reads it), by
+    submission name; each Example's label holds its row's `idx`."""
+    ds = _glue_dataset(task, source)
+    text, pair, _ = HUB_GLUE[task.name]
+    names = ("test_matched", "test_mismatched") if task.name == "mnli" else ("test",)
+    splits = dict(zip(names, GLUE_TEST[task.name], strict=True))
+    return {
+        name: [Example(r[text], None if pair is None else r[pair], str(r["idx"])) for r in ds[split]]
+        for split, (_, name) in splits.items()
+        if split in ds
+    }
+
+
+def glue_from_datasets(task: Task, source: str) -> tuple[list[Example], dict[str, list[Example]]]:
+    """Train and dev examples of a GLUE task from the `glue` hub dataset (source "glue") or a
+    `DatasetDict` saved with `save_to_disk`, labelled as in the original TSV files."""
+    ds = _glue_dataset(task, source)
     text, pair, names = HUB_GLUE[task.name]
 
     def examples(split: str) -> list[Example]:

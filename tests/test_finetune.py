@@ -664,6 +664,8 @@ def test_glue_through_datasets_matches_the_tsv_labels(sentiment_tokenizer_dir, t
             for split, part in (("train", rows[:160]), ("validation", rows[160:]))
         }
     )
+    test = [r.rsplit(",", 1)[0] for r in rows[:30]]  # the hub's test splits: label -1, an idx column
+    sst2["test"] = datasets.Dataset.from_dict({"sentence": test, "label": [-1] * 30, "idx": list(range(100, 130))})
     sst2.save_to_disk(str(tmp_path / "sst2"))
     results = run(
         FinetuneConfig(
@@ -677,3 +679,10 @@ def test_glue_through_datasets_matches_the_tsv_labels(sentiment_tokenizer_dir, t
     )
     assert results["labels"] == ["0", "1"] and results["label_names"] == ["NEGATIVE", "POSITIVE"]
     assert results["examples"] == {"train": 160, "dev": 80}
+    from electra.predict import predict  # GLUE writes SST-2's labels 0 and 1, the folder names them
+
+    labelled, _ = predict(tmp_path / "clf", [(t, None) for t in test])
+    codes = [str(["NEGATIVE", "POSITIVE"].index(r["label"])) for r in labelled]
+    assert results["test_predictions"] == ["SST-2.tsv"]
+    submitted = (tmp_path / "clf" / "SST-2.tsv").read_text().splitlines()
+    assert submitted == ["index\tprediction", *(f"{100 + i}\t{c}" for i, c in enumerate(codes))]
