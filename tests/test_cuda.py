@@ -1,6 +1,6 @@
 """The CUDA paths of the update: graph replay equals eager steps, non-finite updates are skipped
 inside the graph, compiled + graph matches eager, a CUDA-graph run resumes exactly, and sampling
-picks the tokens it picks on the CPU.
+picks the tokens it picks on the CPU; fine-tuning under its default bf16 autocast learns.
 
 Skipped without a CUDA device; run them on a GPU machine with `python -m pytest tests/test_cuda.py`.
 """
@@ -139,3 +139,31 @@ def test_sampling_on_the_gpu_compiled_or_not_picks_the_cpu_tokens():
     for got in (gpu, compiled):
         assert (got == cpu).float().mean() >= 0.99
         assert_inverse_cdf(logits, seed, rows, got)
+
+
+def test_finetuning_on_cuda_under_the_default_bf16_learns_question_answering(tmp_path):
+    from electra import hf
+    from electra.finetune import FinetuneConfig, run
+    from electra.qa import read_squad
+    from electra.tokenizer import save_tokenizer, train_wordpiece
+    from tests.test_qa import _squad
+
+    data = _squad(tmp_path / "data")
+    examples = read_squad(data / "train-v1.1.json")
+    texts = [e.text for e in examples] + [e.pair for e in examples]
+    tok = train_wordpiece(texts * 3, vocab_size=150, show_progress=False)
+    save_tokenizer(tok, tmp_path / "tok")
+    torch.manual_seed(0)
+    model = Electra(tiny(vocab_size=tok.get_vocab_size()))
+    hf.export_discriminator(model, tmp_path / "model", tokenizer_dir=tmp_path / "tok")
+    cfg = FinetuneConfig(
+        model=str(tmp_path / "model"),
+        task="squad",
+        data=str(data),
+        out=str(tmp_path / "qa"),
+        lr=5e-3,
+        batch_size=16,
+        device="cuda",
+    )
+    results = run(cfg, quiet=True)  # precision auto: bf16 autocast on CUDA
+    assert results["config"]["precision"] == "auto" and results["median"]["dev"]["f1"] > 0.9
