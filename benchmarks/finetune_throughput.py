@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+import tracemalloc
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +58,10 @@ def main() -> None:
     dev = read_table(args.data / "dev.tsv", "sentence", None, "label")
     tok = train_wordpiece([e.text for e in train], vocab_size=30522, show_progress=False)
     labels = ["0", "1"]
+    tracemalloc.start()
     train_data, _ = encode(tok, task, train, labels, 128, True, "train")
+    held = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
     dev_data, _ = encode(tok, task, dev, labels, 128, True, "dev")
     device = pick_device(args.device)
     torch.manual_seed(0)
@@ -97,6 +101,8 @@ def main() -> None:
             f"| {precision:<9} | {per_s:>10,.1f} | {seconds:>8.1f} | {eval_per_s:>9,.1f} | {acc:>7.4f} | "
             f"{per_s / base:>6.2f}x |"
         )
+    tokens = sum(map(len, train_data.ids))
+    print(f"\nthe encoded training set holds {held / 2**20:.1f} MB ({held / tokens:.1f} bytes per token)")
 
 
 if __name__ == "__main__":

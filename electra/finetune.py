@@ -20,6 +20,7 @@ import sys
 from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -208,8 +209,8 @@ def label_set(task: Task, train: list[Example], devs: dict[str, list[Example]]) 
 
 @dataclass
 class Encoded:
-    ids: list[list[int]]
-    types: list[list[int]]
+    ids: list  # token ids per row: int32 arrays (or lists)
+    types: list
     labels: list  # int / float per example, or a list per token (-100 where not scored)
     words: list[list[int | None]] | None = None  # tagging: the word of each token
     windows: qa.Windows | None = None  # SQuAD: rows are windows of these questions
@@ -267,8 +268,8 @@ def encode(
                     f"{where} example {n} is longer than --max-length {max_length} tokens; raise it or allow truncation"
                 )
             truncated += 1
-        out.ids.append(ids)
-        out.types.append(types)
+        out.ids.append(np.array(ids, dtype=np.int32))  # a tenth of a list's memory on MNLI-sized sets
+        out.types.append(np.array(types, dtype=np.int8))
         if task.kind == "tagging":
             words = enc.word_ids[: len(ids)]
             tags, previous = [], None
@@ -308,8 +309,8 @@ def batches(data: Encoded, batch_size: int, seed: int | None, pad_id: int = 0):
         mask = torch.zeros((len(group), T), dtype=torch.long)
         for row, i in enumerate(group):
             n = len(data.ids[i])
-            ids[row, :n] = torch.tensor(data.ids[i])
-            types[row, :n] = torch.tensor(data.types[i])
+            ids[row, :n] = torch.as_tensor(data.ids[i])
+            types[row, :n] = torch.as_tensor(data.types[i])
             mask[row, :n] = 1
         if isinstance(data.labels[group[0]], list):
             labels = torch.full((len(group), T), -100, dtype=torch.long)
