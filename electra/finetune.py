@@ -15,6 +15,7 @@ import json
 import math
 import os
 import random
+import shutil
 import statistics
 import sys
 from dataclasses import MISSING, asdict, dataclass, fields, replace
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from electra import hf, qa
-from electra.atomic import OutputExistsError, check_output, publish_file, refuse_overlap
+from electra.atomic import OutputExistsError, check_output, publish_file, publishing_file, refuse_overlap
 from electra.checkpoint import is_checkpoint, list_checkpoints, load_checkpoint
 from electra.config import check_options
 from electra.model import Encoder, QuestionAnswerer, SequenceClassifier, TokenClassifier
@@ -527,8 +528,16 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
         torch.backends.cudnn.allow_tf32 = True
 
     runs = []
+    store, key = seed_store(out), {**_comparable(asdict(cfg)), "task": cfg.task, "seeds": None}
     for seed in range(cfg.seed, cfg.seed + cfg.seeds):
-        final, state, history = train_one(cfg, task, encoder, labels, train, devs, seed, device, quiet, used)
+        kept = _kept_seed(store, seed, key)
+        if kept is None:
+            final, state, history = train_one(cfg, task, encoder, labels, train, devs, seed, device, quiet, used)
+            _keep_seed(store, seed, key, final, state, history)
+        else:
+            final, state, history = kept
+            if not quiet:
+                print(f"{task.name} seed {seed}: finished by an earlier run with these settings; kept", file=sys.stderr)
         runs.append({"seed": seed, "metrics": final, "per_epoch": history, "state": state})
     median, spread = summarize([r["metrics"] for r in runs])
     main_dev, main = next(iter(devs)), task.metrics[0]
@@ -574,7 +583,41 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
     else:
         export = hf.export_token_classifier if task.kind == "tagging" else hf.export_sequence_classifier
         export(model, out, list(task.names) or labels, tokenizer_dir, overwrite, files)
+    shutil.rmtree(store, ignore_errors=True)  # the seeds are in OUT now
     return results
+
+
+def seed_store(out: Path) -> Path:
+    """Where each finished seed waits for the others, beside OUT (hidden): a run stopped after
+    some seeds keeps them, and the same command trains only the rest. Removed once OUT is written."""
+    return out.parent / f".{out.name}.seeds"
+
+
+def _keep_seed(store: Path, seed: int, key: dict, final: dict, state: dict, history: list) -> None:
+    from safetensors.torch import save
+
+    with publishing_file(store / f"seed-{seed}.safetensors", binary=True) as f:
+        f.write(save(state))
+    record = {"settings": key, "metrics": final, "per_epoch": history}
+    publish_file(store / f"seed-{seed}.json", json.dumps(record) + "\n")  # last: it marks the seed complete
+
+
+def _kept_seed(store: Path, seed: int, key: dict) -> tuple[dict, dict, list] | None:
+    """A seed finished earlier with the same settings: (final metrics, weights, per-epoch metrics)."""
+    from safetensors.torch import load_file
+
+    record, weights = store / f"seed-{seed}.json", store / f"seed-{seed}.safetensors"
+    if not (record.exists() and weights.exists()):
+        return None
+    try:
+        saved = json.loads(record.read_text())
+        if saved["settings"] != json.loads(json.dumps(key)):  # compared as JSON keeps them
+            print(f"seed {seed} in {store} was trained with other settings; training it again", file=sys.stderr)
+            return None
+        return saved["metrics"], load_file(weights), saved["per_epoch"]
+    except (ValueError, KeyError, OSError) as e:
+        print(f"seed {seed} in {store} is unreadable ({e}); training it again", file=sys.stderr)
+        return None
 
 
 def test_sets(cfg: FinetuneConfig, task: Task) -> dict[str, list[Example]]:

@@ -245,6 +245,48 @@ def test_finetune_under_bf16_autocast_learns_the_same_task(sentiment_tokenizer_d
         FinetuneConfig(**common, out=str(tmp_path / "x"), precision="fp16")
 
 
+def test_a_run_stopped_between_seeds_keeps_them_and_ends_as_an_uninterrupted_one(
+    sentiment_tokenizer_dir, tmp_path, monkeypatch
+):
+    from electra import finetune
+    from electra.finetune import seed_store
+
+    root = sentiment_tokenizer_dir
+    common = dict(model=str(root / "model"), task="csv", data=str(root / "data"), seeds=3, epochs=1, lr=2e-3)
+    whole = run(FinetuneConfig(**common, out=str(tmp_path / "whole")), quiet=True)
+
+    real, trained = finetune.train_one, []
+
+    def stopped_at_seed_2(cfg, task, encoder, labels, train, devs, seed, *rest):
+        trained.append(seed)
+        if seed == 2:
+            raise KeyboardInterrupt  # as Ctrl-C during the third seed
+        return real(cfg, task, encoder, labels, train, devs, seed, *rest)
+
+    out = tmp_path / "resumed"
+    monkeypatch.setattr(finetune, "train_one", stopped_at_seed_2)
+    with pytest.raises(KeyboardInterrupt):  # first with another learning rate
+        run(FinetuneConfig(**common | {"lr": 1e-3}, out=str(out)), quiet=True)
+    trained.clear()
+    with pytest.raises(KeyboardInterrupt):  # other settings: nothing is kept, seeds 0 and 1 train again
+        run(FinetuneConfig(**common, out=str(out)), quiet=True)
+    assert trained == [0, 1, 2]
+    assert not out.exists() and sorted(p.name for p in seed_store(out).iterdir()) == [
+        "seed-0.json",
+        "seed-0.safetensors",
+        "seed-1.json",
+        "seed-1.safetensors",
+    ]
+    trained.clear()
+    monkeypatch.setattr(finetune, "train_one", lambda *a: trained.append(a[6]) or real(*a))
+    resumed = run(FinetuneConfig(**common, out=str(out)), quiet=True)
+    assert trained == [2]  # seeds 0 and 1 came from the stopped run
+    assert resumed["seeds"] == whole["seeds"] and resumed["exported_seed"] == whole["exported_seed"]
+    ours, theirs = hf.read_weights(out), hf.read_weights(tmp_path / "whole")
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    assert not seed_store(out).exists()
+
+
 def test_pipeline_and_electra_predict_agree(sentiment_tokenizer_dir, tmp_path):
     transformers = pytest.importorskip("transformers")
     root = sentiment_tokenizer_dir
