@@ -73,15 +73,21 @@ def squad_from_datasets(source: str) -> tuple[list[Example], list[Example]]:
     def split(name: str) -> list[Example]:
         if name not in ds:
             raise TaskError(f"{source} has no {name!r} split (splits: {', '.join(ds)})")
-        return [
-            Example(
-                r["question"],
-                r["context"],
-                list(zip(r["answers"]["text"], r["answers"]["answer_start"], strict=True)),
-                str(r.get("id", n)),
-            )
-            for n, r in enumerate(ds[name])
-        ]
+        try:
+            return [
+                Example(
+                    r["question"],
+                    r["context"],
+                    list(zip(r["answers"]["text"], r["answers"]["answer_start"], strict=True)),
+                    str(r.get("id", n)),
+                )
+                for n, r in enumerate(ds[name])
+            ]
+        except (KeyError, TypeError) as e:
+            raise TaskError(
+                f"{source} {name} lacks {e}: SQuAD rows have question, context and answers "
+                "{text: [...], answer_start: [...]}"
+            ) from None
 
     return split("train"), split("validation")
 

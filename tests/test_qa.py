@@ -232,3 +232,8 @@ def test_squad_through_datasets_reads_as_the_json_files(tmp_path):
     train, dev = qa.squad_from_datasets(str(tmp_path / "saved"))
     assert train == qa.read_squad(data / "train-v2.0.json") and dev == qa.read_squad(data / "dev-v2.0.json")
     assert sum(not e.label for e in train) == 3  # a quarter have no answer
+    bad = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"question": ["q"], "context": ["c"]})})
+    bad["validation"] = bad["train"]
+    bad.save_to_disk(str(tmp_path / "bad"))
+    with pytest.raises(TaskError, match="bad train lacks 'answers': SQuAD rows have question, context and answers"):
+        qa.squad_from_datasets(str(tmp_path / "bad"))
