@@ -286,13 +286,15 @@ def _glue_dataset(task: Task, source: str):
 
 def glue_test_from_datasets(task: Task, source: str) -> dict[str, list[Example]]:
     """The test splits of a GLUE task through `datasets` (as `glue_from_datasets` reads it), by
-    submission name; each Example's label holds its row's `idx`."""
+    submission name; each Example's label holds its row's `idx` (the hub's; else its place)."""
     ds = _glue_dataset(task, source)
     text, pair, _ = HUB_GLUE[task.name]
     names = ("test_matched", "test_mismatched") if task.name == "mnli" else ("test",)
     splits = dict(zip(names, GLUE_TEST[task.name], strict=True))
     return {
-        name: [Example(r[text], None if pair is None else r[pair], str(r["idx"])) for r in ds[split]]
+        name: [
+            Example(r[text], None if pair is None else r[pair], str(r.get("idx", n))) for n, r in enumerate(ds[split])
+        ]
         for split, (_, name) in splits.items()
         if split in ds
     }
