@@ -126,6 +126,13 @@ def _find(folder: Path, stem: str) -> Path:
     raise TaskError(f"{folder} has no {stem}.tsv/.csv/.jsonl (or .txt/.conll for tagging)")
 
 
+def _test_file(folder: Path) -> Path | None:
+    try:
+        return _find(folder, "test")
+    except TaskError:
+        return None
+
+
 def load_task(cfg: FinetuneConfig) -> tuple[Task, list[Example], dict[str, list[Example]]]:
     """The task and its training and dev examples (several dev sets for MNLI)."""
     data = Path(cfg.data)
@@ -149,11 +156,19 @@ def load_task(cfg: FinetuneConfig) -> tuple[Task, list[Example], dict[str, list[
     dev_stem = "dev" if any(data.glob("dev.*")) else "validation"
     if cfg.task == "ner":
         task = Task("ner", "tagging", ("f1", "precision", "recall"))
-        return task, read_conll(_find(data, "train")), {"dev": read_conll(_find(data, dev_stem))}
+        devs = {"dev": read_conll(_find(data, dev_stem))}
+        if test := _test_file(data):  # labelled, as CoNLL-2003's: scored beside dev, never used to choose
+            devs["test"] = read_conll(test)
+        return task, read_conll(_find(data, "train")), devs
     if cfg.task == "csv":
         text, label = cfg.text_field or "text", cfg.label_field or "label"
         train = read_table(_find(data, "train"), text, cfg.pair_field, label)
-        dev = read_table(_find(data, dev_stem), text, cfg.pair_field, label)
+        devs = {"dev": read_table(_find(data, dev_stem), text, cfg.pair_field, label)}
+        if test := _test_file(data):
+            try:
+                devs["test"] = read_table(test, text, cfg.pair_field, label)
+            except TaskError as e:  # an unlabelled test set is not scored
+                print(f"{test.name} is not scored: {e}", file=sys.stderr)
         regression = cfg.regression
         if regression is None:  # numbers with a fraction somewhere are scores; "0"/"1" are classes
             regression = all(_is_number(e.label) for e in train) and any(
@@ -165,7 +180,7 @@ def load_task(cfg: FinetuneConfig) -> tuple[Task, list[Example], dict[str, list[
             "regression" if regression else "classification",
             ("pearson", "spearman") if regression else ("accuracy", "f1" if binary else "macro_f1"),
         )
-        return task, train, {"dev": dev}
+        return task, train, devs
     raise TaskError(f"unknown task {cfg.task!r}; use one of {', '.join([*GLUE, 'csv', 'ner', *SQUAD])}")
 
 

@@ -492,11 +492,13 @@ def test_token_classification_end_to_end(tokenizer_dir, pretrained, tmp_path):
     block = "\n".join(f"{w} {t}" for w, t in rows) + "\n\n"
     (data / "train.txt").write_text(block * 20)
     (data / "dev.txt").write_text(block * 2)
+    (data / "test.txt").write_text(block * 2)  # labelled, as CoNLL-2003's test set: scored, never chosen on
     results = run(
         FinetuneConfig(model=str(pretrained), task="ner", data=str(data), out=str(tmp_path / "tagger"), epochs=1),
         quiet=True,
     )
-    assert set(results["median"]["dev"]) == {"precision", "recall", "f1"}
+    assert set(results["median"]["dev"]) == {"precision", "recall", "f1"} and results["main_metric"] == "dev/f1"
+    assert results["median"]["test"] == results["median"]["dev"]  # the same sentences, scored alike
     assert results["labels"] == ["O", "B-ASPECT", "I-ASPECT"]
     model = transformers.AutoModelForTokenClassification.from_pretrained(tmp_path / "tagger")
     assert model.config.id2label[1] == "B-ASPECT"
@@ -662,6 +664,19 @@ def test_bad_task_input_is_refused_with_a_message(sentiment_tokenizer_dir, tmp_p
         text=True,
     )
     assert result.returncode == 2
+
+
+def test_a_labelled_test_file_is_scored_beside_dev_and_an_unlabelled_one_is_not(sentiment_tokenizer_dir, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(sentiment_tokenizer_dir / "data", data)
+    shutil.copy(data / "dev.csv", data / "test.csv")
+    cfg = FinetuneConfig(model=str(sentiment_tokenizer_dir / "model"), task="csv", data=str(data), epochs=1, out="")
+    results = run(dataclasses.replace(cfg, out=str(tmp_path / "a")), quiet=True)
+    assert results["median"]["test"] == results["median"]["dev"] and results["main_metric"] == "dev/accuracy"
+    assert results["examples"] == {"train": 240, "dev": 60, "test": 60}
+    (data / "test.csv").write_text("text\na film\n")  # no labels: not scored, and said so
+    results = run(dataclasses.replace(cfg, out=str(tmp_path / "b")), quiet=True)
+    assert list(results["median"]) == ["dev"]
 
 
 def test_regression_is_detected_for_numeric_labels(sentiment_tokenizer_dir, tmp_path):
