@@ -123,6 +123,7 @@ class Predictor:
         self.allow_no_answer = bool(allow_no_answer)
         self.null_threshold = null_threshold
         if self.kind == "span":
+            qa.window_stride(self.limit, stride)  # a bad stride is refused now, not at the first question
             return  # electra.qa windows each chunk itself
         if stride is not None:
             if not self.tagger:

@@ -116,15 +116,7 @@ def encode_windows(
     `stride` tokens are shared by neighbouring windows: by default 128, or half a window's
     context if that is less. Without `keep_offsets` (training needs only the labels) `offsets`
     stays empty: on SQuAD's training set they would take gigabytes."""
-    limit = min(QUESTION_TOKENS, (max_length - 3) // 2)
-    room = max_length - 3 - limit  # context tokens a window holds at the least
-    if stride is None:
-        stride = min(DOC_STRIDE, room // 2)
-    if not 0 <= stride < room:
-        raise TaskError(
-            f"the window stride must be 0 to {room - 1} at max-length {max_length} (a window holds at least "
-            f"{room} context tokens after a question of up to {limit}), got {stride}"
-        )
+    limit, stride = window_stride(max_length, stride)
     tok.no_truncation()
     questions, cut = [], []
     for e, q in zip(examples, tok.encode_batch([e.text for e in examples], add_special_tokens=False), strict=True):
@@ -152,6 +144,21 @@ def encode_windows(
             )
     tok.no_truncation()
     return out
+
+
+def window_stride(max_length: int, stride: int | None) -> tuple[int, int]:
+    """The question's token limit and the stride for windows of `max_length` tokens: `stride`,
+    checked, or by default 128 or half a window's context if that is less."""
+    limit = min(QUESTION_TOKENS, (max_length - 3) // 2)
+    room = max_length - 3 - limit  # context tokens a window holds at the least
+    if stride is None:
+        stride = min(DOC_STRIDE, room // 2)
+    if not 0 <= stride < room:
+        raise TaskError(
+            f"the window stride must be 0 to {room - 1} at max-length {max_length} (a window holds at least "
+            f"{room} context tokens after a question of up to {limit}), got {stride}"
+        )
+    return limit, stride
 
 
 def answer_placed(e: Example) -> bool:

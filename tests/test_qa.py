@@ -184,6 +184,8 @@ def test_squad_fine_tunes_end_to_end_and_transformers_loads_the_answerer(squad_m
     assert qa.answer_scores([a["answer"] for a in answers], golds) == results["median"]["dev"]
     written = json.loads((tmp_path / "qa" / "predictions.json").read_text())  # {question id: answer}
     assert list(written) == [f"dev-{k}" for k in range(60)] and list(written.values()) == [a["answer"] for a in answers]
+    refused = subprocess.run([*cli, "--stride", "500", "--format", "jsonl"], input=lines, **TEXT)
+    assert refused.returncode == 2 and "the window stride must be 0 to 62 at max-length 128" in refused.stderr
     if version == "2.0":  # the official script's --na-prob-file: no answer exactly where it wins
         odds = json.loads((tmp_path / "qa" / "null_odds.json").read_text())
         assert list(odds) == list(written) and [m > 0 for m in odds.values()] == [a == "" for a in written.values()]
