@@ -32,7 +32,7 @@ from electra.checkpoint import is_checkpoint, list_checkpoints, load_checkpoint
 from electra.config import check_options
 from electra.model import Encoder, QuestionAnswerer, SequenceClassifier, TokenClassifier
 from electra.optim import adamw, lr_factor, set_lr
-from electra.parallel import pick_device
+from electra.parallel import allow_tf32, autocast, pick_device
 from electra.tasks import (
     GLUE,
     GLUE_FOLDERS,
@@ -360,12 +360,6 @@ def _loss(task: Task, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     return F.cross_entropy(logits.flatten(0, -2).float(), labels.flatten(), ignore_index=-100)
 
 
-def autocast(device: torch.device, precision: str):
-    """bf16 autocast for `precision` bf16, or auto on CUDA; fp32 otherwise."""
-    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
-
-
 @torch.no_grad()
 def predictions(
     model, task: Task, data: Encoded, device, batch_size: int = 128, precision: str = "fp32", null_threshold=0.0
@@ -538,9 +532,7 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
             file=sys.stderr,
         )
     device = pick_device(cfg.device)
-    if device.type == "cuda":  # fp32 matmuls on tensor cores, as in pre-training
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    allow_tf32(device)  # as in pre-training
 
     runs = []
     store, key = seed_store(out), {**_comparable(asdict(cfg)), "task": cfg.task, "seeds": None}

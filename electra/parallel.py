@@ -30,6 +30,19 @@ class Dist:
         return self.world_size > 1
 
 
+def autocast(device: torch.device, precision: str):
+    """The precision a step runs in: bf16 autocast for `precision` bf16, or auto on CUDA; else fp32."""
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+def allow_tf32(device: torch.device) -> None:
+    """On CUDA, what stays in fp32 runs its matmuls on tensor cores (TF32)."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
 def pick_device(name: str = "auto") -> torch.device:
     """`auto` (CUDA when there is one), `cpu`, `cuda` or `cuda:N`, refused when this machine lacks it."""
     if name == "auto":

@@ -11,6 +11,7 @@ atomic folders. A run resumed from any checkpoint reproduces an uninterrupted on
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -338,13 +339,8 @@ def _run(
 
     if cfg.cuda_graph == "on" and (device.type != "cuda" or d.enabled):
         raise ValueError("--cuda-graph on needs a CUDA device and a single process; use auto or off")
-    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-
-    def autocast():
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+    parallel.allow_tf32(device)
+    autocast = functools.partial(parallel.autocast, device, cfg.precision)
 
     # ── model: new, or the newest complete checkpoint ─────────────────────────────────────
     refuse_overlap(out, [cfg.data, cfg.init_discriminator, cfg.init_generator])
