@@ -525,6 +525,11 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
     for name, examples in dev_examples.items():
         devs[name], n = encode(tok, task, examples, labels, max_length, cfg.truncate, name, stride=cfg.doc_stride)
         dev_trunc += n
+    tests = {}  # GLUE's unlabelled test rows, encoded now: a bad test file stops the run before any training
+    for name, rows in test_sets(cfg, task).items():
+        blank = 0.0 if task.kind == "regression" else labels[0]  # encoding needs a label; predictions ignore it
+        unlabelled = [replace(e, label=blank) for e in rows]
+        tests[name] = rows, encode(tok, task, unlabelled, labels, max_length, cfg.truncate, "test")[0]
     if n_trunc or dev_trunc:
         print(
             f"{task.name}: truncated {n_trunc} training and {dev_trunc} dev examples to "
@@ -580,8 +585,8 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
         if task.name == "squad_v2":  # the official script's --na-prob-file: it finds the best null threshold
             odds = dict(zip(ids, (a.null_margin for a in answers), strict=True))
             files["null_odds.json"] = json.dumps(odds, indent=1) + "\n"
-    for name, rows in test_sets(cfg, task).items():  # GLUE: the exported seed's test predictions
-        files[f"{name}.tsv"] = test_predictions(model, task, rows, labels, tok, max_length, device, cfg)
+    for name, (rows, data) in tests.items():  # GLUE: the exported seed's test predictions
+        files[f"{name}.tsv"] = test_predictions(model, task, rows, data, labels, device, cfg.precision)
         results.setdefault("test_predictions", []).append(f"{name}.tsv")
     files["results.json"] = json.dumps(results, indent=2) + "\n"
     model.cpu()
@@ -637,12 +642,12 @@ def test_sets(cfg: FinetuneConfig, task: Task) -> dict[str, list[Example]]:
     return glue_test(task, glue_folder(data, task))
 
 
-def test_predictions(model, task: Task, rows: list[Example], labels, tok, max_length, device, cfg) -> str:
-    """GLUE's submission format: a header, then each row's index and predicted label (STS-B: its
-    score, clipped to the task's 0 to 5)."""
-    blank = 0.0 if task.kind == "regression" else labels[0]  # encoding needs a label; predictions ignore it
-    data, _ = encode(tok, task, [replace(e, label=blank) for e in rows], labels, max_length, cfg.truncate, "test")
-    preds = predictions(model, task, data, device, precision=cfg.precision)
+def test_predictions(
+    model, task: Task, rows: list[Example], data: Encoded, labels: list[str], device, precision: str
+) -> str:
+    """GLUE's submission format: a header, then each row's index (held in its label) and predicted
+    label (STS-B: its score, clipped to the task's 0 to 5)."""
+    preds = predictions(model, task, data, device, precision=precision)
     if task.kind == "regression":
         return "index\tprediction\n" + "".join(
             f"{e.label}\t{min(max(p, 0.0), 5.0):.3f}\n" for e, p in zip(rows, preds, strict=True)
