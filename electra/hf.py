@@ -418,10 +418,10 @@ def load_classifier(folder: str | os.PathLike, kinds: tuple[str, ...] = ("sequen
         )
     kind = found[0]
     cfg = from_hf_config(config, f"{folder}/config.json")
-    id2label = {} if kind == "span" else _labels(config, folder)
     if kind == "span":
-        model = QuestionAnswerer(cfg)
+        model, id2label = QuestionAnswerer(cfg), {}
     else:
+        id2label = _labels(config, folder)
         model = (SequenceClassifier if kind == "sequence" else TokenClassifier)(cfg, num_labels=len(id2label))
     state, _ = from_hf_state(read_weights(folder), kind, cfg, str(folder))
     _load(model, state)

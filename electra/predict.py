@@ -109,7 +109,8 @@ class Predictor:
         self.device = pick_device(device)
         self.model.to(self.device).eval()
         self.tok = load_tokenizer(folder)
-        self.pad_id = self.tok.token_to_id("[PAD]")
+        self.pad_id, self.unk_id = self.tok.token_to_id("[PAD]"), self.tok.token_to_id("[UNK]")
+        self.join = self.tok.decoder.decode if self.tok.decoder is not None else " ".join  # word pieces -> text
         self.limit = self.model.cfg.max_positions if max_length is None else max_length
         if not 3 <= self.limit <= self.model.cfg.max_positions:
             raise ValueError(
@@ -244,15 +245,13 @@ class Predictor:
         """The entities of one text from its token logits (T, labels), as the pipeline groups them."""
         scores = np.exp(logits - logits.max(-1, keepdims=True))
         scores /= scores.sum(-1, keepdims=True)
-        join = self.tok.decoder.decode if self.tok.decoder is not None else " ".join
-        unk = self.tok.token_to_id("[UNK]")
         words: list[dict] = []  # each word tagged by its first piece
         previous = None
         for i, w in enumerate(enc.word_ids):
             if enc.special_tokens_mask[i]:
                 continue
             start, end = enc.offsets[i]
-            piece = text[start:end] if enc.ids[i] == unk else enc.tokens[i]  # [UNK] shows what it stands for
+            piece = text[start:end] if enc.ids[i] == self.unk_id else enc.tokens[i]  # [UNK] shows what it stands for
             if words and w == previous:
                 words[-1]["pieces"].append(piece)
                 words[-1]["end"] = end
@@ -262,7 +261,7 @@ class Predictor:
                     {"tag": self.id2label[k], "score": scores[i, k], "pieces": [piece], "start": start, "end": end}
                 )
             previous = w
-        return entities_of(words, join)
+        return entities_of(words, self.join)
 
 
 def entities_of(words: list[dict], join=" ".join) -> list[dict]:
@@ -324,9 +323,11 @@ def predict(
     chunk_size: int = 8192,
     stride: int | None = None,
     allow_no_answer: bool | None = None,
+    null_threshold: float = 0.0,
 ) -> tuple[list[dict], int]:
     """Load `model_dir` and label, tag or answer `texts` (see `Predictor`)."""
-    return Predictor(model_dir, max_length, device, stride, allow_no_answer)(texts, batch_size, truncate, chunk_size)
+    predictor = Predictor(model_dir, max_length, device, stride, allow_no_answer, null_threshold)
+    return predictor(texts, batch_size, truncate, chunk_size)
 
 
 def jsonl_line(text: tuple[str, str | None], record: dict) -> str:
