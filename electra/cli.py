@@ -254,9 +254,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     first = next(texts, None)  # before loading the model: an empty input is a mistake to say at once
     if first is None:
         raise UsageError(f"no text to label in {args.input or 'stdin'}")
-    predictor = Predictor(
-        args.model, args.max_length, args.device, args.stride, args.allow_no_answer, args.null_threshold
-    )
+    predictor = Predictor(*_model_settings(args))
     labelled = predictor.stream(itertools.chain([first], texts), args.batch_size, not args.no_truncate)
     truncated = 0
     with contextlib.nullcontext(sys.stdout) if args.output in (None, "-") else publishing_file(args.output) as out:
@@ -275,9 +273,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
-    predictor = Predictor(
-        args.model, args.max_length, args.device, args.stride, args.allow_no_answer, args.null_threshold
-    )
+    predictor = Predictor(*_model_settings(args))
     server = make_server(predictor, args.host, args.port, args.batch_size)
     host, port = server.server_address[:2]
     print(
@@ -333,6 +329,11 @@ NULL_THRESHOLD = (
     "SQuAD 2.0: answer nothing only when no answer's logit beats the best span's by more than this "
     "(default 0; the official evaluation finds the best one from null_odds.json)"
 )
+
+
+def _model_settings(args: argparse.Namespace) -> tuple:
+    """Predictor's arguments from the options `_model_options` adds."""
+    return args.model, args.max_length, args.device, args.stride, args.allow_no_answer, args.null_threshold
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
