@@ -58,6 +58,33 @@ def measure(variant: str, model: Path, texts: list[str], batch: int) -> dict:
     }
 
 
+def sst2_classifier(preset_name: str, work: Path) -> list[str]:
+    """Export a classifier of the preset's size with a WordPiece vocabulary trained on SST-2 to
+    work/model (random weights: speed does not depend on them); SST-2's training sentences."""
+    import torch
+
+    from electra import hf
+    from electra.config import preset
+    from electra.model import SequenceClassifier
+    from electra.tasks import read_table
+    from electra.tokenizer import save_tokenizer, train_wordpiece
+
+    train = [e.text for e in read_table(SST2 / "train.tsv", "sentence", None, "label")]
+    work.mkdir(parents=True, exist_ok=True)
+    tok = train_wordpiece(train, vocab_size=30522, show_progress=False)
+    save_tokenizer(tok, work / "tokenizer")
+    cfg = preset(preset_name, vocab_size=tok.get_vocab_size()).discriminator
+    torch.manual_seed(0)
+    hf.export_sequence_classifier(
+        SequenceClassifier(cfg, 2).eval(),
+        work / "model",
+        ["NEGATIVE", "POSITIVE"],
+        tokenizer_dir=work / "tokenizer",
+        overwrite=True,
+    )
+    return train
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="small")
@@ -74,25 +101,7 @@ def main() -> None:
 
     import torch
 
-    from electra import hf
-    from electra.config import preset
-    from electra.model import SequenceClassifier
-    from electra.tasks import read_table
-    from electra.tokenizer import save_tokenizer, train_wordpiece
-
-    train = [e.text for e in read_table(SST2 / "train.tsv", "sentence", None, "label")]
-    args.work.mkdir(parents=True, exist_ok=True)
-    tok = train_wordpiece(train, vocab_size=30522, show_progress=False)
-    save_tokenizer(tok, args.work / "tokenizer")
-    cfg = preset(args.preset, vocab_size=tok.get_vocab_size()).discriminator
-    torch.manual_seed(0)
-    hf.export_sequence_classifier(
-        SequenceClassifier(cfg, 2).eval(),
-        args.work / "model",
-        ["NEGATIVE", "POSITIVE"],
-        tokenizer_dir=args.work / "tokenizer",
-        overwrite=True,
-    )
+    train = sst2_classifier(args.preset, args.work)
     texts = (train * (args.sentences // len(train) + 1))[: args.sentences]
     texts_file.write_text(json.dumps(texts))
 

@@ -344,7 +344,13 @@ def _model_options(p: argparse.ArgumentParser) -> None:
         help="a fine-tuned folder: ElectraForSequenceClassification, ElectraForTokenClassification or "
         "ElectraForQuestionAnswering",
     )
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        help="inputs per model run (serve: requests that wait while the model runs share its next run, up to this many "
+        "inputs; default 64)",
+    )
     p.add_argument("--max-length", type=int, help="default: the model's positions")
     p.add_argument(
         "--stride",

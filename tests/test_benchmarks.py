@@ -75,3 +75,14 @@ def test_finetune_benchmark_times_each_precision(tmp_path):
     assert "64 SST-2 training sentences" in result.stdout and "872 dev sentences" in result.stdout
     missing = _run("benchmarks/finetune_throughput.py", "--data", str(tmp_path), check=False)
     assert missing.returncode != 0 and "holds no train.tsv" in missing.stderr
+
+
+def test_serve_benchmark_compares_shared_runs_with_one_request_per_run(tmp_path):
+    if not (ROOT.parent / "shared" / "data" / "glue" / "SST-2").is_dir():
+        pytest.skip("needs ../shared/data/glue/SST-2")
+    args = ("--preset", "tiny", "--requests", "40", "--clients", "1,4", "--work", str(tmp_path))
+    result = _run("benchmarks/serve_throughput.py", *args)
+    assert _table(result.stdout) == ["variant", *["one per run"] * 2, *["shared runs"] * 2]
+    assert "identical labels: True" in result.stdout
+    one = [line for line in result.stdout.splitlines() if line.startswith("| one per run |")]
+    assert all(line.split("|")[6].strip() == "1.0" for line in one)  # --batch-size 1: a run per request

@@ -15,7 +15,8 @@ from electra import hf
 from electra.config import tiny
 from electra.model import QuestionAnswerer, SequenceClassifier
 from electra.predict import Predictor
-from electra.serve import make_server
+from electra.serve import Batcher, RequestError, make_server, parse_inputs
+from electra.tasks import TaskError
 from tests.conftest import perturb
 
 
@@ -65,7 +66,12 @@ def test_served_answers_equal_predict(folders, serving):
     assert status == 200 and got == {"outputs": want, "truncated": 0}
     assert _call(url + "/health") == (
         200,
-        {"model": str(folders / "clf"), "kind": "sequence", "labels": ["NEGATIVE", "POSITIVE"]},
+        {
+            "model": str(folders / "clf"),
+            "kind": "sequence",
+            "labels": ["NEGATIVE", "POSITIVE"],
+            "served": {"inputs": 3, "model_runs": 1},
+        },
     )
 
     answerer = Predictor(folders / "qa", device="cpu")
@@ -106,3 +112,101 @@ def test_the_command_serves_until_interrupted(folders):
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130 and "electra serve: interrupted" in err
+
+
+class Gated(Predictor):
+    """A Predictor whose first run waits at a gate, so that requests can queue behind it."""
+
+    def __init__(self, folder):
+        super().__init__(folder, device="cpu")
+        self.busy, self.gate, self.runs = threading.Event(), threading.Event(), []
+
+    def stream(self, texts, *args, **kwargs):
+        self.runs.append(len(texts))
+        self.busy.set()
+        self.gate.wait(timeout=60)
+        return super().stream(texts, *args, **kwargs)
+
+
+def _submit(batcher, texts, answers, key):
+    def ask():
+        try:
+            answers[key] = batcher(texts)
+        except TaskError as e:
+            answers[key] = e
+
+    thread = threading.Thread(target=ask)
+    thread.start()
+    return thread
+
+
+def _close_enough(got, want):
+    assert [r["label"] for r in got] == [r["label"] for r in want]
+    assert [r["score"] for r in got] == pytest.approx([r["score"] for r in want], abs=1e-5)
+
+
+def test_requests_that_queue_while_the_model_runs_share_its_next_run(folders):
+    model = Gated(folders / "clf")
+    batcher = Batcher(model, batch_size=4)
+    texts = [[(t, None)] for t in ("great fun", "dull and long", "a fine cast", "the worst", "so so", "moving")]
+    answers = {}
+    threads = [_submit(batcher, texts[0], answers, 0)]
+    assert model.busy.wait(timeout=60)  # the first request holds the model
+    threads += [_submit(batcher, texts[i], answers, i) for i in range(1, 6)]
+    while batcher.queue.qsize() < 5:
+        threading.Event().wait(0.01)
+    model.gate.set()
+    for thread in threads:
+        thread.join(timeout=60)
+    batcher.close()
+    # the five that waited: four fill the next run (batch size 4), the fifth runs after them
+    assert model.runs == [1, 4, 1] and (batcher.inputs, batcher.runs) == (6, 3)
+    alone = Predictor(folders / "clf", device="cpu")
+    for i, t in enumerate(texts):
+        _close_enough(answers[i][0], alone(t)[0])
+
+
+def test_a_failing_request_does_not_fail_the_requests_it_shared_a_run_with(folders):
+    model = Gated(folders / "qa")
+    batcher = Batcher(model)
+    good = [("what was great ?", "the movie was great and a lot of fun")]
+    answers = {}
+    threads = [_submit(batcher, good, answers, "first")]
+    assert model.busy.wait(timeout=60)
+    threads += [_submit(batcher, [("no context ?", None)], answers, "bad"), _submit(batcher, good, answers, "good")]
+    while batcher.queue.qsize() < 2:
+        threading.Event().wait(0.01)
+    model.gate.set()
+    for thread in threads:
+        thread.join(timeout=60)
+    batcher.close()
+    assert model.runs == [1, 2, 1, 1]  # the shared run failed and was repeated request by request
+    assert isinstance(answers["bad"], TaskError) and "needs a question and its context" in str(answers["bad"])
+    assert answers["good"] == answers["first"] == Predictor(folders / "qa", device="cpu")(good)
+
+
+def test_concurrent_clients_get_their_own_answers(folders, serving):
+    clf = Predictor(folders / "clf", device="cpu")
+    url = serving(clf)
+    texts = [f"the film number {i} was {'great' if i % 2 else 'boring'} and {'long ' * i}" for i in range(24)]
+    answers = {}
+
+    def client(i):
+        answers[i] = _call(url + "/predict", {"inputs": [texts[i]]})
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(texts))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    for i, text in enumerate(texts):
+        status, got = answers[i]
+        assert status == 200 and got["truncated"] == 0
+        _close_enough(got["outputs"], clf([(text, None)])[0])
+    assert _call(url + "/health")[1]["served"]["inputs"] == len(texts)
+
+
+def test_a_tagger_refuses_pairs_before_running():
+    with pytest.raises(RequestError, match='input 2 has a "pair": a token classifier tags single texts'):
+        parse_inputs(json.dumps({"inputs": ["a", {"text": "b", "pair": "c"}]}).encode(), "token")
+    assert parse_inputs(json.dumps({"inputs": ["a", {"text": "b"}]}).encode(), "token") == [("a", None), ("b", None)]
