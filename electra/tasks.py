@@ -244,14 +244,22 @@ GLUE_TEST = {
 }
 
 
+# GLUE's diagnostic set (AX), labelled by the MNLI model: where GLUE's download puts it beside
+# the task folders, or copied into MNLI's own folder.
+DIAGNOSTIC = (Path("..", "diagnostic", "diagnostic.tsv"), Path("diagnostic.tsv"), Path("AX.tsv"))
+
+
 def glue_test(task: Task, folder: Path) -> dict[str, list[Example]]:
     """The test rows found in a GLUE task folder, by submission name; each Example's label holds
-    its row's index (the submission's first column). Test files have a header, CoLA's too."""
+    its row's index (the submission's first column). Test files have a header, CoLA's too.
+    For MNLI, also the diagnostic set (AX) where it is found (see DIAGNOSTIC)."""
     out = {}
     for file, name in GLUE_TEST[task.name]:
         if (folder / file).exists():
             text = "sentence" if task.name == "cola" else task.text
             out[name] = read_table(folder / file, text, task.pair, "id" if task.name == "qqp" else "index")
+    if task.name == "mnli" and (found := [folder / f for f in DIAGNOSTIC if (folder / f).is_file()]):
+        out["AX"] = read_table(found[0], "sentence1", "sentence2", "index")
     return out
 
 
@@ -270,16 +278,17 @@ HUB_GLUE = {
 }
 
 
-def _glue_dataset(task: Task, source: str):
+def _glue_dataset(name: str, source: str):
+    """GLUE's `name` configuration from the hub (source "glue"), or a DatasetDict saved to disk."""
     try:
         import datasets
     except ImportError as e:
         raise TaskError("reading GLUE through datasets needs the datasets package: pip install datasets") from e
     try:
-        return datasets.load_dataset("glue", task.name) if source == "glue" else datasets.load_from_disk(source)
+        return datasets.load_dataset("glue", name) if source == "glue" else datasets.load_from_disk(source)
     except Exception as e:
         raise TaskError(
-            f"could not load GLUE {task.name} from {source} ({type(e).__name__}: {e}); pass the "
+            f"could not load GLUE {name} from {source} ({type(e).__name__}: {e}); pass the "
             "task's TSV folder instead"
         ) from e
 
@@ -287,23 +296,27 @@ def _glue_dataset(task: Task, source: str):
 def glue_test_from_datasets(task: Task, source: str) -> dict[str, list[Example]]:
     """The test splits of a GLUE task through `datasets` (as `glue_from_datasets` reads it), by
     submission name; each Example's label holds its row's `idx` (the hub's; else its place)."""
-    ds = _glue_dataset(task, source)
+    ds = _glue_dataset(task.name, source)
     text, pair, _ = HUB_GLUE[task.name]
     names = ("test_matched", "test_mismatched") if task.name == "mnli" else ("test",)
     splits = dict(zip(names, GLUE_TEST[task.name], strict=True))
-    return {
+    out = {
         name: [
             Example(r[text], None if pair is None else r[pair], str(r.get("idx", n))) for n, r in enumerate(ds[split])
         ]
         for split, (_, name) in splits.items()
         if split in ds
     }
+    if task.name == "mnli" and source == "glue":  # the hub's diagnostic set: glue/ax, one test split
+        ax = _glue_dataset("ax", source)["test"]
+        out["AX"] = [Example(r["premise"], r["hypothesis"], str(r["idx"])) for r in ax]
+    return out
 
 
 def glue_from_datasets(task: Task, source: str) -> tuple[list[Example], dict[str, list[Example]]]:
     """Train and dev examples of a GLUE task from the `glue` hub dataset (source "glue") or a
     `DatasetDict` saved with `save_to_disk`, labelled as in the original TSV files."""
-    ds = _glue_dataset(task, source)
+    ds = _glue_dataset(task.name, source)
     text, pair, names = HUB_GLUE[task.name]
 
     def examples(split: str) -> list[Example]:

@@ -458,6 +458,42 @@ def test_glue_runs_every_task_found_scores_them_and_resumes(sentiment_tokenizer_
         run_glue(dataclasses.replace(cfg, data=str(glue / "SST-2"), out=str(tmp_path / "o2")), quiet=True)
 
 
+def test_mnli_labels_both_test_sets_and_glues_diagnostic(sentiment_tokenizer_dir, tmp_path):
+    from electra.predict import predict
+    from electra.tasks import glue_test
+
+    root = sentiment_tokenizer_dir
+    rows = [line.split(",") for line in (root / "data" / "train.csv").read_text().splitlines()[1:76]]
+    glue, names = tmp_path / "glue", ("entailment", "neutral", "contradiction")
+    mnli = glue / "MNLI"
+    mnli.mkdir(parents=True)
+    labelled = [f"{i}\t{t}\tit was\t{names[i % 3] if y == 'pos' else 'contradiction'}" for i, (t, y) in enumerate(rows)]
+    for file, part in (
+        ("train.tsv", labelled[:45]),
+        ("dev_matched.tsv", labelled[45:60]),
+        ("dev_mismatched.tsv", labelled[60:]),
+    ):
+        (mnli / file).write_text("index\tsentence1\tsentence2\tgold_label\n" + "\n".join(part) + "\n")
+    pairs = [(t, "it was") for t, _ in rows[:12]]
+    for file in ("test_matched.tsv", "test_mismatched.tsv", "../diagnostic/diagnostic.tsv"):
+        (mnli / file).parent.mkdir(exist_ok=True)
+        (mnli / file).write_text(
+            "index\tsentence1\tsentence2\n" + "".join(f"{i}\t{t}\t{p}\n" for i, (t, p) in enumerate(pairs))
+        )
+    cfg = FinetuneConfig(model=str(root / "model"), task="mnli", data=str(glue), out=str(tmp_path / "mnli"), epochs=1)
+    results = run(cfg, quiet=True)
+    assert results["test_predictions"] == ["MNLI-m.tsv", "MNLI-mm.tsv", "AX.tsv"]
+    answers, _ = predict(tmp_path / "mnli", pairs)  # AX is labelled by the MNLI model, as GLUE's server expects
+    submitted = (tmp_path / "mnli" / "AX.tsv").read_text().splitlines()
+    assert submitted == ["index\tprediction", *(f"{i}\t{r['label']}" for i, r in enumerate(answers))]
+    assert {r["label"] for r in answers} <= set(names)
+
+    (glue / "diagnostic" / "diagnostic.tsv").rename(mnli / "AX.tsv")  # a copy in MNLI's own folder is found too
+    assert [e.pair for e in glue_test(GLUE["mnli"], mnli)["AX"]] == ["it was"] * 12
+    (mnli / "AX.tsv").unlink()
+    assert list(glue_test(GLUE["mnli"], mnli)) == ["MNLI-m", "MNLI-mm"]
+
+
 def test_predict_reads_tables_as_finetune_does(tmp_path):
     """GLUE's TSVs are unquoted: a leading quote is text, and must not swallow the rows after it."""
     from electra.predict import Inputs
