@@ -16,6 +16,7 @@ class UsageError(Exception):
 def cmd_export(args: argparse.Namespace) -> None:
     from electra import hf
     from electra.atomic import check_output
+    from electra.card import checkpoint_card
     from electra.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(args.checkpoint)
@@ -45,14 +46,19 @@ def cmd_export(args: argparse.Namespace) -> None:
             "folder will need tokenizer files before pipeline() can use it",
             file=sys.stderr,
         )
+
+    def card(model: str, out: str) -> dict[str, str]:
+        return {"README.md": checkpoint_card(ckpt, model, out)}
+
     if mlm:  # the BERT-style baseline: the masked LM is the model
-        out = hf.export_generator(ckpt.model, args.out, tokenizer_dir, overwrite=args.force)
+        out = hf.export_generator(ckpt.model, args.out, tokenizer_dir, args.force, card("mlm", args.out))
         print(f"exported the MLM baseline (ElectraForMaskedLM) from {ckpt.path} to {out}")
         return
-    out = hf.export_discriminator(ckpt.model, args.out, tokenizer_dir, overwrite=args.force)
+    out = hf.export_discriminator(ckpt.model, args.out, tokenizer_dir, args.force, card("discriminator", args.out))
     print(f"exported discriminator (ElectraForPreTraining) from {ckpt.path} to {out}")
     if args.generator_out:
-        out = hf.export_generator(ckpt.model, args.generator_out, tokenizer_dir, overwrite=args.force)
+        gen = card("generator", args.generator_out)
+        out = hf.export_generator(ckpt.model, args.generator_out, tokenizer_dir, args.force, gen)
         print(f"exported generator (ElectraForMaskedLM) to {out}")
 
 

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from electra import hf, qa
 from electra.atomic import OutputExistsError, check_output, publish_file, publishing_file, refuse_overlap
+from electra.card import finetuned_card
 from electra.checkpoint import is_checkpoint, list_checkpoints, load_checkpoint
 from electra.config import check_options
 from electra.model import Encoder, QuestionAnswerer, SequenceClassifier, TokenClassifier
@@ -589,6 +590,7 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
         files[f"{name}.tsv"] = test_predictions(model, task, rows, data, labels, device, cfg.precision)
         results.setdefault("test_predictions", []).append(f"{name}.tsv")
     files["results.json"] = json.dumps(results, indent=2) + "\n"
+    files["README.md"] = finetuned_card(results, task.kind, encoder.cfg, out)  # the hub's model card
     model.cpu()
     if task.kind == "span":
         hf.export_question_answerer(model, out, tokenizer_dir, overwrite, files)

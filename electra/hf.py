@@ -277,8 +277,9 @@ def _write(folder, state: dict, config: dict, tokenizer_dir, overwrite: bool, ex
     return Path(folder)
 
 
-def export_discriminator(model: Electra, folder, tokenizer_dir=None, overwrite: bool = False) -> Path:
-    """An `ElectraForPreTraining` folder: the encoder to fine-tune."""
+def export_discriminator(model: Electra, folder, tokenizer_dir=None, overwrite: bool = False, extra_files=None) -> Path:
+    """An `ElectraForPreTraining` folder: the encoder to fine-tune. `extra_files` ({name: text},
+    a model card) are written into it."""
     cfg = model.cfg.discriminator
     state = {**model.state_dict(), "embeddings.word.weight": model.discriminator_word_embeddings().detach()}
     return _write(
@@ -287,10 +288,11 @@ def export_discriminator(model: Electra, folder, tokenizer_dir=None, overwrite: 
         to_hf_config(cfg, "discriminator"),
         tokenizer_dir,
         overwrite,
+        extra_files,
     )
 
 
-def export_generator(model: Electra, folder, tokenizer_dir=None, overwrite: bool = False) -> Path:
+def export_generator(model: Electra, folder, tokenizer_dir=None, overwrite: bool = False, extra_files=None) -> Path:
     """An `ElectraForMaskedLM` folder (fill-mask); its output layer is tied to the embeddings."""
     cfg = model.cfg.generator
     return _write(
@@ -299,6 +301,7 @@ def export_generator(model: Electra, folder, tokenizer_dir=None, overwrite: bool
         to_hf_config(cfg, "generator"),
         tokenizer_dir,
         overwrite,
+        extra_files,
     )
 
 

@@ -139,10 +139,12 @@ def _pipeline(cfg: QuickstartConfig, out: Path) -> dict:
     )
 
     _stage(3, "export: the discriminator as a Hugging Face folder")
+    from electra.card import checkpoint_card
     from electra.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(out / "pretrain")
-    hf.export_discriminator(ckpt.model, out / "discriminator", tokenizer_dir=ckpt.path)
+    card = {"README.md": checkpoint_card(ckpt, "discriminator", out / "discriminator")}
+    hf.export_discriminator(ckpt.model, out / "discriminator", tokenizer_dir=ckpt.path, extra_files=card)
 
     _stage(4, "finetune: SST-2 sentiment" + (f" on {examples:,} training sentences" if examples else ""))
     results = finetune(

@@ -288,8 +288,7 @@ def _glue_dataset(name: str, source: str):
         return datasets.load_dataset("glue", name) if source == "glue" else datasets.load_from_disk(source)
     except Exception as e:
         raise TaskError(
-            f"could not load GLUE {name} from {source} ({type(e).__name__}: {e}); pass the "
-            "task's TSV folder instead"
+            f"could not load GLUE {name} from {source} ({type(e).__name__}: {e}); pass the task's TSV folder instead"
         ) from e
 
 

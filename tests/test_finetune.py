@@ -228,6 +228,19 @@ def test_finetune_learns_an_easy_task_and_exports_a_transformers_classifier(sent
     assert saved["settings"] == {"lr": 5e-3, "layer_decay": 0.8, "epochs": 6, "max_length": 128}  # defaults, resolved
     model = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "clf")
     assert model.config.id2label == {0: "neg", 1: "pos"}
+    # the model card: what the hub reads from README.md (its own parser), the medians included
+    card = pytest.importorskip("huggingface_hub").ModelCard.load(tmp_path / "clf" / "README.md")
+    assert card.data.pipeline_tag == "text-classification" and card.data.library_name == "transformers"
+    assert card.data.base_model is None  # a folder on this machine is not a hub model
+    got = {(r.dataset_name, r.dataset_split, r.metric_type): r.metric_value for r in card.data.eval_results}
+    assert got == {("data", "validation", m): round(v, 4) for m, v in results["median"]["dev"].items()}
+    assert f'pipeline("text-classification", model="{tmp_path / "clf"}")' in card.text
+    assert "labels: `neg`, `pos`." in card.text and "Median over 2 fine-tuning seeds" in card.text
+    scope = {}  # the card's example runs as written
+    exec(card.text.split("```python\n")[1].split("```")[0], scope)
+    assert scope["model"]("a great film") == transformers.pipeline("text-classification", model=str(tmp_path / "clf"))(
+        "a great film"
+    )
 
 
 def test_finetune_under_bf16_autocast_learns_the_same_task(sentiment_tokenizer_dir, tmp_path):
@@ -487,6 +500,9 @@ def test_mnli_labels_both_test_sets_and_glues_diagnostic(sentiment_tokenizer_dir
     submitted = (tmp_path / "mnli" / "AX.tsv").read_text().splitlines()
     assert submitted == ["index\tprediction", *(f"{i}\t{r['label']}" for i, r in enumerate(answers))]
     assert {r["label"] for r in answers} <= set(names)
+    card = pytest.importorskip("huggingface_hub").ModelCard.load(tmp_path / "mnli" / "README.md")
+    got = {(r.dataset_type, r.dataset_config, r.dataset_split) for r in card.data.eval_results}
+    assert got == {("nyu-mll/glue", "mnli", "validation_matched"), ("nyu-mll/glue", "mnli", "validation_mismatched")}
 
     (glue / "diagnostic" / "diagnostic.tsv").rename(mnli / "AX.tsv")  # a copy in MNLI's own folder is found too
     assert [e.pair for e in glue_test(GLUE["mnli"], mnli)["AX"]] == ["it was"] * 12

@@ -1,0 +1,276 @@
+"""Model cards: the README.md written into every exported folder.
+
+Its front matter is the metadata the Hugging Face hub reads when the folder is uploaded
+(library, pipeline tag for the inference widget, tags, base model, and `model-index`: the
+evaluation results it displays); the text says what the model is, how it was trained and how
+to load it. Cards are plain strings built from what the run recorded (a checkpoint's settings
+and metrics.jsonl, a fine-tuning's results.json), so writing one needs no extra package.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from electra.config import EncoderConfig
+from electra.tasks import GLUE
+
+# task kind (electra.tasks.Task.kind) -> the hub's pipeline tag
+PIPELINE_TAGS = {
+    "classification": "text-classification",
+    "regression": "text-classification",
+    "tagging": "token-classification",
+    "span": "question-answering",
+}
+# our metric names -> the hub's metric types
+METRIC_TYPES = {"matthews": "matthews_correlation", "spearman": "spearmanr", "pearson": "pearsonr"}
+# GLUE's hub configurations and splits, for model-index (the dev sets are GLUE's validation splits)
+GLUE_NAMES = {
+    "cola": "CoLA",
+    "sst2": "SST-2",
+    "mrpc": "MRPC",
+    "stsb": "STS-B",
+    "qqp": "QQP",
+    "mnli": "MNLI",
+    "qnli": "QNLI",
+    "rte": "RTE",
+    "wnli": "WNLI",
+}
+SPLITS = {"dev": "validation", "dev_matched": "validation_matched", "dev_mismatched": "validation_mismatched"}
+
+
+def _scalar(value) -> str:
+    """A YAML scalar: JSON's spelling (quoting and escapes are exact in YAML too), except floats,
+    which YAML 1.1 (the hub's parser) reads only with a "." and as .nan / .inf."""
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return ".nan" if math.isnan(value) else ".inf" if value > 0 else "-.inf"
+        text = repr(float(value))  # numpy's float64 spells itself np.float64(...)
+        return text.replace("e", ".0e", 1) if "e" in text and "." not in text else text
+    return json.dumps(value)
+
+
+def front_matter(meta: dict) -> str:
+    """`meta` as a YAML block between --- lines: block mappings and lists of `_scalar`s."""
+
+    def lines(value, indent: str) -> list[str]:
+        out = []
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if isinstance(v, dict | list) and v:
+                    out += [f"{indent}{k}:", *lines(v, indent + "  ")]
+                else:
+                    out.append(f"{indent}{k}: {_scalar(v)}")
+        else:
+            for item in value:
+                if isinstance(item, dict | list) and item:
+                    first, *rest = lines(item, indent + "  ")
+                    out += [f"{indent}- {first.lstrip()}", *rest]
+                else:
+                    out.append(f"{indent}- {_scalar(item)}")
+        return out
+
+    return "---\n" + "\n".join(lines(meta, "")) + "\n---\n"
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
+    return "| | |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
+
+
+def _architecture(cfg: EncoderConfig) -> list[tuple[str, str]]:
+    return [
+        ("layers", str(cfg.num_layers)),
+        ("hidden size", str(cfg.hidden_size)),
+        ("attention heads", str(cfg.num_heads)),
+        ("feed-forward size", str(cfg.ffn_size)),
+        ("embedding size", str(cfg.embedding_size)),
+        ("vocabulary", f"{cfg.vocab_size:,}"),
+        ("positions", str(cfg.max_positions)),
+    ]
+
+
+def _is_hub_name(model: str) -> bool:
+    """A hub repository name (owner/name), not a folder on this machine: the only kind the hub's
+    base_model accepts."""
+    parts = model.split("/")
+    return len(parts) == 2 and all(parts) and not Path(model).exists() and not model.startswith((".", "~"))
+
+
+def run_metrics(checkpoint: str | os.PathLike) -> dict:
+    """What its run logged up to a checkpoint RUN/checkpoints/step-N, from RUN/metrics.jsonl: the
+    last line's figures (tokens seen, training losses) and the last validation's (valid_*, at
+    valid_step); {} when there is no such log."""
+    checkpoint = Path(checkpoint)
+    log = checkpoint.parent.parent / "metrics.jsonl"
+    if not (checkpoint.name.startswith("step-") and log.is_file()):
+        return {}
+    step = int(checkpoint.name.removeprefix("step-"))
+    last: dict = {}
+    valid: dict = {}
+    with open(log, encoding="utf-8") as f:
+        for line in f:  # a resumed run logs its steps again: the latest line wins
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a killed run
+            if record.get("step", step + 1) <= step:
+                last = record
+                valid = record if any(k.startswith("valid_") for k in record) else valid
+    out = {k: v for k, v in last.items() if not k.startswith("valid_")}
+    if valid:
+        out.update({k: v for k, v in valid.items() if k.startswith("valid_")}, valid_step=valid["step"])
+    return out
+
+
+def checkpoint_card(checkpoint, model: str, folder: str | os.PathLike) -> str:
+    """`pretrained_card` of an `electra.checkpoint.Checkpoint` exported to `folder`."""
+    name = checkpoint.path.name
+    step = int(name.removeprefix("step-")) if name.startswith("step-") and name[5:].isdigit() else None
+    cfg = checkpoint.model.cfg.discriminator if model == "discriminator" else checkpoint.model.cfg.generator
+    settings = checkpoint.meta.get("settings", {})
+    return pretrained_card(model, cfg, settings, step, run_metrics(checkpoint.path), folder)
+
+
+def _card(meta: dict, blocks: list[str]) -> str:
+    """Front matter, then markdown blocks (headings, paragraphs, tables) separated by blank lines."""
+    return front_matter(meta) + "\n" + "\n\n".join(b.strip("\n") for b in blocks) + "\n"
+
+
+def _python(*lines: str) -> str:
+    return "```python\n" + "\n".join(lines) + "\n```"
+
+
+def pretrained_card(
+    model: str, cfg: EncoderConfig, settings: dict, step: int | None, metrics: dict, folder: str | os.PathLike
+) -> str:
+    """The card of a pre-trained export: `model` is "discriminator" (ElectraForPreTraining), "generator"
+    (ElectraForMaskedLM) or "mlm" (the MLM baseline's ElectraForMaskedLM); `settings` the run's
+    resolved settings (a checkpoint's meta), `metrics` what `run_metrics` found; `folder` where it goes
+    (named in the examples)."""
+    masked_lm = model != "discriminator"
+    meta: dict = {"library_name": "transformers"}
+    if masked_lm:
+        meta["pipeline_tag"] = "fill-mask"
+    meta["tags"] = ["electra", "masked-lm" if model == "mlm" else "replaced-token-detection"]
+    what = {
+        "discriminator": "the discriminator of an ELECTRA model (`ElectraForPreTraining`), which scores every "
+        "token of its input as original or replaced by the generator. It is the encoder to fine-tune.",
+        "generator": "the generator of an ELECTRA model (`ElectraForMaskedLM`): the small masked language model "
+        "that corrupts the discriminator's input during pre-training.",
+        "mlm": "a BERT-style masked language model (`ElectraForMaskedLM`), pre-trained with the masked-LM "
+        "objective alone, the baseline for ELECTRA's replaced token detection.",
+    }[model]
+    blocks = [f"# ELECTRA {model}", f"This folder holds {what}", "## Architecture", _table(_architecture(cfg))]
+    rows = []
+    if step is not None:
+        rows.append(("optimizer steps", f"{step:,}"))
+    if "tokens" in metrics:
+        rows.append(("tokens seen", f"{metrics['tokens']:,}"))
+    for key, name in (("batch_size", "batch (rows)"), ("lr", "peak learning rate"), ("warmup_steps", "warmup steps")):
+        if key in settings:
+            rows.append((name, str(settings[key])))
+    objective = settings.get("objective") or {}
+    if objective.get("kind") == "electra":
+        rows += [("masked fraction", str(objective["mask_prob"])), ("RTD loss weight", str(objective["rtd_weight"]))]
+    for key, name in (("valid_disc_accuracy", "discriminator accuracy"), ("valid_gen_accuracy", "generator accuracy")):
+        if key in metrics:
+            rows.append((f"validation {name} (step {metrics['valid_step']:,})", f"{metrics[key]:.4f}"))
+    if rows:
+        blocks += ["## Pre-training", "Pre-trained with `electra pretrain`:", _table(rows)]
+    load, where = "AutoModelForMaskedLM" if masked_lm else "AutoModelForPreTraining", json.dumps(str(folder))
+    blocks += [
+        "## Use",
+        _python(
+            f"from transformers import AutoTokenizer, {load}",
+            "",
+            f"tokenizer = AutoTokenizer.from_pretrained({where})",
+            f"model = {load}.from_pretrained({where})",
+        ),
+    ]
+    if model != "generator":
+        blocks.append(f"Fine-tune it: `electra finetune --model {folder} --task sst2 --data GLUE/SST-2 --out OUT`.")
+    return _card(meta, blocks)
+
+
+def finetuned_card(results: dict, kind: str, cfg: EncoderConfig, folder: str | os.PathLike) -> str:
+    """The card of a fine-tuned export to `folder` from its results.json (`electra.finetune.run`);
+    `kind` the task's (electra.tasks.Task.kind), `cfg` its encoder's."""
+    task, data, settings = results["task"], str(results["config"]["data"]), results.get("settings", {})
+    if task in GLUE_NAMES:
+        dataset = {"name": f"GLUE {GLUE_NAMES[task]}", "type": "nyu-mll/glue", "config": task}
+    elif task in ("squad", "squad_v2"):
+        dataset = {"name": "SQuAD 2.0" if task == "squad_v2" else "SQuAD 1.1", "type": f"rajpurkar/{task}"}
+    else:
+        dataset = {"name": Path(data).name or data, "type": Path(data).name or data}
+    pipeline, seeds = PIPELINE_TAGS[kind], len(results["seeds"])
+    entries = [
+        {
+            "task": {"type": pipeline},
+            "dataset": {**dataset, "split": SPLITS.get(split, split)},
+            "metrics": [
+                {"type": METRIC_TYPES.get(m, m), "value": round(v, 4), "name": f"{m} (median of {seeds})"}
+                for m, v in metrics.items()
+            ],
+        }
+        for split, metrics in results["median"].items()
+    ]
+    meta: dict = {"library_name": "transformers", "pipeline_tag": pipeline, "tags": ["electra"]}
+    if _is_hub_name(str(results["model"])):
+        meta["base_model"] = str(results["model"])
+    if task in GLUE_NAMES or task.startswith("squad"):
+        meta["datasets"] = [dataset["type"]]
+    meta["model-index"] = [{"name": Path(folder).name, "results": entries}]
+
+    about = f"Fine-tuned from `{results['model']}` with `electra finetune --task {task}`"
+    if "train" in results.get("examples", {}):
+        about += f" on {results['examples']['train']:,} training examples"
+    labels = results.get("label_names") or results.get("labels") or []
+    about += f"; labels: {', '.join(f'`{x}`' for x in labels)}." if kind in ("classification", "tagging") else "."
+    scores = "| split | metric | median | min | max |\n|---|---|---|---|---|\n"
+    for split, metrics in results["median"].items():
+        for m, v in metrics.items():
+            spread = results.get("spread", {}).get(split, {}).get(m, {})
+            scores += f"| {split} | {m} | {v:.4f} | {spread.get('min', v):.4f} | {spread.get('max', v):.4f} |\n"
+    given = {**results["config"], **settings}  # settings: the defaults resolved
+    training = [("seeds", f"{seeds} (this folder: seed {results['exported_seed']})")]
+    training += [
+        (k.replace("_", " "), str(given[k]))
+        for k in ("epochs", "lr", "layer_decay", "batch_size", "max_length")
+        if given.get(k) is not None
+    ]
+    if kind == "span":  # transformers 5 has no question-answering pipeline
+        use = [
+            f"```bash\nelectra predict --model {folder} --input questions.jsonl   # fields question, context\n```",
+            "`AutoModelForQuestionAnswering` loads it too: a start and an end logit for every token.",
+        ]
+    else:
+        extra = ', aggregation_strategy="first"' if kind == "tagging" else ""
+        pair = GLUE[task].pair if task in GLUE else results["config"].get("pair_field")
+        example = {
+            "tagging": '"George Eliot was born in Warwickshire."',
+            "pair": '{"text": "A man is playing a guitar.", "text_pair": "Someone plays music."}',
+        }.get("pair" if pair else kind, '"A moving, beautifully made film."')
+        use = [
+            _python(
+                "from transformers import pipeline",
+                "",
+                f'model = pipeline("{pipeline}", model={json.dumps(str(folder))}{extra})',
+                f"model({example})",
+            )
+        ]
+    blocks = [
+        f"# ELECTRA fine-tuned on {dataset['name']}",
+        about,
+        "## Results",
+        f"Median over {seeds} fine-tuning seed{'s' * (seeds != 1)}:",
+        scores,
+        "## Training",
+        _table(training),
+        "## Model",
+        _table(_architecture(cfg)),
+        "## Use",
+        *use,
+    ]
+    return _card(meta, blocks)

@@ -1,0 +1,88 @@
+"""Model cards: the hub's own parser reads the metadata we write, with the run's figures."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from electra.card import front_matter, run_metrics
+from electra.checkpoint import save_checkpoint, step_dir
+from electra.config import tiny
+from electra.model import Electra
+
+yaml = pytest.importorskip("yaml")
+ModelCard = pytest.importorskip("huggingface_hub").ModelCard
+
+
+def test_front_matter_is_yaml_that_reads_back_exactly():
+    meta = {
+        "name": 'a "quoted": value # not a comment',
+        "unicode": "naïve – ✓",
+        "lines": "one\ntwo",
+        "numbers": [1, 0.25, -3e-7, 1e20, 2.5e-5],
+        "flags": [True, False, None],
+        "looks_like_other_types": ["yes", "no", "1.0", "null", "~", "- item"],
+        "empty": [],
+        "nested": [{"task": {"type": "text-classification"}, "metrics": [{"type": "f1", "value": 0.5}]}],
+    }
+    text = front_matter(meta)
+    assert text.startswith("---\n") and text.endswith("\n---\n")
+    assert yaml.safe_load(text.strip("-\n")) == meta
+    assert yaml.safe_load(front_matter({"x": float("inf"), "y": [float("-inf")]}).strip("-\n")) == {
+        "x": float("inf"),
+        "y": [float("-inf")],
+    }
+
+
+def test_run_metrics_takes_the_latest_lines_up_to_the_checkpoint(tmp_path):
+    lines = [
+        {"step": 10, "tokens": 100, "loss": 9.0},
+        {"step": 20, "tokens": 200, "loss": 8.0, "valid_loss": 8.5, "valid_disc_accuracy": 0.6},
+        {"step": 30, "tokens": 300, "loss": 7.0},  # logged by a run killed after the step-20 checkpoint
+    ]
+    resumed = [{"step": 30, "tokens": 301, "loss": 6.5}, {"step": 40, "tokens": 401, "loss": 6.0, "valid_loss": 7.0}]
+    log = "".join(json.dumps(x) + "\n" for x in lines) + '{"step": 35, "tok' + "\n"
+    (tmp_path / "run" / "checkpoints" / "step-00000030").mkdir(parents=True)
+    (tmp_path / "run" / "metrics.jsonl").write_text(log + "".join(json.dumps(x) + "\n" for x in resumed))
+    found = run_metrics(tmp_path / "run" / "checkpoints" / "step-00000030")
+    assert found == {
+        "step": 30,
+        "tokens": 301,
+        "loss": 6.5,
+        "valid_loss": 8.5,
+        "valid_disc_accuracy": 0.6,
+        "valid_step": 20,
+    }
+    assert run_metrics(tmp_path / "elsewhere" / "step-00000030") == {}
+
+
+def test_exported_folders_carry_a_card_with_the_run(tmp_path, tokenizer, tokenizer_dir):
+    model = Electra(tiny(vocab_size=tokenizer.get_vocab_size()))
+    settings = {
+        "batch_size": 16,
+        "lr": 1e-3,
+        "warmup_steps": 2,
+        "objective": {"kind": "electra", "mask_prob": 0.15, "rtd_weight": 50.0},
+    }
+    save_checkpoint(step_dir(tmp_path / "run", 5), model, tokenizer_dir=tokenizer_dir, meta={"settings": settings})
+    (tmp_path / "run" / "metrics.jsonl").write_text(
+        json.dumps({"step": 5, "tokens": 12345, "valid_disc_accuracy": 0.875, "valid_gen_accuracy": 0.125}) + "\n"
+    )
+    out = [str(tmp_path / "disc"), str(tmp_path / "gen")]
+    cmd = [sys.executable, "-m", "electra", "export", str(tmp_path / "run"), "--out", out[0], "--generator-out", out[1]]
+    assert subprocess.run(cmd, capture_output=True, text=True).returncode == 0
+
+    disc = ModelCard.load(tmp_path / "disc" / "README.md")
+    assert disc.data.to_dict() == {"library_name": "transformers", "tags": ["electra", "replaced-token-detection"]}
+    for row in (
+        "| optimizer steps | 5 |",
+        "| tokens seen | 12,345 |",
+        "| peak learning rate | 0.001 |",
+        "| validation discriminator accuracy (step 5) | 0.8750 |",
+        "| hidden size | 32 |",
+    ):
+        assert row in disc.text
+    assert f'AutoModelForPreTraining.from_pretrained("{out[0]}")' in disc.text
+    gen = ModelCard.load(tmp_path / "gen" / "README.md")
+    assert gen.data.pipeline_tag == "fill-mask" and "| hidden size | 16 |" in gen.text
