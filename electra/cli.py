@@ -221,6 +221,8 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     )
     if args.task == "glue":
         summary = run_glue(cfg, quiet=args.quiet, overwrite=args.force)
+        if summary is None:  # under torchrun, not the first process: that one reports
+            return
         print("| task | metric | median | min | max | seeds |\n|---|---|---|---|---|---|")
         for name, t in summary["tasks"].items():
             low, high = t["spread"]["min"], t["spread"]["max"]
@@ -233,6 +235,8 @@ def cmd_finetune(args: argparse.Namespace) -> None:
             print(f"test-set predictions for GLUE's server (the exported seeds'), in {args.out}: {files}")
         return
     results = run(cfg, quiet=args.quiet, overwrite=args.force)
+    if results is None:
+        return
     for dev, metrics in results["median"].items():
         spread = results["spread"][dev]
         text = ", ".join(

@@ -18,22 +18,24 @@ import random
 import shutil
 import statistics
 import sys
+import time
 from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from tqdm import tqdm
 
-from electra import hf, qa
+from electra import hf, parallel, qa
 from electra.atomic import OutputExistsError, check_output, publish_file, publishing_file, refuse_overlap
 from electra.card import finetuned_card
 from electra.checkpoint import is_checkpoint, list_checkpoints, load_checkpoint
 from electra.config import check_options
 from electra.model import Encoder, QuestionAnswerer, SequenceClassifier, TokenClassifier
 from electra.optim import adamw, lr_factor, set_lr
-from electra.parallel import allow_tf32, autocast, pick_device
+from electra.parallel import allow_tf32, autocast
 from electra.tasks import (
     GLUE,
     GLUE_FOLDERS,
@@ -501,7 +503,15 @@ def summarize(per_seed: list[dict]) -> tuple[dict, dict]:
     return median, spread
 
 
-def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> dict:
+def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> dict | None:
+    """Fine-tune `cfg.seeds` seeds, write OUT (the best seed's model, results.json, the model card,
+    test-set predictions) and return the results.
+
+    Under torchrun the seeds are shared out among the processes (seed i to process i mod N, each
+    on its own GPU), which leave them in the seed store; the first process waits for all, writes
+    OUT and returns the results, the others return None. Every seed trains exactly as it would
+    alone, so the results equal a single process's.
+    """
     out = Path(cfg.out)
     check_output(out, overwrite, inputs=[cfg.model, cfg.data])
     task, train_examples, dev_examples = load_task(cfg)
@@ -537,21 +547,23 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
             + (f"{qa.QUESTION_TOKENS} question tokens" if task.kind == "span" else f"{max_length} tokens"),
             file=sys.stderr,
         )
-    device = pick_device(cfg.device)
+    d = parallel.from_env()  # under torchrun, each process trains its share of the seeds
+    quiet = quiet or not d.main  # one progress display
+    device = parallel.process_device(cfg.device, d)
     allow_tf32(device)  # as in pre-training
 
-    runs = []
     store, key = seed_store(out), {**_comparable(asdict(cfg)), "task": cfg.task, "seeds": None}
-    for seed in range(cfg.seed, cfg.seed + cfg.seeds):
-        kept = _kept_seed(store, seed, key)
-        if kept is None:
+    seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
+    for seed in seeds[d.rank :: d.world_size]:
+        if _kept_seed(store, seed, key) is None:
             final, state, history = train_one(cfg, task, encoder, labels, train, devs, seed, device, quiet, used)
             _keep_seed(store, seed, key, final, state, history)
-        else:
-            final, state, history = kept
-            if not quiet:
-                print(f"{task.name} seed {seed}: finished by an earlier run with these settings; kept", file=sys.stderr)
-        runs.append({"seed": seed, "metrics": final, "per_epoch": history, "state": state})
+        elif not quiet:
+            print(f"{task.name} seed {seed}: finished by an earlier run with these settings; kept", file=sys.stderr)
+    if not d.main:
+        return None  # the first process gathers every seed from the store and writes OUT
+    _wait_for_seeds(store, seeds, key, quiet)
+    runs = [{"seed": seed, **_kept_seed(store, seed, key, quiet=True)} for seed in seeds]
     median, spread = summarize([r["metrics"] for r in runs])
     main_dev, main = next(iter(devs)), task.metrics[0]
     chosen = max(runs, key=lambda r: r["metrics"][main_dev][main])
@@ -564,7 +576,7 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
         "median": median,
         "spread": spread,
         "exported_seed": chosen["seed"],
-        "seeds": [{k: v for k, v in r.items() if k != "state"} for r in runs],
+        "seeds": runs,
         "truncated": {"train": n_trunc, "dev": dev_trunc},
         "examples": {
             k: len(v.ids if v.questions is None else v.questions) for k, v in {"train": train, **devs}.items()
@@ -575,7 +587,7 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
     if task.kind == "span":
         results["windows"] = {k: len(v.ids) for k, v in {"train": train, **devs}.items()}
     model = task_model(task, encoder.cfg, labels)
-    model.load_state_dict(chosen["state"])
+    model.load_state_dict(load_file(store / f"seed-{chosen['seed']}.safetensors"))
     model.to(device)
     files = {}  # written into the folder with the model
     if task.kind == "span":  # the exported seed's dev answers, in the official evaluation's format
@@ -616,22 +628,34 @@ def _keep_seed(store: Path, seed: int, key: dict, final: dict, state: dict, hist
     publish_file(store / f"seed-{seed}.json", json.dumps(record) + "\n")  # last: it marks the seed complete
 
 
-def _kept_seed(store: Path, seed: int, key: dict) -> tuple[dict, dict, list] | None:
-    """A seed finished earlier with the same settings: (final metrics, weights, per-epoch metrics)."""
-    from safetensors.torch import load_file
-
+def _kept_seed(store: Path, seed: int, key: dict, quiet: bool = False) -> dict | None:
+    """A seed finished (here or by another process, now or by an earlier run) with the same
+    settings: {"metrics": final dev metrics, "per_epoch": every epoch's}; None if there is none."""
     record, weights = store / f"seed-{seed}.json", store / f"seed-{seed}.safetensors"
     if not (record.exists() and weights.exists()):
         return None
     try:
         saved = json.loads(record.read_text())
         if saved["settings"] != json.loads(json.dumps(key)):  # compared as JSON keeps them
-            print(f"seed {seed} in {store} was trained with other settings; training it again", file=sys.stderr)
+            if not quiet:
+                print(f"seed {seed} in {store} was trained with other settings; training it again", file=sys.stderr)
             return None
-        return saved["metrics"], load_file(weights), saved["per_epoch"]
+        return {"metrics": saved["metrics"], "per_epoch": saved["per_epoch"]}
     except (ValueError, KeyError, OSError) as e:
-        print(f"seed {seed} in {store} is unreadable ({e}); training it again", file=sys.stderr)
+        if not quiet:
+            print(f"seed {seed} in {store} is unreadable ({e}); training it again", file=sys.stderr)
         return None
+
+
+def _wait_for_seeds(store: Path, seeds: list[int], key: dict, quiet: bool, poll_s: float = 2.0) -> None:
+    """Wait until every seed is in the store: those of the other processes under torchrun (which
+    stops every process if one fails, so this never waits on a dead one)."""
+    missing = [s for s in seeds if _kept_seed(store, s, key, quiet=True) is None]
+    if missing and not quiet:
+        print(f"waiting for seeds {', '.join(map(str, missing))} from the other processes", file=sys.stderr)
+    while missing:
+        time.sleep(poll_s)
+        missing = [s for s in missing if _kept_seed(store, s, key, quiet=True) is None]
 
 
 def test_sets(cfg: FinetuneConfig, task: Task) -> dict[str, list[Example]]:
@@ -682,12 +706,13 @@ def glue_tasks(data: str) -> list[str]:
     return found
 
 
-def run_glue(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> dict:
+def run_glue(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> dict | None:
     """Fine-tune on every GLUE task in `cfg.data`, each into OUT/<task>, and write OUT/glue.json.
 
     The score is the mean of the tasks' main metrics (x100), over the tasks found; `complete`
     says whether all eight were. A task already in OUT with the same settings is kept, so a
-    stopped run resumes where it was; `overwrite` re-runs every task.
+    stopped run resumes where it was; `overwrite` re-runs every task. Under torchrun each task's
+    seeds are shared out as in `run`, and only the first process writes and returns the summary.
     """
     out = Path(cfg.out)
     tasks = glue_tasks(cfg.data)
@@ -707,6 +732,8 @@ def run_glue(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) 
             if not quiet:
                 print(f"glue: {name} ({i} of {len(tasks)})", file=sys.stderr)
             results = run(replace(cfg, task=name, out=str(out / name)), quiet=quiet, overwrite=True)
+        if results is None:  # under torchrun, a process other than the first: it wrote its seeds
+            continue
         dev, metric = results["main_metric"].split("/")
         summary["tasks"][name] = {
             "metric": metric,
@@ -720,7 +747,7 @@ def run_glue(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) 
         summary["score"] = 100 * statistics.mean(scores)
         summary["complete"] = set(summary["tasks"]) == set(GLUE_SCORE_TASKS)
         publish_file(out / "glue.json", json.dumps(summary, indent=2) + "\n")  # after every task: progress survives
-    return summary
+    return summary if parallel.from_env().main else None
 
 
 def _comparable(config: dict) -> dict:

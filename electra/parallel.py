@@ -60,23 +60,34 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
+def from_env() -> Dist:
+    """This process's place among those `torchrun` started, from the environment (alone: 0 of 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist()
+    return Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def process_device(device_name: str, d: Dist) -> torch.device:
+    """The device this process runs on: under torchrun on CUDA, the GPU of its local rank."""
+    picked = pick_device(device_name)
+    if not d.enabled:
+        return picked
+    if picked.type == "cuda":
+        torch.cuda.set_device(d.local_rank)
+        return torch.device("cuda", d.local_rank)
+    return torch.device("cpu")
+
+
 def init(device_name: str = "auto", timeout_minutes: float = 10.0) -> tuple[Dist, torch.device]:
     """Join the process group that `torchrun` describes in the environment (or run alone)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    picked = pick_device(device_name)
-    use_cuda = picked.type == "cuda"
-    if world == 1:
-        return Dist(), picked
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if use_cuda:
-        torch.cuda.set_device(local)
-        device = torch.device("cuda", local)
-    else:
-        device = torch.device("cpu")
-    if not dist.is_initialized():
+    d = from_env()
+    device = process_device(device_name, d)
+    if d.enabled and not dist.is_initialized():
         # a peer that dies surfaces as an error in the next collective; the timeout bounds a hang
-        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(minutes=timeout_minutes))
-    return Dist(rank, world, local), device
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=timedelta(minutes=timeout_minutes))
+    return d, device
 
 
 def shutdown() -> None:

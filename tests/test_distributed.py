@@ -155,3 +155,41 @@ def test_a_dead_worker_stops_the_run_promptly_and_keeps_the_last_checkpoint(tiny
     assert "exitcode" in stderr or "Signal 9" in stderr or "SIGKILL" in stderr
     ckpt = load_checkpoint(tmp_path / "run")  # the newest complete checkpoint still loads
     assert all(torch.isfinite(t).all() for t in ckpt.model.state_dict().values())
+
+
+def test_finetune_seeds_shared_among_processes_equal_one_process(tmp_path, tokenizer, tokenizer_dir):
+    from electra import hf
+    from electra.config import tiny
+    from electra.model import Electra
+    from tests.test_finetune import _sentiment
+
+    torch.manual_seed(0)
+    hf.export_discriminator(
+        Electra(tiny(vocab_size=tokenizer.get_vocab_size())), tmp_path / "disc", tokenizer_dir=tokenizer_dir
+    )
+    data = _sentiment(tmp_path / "data", n_train=96, n_dev=32)
+    args = ["finetune", "--model", str(tmp_path / "disc"), "--task", "csv", "--data", str(data), "--seeds", "3"]
+    args += ["--epochs", "2", "--batch-size", "16"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # torchrun's default per process: the same arithmetic
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    outputs = {}
+    for name, cmd in (("one", [sys.executable]), ("two", launcher)):
+        result = subprocess.run(
+            [*cmd, "-m", "electra", *args, "--out", str(tmp_path / name)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs[name] = result.stdout, result.stderr
+    one, two = (json.loads((tmp_path / n / "results.json").read_text()) for n in ("one", "two"))
+    assert [s["seed"] for s in two["seeds"]] == [0, 1, 2]
+    assert two["seeds"] == one["seeds"] and two["median"] == one["median"] and two["spread"] == one["spread"]
+    assert two["exported_seed"] == one["exported_seed"]
+    theirs, ours = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
+    assert theirs.keys() == ours.keys() and all(torch.equal(theirs[k], ours[k]) for k in theirs)
+    assert outputs["two"][0].count("median of 3 seeds") == 1  # one report, from the first process
+    shown = "".join(outputs["two"])  # the first process shows its own seeds' epochs: 0 and 2; the second trained 1
+    assert "csv seed 0 epoch 2" in shown and "csv seed 2 epoch 2" in shown and "csv seed 1 epoch" not in shown
+    assert not (tmp_path / ".two.seeds").exists()  # the seed store is gone once OUT is written
