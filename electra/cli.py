@@ -218,6 +218,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         max_train_examples=args.max_train_examples,
         device=args.device,
         precision=args.precision,
+        save_minutes=args.save_minutes,
     )
     if args.task == "glue":
         summary = run_glue(cfg, quiet=args.quiet, overwrite=args.force)
@@ -584,6 +585,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "fp32", "bf16"],
         default="auto",
         help="default auto: bf16 autocast on CUDA, fp32 on CPU",
+    )
+    p.add_argument(
+        "--save-minutes",
+        type=float,
+        default=30.0,
+        help="save a seed's progress this often (default 30): the same command after a stop continues it "
+        "where it was, exactly",
     )
     p.add_argument("--force", action="store_true", help="replace an output folder that holds files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -14,6 +14,7 @@ import copy
 import json
 import math
 import os
+import pickle
 import random
 import shutil
 import statistics
@@ -81,6 +82,7 @@ class FinetuneConfig:
     regression: bool | None = None  # csv: None infers it (all labels numbers, some with a fraction)
     device: str = "auto"
     precision: str = "auto"  # bf16 autocast on CUDA, fp32 on CPU (as in pre-training)
+    save_minutes: float = 30.0  # a seed's progress is saved this often: a stopped run resumes mid-seed
 
     def __post_init__(self) -> None:
         check_options(
@@ -92,6 +94,7 @@ class FinetuneConfig:
             layer_decay="share",
             warmup_fraction="fraction",
             weight_decay="non-negative",
+            save_minutes="non-negative",
         )
         if self.max_length is not None and self.max_length < 3:
             raise ValueError(f"max-length must be at least 3 ([CLS], a token, [SEP]), got {self.max_length}")
@@ -306,8 +309,9 @@ def encode(
     return out, truncated
 
 
-def batches(data: Encoded, batch_size: int, seed: int | None, pad_id: int = 0):
-    """Dynamically padded batches; in training, lengths grouped in shuffled chunks of 50 batches."""
+def batches(data: Encoded, batch_size: int, seed: int | None, pad_id: int = 0, skip: int = 0):
+    """Dynamically padded batches; in training, lengths grouped in shuffled chunks of 50 batches.
+    `skip` leaves out the first batches of the order (a seed resumed part-way through an epoch)."""
     order = list(range(len(data.ids)))
     if seed is not None:
         rng = random.Random(seed)
@@ -321,7 +325,7 @@ def batches(data: Encoded, batch_size: int, seed: int | None, pad_id: int = 0):
     else:
         order.sort(key=lambda i: len(data.ids[i]))
         groups = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
-    for group in groups:
+    for group in groups[skip:]:
         T = max(len(data.ids[i]) for i in group)
         ids = torch.full((len(group), T), pad_id, dtype=torch.long)
         types = torch.zeros((len(group), T), dtype=torch.long)
@@ -448,9 +452,15 @@ def train_one(
     device,
     quiet: bool,
     used: dict,
+    store: Path,
+    key: dict,
 ) -> tuple[dict, dict, list[dict]]:
     """One seed: the dev metrics after the last epoch (as the paper reports them), its weights,
-    and the dev metrics of every epoch (shown, never used to pick a model: that would tune on dev)."""
+    and the dev metrics of every epoch (shown, never used to pick a model: that would tune on dev).
+
+    Every `cfg.save_minutes` its progress (weights, optimizer, random state, step, the epochs'
+    metrics) is saved in the seed store; a seed stopped part-way continues from there, exactly
+    as if it had not stopped."""
     torch.manual_seed(seed)
     model = task_model(task, encoder.cfg, labels, copy.deepcopy(encoder)).to(device).train()
     lr, epochs = used["lr"], used["epochs"]  # from `settings`
@@ -460,9 +470,28 @@ def train_one(
     total = epochs * per_epoch
     warmup = int(cfg.warmup_fraction * total)
     history, step = [], 0
-    bar = tqdm(total=total, desc=f"{task.name} seed {seed}", unit="step", disable=quiet, dynamic_ncols=True)
-    for epoch in range(epochs):
-        for _, ids, types, mask, y in batches(train, cfg.batch_size, seed * 1000 + epoch):
+    if (progress := _progress(store, seed, key)) is not None:
+        model.load_state_dict(progress["model"])
+        optimizer.load_state_dict(progress["optimizer"])
+        history, step = json.loads(progress["history"]), progress["step"]
+        torch.set_rng_state(progress["rng"])  # dropout continues its stream
+        if device.type == "cuda":
+            torch.cuda.set_rng_state(progress["cuda_rng"], device)
+        if not quiet:
+            print(f"{task.name} seed {seed}: continuing from step {step} of {total}", file=sys.stderr)
+    saved_at = time.monotonic()
+
+    def save_progress() -> None:
+        nonlocal saved_at
+        if step < total and time.monotonic() - saved_at >= 60 * cfg.save_minutes:
+            _save_progress(store, seed, key, step, history, model, optimizer, device)
+            saved_at = time.monotonic()
+
+    bar = tqdm(
+        total=total, initial=step, desc=f"{task.name} seed {seed}", unit="step", disable=quiet, dynamic_ncols=True
+    )
+    for epoch in range(step // per_epoch, epochs):
+        for _, ids, types, mask, y in batches(train, cfg.batch_size, seed * 1000 + epoch, skip=step % per_epoch):
             set_lr(optimizer, lr, lr_factor(step, warmup, total))
             with autocast(device, cfg.precision):
                 logits = model(ids.to(device), types.to(device), mask.to(device))
@@ -475,6 +504,8 @@ def train_one(
             bar.update(1)
             if step % 20 == 0 or step == total:  # reading the loss waits for the GPU: not every step
                 bar.set_postfix_str(f"loss {loss.item():.4f}", refresh=False)
+            if step % per_epoch:  # an epoch's last step is saved after its evaluation
+                save_progress()
         scores = {
             name: evaluate(model, task, d, labels, device, precision=cfg.precision, null_threshold=cfg.null_threshold)
             for name, d in devs.items()
@@ -483,6 +514,7 @@ def train_one(
         if not quiet:
             text = ", ".join(f"{name} {m} {v:.4f}" for name, s in scores.items() for m, v in s.items())
             bar.write(f"{task.name} seed {seed} epoch {epoch + 1}: {text}")
+        save_progress()
     bar.close()
     return history[-1], {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, history
 
@@ -556,7 +588,9 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
     seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
     for seed in seeds[d.rank :: d.world_size]:
         if _kept_seed(store, seed, key) is None:
-            final, state, history = train_one(cfg, task, encoder, labels, train, devs, seed, device, quiet, used)
+            final, state, history = train_one(
+                cfg, task, encoder, labels, train, devs, seed, device, quiet, used, store, key
+            )
             _keep_seed(store, seed, key, final, state, history)
         elif not quiet:
             print(f"{task.name} seed {seed}: finished by an earlier run with these settings; kept", file=sys.stderr)
@@ -626,6 +660,38 @@ def _keep_seed(store: Path, seed: int, key: dict, final: dict, state: dict, hist
         f.write(save(state))
     record = {"settings": key, "metrics": final, "per_epoch": history}
     publish_file(store / f"seed-{seed}.json", json.dumps(record) + "\n")  # last: it marks the seed complete
+    (store / f"seed-{seed}.progress.pt").unlink(missing_ok=True)
+
+
+def _save_progress(store: Path, seed: int, key: dict, step: int, history: list, model, optimizer, device) -> None:
+    """A seed part-way: everything its training needs to go on exactly (see `train_one`)."""
+    state = {
+        "settings": json.dumps(key),
+        "step": step,
+        "history": json.dumps(history),
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+    }
+    with publishing_file(store / f"seed-{seed}.progress.pt", binary=True) as f:
+        torch.save(state, f)
+
+
+def _progress(store: Path, seed: int, key: dict) -> dict | None:
+    """A seed's saved progress with the same settings, loaded without unpickling code; else None."""
+    path = store / f"seed-{seed}.progress.pt"
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if json.loads(state["settings"]) != json.loads(json.dumps(key)):
+            print(f"seed {seed}'s progress in {store} was made with other settings; starting it over", file=sys.stderr)
+            return None
+        return state
+    except (RuntimeError, ValueError, KeyError, OSError, pickle.UnpicklingError) as e:
+        print(f"seed {seed}'s progress in {store} is unreadable ({e}); starting it over", file=sys.stderr)
+        return None
 
 
 def _kept_seed(store: Path, seed: int, key: dict, quiet: bool = False) -> dict | None:
@@ -690,6 +756,7 @@ def test_predictions(
 # main metric, on its (first) dev set.
 GLUE_SCORE_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte")
 _PER_TASK = ("task", "out", "device")  # settings that may differ between the tasks of one benchmark run
+_NO_EFFECT = ("save_minutes",)  # settings that do not change what a run computes
 
 
 def glue_tasks(data: str) -> list[str]:
@@ -754,7 +821,7 @@ def _comparable(config: dict) -> dict:
     """A task's settings, less those that may differ between tasks; local paths resolved, so
     that `runs/x` and `./runs/x` are the same model. An option newer than the folder counts at its default."""
     defaults = {f.name: f.default for f in fields(FinetuneConfig) if f.default is not MISSING}
-    out = {k: v for k, v in {**defaults, **config}.items() if k not in _PER_TASK}
+    out = {k: v for k, v in {**defaults, **config}.items() if k not in (*_PER_TASK, *_NO_EFFECT)}
     out["max_length"] = out["max_length"] or 128  # GLUE's default, which older folders wrote out
     for key in ("model", "data"):
         if isinstance(out.get(key), str) and Path(out[key]).exists():

@@ -300,6 +300,41 @@ def test_a_run_stopped_between_seeds_keeps_them_and_ends_as_an_uninterrupted_one
     assert not seed_store(out).exists()
 
 
+def test_a_seed_stopped_part_way_continues_from_its_saved_progress_exactly(
+    sentiment_tokenizer_dir, tmp_path, monkeypatch
+):
+    from electra import finetune
+    from electra.finetune import seed_store
+
+    root = sentiment_tokenizer_dir  # 240 examples at batch 16: 15 steps an epoch, dropout 0.1
+    common = dict(model=str(root / "model"), task="csv", data=str(root / "data"), epochs=2, batch_size=16)
+    whole = run(FinetuneConfig(**common, out=str(tmp_path / "whole")), quiet=True)
+
+    real_loss, calls = finetune._loss, []
+
+    def stopped_at_step_20(*args):
+        calls.append(1)
+        if len(calls) == 20:  # as a kill during the 5th step of the second epoch
+            raise KeyboardInterrupt
+        return real_loss(*args)
+
+    out = tmp_path / "resumed"
+    monkeypatch.setattr(finetune, "_loss", stopped_at_step_20)
+    with pytest.raises(KeyboardInterrupt):
+        run(FinetuneConfig(**common, out=str(out), save_minutes=0), quiet=True)  # progress saved after every step
+    assert not out.exists() and [p.name for p in seed_store(out).iterdir()] == ["seed-0.progress.pt"]
+    saved = torch.load(seed_store(out) / "seed-0.progress.pt", weights_only=True)
+    assert saved["step"] == 19 and len(json.loads(saved["history"])) == 1  # the first epoch's scores kept
+
+    calls.clear()
+    resumed = run(FinetuneConfig(**common, out=str(out), save_minutes=0), quiet=True)
+    assert len(calls) == 11  # steps 20 to 30 only
+    assert resumed["seeds"] == whole["seeds"]  # both epochs' dev scores, as uninterrupted
+    ours, theirs = hf.read_weights(out), hf.read_weights(tmp_path / "whole")
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    assert not seed_store(out).exists()
+
+
 def test_pipeline_and_electra_predict_agree(sentiment_tokenizer_dir, tmp_path):
     transformers = pytest.importorskip("transformers")
     root = sentiment_tokenizer_dir
