@@ -1,10 +1,11 @@
-"""`electra` command line: prepare | pretrain | export | finetune | predict | serve | quickstart | report."""
+"""`electra` command line: prepare | pretrain | export | finetune | evaluate | predict | serve | quickstart | report."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import itertools
+import json
 import sys
 from pathlib import Path
 
@@ -247,6 +248,39 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     print(f"wrote {args.out} (seed {results['exported_seed']}, the best on {results['main_metric']})")
     if results.get("test_predictions"):
         print(f"test-set predictions for GLUE's server: {', '.join(results['test_predictions'])}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from electra.atomic import publish_file
+    from electra.evaluate import run
+
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.output is not None and Path(args.output).is_dir():
+        raise UsageError(f"--output {args.output} is a folder; name the JSON file to write")
+    results = run(
+        args.model,
+        args.task,
+        args.data,
+        split=args.split,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        device=args.device,
+        precision=args.precision,
+        doc_stride=args.doc_stride,
+        null_threshold=args.null_threshold,
+        text_field=args.text_field,
+        pair_field=args.pair_field,
+        label_field=args.label_field,
+    )
+    for split, metrics in results["metrics"].items():
+        text = ", ".join(f"{m} {v:.4f}" for m, v in metrics.items())
+        print(f"{results['task']} {split} ({results['examples'][split]:,} examples): {text}")
+    if results["truncated"]:
+        print(f"{results['truncated']} examples truncated to {results['max_length']} tokens", file=sys.stderr)
+    if args.output is not None:
+        publish_file(args.output, json.dumps(results, indent=2) + "\n")
+        print(f"wrote {args.output}")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -596,6 +630,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an output folder that holds files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="score a fine-tuned model on a task's labelled data",
+        description="Score a fine-tuned folder (ours or any transformers ELECTRA classifier, tagger or question "
+        "answerer) on the labelled splits of a task's data, read and scored as electra finetune reads and "
+        "scores them: the dev sets, and a labelled test file for csv/ner. No training file is needed.",
+    )
+    p.add_argument("--model", required=True, help="a fine-tuned folder or hub name")
+    p.add_argument(
+        "--task",
+        required=True,
+        choices=[
+            *("sst2", "cola", "mrpc", "stsb", "rte", "qnli", "qqp", "mnli", "wnli"),
+            *("csv", "ner", "squad", "squad_v2"),
+        ],
+        help="the task, as for finetune",
+    )
+    p.add_argument("--data", required=True, help="the task's data, as for finetune (a training file is not needed)")
+    p.add_argument("--split", help="score only this split (dev, dev_matched, dev_mismatched, test ...)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--max-length", type=int, help="default: the one it was fine-tuned with, else 128 (SQuAD 512)")
+    p.add_argument("--doc-stride", type=int, help="SQuAD: tokens shared by neighbouring windows (default 128)")
+    p.add_argument("--null-threshold", type=float, default=0.0, help=NULL_THRESHOLD)
+    p.add_argument("--text-field", help="csv: the text column (default text)")
+    p.add_argument("--pair-field", help="csv: a second text column")
+    p.add_argument("--label-field", help="csv: the label column (default label)")
+    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--precision", choices=["auto", "fp32", "bf16"], default="auto", help="default auto: bf16 on CUDA, fp32 on CPU"
+    )
+    p.add_argument("--output", help="also write the results to this JSON file")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
         "predict",

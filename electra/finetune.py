@@ -139,8 +139,9 @@ def _test_file(folder: Path) -> Path | None:
         return None
 
 
-def load_task(cfg: FinetuneConfig) -> tuple[Task, list[Example], dict[str, list[Example]]]:
-    """The task and its training and dev examples (several dev sets for MNLI)."""
+def load_task(cfg: FinetuneConfig, with_train: bool = True) -> tuple[Task, list[Example], dict[str, list[Example]]]:
+    """The task and its training and dev examples (several dev sets for MNLI; a labelled test set
+    beside them for csv and ner). Without `with_train` the training file is not read (evaluation)."""
     data = Path(cfg.data)
     if cfg.task in GLUE:
         task = GLUE[cfg.task]
@@ -149,13 +150,14 @@ def load_task(cfg: FinetuneConfig) -> tuple[Task, list[Example], dict[str, list[
             return task, train, devs
         folder = glue_folder(data, task)
         read = lambda f: read_table(folder / f, task.text, task.pair, task.label, task.header)  # noqa: E731
-        return task, read(task.train), {Path(f).stem: read(f) for f in task.dev}
+        return task, read(task.train) if with_train else [], {Path(f).stem: read(f) for f in task.dev}
     if cfg.task in SQUAD:
         task = Task(cfg.task, "span", ("f1", "exact_match"), epochs=2)  # the paper's 2 epochs for SQuAD
         if not data.is_dir() or (data / "dataset_dict.json").exists():  # a hub name or a saved DatasetDict
             train, dev = qa.squad_from_datasets(cfg.data)
         else:
-            train, dev = qa.read_squad(_squad_file(data, "train")), qa.read_squad(_squad_file(data, "dev"))
+            train = qa.read_squad(_squad_file(data, "train")) if with_train else []
+            dev = qa.read_squad(_squad_file(data, "dev"))
         return task, train, {"dev": dev}
     if not data.is_dir():
         raise TaskError(f"{data} is not a folder; put train and dev files in one folder")
@@ -165,22 +167,23 @@ def load_task(cfg: FinetuneConfig) -> tuple[Task, list[Example], dict[str, list[
         devs = {"dev": read_conll(_find(data, dev_stem))}
         if test := _test_file(data):  # labelled, as CoNLL-2003's: scored beside dev, never used to choose
             devs["test"] = read_conll(test)
-        return task, read_conll(_find(data, "train")), devs
+        return task, read_conll(_find(data, "train")) if with_train else [], devs
     if cfg.task == "csv":
         text, label = cfg.text_field or "text", cfg.label_field or "label"
-        train = read_table(_find(data, "train"), text, cfg.pair_field, label)
+        train = read_table(_find(data, "train"), text, cfg.pair_field, label) if with_train else []
         devs = {"dev": read_table(_find(data, dev_stem), text, cfg.pair_field, label)}
         if test := _test_file(data):
             try:
                 devs["test"] = read_table(test, text, cfg.pair_field, label)
             except TaskError as e:  # an unlabelled test set is not scored
                 print(f"{test.name} is not scored: {e}", file=sys.stderr)
+        labelled = train or devs["dev"]
         regression = cfg.regression
         if regression is None:  # numbers with a fraction somewhere are scores; "0"/"1" are classes
-            regression = all(_is_number(e.label) for e in train) and any(
-                math.isfinite(float(e.label)) and float(e.label) != int(float(e.label)) for e in train
+            regression = all(_is_number(e.label) for e in labelled) and any(
+                math.isfinite(float(e.label)) and float(e.label) != int(float(e.label)) for e in labelled
             )
-        binary = len({e.label for e in train}) <= 2
+        binary = len({e.label for e in labelled}) <= 2
         task = Task(
             "csv",
             "regression" if regression else "classification",
@@ -452,15 +455,15 @@ def train_one(
     device,
     quiet: bool,
     used: dict,
-    store: Path,
-    key: dict,
+    store: Path | None = None,
+    key: dict | None = None,
 ) -> tuple[dict, dict, list[dict]]:
     """One seed: the dev metrics after the last epoch (as the paper reports them), its weights,
     and the dev metrics of every epoch (shown, never used to pick a model: that would tune on dev).
 
-    Every `cfg.save_minutes` its progress (weights, optimizer, random state, step, the epochs'
-    metrics) is saved in the seed store; a seed stopped part-way continues from there, exactly
-    as if it had not stopped."""
+    With a seed `store` (and the settings `key`), its progress (weights, optimizer, random
+    state, step, the epochs' metrics) is saved there every `cfg.save_minutes`; a seed stopped
+    part-way continues from there, exactly as if it had not stopped."""
     torch.manual_seed(seed)
     model = task_model(task, encoder.cfg, labels, copy.deepcopy(encoder)).to(device).train()
     lr, epochs = used["lr"], used["epochs"]  # from `settings`
@@ -470,7 +473,7 @@ def train_one(
     total = epochs * per_epoch
     warmup = int(cfg.warmup_fraction * total)
     history, step = [], 0
-    if (progress := _progress(store, seed, key)) is not None:
+    if store is not None and (progress := _progress(store, seed, key)) is not None:
         model.load_state_dict(progress["model"])
         optimizer.load_state_dict(progress["optimizer"])
         history, step = json.loads(progress["history"]), progress["step"]
@@ -483,7 +486,7 @@ def train_one(
 
     def save_progress() -> None:
         nonlocal saved_at
-        if step < total and time.monotonic() - saved_at >= 60 * cfg.save_minutes:
+        if store is not None and step < total and time.monotonic() - saved_at >= 60 * cfg.save_minutes:
             _save_progress(store, seed, key, step, history, model, optimizer, device)
             saved_at = time.monotonic()
 

@@ -535,6 +535,15 @@ def test_mnli_labels_both_test_sets_and_glues_diagnostic(sentiment_tokenizer_dir
     submitted = (tmp_path / "mnli" / "AX.tsv").read_text().splitlines()
     assert submitted == ["index\tprediction", *(f"{i}\t{r['label']}" for i, r in enumerate(answers))]
     assert {r["label"] for r in answers} <= set(names)
+    from electra.evaluate import run as evaluate_folder
+
+    scored = results["seeds"][0]["metrics"]  # evaluate scores both dev sets as fine-tuning did,
+    assert evaluate_folder(tmp_path / "mnli", "mnli", str(glue))["metrics"] == scored
+    shutil.copytree(tmp_path / "mnli", tmp_path / "foreign")  # and without results.json, by the model's label names
+    (tmp_path / "foreign" / "results.json").unlink()
+    assert evaluate_folder(tmp_path / "foreign", "mnli", str(mnli), split="dev_mismatched")["metrics"] == {
+        "dev_mismatched": scored["dev_mismatched"]
+    }
     card = pytest.importorskip("huggingface_hub").ModelCard.load(tmp_path / "mnli" / "README.md")
     got = {(r.dataset_type, r.dataset_config, r.dataset_split) for r in card.data.eval_results}
     assert got == {("nyu-mll/glue", "mnli", "validation_matched"), ("nyu-mll/glue", "mnli", "validation_mismatched")}
@@ -543,6 +552,36 @@ def test_mnli_labels_both_test_sets_and_glues_diagnostic(sentiment_tokenizer_dir
     assert [e.pair for e in glue_test(GLUE["mnli"], mnli)["AX"]] == ["it was"] * 12
     (mnli / "AX.tsv").unlink()
     assert list(glue_test(GLUE["mnli"], mnli)) == ["MNLI-m", "MNLI-mm"]
+
+
+def test_evaluate_scores_a_folder_as_finetune_scored_its_seed(sentiment_tokenizer_dir, tmp_path):
+    from electra.evaluate import run as evaluate_folder
+
+    root = sentiment_tokenizer_dir
+    cfg = FinetuneConfig(model=str(root / "model"), task="csv", data=str(root / "data"), out=str(tmp_path / "clf"))
+    results = run(dataclasses.replace(cfg, epochs=1), quiet=True)
+    shutil.copytree(root / "data", tmp_path / "dev-only")
+    (tmp_path / "dev-only" / "train.csv").unlink()  # evaluation reads no training file
+    got = evaluate_folder(tmp_path / "clf", "csv", str(tmp_path / "dev-only"))
+    assert got["metrics"] == {"dev": results["seeds"][0]["metrics"]["dev"]} and got["examples"] == {"dev": 60}
+
+    out = tmp_path / "scores.json"
+    cmd = [sys.executable, "-m", "electra", "evaluate", "--model", str(tmp_path / "clf"), "--task", "csv"]
+    result = subprocess.run([*cmd, "--data", str(tmp_path / "dev-only"), "--output", str(out)], **TEXT)
+    assert result.returncode == 0, result.stderr
+    accuracy = results["seeds"][0]["metrics"]["dev"]["accuracy"]
+    assert f"csv dev (60 examples): accuracy {accuracy:.4f}" in result.stdout
+    assert json.loads(out.read_text())["metrics"] == got["metrics"]
+
+    # data labelled otherwise, a split it lacks, a head the task cannot use: refused with the reason
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "dev.csv").write_text("text,label\na good film,good\na bad film,bad\n")
+    result = subprocess.run([*cmd, "--data", str(tmp_path / "other")], **TEXT)
+    assert result.returncode == 2 and "do not name the data's (bad, good)" in result.stderr
+    result = subprocess.run([*cmd, "--data", str(tmp_path / "dev-only"), "--split", "test"], **TEXT)
+    assert result.returncode == 2 and "has no labelled 'test' split for csv; it has dev" in result.stderr
+    with pytest.raises(ValueError, match="not a fine-tuned model \\(ElectraForQuestionAnswering\\)"):
+        evaluate_folder(tmp_path / "clf", "squad", str(tmp_path / "dev-only"))
 
 
 def test_predict_reads_tables_as_finetune_does(tmp_path):
@@ -589,6 +628,10 @@ def test_token_classification_end_to_end(tokenizer_dir, pretrained, tmp_path):
     assert results["labels"] == ["O", "B-ASPECT", "I-ASPECT"]
     model = transformers.AutoModelForTokenClassification.from_pretrained(tmp_path / "tagger")
     assert model.config.id2label[1] == "B-ASPECT"
+    from electra.evaluate import run as evaluate_folder  # the tags name the data's: scored as in fine-tuning
+
+    (tmp_path / "tagger" / "results.json").unlink()
+    assert evaluate_folder(tmp_path / "tagger", "ner", str(data))["metrics"] == results["median"]
 
 
 def test_predict_tags_entities_as_the_token_classification_pipeline_does(tokenizer, tokenizer_dir, tmp_path):

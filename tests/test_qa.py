@@ -182,6 +182,9 @@ def test_squad_fine_tunes_end_to_end_and_transformers_loads_the_answerer(squad_m
     )
     golds = [[text for text, _ in e.label] for e in dev]
     assert qa.answer_scores([a["answer"] for a in answers], golds) == results["median"]["dev"]
+    from electra.evaluate import run as evaluate_folder  # and evaluate scores the folder as fine-tuning did
+
+    assert evaluate_folder(tmp_path / "qa", task, str(data))["metrics"] == results["median"]
     written = json.loads((tmp_path / "qa" / "predictions.json").read_text())  # {question id: answer}
     assert list(written) == [f"dev-{k}" for k in range(60)] and list(written.values()) == [a["answer"] for a in answers]
     refused = subprocess.run([*cli, "--stride", "500", "--format", "jsonl"], input=lines, **TEXT)

@@ -1,0 +1,122 @@
+"""`electra evaluate`: score a fine-tuned folder on a task's labelled data, without training.
+
+fine-tuned folder (ours, or any transformers ElectraFor* classifier, tagger or question answerer)
++ task data ──encode as fine-tuning does──▶ predictions ──▶ the task's metrics on every labelled split
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from electra import hf
+from electra.finetune import FinetuneConfig, encode, evaluate, load_task
+from electra.parallel import pick_device
+from electra.tasks import Example, Task, TaskError
+from electra.tokenizer import load_tokenizer
+
+
+def run(
+    model_dir: str | os.PathLike,
+    task_name: str,
+    data: str,
+    split: str | None = None,
+    batch_size: int = 128,
+    max_length: int | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    doc_stride: int | None = None,
+    null_threshold: float = 0.0,
+    text_field: str | None = None,
+    pair_field: str | None = None,
+    label_field: str | None = None,
+) -> dict:
+    """The task's metrics for the model in `model_dir` on each labelled split of `data` (the dev
+    sets, and a labelled test set where csv/ner data has one), or only on `split`.
+
+    Data is read and encoded as `electra finetune` reads it, and scored by the same code, so a
+    folder fine-tuned here scores what its results.json says its seed scored. `max_length`
+    defaults to the one it was fine-tuned with (results.json), else the task's default.
+    """
+    folder = hf.resolve(model_dir)
+    head = "span" if task_name in ("squad", "squad_v2") else "token" if task_name == "ner" else "sequence"
+    model, id2label, _ = hf.load_classifier(folder, (head,))  # a folder the task cannot use is refused first
+    recorded = json.loads((folder / "results.json").read_text()) if (folder / "results.json").is_file() else {}
+    cfg = FinetuneConfig(
+        model=str(folder),
+        task=task_name,
+        data=data,
+        out="",
+        max_length=max_length,
+        doc_stride=doc_stride,
+        null_threshold=null_threshold,
+        text_field=text_field,
+        pair_field=pair_field,
+        label_field=label_field,
+        regression=len(id2label) == 1 if task_name == "csv" else None,  # as the model scores
+        device=device,
+        precision=precision,
+    )
+    task, _, splits = load_task(cfg, with_train=False)
+    if split is not None:
+        if split not in splits:
+            raise TaskError(f"{data} has no labelled {split!r} split for {task_name}; it has {', '.join(splits)}")
+        splits = {split: splits[split]}
+    labels = model_labels(task, id2label, recorded.get("labels"), splits, folder)
+    if task.name == "csv" and task.kind == "classification":  # the model's label count decides, not the data's
+        task = replace(task, metrics=("accuracy", "f1" if len(labels) <= 2 else "macro_f1"))
+    positions = model.cfg.max_positions
+    length = max_length or recorded.get("settings", {}).get("max_length")
+    length = length or (min(512, positions) if task.kind == "span" else 128)
+    if length > positions:
+        raise ValueError(f"--max-length {length} exceeds the model's {positions} positions")
+    tok = load_tokenizer(folder)
+    where = pick_device(device)
+    model.to(where)
+    metrics, counts, truncated = {}, {}, 0
+    for name, examples in splits.items():
+        encoded, cut = encode(tok, task, examples, labels, length, True, name, stride=doc_stride)
+        metrics[name] = evaluate(model, task, encoded, labels, where, batch_size, precision, null_threshold)
+        counts[name], truncated = len(examples), truncated + cut
+    return {
+        "model": str(folder),
+        "task": task.name,
+        "data": str(data),
+        "metrics": metrics,
+        "examples": counts,
+        "truncated": truncated,
+        "max_length": length,
+    }
+
+
+def model_labels(
+    task: Task, id2label: dict[int, str], recorded: list[str] | None, splits: dict[str, list[Example]], folder: Path
+) -> list[str]:
+    """The data's label for each of the model's outputs, in output order.
+
+    A folder fine-tuned here records them (results.json `labels`); otherwise the model's own
+    label names when they name the data's labels (NER tags, "entailment"), else the outputs are
+    the data's labels 0, 1, ... in order (GLUE's integer labels: a model whose outputs are named
+    NEGATIVE/POSITIVE or LABEL_0/LABEL_1 read "0"/"1").
+    """
+    if task.kind == "span":
+        return []
+    if task.kind == "regression":
+        if len(id2label) != 1:
+            raise TaskError(f"{folder} is a classifier with {len(id2label)} labels; {task.name} scores a regression")
+        return ["score"]
+    if len(id2label) == 1:
+        raise TaskError(f"{folder} is a regression model (one score); {task.name} is a classification task")
+    gold = {
+        t for examples in splits.values() for e in examples for t in (e.label if task.kind == "tagging" else [e.label])
+    }
+    names = [id2label[i] for i in range(len(id2label))]
+    for labels in (recorded, names, [str(i) for i in range(len(names))]):
+        if labels is not None and len(labels) == len(names) and gold <= set(labels):
+            return list(labels)
+    raise TaskError(
+        f"the labels of {folder} ({', '.join(names)}) do not name the data's ({', '.join(sorted(map(str, gold)))}); "
+        "evaluate it on data labelled as it was trained"
+    )
