@@ -370,6 +370,10 @@ def _version() -> str:
     return __version__
 
 
+PRECISION = (
+    "default auto: bf16 autocast on CUDA GPUs that compute in it (Ampere and newer), fp16 with dynamic loss "
+    "scaling on older ones (V100, T4), fp32 on CPU"
+)
 NULL_THRESHOLD = (
     "SQuAD 2.0: answer nothing only when no answer's logit beats the best span's by more than this "
     "(default 0; the official evaluation finds the best one from null_odds.json)"
@@ -520,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="under torchrun: ddp (default) or fsdp (FSDP2, shards parameters and optimizer state)",
     )
     r.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    r.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="default: bf16 on CUDA, fp32 on CPU")
+    r.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help=PRECISION)
     r.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,
@@ -614,12 +618,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="csv: labels are scores (default: inferred; numbers with fractions are scores)",
     )
     p.add_argument("--device", default="auto")
-    p.add_argument(
-        "--precision",
-        choices=["auto", "fp32", "bf16"],
-        default="auto",
-        help="default auto: bf16 autocast on CUDA, fp32 on CPU",
-    )
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto", help=PRECISION)
     p.add_argument(
         "--save-minutes",
         type=float,
@@ -658,9 +657,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pair-field", help="csv: a second text column")
     p.add_argument("--label-field", help="csv: the label column (default label)")
     p.add_argument("--device", default="auto")
-    p.add_argument(
-        "--precision", choices=["auto", "fp32", "bf16"], default="auto", help="default auto: bf16 on CUDA, fp32 on CPU"
-    )
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto", help=PRECISION)
     p.add_argument("--output", help="also write the results to this JSON file")
     p.set_defaults(func=cmd_evaluate)
 

@@ -81,7 +81,7 @@ class FinetuneConfig:
     label_field: str | None = None
     regression: bool | None = None  # csv: None infers it (all labels numbers, some with a fraction)
     device: str = "auto"
-    precision: str = "auto"  # bf16 autocast on CUDA, fp32 on CPU (as in pre-training)
+    precision: str = "auto"  # as in pre-training: bf16 on CUDA (fp16, loss-scaled, before Ampere), fp32 on CPU
     save_minutes: float = 30.0  # a seed's progress is saved this often: a stopped run resumes mid-seed
 
     def __post_init__(self) -> None:
@@ -98,8 +98,8 @@ class FinetuneConfig:
         )
         if self.max_length is not None and self.max_length < 3:
             raise ValueError(f"max-length must be at least 3 ([CLS], a token, [SEP]), got {self.max_length}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if self.precision not in parallel.PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(parallel.PRECISIONS)}, got {self.precision!r}")
 
 
 # --------------------------------------------------------------------------------------
@@ -473,9 +473,12 @@ def train_one(
     total = epochs * per_epoch
     warmup = int(cfg.warmup_fraction * total)
     history, step = [], 0
+    fp16 = parallel.resolve_precision(cfg.precision, device) == "fp16"
+    scaler = torch.amp.GradScaler(device.type, enabled=fp16)  # fp16 gradients need loss scaling
     if store is not None and (progress := _progress(store, seed, key)) is not None:
         model.load_state_dict(progress["model"])
         optimizer.load_state_dict(progress["optimizer"])
+        scaler.load_state_dict(progress["scaler"])
         history, step = json.loads(progress["history"]), progress["step"]
         torch.set_rng_state(progress["rng"])  # dropout continues its stream
         if device.type == "cuda":
@@ -487,7 +490,7 @@ def train_one(
     def save_progress() -> None:
         nonlocal saved_at
         if store is not None and step < total and time.monotonic() - saved_at >= 60 * cfg.save_minutes:
-            _save_progress(store, seed, key, step, history, model, optimizer, device)
+            _save_progress(store, seed, key, step, history, model, optimizer, scaler, device)
             saved_at = time.monotonic()
 
     bar = tqdm(
@@ -499,9 +502,11 @@ def train_one(
             with autocast(device, cfg.precision):
                 logits = model(ids.to(device), types.to(device), mask.to(device))
             loss = _loss(task, logits, y.to(device))
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
+            scaler.step(optimizer)  # skipped when fp16 gradients overflowed
+            scaler.update()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             bar.update(1)
@@ -666,7 +671,9 @@ def _keep_seed(store: Path, seed: int, key: dict, final: dict, state: dict, hist
     (store / f"seed-{seed}.progress.pt").unlink(missing_ok=True)
 
 
-def _save_progress(store: Path, seed: int, key: dict, step: int, history: list, model, optimizer, device) -> None:
+def _save_progress(
+    store: Path, seed: int, key: dict, step: int, history: list, model, optimizer, scaler, device
+) -> None:
     """A seed part-way: everything its training needs to go on exactly (see `train_one`)."""
     state = {
         "settings": json.dumps(key),
@@ -674,6 +681,7 @@ def _save_progress(store: Path, seed: int, key: dict, step: int, history: list, 
         "history": json.dumps(history),
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
         "rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
     }

@@ -30,10 +30,29 @@ class Dist:
         return self.world_size > 1
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def resolve_precision(precision: str, device: torch.device, native_bf16: bool | None = None) -> str:
+    """The precision a run uses. `auto`: bf16 on CUDA GPUs that compute in it (Ampere and newer),
+    fp16 with loss scaling on older ones (V100, T4: bf16 would be emulated there, at fp32 speed
+    or below), fp32 on CPU. `native_bf16` overrides what the GPU reports."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    if device.type != "cuda":
+        return "fp32"
+    if native_bf16 is None:
+        native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+    return "bf16" if native_bf16 else "fp16"
+
+
 def autocast(device: torch.device, precision: str):
-    """The precision a step runs in: bf16 autocast for `precision` bf16, or auto on CUDA; else fp32."""
-    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    """The autocast a step runs in: bf16 or fp16 (see `resolve_precision`), or none for fp32."""
+    resolved = resolve_precision(precision, device)
+    dtype = torch.float16 if resolved == "fp16" else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype, enabled=resolved != "fp32")
 
 
 def allow_tf32(device: torch.device) -> None:

@@ -101,7 +101,7 @@ class PretrainConfig:
     keep_checkpoints: int = 3
     max_bad_steps: int = 20  # non-finite steps in a row before giving up
     device: str = "auto"
-    precision: str = "auto"  # bf16 autocast on CUDA, fp32 on CPU
+    precision: str = "auto"  # bf16 autocast on CUDA (fp16 with loss scaling before Ampere), fp32 on CPU
     compile: bool | None = None  # torch.compile the step; default: on CUDA in a single process
     compile_mode: str = "default"  # or max-autotune: inductor benchmarks GEMM and kernel configs (longer compile)
     cuda_graph: str = "auto"  # capture the whole update as a CUDA graph: auto (CUDA, one process), on, off
@@ -124,6 +124,8 @@ class PretrainConfig:
             raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
         if self.compile is False and self.compile_mode != "default":
             raise ValueError(f"compile_mode {self.compile_mode!r} needs compiling; drop --no-compile")
+        if self.precision not in parallel.PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(parallel.PRECISIONS)}, got {self.precision!r}")
         if self.cuda_graph not in ("auto", "on", "off"):
             raise ValueError(f"cuda_graph must be auto, on or off, got {self.cuda_graph!r}")
         for name in ("data", "out"):
@@ -417,6 +419,7 @@ def _run(
                 "tokens": tokens,
                 "skipped": skipped,
                 "optimizer": optim_state,
+                "loss_scale": None if update.loss_scale is None else update.loss_scale.tolist(),
                 # random draws need no state: they are functions of (seed, step)
                 "loader": batches.state_dict(),
             }
@@ -447,6 +450,8 @@ def _run(
         autocast,
         cuda_graph=use_graph,
         skipped=skipped,
+        fp16=parallel.resolve_precision(cfg.precision, device) == "fp16",
+        loss_scale=None if state is None else state.get("loss_scale"),
     )
     batches = Prefetcher(loader, cfg.micro_batches, pin=device.type == "cuda")
 
@@ -493,7 +498,7 @@ def _run(
             if step % cfg.log_every == 0 or stop is not None or evaluate_now:
                 values = dict(zip(update.names, out_metrics.tolist(), strict=True))
                 skipped = check_health()
-                if skipped > last["skipped"]:
+                if skipped > last["skipped"] and update.loss_scale is None:
                     say(f"step {step}: {skipped - last['skipped']} update(s) skipped for a non-finite loss or gradient")
                 now = time.perf_counter()
                 logged = {
@@ -506,6 +511,8 @@ def _run(
                     "skipped": skipped,
                     **values,
                 }
+                if update.loss_scale is not None:  # fp16: overflows skip updates and lower the scale, as designed
+                    logged["loss_scale"] = update.loss_scale[0].item()
                 last = {"time": now, "tokens": tokens, "skipped": skipped}
                 if evaluate_now:  # every process evaluates: FSDP2 needs all of them for a forward
                     logged.update(

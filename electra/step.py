@@ -7,6 +7,11 @@ AdamW's `found_inf` flag, which skips the update on the device; skipped updates 
 run of them are counted on the device as well, and the loop reads counts and metrics only when
 it logs. The seed reaches the objective as a device tensor, so a compiled step never recompiles.
 
+With `fp16`, the loss is scaled before backward and the gradients unscaled after it (dynamic
+loss scaling, as torch.amp.GradScaler does it, but on the device): an update whose gradients
+overflow is skipped like any non-finite one and halves the scale; 2,000 good updates in a row
+double it.
+
 With `cuda_graph`, the whole update (copies excepted) is captured as one CUDA graph after a few
 eager steps and replayed from then on: one launch per step instead of about a thousand, which
 is what a small model on a large GPU otherwise waits for. A replay runs exactly the kernels of
@@ -55,6 +60,8 @@ class Update:
         cuda_graph: bool = False,
         warmup_steps: int = 3,
         skipped: int = 0,
+        fp16: bool = False,
+        loss_scale: tuple[float, float] | None = None,
     ):
         if cuda_graph and (device.type != "cuda" or dist.enabled):
             raise ValueError("CUDA graphs need a CUDA device and a single process")
@@ -64,6 +71,8 @@ class Update:
         self.names: list[str] | None = None
         self.shares: torch.Tensor | None = None
         self.counts = torch.tensor([float(skipped), 0.0, 0.0], device=device)
+        # (scale, good updates since it last changed); a checkpoint keeps it for exact resume
+        self.loss_scale = torch.tensor(loss_scale or (INITIAL_LOSS_SCALE, 0.0), device=device) if fp16 else None
         self.cuda_graph, self.warmup_steps, self.calls = cuda_graph, warmup_steps, 0
         self.graph = self.static = self.seed = self.side = self.out = None
         if cuda_graph:  # a captured step reads its learning rate from device memory, refreshed by set_lr
@@ -109,7 +118,8 @@ class Update:
                 loss, metrics = self.train_step(
                     b.input_ids, b.token_type_ids, b.attention_mask, self.special, b.rows, seed, self.mask_id, totals
                 )
-                (loss * self.dist.world_size).backward()
+                scale = self.dist.world_size if self.loss_scale is None else self.dist.world_size * self.loss_scale[0]
+                (loss * scale).backward()
             if self.names is None:  # the first call is eager: a capture may not copy from the host
                 self.names = ["loss", *metrics, "grad_norm"]
                 # losses are shares of the global means (summed); rates are averaged over parts
@@ -119,6 +129,10 @@ class Update:
             part = torch.stack([loss.detach().float(), *(v.float() for v in metrics.values())]) * self.shares
             parts = part if parts is None else parts + part
         parts = all_reduce_sum(parts, self.dist)
+        if self.loss_scale is not None:
+            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+            grads = [g.to_local() if hasattr(g, "to_local") else g for g in grads]  # FSDP2: each shard
+            torch._foreach_mul_(grads, 1.0 / self.loss_scale[0])
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm)
         norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP2: a DTensor
         bad = (~(torch.isfinite(norm) & torch.isfinite(parts[0]))).float()
@@ -130,4 +144,19 @@ class Update:
         self.optimizer.zero_grad(set_to_none=True)
         run = (self.counts[1] + 1) * bad
         self.counts.copy_(torch.stack([self.counts[0] + bad, run, torch.maximum(self.counts[2], run)]))
+        if self.loss_scale is not None:
+            self.loss_scale.copy_(next_loss_scale(self.loss_scale, bad))
         return torch.cat([parts, norm.detach().float().reshape(1)])
+
+
+INITIAL_LOSS_SCALE = 2.0**16  # GradScaler's default
+GROWTH_INTERVAL = 2000  # good fp16 updates in a row before the loss scale doubles (GradScaler's default)
+
+
+def next_loss_scale(state: torch.Tensor, bad: torch.Tensor) -> torch.Tensor:
+    """(scale, good updates in a row) after an update that was `bad` (1.0: its gradients were not
+    finite, so it was skipped) or not (0.0): halved on a bad one, doubled after GROWTH_INTERVAL good ones."""
+    good = (state[1] + 1) * (1 - bad)
+    grow = (good >= GROWTH_INTERVAL).float()
+    scale = state[0] * torch.where(bad > 0, 0.5, torch.where(grow > 0, 2.0, 1.0))
+    return torch.stack([scale, good * (1 - grow)])

@@ -254,8 +254,52 @@ def test_finetune_under_bf16_autocast_learns_the_same_task(sentiment_tokenizer_d
     run(FinetuneConfig(**common | {"epochs": 1}, out=str(tmp_path / "bf16-1"), precision="bf16"), quiet=True)
     fp32, bf16 = hf.read_weights(tmp_path / "fp32"), hf.read_weights(tmp_path / "bf16-1")
     assert not all(torch.equal(fp32[k], bf16[k]) for k in fp32)
-    with pytest.raises(ValueError, match="precision must be auto, fp32 or bf16, got 'fp16'"):
-        FinetuneConfig(**common, out=str(tmp_path / "x"), precision="fp16")
+    with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16, fp16, got 'fp8'"):
+        FinetuneConfig(**common, out=str(tmp_path / "x"), precision="fp8")
+
+
+def test_finetune_under_fp16_scales_the_loss_learns_and_resumes_exactly(sentiment_tokenizer_dir, tmp_path, monkeypatch):
+    from electra import finetune
+    from electra.finetune import seed_store
+
+    root = sentiment_tokenizer_dir
+    common = dict(model=str(root / "model"), task="csv", data=str(root / "data"), lr=5e-3, batch_size=16)
+    common |= dict(precision="fp16", save_minutes=0)
+    results = run(FinetuneConfig(**common, epochs=6, out=str(tmp_path / "learns")), quiet=True)
+    assert results["median"]["dev"]["accuracy"] > 0.9
+
+    whole = run(FinetuneConfig(**common, epochs=2, out=str(tmp_path / "whole")), quiet=True)
+    real_loss, calls = finetune._loss, []
+
+    def stopped_at_step_20(*args):
+        calls.append(1)
+        if len(calls) == 20:
+            raise KeyboardInterrupt
+        return real_loss(*args)
+
+    monkeypatch.setattr(finetune, "_loss", stopped_at_step_20)
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        run(FinetuneConfig(**common, epochs=2, out=str(out)), quiet=True)
+    saved = torch.load(seed_store(out) / "seed-0.progress.pt", weights_only=True)
+    assert (saved["scaler"]["scale"], saved["scaler"]["_growth_tracker"]) == (2.0**16, 19)  # the scaler's state too
+    monkeypatch.setattr(finetune, "_loss", real_loss)
+    resumed = run(FinetuneConfig(**common, epochs=2, out=str(out)), quiet=True)
+    assert resumed["seeds"] == whole["seeds"]
+    ours, theirs = hf.read_weights(out), hf.read_weights(tmp_path / "whole")
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
+def test_auto_precision_is_bf16_where_the_gpu_computes_in_it_else_fp16_and_fp32_on_cpu():
+    from electra.parallel import resolve_precision
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_precision("auto", cpu) == "fp32"
+    assert resolve_precision("auto", cuda, native_bf16=True) == "bf16"  # Ampere and newer
+    assert resolve_precision("auto", cuda, native_bf16=False) == "fp16"  # V100, T4
+    assert [resolve_precision(p, cpu) for p in ("fp32", "bf16", "fp16")] == ["fp32", "bf16", "fp16"]
+    with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16, fp16, got 'half'"):
+        resolve_precision("half", cpu)
 
 
 def test_a_run_stopped_between_seeds_keeps_them_and_ends_as_an_uninterrupted_one(

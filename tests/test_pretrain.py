@@ -1,6 +1,7 @@
 """The training loop: exact resume (through kill -9), refusals, non-finite steps, both objectives."""
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -201,6 +202,39 @@ def test_non_finite_steps_are_skipped_then_stop_with_the_last_good_checkpoint(ti
     assert [m["skipped"] for m in metrics] == [0, 0, 0, 0, 1, 2]
 
 
+def test_fp16_scales_the_loss_skips_overflows_and_resumes_exactly(tiny_data, tmp_path):
+    import shutil
+
+    from electra.step import GROWTH_INTERVAL, next_loss_scale
+
+    good, bad = torch.tensor(0.0), torch.tensor(1.0)
+    assert next_loss_scale(torch.tensor([8.0, 5.0]), bad).tolist() == [4.0, 0.0]
+    assert next_loss_scale(torch.tensor([8.0, 5.0]), good).tolist() == [8.0, 6.0]
+    assert next_loss_scale(torch.tensor([8.0, GROWTH_INTERVAL - 1.0]), good).tolist() == [16.0, 0.0]
+
+    # ELECTRA's loss (50 x RTD) overflows fp16 gradients at the first scale, 2^16: five updates are
+    # skipped while it halves to 2^11, then training goes on; a checkpoint keeps the scale
+    cfg = _cfg(tiny_data, tmp_path / "whole", max_steps=9, precision="fp16", eval_every=100)
+    run(cfg, quiet=True)
+    logged = [json.loads(x) for x in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["skipped"] for m in logged] == [1, 2, 3, 4, 5, 5, 5, 5, 5]
+    assert [m["loss_scale"] for m in logged][4:6] == [2.0**11, 2.0**11] and all(
+        math.isfinite(m["loss"]) for m in logged
+    )
+    at_3 = load_checkpoint(tmp_path / "whole" / "checkpoints" / "step-00000003", with_train_state=True)
+    assert at_3.train_state["loss_scale"] == [2.0**13, 0.0]
+    start = load_checkpoint(tmp_path / "whole" / "checkpoints" / "step-00000003").model.state_dict()
+    assert any(not torch.equal(start[k], v) for k, v in _weights(tmp_path / "whole").items())  # steps 6-9 applied
+
+    shutil.copytree(tmp_path / "whole", tmp_path / "resumed")  # stopped after the step-3 checkpoint
+    for later in ("step-00000006", "step-00000009"):
+        shutil.rmtree(tmp_path / "resumed" / "checkpoints" / later)
+    run(_cfg(tiny_data, tmp_path / "resumed", max_steps=9, precision="fp16", eval_every=100), resume=True, quiet=True)
+    assert _losses(tmp_path / "resumed") == _losses(tmp_path / "whole")
+    ours, theirs = _weights(tmp_path / "resumed"), _weights(tmp_path / "whole")
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
 def test_a_budget_probe_sizes_the_schedule_and_leaves_nothing_behind(tiny_data, tmp_path):
     steps = steps_for_budget(_cfg(tiny_data, tmp_path / "run"), minutes=0.25)
     assert not (tmp_path / "run").exists()
@@ -338,6 +372,7 @@ def test_config_file_and_flags(tiny_data, tmp_path):
         ("keep_checkpoints", -1, "keep-checkpoints must be a whole number of at least 1"),
         ("device", "cuda:7" if torch.cuda.is_available() else "cuda", "device 'cuda"),
         ("device", "tpu", "unknown device 'tpu'"),
+        ("precision", "fp8", "precision must be one of auto, fp32, bf16, fp16, got 'fp8'"),
         pytest.param(
             "cuda_graph", "on", "--cuda-graph on needs", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="")
         ),
