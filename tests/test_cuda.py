@@ -1,11 +1,13 @@
 """The CUDA paths of the update: graph replay equals eager steps, non-finite updates are skipped
 inside the graph, compiled + graph matches eager, a CUDA-graph run resumes exactly, and sampling
-picks the tokens it picks on the CPU; fine-tuning under its default bf16 autocast learns.
+picks the tokens it picks on the CPU; fp16 loss scaling replays as it runs eagerly; fine-tuning
+under its default bf16 autocast learns.
 
 Skipped without a CUDA device; run them on a GPU machine with `python -m pytest tests/test_cuda.py`.
 """
 
 import contextlib
+import functools
 import json
 
 import pytest
@@ -37,7 +39,9 @@ def _batches(n: int, B: int = 8, T: int = 64, vocab: int = 500) -> list[Batch]:
     return out
 
 
-def _train(batches, cuda_graph: bool, compile: bool = False, dropout: float = 0.0, poison_at: int | None = None):
+def _train(
+    batches, cuda_graph: bool, compile: bool = False, dropout: float = 0.0, poison_at: int | None = None, fp16=False
+):
     torch.manual_seed(0)
     cfg = tiny(vocab_size=500).with_dropout(dropout)
     device = torch.device("cuda")
@@ -48,8 +52,9 @@ def _train(batches, cuda_graph: bool, compile: bool = False, dropout: float = 0.
     opt = adamw(model, 1e-3, fused=True)
     special = torch.zeros(500, dtype=torch.bool, device=device)
     special[[PAD, CLS, SEP, MASK]] = True
+    autocast = functools.partial(torch.autocast, "cuda", dtype=torch.float16) if fp16 else contextlib.nullcontext
     update = Update(
-        step, model, opt, special, MASK, 0.15, 1.0, Dist(), device, contextlib.nullcontext, cuda_graph=cuda_graph
+        step, model, opt, special, MASK, 0.15, 1.0, Dist(), device, autocast, cuda_graph=cuda_graph, fp16=fp16
     )
     outs = []
     for i, b in enumerate(batches):
@@ -71,6 +76,16 @@ def test_graph_replay_equals_eager_steps_with_dropout_and_a_changing_learning_ra
     torch.testing.assert_close(graph_out, eager_out, rtol=1e-6, atol=1e-6)
     for (name, a), b in zip(eager.state_dict().items(), graph.state_dict().values(), strict=True):
         torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6, msg=name)
+
+
+def test_fp16_loss_scaling_inside_the_graph_equals_eager_steps():
+    batches = _batches(10)
+    _, eager_out, eager = _train(batches, cuda_graph=False, fp16=True)
+    _, graph_out, graph = _train(batches, cuda_graph=True, fp16=True)
+    assert graph.graph is not None and eager.counts[0] > 0  # overflows at 2^16 were skipped, and the scale halved
+    assert graph.counts.tolist() == eager.counts.tolist() and graph.loss_scale.tolist() == eager.loss_scale.tolist()
+    assert eager.loss_scale[0] == 2.0**16 / 2 ** eager.counts[0]
+    torch.testing.assert_close(graph_out, eager_out, rtol=1e-5, atol=1e-5)
 
 
 def test_a_non_finite_update_is_skipped_inside_the_graph():
