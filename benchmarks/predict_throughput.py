@@ -2,6 +2,8 @@
 
     python benchmarks/predict_throughput.py [--preset small] [--sentences 4000] [--batch 64]
 
+`electra predict bf16` is `--precision bf16` (autocast; on this project's CPU, AMX runs it).
+
 A classifier of the preset's size (random weights: speed does not depend on them) is exported
 with a WordPiece vocabulary trained on SST-2, then each variant labels the same SST-2
 sentences in its own process; the table gives sentences/s and the peak RSS above the loaded
@@ -43,7 +45,7 @@ def measure(variant: str, model: Path, texts: list[str], batch: int) -> dict:
     else:
         from electra.predict import Predictor
 
-        classify = Predictor(model, device="cpu")
+        classify = Predictor(model, device="cpu", precision="bf16" if variant.endswith("bf16") else "fp32")
         classify([(t, None) for t in texts[:batch]], batch)  # warm-up
         rss = _rss_mb()
         start = time.perf_counter()
@@ -106,7 +108,7 @@ def main() -> None:
     texts_file.write_text(json.dumps(texts))
 
     results = []
-    for variant in ("transformers", "electra predict"):
+    for variant in ("transformers", "electra predict", "electra predict bf16"):
         proc = subprocess.run(
             [sys.executable, __file__, "--variant", variant, *sys.argv[1:]],
             stdout=subprocess.PIPE,
@@ -115,16 +117,17 @@ def main() -> None:
         )
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     same = results[0]["labels"] == results[1]["labels"]
+    agree = sum(a == b for a, b in zip(results[0]["labels"], results[2]["labels"], strict=True)) / len(texts)
     print(
         f"\n{args.preset} classifier, {len(texts):,} SST-2 sentences, batch {args.batch}, CPU, {os.cpu_count()} cores, "
-        f"torch {torch.__version__}; identical labels: {same}\n"
+        f"torch {torch.__version__}; identical labels (fp32): {same}; bf16 labels equal to fp32's: {agree:.2%}\n"
     )
     base = results[0]["per_s"]
-    print(f"| {'variant':<16} | {'sentences/s':>11} | {'seconds':>8} | {'peak MB':>8} | {'vs pipeline':>11} |")
-    print(f"|{'-' * 18}|{'-' * 13}|{'-' * 10}|{'-' * 10}|{'-' * 13}|")
+    print(f"| {'variant':<20} | {'sentences/s':>11} | {'seconds':>8} | {'peak MB':>8} | {'vs pipeline':>11} |")
+    print(f"|{'-' * 22}|{'-' * 13}|{'-' * 10}|{'-' * 10}|{'-' * 13}|")
     for r in results:
         print(
-            f"| {r['variant']:<16} | {r['per_s']:>11,.1f} | {r['seconds']:>8.1f} | {r['peak_mb']:>8,.0f} | "
+            f"| {r['variant']:<20} | {r['per_s']:>11,.1f} | {r['seconds']:>8.1f} | {r['peak_mb']:>8,.0f} | "
             f"{r['per_s'] / base:>10.2f}x |"
         )
 

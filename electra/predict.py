@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from electra import hf, qa
 from electra.finetune import Encoded, batches
-from electra.parallel import pick_device
+from electra.parallel import autocast, pick_device, resolve_precision
 from electra.tasks import Example, TaskError, jsonl_records, table_rows, utf8
 from electra.tokenizer import load_tokenizer
 
@@ -92,6 +92,8 @@ class Predictor:
     fine-tuning; see electra.qa), its probability, and its characters in the context. With
     `allow_no_answer` (default: when the folder was fine-tuned on SQuAD 2.0) the answer may
     be "" when the model scores no answer above every span by more than `null_threshold`.
+    `precision` fp32 (the default: the pipeline's numbers) or bf16 / fp16 autocast, faster on
+    GPUs (and bf16 on CPUs with AMX) at about three significant digits; auto as in fine-tuning.
     """
 
     def __init__(
@@ -102,11 +104,13 @@ class Predictor:
         stride: int | None = None,
         allow_no_answer: bool | None = None,
         null_threshold: float = 0.0,
+        precision: str = "fp32",
     ):
         self.folder = folder = hf.resolve(model_dir)
         self.model, self.id2label, self.kind = hf.load_classifier(folder)
         self.tagger = self.kind == "token"
         self.device = pick_device(device)
+        self.precision = resolve_precision(precision, self.device)
         self.model.to(self.device).eval()
         self.tok = load_tokenizer(folder)
         self.pad_id, self.unk_id = self.tok.token_to_id("[PAD]"), self.tok.token_to_id("[UNK]")
@@ -228,7 +232,9 @@ class Predictor:
         out: list = [None] * len(data.ids)
         last = [j + 1 == len(text_of) or text_of[j + 1] != i for j, i in enumerate(text_of)]
         for group, ids, types, mask, _ in batches(data, batch_size, None, self.pad_id):
-            logits = self.model(ids.to(self.device), types.to(self.device), mask.to(self.device)).float().cpu()
+            with autocast(self.device, self.precision):
+                logits = self.model(ids.to(self.device), types.to(self.device), mask.to(self.device))
+            logits = logits.float().cpu()
             for r, j in enumerate(group):
                 out[j] = logits[r] if logits.dim() == 2 else logits[r, : len(data.ids[j])]
             bar.update(sum(last[j] for j in group))
@@ -324,9 +330,10 @@ def predict(
     stride: int | None = None,
     allow_no_answer: bool | None = None,
     null_threshold: float = 0.0,
+    precision: str = "fp32",
 ) -> tuple[list[dict], int]:
     """Load `model_dir` and label, tag or answer `texts` (see `Predictor`)."""
-    predictor = Predictor(model_dir, max_length, device, stride, allow_no_answer, null_threshold)
+    predictor = Predictor(model_dir, max_length, device, stride, allow_no_answer, null_threshold, precision)
     return predictor(texts, batch_size, truncate, chunk_size)
 
 

@@ -424,6 +424,12 @@ def test_pipeline_and_electra_predict_agree(sentiment_tokenizer_dir, tmp_path):
     table = "review,other\n" + "".join(f"{t},x\n" for t in texts)
     piped = subprocess.run([*predict_cli, "--format", "csv", "--text-field", "review"], input=table, **TEXT)
     assert [json.loads(x)["label"] for x in piped.stdout.splitlines()] == [o["label"] for o in ours]
+    for precision in ("bf16", "fp16"):  # autocast: the same labels, scores to about three digits
+        fast = subprocess.run([*predict_cli, "--precision", precision], input="\n".join(texts) + "\n", **TEXT)
+        fast = [json.loads(x) for x in fast.stdout.splitlines()]
+        assert [f["label"] for f in fast] == [o["label"] for o in ours]
+        assert [f["score"] for f in fast] == pytest.approx([o["score"] for o in ours], abs=2e-2)
+        assert [f["score"] for f in fast] != [o["score"] for o in ours]  # it did run in lower precision
     refused = subprocess.run([*predict_cli, "--text-field", "review"], input=table, **TEXT)
     assert refused.returncode == 2 and "read as plain lines" in refused.stderr
     same = str(tmp_path / "in.txt")
