@@ -370,6 +370,8 @@ def _version() -> str:
     return __version__
 
 
+# what finetune and evaluate take: GLUE's tasks, your own table, CoNLL tagging, SQuAD
+TASKS = ("sst2", "cola", "mrpc", "stsb", "rte", "qnli", "qqp", "mnli", "wnli", "csv", "ner", "squad", "squad_v2")
 PRECISION = (
     "default auto: bf16 autocast on CUDA GPUs that compute in it (Ampere and newer), fp16 with dynamic loss "
     "scaling on older ones (V100, T4), fp32 on CPU"
@@ -589,10 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--task",
         required=True,
-        choices=[
-            *("sst2", "cola", "mrpc", "stsb", "rte", "qnli", "qqp", "mnli", "wnli", "glue"),
-            *("csv", "ner", "squad", "squad_v2"),
-        ],
+        choices=[*TASKS[:9], "glue", *TASKS[9:]],
         help="a GLUE task, glue (all of them: the GLUE score), csv (your own table), ner (CoNLL tagging), "
         "squad or squad_v2 (extractive question answering)",
     )
@@ -656,10 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--task",
         required=True,
-        choices=[
-            *("sst2", "cola", "mrpc", "stsb", "rte", "qnli", "qqp", "mnli", "wnli"),
-            *("csv", "ner", "squad", "squad_v2"),
-        ],
+        choices=TASKS,
         help="the task, as for finetune",
     )
     p.add_argument("--data", required=True, help="the task's data, as for finetune (a training file is not needed)")

@@ -145,20 +145,26 @@ def _close_enough(got, want):
     assert [r["score"] for r in got] == pytest.approx([r["score"] for r in want], abs=1e-5)
 
 
-def test_requests_that_queue_while_the_model_runs_share_its_next_run(folders):
-    model = Gated(folders / "clf")
-    batcher = Batcher(model, batch_size=4)
-    texts = [[(t, None)] for t in ("great fun", "dull and long", "a fine cast", "the worst", "so so", "moving")]
-    answers = {}
-    threads = [_submit(batcher, texts[0], answers, 0)]
-    assert model.busy.wait(timeout=60)  # the first request holds the model
-    threads += [_submit(batcher, texts[i], answers, i) for i in range(1, 6)]
-    while batcher.queue.qsize() < 5:
+def _behind_a_busy_model(model: Gated, batcher: Batcher, requests: dict) -> dict:
+    """Answers (or errors) by key: the first request holds the model while the others queue."""
+    answers, (first, *rest) = {}, requests.items()
+    threads = [_submit(batcher, first[1], answers, first[0])]
+    assert model.busy.wait(timeout=60)
+    threads += [_submit(batcher, texts, answers, key) for key, texts in rest]
+    while batcher.queue.qsize() < len(rest):
         threading.Event().wait(0.01)
     model.gate.set()
     for thread in threads:
         thread.join(timeout=60)
     batcher.close()
+    return answers
+
+
+def test_requests_that_queue_while_the_model_runs_share_its_next_run(folders):
+    model = Gated(folders / "clf")
+    batcher = Batcher(model, batch_size=4)
+    texts = [[(t, None)] for t in ("great fun", "dull and long", "a fine cast", "the worst", "so so", "moving")]
+    answers = _behind_a_busy_model(model, batcher, dict(enumerate(texts)))
     # the five that waited: four fill the next run (batch size 4), the fifth runs after them
     assert model.runs == [1, 4, 1] and (batcher.inputs, batcher.runs) == (6, 3)
     alone = Predictor(folders / "clf", device="cpu")
@@ -170,16 +176,7 @@ def test_a_failing_request_does_not_fail_the_requests_it_shared_a_run_with(folde
     model = Gated(folders / "qa")
     batcher = Batcher(model)
     good = [("what was great ?", "the movie was great and a lot of fun")]
-    answers = {}
-    threads = [_submit(batcher, good, answers, "first")]
-    assert model.busy.wait(timeout=60)
-    threads += [_submit(batcher, [("no context ?", None)], answers, "bad"), _submit(batcher, good, answers, "good")]
-    while batcher.queue.qsize() < 2:
-        threading.Event().wait(0.01)
-    model.gate.set()
-    for thread in threads:
-        thread.join(timeout=60)
-    batcher.close()
+    answers = _behind_a_busy_model(model, batcher, {"first": good, "bad": [("no context ?", None)], "good": good})
     assert model.runs == [1, 2, 1, 1]  # the shared run failed and was repeated request by request
     assert isinstance(answers["bad"], TaskError) and "needs a question and its context" in str(answers["bad"])
     assert answers["good"] == answers["first"] == Predictor(folders / "qa", device="cpu")(good)
