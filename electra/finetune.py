@@ -696,6 +696,9 @@ def _progress(store: Path, seed: int, key: dict) -> dict | None:
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+        missing = {"settings", "step", "history", "model", "optimizer", "scaler", "rng", "cuda_rng"} - set(state)
+        if missing:
+            raise KeyError(f"it lacks {', '.join(sorted(missing))}")
         if json.loads(state["settings"]) != json.loads(json.dumps(key)):
             print(f"seed {seed}'s progress in {store} was made with other settings; starting it over", file=sys.stderr)
             return None

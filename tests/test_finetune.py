@@ -345,7 +345,7 @@ def test_a_run_stopped_between_seeds_keeps_them_and_ends_as_an_uninterrupted_one
 
 
 def test_a_seed_stopped_part_way_continues_from_its_saved_progress_exactly(
-    sentiment_tokenizer_dir, tmp_path, monkeypatch
+    sentiment_tokenizer_dir, tmp_path, monkeypatch, capsys
 ):
     from electra import finetune
     from electra.finetune import seed_store
@@ -369,6 +369,7 @@ def test_a_seed_stopped_part_way_continues_from_its_saved_progress_exactly(
     assert not out.exists() and [p.name for p in seed_store(out).iterdir()] == ["seed-0.progress.pt"]
     saved = torch.load(seed_store(out) / "seed-0.progress.pt", weights_only=True)
     assert saved["step"] == 19 and len(json.loads(saved["history"])) == 1  # the first epoch's scores kept
+    saved_bytes = (seed_store(out) / "seed-0.progress.pt").read_bytes()
 
     calls.clear()
     resumed = run(FinetuneConfig(**common, out=str(out), save_minutes=0), quiet=True)
@@ -377,6 +378,15 @@ def test_a_seed_stopped_part_way_continues_from_its_saved_progress_exactly(
     ours, theirs = hf.read_weights(out), hf.read_weights(tmp_path / "whole")
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
     assert not seed_store(out).exists()
+
+    damaged = tmp_path / "damaged"  # a progress file cut short: the seed starts over, and ends the same
+    seed_store(damaged).mkdir()
+    (seed_store(damaged) / "seed-0.progress.pt").write_bytes(saved_bytes[:1000])
+    calls.clear()
+    monkeypatch.setattr(finetune, "_loss", lambda *args: calls.append(1) or real_loss(*args))
+    again = run(FinetuneConfig(**common, out=str(damaged)), quiet=True)
+    assert len(calls) == 30 and again["seeds"] == whole["seeds"]
+    assert "seed 0's progress in" in capsys.readouterr().err
 
 
 def test_pipeline_and_electra_predict_agree(sentiment_tokenizer_dir, tmp_path):
