@@ -4,16 +4,18 @@
 
 A classifier of the preset's size (random weights) is served by `electra serve` in its own
 process, once per variant: "one per run" (`--batch-size 1`: every request runs alone, as a
-server that locks the model per request does) and "shared runs" (`--batch-size 64`: requests
-that wait while the model runs share its next run). For each number of clients, that many
-threads each send one SST-2 sentence per POST /predict, the next as soon as the answer comes,
-until `--requests` are answered. The table gives requests/s, latency percentiles and the mean
-inputs per model run (from GET /health).
+server that locks the model per request does), "shared runs" (`--batch-size 64`: requests
+that wait while the model runs share its next run), each with a new connection per request,
+and "shared runs, kept connections": each client keeps one HTTP/1.1 connection. For each
+number of clients, that many threads each send one SST-2 sentence per POST /predict, the next
+as soon as the answer comes, until `--requests` are answered. The table gives requests/s,
+latency percentiles and the mean inputs per model run (from GET /health).
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import itertools
 import json
 import os
@@ -27,13 +29,17 @@ from pathlib import Path
 
 from predict_throughput import sst2_classifier
 
-VARIANTS = {"one per run": 1, "shared runs": 64}
+# name: (--batch-size, whether a client keeps its connection)
+VARIANTS = {"one per run": (1, False), "shared runs": (64, False), "shared runs, kept connections": (64, True)}
 
 
-def _post(url: str, text: str) -> dict:
+def _post(url: str, text: str, conn: http.client.HTTPConnection | None) -> dict:
     body = json.dumps({"inputs": [text]}).encode()
-    with urllib.request.urlopen(urllib.request.Request(url + "/predict", data=body), timeout=300) as r:
-        return json.loads(r.read())
+    if conn is None:  # a new connection, closed after the answer
+        with urllib.request.urlopen(urllib.request.Request(url + "/predict", data=body), timeout=300) as r:
+            return json.loads(r.read())
+    conn.request("POST", "/predict", body, {"Content-Type": "application/json"})
+    return json.loads(conn.getresponse().read())
 
 
 def _served(url: str) -> dict:
@@ -41,21 +47,26 @@ def _served(url: str) -> dict:
         return json.loads(r.read())["served"]
 
 
-def load(url: str, texts: list[str], clients: int, requests: int) -> dict:
-    """`clients` threads send the texts one per request until `requests` are answered."""
+def load(url: str, texts: list[str], clients: int, requests: int, keep: bool = False) -> dict:
+    """`clients` threads send the texts one per request until `requests` are answered; with
+    `keep`, each over one connection it keeps."""
     todo = iter(itertools.islice(itertools.cycle(texts), requests))
     lock = threading.Lock()
     latencies: list[float] = []
     labels: dict[str, str] = {}
 
     def client() -> None:
+        host, port = url.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=300) if keep else None
         while True:
             with lock:
                 text = next(todo, None)
             if text is None:
+                if conn is not None:
+                    conn.close()
                 return
             start = time.perf_counter()
-            out = _post(url, text)["outputs"][0]
+            out = _post(url, text, conn)["outputs"][0]
             with lock:
                 latencies.append(time.perf_counter() - start)
                 labels[text] = out["label"]
@@ -103,11 +114,11 @@ def main() -> None:
 
     texts = sst2_classifier(args.preset, args.work)[: args.requests]
     rows = []
-    for variant, batch_size in VARIANTS.items():
+    for variant, (batch_size, keep) in VARIANTS.items():
         proc, url = serve(args.work / "model", batch_size)
         try:
             load(url, texts, 4, 64)  # warm-up
-            rows += [(variant, c, load(url, texts, c, args.requests)) for c in clients]
+            rows += [(variant, c, load(url, texts, c, args.requests, keep)) for c in clients]
         finally:
             proc.terminate()
             proc.wait(timeout=60)

@@ -82,7 +82,12 @@ def test_serve_benchmark_compares_shared_runs_with_one_request_per_run(tmp_path)
         pytest.skip("needs ../shared/data/glue/SST-2")
     args = ("--preset", "tiny", "--requests", "40", "--clients", "1,4", "--work", str(tmp_path))
     result = _run("benchmarks/serve_throughput.py", *args)
-    assert _table(result.stdout) == ["variant", *["one per run"] * 2, *["shared runs"] * 2]
+    assert _table(result.stdout) == [
+        "variant",
+        *["one per run"] * 2,
+        *["shared runs"] * 2,
+        *["shared runs, kept connections"] * 2,
+    ]
     assert "identical labels: True" in result.stdout
     one = [line for line in result.stdout.splitlines() if line.startswith("| one per run |")]
     assert all(line.split("|")[6].strip() == "1.0" for line in one)  # --batch-size 1: a run per request

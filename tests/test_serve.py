@@ -207,3 +207,29 @@ def test_a_tagger_refuses_pairs_before_running():
     with pytest.raises(RequestError, match='input 2 has a "pair": a token classifier tags single texts'):
         parse_inputs(json.dumps({"inputs": ["a", {"text": "b", "pair": "c"}]}).encode(), "token")
     assert parse_inputs(json.dumps({"inputs": ["a", {"text": "b"}]}).encode(), "token") == [("a", None), ("b", None)]
+
+
+def test_a_client_keeps_its_connection_for_many_requests(folders, serving):
+    import http.client
+
+    url = serving(Predictor(folders / "clf", device="cpu"))
+    port = int(url.rsplit(":", 1)[1])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    sockets = set()
+    for text in ("great fun", "a dull film", "so so"):
+        conn.request("POST", "/predict", json.dumps({"inputs": [text]}), {"Content-Type": "application/json"})
+        reply = conn.getresponse()
+        assert reply.status == 200 and len(json.loads(reply.read())["outputs"]) == 1
+        sockets.add(id(conn.sock))
+    assert len(sockets) == 1  # one connection served all three
+    conn.request("POST", "/elsewhere", b"{}")  # an unread body: answered, then the connection closes
+    reply = conn.getresponse()
+    assert reply.status == 404 and reply.getheader("Connection") == "close"
+    reply.read()
+    conn.close()
+    conn.putrequest("POST", "/predict")  # a chunked body is refused: a length is needed
+    conn.putheader("Transfer-Encoding", "chunked")
+    conn.endheaders()
+    conn.send(b"0\r\n\r\n")
+    reply = conn.getresponse()
+    assert reply.status == 411 and "Content-Length" in json.loads(reply.read())["error"]
