@@ -273,6 +273,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         pair_field=args.pair_field,
         label_field=args.label_field,
     )
+    if results["fine_tuned_on"] not in (None, results["task"]):
+        print(
+            f"note: {args.model} was fine-tuned on {results['fine_tuned_on']}, not {results['task']}", file=sys.stderr
+        )
     for split, metrics in results["metrics"].items():
         text = ", ".join(f"{m} {v:.4f}" for m, v in metrics.items())
         print(f"{results['task']} {split} ({results['examples'][split]:,} examples): {text}")

@@ -82,6 +82,7 @@ def run(
         counts[name], truncated = len(examples), truncated + cut
     return {
         "model": str(folder),
+        "fine_tuned_on": recorded.get("task"),  # None for a folder from elsewhere
         "task": task.name,
         "data": str(data),
         "metrics": metrics,

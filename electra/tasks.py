@@ -343,13 +343,14 @@ METRICS: dict[str, Callable] = {
 
 
 def glue_folder(data: str | os.PathLike, task: Task) -> Path:
-    """The task's files: DATA itself, or DATA/<GLUE name> (a folder holding all of GLUE)."""
+    """The task's files: DATA itself, or DATA/<GLUE name> (a folder holding all of GLUE); the
+    one with the task's training file, or (evaluation needs no training file) its dev file."""
     data = Path(data)
     for candidate in (data, data / GLUE_FOLDERS.get(task.name, task.name)):
-        if (candidate / task.train).exists():
+        if any((candidate / f).exists() for f in (task.train, *task.dev)):
             return candidate
     raise TaskError(
-        f"{data} has no {task.train} for {task.name} (nor {data / GLUE_FOLDERS.get(task.name, '')}); "
+        f"{data} has no {task.train} or {task.dev[0]} for {task.name} (nor {data / GLUE_FOLDERS.get(task.name, '')}); "
         "point --data at the task's GLUE folder"
     )
 

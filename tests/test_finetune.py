@@ -601,6 +601,7 @@ def test_mnli_labels_both_test_sets_and_glues_diagnostic(sentiment_tokenizer_dir
     assert evaluate_folder(tmp_path / "mnli", "mnli", str(glue))["metrics"] == scored
     shutil.copytree(tmp_path / "mnli", tmp_path / "foreign")  # and without results.json, by the model's label names
     (tmp_path / "foreign" / "results.json").unlink()
+    (mnli / "train.tsv").unlink()  # evaluation finds the task's folder by its dev files alone
     assert evaluate_folder(tmp_path / "foreign", "mnli", str(mnli), split="dev_mismatched")["metrics"] == {
         "dev_mismatched": scored["dev_mismatched"]
     }
@@ -786,7 +787,7 @@ def test_bad_task_input_is_refused_with_a_message(sentiment_tokenizer_dir, tmp_p
         capture_output=True,
         text=True,
     )
-    assert result.returncode == 2 and "has no train.tsv for sst2" in result.stderr
+    assert result.returncode == 2 and "has no train.tsv or dev.tsv for sst2" in result.stderr
     assert not (tmp_path / "o").exists()
     long_text = "text,label\n" + "good " * 300 + ",pos\nbad,neg\n"
     (data / "train.csv").write_text(long_text)
