@@ -256,8 +256,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.output is not None and Path(args.output).is_dir():
-        raise UsageError(f"--output {args.output} is a folder; name the JSON file to write")
+    for option, path in (("--output", args.output), ("--predictions", args.predictions)):
+        if path is not None and Path(path).is_dir():
+            raise UsageError(f"{option} {path} is a folder; name the file to write")
     results = run(
         args.model,
         args.task,
@@ -272,6 +273,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         text_field=args.text_field,
         pair_field=args.pair_field,
         label_field=args.label_field,
+        records=args.predictions is not None,
     )
     if results["fine_tuned_on"] not in (None, results["task"]):
         print(
@@ -282,9 +284,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"{results['task']} {split} ({results['examples'][split]:,} examples): {text}")
     if results["truncated"]:
         print(f"{results['truncated']} examples truncated to {results['max_length']} tokens", file=sys.stderr)
+    records = results.pop("records", {})
     if args.output is not None:
         publish_file(args.output, json.dumps(results, indent=2) + "\n")
         print(f"wrote {args.output}")
+    if args.predictions is not None:
+        lines = (json.dumps({"split": split, **r}) + "\n" for split, rs in records.items() for r in rs)
+        publish_file(args.predictions, "".join(lines))
+        print(f"wrote {args.predictions}: each example's gold label and prediction")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -674,6 +681,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto", help=PRECISION)
     p.add_argument("--output", help="also write the results to this JSON file")
+    p.add_argument(
+        "--predictions", help="write each example's gold label and prediction to this JSONL file (to read the errors)"
+    )
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(

@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from electra import hf
-from electra.finetune import FinetuneConfig, encode, evaluate, load_task
+from electra.finetune import Encoded, FinetuneConfig, encode, load_task, predictions, score, word_tags
 from electra.parallel import pick_device
 from electra.tasks import Example, Task, TaskError
 from electra.tokenizer import load_tokenizer
@@ -32,13 +32,16 @@ def run(
     text_field: str | None = None,
     pair_field: str | None = None,
     label_field: str | None = None,
+    records: bool = False,
 ) -> dict:
     """The task's metrics for the model in `model_dir` on each labelled split of `data` (the dev
     sets, and a labelled test set where csv/ner data has one), or only on `split`.
 
     Data is read and encoded as `electra finetune` reads it, and scored by the same code, so a
     folder fine-tuned here scores what its results.json says its seed scored. `max_length`
-    defaults to the one it was fine-tuned with (results.json), else the task's default.
+    defaults to the one it was fine-tuned with (results.json), else the task's default. With
+    `records`, the results also hold each example's prediction beside its gold label, by split
+    (see `example_records`).
     """
     folder = hf.resolve(model_dir)
     head = "span" if task_name in ("squad", "squad_v2") else "token" if task_name == "ner" else "sequence"
@@ -75,12 +78,15 @@ def run(
     tok = load_tokenizer(folder)
     where = pick_device(device)
     model.to(where)
-    metrics, counts, truncated = {}, {}, 0
+    metrics, counts, truncated, per_example = {}, {}, 0, {}
     for name, examples in splits.items():
         encoded, cut = encode(tok, task, examples, labels, length, True, name, stride=doc_stride)
-        metrics[name] = evaluate(model, task, encoded, labels, where, batch_size, precision, null_threshold)
+        preds = predictions(model, task, encoded, where, batch_size, precision, null_threshold)
+        metrics[name] = score(task, encoded, labels, preds)
         counts[name], truncated = len(examples), truncated + cut
-    return {
+        if records:
+            per_example[name] = example_records(task, examples, encoded, labels, preds)
+    out = {
         "model": str(folder),
         "fine_tuned_on": recorded.get("task"),  # None for a folder from elsewhere
         "task": task.name,
@@ -90,6 +96,35 @@ def run(
         "truncated": truncated,
         "max_length": length,
     }
+    if records:
+        out["records"] = per_example
+    return out
+
+
+def example_records(task: Task, examples: list[Example], data: Encoded, labels: list[str], preds: list) -> list[dict]:
+    """Each example with its gold label and the model's prediction, for reading the errors:
+    {"text", "pair", "label", "prediction"} (a tagger: "words", and a tag per word; a question
+    answerer: "id", "question", "answers", "prediction" and its "score")."""
+    if task.kind == "span":
+        return [
+            {"id": e.id, "question": e.text, "answers": [t for t, _ in e.label], "prediction": a.text, "score": a.score}
+            for e, a in zip(data.questions, preds, strict=True)
+        ]
+    if task.kind == "tagging":
+        out = []
+        for e, p, g in zip(examples, preds, data.labels, strict=True):
+            predicted, gold = word_tags(p, g, labels)
+            out.append({"words": e.text[: len(gold)], "label": gold, "prediction": predicted})
+        return out
+    if task.kind == "regression":
+        return [
+            {"text": e.text, "pair": e.pair, "label": float(e.label), "prediction": p}
+            for e, p in zip(examples, preds, strict=True)
+        ]
+    return [
+        {"text": e.text, "pair": e.pair, "label": e.label, "prediction": labels[p]}
+        for e, p in zip(examples, preds, strict=True)
+    ]
 
 
 def model_labels(

@@ -408,17 +408,23 @@ def evaluate(
     precision: str = "fp32",
     null_threshold: float = 0.0,
 ) -> dict:
-    preds = predictions(model, task, data, device, batch_size, precision, null_threshold)
+    return score(task, data, labels, predictions(model, task, data, device, batch_size, precision, null_threshold))
+
+
+def score(task: Task, data: Encoded, labels: list[str], preds: list) -> dict:
+    """The task's metrics of `predictions` against the labels of `data`."""
     if task.kind == "span":
         return qa.answer_scores([a.text for a in preds], [[text for text, _ in e.label] for e in data.questions])
     if task.kind == "tagging":
-        pred_tags, gold_tags = [], []
-        for p, g in zip(preds, data.labels, strict=True):
-            keep = [k for k, t in enumerate(g) if t != -100]
-            pred_tags.append([labels[p[k]] for k in keep])
-            gold_tags.append([labels[g[k]] for k in keep])
-        return entity_scores(pred_tags, gold_tags)
+        tags = [word_tags(p, g, labels) for p, g in zip(preds, data.labels, strict=True)]
+        return entity_scores([predicted for predicted, _ in tags], [gold for _, gold in tags])
     return {m: METRICS[m](preds, data.labels) for m in task.metrics}
+
+
+def word_tags(pred: list[int], gold: list[int], labels: list[str]) -> tuple[list[str], list[str]]:
+    """(predicted, gold) tags of a sentence's words: those at each word's first piece (scored)."""
+    keep = [k for k, t in enumerate(gold) if t != -100]
+    return [labels[pred[k]] for k in keep], [labels[gold[k]] for k in keep]
 
 
 def settings(cfg: FinetuneConfig, task: Task, encoder: Encoder) -> dict:

@@ -628,11 +628,17 @@ def test_evaluate_scores_a_folder_as_finetune_scored_its_seed(sentiment_tokenize
 
     out = tmp_path / "scores.json"
     cmd = [sys.executable, "-m", "electra", "evaluate", "--model", str(tmp_path / "clf"), "--task", "csv"]
-    result = subprocess.run([*cmd, "--data", str(tmp_path / "dev-only"), "--output", str(out)], **TEXT)
+    listed = tmp_path / "predictions.jsonl"
+    args = ["--data", str(tmp_path / "dev-only"), "--output", str(out), "--predictions", str(listed)]
+    result = subprocess.run([*cmd, *args], **TEXT)
     assert result.returncode == 0, result.stderr
     accuracy = results["seeds"][0]["metrics"]["dev"]["accuracy"]
     assert f"csv dev (60 examples): accuracy {accuracy:.4f}" in result.stdout
     assert json.loads(out.read_text())["metrics"] == got["metrics"]
+    records = [json.loads(line) for line in listed.read_text().splitlines()]  # each example, gold and predicted
+    dev_rows = (tmp_path / "dev-only" / "dev.csv").read_text().splitlines()[1:]
+    assert [(r["split"], r["text"], r["label"]) for r in records] == [("dev", *row.split(",")) for row in dev_rows]
+    assert sum(r["label"] == r["prediction"] for r in records) / 60 == accuracy
 
     # data labelled otherwise, a split it lacks, a head the task cannot use: refused with the reason
     (tmp_path / "other").mkdir()
@@ -692,7 +698,11 @@ def test_token_classification_end_to_end(tokenizer_dir, pretrained, tmp_path):
     from electra.evaluate import run as evaluate_folder  # the tags name the data's: scored as in fine-tuning
 
     (tmp_path / "tagger" / "results.json").unlink()
-    assert evaluate_folder(tmp_path / "tagger", "ner", str(data))["metrics"] == results["median"]
+    scored = evaluate_folder(tmp_path / "tagger", "ner", str(data), records=True)
+    assert scored["metrics"] == results["median"]
+    first = scored["records"]["dev"][0]  # a tag per word, gold and predicted
+    assert first["words"] == [w for w, _ in rows] and first["label"] == [t for _, t in rows]
+    assert len(first["prediction"]) == len(rows) and set(first["prediction"]) <= {"O", "B-ASPECT", "I-ASPECT"}
 
 
 def test_predict_tags_entities_as_the_token_classification_pipeline_does(tokenizer, tokenizer_dir, tmp_path):

@@ -184,7 +184,10 @@ def test_squad_fine_tunes_end_to_end_and_transformers_loads_the_answerer(squad_m
     assert qa.answer_scores([a["answer"] for a in answers], golds) == results["median"]["dev"]
     from electra.evaluate import run as evaluate_folder  # and evaluate scores the folder as fine-tuning did
 
-    assert evaluate_folder(tmp_path / "qa", task, str(data))["metrics"] == results["median"]
+    scored = evaluate_folder(tmp_path / "qa", task, str(data), records=True)
+    assert scored["metrics"] == results["median"]
+    assert [r["prediction"] for r in scored["records"]["dev"]] == [a["answer"] for a in answers]  # as predict answers
+    assert [r["answers"] for r in scored["records"]["dev"]] == golds
     written = json.loads((tmp_path / "qa" / "predictions.json").read_text())  # {question id: answer}
     assert list(written) == [f"dev-{k}" for k in range(60)] and list(written.values()) == [a["answer"] for a in answers]
     refused = subprocess.run([*cli, "--stride", "500", "--format", "jsonl"], input=lines, **TEXT)
