@@ -1,7 +1,7 @@
 """Training-step throughput and peak memory: our ELECTRA update against the same RTD step built
 from transformers' ElectraForMaskedLM + ElectraForPreTraining with shared embeddings.
 
-    python benchmarks/pretrain_throughput.py --preset small --batch 128 --seq 128 [--precision bf16]
+    python benchmarks/pretrain_throughput.py --preset small --batch 128 --seq 128 [--precision bf16|fp16]
         [--variants transformers,ours,ours-graph,ours-compiled,ours-compiled-graph,ours-autotuned-graph]
 
 Each variant runs in its own subprocess so that peak memory (RSS on CPU, allocator peak on
@@ -12,7 +12,8 @@ loss = MLM + 50 x RTD, backward, clip, AdamW. Ours is the training loop's own `U
 objective and both networks, `-autotuned` the same with `electra pretrain --compile-mode
 max-autotune` (inductor times GEMM templates and kernel configs). The baseline is what users
 write today: the generator's LM head and cross-entropy run over every position (labels -100
-elsewhere).
+elsewhere). `--precision fp16` trains both with loss scaling: ours on the device (as
+`electra pretrain` does on GPUs without bf16), the baseline with torch.amp.GradScaler.
 
 `--inductor KEY=VALUE` sets a `torch._inductor.config` option in every variant (compare with
 a run without it), and `--profile PREFIX` writes each variant's top kernels and its time per
@@ -73,10 +74,11 @@ def ours_step(args, device):
         batch = batch.pin_memory()
 
     def autocast():
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
+        return _autocast(device, args.precision)
 
+    graph, fp16 = "graph" in args.variant, args.precision == "fp16"  # fp16: loss scaling on the device
     update = Update(
-        train_step, model, opt, special, MASK, 0.15, 1.0, Dist(), device, autocast, cuda_graph="graph" in args.variant
+        train_step, model, opt, special, MASK, 0.15, 1.0, Dist(), device, autocast, cuda_graph=graph, fp16=fp16
     )
 
     def step(i):
@@ -85,6 +87,11 @@ def ours_step(args, device):
         return update([batch], i)[0]
 
     return step, model.cfg
+
+
+def _autocast(device, precision: str):
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype, enabled=precision != "fp32")
 
 
 def hf_step(args, device):
@@ -109,8 +116,10 @@ def hf_step(args, device):
     ids, types, mask = make_batch(args.batch, args.seq, mcfg.discriminator.vocab_size, device)
     rows = torch.arange(args.batch, device=device)
 
+    scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")  # how fp16 is usually trained
+
     def step(i):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+        with _autocast(device, args.precision):
             m = mask_tokens(ids, mask, special, rows, i, MASK)
             labels = torch.full_like(ids, -100).scatter(1, m.positions, m.targets)
             out = gen(input_ids=m.input_ids, token_type_ids=types, attention_mask=mask, labels=labels)
@@ -119,9 +128,11 @@ def hf_step(args, device):
             corrupted = m.input_ids.scatter(1, m.positions, sampled)
             rtd = disc(input_ids=corrupted, token_type_ids=types, attention_mask=mask, labels=(corrupted != ids).long())
             loss = out.loss + 50 * rtd.loss
-        loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        scaler.step(opt)
+        scaler.update()
         opt.zero_grad(set_to_none=True)
         return loss
 
@@ -274,7 +285,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    ap.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="fp16: with loss scaling")
     ap.add_argument(
         "--variants",
         default="transformers,ours,ours-compiled",

@@ -47,6 +47,12 @@ def test_pretrain_throughput_table_and_grouped_profile(results):
     assert "every kernel grouped by name" in (out / "profile.ours.txt").read_text()
 
 
+def test_pretrain_throughput_runs_fp16_with_loss_scaling_for_both_steps():
+    args = ("--preset", "tiny", "--batch", "4", "--seq", "16", "--steps", "2", "--warmup", "1", "--precision", "fp16")
+    result = _run("benchmarks/pretrain_throughput.py", *args, "--variants", "transformers,ours")
+    assert _table(result.stdout) == ["variant", "transformers", "ours"] and ", fp16," in result.stdout
+
+
 def test_vocab_stage_compares_both_formulations(results):
     assert _table(results[2]) == ["variant", "full-cdf", "library"]
 
