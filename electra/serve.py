@@ -192,7 +192,11 @@ def make_server(predictor: Predictor, host: str = "127.0.0.1", port: int = 8000,
                 error = "send the body with a Content-Length, not chunked"
                 self._reply(HTTPStatus.LENGTH_REQUIRED, {"error": error}, close=True)
                 return
-            size = int(self.headers.get("Content-Length") or 0)
+            length = self.headers.get("Content-Length") or "0"
+            if not length.isdigit():  # read(-1) would wait for a kept connection to close
+                self._reply(HTTPStatus.BAD_REQUEST, {"error": f"Content-Length {length!r} is not a size"}, close=True)
+                return
+            size = int(length)
             if size > MAX_BODY:
                 error = f"the body has {size} bytes, above {MAX_BODY}; send fewer inputs at a time"
                 self._reply(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": error}, close=True)
@@ -202,7 +206,7 @@ def make_server(predictor: Predictor, host: str = "127.0.0.1", port: int = 8000,
             except (RequestError, TaskError) as e:
                 self._reply(HTTPStatus.BAD_REQUEST, {"error": str(e)})
                 return
-            except Exception as e:  # noqa: BLE001 (the client gets a reply, the log the traceback)
+            except Exception as e:  # noqa: BLE001 (the client gets a reply that names it, the log too)
                 self.log_error("the model failed: %r", e)
                 self._reply(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"the model failed: {e}"})
                 return

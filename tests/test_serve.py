@@ -227,6 +227,14 @@ def test_a_client_keeps_its_connection_for_many_requests(folders, serving):
     assert reply.status == 404 and reply.getheader("Connection") == "close"
     reply.read()
     conn.close()
+    for length in ("-5", "ten"):  # a size that is not one: refused, not waited on
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.putrequest("POST", "/predict")
+        conn.putheader("Content-Length", length)
+        conn.endheaders()
+        reply = conn.getresponse()
+        assert reply.status == 400 and "is not a size" in json.loads(reply.read())["error"]
+        conn.close()
     conn.putrequest("POST", "/predict")  # a chunked body is refused: a length is needed
     conn.putheader("Transfer-Encoding", "chunked")
     conn.endheaders()
