@@ -1,6 +1,7 @@
 """Model cards: the hub's own parser reads the metadata we write, with the run's figures."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -86,3 +87,29 @@ def test_exported_folders_carry_a_card_with_the_run(tmp_path, tokenizer, tokeniz
     assert f'AutoModelForPreTraining.from_pretrained("{out[0]}")' in disc.text
     gen = ModelCard.load(tmp_path / "gen" / "README.md")
     assert gen.data.pipeline_tag == "fill-mask" and "| hidden size | 16 |" in gen.text
+
+
+def test_a_card_names_a_hub_encoder_as_its_base_model_and_scores_each_split():
+    from electra.card import finetuned_card
+
+    results = {
+        "task": "stsb",
+        "model": "google/electra-small-discriminator",
+        "config": {"data": "glue", "batch_size": 32},
+        "settings": {"epochs": 10, "lr": 3e-4},
+        "median": {"dev": {"spearman": 0.8712345, "pearson": float("nan")}},
+        "spread": {"dev": {"spearman": {"min": 0.86, "max": 0.88}}},
+        "seeds": [{}, {}, {}],
+        "exported_seed": 2,
+        "examples": {"train": 5749, "dev": 1500},
+    }
+    card = finetuned_card(results, "regression", tiny().discriminator, "models/stsb")
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["base_model"] == "google/electra-small-discriminator" and meta["datasets"] == ["nyu-mll/glue"]
+    (entry,) = meta["model-index"][0]["results"]
+    assert entry["dataset"] == {"name": "GLUE STS-B", "type": "nyu-mll/glue", "config": "stsb", "split": "validation"}
+    spearman, pearson = entry["metrics"]
+    assert spearman == {"type": "spearmanr", "value": 0.8712, "name": "spearman (median of 3)"}
+    assert pearson["type"] == "pearsonr" and math.isnan(pearson["value"])
+    assert "| dev | spearman | 0.8712 | 0.8600 | 0.8800 |" in card and "| seeds | 3 (this folder: seed 2) |" in card
+    assert "| batch size | 32 |" in card and "on 5,749 training examples." in card
