@@ -1,4 +1,5 @@
-"""`electra` command line: prepare | pretrain | export | finetune | evaluate | predict | serve | quickstart | report."""
+"""`electra` command line:
+prepare | pretrain | export | finetune | evaluate | predict | embed | serve | quickstart | report."""
 
 from __future__ import annotations
 
@@ -321,6 +322,38 @@ def cmd_predict(args: argparse.Namespace) -> None:
     notes = {f"{inputs.blank} blank lines skipped": inputs.blank, f"{truncated} texts truncated{hint}": truncated}
     if any(notes.values()):
         print("electra predict: " + "; ".join(n for n, count in notes.items() if count), file=sys.stderr)
+
+
+def cmd_embed(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from electra.atomic import publishing_file
+    from electra.embed import Embedder
+    from electra.predict import Inputs
+
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if not args.output.endswith(".npy") or Path(args.output).is_dir():
+        raise UsageError(f"--output {args.output}: name the .npy file to write")
+    if args.input and Path(args.output).resolve() == Path(args.input).resolve():
+        raise UsageError("--output is the --input file: writing it would replace the texts; choose another file")
+    inputs = Inputs(args.input, args.text_field, args.pair_field, args.format)
+    texts = iter(inputs)
+    first = next(texts, None)  # before loading the model: an empty input is a mistake to say at once
+    if first is None:
+        raise UsageError(f"no text to embed in {args.input or 'stdin'}")
+    embedder = Embedder(args.model, args.max_length, args.device, args.pooling, args.normalize, args.precision)
+    parts, cut = [], 0
+    for vectors, n in embedder.stream(itertools.chain([first], texts), args.batch_size):
+        parts.append(vectors)
+        cut += n
+    vectors = np.concatenate(parts)
+    with publishing_file(args.output, binary=True) as f:
+        np.save(f, vectors)
+    print(f"wrote {args.output}: {len(vectors):,} vectors of {vectors.shape[1]} ({args.pooling} pooling)")
+    notes = {f"{inputs.blank} blank lines skipped": inputs.blank, f"{cut} texts cut at {embedder.limit} tokens": cut}
+    if any(notes.values()):
+        print("electra embed: " + "; ".join(n for n, count in notes.items() if count), file=sys.stderr)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -706,6 +739,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pair-field", help="column or field with a second text")
     p.add_argument("--no-truncate", action="store_true", help="refuse longer texts instead of truncating")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "embed",
+        help="one vector per text from an encoder, to a .npy file",
+        description="Read texts as predict does, run any ELECTRA folder's encoder (pre-trained or fine-tuned) "
+        "over them in length-sorted batches and write an (N, hidden) float32 .npy file, one row per text in "
+        "input order: the mean of its tokens' last hidden states, or the [CLS] token's.",
+    )
+    p.add_argument("--model", required=True, help="an ELECTRA folder or hub name (discriminator, classifier ...)")
+    p.add_argument("--input", help="input file (default: stdin)")
+    p.add_argument("--output", required=True, help="the .npy file to write")
+    p.add_argument(
+        "--format", choices=("lines", "csv", "tsv", "jsonl"), help="default: the input's suffix; stdin: lines"
+    )
+    p.add_argument("--text-field", help="csv/tsv column or jsonl field with the text (default text)")
+    p.add_argument("--pair-field", help="column or field with a second text")
+    p.add_argument("--pooling", choices=("mean", "cls"), default="mean", help="mean over the tokens (default) or [CLS]")
+    p.add_argument("--normalize", action="store_true", help="scale each vector to unit length")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-length", type=int, help="tokens per text, longer ones cut (default: the model's positions)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"], default="fp32", help="as for predict")
+    p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser(
         "serve",

@@ -111,5 +111,16 @@ def test_cli_export_refuses_bad_input_with_a_message(tmp_path):
 def test_cli_help_lists_the_public_subcommands():
     result = _electra("--help")
     assert result.returncode == 0
-    for name in ("prepare", "pretrain", "export", "finetune", "evaluate", "predict", "serve", "quickstart", "report"):
+    for name in (
+        "prepare",
+        "pretrain",
+        "export",
+        "finetune",
+        "evaluate",
+        "predict",
+        "embed",
+        "serve",
+        "quickstart",
+        "report",
+    ):
         assert name in result.stdout

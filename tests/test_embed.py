@@ -1,0 +1,83 @@
+"""`electra embed`: the vectors transformers' ElectraModel gives, pooled, in input order."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from electra import hf
+from electra.config import tiny
+from electra.embed import Embedder
+from electra.model import Electra, SequenceClassifier
+from tests.conftest import perturb
+
+TEXTS = [
+    "the movie was great",
+    "a terrible , boring film with a plot that goes nowhere and actors who do not care",
+    "fine",
+    "i loved the acting and the music , and the story kept me guessing until the end",
+]
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory, tokenizer, tokenizer_dir):
+    root = tmp_path_factory.mktemp("embed")
+    torch.manual_seed(0)
+    model = perturb(Electra(tiny(vocab_size=tokenizer.get_vocab_size())))
+    hf.export_discriminator(model, root / "disc", tokenizer_dir=tokenizer_dir)
+    clf = SequenceClassifier(model.cfg.discriminator, 2, encoder=model.encoder("discriminator"))
+    hf.export_sequence_classifier(clf, root / "clf", ["neg", "pos"], tokenizer_dir=tokenizer_dir)
+    return root
+
+
+def _theirs(folder, texts, pooling):
+    transformers = pytest.importorskip("transformers")
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    model = transformers.AutoModel.from_pretrained(folder).eval()
+    out = []
+    for text in texts:  # one at a time: no padding at all
+        enc = tok(text, return_tensors="pt")
+        with torch.no_grad():
+            h = model(**enc).last_hidden_state[0]
+        out.append(h[0] if pooling == "cls" else h.mean(0))
+    return torch.stack(out).numpy()
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_vectors_equal_transformers_pooled_hidden_states(folders, pooling):
+    ours, cut = Embedder(folders / "disc", device="cpu", pooling=pooling)([(t, None) for t in TEXTS], batch_size=3)
+    assert ours.shape == (4, 32) and ours.dtype == np.float32 and cut == 0
+    np.testing.assert_allclose(ours, _theirs(folders / "disc", TEXTS, pooling), atol=1e-5)
+    # a fine-tuned classifier's encoder is the same encoder: the same vectors
+    again, _ = Embedder(folders / "clf", device="cpu", pooling=pooling)([(t, None) for t in TEXTS])
+    np.testing.assert_allclose(again, ours, atol=1e-6)
+
+
+def test_the_command_writes_unit_vectors_in_input_order_and_counts_cut_texts(folders, tmp_path):
+    (tmp_path / "in.txt").write_text("\n".join(TEXTS) + "\n")
+    cmd = [
+        sys.executable,
+        "-m",
+        "electra",
+        "embed",
+        "--model",
+        str(folders / "disc"),
+        "--input",
+        str(tmp_path / "in.txt"),
+    ]
+    out = tmp_path / "vectors.npy"
+    result = subprocess.run(
+        [*cmd, "--output", str(out), "--normalize", "--max-length", "8"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "4 vectors of 32" in result.stdout and "2 texts cut at 8 tokens" in result.stderr
+    vectors = np.load(out)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-6)
+    short, _ = Embedder(folders / "disc", device="cpu", normalize=True, max_length=8)([(t, None) for t in TEXTS])
+    np.testing.assert_allclose(vectors, short, atol=1e-6)  # the file's rows are the texts, in order
+    refused = subprocess.run([*cmd, "--output", str(tmp_path / "vectors.txt")], capture_output=True, text=True)
+    assert refused.returncode == 2 and "name the .npy file to write" in refused.stderr
+    with pytest.raises(ValueError, match="pooling must be one of mean, cls"):
+        Embedder(folders / "disc", device="cpu", pooling="max")
