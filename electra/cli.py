@@ -478,6 +478,18 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _text_inputs(p: argparse.ArgumentParser) -> None:
+    """Where `predict` and `embed` read texts from, and how (electra.predict.Inputs)."""
+    p.add_argument("--input", help="input file (default: stdin)")
+    p.add_argument(
+        "--format",
+        choices=("lines", "csv", "tsv", "jsonl"),
+        help="how to read the input (default: its suffix; stdin: lines)",
+    )
+    p.add_argument("--text-field", help="csv/tsv column or jsonl field with the text (default text)")
+    p.add_argument("--pair-field", help="column or field with a second text")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="electra",
@@ -728,15 +740,8 @@ def build_parser() -> argparse.ArgumentParser:
         "or from a question answerer the answer to a question about a context (fields question and context).",
     )
     _model_options(p)
-    p.add_argument("--input", help="input file (default: stdin)")
+    _text_inputs(p)
     p.add_argument("--output", help="output .jsonl (default: stdout)")
-    p.add_argument(
-        "--format",
-        choices=("lines", "csv", "tsv", "jsonl"),
-        help="how to read the input (default: its suffix; stdin: lines)",
-    )
-    p.add_argument("--text-field", help="csv/tsv column or jsonl field with the text (default text)")
-    p.add_argument("--pair-field", help="column or field with a second text")
     p.add_argument("--no-truncate", action="store_true", help="refuse longer texts instead of truncating")
     p.set_defaults(func=cmd_predict)
 
@@ -748,13 +753,8 @@ def build_parser() -> argparse.ArgumentParser:
         "input order: the mean of its tokens' last hidden states, or the [CLS] token's.",
     )
     p.add_argument("--model", required=True, help="an ELECTRA folder or hub name (discriminator, classifier ...)")
-    p.add_argument("--input", help="input file (default: stdin)")
+    _text_inputs(p)
     p.add_argument("--output", required=True, help="the .npy file to write")
-    p.add_argument(
-        "--format", choices=("lines", "csv", "tsv", "jsonl"), help="default: the input's suffix; stdin: lines"
-    )
-    p.add_argument("--text-field", help="csv/tsv column or jsonl field with the text (default text)")
-    p.add_argument("--pair-field", help="column or field with a second text")
     p.add_argument("--pooling", choices=("mean", "cls"), default="mean", help="mean over the tokens (default) or [CLS]")
     p.add_argument("--normalize", action="store_true", help="scale each vector to unit length")
     p.add_argument("--batch-size", type=int, default=64)
