@@ -7,7 +7,9 @@ import argparse
 import contextlib
 import itertools
 import json
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 
@@ -343,14 +345,17 @@ def cmd_embed(args: argparse.Namespace) -> None:
     if first is None:
         raise UsageError(f"no text to embed in {args.input or 'stdin'}")
     embedder = Embedder(args.model, args.max_length, args.device, args.pooling, args.normalize, args.precision)
-    parts, cut = [], 0
-    for vectors, n in embedder.stream(itertools.chain([first], texts), args.batch_size):
-        parts.append(vectors)
-        cut += n
-    vectors = np.concatenate(parts)
-    with publishing_file(args.output, binary=True) as f:
-        np.save(f, vectors)
-    print(f"wrote {args.output}: {len(vectors):,} vectors of {vectors.shape[1]} ({args.pooling} pooling)")
+    rows = cut = 0
+    with tempfile.TemporaryFile(dir=Path(args.output).resolve().parent) as raw:  # memory stays that of one chunk
+        for vectors, n in embedder.stream(itertools.chain([first], texts), args.batch_size):
+            raw.write(vectors.tobytes())
+            rows, cut = rows + len(vectors), cut + n
+        raw.seek(0)
+        with publishing_file(args.output, binary=True) as f:  # the .npy header needs the row count first
+            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False}
+            np.lib.format.write_array_header_1_0(f, {**header, "shape": (rows, embedder.dim)})
+            shutil.copyfileobj(raw, f)
+    print(f"wrote {args.output}: {rows:,} vectors of {embedder.dim} ({args.pooling} pooling)")
     notes = {f"{inputs.blank} blank lines skipped": inputs.blank, f"{cut} texts cut at {embedder.limit} tokens": cut}
     if any(notes.values()):
         print("electra embed: " + "; ".join(n for n, count in notes.items() if count), file=sys.stderr)
