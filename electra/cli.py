@@ -298,32 +298,45 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from electra.atomic import publishing_file
-    from electra.predict import Inputs, Predictor, jsonl_line
-
-    if args.output and args.input and Path(args.output).resolve() == Path(args.input).resolve():
-        raise UsageError("--output is the --input file: writing it would replace the texts; choose another file")
     from electra import hf
+    from electra.atomic import publishing_file
+    from electra.predict import Predictor, jsonl_line
 
     text_field, pair_field = args.text_field, args.pair_field
     if hf.HF_ARCHITECTURES["span"] in (hf.read_config(hf.resolve(args.model)).get("architectures") or []):
         text_field, pair_field = text_field or "question", pair_field or "context"  # a question answerer's input
-    inputs = Inputs(args.input, text_field, pair_field, args.format)
-    texts = iter(inputs)
-    first = next(texts, None)  # before loading the model: an empty input is a mistake to say at once
-    if first is None:
-        raise UsageError(f"no text to label in {args.input or 'stdin'}")
+    inputs, texts = _read_texts(args, text_field, pair_field, "label")
     predictor = Predictor(*_model_settings(args))
-    labelled = predictor.stream(itertools.chain([first], texts), args.batch_size, not args.no_truncate)
+    labelled = predictor.stream(texts, args.batch_size, not args.no_truncate)
     truncated = 0
     with contextlib.nullcontext(sys.stdout) if args.output in (None, "-") else publishing_file(args.output) as out:
         for text, record, cut in labelled:  # written as each chunk is labelled: memory stays flat
             out.write(jsonl_line(text, record))
             truncated += cut
     hint = " (--stride tags them whole)" if predictor.tagger else ""
-    notes = {f"{inputs.blank} blank lines skipped": inputs.blank, f"{truncated} texts truncated{hint}": truncated}
-    if any(notes.values()):
-        print("electra predict: " + "; ".join(n for n, count in notes.items() if count), file=sys.stderr)
+    _say_counts("predict", {"blank lines skipped": inputs.blank, f"texts truncated{hint}": truncated})
+
+
+def _read_texts(args: argparse.Namespace, text_field, pair_field, verb: str):
+    """The Inputs of --input and an iterator over its texts, refused now (before the model loads)
+    when it is empty or is the --output file."""
+    from electra.predict import Inputs
+
+    if args.output and args.input and Path(args.output).resolve() == Path(args.input).resolve():
+        raise UsageError("--output is the --input file: writing it would replace the texts; choose another file")
+    inputs = Inputs(args.input, text_field, pair_field, args.format)
+    texts = iter(inputs)
+    first = next(texts, None)
+    if first is None:
+        raise UsageError(f"no text to {verb} in {args.input or 'stdin'}")
+    return inputs, itertools.chain([first], texts)
+
+
+def _say_counts(command: str, counts: dict[str, int]) -> None:
+    """One stderr line with the counts that are not zero: "electra predict: 2 blank lines skipped"."""
+    said = [f"{n} {what}" for what, n in counts.items() if n]
+    if said:
+        print(f"electra {command}: " + "; ".join(said), file=sys.stderr)
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
@@ -331,23 +344,16 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
     from electra.atomic import publishing_file
     from electra.embed import Embedder
-    from electra.predict import Inputs
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     if not args.output.endswith(".npy") or Path(args.output).is_dir():
         raise UsageError(f"--output {args.output}: name the .npy file to write")
-    if args.input and Path(args.output).resolve() == Path(args.input).resolve():
-        raise UsageError("--output is the --input file: writing it would replace the texts; choose another file")
-    inputs = Inputs(args.input, args.text_field, args.pair_field, args.format)
-    texts = iter(inputs)
-    first = next(texts, None)  # before loading the model: an empty input is a mistake to say at once
-    if first is None:
-        raise UsageError(f"no text to embed in {args.input or 'stdin'}")
+    inputs, texts = _read_texts(args, args.text_field, args.pair_field, "embed")
     embedder = Embedder(args.model, args.max_length, args.device, args.pooling, args.normalize, args.precision)
     rows = cut = 0
     with tempfile.TemporaryFile(dir=Path(args.output).resolve().parent) as raw:  # memory stays that of one chunk
-        for vectors, n in embedder.stream(itertools.chain([first], texts), args.batch_size):
+        for vectors, n in embedder.stream(texts, args.batch_size):
             raw.write(vectors.tobytes())
             rows, cut = rows + len(vectors), cut + n
         raw.seek(0)
@@ -356,9 +362,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
             np.lib.format.write_array_header_1_0(f, {**header, "shape": (rows, embedder.dim)})
             shutil.copyfileobj(raw, f)
     print(f"wrote {args.output}: {rows:,} vectors of {embedder.dim} ({args.pooling} pooling)")
-    notes = {f"{inputs.blank} blank lines skipped": inputs.blank, f"{cut} texts cut at {embedder.limit} tokens": cut}
-    if any(notes.values()):
-        print("electra embed: " + "; ".join(n for n, count in notes.items() if count), file=sys.stderr)
+    _say_counts("embed", {"blank lines skipped": inputs.blank, f"texts cut at {embedder.limit} tokens": cut})
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
