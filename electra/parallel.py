@@ -6,6 +6,7 @@ what DDP and FSDP2 hook into; the unwrapped `Electra` is always kept for saving.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -44,8 +45,14 @@ def resolve_precision(precision: str, device: torch.device, native_bf16: bool | 
     if device.type != "cuda":
         return "fp32"
     if native_bf16 is None:
-        native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+        native_bf16 = _native_bf16(torch.cuda.current_device() if device.index is None else device.index)
     return "bf16" if native_bf16 else "fp16"
+
+
+@functools.cache
+def _native_bf16(index: int) -> bool:
+    """Whether GPU `index` computes in bf16 (asked once: autocast resolves `auto` at every step)."""
+    return torch.cuda.get_device_capability(index)[0] >= 8
 
 
 def autocast(device: torch.device, precision: str):
