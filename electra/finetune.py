@@ -610,8 +610,7 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
             print(f"{task.name} seed {seed}: finished by an earlier run with these settings; kept", file=sys.stderr)
     if not d.main:
         return None  # the first process gathers every seed from the store and writes OUT
-    _wait_for_seeds(store, seeds, key, quiet)
-    runs = [{"seed": seed, **_kept_seed(store, seed, key, quiet=True)} for seed in seeds]
+    runs = _wait_for_seeds(store, seeds, key, quiet)
     median, spread = summarize([r["metrics"] for r in runs])
     main_dev, main = next(iter(devs)), task.metrics[0]
     chosen = max(runs, key=lambda r: r["metrics"][main_dev][main])
@@ -733,15 +732,18 @@ def _kept_seed(store: Path, seed: int, key: dict, quiet: bool = False) -> dict |
         return None
 
 
-def _wait_for_seeds(store: Path, seeds: list[int], key: dict, quiet: bool, poll_s: float = 2.0) -> None:
-    """Wait until every seed is in the store: those of the other processes under torchrun (which
-    stops every process if one fails, so this never waits on a dead one)."""
-    missing = [s for s in seeds if _kept_seed(store, s, key, quiet=True) is None]
-    if missing and not quiet:
+def _wait_for_seeds(store: Path, seeds: list[int], key: dict, quiet: bool, poll_s: float = 2.0) -> list[dict]:
+    """Every seed's {"seed", "metrics", "per_epoch"} from the store, once all are there: those of the
+    other processes under torchrun too (which stops every process if one fails, so this never
+    waits on a dead one)."""
+    found = {s: kept for s in seeds if (kept := _kept_seed(store, s, key, quiet=True)) is not None}
+    if len(found) < len(seeds) and not quiet:
+        missing = [s for s in seeds if s not in found]
         print(f"waiting for seeds {', '.join(map(str, missing))} from the other processes", file=sys.stderr)
-    while missing:
+    while len(found) < len(seeds):
         time.sleep(poll_s)
-        missing = [s for s in missing if _kept_seed(store, s, key, quiet=True) is None]
+        found |= {s: kept for s in seeds if s not in found and (kept := _kept_seed(store, s, key, quiet=True))}
+    return [{"seed": s, **found[s]} for s in seeds]
 
 
 def test_sets(cfg: FinetuneConfig, task: Task) -> dict[str, list[Example]]:
