@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from electra.config import EncoderConfig
-from electra.tasks import GLUE
+from electra.tasks import GLUE, GLUE_FOLDERS
 
 # task kind (electra.tasks.Task.kind) -> the hub's pipeline tag
 PIPELINE_TAGS = {
@@ -26,18 +26,7 @@ PIPELINE_TAGS = {
 }
 # our metric names -> the hub's metric types
 METRIC_TYPES = {"matthews": "matthews_correlation", "spearman": "spearmanr", "pearson": "pearsonr"}
-# GLUE's hub configurations and splits, for model-index (the dev sets are GLUE's validation splits)
-GLUE_NAMES = {
-    "cola": "CoLA",
-    "sst2": "SST-2",
-    "mrpc": "MRPC",
-    "stsb": "STS-B",
-    "qqp": "QQP",
-    "mnli": "MNLI",
-    "qnli": "QNLI",
-    "rte": "RTE",
-    "wnli": "WNLI",
-}
+# our dev sets are the GLUE hub dataset's validation splits, for model-index
 SPLITS = {"dev": "validation", "dev_matched": "validation_matched", "dev_mismatched": "validation_mismatched"}
 
 
@@ -198,8 +187,8 @@ def finetuned_card(results: dict, kind: str, cfg: EncoderConfig, folder: str | o
     """The card of a fine-tuned export to `folder` from its results.json (`electra.finetune.run`);
     `kind` the task's (electra.tasks.Task.kind), `cfg` its encoder's."""
     task, data, settings = results["task"], str(results["config"]["data"]), results.get("settings", {})
-    if task in GLUE_NAMES:
-        dataset = {"name": f"GLUE {GLUE_NAMES[task]}", "type": "nyu-mll/glue", "config": task}
+    if task in GLUE_FOLDERS:
+        dataset = {"name": f"GLUE {GLUE_FOLDERS[task]}", "type": "nyu-mll/glue", "config": task}
     elif task in ("squad", "squad_v2"):
         dataset = {"name": "SQuAD 2.0" if task == "squad_v2" else "SQuAD 1.1", "type": f"rajpurkar/{task}"}
     else:
@@ -219,7 +208,7 @@ def finetuned_card(results: dict, kind: str, cfg: EncoderConfig, folder: str | o
     meta: dict = {"library_name": "transformers", "pipeline_tag": pipeline, "tags": ["electra"]}
     if _is_hub_name(str(results["model"])):
         meta["base_model"] = str(results["model"])
-    if task in GLUE_NAMES or task.startswith("squad"):
+    if task in GLUE_FOLDERS or task.startswith("squad"):
         meta["datasets"] = [dataset["type"]]
     meta["model-index"] = [{"name": Path(folder).name, "results": entries}]
 
