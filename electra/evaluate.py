@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from electra import hf
-from electra.finetune import Encoded, FinetuneConfig, encode, load_task, predictions, score, word_tags
+from electra.finetune import SQUAD, Encoded, FinetuneConfig, encode, load_task, predictions, score, word_tags
 from electra.parallel import pick_device
 from electra.tasks import Example, Task, TaskError
 from electra.tokenizer import load_tokenizer
@@ -44,7 +44,7 @@ def run(
     (see `example_records`).
     """
     folder = hf.resolve(model_dir)
-    head = "span" if task_name in ("squad", "squad_v2") else "token" if task_name == "ner" else "sequence"
+    head = "span" if task_name in SQUAD else "token" if task_name == "ner" else "sequence"
     model, id2label, _ = hf.load_classifier(folder, (head,))  # a folder the task cannot use is refused first
     recorded = json.loads((folder / "results.json").read_text()) if (folder / "results.json").is_file() else {}
     cfg = FinetuneConfig(
