@@ -117,7 +117,7 @@ def checkpoint_card(checkpoint, model: str, folder: str | os.PathLike) -> str:
     """`pretrained_card` of an `electra.checkpoint.Checkpoint` exported to `folder`."""
     name = checkpoint.path.name
     step = int(name.removeprefix("step-")) if name.startswith("step-") and name[5:].isdigit() else None
-    cfg = checkpoint.model.cfg.discriminator if model == "discriminator" else checkpoint.model.cfg.generator
+    cfg = checkpoint.model.cfg.generator if model in ("generator", "mlm") else checkpoint.model.cfg.discriminator
     settings = checkpoint.meta.get("settings", {})
     return pretrained_card(model, cfg, settings, step, run_metrics(checkpoint.path), folder)
 
@@ -135,14 +135,16 @@ def pretrained_card(
     model: str, cfg: EncoderConfig, settings: dict, step: int | None, metrics: dict, folder: str | os.PathLike
 ) -> str:
     """The card of a pre-trained export: `model` is "discriminator" (ElectraForPreTraining), "generator"
-    (ElectraForMaskedLM) or "mlm" (the MLM baseline's ElectraForMaskedLM); `settings` the run's
+    (ElectraForMaskedLM), "mlm" (the MLM baseline's ElectraForMaskedLM) or "replace-mlm" / "all-tokens-mlm"
+    (the main network of those comparison runs, an ElectraForMaskedLM); `settings` the run's
     resolved settings (a checkpoint's meta), `metrics` what `run_metrics` found; `folder` where it goes
     (named in the examples)."""
     masked_lm = model != "discriminator"
     meta: dict = {"library_name": "transformers"}
     if masked_lm:
         meta["pipeline_tag"] = "fill-mask"
-    meta["tags"] = ["electra", "masked-lm" if model == "mlm" else "replaced-token-detection"]
+    trained_as_lm = model in ("mlm", "replace-mlm", "all-tokens-mlm")
+    meta["tags"] = ["electra", "masked-lm" if trained_as_lm else "replaced-token-detection"]
     what = {
         "discriminator": "the discriminator of an ELECTRA model (`ElectraForPreTraining`), which scores every "
         "token of its input as original or replaced by the generator. It is the encoder to fine-tune.",
@@ -150,6 +152,12 @@ def pretrained_card(
         "that corrupts the discriminator's input during pre-training.",
         "mlm": "a BERT-style masked language model (`ElectraForMaskedLM`), pre-trained with the masked-LM "
         "objective alone, the baseline for ELECTRA's replaced token detection.",
+        "replace-mlm": "the main network of a Replace MLM run (`ElectraForMaskedLM`), one of the ELECTRA paper's "
+        "comparisons: a masked language model whose masked tokens were replaced by a small generator's samples "
+        "instead of [MASK].",
+        "all-tokens-mlm": "the main network of an All-Tokens MLM run (`ElectraForMaskedLM`), one of the ELECTRA "
+        "paper's comparisons: a masked language model, fed a generator-corrupted input, that predicts every "
+        "token (the copy mechanism it was trained with is not part of this export).",
     }[model]
     blocks = [f"# ELECTRA {model}", f"This folder holds {what}", "## Architecture", _table(_architecture(cfg))]
     rows = []
@@ -161,9 +169,12 @@ def pretrained_card(
         if key in settings:
             rows.append((name, str(settings[key])))
     objective = settings.get("objective") or {}
-    if objective.get("kind") == "electra":
-        rows += [("masked fraction", str(objective["mask_prob"])), ("RTD loss weight", str(objective["rtd_weight"]))]
-    for key, name in (("valid_disc_accuracy", "discriminator accuracy"), ("valid_gen_accuracy", "generator accuracy")):
+    if "kind" in objective:
+        rows += [("objective", objective["kind"]), ("masked fraction", str(objective["mask_prob"]))]
+    if objective.get("kind") in ("electra", "electra-15"):
+        rows.append(("RTD loss weight", str(objective["rtd_weight"])))
+    main = "main network accuracy" if model in ("replace-mlm", "all-tokens-mlm") else "discriminator accuracy"
+    for key, name in (("valid_disc_accuracy", main), ("valid_gen_accuracy", "generator accuracy")):
         if key in metrics:
             rows.append((f"validation {name} (step {metrics['valid_step']:,})", f"{metrics[key]:.4f}"))
     if rows:

@@ -25,7 +25,8 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     ckpt = load_checkpoint(args.checkpoint)
     tokenizer_dir = args.tokenizer or (ckpt.path if ckpt.has_tokenizer else None)
-    mlm = ckpt.meta.get("objective") == "mlm"
+    objective = ckpt.meta.get("objective", "electra")
+    mlm = objective == "mlm"
     if mlm and args.generator_out:
         raise UsageError("an MLM run has no generator: its one network is exported to --out; drop --generator-out")
     outs = [args.out]
@@ -58,8 +59,12 @@ def cmd_export(args: argparse.Namespace) -> None:
         out = hf.export_generator(ckpt.model, args.out, tokenizer_dir, args.force, card("mlm", args.out))
         print(f"exported the MLM baseline (ElectraForMaskedLM) from {ckpt.path} to {out}")
         return
-    out = hf.export_discriminator(ckpt.model, args.out, tokenizer_dir, args.force, card("discriminator", args.out))
-    print(f"exported discriminator (ElectraForPreTraining) from {ckpt.path} to {out}")
+    if ckpt.model.discriminator_lm_head is not None:  # Replace MLM, All-Tokens MLM: the main network is a masked LM
+        out = hf.export_discriminator_lm(ckpt.model, args.out, tokenizer_dir, args.force, card(objective, args.out))
+        print(f"exported the {objective} network (ElectraForMaskedLM) from {ckpt.path} to {out}")
+    else:
+        out = hf.export_discriminator(ckpt.model, args.out, tokenizer_dir, args.force, card("discriminator", args.out))
+        print(f"exported discriminator (ElectraForPreTraining) from {ckpt.path} to {out}")
     if args.generator_out:
         gen = card("generator", args.generator_out)
         out = hf.export_generator(ckpt.model, args.generator_out, tokenizer_dir, args.force, gen)
@@ -565,7 +570,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder: checkpoints, metrics.jsonl, config.json")
     p.add_argument("--config", help="JSON file of options (names as in the flags, with underscores)")
     p.add_argument("--preset", choices=["tiny", "small", "base", "large"], help="model size (default: small)")
-    p.add_argument("--objective", choices=["electra", "mlm"], help="electra (default) or the MLM-only baseline")
+    p.add_argument(
+        "--objective",
+        choices=["electra", "electra-15", "replace-mlm", "all-tokens-mlm", "mlm"],
+        help="electra (default); mlm, BERT's masked LM alone; or one of the paper's comparisons (Table 5): "
+        "electra-15 (discriminator loss on the masked 15%% only), replace-mlm (predict the generator-replaced "
+        "tokens), all-tokens-mlm (predict every token, with a copy mechanism)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in --out")
     stop = p.add_argument_group("budget (the first reached stops the run)")
     stop.add_argument("--max-steps", type=int, help="optimizer steps; the schedule decays to 0 here")

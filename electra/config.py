@@ -86,6 +86,9 @@ class ModelConfig:
     # stop_grad(word embeddings) + a zero-initialised delta, so RTD cannot pull on the
     # embeddings the generator learns; exports carry the sum.
     disentangled_embeddings: bool = False
+    # the discriminator network also gets a masked-LM head (tied to its word embeddings), for the
+    # paper's Replace MLM and All-Tokens MLM comparisons
+    discriminator_lm_head: bool = False
 
     def __post_init__(self) -> None:
         shared = ("vocab_size", "embedding_size", "max_positions", "type_vocab_size", "pad_token_id", "layer_norm_eps")
@@ -113,6 +116,7 @@ class ModelConfig:
             EncoderConfig(**d["discriminator"]),
             EncoderConfig(**d["generator"]),
             d.get("disentangled_embeddings", False),
+            d.get("discriminator_lm_head", False),
         )
 
 

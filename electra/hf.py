@@ -305,6 +305,32 @@ def export_generator(model: Electra, folder, tokenizer_dir=None, overwrite: bool
     )
 
 
+def export_discriminator_lm(
+    model: Electra, folder, tokenizer_dir=None, overwrite: bool = False, extra_files=None
+) -> Path:
+    """The discriminator network with its masked-LM head (a Replace MLM or All-Tokens MLM run's main
+    network) as an `ElectraForMaskedLM` folder; the head's output layer is tied to the embeddings."""
+    if model.discriminator_lm_head is None:
+        raise ValueError("this model's discriminator has no masked-LM head; export it with export_discriminator")
+    renamed = {"discriminator.": "generator.", "discriminator_lm_head.": "generator_head."}
+    state = {"embeddings.word.weight": model.discriminator_word_embeddings().detach()}
+    for key, value in model.state_dict().items():
+        prefix = next((p for p in renamed if key.startswith(p)), None)
+        if prefix is not None:
+            state[renamed[prefix] + key[len(prefix) :]] = value
+        elif key.startswith("embeddings.") and key not in state:
+            state[key] = value
+    cfg = model.cfg.discriminator
+    return _write(
+        folder,
+        to_hf_state(state, "generator", cfg),
+        to_hf_config(cfg, "generator"),
+        tokenizer_dir,
+        overwrite,
+        extra_files,
+    )
+
+
 def _label_config(id2label: dict[int, str] | list[str], kind: str, cfg: EncoderConfig, **extra) -> dict:
     if not isinstance(id2label, dict):
         id2label = dict(enumerate(id2label))

@@ -175,6 +175,8 @@ class Electra(nn.Module):
         self.generator_head = GeneratorHead(cfg.generator)
         self.discriminator = Transformer(cfg.discriminator)
         self.discriminator_head = DiscriminatorHead(cfg.discriminator)
+        # Replace MLM and All-Tokens MLM: the main network also predicts tokens, tied to its embeddings
+        self.discriminator_lm_head = GeneratorHead(cfg.discriminator) if cfg.discriminator_lm_head else None
         init_weights(self, cfg.discriminator.initializer_range)
         if cfg.disentangled_embeddings:  # zero at the start: both networks begin from one embedding
             self.embedding_delta = nn.Parameter(torch.zeros_like(self.embeddings.word.weight))
@@ -196,11 +198,25 @@ class Electra(nn.Module):
             h = torch.gather(h, 1, positions[:, :, None].expand(-1, -1, h.shape[-1]))  # (B, k, Hg)
         return self.generator_head(h, self.embeddings.word.weight)
 
+    def discriminator_hidden(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
+        """The discriminator's last hidden states, (B, T, H)."""
+        word = None if self.embedding_delta is None else self.discriminator_word_embeddings()
+        return self.discriminator(self.embeddings(input_ids, token_type_ids, word), attention_mask)
+
     def discriminator_logits(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
         """One replaced-token logit per position, (B, T)."""
-        word = None if self.embedding_delta is None else self.discriminator_word_embeddings()
-        h = self.discriminator(self.embeddings(input_ids, token_type_ids, word), attention_mask)
-        return self.discriminator_head(h)
+        return self.discriminator_head(self.discriminator_hidden(input_ids, token_type_ids, attention_mask))
+
+    def discriminator_lm_logits(self, h: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """The main network's token logits from its hidden states h (B, T, H): (B, k, V) at
+        `positions` (B, k), or (B, T, V). Only a model built with `discriminator_lm_head` has them."""
+        if self.discriminator_lm_head is None:
+            raise ValueError(
+                "this model has no masked-LM head on its discriminator (ModelConfig.discriminator_lm_head)"
+            )
+        if positions is not None:
+            h = torch.gather(h, 1, positions[:, :, None].expand(-1, -1, h.shape[-1]))
+        return self.discriminator_lm_head(h, self.discriminator_word_embeddings())
 
     def encoder(self, part: str = "discriminator") -> Encoder:
         """A standalone copy of one network with its embeddings, for fine-tuning."""

@@ -5,6 +5,11 @@ ELECTRA (Clark et al. 2020; Google's pretrain_helpers.py): mask ~15% of each row
 softmax without gradient, and train the discriminator to tell, for every non-pad token,
 whether it was replaced. Loss = MLM + 50 x RTD.
 
+The paper's efficiency analysis (section 3.5, Table 5) compares it with three objectives that
+share its generator: ELECTRA 15% (the discriminator's loss only over the masked positions),
+Replace MLM (the main network predicts the original tokens at the replaced positions) and
+All-Tokens MLM (it predicts every token, with a copy mechanism). `OBJECTIVES` holds them all.
+
 Randomness comes from `uniform(seed, rows, ...)`, a counter-based hash of (seed, global row,
 column): a row gets the same mask and samples whichever process, batch slice or resume
 point it is computed in, with no generator state to save and no host synchronisation.
@@ -156,29 +161,77 @@ def replace_tokens(input_ids: torch.Tensor, masked: Masked, sampled: torch.Tenso
 
 
 def replaced_token_loss(
-    logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor, total: torch.Tensor | None = None
+    logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, total: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Mean binary cross-entropy over all non-pad tokens, [CLS] and [SEP] included (or sum / `total`)."""
+    """Mean binary cross-entropy over the positions `weights` marks (or sum / `total`).
+
+    ELECTRA weighs every non-pad token, [CLS] and [SEP] included: `weights` is the attention mask.
+    """
     bce = F.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none")
-    weights = attention_mask.float()
+    weights = weights.float()
     total = weights.sum() if total is None else total
     return (bce * weights).sum() / total.clamp(min=1.0)
 
 
+def copy_mlm_loss(
+    logits: torch.Tensor,
+    replaced_logits: torch.Tensor,
+    shown: torch.Tensor,
+    targets: torch.Tensor,
+    weights: torch.Tensor,
+    total: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """All-Tokens MLM's loss: mean -log p(target) over the weighted positions (or sum / `total`).
+
+    p puts D = sigmoid(-replaced_logit) on copying the token shown in the input and 1 - D on the
+    softmax of `logits` (B, T, V), so D is the chance that the shown token is the original one,
+    the same meaning as an ELECTRA discriminator's output. In log space, without forming p.
+    """
+    log_q = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[..., None]).squeeze(-1)
+    d = replaced_logits.float()
+    from_softmax = F.logsigmoid(d) + log_q  # log((1 - D) q(target))
+    log_p = torch.where(shown == targets, torch.logaddexp(F.logsigmoid(-d), from_softmax), from_softmax)
+    total = weights.sum() if total is None else total
+    return -(log_p * weights).sum() / total.clamp(min=1.0)
+
+
+KINDS = ("electra", "electra-15", "replace-mlm", "all-tokens-mlm", "mlm")
+MAIN_LM_HEAD = ("replace-mlm", "all-tokens-mlm")  # objectives whose main network predicts tokens
+
+
 @dataclass(frozen=True)
 class ObjectiveConfig:
-    kind: str = "electra"  # or "mlm": BERT-style masked LM only, 80/10/10 masking
+    kind: str = "electra"  # one of KINDS; "mlm" is BERT's masked LM alone, 80/10/10 masking
     mask_prob: float = 0.15
-    rtd_weight: float = 50.0
+    rtd_weight: float = 50.0  # electra and electra-15; the MLM-style losses weigh 1
     temperature: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.kind not in ("electra", "mlm"):
-            raise ValueError(f"unknown objective {self.kind!r}; use electra or mlm")
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown objective {self.kind!r}; use one of {', '.join(KINDS)}")
         if not 0 < self.mask_prob < 1:
             raise ValueError(f"mask_prob must be in (0, 1), got {self.mask_prob}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
+
+
+def _corrupt(model, input_ids, token_type_ids, attention_mask, special, rows, seed, mask_id, cfg, totals):
+    """The generator's half, shared by the objectives that corrupt with it: mask, predict, sample.
+
+    Returns the masked positions, the generator's logits there, its MLM loss and the corrupted
+    input with its replaced-or-not labels.
+    """
+    masked = mask_tokens(input_ids, attention_mask, special, rows, seed, mask_id, cfg.mask_prob)
+    gen_logits = model.generator_logits(masked.input_ids, token_type_ids, attention_mask, masked.positions)
+    mlm = masked_lm_loss(gen_logits, masked, None if totals is None else totals[0])
+    sampled = sample_tokens(gen_logits, seed, rows, cfg.temperature)
+    corrupted, labels = replace_tokens(input_ids, masked, sampled)
+    return masked, gen_logits, mlm, corrupted, labels
+
+
+def _at(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """x (B, T) at `positions` (B, K)."""
+    return torch.gather(x, 1, positions)
 
 
 def electra_loss(
@@ -196,23 +249,75 @@ def electra_loss(
     """The ELECTRA objective on one batch; returns the loss and detached metric tensors.
 
     `totals` (from `loss_counts`, summed over a whole step) makes the losses this part's share
-    of the step's means; without it they are this batch's means.
+    of the step's means; without it they are this batch's means. Under ELECTRA 15%
+    (cfg.kind "electra-15") the discriminator's loss and metrics cover the masked positions only.
     """
-    masked = mask_tokens(input_ids, attention_mask, special, rows, seed, mask_id, cfg.mask_prob)
-    gen_logits = model.generator_logits(masked.input_ids, token_type_ids, attention_mask, masked.positions)
-    mlm = masked_lm_loss(gen_logits, masked, None if totals is None else totals[0])
-    sampled = sample_tokens(gen_logits, seed, rows, cfg.temperature)
-    corrupted, labels = replace_tokens(input_ids, masked, sampled)
+    masked, gen_logits, mlm, corrupted, labels = _corrupt(
+        model, input_ids, token_type_ids, attention_mask, special, rows, seed, mask_id, cfg, totals
+    )
     disc_logits = model.discriminator_logits(corrupted, token_type_ids, attention_mask)
-    rtd = replaced_token_loss(disc_logits, labels, attention_mask, None if totals is None else totals[1])
+    if cfg.kind == "electra-15":
+        disc_logits, labels = _at(disc_logits, masked.positions), _at(labels, masked.positions)
+        weights, total = masked.weights, None if totals is None else totals[0]
+    else:
+        weights, total = attention_mask, None if totals is None else totals[1]
+    rtd = replaced_token_loss(disc_logits, labels, weights, total)
     with torch.no_grad():
         metrics = {
             "gen_loss": mlm.detach(),
             "disc_loss": rtd.detach(),
             **_generator_metrics(gen_logits, masked),
-            **_discriminator_metrics(disc_logits, labels, attention_mask),
+            **_discriminator_metrics(disc_logits, labels, weights),
         }
     return mlm + cfg.rtd_weight * rtd, metrics
+
+
+def replace_mlm_loss(
+    model,
+    input_ids,
+    token_type_ids,
+    attention_mask,
+    special: torch.Tensor,
+    rows: torch.Tensor,
+    seed: int | torch.Tensor,
+    mask_id: int,
+    cfg: ObjectiveConfig,
+    totals: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Replace MLM (cfg.kind "replace-mlm") or All-Tokens MLM ("all-tokens-mlm"), the paper's ablations.
+
+    The generator corrupts the input as in ELECTRA, and the main network (the discriminator's
+    place) becomes a masked LM: Replace MLM predicts the original tokens at the masked positions;
+    All-Tokens MLM predicts every token, mixing a copy of the input token (weight: its
+    replaced-token head's "original" probability) with its softmax. Loss = generator MLM + main
+    loss; its figures are logged as disc_loss and disc_accuracy (the main network's).
+    """
+    masked, gen_logits, mlm, corrupted, labels = _corrupt(
+        model, input_ids, token_type_ids, attention_mask, special, rows, seed, mask_id, cfg, totals
+    )
+    h = model.discriminator_hidden(corrupted, token_type_ids, attention_mask)
+    if cfg.kind == "replace-mlm":
+        logits = model.discriminator_lm_logits(h, masked.positions)  # (B, K, V)
+        main = masked_lm_loss(logits, masked, None if totals is None else totals[0])
+        with torch.no_grad():
+            accuracy = _generator_metrics(logits, masked)["gen_accuracy"]
+    else:
+        logits, replaced = model.discriminator_lm_logits(h), model.discriminator_head(h)  # (B, T, V), (B, T)
+        main = copy_mlm_loss(
+            logits, replaced, corrupted, input_ids, attention_mask, None if totals is None else totals[1]
+        )
+        with torch.no_grad():
+            accuracy = _copy_accuracy(logits, replaced, corrupted, input_ids, attention_mask)
+    with torch.no_grad():
+        real = attention_mask.bool()
+        metrics = {
+            "gen_loss": mlm.detach(),
+            "disc_loss": main.detach(),
+            **_generator_metrics(gen_logits, masked),
+            "disc_accuracy": accuracy,
+            "replaced_fraction": (labels.bool() & real).sum().float() / real.sum().clamp(min=1),
+        }
+    return mlm + main, metrics
 
 
 def mlm_loss(
@@ -253,10 +358,21 @@ def _generator_metrics(logits: torch.Tensor, masked: Masked) -> dict[str, torch.
     return {"gen_accuracy": (hit * masked.weights).sum() / masked.weights.sum().clamp(min=1.0)}
 
 
-def _discriminator_metrics(
-    logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor
-) -> dict[str, torch.Tensor]:
+def _copy_accuracy(logits, replaced_logits, shown, targets, attention_mask) -> torch.Tensor:
+    """How often the copy mixture's most likely token is the original (ties count as right)."""
+    q = torch.softmax(logits.float(), dim=-1)
+    keep = torch.sigmoid(-replaced_logits.float())
+    p_target = (1 - keep) * q.gather(-1, targets[..., None]).squeeze(-1) + keep * (shown == targets)
+    p_shown = (1 - keep) * q.gather(-1, shown[..., None]).squeeze(-1) + keep
+    best = torch.maximum((1 - keep) * q.amax(-1), p_shown)  # no other token beats the larger of these
     real = attention_mask.bool()
+    return ((p_target >= best) & real).sum().float() / real.sum().clamp(min=1)
+
+
+def _discriminator_metrics(
+    logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    real = weights.bool()
     predicted = (logits > 0) & real
     replaced = labels.bool() & real
     tp = (predicted & replaced).sum().float()
@@ -268,5 +384,11 @@ def _discriminator_metrics(
     }
 
 
-OBJECTIVES = {"electra": electra_loss, "mlm": mlm_loss}
+OBJECTIVES = {
+    "electra": electra_loss,
+    "electra-15": electra_loss,
+    "replace-mlm": replace_mlm_loss,
+    "all-tokens-mlm": replace_mlm_loss,
+    "mlm": mlm_loss,
+}
 ADDITIVE_METRICS = ("gen_loss", "disc_loss")  # shares of the step's means: summed, not averaged, over parts

@@ -152,8 +152,8 @@ def wrap(step: TrainStep, d: Dist, strategy: str, device: torch.device) -> nn.Mo
     if strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
-        # the MLM baseline never uses the discriminator's parameters
-        unused = step.cfg.kind != "electra"
+        # the MLM baseline never uses the discriminator's parameters, Replace MLM its replaced-token head
+        unused = step.cfg.kind in ("mlm", "replace-mlm")
         return DistributedDataParallel(
             step, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=unused
         )

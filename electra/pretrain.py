@@ -30,7 +30,7 @@ from electra.atomic import publish_file, refuse_overlap
 from electra.config import ModelConfig, check_options, generator_config, preset
 from electra.data import Loader, Prefetcher, Shards, iterate
 from electra.model import Electra
-from electra.objective import OBJECTIVES, ObjectiveConfig
+from electra.objective import MAIN_LM_HEAD, OBJECTIVES, ObjectiveConfig
 from electra.optim import adamw, lr_factor, set_lr
 from electra.step import Update
 
@@ -115,10 +115,11 @@ class PretrainConfig:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESET_TRAINING)}")
         if (self.init_discriminator is None) != (self.init_generator is None):
             raise ValueError("continuing pre-training needs both --init-discriminator and --init-generator")
-        if self.init_discriminator is not None and self.objective == "mlm":
+        if self.init_discriminator is not None and self.objective not in ("electra", "electra-15"):
             raise ValueError(
-                "--objective mlm trains a discriminator-sized masked LM from scratch; continuing a released "
-                "generator + discriminator pair is the ELECTRA objective: drop --objective mlm or the --init-* flags"
+                f"--objective {self.objective} trains a new masked LM from scratch; continuing a released "
+                f"generator + discriminator pair is the ELECTRA objective: drop --objective {self.objective} "
+                "or the --init-* flags"
             )
         if self.compile_mode not in COMPILE_MODES:
             raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
@@ -211,9 +212,12 @@ def model_config(cfg: dict, vocab_size: int) -> ModelConfig:
     if cfg["generator_fraction"] is not None:
         kwargs["generator_fraction"] = cfg["generator_fraction"]
     mcfg = preset(cfg["preset"], **kwargs)
-    if cfg["objective"]["kind"] == "mlm":  # BERT baseline: the masked LM is the full-size network
+    kind = cfg["objective"]["kind"]
+    if kind == "mlm":  # BERT baseline: the masked LM is the full-size network
         mcfg = ModelConfig(mcfg.discriminator, generator_config(mcfg.discriminator, 1.0))
-    mcfg = dataclasses.replace(mcfg, disentangled_embeddings=cfg["disentangled_embeddings"])
+    mcfg = dataclasses.replace(
+        mcfg, disentangled_embeddings=cfg["disentangled_embeddings"], discriminator_lm_head=kind in MAIN_LM_HEAD
+    )
     return mcfg if cfg["dropout"] is None else mcfg.with_dropout(cfg["dropout"])
 
 

@@ -97,6 +97,22 @@ def test_gradient_accumulation_equals_the_whole_batch(tiny_data, single, tmp_pat
     assert _max_diff(_weights(list_checkpoints(single)[-1]), _weights(list_checkpoints(tmp_path / "run")[-1])) < 1e-6
 
 
+@pytest.mark.parametrize(
+    "objective,strategy", [("replace-mlm", "ddp"), ("all-tokens-mlm", "fsdp"), ("electra-15", "ddp")]
+)
+def test_the_papers_comparison_objectives_split_over_processes_and_micro_batches_exactly(
+    tiny_data, tmp_path, objective, strategy
+):
+    """Their losses divide by the whole step's counts, so any split of the batch adds up to it."""
+    _pretrain(tiny_data, tmp_path / "one", 1, "--max-steps", "3", "--objective", objective)
+    _pretrain(tiny_data, tmp_path / "two", 2, "--max-steps", "3", "--objective", objective, "--strategy", strategy)
+    _pretrain(tiny_data, tmp_path / "micro", 1, "--max-steps", "3", "--objective", objective, "--micro-batches", "4")
+    one = _weights(list_checkpoints(tmp_path / "one")[-1])
+    for other in ("two", "micro"):
+        assert _max_diff(one, _weights(list_checkpoints(tmp_path / other)[-1])) < 1e-6, other
+        assert _losses(tmp_path / other) == pytest.approx(_losses(tmp_path / "one"), abs=1e-5)
+
+
 def _resume_from_step_3(source, target):
     """A run folder that holds only `source`'s step-3 checkpoint: as if interrupted there."""
     (target / "checkpoints").mkdir(parents=True)

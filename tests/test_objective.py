@@ -1,5 +1,6 @@
-"""The ELECTRA and MLM objectives on hand-made tensors."""
+"""The ELECTRA and MLM objectives, and the paper's comparisons, on hand-made tensors."""
 
+import dataclasses
 import math
 
 import pytest
@@ -11,11 +12,13 @@ from electra.objective import (
     Masked,
     ObjectiveConfig,
     _generator_metrics,
+    copy_mlm_loss,
     electra_loss,
     mask_tokens,
     masked_lm_loss,
     mlm_loss,
     num_slots,
+    replace_mlm_loss,
     replace_tokens,
     replaced_token_loss,
     sample_tokens,
@@ -220,6 +223,82 @@ def test_mlm_objective_trains_only_the_masked_lm():
     assert loss.item() == pytest.approx(math.log(100), rel=0.1)  # untrained: about uniform over the vocabulary
 
 
+def _corrupted(model, ids, mask, rows, seed, cfg):
+    """The generator's half of the objective, step by step: what every objective built on it shares."""
+    masked = mask_tokens(ids, mask, SPECIAL, rows, seed, MASK, cfg.mask_prob)
+    gen_logits = model.generator_logits(masked.input_ids, None, mask, masked.positions)
+    corrupted, labels = replace_tokens(ids, masked, sample_tokens(gen_logits, seed, rows, cfg.temperature))
+    return masked, corrupted, labels
+
+
+def test_electra_15_scores_the_discriminator_on_the_masked_positions_only():
+    torch.manual_seed(0)
+    model = Electra(tiny()).eval()
+    ids, mask = _rows(B=8, T=24)
+    rows, cfg = torch.arange(8), ObjectiveConfig(kind="electra-15")
+    loss, metrics = electra_loss(model, ids, torch.zeros_like(ids), mask, SPECIAL, rows, 5, MASK, cfg)
+    masked, corrupted, labels = _corrupted(model, ids, mask, rows, 5, cfg)
+    logits = model.discriminator_logits(corrupted, torch.zeros_like(ids), mask)
+    at = masked.weights.bool()
+    want = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits.gather(1, masked.positions)[at], labels.gather(1, masked.positions)[at]
+    )
+    torch.testing.assert_close(metrics["disc_loss"], want)
+    torch.testing.assert_close(loss, metrics["gen_loss"] + 50 * metrics["disc_loss"])
+    assert metrics["replaced_fraction"] > 0.8  # of the masked positions, nearly all replaced by an untrained generator
+    full, _ = electra_loss(model, ids, torch.zeros_like(ids), mask, SPECIAL, rows, 5, MASK, ObjectiveConfig())
+    assert full.item() != loss.item()
+
+
+def test_copy_mlm_loss_is_the_mixture_of_copying_and_the_softmax():
+    g = torch.Generator().manual_seed(0)
+    B, T, V = 3, 7, 11
+    logits = torch.randn(B, T, V, generator=g, dtype=torch.float64) * 3
+    replaced = torch.randn(B, T, generator=g, dtype=torch.float64) * 3
+    targets = torch.randint(0, V, (B, T), generator=g)
+    shown = torch.where(torch.rand(B, T, generator=g) < 0.3, torch.randint(0, V, (B, T), generator=g), targets)
+    weights = (torch.rand(B, T, generator=g) < 0.8).float()
+    keep = torch.sigmoid(-replaced)[..., None]  # the chance that the shown token is the original
+    p = keep * torch.nn.functional.one_hot(shown, V) + (1 - keep) * logits.softmax(-1)
+    torch.testing.assert_close(p.sum(-1), torch.ones(B, T, dtype=torch.float64))  # a distribution
+    want = -(p.gather(-1, targets[..., None]).squeeze(-1).log() * weights).sum() / weights.sum()
+    got = copy_mlm_loss(logits, replaced, shown, targets, weights.double())
+    assert got.item() == pytest.approx(want.item(), rel=1e-6)
+    # saturated logits stay finite: a confident copy of the right token costs ~0, of a wrong one ~50
+    one = torch.tensor([[[0.0, 0.0]]])
+    assert (
+        copy_mlm_loss(one, torch.tensor([[-50.0]]), torch.tensor([[1]]), torch.tensor([[1]]), torch.ones(1, 1)) < 1e-6
+    )
+    wrong = copy_mlm_loss(one, torch.tensor([[-50.0]]), torch.tensor([[0]]), torch.tensor([[1]]), torch.ones(1, 1))
+    assert wrong.item() == pytest.approx(50 + math.log(2), rel=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["replace-mlm", "all-tokens-mlm"])
+def test_replace_and_all_tokens_mlm_train_the_main_network_as_a_masked_lm(kind):
+    torch.manual_seed(0)
+    model = Electra(dataclasses.replace(tiny(), discriminator_lm_head=True)).eval()
+    ids, mask = _rows(B=8, T=24)
+    rows, cfg = torch.arange(8), ObjectiveConfig(kind=kind)
+    loss, metrics = replace_mlm_loss(model, ids, torch.zeros_like(ids), mask, SPECIAL, rows, 9, MASK, cfg)
+    torch.testing.assert_close(loss, metrics["gen_loss"] + metrics["disc_loss"])  # both weigh 1
+    masked, corrupted, _ = _corrupted(model, ids, mask, rows, 9, cfg)
+    h = model.discriminator_hidden(corrupted, torch.zeros_like(ids), mask)  # the generator's samples, not [MASK]
+    if kind == "replace-mlm":  # the original tokens at the masked positions
+        want = masked_lm_loss(model.discriminator_lm_logits(h, masked.positions), masked)
+    else:  # every real token, through the copy mechanism
+        want = copy_mlm_loss(model.discriminator_lm_logits(h), model.discriminator_head(h), corrupted, ids, mask)
+    torch.testing.assert_close(metrics["disc_loss"], want)
+
+    model.zero_grad()
+    loss.backward()
+    head = model.discriminator_head.out.weight.grad  # the copy probability is only All-Tokens MLM's
+    assert (head is not None and head.abs().sum() > 0) == (kind == "all-tokens-mlm")
+    assert model.discriminator_lm_head.dense.weight.grad.abs().sum() > 0
+
+    with pytest.raises(ValueError, match="no masked-LM head on its discriminator"):
+        Electra(tiny()).discriminator_lm_logits(h)
+
+
 def test_objective_config_checks_values():
     with pytest.raises(ValueError, match="unknown objective 'bert'"):
         ObjectiveConfig(kind="bert")
@@ -227,14 +306,17 @@ def test_objective_config_checks_values():
         ObjectiveConfig(mask_prob=1.5)
 
 
-def test_the_objective_compiles_to_one_graph_that_a_new_seed_does_not_recompile():
+@pytest.mark.parametrize("kind", ["electra", "electra-15", "replace-mlm", "all-tokens-mlm", "mlm"])
+def test_the_objective_compiles_to_one_graph_that_a_new_seed_does_not_recompile(kind):
     """What torch.compile and CUDA graphs rely on: no graph breaks, no host reads, seeds as tensors."""
     from torch._dynamo.testing import CompileCounter
 
+    from electra.objective import MAIN_LM_HEAD, OBJECTIVES
     from electra.parallel import TrainStep
 
     torch.manual_seed(0)
-    step = TrainStep(Electra(tiny(vocab_size=100)).train(), electra_loss, ObjectiveConfig())
+    model = Electra(dataclasses.replace(tiny(vocab_size=100), discriminator_lm_head=kind in MAIN_LM_HEAD))
+    step = TrainStep(model.train(), OBJECTIVES[kind], ObjectiveConfig(kind=kind))
     ids, mask = _rows(B=4, T=24)
     args = (ids, torch.zeros_like(ids), mask, SPECIAL, torch.arange(4))
     counter = CompileCounter()

@@ -271,6 +271,43 @@ def test_mlm_baseline_trains_the_full_size_masked_lm_and_exports_it(tiny_data, t
     assert type(mlm).__name__ == "ElectraForMaskedLM" and mlm.config.hidden_size == 32
 
 
+@pytest.mark.parametrize("objective", ["replace-mlm", "all-tokens-mlm"])
+def test_replace_and_all_tokens_mlm_export_their_main_network_as_a_masked_lm(tiny_data, tmp_path, objective):
+    transformers = pytest.importorskip("transformers")
+    logged = run(_cfg(tiny_data, tmp_path / "run", max_steps=3, objective=objective), quiet=True)
+    assert {"gen_loss", "disc_loss", "disc_accuracy", "valid_disc_loss"} <= set(logged)
+    model = load_checkpoint(tmp_path / "run").model.eval()  # the main network's head came back from the checkpoint
+    assert model.discriminator_lm_head is not None and model.cfg.discriminator_lm_head
+    result = subprocess.run(
+        [sys.executable, "-m", "electra", "export", str(tmp_path / "run"), "--out", str(tmp_path / "hf")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"exported the {objective} network (ElectraForMaskedLM)" in result.stdout
+    assert f"| objective | {objective} |" in (tmp_path / "hf" / "README.md").read_text()
+    theirs = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "hf").eval()
+    assert theirs.config.hidden_size == model.cfg.discriminator.hidden_size  # the main network, not the generator
+    ids = torch.tensor([[2, 17, 40, 9, 33, 3]])
+    with torch.no_grad():
+        ours = model.discriminator_lm_logits(model.discriminator_hidden(ids))
+        torch.testing.assert_close(theirs(input_ids=ids).logits, ours, rtol=1e-5, atol=1e-5)
+
+
+def test_electra_15_trains_and_exports_a_discriminator(tiny_data, tmp_path):
+    logged = run(_cfg(tiny_data, tmp_path / "run", max_steps=3, objective="electra-15"), quiet=True)
+    assert logged["replaced_fraction"] > 0.5  # of the masked positions it is scored on, not of all tokens
+    assert load_checkpoint(tmp_path / "run").model.discriminator_lm_head is None
+    result = subprocess.run(
+        [sys.executable, "-m", "electra", "export", str(tmp_path / "run"), "--out", str(tmp_path / "hf")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "exported discriminator (ElectraForPreTraining)" in result.stdout
+    assert "| objective | electra-15 |" in (tmp_path / "hf" / "README.md").read_text()
+
+
 def test_continue_pretraining_from_transformers_folders(tiny_data, tmp_path):
     from electra import hf
     from electra.config import tiny
@@ -310,8 +347,9 @@ def test_continue_pretraining_from_transformers_folders(tiny_data, tmp_path):
     hf.export_generator(start, tmp_path / "g2", tokenizer_dir=tmp_path / "other")
     with pytest.raises(ValueError, match="prepared with another tokenizer than .*g2's"):
         run(_cfg(tiny_data, tmp_path / "x", max_steps=1, **{**init, "init_generator": str(tmp_path / "g2")}))
-    with pytest.raises(ValueError, match="--objective mlm trains a discriminator-sized masked LM from scratch"):
-        _cfg(tiny_data, tmp_path / "x", objective="mlm", **init)
+    for objective in ("mlm", "replace-mlm", "all-tokens-mlm"):
+        with pytest.raises(ValueError, match=f"--objective {objective} trains a new masked LM from scratch"):
+            _cfg(tiny_data, tmp_path / "x", objective=objective, **init)
     with pytest.raises(ValueError, match="started from .*d and .*g; pass --init-discriminator"):
         run(_cfg(tiny_data, tmp_path / "run", max_steps=3), resume=True, quiet=True)
 
