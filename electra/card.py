@@ -171,6 +171,8 @@ def pretrained_card(
     objective = settings.get("objective") or {}
     if "kind" in objective:
         rows += [("objective", objective["kind"]), ("masked fraction", str(objective["mask_prob"]))]
+    if objective.get("whole_word"):
+        rows.append(("masking", "whole words"))
     if objective.get("kind") in ("electra", "electra-15"):
         rows.append(("RTD loss weight", str(objective["rtd_weight"])))
     main = "main network accuracy" if model in ("replace-mlm", "all-tokens-mlm") else "discriminator accuracy"

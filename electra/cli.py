@@ -172,6 +172,7 @@ _PRETRAIN_FLAGS = (
     "temperature",
     "generator_fraction",
     "disentangled_embeddings",
+    "whole_word_masking",
     "dropout",
     "strategy",
     "init_discriminator",
@@ -602,6 +603,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=None,
         help="DeBERTa-v3 gradient-disentangled embedding sharing (export carries the sum)",
+    )
+    obj.add_argument(
+        "--whole-word-masking",
+        action="store_true",
+        default=None,
+        help="mask whole words (a token and the ## pieces after it) instead of single tokens",
     )
     obj.add_argument("--init-discriminator", help="continue pre-training: an ElectraForPreTraining folder")
     obj.add_argument("--init-generator", help="continue pre-training: an ElectraForMaskedLM folder")

@@ -32,6 +32,15 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
+def hash32(seed: int | torch.Tensor, rows: torch.Tensor, cols: int, stream: int = 0) -> torch.Tensor:
+    """32-bit hashes as int64 in [0, 2^32), shape (len(rows), cols), of (seed, stream, row, col)."""
+    seed = torch.as_tensor(seed, dtype=torch.int64, device=rows.device)
+    key = _mix32(_mix32(seed & _M32) ^ ((stream * 0x85EBCA6B + 0x9E3779B1) & _M32))
+    r = _mix32((rows[:, None] & _M32) ^ key)
+    c = torch.arange(cols, device=rows.device)[None, :]
+    return _mix32(r ^ _mix32(c + 0x27D4EB2F))  # (B, cols)
+
+
 def uniform(seed: int | torch.Tensor, rows: torch.Tensor, cols: int, stream: int = 0) -> torch.Tensor:
     """Uniform floats in (0, 1), shape (len(rows), cols), a pure function of (seed, stream, row, col).
 
@@ -39,12 +48,13 @@ def uniform(seed: int | torch.Tensor, rows: torch.Tensor, cols: int, stream: int
     `seed` may be a 0-d int64 tensor on the device: a compiled or captured step then takes a
     new seed every step without recompiling or reading anything back to the host.
     """
-    seed = torch.as_tensor(seed, dtype=torch.int64, device=rows.device)
-    key = _mix32(_mix32(seed & _M32) ^ ((stream * 0x85EBCA6B + 0x9E3779B1) & _M32))
-    r = _mix32((rows[:, None] & _M32) ^ key)
-    c = torch.arange(cols, device=rows.device)[None, :]
-    x = _mix32(r ^ _mix32(c + 0x27D4EB2F))  # (B, cols)
+    x = hash32(seed, rows, cols, stream)
     return (x.to(torch.float64) + 0.5).div_(2.0**32).to(torch.float32)
+
+
+# Token kinds, the values of the (V,) table the masking functions take as `special`: a bool
+# table marks specials alone (True == SPECIAL); whole-word masking also needs CONTINUES.
+SPECIAL, CONTINUES = 1, 2  # never chosen; a word piece that continues the previous token's word ("##ing")
 
 
 @dataclass(frozen=True)
@@ -67,17 +77,56 @@ def _per_row(attention_mask: torch.Tensor, mask_prob: float, K: int) -> torch.Te
     return (attention_mask.sum(1).float() * mask_prob).round().long().clamp(1, K)
 
 
+def _candidates(input_ids: torch.Tensor, attention_mask: torch.Tensor, special: torch.Tensor) -> torch.Tensor:
+    """(B, T) positions that may be chosen: real tokens that are not specials."""
+    return attention_mask.bool() & (special[input_ids] != SPECIAL)
+
+
+def _choose_words(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, special: torch.Tensor, rows, seed, K: int, k: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whole-word masking: words in a random order, taken while their pieces fit in the row's k.
+
+    A word is a candidate token and the CONTINUES pieces after it. Returns (B, K) positions,
+    every piece of a chosen word in order, and which slots are used. Each word draws one hash;
+    ties break by word index, so the order is a pure function of (seed, row) like the token case.
+    """
+    B, T = input_ids.shape
+    candidate = _candidates(input_ids, attention_mask, special)
+    after_candidate = F.pad(candidate[:, :-1], (1, 0), value=False)
+    starts = candidate & ~((special[input_ids] == CONTINUES) & after_candidate)
+    word = (starts.long().cumsum(1) - 1).clamp(min=0)  # (B, T) the word each candidate token belongs to
+    key = torch.gather(hash32(seed, rows, T, stream=1), 1, word) * 2**20 + word  # T < 2^20: unique per word
+    key = key.masked_fill(~candidate, -1)
+    ordered, order = torch.sort(key, dim=1, descending=True, stable=True)  # a word's pieces stay together, in order
+    ends = ordered != F.pad(ordered[:, 1:], (0, 1), value=-2)  # the last piece of each word in that order
+    taken = torch.arange(1, T + 1, device=input_ids.device)[None, :]  # pieces taken up to and including here
+    fits = ends & (ordered >= 0) & (taken <= k[:, None])
+    n = (taken * fits).amax(1)  # (B,) pieces of the words that fit, at most k
+    return order[:, :K], torch.arange(K, device=input_ids.device)[None, :] < n[:, None]
+
+
 def loss_counts(
-    input_ids: torch.Tensor, attention_mask: torch.Tensor, special: torch.Tensor, mask_prob: float
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    special: torch.Tensor,
+    mask_prob: float,
+    rows: torch.Tensor | None = None,
+    seed: int | torch.Tensor | None = None,
+    whole_word: bool = False,
 ) -> torch.Tensor:
     """(predicted positions, real tokens) of a batch, as floats: the two losses' denominators.
 
-    Known before masking, so a step split over micro-batches or processes can divide every
-    part by the whole batch's counts and add up to exactly the whole batch's mean.
+    Known before the objective runs, so a step split over micro-batches or processes can divide
+    every part by the whole batch's counts and add up to exactly the whole batch's mean. Whole
+    words make the first depend on the draw, so it needs the rows and seed the objective gets.
     """
     K = num_slots(input_ids.shape[1], mask_prob)
-    candidates = (attention_mask.bool() & ~special[input_ids]).sum(1)
-    predicted = torch.minimum(_per_row(attention_mask, mask_prob, K), candidates).sum()
+    k = _per_row(attention_mask, mask_prob, K)
+    if whole_word:
+        predicted = _choose_words(input_ids, attention_mask, special, rows, seed, K, k)[1].sum()
+    else:
+        predicted = torch.minimum(k, _candidates(input_ids, attention_mask, special).sum(1)).sum()
     return torch.stack([predicted, attention_mask.sum()]).float()
 
 
@@ -92,19 +141,25 @@ def mask_tokens(
     mask_token_prob: float = 0.85,
     random_token_prob: float = 0.0,
     vocab_size: int | None = None,
+    whole_word: bool = False,
 ) -> Masked:
     """Choose round(p * n) positions of each row (n = its non-pad tokens), never specials or padding.
 
+    `special` is a (V,) table: True (or SPECIAL) for tokens never chosen; with `whole_word`,
+    CONTINUES marks word pieces, and whole words are chosen while they fit in round(p * n).
     Of the chosen positions, `mask_token_prob` become [MASK], `random_token_prob` a random
     token (BERT's 10%; ELECTRA uses none) and the rest keep their token.
     """
     B, T = input_ids.shape
     K = num_slots(T, mask_prob)
-    candidate = attention_mask.bool() & ~special[input_ids]  # (B, T)
     k = _per_row(attention_mask, mask_prob, K)
-    score = uniform(seed, rows, T, stream=1).masked_fill(~candidate, -1.0)
-    top, positions = score.topk(K, dim=1)  # (B, K), highest scores first
-    used = (torch.arange(K, device=input_ids.device)[None, :] < k[:, None]) & (top >= 0)
+    if whole_word:
+        positions, used = _choose_words(input_ids, attention_mask, special, rows, seed, K, k)
+    else:
+        candidate = _candidates(input_ids, attention_mask, special)  # (B, T)
+        score = uniform(seed, rows, T, stream=1).masked_fill(~candidate, -1.0)
+        top, positions = score.topk(K, dim=1)  # (B, K), highest scores first
+        used = (torch.arange(K, device=input_ids.device)[None, :] < k[:, None]) & (top >= 0)
     targets = torch.gather(input_ids, 1, positions)
 
     u = uniform(seed, rows, K, stream=2)  # one draw per slot decides what the position shows
@@ -205,6 +260,7 @@ class ObjectiveConfig:
     mask_prob: float = 0.15
     rtd_weight: float = 50.0  # electra and electra-15; the MLM-style losses weigh 1
     temperature: float = 1.0
+    whole_word: bool = False  # mask whole words (a `special` table with CONTINUES marks)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -221,7 +277,9 @@ def _corrupt(model, input_ids, token_type_ids, attention_mask, special, rows, se
     Returns the masked positions, the generator's logits there, its MLM loss and the corrupted
     input with its replaced-or-not labels.
     """
-    masked = mask_tokens(input_ids, attention_mask, special, rows, seed, mask_id, cfg.mask_prob)
+    masked = mask_tokens(
+        input_ids, attention_mask, special, rows, seed, mask_id, cfg.mask_prob, whole_word=cfg.whole_word
+    )
     gen_logits = model.generator_logits(masked.input_ids, token_type_ids, attention_mask, masked.positions)
     mlm = masked_lm_loss(gen_logits, masked, None if totals is None else totals[0])
     sampled = sample_tokens(gen_logits, seed, rows, cfg.temperature)
@@ -345,6 +403,7 @@ def mlm_loss(
         mask_token_prob=0.8,
         random_token_prob=0.1,
         vocab_size=vocab,
+        whole_word=cfg.whole_word,
     )
     logits = model.generator_logits(masked.input_ids, token_type_ids, attention_mask, masked.positions)
     loss = masked_lm_loss(logits, masked, None if totals is None else totals[0])

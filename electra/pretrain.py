@@ -30,7 +30,7 @@ from electra.atomic import publish_file, refuse_overlap
 from electra.config import ModelConfig, check_options, generator_config, preset
 from electra.data import Loader, Prefetcher, Shards, iterate
 from electra.model import Electra
-from electra.objective import MAIN_LM_HEAD, OBJECTIVES, ObjectiveConfig
+from electra.objective import CONTINUES, MAIN_LM_HEAD, OBJECTIVES, SPECIAL, ObjectiveConfig
 from electra.optim import adamw, lr_factor, set_lr
 from electra.step import Update
 
@@ -55,6 +55,9 @@ RESUME_KEYS = (
     "init_discriminator",
     "init_generator",
 )
+
+# Settings added since runs began recording them: a run saved before holds the default
+RESUME_DEFAULTS = {"objective.whole_word.": False}  # keys as `_flat` spells them
 
 # What a run folder holds before its first checkpoint (a run stopped early, or a start that was refused)
 RUN_FILES = {"config.json", "metrics.jsonl", "tensorboard", "checkpoints", "report.png"}
@@ -91,6 +94,7 @@ class PretrainConfig:
     temperature: float = 1.0
     generator_fraction: float | None = None
     disentangled_embeddings: bool = False  # DeBERTa-v3 gradient-disentangled embedding sharing
+    whole_word_masking: bool = False  # choose whole words (a token and its ## pieces), not single tokens
     dropout: float | None = None  # hidden and attention dropout (default: the preset's 0.1)
     strategy: str = "ddp"  # under torchrun: ddp, or fsdp (FSDP2) for models that do not fit
     seed: int = 0
@@ -158,7 +162,9 @@ class PretrainConfig:
         if "data_sha256" in values:  # a run's RUN/config.json: its settings, minus what a run derives
             values = {k: v for k, v in values.items() if k not in ("data_sha256", "model")}
             if isinstance(values.get("objective"), dict):
-                values["objective"] = values["objective"]["kind"]
+                objective = values["objective"]
+                values["objective"] = objective["kind"]
+                values["whole_word_masking"] = objective.get("whole_word", False)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -239,6 +245,25 @@ def _check_same_vocabulary(data: str, model_dirs: list[str]) -> None:
             )
 
 
+def token_kinds(data: str, manifest: dict, whole_word: bool) -> torch.Tensor:
+    """The (V,) table the objective masks by: specials (never masked) and, for whole-word masking,
+    the vocabulary's word pieces ("##ing"), which are masked with the word they continue."""
+    kinds = torch.zeros(manifest["vocab_size"], dtype=torch.int8)
+    specials = manifest["special_tokens"]
+    if whole_word:
+        from electra.tokenizer import load_tokenizer
+
+        pieces = [i for token, i in load_tokenizer(data).get_vocab().items() if token.startswith("##")]
+        if not pieces:
+            raise ValueError(
+                f"whole-word masking needs a WordPiece vocabulary whose word pieces start with ##, and {data}'s "
+                "tokenizer has none; drop --whole-word-masking or prepare the data with a WordPiece tokenizer"
+            )
+        kinds[pieces] = CONTINUES
+    kinds[[specials[k] for k in ("pad", "cls", "sep", "mask")]] = SPECIAL  # never masked
+    return kinds
+
+
 def _flat(d, prefix: str = "") -> dict:
     if not isinstance(d, dict):
         return {prefix: d}
@@ -252,7 +277,7 @@ def _check_resume(saved: dict, now: dict) -> None:
             f"{saved['init_generator']}; pass --init-discriminator and --init-generator again "
             "(or --config RUN/config.json, which holds every setting)"
         )
-    was = _flat({k: saved.get(k) for k in RESUME_KEYS})
+    was = {**RESUME_DEFAULTS, **_flat({k: saved.get(k) for k in RESUME_KEYS})}
     new = _flat({k: now.get(k) for k in RESUME_KEYS})
     diffs = [f"{k.rstrip('.')}: checkpoint {was.get(k)!r}, now {new.get(k)!r}" for k in new if was.get(k) != new[k]]
     if diffs:
@@ -334,8 +359,11 @@ def _run(
         f["sha256"][:16] for s in manifest["splits"].values() for sh in s["shards"] for f in sh["files"].values()
     )
     settings["data_sha256"] = manifest["tokenizer_sha256"] + ":" + shard_hashes
-    ocfg = ObjectiveConfig(cfg.objective, settings["mask_prob"], cfg.rtd_weight, cfg.temperature)
+    ocfg = ObjectiveConfig(
+        cfg.objective, settings["mask_prob"], cfg.rtd_weight, cfg.temperature, cfg.whole_word_masking
+    )
     settings["objective"] = asdict(ocfg)
+    special = token_kinds(cfg.data, manifest, ocfg.whole_word)  # refused here, before anything is written
     B, steps = settings["batch_size"], settings["max_steps"]
     if B % (d.world_size * cfg.micro_batches):
         raise ValueError(
@@ -391,10 +419,8 @@ def _run(
         parallel.load_optimizer_state(model, optimizer, state["optimizer"])
         loader.load_state_dict(state["loader"])
         step, tokens, skipped = state["step"], state["tokens"], state["skipped"]
-    specials = manifest["special_tokens"]
-    special = torch.zeros(manifest["vocab_size"], dtype=torch.bool, device=device)
-    special[[specials[k] for k in ("pad", "cls", "sep", "mask")]] = True  # never masked
-    mask_id = specials["mask"]
+    special = special.to(device)
+    mask_id = manifest["special_tokens"]["mask"]
 
     # ── logs ──────────────────────────────────────────────────────────────────────────────
     metrics_path = out / "metrics.jsonl"
@@ -456,6 +482,7 @@ def _run(
         skipped=skipped,
         fp16=parallel.resolve_precision(cfg.precision, device) == "fp16",
         loss_scale=None if state is None else state.get("loss_scale"),
+        whole_word=ocfg.whole_word,
     )
     batches = Prefetcher(loader, cfg.micro_batches, pin=device.type == "cuda")
 

@@ -62,11 +62,12 @@ class Update:
         skipped: int = 0,
         fp16: bool = False,
         loss_scale: tuple[float, float] | None = None,
+        whole_word: bool = False,
     ):
         if cuda_graph and (device.type != "cuda" or dist.enabled):
             raise ValueError("CUDA graphs need a CUDA device and a single process")
         self.train_step, self.model, self.optimizer = train_step, model, optimizer
-        self.special, self.mask_id, self.mask_prob = special, mask_id, mask_prob
+        self.special, self.mask_id, self.mask_prob, self.whole_word = special, mask_id, mask_prob, whole_word
         self.clip_norm, self.dist, self.device, self.autocast = clip_norm, dist, device, autocast
         self.names: list[str] | None = None
         self.shares: torch.Tensor | None = None
@@ -110,7 +111,10 @@ class Update:
     def _update(self, micro: list[Batch], seed: torch.Tensor) -> torch.Tensor:
         # the step's loss is the mean over the whole global batch: every part divides its sums by
         # the global counts, and DDP's gradient average over processes is undone by `world_size`
-        totals = sum(loss_counts(b.input_ids, b.attention_mask, self.special, self.mask_prob) for b in micro)
+        totals = sum(
+            loss_counts(b.input_ids, b.attention_mask, self.special, self.mask_prob, b.rows, seed, self.whole_word)
+            for b in micro
+        )
         totals = all_reduce_sum(totals, self.dist)
         parts = None
         for m, b in enumerate(micro):

@@ -98,15 +98,17 @@ def test_gradient_accumulation_equals_the_whole_batch(tiny_data, single, tmp_pat
 
 
 @pytest.mark.parametrize(
-    "objective,strategy", [("replace-mlm", "ddp"), ("all-tokens-mlm", "fsdp"), ("electra-15", "ddp")]
+    "objective,strategy,words",
+    [("replace-mlm", "ddp", False), ("all-tokens-mlm", "fsdp", False), ("electra-15", "ddp", True)],
 )
-def test_the_papers_comparison_objectives_split_over_processes_and_micro_batches_exactly(
-    tiny_data, tmp_path, objective, strategy
+def test_other_objectives_and_whole_words_split_over_processes_and_micro_batches_exactly(
+    tiny_data, tmp_path, objective, strategy, words
 ):
     """Their losses divide by the whole step's counts, so any split of the batch adds up to it."""
-    _pretrain(tiny_data, tmp_path / "one", 1, "--max-steps", "3", "--objective", objective)
-    _pretrain(tiny_data, tmp_path / "two", 2, "--max-steps", "3", "--objective", objective, "--strategy", strategy)
-    _pretrain(tiny_data, tmp_path / "micro", 1, "--max-steps", "3", "--objective", objective, "--micro-batches", "4")
+    flags = ["--max-steps", "3", "--objective", objective, *(["--whole-word-masking"] if words else [])]
+    _pretrain(tiny_data, tmp_path / "one", 1, *flags)
+    _pretrain(tiny_data, tmp_path / "two", 2, *flags, "--strategy", strategy)
+    _pretrain(tiny_data, tmp_path / "micro", 1, *flags, "--micro-batches", "4")
     one = _weights(list_checkpoints(tmp_path / "one")[-1])
     for other in ("two", "micro"):
         assert _max_diff(one, _weights(list_checkpoints(tmp_path / other)[-1])) < 1e-6, other

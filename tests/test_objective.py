@@ -9,11 +9,13 @@ import torch
 from electra.config import tiny
 from electra.model import Electra
 from electra.objective import (
+    CONTINUES,
     Masked,
     ObjectiveConfig,
     _generator_metrics,
     copy_mlm_loss,
     electra_loss,
+    loss_counts,
     mask_tokens,
     masked_lm_loss,
     mlm_loss,
@@ -86,6 +88,56 @@ def test_masks_do_not_depend_on_how_the_batch_is_sliced():
     half = mask_tokens(ids[32:], mask[32:], SPECIAL, rows[32:], seed=5, mask_id=MASK)
     assert torch.equal(whole.input_ids[32:], half.input_ids)
     assert torch.equal(whole.positions[32:], half.positions)
+
+
+KINDS = SPECIAL.to(torch.int8)  # as electra.pretrain.token_kinds builds it: specials 1, word pieces 2
+KINDS[60:] = CONTINUES  # ids 60-99 are "##" pieces
+
+
+def _words(ids, mask):
+    """Each row's words as lists of positions: a token that may start a word, then the pieces after it."""
+    out = []
+    for row, m in zip(ids.tolist(), mask.tolist(), strict=True):
+        words = []
+        for t, (tok, real) in enumerate(zip(row, m, strict=True)):
+            if not real or tok in (PAD, CLS, SEP, MASK):
+                continue
+            if tok >= 60 and words and words[-1][-1] == t - 1:
+                words[-1].append(t)
+            else:
+                words.append([t])
+        out.append(words)
+    return out
+
+
+def test_whole_word_masking_chooses_every_piece_of_a_word_or_none():
+    ids, mask = _rows(B=64, T=40)
+    rows = torch.arange(64)
+    m = mask_tokens(ids, mask, KINDS, rows, seed=4, mask_id=MASK, whole_word=True)
+    k = (mask.sum(1).float() * 0.15).round().clamp(1, 6).long()
+    chosen_fraction = []
+    for b, words in enumerate(_words(ids, mask)):
+        chosen = set(m.positions[b][m.weights[b].bool()].tolist())
+        assert len(chosen) == int(m.weights[b].sum())  # no position twice
+        for word in words:
+            assert set(word) <= chosen or not set(word) & chosen, (b, word)  # all of it or none
+        covered = {t for w in words for t in w}
+        assert chosen <= covered  # never a special or padding
+        assert len(chosen) <= k[b]
+        chosen_fraction.append(len(chosen) / k[b].item())
+        assert torch.equal(m.targets[b], ids[b, m.positions[b]])
+        shown = m.input_ids[b, sorted(chosen)]
+        assert all(x == MASK or x == ids[b, t] for x, t in zip(shown.tolist(), sorted(chosen), strict=True))
+    assert sum(chosen_fraction) / len(chosen_fraction) > 0.75  # words fill most of each row's budget
+    # the denominators a split step divides by count exactly these positions
+    counts = loss_counts(ids, mask, KINDS, 0.15, rows, 4, whole_word=True)
+    assert counts.tolist() == [m.weights.sum().item(), mask.sum().item()]
+    # a pure function of (seed, row): half a batch chooses what the whole batch chose for those rows
+    half = mask_tokens(ids[32:], mask[32:], KINDS, rows[32:], seed=4, mask_id=MASK, whole_word=True)
+    assert torch.equal(half.positions[half.weights.bool()], m.positions[32:][m.weights[32:].bool()])
+    # without word pieces every word is one token, and each row gets exactly its round(p * n)
+    single = mask_tokens(ids, mask, SPECIAL.to(torch.int8), rows, seed=4, mask_id=MASK, whole_word=True)
+    assert torch.equal(single.weights.sum(1), mask_tokens(ids, mask, SPECIAL, rows, 4, MASK).weights.sum(1))
 
 
 def test_bert_masking_is_80_10_10():
@@ -306,8 +358,12 @@ def test_objective_config_checks_values():
         ObjectiveConfig(mask_prob=1.5)
 
 
-@pytest.mark.parametrize("kind", ["electra", "electra-15", "replace-mlm", "all-tokens-mlm", "mlm"])
-def test_the_objective_compiles_to_one_graph_that_a_new_seed_does_not_recompile(kind):
+@pytest.mark.parametrize(
+    "kind,words",
+    [("electra", False), ("electra", True), ("electra-15", False), ("replace-mlm", False), ("all-tokens-mlm", False)]
+    + [("mlm", False), ("mlm", True)],
+)
+def test_the_objective_compiles_to_one_graph_that_a_new_seed_does_not_recompile(kind, words):
     """What torch.compile and CUDA graphs rely on: no graph breaks, no host reads, seeds as tensors."""
     from torch._dynamo.testing import CompileCounter
 
@@ -316,9 +372,9 @@ def test_the_objective_compiles_to_one_graph_that_a_new_seed_does_not_recompile(
 
     torch.manual_seed(0)
     model = Electra(dataclasses.replace(tiny(vocab_size=100), discriminator_lm_head=kind in MAIN_LM_HEAD))
-    step = TrainStep(model.train(), OBJECTIVES[kind], ObjectiveConfig(kind=kind))
+    step = TrainStep(model.train(), OBJECTIVES[kind], ObjectiveConfig(kind=kind, whole_word=words))
     ids, mask = _rows(B=4, T=24)
-    args = (ids, torch.zeros_like(ids), mask, SPECIAL, torch.arange(4))
+    args = (ids, torch.zeros_like(ids), mask, KINDS if words else SPECIAL, torch.arange(4))
     counter = CompileCounter()
     compiled = torch.compile(step, backend=counter, fullgraph=True)  # fullgraph: a break is an error
     torch._dynamo.reset()

@@ -308,6 +308,34 @@ def test_electra_15_trains_and_exports_a_discriminator(tiny_data, tmp_path):
     assert "| objective | electra-15 |" in (tmp_path / "hf" / "README.md").read_text()
 
 
+def test_whole_word_masking_is_a_setting_of_the_run(tiny_data, tmp_path):
+    from electra.pretrain import _check_resume, token_kinds
+    from electra.tokenizer import load_tokenizer
+
+    manifest = json.loads((tiny_data / "manifest.json").read_text())
+    kinds = token_kinds(str(tiny_data), manifest, whole_word=True)
+    vocab = load_tokenizer(tiny_data).get_vocab()
+    assert kinds[vocab["##" + next(t[2:] for t in vocab if t.startswith("##"))]] == 2
+    assert kinds[vocab["[MASK]"]] == 1 and kinds[vocab["[CLS]"]] == 1 and (kinds == 2).sum() > 10
+
+    run(_cfg(tiny_data, tmp_path / "run", max_steps=3, whole_word_masking=True), quiet=True)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["objective"]["whole_word"] is True
+    from electra.card import checkpoint_card
+
+    assert "| masking | whole words |" in checkpoint_card(load_checkpoint(tmp_path / "run"), "discriminator", "x")
+    with pytest.raises(ValueError, match="objective.whole_word: checkpoint True, now False"):
+        run(_cfg(tiny_data, tmp_path / "run", max_steps=6), resume=True, quiet=True)
+    again = PretrainConfig.from_file(tmp_path / "run" / "config.json", max_steps=6)  # the run's file keeps it
+    assert again.whole_word_masking is True
+    run(again, resume=True, quiet=True)
+    # a run saved before the setting existed resumes as token masking
+    older = {"objective": {"kind": "electra", "mask_prob": 0.15, "rtd_weight": 50.0, "temperature": 1.0}}
+    _check_resume(older, {"objective": {**older["objective"], "whole_word": False}})
+    with pytest.raises(ValueError, match="whole_word"):
+        _check_resume(older, {"objective": {**older["objective"], "whole_word": True}})
+
+
 def test_continue_pretraining_from_transformers_folders(tiny_data, tmp_path):
     from electra import hf
     from electra.config import tiny
