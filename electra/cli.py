@@ -377,11 +377,21 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    api_key = None
+    if args.api_key_file is not None:
+        try:
+            api_key = Path(args.api_key_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"cannot read the API key from {args.api_key_file}: {e}") from e
+        if not api_key:
+            raise UsageError(f"{args.api_key_file} is empty; write the API key into it (one line)")
     predictor = Predictor(*_model_settings(args))
-    server = make_server(predictor, args.host, args.port, args.batch_size)
+    server = make_server(predictor, args.host, args.port, args.batch_size, api_key)
     host, port = server.server_address[:2]
     print(
-        f"serving {predictor.folder} ({predictor.kind}) on http://{host}:{port}: POST /predict, GET /health", flush=True
+        f"serving {predictor.folder} ({predictor.kind}) on http://{host}:{port}: POST /predict, GET /health"
+        + (" (with the API key)" if api_key else ""),
+        flush=True,
     )
     try:
         server.serve_forever()
@@ -801,6 +811,11 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=8000, help="default 8000 (0: any free port)")
+    p.add_argument(
+        "--api-key-file",
+        help="answer only requests with the header 'Authorization: Bearer KEY', KEY being this file's one line "
+        "(a file, so that the key stays out of the process list and shell history)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(

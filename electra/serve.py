@@ -10,11 +10,13 @@
 Standard library only (http.server), HTTP/1.1: a client may keep its connection open for
 more requests. One thread runs the model; requests that arrive while it is busy wait and then
 share its next run (see `Batcher`), batched and length-sorted as in `electra predict`. Bad
-requests get status 400 and {"error": "what is wrong and what to send"}.
+requests get status 400 and {"error": "what is wrong and what to send"}. Given an API key,
+every request must carry `Authorization: Bearer KEY` (else 401).
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import queue
 import threading
@@ -150,8 +152,14 @@ class Server(ThreadingHTTPServer):
         self.batcher.close()
 
 
-def make_server(predictor: Predictor, host: str = "127.0.0.1", port: int = 8000, batch_size: int = 64) -> Server:
-    """An HTTP server (not yet serving: call serve_forever) around a loaded Predictor."""
+def make_server(
+    predictor: Predictor, host: str = "127.0.0.1", port: int = 8000, batch_size: int = 64, api_key: str | None = None
+) -> Server:
+    """An HTTP server (not yet serving: call serve_forever) around a loaded Predictor; with
+    `api_key`, only requests that carry it as a bearer token are answered."""
+    if api_key is not None and not api_key:
+        raise ValueError("the API key is empty; give one with at least one character, or none")
+    expected = None if api_key is None else f"Bearer {api_key}".encode()
     batcher = Batcher(predictor, batch_size)
     info = {
         "model": str(predictor.folder),
@@ -167,9 +175,11 @@ def make_server(predictor: Predictor, host: str = "127.0.0.1", port: int = 8000,
         # for the client's delayed ACK before the body (56 ms a request in serve_throughput.py)
         disable_nagle_algorithm = True
 
-        def _reply(self, status: int, payload: dict, close: bool = False) -> None:
+        def _reply(self, status: int, payload: dict, close: bool = False, headers: dict | None = None) -> None:
             body = json.dumps(payload).encode()
             self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             if close:  # the request's body was not read: the connection cannot carry another request
@@ -178,13 +188,29 @@ def make_server(predictor: Predictor, host: str = "127.0.0.1", port: int = 8000,
             self.end_headers()
             self.wfile.write(body)
 
+        def _authorized(self, body_unread: bool) -> bool:
+            """Whether the request carries the key; answers 401 when it does not."""
+            if expected is None:
+                return True
+            given = self.headers.get("Authorization", "").encode()
+            if hmac.compare_digest(given, expected):  # in constant time: no timing hints about the key
+                return True
+            error = "wrong API key" if given else "send the server's API key as the header 'Authorization: Bearer KEY'"
+            challenge = {"WWW-Authenticate": 'Bearer realm="electra"'}
+            self._reply(HTTPStatus.UNAUTHORIZED, {"error": error}, close=body_unread, headers=challenge)
+            return False
+
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            if not self._authorized(body_unread=False):
+                return
             if self.path != "/health":
                 self._reply(HTTPStatus.NOT_FOUND, {"error": f"no {self.path}; use GET /health or POST /predict"})
                 return
             self._reply(HTTPStatus.OK, {**info, "served": {"inputs": batcher.inputs, "model_runs": batcher.runs}})
 
         def do_POST(self) -> None:  # noqa: N802
+            if not self._authorized(body_unread=True):
+                return
             if self.path != "/predict":
                 self._reply(HTTPStatus.NOT_FOUND, {"error": f"no {self.path}; use POST /predict"}, close=True)
                 return

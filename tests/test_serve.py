@@ -1,5 +1,6 @@
 """`electra serve`: HTTP answers equal `electra predict`'s, bad requests get a 400 that says why."""
 
+import http.client
 import json
 import signal
 import subprocess
@@ -32,10 +33,10 @@ def folders(tmp_path_factory, tokenizer, tokenizer_dir):
     return root
 
 
-def _call(url, body=None):
+def _call(url, body=None, headers=None):
     data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=60) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers or {}), timeout=60) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
@@ -45,8 +46,8 @@ def _call(url, body=None):
 def serving():
     servers = []
 
-    def start(predictor):
-        server = make_server(predictor, port=0, batch_size=3)
+    def start(predictor, api_key=None):
+        server = make_server(predictor, port=0, batch_size=3, api_key=api_key)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
         return f"http://127.0.0.1:{server.server_address[1]}"
@@ -112,6 +113,47 @@ def test_the_command_serves_until_interrupted(folders):
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130 and "electra serve: interrupted" in err
+
+
+def test_with_an_api_key_only_requests_that_carry_it_are_answered(folders, serving):
+    url = serving(Predictor(folders / "clf", device="cpu"), api_key="s3cret-key")
+    body = {"inputs": ["great fun"]}
+    status, reply = _call(f"{url}/predict", body)
+    assert status == 401 and "Authorization: Bearer KEY" in reply["error"]
+    assert _call(f"{url}/predict", body, {"Authorization": "Bearer s3cret-keY"}) == (401, {"error": "wrong API key"})
+    assert _call(f"{url}/health")[0] == 401
+    status, reply = _call(f"{url}/predict", body, {"Authorization": "Bearer s3cret-key"})
+    assert status == 200 and reply["outputs"][0]["label"] in ("NEGATIVE", "POSITIVE")
+    assert _call(f"{url}/health", headers={"Authorization": "Bearer s3cret-key"})[0] == 200
+    # a refused request's body is never read, so its connection closes rather than mis-reading the next request
+    conn = http.client.HTTPConnection(url.removeprefix("http://"), timeout=60)
+    conn.request("POST", "/predict", json.dumps(body))
+    refused = conn.getresponse()
+    assert refused.status == 401 and refused.getheader("WWW-Authenticate") == 'Bearer realm="electra"'
+    assert refused.getheader("Connection") == "close"
+    conn.close()
+    with pytest.raises(ValueError, match="the API key is empty"):
+        make_server(Predictor(folders / "clf", device="cpu"), port=0, api_key="")
+
+
+def test_the_command_reads_its_api_key_from_a_file(folders, tmp_path):
+    (tmp_path / "empty").write_text("\n")
+    cmd = [sys.executable, "-m", "electra", "serve", "--model", str(folders / "clf"), "--port", "0"]
+    result = subprocess.run([*cmd, "--api-key-file", str(tmp_path / "empty")], capture_output=True, text=True)
+    assert result.returncode == 2 and "is empty; write the API key into it" in result.stderr
+    result = subprocess.run([*cmd, "--api-key-file", str(tmp_path / "nope")], capture_output=True, text=True)
+    assert result.returncode == 2 and "cannot read the API key from" in result.stderr
+    (tmp_path / "key").write_text("k3y\n")
+    proc = subprocess.Popen([*cmd, "--api-key-file", str(tmp_path / "key")], stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.rstrip().endswith("(with the API key)"), line
+        url = "http://127.0.0.1:" + line.split("http://127.0.0.1:")[1].split(":")[0]
+        assert _call(f"{url}/health")[0] == 401
+        assert _call(f"{url}/health", headers={"Authorization": "Bearer k3y"})[0] == 200  # the line, stripped
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
 
 
 class Gated(Predictor):
@@ -210,8 +252,6 @@ def test_a_tagger_refuses_pairs_before_running():
 
 
 def test_a_client_keeps_its_connection_for_many_requests(folders, serving):
-    import http.client
-
     url = serving(Predictor(folders / "clf", device="cpu"))
     port = int(url.rsplit(":", 1)[1])
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
