@@ -229,6 +229,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         device=args.device,
         precision=args.precision,
         save_minutes=args.save_minutes,
+        data_parallel=args.data_parallel,
     )
     if args.task == "glue":
         summary = run_glue(cfg, quiet=args.quiet, overwrite=args.force)
@@ -732,6 +733,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="save a seed's progress this often (default 30): the same command after a stop continues it "
         "where it was, exactly",
+    )
+    p.add_argument(
+        "--data-parallel",
+        action="store_true",
+        help="under torchrun: all processes train each seed together (DDP, each a slice of every batch) "
+        "instead of sharing out the seeds; for fewer seeds than GPUs",
     )
     p.add_argument("--force", action="store_true", help="replace an output folder that holds files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -83,6 +83,7 @@ class FinetuneConfig:
     device: str = "auto"
     precision: str = "auto"  # as in pre-training: bf16 on CUDA (fp16, loss-scaled, before Ampere), fp32 on CPU
     save_minutes: float = 30.0  # a seed's progress is saved this often: a stopped run resumes mid-seed
+    data_parallel: bool = False  # under torchrun: every process trains every seed, on a slice of each batch
 
     def __post_init__(self) -> None:
         check_options(
@@ -362,12 +363,31 @@ def layer_scales(encoder: Encoder, decay: float) -> dict[str, float]:
     return scales
 
 
-def _loss(task: Task, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def _loss(task: Task, logits: torch.Tensor, labels: torch.Tensor, total: torch.Tensor | None = None) -> torch.Tensor:
+    """The batch's mean loss, or, given `total` (`_loss_terms` of a whole batch this one is a slice
+    of), this slice's sum over it: the slices' losses then add up to the whole batch's mean."""
+    reduction = "mean" if total is None else "sum"
     if task.kind == "regression":
-        return F.mse_loss(logits.squeeze(-1).float(), labels.float())
-    if task.kind == "span":  # (B, T, 2) against (B, 2): the mean of the start and end cross-entropies
-        return F.cross_entropy(logits.float().transpose(1, 2).flatten(0, 1), labels.flatten())
-    return F.cross_entropy(logits.flatten(0, -2).float(), labels.flatten(), ignore_index=-100)
+        loss = F.mse_loss(logits.squeeze(-1).float(), labels.float(), reduction=reduction)
+    elif task.kind == "span":  # (B, T, 2) against (B, 2): the mean of the start and end cross-entropies
+        loss = F.cross_entropy(logits.float().transpose(1, 2).flatten(0, 1), labels.flatten(), reduction=reduction)
+    else:
+        loss = F.cross_entropy(logits.flatten(0, -2).float(), labels.flatten(), ignore_index=-100, reduction=reduction)
+    return loss if total is None else loss / total
+
+
+def _loss_terms(task: Task, labels: torch.Tensor) -> torch.Tensor:
+    """How many terms `_loss` averages over: rows (span: their starts and ends), or labelled words."""
+    if task.kind == "tagging":
+        return (labels != -100).sum().clamp(min=1)
+    return torch.tensor(labels.numel())
+
+
+def _dropout_seed(seed: int, rank: int, step: int) -> int:
+    """Data-parallel fine-tuning reseeds every step: each process draws its own dropout masks (the
+    same seed would repeat one process's masks on another's rows), and a resumed seed draws the
+    same ones as an uninterrupted run, with no random state to save per process."""
+    return (seed * 1_000_003 + rank) * 1_000_003 + step
 
 
 @torch.no_grad()
@@ -463,15 +483,26 @@ def train_one(
     used: dict,
     store: Path | None = None,
     key: dict | None = None,
+    dist: parallel.Dist | None = None,
 ) -> tuple[dict, dict, list[dict]]:
     """One seed: the dev metrics after the last epoch (as the paper reports them), its weights,
     and the dev metrics of every epoch (shown, never used to pick a model: that would tune on dev).
 
     With a seed `store` (and the settings `key`), its progress (weights, optimizer, random
     state, step, the epochs' metrics) is saved there every `cfg.save_minutes`; a seed stopped
-    part-way continues from there, exactly as if it had not stopped."""
+    part-way continues from there, exactly as if it had not stopped.
+
+    With `dist` (a process group of several), the processes train the seed together (DDP): each
+    takes every N-th row of each batch, and the gradients add up to the whole batch's. Only the
+    first process saves progress."""
+    dist = dist or parallel.Dist()
     torch.manual_seed(seed)
     model = task_model(task, encoder.cfg, labels, copy.deepcopy(encoder)).to(device).train()
+    forward = model
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     lr, epochs = used["lr"], used["epochs"]  # from `settings`
     scales = layer_scales(encoder, used["layer_decay"])
     optimizer = adamw(model, lr, cfg.weight_decay, lr_scale=scales, fused=device.type == "cuda")
@@ -495,7 +526,7 @@ def train_one(
 
     def save_progress() -> None:
         nonlocal saved_at
-        if store is not None and step < total and time.monotonic() - saved_at >= 60 * cfg.save_minutes:
+        if dist.main and store is not None and step < total and time.monotonic() - saved_at >= 60 * cfg.save_minutes:
             _save_progress(store, seed, key, step, history, model, optimizer, scaler, device)
             saved_at = time.monotonic()
 
@@ -505,9 +536,19 @@ def train_one(
     for epoch in range(step // per_epoch, epochs):
         for _, ids, types, mask, y in batches(train, cfg.batch_size, seed * 1000 + epoch, skip=step % per_epoch):
             set_lr(optimizer, lr, lr_factor(step, warmup, total))
+            if dist.enabled:  # this process's rows; DDP averages the processes' gradients, so N x
+                torch.manual_seed(_dropout_seed(seed, dist.rank, step))
+                total_terms, rows = _loss_terms(task, y).to(device), slice(dist.rank, None, dist.world_size)
+                weight = float(dist.world_size)
+                if len(y) <= dist.rank:  # a last batch smaller than N: a zero-weight row keeps DDP in step
+                    rows, weight = slice(0, 1), 0.0
+                ids, types, mask, y = ids[rows], types[rows], mask[rows], y[rows]
             with autocast(device, cfg.precision):
-                logits = model(ids.to(device), types.to(device), mask.to(device))
-            loss = _loss(task, logits, y.to(device))
+                logits = forward(ids.to(device), types.to(device), mask.to(device))
+            if dist.enabled:
+                loss = _loss(task, logits, y.to(device), total_terms) * weight
+            else:
+                loss = _loss(task, logits, y.to(device))
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -593,21 +634,35 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
             + (f"{qa.QUESTION_TOKENS} question tokens" if task.kind == "span" else f"{max_length} tokens"),
             file=sys.stderr,
         )
-    d = parallel.from_env()  # under torchrun, each process trains its share of the seeds
-    quiet = quiet or not d.main  # one progress display
-    device = parallel.process_device(cfg.device, d)
-    allow_tf32(device)  # as in pre-training
-
     store, key = seed_store(out), {**_comparable(asdict(cfg)), "task": cfg.task, "seeds": None}
     seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
-    for seed in seeds[d.rank :: d.world_size]:
-        if _kept_seed(store, seed, key) is None:
+    together = cfg.data_parallel  # every process trains every seed (DDP), or (torchrun) each its share alone
+    if together:
+        d, device = parallel.init(cfg.device)
+    else:
+        d = parallel.from_env()
+        device = parallel.process_device(cfg.device, d)
+    try:
+        quiet = quiet or not d.main  # one progress display
+        allow_tf32(device)  # as in pre-training
+        for seed in seeds if together else seeds[d.rank :: d.world_size]:
+            if _kept_seed(store, seed, key, quiet) is not None:
+                if not quiet:
+                    print(
+                        f"{task.name} seed {seed}: finished by an earlier run with these settings; kept",
+                        file=sys.stderr,
+                    )
+                continue
             final, state, history = train_one(
-                cfg, task, encoder, labels, train, devs, seed, device, quiet, used, store, key
+                cfg, task, encoder, labels, train, devs, seed, device, quiet, used, store, key, d if together else None
             )
-            _keep_seed(store, seed, key, final, state, history)
-        elif not quiet:
-            print(f"{task.name} seed {seed}: finished by an earlier run with these settings; kept", file=sys.stderr)
+            if d.main or not together:
+                _keep_seed(store, seed, key, final, state, history)
+            if together:
+                parallel.barrier(d)  # every process sees this seed kept before the next one's check
+    finally:
+        if together:
+            parallel.shutdown()
     if not d.main:
         return None  # the first process gathers every seed from the store and writes OUT
     runs = _wait_for_seeds(store, seeds, key, quiet)
