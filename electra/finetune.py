@@ -637,6 +637,7 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
     store, key = seed_store(out), {**_comparable(asdict(cfg)), "task": cfg.task, "seeds": None}
     seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
     together = cfg.data_parallel  # every process trains every seed (DDP), or (torchrun) each its share alone
+    owned = together and not torch.distributed.is_initialized()  # else the caller's group (run_glue's)
     if together:
         d, device = parallel.init(cfg.device)
     else:
@@ -661,7 +662,7 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
             if together:
                 parallel.barrier(d)  # every process sees this seed kept before the next one's check
     finally:
-        if together:
+        if owned:
             parallel.shutdown()
     if not d.main:
         return None  # the first process gathers every seed from the store and writes OUT
@@ -870,6 +871,18 @@ def run_glue(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) 
     wanted = _comparable(asdict(cfg))
     summary: dict = {"model": cfg.model, "data": cfg.data, "tasks": {}}
     done = {} if overwrite else {t: r for t in tasks if (r := _finished(out / t, wanted))}  # checked before any work
+    if cfg.data_parallel:  # one process group for all the tasks
+        parallel.init(cfg.device)
+    try:
+        _glue_tasks(cfg, tasks, done, summary, quiet)
+    finally:
+        if cfg.data_parallel:
+            parallel.shutdown()
+    return summary if parallel.from_env().main else None
+
+
+def _glue_tasks(cfg: FinetuneConfig, tasks: list[str], done: dict, summary: dict, quiet: bool) -> None:
+    out = Path(cfg.out)
     for i, name in enumerate(tasks, 1):
         results = done.get(name)
         if results is None:
@@ -891,7 +904,6 @@ def run_glue(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) 
         summary["score"] = 100 * statistics.mean(scores)
         summary["complete"] = set(summary["tasks"]) == set(GLUE_SCORE_TASKS)
         publish_file(out / "glue.json", json.dumps(summary, indent=2) + "\n")  # after every task: progress survives
-    return summary if parallel.from_env().main else None
 
 
 def _comparable(config: dict) -> dict:
