@@ -91,7 +91,7 @@ def _choose_words(
     every piece of a chosen word in order, and which slots are used. Each word draws one hash;
     ties break by word index, so the order is a pure function of (seed, row) like the token case.
     """
-    B, T = input_ids.shape
+    T = input_ids.shape[1]
     candidate = _candidates(input_ids, attention_mask, special)
     after_candidate = F.pad(candidate[:, :-1], (1, 0), value=False)
     starts = candidate & ~((special[input_ids] == CONTINUES) & after_candidate)

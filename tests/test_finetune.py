@@ -944,3 +944,28 @@ def test_glue_through_datasets_matches_the_tsv_labels(sentiment_tokenizer_dir, t
     assert results["test_predictions"] == ["SST-2.tsv"]
     submitted = (tmp_path / "clf" / "SST-2.tsv").read_text().splitlines()
     assert submitted == ["index\tprediction", *(f"{100 + i}\t{c}" for i, c in enumerate(codes))]
+
+
+@pytest.mark.parametrize("kind", ["classification", "regression", "tagging", "span"])
+def test_slices_of_a_batch_add_up_to_its_mean_loss(kind):
+    """What data-parallel fine-tuning relies on: each process's slice, divided by the whole
+    batch's terms, sums to the single-process loss (tagging: a mean over labelled words)."""
+    from electra.finetune import _loss, _loss_terms
+    from electra.tasks import Task
+
+    g = torch.Generator().manual_seed(0)
+    task = Task("t", kind, ("accuracy",))
+    B, T = 7, 9
+    if kind == "classification":
+        logits, labels = torch.randn(B, 3, generator=g), torch.randint(0, 3, (B,), generator=g)
+    elif kind == "regression":
+        logits, labels = torch.randn(B, 1, generator=g), torch.rand(B, generator=g) * 5
+    elif kind == "tagging":  # rows with different numbers of labelled words
+        logits, labels = torch.randn(B, T, 4, generator=g), torch.randint(0, 4, (B, T), generator=g)
+        labels[torch.rand(B, T, generator=g) < 0.4] = -100
+    else:
+        logits, labels = torch.randn(B, T, 2, generator=g), torch.randint(0, T, (B, 2), generator=g)
+    whole = _loss(task, logits, labels)
+    total = _loss_terms(task, labels)
+    parts = [_loss(task, logits[r::3], labels[r::3], total) for r in range(3)]
+    torch.testing.assert_close(sum(parts), whole)
