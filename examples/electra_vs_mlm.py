@@ -144,7 +144,17 @@ def main() -> None:
         }
     (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     draw(work, results)
-    print(json.dumps(results, indent=2))
+    print(table(results))
+
+
+def table(results: dict) -> str:
+    """The runs as a markdown table: steps and tokens in the budget, median (min-max) dev scores."""
+    head = ["objective", "steps", "tokens"] + [f"{t} dev {m}, median (min-max)" for t, (_, m) in TASKS.items()]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for objective, r in results["runs"].items():
+        scores = [f"{s['median']:.4f} ({s['min']:.4f}-{s['max']:.4f})" for s in (r["scores"][t] for t in TASKS)]
+        lines.append(f"| {objective} | {r['steps']:,} | {r['tokens'] / 1e6:.1f}M | " + " | ".join(scores) + " |")
+    return "\n".join(lines)
 
 
 def draw(work: Path, results: dict) -> None:
