@@ -419,11 +419,16 @@ def _generator_metrics(logits: torch.Tensor, masked: Masked) -> dict[str, torch.
 
 def _copy_accuracy(logits, replaced_logits, shown, targets, attention_mask) -> torch.Tensor:
     """How often the copy mixture's most likely token is the original (ties count as right)."""
-    q = torch.softmax(logits.float(), dim=-1)
+    logits = logits.float()
+    lse = torch.logsumexp(logits, dim=-1)  # softmax values from reductions, never the (B, T, V) softmax
+
+    def q(tokens: torch.Tensor) -> torch.Tensor:
+        return (logits.gather(-1, tokens[..., None]).squeeze(-1) - lse).exp()
+
     keep = torch.sigmoid(-replaced_logits.float())
-    p_target = (1 - keep) * q.gather(-1, targets[..., None]).squeeze(-1) + keep * (shown == targets)
-    p_shown = (1 - keep) * q.gather(-1, shown[..., None]).squeeze(-1) + keep
-    best = torch.maximum((1 - keep) * q.amax(-1), p_shown)  # no other token beats the larger of these
+    p_target = (1 - keep) * q(targets) + keep * (shown == targets)
+    p_shown = (1 - keep) * q(shown) + keep
+    best = torch.maximum((1 - keep) * (logits.amax(-1) - lse).exp(), p_shown)  # no other token beats these
     real = attention_mask.bool()
     return ((p_target >= best) & real).sum().float() / real.sum().clamp(min=1)
 
