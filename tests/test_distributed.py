@@ -99,7 +99,7 @@ def test_gradient_accumulation_equals_the_whole_batch(tiny_data, single, tmp_pat
 
 @pytest.mark.parametrize(
     "objective,strategy,words",
-    [("replace-mlm", "ddp", False), ("all-tokens-mlm", "fsdp", False), ("electra-15", "ddp", True)],
+    [("electra-15", "ddp", True), ("all-tokens-mlm", "fsdp", False)],  # replace-mlm divides as the generator does
 )
 def test_other_objectives_and_whole_words_split_over_processes_and_micro_batches_exactly(
     tiny_data, tmp_path, objective, strategy, words

@@ -360,8 +360,7 @@ def test_objective_config_checks_values():
 
 @pytest.mark.parametrize(
     "kind,words",
-    [("electra", False), ("electra", True), ("electra-15", False), ("replace-mlm", False), ("all-tokens-mlm", False)]
-    + [("mlm", False), ("mlm", True)],
+    [("electra", False), ("electra-15", True), ("replace-mlm", False), ("all-tokens-mlm", False), ("mlm", False)],
 )
 def test_the_objective_compiles_to_one_graph_that_a_new_seed_does_not_recompile(kind, words):
     """What torch.compile and CUDA graphs rely on: no graph breaks, no host reads, seeds as tensors."""
