@@ -97,3 +97,16 @@ def test_serve_benchmark_compares_shared_runs_with_one_request_per_run(tmp_path)
     assert "identical labels: True" in result.stdout
     one = [line for line in result.stdout.splitlines() if line.startswith("| one per run |")]
     assert all(line.split("|")[6].strip() == "1.0" for line in one)  # --batch-size 1: a run per request
+
+
+def test_objective_cost_times_every_objective(tmp_path):
+    result = _run(
+        "benchmarks/objective_cost.py",
+        *("--batch", "2", "--seq", "16", "--vocab", "300", "--steps", "1", "--warmup", "0"),
+        *("--json", str(tmp_path / "cost.json")),
+    )
+    assert _table(result.stdout)[1:] == ["electra", "electra-15", "replace-mlm", "all-tokens-mlm", "mlm"]
+    rows = json.loads((tmp_path / "cost.json").read_text())
+    assert rows[0]["relative"] == 1.0 and all(r["ms"] > 0 for r in rows)
+    refused = _run("benchmarks/objective_cost.py", "--objectives", "electra,bert", check=False)
+    assert refused.returncode == 2 and "unknown objective(s) bert" in refused.stderr
