@@ -272,19 +272,16 @@ def test_mlm_baseline_trains_the_full_size_masked_lm_and_exports_it(tiny_data, t
 
 
 @pytest.mark.parametrize("objective", ["replace-mlm", "all-tokens-mlm"])
-def test_replace_and_all_tokens_mlm_export_their_main_network_as_a_masked_lm(tiny_data, tmp_path, objective):
+def test_replace_and_all_tokens_mlm_export_their_main_network_as_a_masked_lm(tiny_data, tmp_path, objective, capsys):
     transformers = pytest.importorskip("transformers")
+    from electra.cli import main
+
     logged = run(_cfg(tiny_data, tmp_path / "run", max_steps=3, objective=objective), quiet=True)
     assert {"gen_loss", "disc_loss", "disc_accuracy", "valid_disc_loss"} <= set(logged)
     model = load_checkpoint(tmp_path / "run").model.eval()  # the main network's head came back from the checkpoint
     assert model.discriminator_lm_head is not None and model.cfg.discriminator_lm_head
-    result = subprocess.run(
-        [sys.executable, "-m", "electra", "export", str(tmp_path / "run"), "--out", str(tmp_path / "hf")],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr
-    assert f"exported the {objective} network (ElectraForMaskedLM)" in result.stdout
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "hf")]) == 0
+    assert f"exported the {objective} network (ElectraForMaskedLM)" in capsys.readouterr().out
     assert f"| objective | {objective} |" in (tmp_path / "hf" / "README.md").read_text()
     theirs = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "hf").eval()
     assert theirs.config.hidden_size == model.cfg.discriminator.hidden_size  # the main network, not the generator
@@ -294,17 +291,14 @@ def test_replace_and_all_tokens_mlm_export_their_main_network_as_a_masked_lm(tin
         torch.testing.assert_close(theirs(input_ids=ids).logits, ours, rtol=1e-5, atol=1e-5)
 
 
-def test_electra_15_trains_and_exports_a_discriminator(tiny_data, tmp_path):
+def test_electra_15_trains_and_exports_a_discriminator(tiny_data, tmp_path, capsys):
+    from electra.cli import main
+
     logged = run(_cfg(tiny_data, tmp_path / "run", max_steps=3, objective="electra-15"), quiet=True)
     assert logged["replaced_fraction"] > 0.5  # of the masked positions it is scored on, not of all tokens
     assert load_checkpoint(tmp_path / "run").model.discriminator_lm_head is None
-    result = subprocess.run(
-        [sys.executable, "-m", "electra", "export", str(tmp_path / "run"), "--out", str(tmp_path / "hf")],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "exported discriminator (ElectraForPreTraining)" in result.stdout
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "hf")]) == 0
+    assert "exported discriminator (ElectraForPreTraining)" in capsys.readouterr().out
     assert "| objective | electra-15 |" in (tmp_path / "hf" / "README.md").read_text()
 
 

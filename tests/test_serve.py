@@ -136,13 +136,16 @@ def test_with_an_api_key_only_requests_that_carry_it_are_answered(folders, servi
         make_server(Predictor(folders / "clf", device="cpu"), port=0, api_key="")
 
 
-def test_the_command_reads_its_api_key_from_a_file(folders, tmp_path):
+def test_the_command_reads_its_api_key_from_a_file(folders, tmp_path, capsys):
+    from electra.cli import main
+
     (tmp_path / "empty").write_text("\n")
-    cmd = [sys.executable, "-m", "electra", "serve", "--model", str(folders / "clf"), "--port", "0"]
-    result = subprocess.run([*cmd, "--api-key-file", str(tmp_path / "empty")], capture_output=True, text=True)
-    assert result.returncode == 2 and "is empty; write the API key into it" in result.stderr
-    result = subprocess.run([*cmd, "--api-key-file", str(tmp_path / "nope")], capture_output=True, text=True)
-    assert result.returncode == 2 and "cannot read the API key from" in result.stderr
+    args = ["serve", "--model", str(folders / "clf"), "--port", "0", "--api-key-file"]
+    assert main([*args, str(tmp_path / "empty")]) == 2
+    assert "is empty; write the API key into it" in capsys.readouterr().err
+    assert main([*args, str(tmp_path / "nope")]) == 2
+    assert "cannot read the API key from" in capsys.readouterr().err
+    cmd = [sys.executable, "-m", "electra", *args[:-1]]
     (tmp_path / "key").write_text("k3y\n")
     proc = subprocess.Popen([*cmd, "--api-key-file", str(tmp_path / "key")], stdout=subprocess.PIPE, text=True)
     try:
