@@ -23,6 +23,7 @@ from electra.tokenizer import load_tokenizer, save_tokenizer
 HF_ARCHITECTURES = {
     "discriminator": "ElectraForPreTraining",
     "generator": "ElectraForMaskedLM",
+    "discriminator_lm": "ElectraForMaskedLM",  # the discriminator network with a masked-LM head (Replace MLM ...)
     "sequence": "ElectraForSequenceClassification",
     "token": "ElectraForTokenClassification",
     "span": "ElectraForQuestionAnswering",
@@ -67,10 +68,21 @@ def _pairs(*items: tuple[str, str]) -> list[tuple[str, list[str]]]:
     return [(f"{o}.{p}", [f"{h}.{p}"]) for o, h in items for p in ("weight", "bias")]
 
 
+def _masked_lm_keys(network: str, head: str, cfg: EncoderConfig) -> list[tuple[str, list[str]]]:
+    """One of `Electra`'s networks and a `GeneratorHead` as an ElectraForMaskedLM."""
+    return (
+        _embedding_keys("embeddings.", "electra.")
+        + _transformer_keys(f"{network}.", "electra.", cfg)
+        + _pairs((f"{head}.dense", "generator_predictions.dense"), (f"{head}.norm", "generator_predictions.LayerNorm"))
+        + [(f"{head}.bias", ["generator_lm_head.bias"])]
+    )
+
+
 def key_map(kind: str, cfg: EncoderConfig) -> list[tuple[str, list[str]]]:
     """Our state-dict keys and the transformers keys they become, for one export `kind`.
 
-    discriminator/generator: keys of `Electra` -> ElectraForPreTraining/ElectraForMaskedLM.
+    discriminator/generator: keys of `Electra` -> ElectraForPreTraining/ElectraForMaskedLM;
+    discriminator_lm: the discriminator with its masked-LM head (Replace MLM ...) -> ElectraForMaskedLM.
     encoder: keys of `Encoder` -> ElectraModel (under `electra.` as in every head model).
     sequence/token/span: keys of `SequenceClassifier`/`TokenClassifier`/`QuestionAnswerer` -> their
     transformers twins.
@@ -85,15 +97,9 @@ def key_map(kind: str, cfg: EncoderConfig) -> list[tuple[str, list[str]]]:
             )
         )
     if kind == "generator":
-        return (
-            _embedding_keys("embeddings.", "electra.")
-            + _transformer_keys("generator.", "electra.", cfg)
-            + _pairs(
-                ("generator_head.dense", "generator_predictions.dense"),
-                ("generator_head.norm", "generator_predictions.LayerNorm"),
-            )
-            + [("generator_head.bias", ["generator_lm_head.bias"])]
-        )
+        return _masked_lm_keys("generator", "generator_head", cfg)
+    if kind == "discriminator_lm":
+        return _masked_lm_keys("discriminator", "discriminator_lm_head", cfg)
     encoder = _embedding_keys("embeddings.", "electra.") + _transformer_keys("transformer.", "electra.", cfg)
     if kind == "encoder":
         return encoder
@@ -312,19 +318,12 @@ def export_discriminator_lm(
     network) as an `ElectraForMaskedLM` folder; the head's output layer is tied to the embeddings."""
     if model.discriminator_lm_head is None:
         raise ValueError("this model's discriminator has no masked-LM head; export it with export_discriminator")
-    renamed = {"discriminator.": "generator.", "discriminator_lm_head.": "generator_head."}
-    state = {"embeddings.word.weight": model.discriminator_word_embeddings().detach()}
-    for key, value in model.state_dict().items():
-        prefix = next((p for p in renamed if key.startswith(p)), None)
-        if prefix is not None:
-            state[renamed[prefix] + key[len(prefix) :]] = value
-        elif key.startswith("embeddings.") and key not in state:
-            state[key] = value
+    state = {**model.state_dict(), "embeddings.word.weight": model.discriminator_word_embeddings().detach()}
     cfg = model.cfg.discriminator
     return _write(
         folder,
-        to_hf_state(state, "generator", cfg),
-        to_hf_config(cfg, "generator"),
+        to_hf_state(state, "discriminator_lm", cfg),
+        to_hf_config(cfg, "discriminator_lm"),
         tokenizer_dir,
         overwrite,
         extra_files,
