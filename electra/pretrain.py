@@ -162,9 +162,7 @@ class PretrainConfig:
         if "data_sha256" in values:  # a run's RUN/config.json: its settings, minus what a run derives
             values = {k: v for k, v in values.items() if k not in ("data_sha256", "model")}
             if isinstance(values.get("objective"), dict):
-                objective = values["objective"]
-                values["objective"] = objective["kind"]
-                values["whole_word_masking"] = objective.get("whole_word", False)
+                values["objective"] = values["objective"]["kind"]
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
