@@ -164,6 +164,11 @@ class DiscriminatorHead(nn.Module):
         return self.out(F.gelu(self.dense(h))).squeeze(-1)  # (B, T)
 
 
+def _at(h: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
+    """Hidden states h (B, T, H) at `positions` (B, k): (B, k, H); all of them without positions."""
+    return h if positions is None else torch.gather(h, 1, positions[:, :, None].expand(-1, -1, h.shape[-1]))
+
+
 class Electra(nn.Module):
     """Generator and discriminator with shared embeddings (word, position, type, LayerNorm)."""
 
@@ -194,9 +199,7 @@ class Electra(nn.Module):
     ) -> torch.Tensor:
         """MLM logits (B, k, V) at `positions` (B, k) only, or (B, T, V) at every position."""
         h = self.generator(self.embeddings(input_ids, token_type_ids), attention_mask)  # (B, T, Hg)
-        if positions is not None:
-            h = torch.gather(h, 1, positions[:, :, None].expand(-1, -1, h.shape[-1]))  # (B, k, Hg)
-        return self.generator_head(h, self.embeddings.word.weight)
+        return self.generator_head(_at(h, positions), self.embeddings.word.weight)
 
     def discriminator_hidden(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
         """The discriminator's last hidden states, (B, T, H)."""
@@ -214,9 +217,7 @@ class Electra(nn.Module):
             raise ValueError(
                 "this model has no masked-LM head on its discriminator (ModelConfig.discriminator_lm_head)"
             )
-        if positions is not None:
-            h = torch.gather(h, 1, positions[:, :, None].expand(-1, -1, h.shape[-1]))
-        return self.discriminator_lm_head(h, self.discriminator_word_embeddings())
+        return self.discriminator_lm_head(_at(h, positions), self.discriminator_word_embeddings())
 
     def encoder(self, part: str = "discriminator") -> Encoder:
         """A standalone copy of one network with its embeddings, for fine-tuning."""
