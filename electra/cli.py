@@ -186,6 +186,7 @@ _PRETRAIN_FLAGS = (
     "precision",
     "compile",
     "compile_mode",
+    "compile_backend",
     "cuda_graph",
     "tensorboard",
 )
@@ -646,6 +647,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["default", "max-autotune"],
         help="max-autotune: inductor times GEMM templates and kernel configs for this GPU and shape "
         "(implies --compile; compiling takes minutes instead of about one)",
+    )
+    r.add_argument(
+        "--compile-backend",
+        choices=["inductor", "aot_eager", "eager"],
+        help="torch.compile's backend (implies --compile): inductor (default) generates fused kernels; "
+        "aot_eager traces and partitions the step the same way but runs PyTorch's own kernels: it "
+        "compiles in seconds and tells a graph-capture problem from a kernel one; eager: capture only",
     )
     r.add_argument(
         "--cuda-graph",

@@ -68,6 +68,9 @@ EVAL_BATCH = 32
 
 # torch.compile modes: inductor's own CUDA graphs stay off, `Update` captures the whole update itself
 COMPILE_MODES = {"default": None, "max-autotune": "max-autotune-no-cudagraphs"}
+# inductor generates kernels; aot_eager traces and partitions the step as inductor would, then runs
+# ATen's own kernels (quick to compile: tells a capture problem from a kernel one); eager: capture only
+COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")
 
 
 class TrainingDiverged(RuntimeError):
@@ -108,6 +111,7 @@ class PretrainConfig:
     precision: str = "auto"  # bf16 autocast on CUDA (fp16 with loss scaling before Ampere), fp32 on CPU
     compile: bool | None = None  # torch.compile the step; default: on CUDA in a single process
     compile_mode: str = "default"  # or max-autotune: inductor benchmarks GEMM and kernel configs (longer compile)
+    compile_backend: str = "inductor"  # or aot_eager, eager: torch.compile's backend
     cuda_graph: str = "auto"  # capture the whole update as a CUDA graph: auto (CUDA, one process), on, off
     tensorboard: bool = False
     init_discriminator: str | None = None  # continue pre-training a released model (HF folders)
@@ -127,8 +131,15 @@ class PretrainConfig:
             )
         if self.compile_mode not in COMPILE_MODES:
             raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
-        if self.compile is False and self.compile_mode != "default":
-            raise ValueError(f"compile_mode {self.compile_mode!r} needs compiling; drop --no-compile")
+        if self.compile_backend not in COMPILE_BACKENDS:
+            raise ValueError(
+                f"compile_backend must be one of {', '.join(COMPILE_BACKENDS)}, got {self.compile_backend!r}"
+            )
+        for name, default in (("compile_mode", "default"), ("compile_backend", "inductor")):
+            if self.compile is False and getattr(self, name) != default:
+                raise ValueError(f"{name} {getattr(self, name)!r} needs compiling; drop --no-compile")
+        if self.compile_backend != "inductor" and self.compile_mode != "default":
+            raise ValueError(f"compile_mode {self.compile_mode!r} is inductor's; drop --compile-backend")
         if self.precision not in parallel.PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(parallel.PRECISIONS)}, got {self.precision!r}")
         if self.cuda_graph not in ("auto", "on", "off"):
@@ -401,10 +412,11 @@ def _run(
     step_module = parallel.TrainStep(model, OBJECTIVES[ocfg.kind], ocfg)
     train_step = eval_step = parallel.wrap(step_module, d, cfg.strategy, device)
     # validation stays eager: a few batches now and then are not worth a second compile
-    auto = cfg.compile_mode != "default" or (device.type == "cuda" and not d.enabled)
-    if cfg.compile or (cfg.compile is None and auto):
-        train_step = torch.compile(train_step, mode=COMPILE_MODES[cfg.compile_mode])
+    chosen = cfg.compile_mode != "default" or cfg.compile_backend != "inductor"
+    if cfg.compile or (cfg.compile is None and (chosen or (device.type == "cuda" and not d.enabled))):
+        train_step = torch.compile(train_step, backend=cfg.compile_backend, mode=COMPILE_MODES[cfg.compile_mode])
         took = "several minutes (max-autotune)" if cfg.compile_mode == "max-autotune" else "about a minute"
+        took = took if cfg.compile_backend == "inductor" else "seconds"
         say(f"the first step compiles the training step: {took}, once; --no-compile skips it")
     # `model` stays unwrapped: saved keys never carry wrapper prefixes
 

@@ -1,3 +1,4 @@
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,28 @@ def tokenizer_dir(tmp_path_factory, tokenizer):
     folder = tmp_path_factory.mktemp("tokenizer")
     save_tokenizer(tokenizer, folder)
     return folder
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """`electra ARGS` run in this process (`input` its stdin): a CompletedProcess with its exit
+    status, stdout and stderr, as from a subprocess, without the seconds an interpreter takes to
+    import torch."""
+    import io
+
+    from electra.cli import main
+
+    def run(*args, input: str = ""):
+        monkeypatch.setattr("sys.stdin", io.StringIO(input))
+        capsys.readouterr()
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:  # argparse's usage errors
+            code = e.code if isinstance(e.code, int) else 1
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["electra", *args], code, out, err)
+
+    return run
 
 
 def perturb(module: torch.nn.Module, seed: int = 0, scale: float = 0.05) -> torch.nn.Module:

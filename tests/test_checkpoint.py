@@ -83,33 +83,33 @@ def test_cli_export_of_a_run_loads_in_transformers(tmp_path, tokenizer, tokenize
     assert json.loads((tmp_path / "disc" / "tokenizer_config.json").read_text())["do_lower_case"] is True
 
 
-def test_cli_export_refuses_bad_input_with_a_message(tmp_path):
-    result = _electra("export", str(tmp_path / "missing"), "--out", str(tmp_path / "x"))
+def test_cli_export_refuses_bad_input_with_a_message(tmp_path, cli):
+    result = cli("export", str(tmp_path / "missing"), "--out", str(tmp_path / "x"))
     assert result.returncode == 2
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
     save_checkpoint(tmp_path / "ckpt", Electra(tiny()))
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "file").write_text("x")
-    result = _electra("export", str(tmp_path / "ckpt"), "--out", str(tmp_path / "busy"))
+    result = cli("export", str(tmp_path / "ckpt"), "--out", str(tmp_path / "busy"))
     assert result.returncode == 2 and "--force" in result.stderr
     assert [p.name for p in (tmp_path / "busy").iterdir()] == ["file"]
     e = str(tmp_path / "e")
-    result = _electra("export", str(tmp_path / "ckpt"), "--out", e, "--generator-out", e + "/gen")
+    result = cli("export", str(tmp_path / "ckpt"), "--out", e, "--generator-out", e + "/gen")
     assert result.returncode == 2 and "two separate folders" in result.stderr
-    result = _electra("export", str(tmp_path / "ckpt"), "--out", e, "--generator-out", str(tmp_path / "busy"))
+    result = cli("export", str(tmp_path / "ckpt"), "--out", e, "--generator-out", str(tmp_path / "busy"))
     assert result.returncode == 2 and "--force" in result.stderr and not (tmp_path / "e").exists()  # checked first
-    result = _electra("export", str(tmp_path / "ckpt"), "--out", str(tmp_path), "--force")
+    result = cli("export", str(tmp_path / "ckpt"), "--out", str(tmp_path), "--force")
     assert result.returncode == 2 and "would replace that input" in result.stderr
     big = [*SPECIAL_TOKENS, *(f"w{i}" for i in range(200))]  # 205 tokens for a 100-entry embedding
     save_tokenizer(from_vocab(big), tmp_path / "big")
-    result = _electra("export", str(tmp_path / "ckpt"), "--out", e, "--tokenizer", str(tmp_path / "big"))
+    result = cli("export", str(tmp_path / "ckpt"), "--out", e, "--tokenizer", str(tmp_path / "big"))
     assert result.returncode == 2 and "205 tokens but the model's embeddings 100" in result.stderr
     assert not (tmp_path / "e").exists()
     assert (tmp_path / "ckpt" / "model.safetensors").exists()
 
 
-def test_cli_help_lists_the_public_subcommands():
-    result = _electra("--help")
+def test_cli_help_lists_the_public_subcommands(cli):
+    result = cli("--help")
     assert result.returncode == 0
     for name in (
         "prepare",

@@ -389,7 +389,7 @@ def test_a_seed_stopped_part_way_continues_from_its_saved_progress_exactly(
     assert "seed 0's progress in" in capsys.readouterr().err
 
 
-def test_pipeline_and_electra_predict_agree(sentiment_tokenizer_dir, tmp_path):
+def test_pipeline_and_electra_predict_agree(sentiment_tokenizer_dir, tmp_path, cli):
     transformers = pytest.importorskip("transformers")
     root = sentiment_tokenizer_dir
     run(
@@ -430,21 +430,24 @@ def test_pipeline_and_electra_predict_agree(sentiment_tokenizer_dir, tmp_path):
     for o, t in zip(ours, theirs, strict=True):
         assert o["label"] == t["label"]
         assert o["score"] == pytest.approx(t["score"], abs=1e-5)
-    predict_cli = [sys.executable, "-m", "electra", "predict", "--model", str(tmp_path / "clf")]
+    predict_cli = ["predict", "--model", str(tmp_path / "clf")]
     table = "review,other\n" + "".join(f"{t},x\n" for t in texts)
-    piped = subprocess.run([*predict_cli, "--format", "csv", "--text-field", "review"], input=table, **TEXT)
+    piped = cli(*predict_cli, "--format", "csv", "--text-field", "review", input=table)
     assert [json.loads(x)["label"] for x in piped.stdout.splitlines()] == [o["label"] for o in ours]
     for precision in ("bf16", "fp16"):  # autocast: the same labels, scores to about three digits
-        fast = subprocess.run([*predict_cli, "--precision", precision], input="\n".join(texts) + "\n", **TEXT)
+        fast = cli(*predict_cli, "--precision", precision, input="\n".join(texts) + "\n")
         fast = [json.loads(x) for x in fast.stdout.splitlines()]
         assert [f["label"] for f in fast] == [o["label"] for o in ours]
         assert [f["score"] for f in fast] == pytest.approx([o["score"] for o in ours], abs=2e-2)
         assert [f["score"] for f in fast] != [o["score"] for o in ours]  # it did run in lower precision
-    refused = subprocess.run([*predict_cli, "--text-field", "review"], input=table, **TEXT)
+    refused = cli(*predict_cli, "--text-field", "review", input=table)
     assert refused.returncode == 2 and "read as plain lines" in refused.stderr
     same = str(tmp_path / "in.txt")
-    refused = subprocess.run([*predict_cli, "--input", same, "--output", same], **TEXT)
+    refused = cli(*predict_cli, "--input", same, "--output", same)
     assert refused.returncode == 2 and "--output is the --input file" in refused.stderr
+    for length in (2, 129):
+        refused = cli(*predict_cli, "--max-length", length, input="hello\n")
+        assert refused.returncode == 2 and f"to the model's 128 positions, got {length}" in refused.stderr
 
     # chunked encoding: the same answers in input order, and input numbers count across chunks
     from electra.predict import predict
@@ -471,7 +474,7 @@ def test_pipeline_and_electra_predict_agree(sentiment_tokenizer_dir, tmp_path):
     # a bad record far into the input: nothing is written, neither the output nor a temporary file
     (tmp_path / "in.jsonl").write_text('{"text": "fine"}\n' * 3 + '{"other": 1}\n')
     out = tmp_path / "written" / "out.jsonl"
-    failed = subprocess.run([*predict_cli, "--input", str(tmp_path / "in.jsonl"), "--output", str(out)], **TEXT)
+    failed = cli(*predict_cli, "--input", tmp_path / "in.jsonl", "--output", out)
     assert failed.returncode == 2 and "in.jsonl:4 has no field 'text'" in failed.stderr
     assert "name the text field with --text-field" in failed.stderr  # predict has no --label-field
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
@@ -615,7 +618,7 @@ def test_mnli_labels_both_test_sets_and_glues_diagnostic(sentiment_tokenizer_dir
     assert list(glue_test(GLUE["mnli"], mnli)) == ["MNLI-m", "MNLI-mm"]
 
 
-def test_evaluate_scores_a_folder_as_finetune_scored_its_seed(sentiment_tokenizer_dir, tmp_path):
+def test_evaluate_scores_a_folder_as_finetune_scored_its_seed(sentiment_tokenizer_dir, tmp_path, cli):
     from electra.evaluate import run as evaluate_folder
 
     root = sentiment_tokenizer_dir
@@ -627,10 +630,10 @@ def test_evaluate_scores_a_folder_as_finetune_scored_its_seed(sentiment_tokenize
     assert got["metrics"] == {"dev": results["seeds"][0]["metrics"]["dev"]} and got["examples"] == {"dev": 60}
 
     out = tmp_path / "scores.json"
-    cmd = [sys.executable, "-m", "electra", "evaluate", "--model", str(tmp_path / "clf"), "--task", "csv"]
+    cmd = ["evaluate", "--model", str(tmp_path / "clf"), "--task", "csv"]
     listed = tmp_path / "predictions.jsonl"
     args = ["--data", str(tmp_path / "dev-only"), "--output", str(out), "--predictions", str(listed)]
-    result = subprocess.run([*cmd, *args], **TEXT)
+    result = cli(*cmd, *args)
     assert result.returncode == 0, result.stderr
     accuracy = results["seeds"][0]["metrics"]["dev"]["accuracy"]
     assert f"csv dev (60 examples): accuracy {accuracy:.4f}" in result.stdout
@@ -643,9 +646,9 @@ def test_evaluate_scores_a_folder_as_finetune_scored_its_seed(sentiment_tokenize
     # data labelled otherwise, a split it lacks, a head the task cannot use: refused with the reason
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "dev.csv").write_text("text,label\na good film,good\na bad film,bad\n")
-    result = subprocess.run([*cmd, "--data", str(tmp_path / "other")], **TEXT)
+    result = cli(*cmd, "--data", tmp_path / "other")
     assert result.returncode == 2 and "do not name the data's (bad, good)" in result.stderr
-    result = subprocess.run([*cmd, "--data", str(tmp_path / "dev-only"), "--split", "test"], **TEXT)
+    result = cli(*cmd, "--data", tmp_path / "dev-only", "--split", "test")
     assert result.returncode == 2 and "has no labelled 'test' split for csv; it has dev" in result.stderr
     with pytest.raises(ValueError, match="not a fine-tuned model \\(ElectraForQuestionAnswering\\)"):
         evaluate_folder(tmp_path / "clf", "squad", str(tmp_path / "dev-only"))
@@ -705,7 +708,7 @@ def test_token_classification_end_to_end(tokenizer_dir, pretrained, tmp_path):
     assert len(first["prediction"]) == len(rows) and set(first["prediction"]) <= {"O", "B-ASPECT", "I-ASPECT"}
 
 
-def test_predict_tags_entities_as_the_token_classification_pipeline_does(tokenizer, tokenizer_dir, tmp_path):
+def test_predict_tags_entities_as_the_token_classification_pipeline_does(tokenizer, tokenizer_dir, tmp_path, cli):
     transformers = pytest.importorskip("transformers")
     from electra.model import TokenClassifier
     from tests.conftest import perturb
@@ -725,8 +728,8 @@ def test_predict_tags_entities_as_the_token_classification_pipeline_does(tokeniz
     ]
     (tmp_path / "in.txt").write_text("\n".join(texts) + "\n")
     out = tmp_path / "out.jsonl"
-    cli = [sys.executable, "-m", "electra", "predict", "--model", str(tmp_path / "tagger"), "--batch-size", "3"]
-    result = subprocess.run([*cli, "--input", str(tmp_path / "in.txt"), "--output", str(out)], **TEXT)
+    tag = ["predict", "--model", str(tmp_path / "tagger"), "--batch-size", "3"]
+    result = cli(*tag, "--input", tmp_path / "in.txt", "--output", out)
     assert result.returncode == 0, result.stderr
     ours = [json.loads(line) for line in out.read_text().splitlines()]
     pipe = transformers.pipeline("token-classification", model=str(tmp_path / "tagger"), aggregation_strategy="first")
@@ -740,14 +743,12 @@ def test_predict_tags_entities_as_the_token_classification_pipeline_does(tokeniz
         assert [e["score"] for e in o["entities"]] == pytest.approx([float(e["score"]) for e in theirs], abs=1e-5)
         grouped += sum(" " in e["word"] for e in o["entities"])
     assert grouped >= 2 and sum(len(o["entities"]) for o in ours) >= 10  # the comparison covered real grouping
-    refused = subprocess.run(
-        [*cli, "--format", "tsv", "--text-field", "a", "--pair-field", "b"], input="a\tb\nx\ty\n", **TEXT
-    )
+    refused = cli(*tag, "--format", "tsv", "--text-field", "a", "--pair-field", "b", input="a\tb\nx\ty\n")
     assert refused.returncode == 2 and "tags single texts, not pairs" in refused.stderr
 
     # a text longer than the model's 128 positions: cut at them, or tagged whole in overlapping windows
     long = " ".join([texts[0], texts[2]] * 8)  # about 300 tokens
-    cut = subprocess.run(cli, input=long + "\n", **TEXT)
+    cut = cli(*tag, input=long + "\n")
     assert cut.returncode == 0 and "1 texts truncated (--stride tags them whole)" in cut.stderr
     assert json.loads(cut.stdout)["entities"][-1]["end"] < len(long) // 2
     from electra.predict import predict
@@ -764,7 +765,7 @@ def test_predict_tags_entities_as_the_token_classification_pipeline_does(tokeniz
         predict(tmp_path / "tagger", [("x", None)], stride=126)
 
 
-def test_bad_task_input_is_refused_with_a_message(sentiment_tokenizer_dir, tmp_path):
+def test_bad_task_input_is_refused_with_a_message(sentiment_tokenizer_dir, tmp_path, cli):
     root = sentiment_tokenizer_dir
     data = tmp_path / "d"
     data.mkdir()
@@ -779,24 +780,7 @@ def test_bad_task_input_is_refused_with_a_message(sentiment_tokenizer_dir, tmp_p
     (data / "dev.csv").write_text("text,stars\nan odd film,pos\n")
     with pytest.raises(TaskError, match="has no column 'label' .*; name the label column with --label-field"):
         run(cfg, quiet=True)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "electra",
-            "finetune",
-            "--model",
-            str(root / "model"),
-            "--task",
-            "sst2",
-            "--data",
-            str(data),
-            "--out",
-            str(tmp_path / "o"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    result = cli("finetune", "--model", root / "model", "--task", "sst2", "--data", data, "--out", tmp_path / "o")
     assert result.returncode == 2 and "has no train.tsv or dev.tsv for sst2" in result.stderr
     assert not (tmp_path / "o").exists()
     long_text = "text,label\n" + "good " * 300 + ",pos\nbad,neg\n"
@@ -824,12 +808,7 @@ def test_bad_task_input_is_refused_with_a_message(sentiment_tokenizer_dir, tmp_p
             ),
             quiet=True,
         )
-    result = subprocess.run(
-        [sys.executable, "-m", "electra", "predict", "--model", str(root / "model")],
-        input="hello\n",
-        capture_output=True,
-        text=True,
-    )
+    result = cli("predict", "--model", root / "model", input="hello\n")
     assert result.returncode == 2
     assert "not a fine-tuned model (ElectraForSequenceClassification, ElectraForTokenClassification" in result.stderr
 
@@ -858,13 +837,6 @@ def test_bad_task_input_is_refused_with_a_message(sentiment_tokenizer_dir, tmp_p
     (data / "train.jsonl").write_text('{"text": "a film", "label": 1.5}\n{"text": "b", "label": "inf"}\n')
     refused("train example 2 has score 'inf', not a finite number", out=str(tmp_path / "o"))
     assert not (tmp_path / "o").exists()
-    result = subprocess.run(
-        [sys.executable, "-m", "electra", "predict", "--model", str(root / "model"), "--max-length", "0"],
-        input="hello\n",
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 2
 
 
 def test_a_labelled_test_file_is_scored_beside_dev_and_an_unlabelled_one_is_not(sentiment_tokenizer_dir, tmp_path):

@@ -251,7 +251,7 @@ def test_documents_of_one_enormous_line_are_cut_and_kept(tmp_path):
     assert " ".join(items[:-1]).split() == words
 
 
-def test_parts_prepared_apart_merge_into_one_folder(tmp_path):
+def test_parts_prepared_apart_merge_into_one_folder(tmp_path, prep):
     src = _write_txt(tmp_path / "c.txt", DOCS * 10)
     prepare([src], tmp_path / "full", _cfg(), quiet=True)
     tok = tmp_path / "full"
@@ -276,9 +276,9 @@ def test_parts_prepared_apart_merge_into_one_folder(tmp_path):
     with pytest.raises(ValueError, match="merged is already a merged folder"):
         merge([tmp_path / "merged"], tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
-    r = _cli("--merge", str(tmp_path / "p0"), "--corpus", str(src), "--out", str(tmp_path / "bad"))
+    r = prep("--merge", str(tmp_path / "p0"), "--corpus", str(src), "--out", str(tmp_path / "bad"))
     assert r.returncode == 2 and "--merge combines prepared parts" in r.stderr
-    r = _cli("--merge", str(tmp_path / "p1"), "--out", str(tmp_path / "half"))
+    r = prep("--merge", str(tmp_path / "p1"), "--out", str(tmp_path / "half"))
     assert r.returncode == 0 and "warning: parts 0 of 2 were not merged" in r.stderr
 
 
@@ -320,10 +320,9 @@ def _zst(data: bytes) -> bytes:
     return pytest.importorskip("zstandard").ZstdCompressor().compress(data)
 
 
-def _cli(*args, **kw):
-    return subprocess.run(
-        [sys.executable, "-m", "electra", "prepare", "--quiet", *args], capture_output=True, text=True, **kw
-    )
+@pytest.fixture
+def prep(cli):
+    return lambda *args: cli("prepare", "--quiet", *args)
 
 
 @pytest.mark.parametrize(
@@ -339,10 +338,10 @@ def _cli(*args, **kw):
         (lambda d: (d / "c.txt.zst").write_bytes(b"not zstd" * 20), "c.txt.zst could not be read \\(ZstdError"),
     ],
 )
-def test_bad_corpora_are_refused_with_a_message(tmp_path, setup, message):
+def test_bad_corpora_are_refused_with_a_message(tmp_path, prep, setup, message):
     setup(tmp_path)
     target = tmp_path / "sub" if (tmp_path / "sub").exists() else next(tmp_path.iterdir())
-    result = _cli("--corpus", str(target), "--out", str(tmp_path / "out"), "--vocab-size", "100")
+    result = prep("--corpus", str(target), "--out", str(tmp_path / "out"), "--vocab-size", "100")
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     import re
@@ -352,52 +351,53 @@ def test_bad_corpora_are_refused_with_a_message(tmp_path, setup, message):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
 
 
-def test_missing_paths_tokenizers_without_specials_and_busy_outputs_are_refused(tmp_path):
+def test_missing_paths_tokenizers_without_specials_and_busy_outputs_are_refused(tmp_path, prep):
     src = _write_txt(tmp_path / "c.txt")
-    r = _cli("--corpus", str(tmp_path / "nope*.txt"), "--out", str(tmp_path / "o"))
+    r = prep("--corpus", str(tmp_path / "nope*.txt"), "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "no files match" in r.stderr
     (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\nhello\n")
-    r = _cli("--corpus", str(src), "--out", str(tmp_path / "o"), "--tokenizer", str(tmp_path / "vocab.txt"))
+    r = prep("--corpus", str(src), "--out", str(tmp_path / "o"), "--tokenizer", str(tmp_path / "vocab.txt"))
     assert r.returncode == 2 and "lacks the special tokens [CLS], [SEP], [MASK]" in r.stderr
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "mine.txt").write_text("keep")
-    r = _cli("--corpus", str(src), "--out", str(tmp_path / "busy"), "--vocab-size", "100")
+    r = prep("--corpus", str(src), "--out", str(tmp_path / "busy"), "--vocab-size", "100")
     assert r.returncode == 2 and "--force" in r.stderr
     assert [p.name for p in (tmp_path / "busy").iterdir()] == ["mine.txt"]
-    r = _cli("--corpus", str(src), "--out", str(tmp_path / "o"), "--seq-len", "4")
+    r = prep("--corpus", str(src), "--out", str(tmp_path / "o"), "--seq-len", "4")
     assert r.returncode == 2 and "seq_len 4 is out of range" in r.stderr
 
 
-def test_outputs_that_would_replace_their_inputs_or_zeros_for_defaults_are_refused(tmp_path):
+def test_outputs_that_would_replace_their_inputs_or_zeros_for_defaults_are_refused(tmp_path, prep, monkeypatch):
     books = tmp_path / "books"
     books.mkdir()
     _write_txt(books / "a.txt")
     for out in (books, tmp_path):  # the corpus folder itself, or a folder holding it
-        r = _cli("--corpus", str(books), "--out", str(out), "--force", "--vocab-size", "100")
+        r = prep("--corpus", str(books), "--out", str(out), "--force", "--vocab-size", "100")
         assert r.returncode == 2 and "would replace that input" in r.stderr, r.stderr
     links = tmp_path / "links"  # a corpus of symlinks: resolved, its files are elsewhere, yet it is the input
     links.mkdir()
     (links / "a.txt").symlink_to(books / "a.txt")
-    r = _cli("--corpus", str(links), "--out", str(links), "--force", "--vocab-size", "100")
+    r = prep("--corpus", str(links), "--out", str(links), "--force", "--vocab-size", "100")
     assert r.returncode == 2 and "would replace that input" in r.stderr, r.stderr
     assert (links / "a.txt").is_symlink()
     (links / "a.txt").unlink()
     links.rmdir()
     (tmp_path / "empty").mkdir()
-    r = _cli("--corpus", str(books), "--out", ".", "--vocab-size", "100", cwd=tmp_path / "empty")
+    monkeypatch.chdir(tmp_path / "empty")
+    r = prep("--corpus", str(books), "--out", ".", "--vocab-size", "100")
     assert r.returncode == 2 and "is the current folder" in r.stderr
     for flag, value, message in [
         ("--vocab-size", "0", "vocab-size must be a whole number of at least 1, got 0"),
         ("--num-parts", "0", "num-parts must be a whole number of at least 1, got 0"),
     ]:
-        r = _cli("--corpus", str(books), "--out", str(tmp_path / "o"), flag, value)
+        r = prep("--corpus", str(books), "--out", str(tmp_path / "o"), flag, value)
         assert r.returncode == 2 and message in r.stderr, r.stderr
     assert sorted(p.name for p in books.iterdir()) == ["a.txt"] and not (tmp_path / "o").exists()
-    r = _cli("--corpus", str(books), "--out", str(tmp_path / "o"), "--cased", "--tokenizer", str(books))
+    r = prep("--corpus", str(books), "--out", str(tmp_path / "o"), "--cased", "--tokenizer", str(books))
     assert r.returncode == 2 and "pass only one" in r.stderr
     _write_txt(tmp_path / "b.txt", ["Another book entirely. With its own words!"])
     two = ["--corpus", str(books), "--corpus", str(tmp_path / "b.txt")]
-    r = _cli(*two, "--out", str(tmp_path / "o"), "--vocab-size", "12")
+    r = prep(*two, "--out", str(tmp_path / "o"), "--vocab-size", "12")
     assert r.returncode == 0 and "read 2 files" in r.stdout  # repeated --corpus flags add up
     assert "of tokens are [UNK]; the vocabulary is too small" in r.stdout
     assert read_manifest(tmp_path / "o")["counts"]["tokens_unknown"] > 0

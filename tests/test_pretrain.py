@@ -168,10 +168,28 @@ def test_a_compiled_run_trains_exactly_like_an_eager_one(tiny_data, tmp_path):
     a, b = _weights(tmp_path / "eager"), _weights(tmp_path / "compiled")
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-6)
-    with pytest.raises(ValueError, match="needs compiling"):
-        PretrainConfig(data="d", out="o", compile=False, compile_mode="max-autotune")
-    with pytest.raises(ValueError, match="compile_mode must be one of default, max-autotune"):
-        PretrainConfig(data="d", out="o", compile_mode="fast")
+    for bad, message in [
+        (dict(compile=False, compile_mode="max-autotune"), "compile_mode 'max-autotune' needs compiling"),
+        (dict(compile=False, compile_backend="aot_eager"), "compile_backend 'aot_eager' needs compiling"),
+        (dict(compile_mode="fast"), "compile_mode must be one of default, max-autotune"),
+        (dict(compile_backend="tvm"), "compile_backend must be one of inductor, aot_eager, eager"),
+        (dict(compile_backend="eager", compile_mode="max-autotune"), "is inductor's; drop --compile-backend"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            PretrainConfig(data="d", out="o", **bad)
+
+
+def test_choosing_a_compile_backend_compiles_the_step(tiny_data, tmp_path):
+    """On CPU a single process runs eagerly by default; naming a backend turns compiling on."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    run(_cfg(tiny_data, tmp_path / "eager", max_steps=1), quiet=True)
+    assert counters["stats"]["unique_graphs"] == 0
+    run(_cfg(tiny_data, tmp_path / "traced", max_steps=1, compile_backend="eager"), quiet=True)
+    assert counters["stats"]["unique_graphs"] == 1
+    torch._dynamo.reset()
 
 
 def test_non_finite_steps_are_skipped_then_stop_with_the_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):
