@@ -2,8 +2,6 @@
 
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 
@@ -58,7 +56,7 @@ def test_run_metrics_takes_the_latest_lines_up_to_the_checkpoint(tmp_path):
     assert run_metrics(tmp_path / "elsewhere" / "step-00000030") == {}
 
 
-def test_exported_folders_carry_a_card_with_the_run(tmp_path, tokenizer, tokenizer_dir):
+def test_exported_folders_carry_a_card_with_the_run(tmp_path, tokenizer, tokenizer_dir, cli):
     model = Electra(tiny(vocab_size=tokenizer.get_vocab_size()))
     settings = {
         "batch_size": 16,
@@ -71,8 +69,7 @@ def test_exported_folders_carry_a_card_with_the_run(tmp_path, tokenizer, tokeniz
         json.dumps({"step": 5, "tokens": 12345, "valid_disc_accuracy": 0.875, "valid_gen_accuracy": 0.125}) + "\n"
     )
     out = [str(tmp_path / "disc"), str(tmp_path / "gen")]
-    cmd = [sys.executable, "-m", "electra", "export", str(tmp_path / "run"), "--out", out[0], "--generator-out", out[1]]
-    assert subprocess.run(cmd, capture_output=True, text=True).returncode == 0
+    assert cli("export", tmp_path / "run", "--out", out[0], "--generator-out", out[1]).returncode == 0
 
     disc = ModelCard.load(tmp_path / "disc" / "README.md")
     assert disc.data.to_dict() == {"library_name": "transformers", "tags": ["electra", "replaced-token-detection"]}

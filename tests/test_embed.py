@@ -1,8 +1,5 @@
 """`electra embed`: the vectors transformers' ElectraModel gives, pooled, in input order."""
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -55,29 +52,18 @@ def test_vectors_equal_transformers_pooled_hidden_states(folders, pooling):
     np.testing.assert_allclose(again, ours, atol=1e-6)
 
 
-def test_the_command_writes_unit_vectors_in_input_order_and_counts_cut_texts(folders, tmp_path):
+def test_the_command_writes_unit_vectors_in_input_order_and_counts_cut_texts(folders, tmp_path, cli):
     (tmp_path / "in.txt").write_text("\n".join(TEXTS) + "\n")
-    cmd = [
-        sys.executable,
-        "-m",
-        "electra",
-        "embed",
-        "--model",
-        str(folders / "disc"),
-        "--input",
-        str(tmp_path / "in.txt"),
-    ]
+    cmd = ["embed", "--model", folders / "disc", "--input", tmp_path / "in.txt"]
     out = tmp_path / "vectors.npy"
-    result = subprocess.run(
-        [*cmd, "--output", str(out), "--normalize", "--max-length", "8"], capture_output=True, text=True
-    )
+    result = cli(*cmd, "--output", out, "--normalize", "--max-length", "8")
     assert result.returncode == 0, result.stderr
     assert "4 vectors of 32" in result.stdout and "2 texts cut at 8 tokens" in result.stderr
     vectors = np.load(out)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-6)
     short, _ = Embedder(folders / "disc", device="cpu", normalize=True, max_length=8)([(t, None) for t in TEXTS])
     np.testing.assert_allclose(vectors, short, atol=1e-6)  # the file's rows are the texts, in order
-    refused = subprocess.run([*cmd, "--output", str(tmp_path / "vectors.txt")], capture_output=True, text=True)
+    refused = cli(*cmd, "--output", tmp_path / "vectors.txt")
     assert refused.returncode == 2 and "name the .npy file to write" in refused.stderr
     with pytest.raises(ValueError, match="pooling must be one of mean, cls"):
         Embedder(folders / "disc", device="cpu", pooling="max")

@@ -941,3 +941,13 @@ def test_slices_of_a_batch_add_up_to_its_mean_loss(kind):
     total = _loss_terms(task, labels)
     parts = [_loss(task, logits[r::3], labels[r::3], total) for r in range(3)]
     torch.testing.assert_close(sum(parts), whole)
+
+
+def test_data_parallel_dropout_is_a_function_of_seed_rank_and_step():
+    """Each process draws its own masks (one seed would repeat a process's masks on another's rows)
+    and a resumed seed draws the ones an uninterrupted run drew, with no random state saved."""
+    from electra.finetune import _dropout_seed
+
+    seeds = {_dropout_seed(seed, rank, step) for seed in range(3) for rank in range(4) for step in range(1000)}
+    assert len(seeds) == 3 * 4 * 1000
+    assert _dropout_seed(2, 1, 517) == _dropout_seed(2, 1, 517)

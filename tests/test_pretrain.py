@@ -274,16 +274,12 @@ def test_tensorboard_gets_the_logged_scalars(tiny_data, tmp_path):
     assert [s.value for s in scalars] == pytest.approx([m["loss"] for m in logged], rel=1e-6)
 
 
-def test_mlm_baseline_trains_the_full_size_masked_lm_and_exports_it(tiny_data, tmp_path):
+def test_mlm_baseline_trains_the_full_size_masked_lm_and_exports_it(tiny_data, tmp_path, cli):
     transformers = pytest.importorskip("transformers")
     run(_cfg(tiny_data, tmp_path / "run", max_steps=3, objective="mlm"), quiet=True)
     model = load_checkpoint(tmp_path / "run").model
     assert model.cfg.generator == model.cfg.discriminator
-    result = subprocess.run(
-        [sys.executable, "-m", "electra", "export", str(tmp_path / "run"), "--out", str(tmp_path / "hf")],
-        capture_output=True,
-        text=True,
-    )
+    result = cli("export", tmp_path / "run", "--out", tmp_path / "hf")
     assert result.returncode == 0, result.stderr
     mlm = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "hf")
     assert type(mlm).__name__ == "ElectraForMaskedLM" and mlm.config.hidden_size == 32
@@ -394,35 +390,17 @@ def test_continue_pretraining_from_transformers_folders(tiny_data, tmp_path):
         run(_cfg(tiny_data, tmp_path / "run", max_steps=3), resume=True, quiet=True)
 
 
-def test_config_file_and_flags(tiny_data, tmp_path):
+def test_config_file_and_flags(tiny_data, tmp_path, cli):
     (tmp_path / "c.json").write_text(
         json.dumps(
             {"data": str(tiny_data), "out": str(tmp_path / "run"), "preset": "tiny", "max_steps": 2, "batch_size": 8}
         )
     )
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "electra",
-            "pretrain",
-            "--config",
-            str(tmp_path / "c.json"),
-            "--max-steps",
-            "3",
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    result = cli("pretrain", "--config", tmp_path / "c.json", "--max-steps", "3", "--quiet")
     assert result.returncode == 0, result.stderr
     assert list_checkpoints(tmp_path / "run")[-1].name == "step-00000003"
     (tmp_path / "bad.json").write_text(json.dumps({"data": "x", "out": "y", "learning_rate": 1}))
-    result = subprocess.run(
-        [sys.executable, "-m", "electra", "pretrain", "--config", str(tmp_path / "bad.json")],
-        capture_output=True,
-        text=True,
-    )
+    result = cli("pretrain", "--config", tmp_path / "bad.json")
     assert result.returncode == 2 and "unknown options learning_rate" in result.stderr
     for values, message in [
         ({"preset": "tiny"}, "does not set data and out; set it there or pass --data"),
@@ -462,16 +440,12 @@ def test_out_of_range_options_are_refused_before_any_work(tiny_data, tmp_path, o
     assert not (tmp_path / "run").exists()
 
 
-def test_disentangled_embeddings_train_and_export(tiny_data, tmp_path):
+def test_disentangled_embeddings_train_and_export(tiny_data, tmp_path, cli):
     transformers = pytest.importorskip("transformers")
     run(_cfg(tiny_data, tmp_path / "run", max_steps=3, disentangled_embeddings=True), quiet=True)
     model = load_checkpoint(tmp_path / "run").model
     assert model.cfg.disentangled_embeddings and model.embedding_delta.abs().sum() > 0
-    result = subprocess.run(
-        [sys.executable, "-m", "electra", "export", str(tmp_path / "run"), "--out", str(tmp_path / "hf")],
-        capture_output=True,
-        text=True,
-    )
+    result = cli("export", tmp_path / "run", "--out", tmp_path / "hf")
     assert result.returncode == 0, result.stderr
     disc = transformers.ElectraForPreTraining.from_pretrained(tmp_path / "hf")
     torch.testing.assert_close(
@@ -482,31 +456,17 @@ def test_disentangled_embeddings_train_and_export(tiny_data, tmp_path):
     )
 
 
-def test_report_draws_a_png_of_one_or_several_runs(tiny_data, tmp_path):
+def test_report_draws_a_png_of_one_or_several_runs(tiny_data, tmp_path, cli):
     pytest.importorskip("matplotlib")
     run(_cfg(tiny_data, tmp_path / "a", max_steps=4), quiet=True)
     run(_cfg(tiny_data, tmp_path / "b", max_steps=4, objective="mlm"), quiet=True)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "electra",
-            "report",
-            str(tmp_path / "a"),
-            str(tmp_path / "b"),
-            "--out",
-            str(tmp_path / "both.png"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    result = cli("report", tmp_path / "a", tmp_path / "b", "--out", tmp_path / "both.png")
     assert result.returncode == 0, result.stderr
     png = (tmp_path / "both.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
-    result = subprocess.run([sys.executable, "-m", "electra", "report", str(tmp_path)], capture_output=True, text=True)
+    result = cli("report", tmp_path)
     assert result.returncode == 2 and "has no metrics.jsonl" in result.stderr
     (tmp_path / "figs").mkdir()
-    cmd = [sys.executable, "-m", "electra", "report", str(tmp_path / "a"), "--out", str(tmp_path / "figs")]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    result = cli("report", tmp_path / "a", "--out", tmp_path / "figs")
     assert result.returncode == 0 and f"wrote {tmp_path / 'figs' / 'report.png'}" in result.stdout
     assert [p.name for p in (tmp_path / "figs").iterdir()] == ["report.png"]

@@ -2,8 +2,6 @@
 
 import json
 import random
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -143,7 +141,7 @@ def test_the_best_span_wins_over_windows_and_no_answer_needs_a_better_score():
 
 
 @pytest.mark.parametrize("version", ["1.1", "2.0"])
-def test_squad_fine_tunes_end_to_end_and_transformers_loads_the_answerer(squad_model, tmp_path, version):
+def test_squad_fine_tunes_end_to_end_and_transformers_loads_the_answerer(squad_model, tmp_path, version, cli):
     transformers = pytest.importorskip("transformers")
     data = _squad(tmp_path / "data", version)
     task = "squad" if version == "1.1" else "squad_v2"
@@ -172,8 +170,8 @@ def test_squad_fine_tunes_end_to_end_and_transformers_loads_the_answerer(squad_m
     lines = "".join(json.dumps({"question": e.text, "context": e.pair}) + "\n" for e in dev)
     (tmp_path / "questions.jsonl").write_text(lines)
     out = tmp_path / "answers.jsonl"
-    cli = [sys.executable, "-m", "electra", "predict", "--model", str(tmp_path / "qa"), "--batch-size", "7"]
-    result = subprocess.run([*cli, "--input", str(tmp_path / "questions.jsonl"), "--output", str(out)], **TEXT)
+    ask = ["predict", "--model", tmp_path / "qa", "--batch-size", "7"]
+    result = cli(*ask, "--input", tmp_path / "questions.jsonl", "--output", out)
     assert result.returncode == 0, result.stderr
     answers = [json.loads(line) for line in out.read_text().splitlines()]
     assert [a["text"] for a in answers] == [[e.text, e.pair] for e in dev]
@@ -190,16 +188,16 @@ def test_squad_fine_tunes_end_to_end_and_transformers_loads_the_answerer(squad_m
     assert [r["answers"] for r in scored["records"]["dev"]] == golds
     written = json.loads((tmp_path / "qa" / "predictions.json").read_text())  # {question id: answer}
     assert list(written) == [f"dev-{k}" for k in range(60)] and list(written.values()) == [a["answer"] for a in answers]
-    refused = subprocess.run([*cli, "--stride", "500", "--format", "jsonl"], input=lines, **TEXT)
+    refused = cli(*ask, "--stride", "500", "--format", "jsonl", input=lines)
     assert refused.returncode == 2 and "the window stride must be 0 to 62 at max-length 128" in refused.stderr
     if version == "2.0":  # the official script's --na-prob-file: no answer exactly where it wins
         odds = json.loads((tmp_path / "qa" / "null_odds.json").read_text())
         assert list(odds) == list(written) and [m > 0 for m in odds.values()] == [a == "" for a in written.values()]
     if version == "2.0":  # a SQuAD 2.0 folder may answer nothing; --no-allow-no-answer always picks a span
         assert any(a["answer"] == "" for a in answers)
-        forced = subprocess.run([*cli, "--no-allow-no-answer"], input=lines.splitlines(True)[0] * 2, **TEXT)
+        forced = cli(*ask, "--no-allow-no-answer", input=lines.splitlines(True)[0] * 2)
         assert forced.returncode == 2 and "plain lines" in forced.stderr  # stdin is plain lines unless told
-        forced = subprocess.run([*cli, "--no-allow-no-answer", "--format", "jsonl"], input=lines, **TEXT)
+        forced = cli(*ask, "--no-allow-no-answer", "--format", "jsonl", input=lines)
         assert all(json.loads(line)["answer"] for line in forced.stdout.splitlines())
 
 

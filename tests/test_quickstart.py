@@ -74,10 +74,9 @@ def test_quickstart_runs_every_stage(tmp_path):
     assert again.returncode == 2 and "already holds files" in again.stderr
 
 
-def test_quickstart_checks_its_inputs_before_any_work(tmp_path):
+def test_quickstart_checks_its_inputs_before_any_work(tmp_path, cli):
     def quickstart(*args):
-        cmd = [sys.executable, "-m", "electra", "quickstart", "--out", str(tmp_path / "qs"), *args]
-        return subprocess.run(cmd, capture_output=True, text=True)
+        return cli("quickstart", "--out", tmp_path / "qs", *args)
 
     (tmp_path / "book.txt").write_text("A short book. It has two sentences.\n")
     (tmp_path / "nodev").mkdir()
