@@ -9,7 +9,8 @@
 #      aggressive_fusion on Small; --compile-mode max-autotune on Small (minutes of compiling);
 #      then while time is left:
 #      `electra pretrain` itself on prepared data (DATA=folder), a Small profile, autotuned Base,
-#      the eager variants, fine-tuning Base on SST-2 in fp32 and bf16 (SST2=folder)
+#      the eager variants, Base with activation checkpointing (memory against stage 3), fine-tuning
+#      Base on SST-2 in fp32 and bf16 (SST2=folder)
 # Results (tables, JSON, logs) go under $OUT (default ./gpu-results); the last thing printed is
 # benchmarks/gpu_summary.py's digest of all of them (also $OUT/summary.md). Each stage has its
 # own time limit and the whole suite a budget (BUDGET seconds, default 480): a stage that would
@@ -73,6 +74,8 @@ bench base-autotuned 300 --preset base --batch 32 --seq 512 --steps 20 --warmup 
     --variants ours-autotuned-graph
 bench small-eager 200 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 150 \
     --variants ours,ours-graph
+bench base-checkpointed 150 --preset base --batch 32 --seq 512 --steps 20 --warmup 5 --timeout 140 \
+    --variants ours-compiled-checkpointed
 if [[ -f "${SST2:-}/train.tsv" ]]; then
     stage finetune-base 120 "$py" benchmarks/finetune_throughput.py --preset base --examples 8192 --data "$SST2"
 fi

@@ -2,7 +2,8 @@
 from transformers' ElectraForMaskedLM + ElectraForPreTraining with shared embeddings.
 
     python benchmarks/pretrain_throughput.py --preset small --batch 128 --seq 128 [--precision bf16|fp16]
-        [--variants transformers,ours,ours-graph,ours-compiled,ours-compiled-graph,ours-autotuned-graph]
+        [--variants transformers,ours,ours-graph,ours-compiled,ours-compiled-graph,ours-autotuned-graph,
+                    ours-checkpointed,ours-compiled-checkpointed]
 
 Each variant runs in its own subprocess so that peak memory (RSS on CPU, allocator peak on
 CUDA) belongs to it alone. All do the whole step: mask, generator, sample, discriminator,
@@ -10,7 +11,8 @@ loss = MLM + 50 x RTD, backward, clip, AdamW. Ours is the training loop's own `U
 (batches copied from pinned host memory each step, learning rate set each step); the
 `-graph` variants replay it as one CUDA graph, the `-compiled` ones torch.compile the
 objective and both networks, `-autotuned` the same with `electra pretrain --compile-mode
-max-autotune` (inductor times GEMM templates and kernel configs). The baseline is what users
+max-autotune` (inductor times GEMM templates and kernel configs), `-checkpointed` with
+`--activation-checkpointing` (each block recomputed in backward). The baseline is what users
 write today: the generator's LM head and cross-entropy run over every position (labels -100
 elsewhere). `--precision fp16` trains both with loss scaling: ours on the device (as
 `electra pretrain` does on GPUs without bf16), the baseline with torch.amp.GradScaler.
@@ -36,7 +38,16 @@ import time
 import torch
 
 PAD, CLS, SEP, MASK = 0, 2, 3, 4  # the ids our tokenizers give the specials
-VARIANTS = ("transformers", "ours", "ours-graph", "ours-compiled", "ours-compiled-graph", "ours-autotuned-graph")
+VARIANTS = (
+    "transformers",
+    "ours",
+    "ours-graph",
+    "ours-compiled",
+    "ours-compiled-graph",
+    "ours-autotuned-graph",
+    "ours-checkpointed",
+    "ours-compiled-checkpointed",
+)
 
 
 def make_batch(B: int, T: int, vocab: int, device) -> tuple[torch.Tensor, ...]:
@@ -52,7 +63,7 @@ def make_batch(B: int, T: int, vocab: int, device) -> tuple[torch.Tensor, ...]:
 def ours_step(args, device):
     from electra.config import preset
     from electra.data import Batch
-    from electra.model import Electra
+    from electra.model import Electra, checkpoint_activations
     from electra.objective import ObjectiveConfig, electra_loss
     from electra.optim import adamw, set_lr
     from electra.parallel import Dist, TrainStep
@@ -60,6 +71,7 @@ def ours_step(args, device):
     from electra.step import Update
 
     model = Electra(preset(args.preset)).to(device).train()
+    checkpoint_activations(model, "checkpointed" in args.variant)
     train_step = TrainStep(model, electra_loss, ObjectiveConfig())
     if "compiled" in args.variant or "autotuned" in args.variant:
         train_step = torch.compile(

@@ -34,7 +34,7 @@ from electra.atomic import OutputExistsError, check_output, publish_file, publis
 from electra.card import finetuned_card
 from electra.checkpoint import is_checkpoint, list_checkpoints, load_checkpoint
 from electra.config import check_options
-from electra.model import Encoder, QuestionAnswerer, SequenceClassifier, TokenClassifier
+from electra.model import Encoder, QuestionAnswerer, SequenceClassifier, TokenClassifier, checkpoint_activations
 from electra.optim import adamw, lr_factor, set_lr
 from electra.parallel import allow_tf32, autocast
 from electra.tasks import (
@@ -84,6 +84,7 @@ class FinetuneConfig:
     precision: str = "auto"  # as in pre-training: bf16 on CUDA (fp16, loss-scaled, before Ampere), fp32 on CPU
     save_minutes: float = 30.0  # a seed's progress is saved this often: a stopped run resumes mid-seed
     data_parallel: bool = False  # under torchrun: every process trains every seed, on a slice of each batch
+    activation_checkpointing: bool = False  # recompute each block in backward: less memory, the same results
 
     def __post_init__(self) -> None:
         check_options(
@@ -498,6 +499,7 @@ def train_one(
     dist = dist or parallel.Dist()
     torch.manual_seed(seed)
     model = task_model(task, encoder.cfg, labels, copy.deepcopy(encoder)).to(device).train()
+    checkpoint_activations(model, cfg.activation_checkpointing)
     forward = model
     if dist.enabled:
         from torch.nn.parallel import DistributedDataParallel
@@ -834,7 +836,7 @@ def test_predictions(
 # main metric, on its (first) dev set.
 GLUE_SCORE_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte")
 _PER_TASK = ("task", "out", "device")  # settings that may differ between the tasks of one benchmark run
-_NO_EFFECT = ("save_minutes",)  # settings that do not change what a run computes
+_NO_EFFECT = ("save_minutes", "activation_checkpointing")  # settings that do not change what a run computes
 
 
 def glue_tasks(data: str) -> list[str]:

@@ -29,7 +29,7 @@ from electra import parallel
 from electra.atomic import publish_file, refuse_overlap
 from electra.config import ModelConfig, check_options, generator_config, preset
 from electra.data import Loader, Prefetcher, Shards, iterate
-from electra.model import Electra
+from electra.model import Electra, checkpoint_activations
 from electra.objective import CONTINUES, MAIN_LM_HEAD, OBJECTIVES, SPECIAL, ObjectiveConfig
 from electra.optim import adamw, lr_factor, set_lr
 from electra.step import Update
@@ -113,6 +113,7 @@ class PretrainConfig:
     compile_mode: str = "default"  # or max-autotune: inductor benchmarks GEMM and kernel configs (longer compile)
     compile_backend: str = "inductor"  # or aot_eager, eager: torch.compile's backend
     cuda_graph: str = "auto"  # capture the whole update as a CUDA graph: auto (CUDA, one process), on, off
+    activation_checkpointing: bool = False  # recompute each block in backward: less memory, more compute
     tensorboard: bool = False
     init_discriminator: str | None = None  # continue pre-training a released model (HF folders)
     init_generator: str | None = None
@@ -144,6 +145,8 @@ class PretrainConfig:
             raise ValueError(f"precision must be one of {', '.join(parallel.PRECISIONS)}, got {self.precision!r}")
         if self.cuda_graph not in ("auto", "on", "off"):
             raise ValueError(f"cuda_graph must be auto, on or off, got {self.cuda_graph!r}")
+        if self.cuda_graph == "on" and self.activation_checkpointing:
+            raise ValueError("--activation-checkpointing runs without a CUDA graph; drop --cuda-graph on")
         for name in ("data", "out"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a folder path, got {getattr(self, name)!r}")
@@ -409,6 +412,7 @@ def _run(
         model = build_model(settings, manifest["vocab_size"], seq_len)
         settings["model"] = model.cfg.to_dict()
     model.to(device).train()
+    checkpoint_activations(model, cfg.activation_checkpointing)
     step_module = parallel.TrainStep(model, OBJECTIVES[ocfg.kind], ocfg)
     train_step = eval_step = parallel.wrap(step_module, d, cfg.strategy, device)
     # validation stays eager: a few batches now and then are not worth a second compile
@@ -476,7 +480,9 @@ def _run(
         parallel.barrier(d)
 
     # ── the loop ──────────────────────────────────────────────────────────────────────────
-    use_graph = cfg.cuda_graph == "on" or (cfg.cuda_graph == "auto" and device.type == "cuda" and not d.enabled)
+    # activation checkpointing reads and restores the random state from the host, which a capture does not allow
+    auto_graph = device.type == "cuda" and not d.enabled and not cfg.activation_checkpointing
+    use_graph = cfg.cuda_graph == "on" or (cfg.cuda_graph == "auto" and auto_graph)
     update = Update(
         train_step,
         model,

@@ -951,3 +951,15 @@ def test_data_parallel_dropout_is_a_function_of_seed_rank_and_step():
     seeds = {_dropout_seed(seed, rank, step) for seed in range(3) for rank in range(4) for step in range(1000)}
     assert len(seeds) == 3 * 4 * 1000
     assert _dropout_seed(2, 1, 517) == _dropout_seed(2, 1, 517)
+
+
+def test_activation_checkpointing_fine_tunes_to_the_same_weights(sentiment_tokenizer_dir, tmp_path):
+    root = sentiment_tokenizer_dir
+    cfg = FinetuneConfig(model=str(root / "model"), task="csv", data=str(root / "data"), out="", epochs=1)
+    plain = run(dataclasses.replace(cfg, out=str(tmp_path / "a")), quiet=True)
+    ckpt = run(dataclasses.replace(cfg, out=str(tmp_path / "b"), activation_checkpointing=True), quiet=True)
+    assert ckpt["seeds"] == plain["seeds"]  # dropout on: the recomputation replays its masks
+    from safetensors.torch import load_file
+
+    a, b = (load_file(tmp_path / n / "model.safetensors") for n in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -144,3 +144,50 @@ def test_disentangled_embeddings_keep_rtd_gradients_off_the_shared_embeddings():
     model.zero_grad()
     model.generator_logits(ids, types, mask).logsumexp(-1).sum().backward()
     assert model.embeddings.word.weight.grad.abs().sum() > 0
+
+
+def test_activation_checkpointing_keeps_less_and_gives_the_same_gradients_under_dropout():
+    """Each block keeps only its input and runs again in backward, replaying the dropout masks."""
+    from electra.model import Block, checkpoint_activations
+
+    torch.manual_seed(0)
+    model = perturb(Electra(tiny(vocab_size=100))).train()
+    ids, types, mask = batch(100, B=4, T=24)
+    calls = []
+    for m in model.modules():
+        if isinstance(m, Block):
+            m.register_forward_pre_hook(lambda *_: calls.append(1))
+
+    def step(on: bool):
+        checkpoint_activations(model, on)
+        model.zero_grad()
+        calls.clear()
+        kept = []
+        torch.manual_seed(1)
+        with torch.autograd.graph.saved_tensors_hooks(
+            lambda t: kept.append(t.numel() * t.element_size()) or t, lambda t: t
+        ):
+            positions = torch.tensor([[1, 5]] * 4)
+            loss = (
+                model.discriminator_logits(ids, types, mask).sum()
+                + model.generator_logits(ids, types, mask, positions).sum()
+            )
+        loss.backward()
+        return (
+            loss.item(),
+            {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None},
+            sum(kept),
+            len(calls),
+        )
+
+    loss, grads, kept, runs = step(False)
+    loss2, grads2, kept2, runs2 = step(True)
+    blocks = model.cfg.generator.num_layers + model.cfg.discriminator.num_layers
+    assert runs == blocks and runs2 == 2 * blocks  # each block ran again in the backward pass
+    assert kept2 < kept / 3  # what the forward pass keeps for backward
+    assert loss2 == loss and grads2.keys() == grads.keys()
+    assert all(torch.equal(grads[n], grads2[n]) for n in grads)  # the same dropout masks, bit for bit
+    with torch.no_grad():  # evaluation never recomputes: nothing to keep
+        calls.clear()
+        model.discriminator_logits(ids, types, mask)
+        assert len(calls) == model.cfg.discriminator.num_layers

@@ -470,3 +470,21 @@ def test_report_draws_a_png_of_one_or_several_runs(tiny_data, tmp_path, cli):
     result = cli("report", tmp_path / "a", "--out", tmp_path / "figs")
     assert result.returncode == 0 and f"wrote {tmp_path / 'figs' / 'report.png'}" in result.stdout
     assert [p.name for p in (tmp_path / "figs").iterdir()] == ["report.png"]
+
+
+def test_activation_checkpointing_trains_exactly_as_without(tiny_data, tmp_path):
+    """Eager, dropout's masks replay in the recomputation: the same weights bit for bit. Compiled
+    (aot_eager: dynamo's checkpoint regions and the partitioner's recomputation), equal too."""
+    run(_cfg(tiny_data, tmp_path / "plain", max_steps=3), quiet=True)
+    run(_cfg(tiny_data, tmp_path / "ckpt", max_steps=3, activation_checkpointing=True), quiet=True)
+    a, b = _weights(tmp_path / "plain"), _weights(tmp_path / "ckpt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _losses(tmp_path / "ckpt") == _losses(tmp_path / "plain")
+    kw = dict(max_steps=3, dropout=0.0, activation_checkpointing=True)
+    run(_cfg(tiny_data, tmp_path / "eager", max_steps=3, dropout=0.0), quiet=True)
+    run(_cfg(tiny_data, tmp_path / "compiled", compile_backend="aot_eager", **kw), quiet=True)
+    a, b = _weights(tmp_path / "eager"), _weights(tmp_path / "compiled")
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="runs without a CUDA graph; drop --cuda-graph on"):
+        PretrainConfig(data="d", out="o", cuda_graph="on", activation_checkpointing=True)
