@@ -105,14 +105,18 @@ def process_device(device_name: str, d: Dist) -> torch.device:
     return torch.device("cpu")
 
 
+def backend(device: torch.device) -> str:
+    """NCCL for CUDA tensors; gloo for CPU ones (stop decisions, on the host) on GPUs too."""
+    return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+
+
 def init(device_name: str = "auto", timeout_minutes: float = 10.0) -> tuple[Dist, torch.device]:
     """Join the process group that `torchrun` describes in the environment (or run alone)."""
     d = from_env()
     device = process_device(device_name, d)
     if d.enabled and not dist.is_initialized():
         # a peer that dies surfaces as an error in the next collective; the timeout bounds a hang
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=timedelta(minutes=timeout_minutes))
+        dist.init_process_group(backend(device), timeout=timedelta(minutes=timeout_minutes))
     return d, device
 
 
@@ -169,13 +173,13 @@ def wrap(step: TrainStep, d: Dist, strategy: str, device: torch.device) -> nn.Mo
     raise ValueError(f"unknown strategy {strategy!r}; use ddp or fsdp")
 
 
-def any_true(flag: bool, d: Dist) -> bool:
-    """Whether any process says so: decisions like stopping must agree everywhere."""
+def any_true(flags: list[bool], d: Dist) -> list[bool]:
+    """For each flag, whether any process raised it: decisions like stopping must agree everywhere."""
     if not d.enabled:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0])
+        return flags
+    t = torch.tensor([1.0 if f else 0.0 for f in flags])
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return [bool(x) for x in t.tolist()]
 
 
 def full_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:

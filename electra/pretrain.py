@@ -16,7 +16,9 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -75,6 +77,43 @@ COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")
 
 class TrainingDiverged(RuntimeError):
     """Too many non-finite steps in a row; the last good checkpoint is intact."""
+
+
+class Interrupted(Exception):
+    """A stop signal ended the run after it saved a checkpoint, from which `resume` continues."""
+
+    def __init__(self, signum: int, step: int, path: Path):
+        self.signum, self.step, self.path = signum, step, path
+        name = signal.Signals(signum).name
+        super().__init__(f"stopped by {name} at step {step}; checkpoint {path}")
+
+
+class StopRequest:
+    """SIGTERM (a scheduler's notice, `kill`, torchrun passing on a stop) or SIGINT (Ctrl-C) asks
+    the loop to stop at its next step with a checkpoint; another one a second later stops at
+    once. Only the main thread can take signals: elsewhere this does nothing."""
+
+    def __init__(self, say):
+        self.signum: int | None = None
+        self.at = 0.0
+        self.say = say
+        self.previous: dict = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore(self) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+        self.previous = {}
+
+    def handle(self, signum: int, frame) -> None:
+        if self.signum is None:
+            self.signum, self.at = signum, time.monotonic()
+            self.say(f"{signal.Signals(signum).name}: stopping after this step with a checkpoint (again: at once)")
+        elif time.monotonic() - self.at > 1.0:  # not the same Ctrl-C, passed on again by torchrun
+            raise KeyboardInterrupt
 
 
 @dataclass(frozen=True)
@@ -519,6 +558,8 @@ def _run(
     saved_step = step if state is not None else None
     bar = tqdm(total=steps, initial=step, desc="pretrain", unit="step", disable=quiet, dynamic_ncols=True)
     stop_reason = "max steps"
+    request = StopRequest(say)
+    request.install()
     try:
         while step < steps:
             if cfg.max_tokens is not None and tokens >= cfg.max_tokens:  # resumed with its budget spent
@@ -537,11 +578,13 @@ def _run(
             stop = "max steps" if step == steps else None
             if cfg.max_tokens is not None and tokens >= cfg.max_tokens:
                 stop = "max tokens"
-            # the time budget is agreed by all processes, so they stop at the same step
-            timed = stop is None and cfg.max_minutes is not None and (not d.enabled or step % cfg.log_every == 0)
-            if timed and parallel.any_true(time.perf_counter() - start_time > cfg.max_minutes * 60, d):
-                stop = "time budget"
-            evaluate_now = valid is not None and (step % cfg.eval_every == 0 or stop is not None)
+            # the time budget and a stop signal are agreed by all processes, so they stop at the same step
+            if stop is None and (not d.enabled or step % cfg.log_every == 0):
+                late = cfg.max_minutes is not None and time.perf_counter() - start_time > cfg.max_minutes * 60
+                late, signalled = parallel.any_true([late, request.signum is not None], d)
+                stop = "time budget" if late else "signal" if signalled else None
+            # a stop signal saves without validating: a scheduler's notice may leave only seconds
+            evaluate_now = valid is not None and (step % cfg.eval_every == 0 or stop not in (None, "signal"))
             if step % cfg.log_every == 0 or stop is not None or evaluate_now:
                 values = dict(zip(update.names, out_metrics.tolist(), strict=True))
                 skipped = check_health()
@@ -593,10 +636,13 @@ def _run(
         if saved_step != step:
             save(step)
     finally:
+        request.restore()
         batches.close()
         bar.close()
     if writer is not None:
         writer.close()
+    if stop_reason == "signal":
+        raise Interrupted(request.signum or signal.SIGTERM, step, ckpt.step_dir(out, step))
     if announce_stop:
         say(f"stopped at step {step} ({stop_reason}); checkpoint {ckpt.step_dir(out, step)}")
     return logged

@@ -182,3 +182,19 @@ def test_finetuning_on_cuda_under_the_default_bf16_learns_question_answering(tmp
     )
     results = run(cfg, quiet=True)  # precision auto: bf16 autocast on CUDA
     assert results["config"]["precision"] == "auto" and results["median"]["dev"]["f1"] > 0.9
+
+
+def test_the_process_group_on_gpus_reduces_host_and_device_tensors():
+    """Stop decisions are agreed on host tensors: on GPUs the group must carry them beside NCCL's."""
+    import torch.distributed as dist
+
+    from electra.parallel import backend
+
+    dist.init_process_group(backend(torch.device("cuda")), store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        for device in ("cpu", "cuda"):
+            t = torch.tensor([0.0, 1.0], device=device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            assert t.tolist() == [0.0, 1.0]
+    finally:
+        dist.destroy_process_group()

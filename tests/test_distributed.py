@@ -136,6 +136,28 @@ def test_checkpoints_resume_across_world_sizes(tiny_data, single, tmp_path):
         assert _losses(tmp_path / run) == pytest.approx(_losses(single), abs=1e-5)
 
 
+def test_sigterm_to_torchrun_stops_every_process_at_one_step_with_a_checkpoint(tiny_data, tmp_path):
+    """A scheduler's notice: torchrun passes SIGTERM on, the processes agree on the step to stop
+    at, and the checkpoint of that step is complete (not only every --checkpoint-every)."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    args = ["--data", str(tiny_data), "--out", str(tmp_path / "run"), *ARGS, "--max-steps", "100"]
+    args += ["--checkpoint-every", "1000"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([*launcher, "-m", "electra", "pretrain", *args], stderr=subprocess.PIPE, text=True, env=env)
+    metrics, deadline = tmp_path / "run" / "metrics.jsonl", time.time() + 120
+    while proc.poll() is None and time.time() < deadline:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    (saved,) = list_checkpoints(tmp_path / "run")
+    stopped = load_checkpoint(tmp_path / "run", with_train_state=True).train_state["step"]
+    assert saved.name == f"step-{stopped:08d}" and 2 <= stopped < 100, stderr[-3000:]
+    assert f"stopped by SIGTERM at step {stopped}" in stderr
+    assert [json.loads(x)["step"] for x in metrics.read_text().splitlines()] == list(range(1, stopped + 1))
+
+
 def test_a_dead_worker_stops_the_run_promptly_and_keeps_the_last_checkpoint(tiny_data, tmp_path):
     cmd = [
         sys.executable,

@@ -108,6 +108,36 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tiny_data, tmp_path):
     assert _losses(tmp_path / "cut") == _losses(tmp_path / "straight")
 
 
+def test_ctrl_c_saves_the_step_and_resume_ends_as_an_uninterrupted_run(tiny_data, tmp_path):
+    """Ctrl-C (or a scheduler's SIGTERM: test_distributed) stops the run at its next step, with a
+    checkpoint there (not only at --checkpoint-every), and exits 128 + the signal's number."""
+    sig = signal.SIGINT
+    kw = dict(max_steps=40, checkpoint_every=1000)
+    run(_cfg(tiny_data, tmp_path / "straight", **kw), quiet=True)
+    args = ["--data", tiny_data, "--out", tmp_path / "cut", "--preset", "tiny", "--batch-size", "8"]
+    args += ["--max-steps", "40", "--log-every", "1", "--eval-every", "4", "--eval-batches", "2"]
+    args += ["--checkpoint-every", "1000"]
+    cmd = [sys.executable, "-m", "electra", "pretrain", *map(str, args), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics, deadline = tmp_path / "cut" / "metrics.jsonl", time.time() + 120
+    while proc.poll() is None and time.time() < deadline:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.001)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, stderr
+    (saved,) = list_checkpoints(tmp_path / "cut")
+    stopped = int(saved.name.split("-")[1])
+    assert 2 <= stopped < 40 and f"stopped by {sig.name} at step {stopped}; checkpoint {saved}" in stderr
+    assert "the same command with --resume continues it" in stderr
+
+    run(_cfg(tiny_data, tmp_path / "cut", **kw), resume=True, quiet=True)
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _losses(tmp_path / "cut") == _losses(tmp_path / "straight")
+
+
 def test_resume_refuses_other_settings_and_run_refuses_a_used_folder(tiny_data, tmp_path):
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text("{}")
