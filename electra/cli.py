@@ -892,11 +892,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except Exception as e:
-        from electra.pretrain import Interrupted, TrainingDiverged
+        from electra.pretrain import TrainingDiverged
+        from electra.signals import Interrupted
 
         if isinstance(e, Interrupted):  # stopped by a signal, its progress saved
-            again = "; the same command with --resume continues it" if args.command == "pretrain" else ""
-            print(f"electra {args.command}: {e}{again}", file=sys.stderr)
+            again = {"pretrain": "; the same command with --resume continues it"}
+            again["finetune"] = "; the same command continues it"
+            print(f"electra {args.command}: {e}{again.get(args.command, '')}", file=sys.stderr)
             return 128 + e.signum
         if not isinstance(e, (UsageError, OSError, ValueError, TrainingDiverged)):
             raise  # a bug, not bad input: keep the traceback

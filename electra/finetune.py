@@ -17,6 +17,7 @@ import os
 import pickle
 import random
 import shutil
+import signal
 import statistics
 import sys
 import time
@@ -37,6 +38,7 @@ from electra.config import check_options
 from electra.model import Encoder, QuestionAnswerer, SequenceClassifier, TokenClassifier, checkpoint_activations
 from electra.optim import adamw, lr_factor, set_lr
 from electra.parallel import allow_tf32, autocast
+from electra.signals import Interrupted, StopRequest
 from electra.tasks import (
     GLUE,
     GLUE_FOLDERS,
@@ -526,52 +528,77 @@ def train_one(
             print(f"{task.name} seed {seed}: continuing from step {step} of {total}", file=sys.stderr)
     saved_at = time.monotonic()
 
-    def save_progress() -> None:
+    def save_progress(now: bool = False) -> None:
         nonlocal saved_at
-        if dist.main and store is not None and step < total and time.monotonic() - saved_at >= 60 * cfg.save_minutes:
+        due = now or time.monotonic() - saved_at >= 60 * cfg.save_minutes
+        if dist.main and store is not None and step < total and due:
             _save_progress(store, seed, key, step, history, model, optimizer, scaler, device)
             saved_at = time.monotonic()
+
+    # a stop signal saves the step in progress and ends the run (a seed store holds the save)
+    request = StopRequest(lambda text: print(text, file=sys.stderr) if dist.main else None)
+    if store is not None:
+        request.install()
+
+    def stop_if_asked() -> None:
+        """After a step (or an epoch's evaluation): save and stop if a signal came, as the
+        processes of a data-parallel seed agree, every 20 steps and at the end of each epoch."""
+        if step == total or (dist.enabled and step % 20 and step % per_epoch):
+            return  # a finished seed is kept anyway; data-parallel processes agree only now and then
+        (asked,) = parallel.any_true([request.signum is not None], dist)
+        if asked:
+            save_progress(now=True)
+            parallel.barrier(dist)  # the others wait for the save: torchrun ends them all once one exits
+            where = f"in {task.name} seed {seed} at step {step} of {total}; progress {store}/seed-{seed}.progress.pt"
+            raise Interrupted(request.signum or signal.SIGTERM, where)
 
     bar = tqdm(
         total=total, initial=step, desc=f"{task.name} seed {seed}", unit="step", disable=quiet, dynamic_ncols=True
     )
-    for epoch in range(step // per_epoch, epochs):
-        for _, ids, types, mask, y in batches(train, cfg.batch_size, seed * 1000 + epoch, skip=step % per_epoch):
-            set_lr(optimizer, lr, lr_factor(step, warmup, total))
-            if dist.enabled:  # this process's rows; DDP averages the processes' gradients, so N x
-                torch.manual_seed(_dropout_seed(seed, dist.rank, step))
-                total_terms, rows = _loss_terms(task, y).to(device), slice(dist.rank, None, dist.world_size)
-                weight = float(dist.world_size)
-                if len(y) <= dist.rank:  # a last batch smaller than N: a zero-weight row keeps DDP in step
-                    rows, weight = slice(0, 1), 0.0
-                ids, types, mask, y = ids[rows], types[rows], mask[rows], y[rows]
-            with autocast(device, cfg.precision):
-                logits = forward(ids.to(device), types.to(device), mask.to(device))
-            if dist.enabled:
-                loss = _loss(task, logits, y.to(device), total_terms) * weight
-            else:
-                loss = _loss(task, logits, y.to(device))
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            scaler.step(optimizer)  # skipped when fp16 gradients overflowed
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            bar.update(1)
-            if step % 20 == 0 or step == total:  # reading the loss waits for the GPU: not every step
-                bar.set_postfix_str(f"loss {loss.item():.4f}", refresh=False)
-            if step % per_epoch:  # an epoch's last step is saved after its evaluation
-                save_progress()
-        scores = {
-            name: evaluate(model, task, d, labels, device, precision=cfg.precision, null_threshold=cfg.null_threshold)
-            for name, d in devs.items()
-        }
-        history.append(scores)
-        if not quiet:
-            text = ", ".join(f"{name} {m} {v:.4f}" for name, s in scores.items() for m, v in s.items())
-            bar.write(f"{task.name} seed {seed} epoch {epoch + 1}: {text}")
-        save_progress()
+    try:
+        for epoch in range(step // per_epoch, epochs):
+            for _, ids, types, mask, y in batches(train, cfg.batch_size, seed * 1000 + epoch, skip=step % per_epoch):
+                set_lr(optimizer, lr, lr_factor(step, warmup, total))
+                if dist.enabled:  # this process's rows; DDP averages the processes' gradients, so N x
+                    torch.manual_seed(_dropout_seed(seed, dist.rank, step))
+                    total_terms, rows = _loss_terms(task, y).to(device), slice(dist.rank, None, dist.world_size)
+                    weight = float(dist.world_size)
+                    if len(y) <= dist.rank:  # a last batch smaller than N: a zero-weight row keeps DDP in step
+                        rows, weight = slice(0, 1), 0.0
+                    ids, types, mask, y = ids[rows], types[rows], mask[rows], y[rows]
+                with autocast(device, cfg.precision):
+                    logits = forward(ids.to(device), types.to(device), mask.to(device))
+                if dist.enabled:
+                    loss = _loss(task, logits, y.to(device), total_terms) * weight
+                else:
+                    loss = _loss(task, logits, y.to(device))
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                scaler.step(optimizer)  # skipped when fp16 gradients overflowed
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                bar.update(1)
+                if step % 20 == 0 or step == total:  # reading the loss waits for the GPU: not every step
+                    bar.set_postfix_str(f"loss {loss.item():.4f}", refresh=False)
+                if step % per_epoch:  # an epoch's last step is saved after its evaluation
+                    save_progress()
+                    stop_if_asked()
+            scores = {
+                name: evaluate(
+                    model, task, d, labels, device, precision=cfg.precision, null_threshold=cfg.null_threshold
+                )
+                for name, d in devs.items()
+            }
+            history.append(scores)
+            if not quiet:
+                text = ", ".join(f"{name} {m} {v:.4f}" for name, s in scores.items() for m, v in s.items())
+                bar.write(f"{task.name} seed {seed} epoch {epoch + 1}: {text}")
+            save_progress()
+            stop_if_asked()
+    finally:
+        request.restore()
     bar.close()
     return history[-1], {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, history
 

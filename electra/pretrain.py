@@ -18,7 +18,6 @@ import os
 import shutil
 import signal
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from electra.data import Loader, Prefetcher, Shards, iterate
 from electra.model import Electra, checkpoint_activations
 from electra.objective import CONTINUES, MAIN_LM_HEAD, OBJECTIVES, SPECIAL, ObjectiveConfig
 from electra.optim import adamw, lr_factor, set_lr
+from electra.signals import Interrupted, StopRequest
 from electra.step import Update
 
 # The paper's pre-training hyperparameters (Clark et al. 2020, Table 6).
@@ -77,43 +77,6 @@ COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")
 
 class TrainingDiverged(RuntimeError):
     """Too many non-finite steps in a row; the last good checkpoint is intact."""
-
-
-class Interrupted(Exception):
-    """A stop signal ended the run after it saved a checkpoint, from which `resume` continues."""
-
-    def __init__(self, signum: int, step: int, path: Path):
-        self.signum, self.step, self.path = signum, step, path
-        name = signal.Signals(signum).name
-        super().__init__(f"stopped by {name} at step {step}; checkpoint {path}")
-
-
-class StopRequest:
-    """SIGTERM (a scheduler's notice, `kill`, torchrun passing on a stop) or SIGINT (Ctrl-C) asks
-    the loop to stop at its next step with a checkpoint; another one a second later stops at
-    once. Only the main thread can take signals: elsewhere this does nothing."""
-
-    def __init__(self, say):
-        self.signum: int | None = None
-        self.at = 0.0
-        self.say = say
-        self.previous: dict = {}
-
-    def install(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGTERM, signal.SIGINT)}
-
-    def restore(self) -> None:
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
-        self.previous = {}
-
-    def handle(self, signum: int, frame) -> None:
-        if self.signum is None:
-            self.signum, self.at = signum, time.monotonic()
-            self.say(f"{signal.Signals(signum).name}: stopping after this step with a checkpoint (again: at once)")
-        elif time.monotonic() - self.at > 1.0:  # not the same Ctrl-C, passed on again by torchrun
-            raise KeyboardInterrupt
 
 
 @dataclass(frozen=True)
@@ -642,7 +605,7 @@ def _run(
     if writer is not None:
         writer.close()
     if stop_reason == "signal":
-        raise Interrupted(request.signum or signal.SIGTERM, step, ckpt.step_dir(out, step))
+        raise Interrupted(request.signum or signal.SIGTERM, f"at step {step}; checkpoint {ckpt.step_dir(out, step)}")
     if announce_stop:
         say(f"stopped at step {step} ({stop_reason}); checkpoint {ckpt.step_dir(out, step)}")
     return logged

@@ -3,6 +3,7 @@ world sizes, and a dead worker stops the run promptly."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -237,9 +238,10 @@ def test_finetune_seeds_shared_among_processes_equal_one_process(tmp_path, token
 
 def test_data_parallel_finetuning_equals_one_process_and_resumes_exactly(tmp_path, tokenizer, tokenizer_dir):
     """Two processes train one seed together: each takes half of every batch (the last batch of
-    each epoch, 8 rows of 88, splits too). Stopped after its first progress save and continued by
-    the same command, the run ends as one process ends, up to the order gradients are summed in
-    (dropout off: each process draws its own masks, a pure function of seed, rank and step)."""
+    each epoch, 8 rows of 88, splits too). Stopped by SIGTERM to torchrun, they agree on a step
+    (an epoch's end or every 20th) and save it; the same command continues, and the run ends as
+    one process ends, up to the order gradients are summed in (dropout off: each process draws
+    its own masks, a pure function of seed, rank and step)."""
     from electra import hf
     from electra.config import tiny
     from electra.model import Electra
@@ -252,23 +254,24 @@ def test_data_parallel_finetuning_equals_one_process_and_resumes_exactly(tmp_pat
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     args = ["-m", "electra", "finetune", "--model", str(tmp_path / "disc"), "--task", "csv", "--data", str(data)]
-    args += ["--seeds", "1", "--epochs", "2", "--batch-size", "16"]
+    args += ["--seeds", "1", "--epochs", "4", "--batch-size", "16"]  # 6 steps an epoch
 
     one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], capture_output=True, env=env)
     assert one.returncode == 0, one.stderr[-3000:]
     two = [*launcher, *args, "--out", str(tmp_path / "two"), "--data-parallel"]
-    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    proc = subprocess.Popen([*two, "--save-minutes", "0"], **quiet)
-    progress = tmp_path / ".two.seeds" / "seed-0.progress.pt"
+    proc = subprocess.Popen([*two, "--save-minutes", "0"], stderr=subprocess.PIPE, text=True, env=env)
+    progress = tmp_path / ".two.seeds" / "seed-0.progress.pt"  # saved after every step: training is on
     deadline = time.time() + 120
     while not progress.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)  # torchrun passes it on to its workers and waits for them
-    proc.wait(timeout=120)
-    assert progress.exists() and not (tmp_path / "two").exists()
+    _, stderr = proc.communicate(timeout=120)
+    stopped = re.search(r"stopped by SIGTERM in csv seed 0 at step (\d+) of 24", stderr)
+    assert stopped and int(stopped[1]) in (6, 12, 18, 20), stderr[-3000:]
+    assert not (tmp_path / "two").exists()
     resumed = subprocess.run(two, capture_output=True, text=True, env=env, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "continuing from step" in resumed.stderr
+    assert f"continuing from step {stopped[1]}" in resumed.stderr
     assert resumed.stdout.count("median of 1 seed") == 1  # one report, from the first process
     a, b = (load_file(tmp_path / n / "model.safetensors") for n in ("one", "two"))
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5

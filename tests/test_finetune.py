@@ -389,6 +389,40 @@ def test_a_seed_stopped_part_way_continues_from_its_saved_progress_exactly(
     assert "seed 0's progress in" in capsys.readouterr().err
 
 
+def test_a_stop_signal_saves_the_seed_in_progress_and_the_same_command_continues_it(
+    sentiment_tokenizer_dir, tmp_path, monkeypatch, cli
+):
+    """SIGTERM in the 20th of 30 steps (no timed save due): that step is saved, the command exits
+    143, and running it again trains steps 21 to 30 only, to the weights of an uninterrupted run."""
+    import os
+    import signal
+
+    from electra import finetune
+
+    root = sentiment_tokenizer_dir
+    args = ["finetune", "--model", root / "model", "--task", "csv", "--data", root / "data", "--quiet"]
+    args += ["--epochs", "2", "--batch-size", "16"]
+    assert cli(*args, "--out", tmp_path / "whole").returncode == 0
+    real_loss, calls = finetune._loss, []
+
+    def signalled_in_step_20(*a):
+        calls.append(1)
+        if len(calls) == 20:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_loss(*a)
+
+    monkeypatch.setattr(finetune, "_loss", signalled_in_step_20)
+    stopped = cli(*args, "--out", tmp_path / "out")
+    assert stopped.returncode == 143, stopped.stderr
+    assert "stopped by SIGTERM in csv seed 0 at step 20 of 30" in stopped.stderr
+    assert "the same command continues it" in stopped.stderr
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is gone with the run
+    calls.clear()
+    assert cli(*args, "--out", tmp_path / "out").returncode == 0 and len(calls) == 10
+    ours, theirs = hf.read_weights(tmp_path / "out"), hf.read_weights(tmp_path / "whole")
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
 def test_pipeline_and_electra_predict_agree(sentiment_tokenizer_dir, tmp_path, cli):
     transformers = pytest.importorskip("transformers")
     root = sentiment_tokenizer_dir

@@ -1,0 +1,44 @@
+"""Stop signals: a scheduler's SIGTERM or a Ctrl-C ends a long run after the step in progress,
+with its progress saved, instead of losing the work since the last save."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+
+class Interrupted(Exception):
+    """A stop signal ended the run after it saved its progress; `where` says where and in what."""
+
+    def __init__(self, signum: int, where: str):
+        self.signum = signum
+        super().__init__(f"stopped by {signal.Signals(signum).name} {where}")
+
+
+class StopRequest:
+    """SIGTERM (a scheduler's notice, `kill`, torchrun passing on a stop) or SIGINT (Ctrl-C) asks
+    the loop to stop after its step in progress and save it; another one a second later stops
+    at once. Only the main thread can take signals: elsewhere this does nothing."""
+
+    def __init__(self, say):
+        self.signum: int | None = None
+        self.at = 0.0
+        self.say = say
+        self.previous: dict = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore(self) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+        self.previous = {}
+
+    def handle(self, signum: int, frame) -> None:
+        if self.signum is None:
+            self.signum, self.at = signum, time.monotonic()
+            self.say(f"{signal.Signals(signum).name}: stopping after this step, saving it (again: stop at once)")
+        elif time.monotonic() - self.at > 1.0:  # not the same Ctrl-C, passed on again by torchrun
+            raise KeyboardInterrupt
