@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import itertools
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -898,7 +899,8 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, Interrupted):  # stopped by a signal, its progress saved
             again = {"pretrain": "; the same command with --resume continues it"}
             again["finetune"] = "; the same command continues it"
-            print(f"electra {args.command}: {e}{again.get(args.command, '')}", file=sys.stderr)
+            if os.environ.get("RANK", "0") == "0":  # under torchrun, once
+                print(f"electra {args.command}: {e}{again.get(args.command, '')}", file=sys.stderr)
             return 128 + e.signum
         if not isinstance(e, (UsageError, OSError, ValueError, TrainingDiverged)):
             raise  # a bug, not bad input: keep the traceback
