@@ -888,6 +888,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# how a command stopped by a signal goes on from what it saved
+_CONTINUES = {
+    "pretrain": "; the same command with --resume continues it",
+    "finetune": "; the same command continues it",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -897,10 +904,8 @@ def main(argv: list[str] | None = None) -> int:
         from electra.signals import Interrupted
 
         if isinstance(e, Interrupted):  # stopped by a signal, its progress saved
-            again = {"pretrain": "; the same command with --resume continues it"}
-            again["finetune"] = "; the same command continues it"
             if os.environ.get("RANK", "0") == "0":  # under torchrun, once
-                print(f"electra {args.command}: {e}{again.get(args.command, '')}", file=sys.stderr)
+                print(f"electra {args.command}: {e}{_CONTINUES.get(args.command, '')}", file=sys.stderr)
             return 128 + e.signum
         if not isinstance(e, (UsageError, OSError, ValueError, TrainingDiverged)):
             raise  # a bug, not bad input: keep the traceback

@@ -17,7 +17,6 @@ import os
 import pickle
 import random
 import shutil
-import signal
 import statistics
 import sys
 import time
@@ -537,8 +536,6 @@ def train_one(
 
     # a stop signal saves the step in progress and ends the run (a seed store holds the save)
     request = StopRequest(lambda text: print(text, file=sys.stderr) if dist.main else None)
-    if store is not None:
-        request.install()
 
     def stop_if_asked() -> None:
         """After a step (or an epoch's evaluation): save and stop if a signal came, as the
@@ -550,11 +547,13 @@ def train_one(
             save_progress(now=True)
             parallel.barrier(dist)  # the others wait for the save: torchrun ends them all once one exits
             where = f"in {task.name} seed {seed} at step {step} of {total}; progress {store}/seed-{seed}.progress.pt"
-            raise Interrupted(request.signum or signal.SIGTERM, where)
+            raise Interrupted(request.signum, where)
 
     bar = tqdm(
         total=total, initial=step, desc=f"{task.name} seed {seed}", unit="step", disable=quiet, dynamic_ncols=True
     )
+    if store is not None:
+        request.install()
     try:
         for epoch in range(step // per_epoch, epochs):
             for _, ids, types, mask, y in batches(train, cfg.batch_size, seed * 1000 + epoch, skip=step % per_epoch):

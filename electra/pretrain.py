@@ -16,7 +16,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -422,7 +421,8 @@ def _run(
     if cfg.compile or (cfg.compile is None and (chosen or (device.type == "cuda" and not d.enabled))):
         train_step = torch.compile(train_step, backend=cfg.compile_backend, mode=COMPILE_MODES[cfg.compile_mode])
         took = "several minutes (max-autotune)" if cfg.compile_mode == "max-autotune" else "about a minute"
-        took = took if cfg.compile_backend == "inductor" else "seconds"
+        if cfg.compile_backend != "inductor":
+            took = "seconds"
         say(f"the first step compiles the training step: {took}, once; --no-compile skips it")
     # `model` stays unwrapped: saved keys never carry wrapper prefixes
 
@@ -605,7 +605,7 @@ def _run(
     if writer is not None:
         writer.close()
     if stop_reason == "signal":
-        raise Interrupted(request.signum or signal.SIGTERM, f"at step {step}; checkpoint {ckpt.step_dir(out, step)}")
+        raise Interrupted(request.signum, f"at step {step}; checkpoint {ckpt.step_dir(out, step)}")
     if announce_stop:
         say(f"stopped at step {step} ({stop_reason}); checkpoint {ckpt.step_dir(out, step)}")
     return logged

@@ -9,11 +9,12 @@ import time
 
 
 class Interrupted(Exception):
-    """A stop signal ended the run after it saved its progress; `where` says where and in what."""
+    """A stop signal ended the run after it saved its progress; `where` says where and in what.
+    A process that stopped because another got the signal (torchrun) reports SIGTERM."""
 
-    def __init__(self, signum: int, where: str):
-        self.signum = signum
-        super().__init__(f"stopped by {signal.Signals(signum).name} {where}")
+    def __init__(self, signum: int | None, where: str):
+        self.signum = signum or signal.SIGTERM
+        super().__init__(f"stopped by {signal.Signals(self.signum).name} {where}")
 
 
 class StopRequest:
@@ -39,6 +40,6 @@ class StopRequest:
     def handle(self, signum: int, frame) -> None:
         if self.signum is None:
             self.signum, self.at = signum, time.monotonic()
-            self.say(f"{signal.Signals(signum).name}: stopping after this step, saving it (again: stop at once)")
+            self.say(f"{signal.Signals(signum).name}: stopping at the next step boundary, saving it (again: at once)")
         elif time.monotonic() - self.at > 1.0:  # not the same Ctrl-C, passed on again by torchrun
             raise KeyboardInterrupt
