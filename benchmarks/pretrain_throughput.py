@@ -75,7 +75,7 @@ def ours_step(args, device):
     train_step = TrainStep(model, electra_loss, ObjectiveConfig())
     if "compiled" in args.variant or "autotuned" in args.variant:
         train_step = torch.compile(
-            train_step, mode=COMPILE_MODES["max-autotune" if "autotuned" in args.variant else "default"]
+            train_step, mode=COMPILE_MODES["max-autotune" if "autotuned" in args.variant else "default"], dynamic=False
         )
     opt = adamw(model, 5e-4, fused=True)
     special = torch.zeros(model.cfg.discriminator.vocab_size, dtype=torch.bool, device=device)

@@ -419,7 +419,11 @@ def _run(
     # validation stays eager: a few batches now and then are not worth a second compile
     chosen = cfg.compile_mode != "default" or cfg.compile_backend != "inductor"
     if cfg.compile or (cfg.compile is None and (chosen or (device.type == "cuda" and not d.enabled))):
-        train_step = torch.compile(train_step, backend=cfg.compile_backend, mode=COMPILE_MODES[cfg.compile_mode])
+        # dynamic=False: every batch has one shape, and a process that compiled the step before at
+        # another shape (a probe, a notebook) recompiles it static, never with symbolic sizes
+        train_step = torch.compile(
+            train_step, backend=cfg.compile_backend, mode=COMPILE_MODES[cfg.compile_mode], dynamic=False
+        )
         took = "several minutes (max-autotune)" if cfg.compile_mode == "max-autotune" else "about a minute"
         if cfg.compile_backend != "inductor":
             took = "seconds"

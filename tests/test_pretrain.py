@@ -222,6 +222,41 @@ def test_choosing_a_compile_backend_compiles_the_step(tiny_data, tmp_path):
     torch._dynamo.reset()
 
 
+def test_a_step_compiled_before_at_another_batch_compiles_static_again(tiny_data, tmp_path, monkeypatch):
+    """A probe, then the run (or two runs in a notebook): the second compile of the step must not
+    turn its sizes symbolic, which costs a slower compile and slower kernels."""
+    from torch._dynamo import register_backend
+
+    from electra import pretrain
+
+    symbolic = []
+
+    def recording(gm, example_inputs):
+        sym = [x for x in example_inputs if isinstance(x, torch.SymInt)]
+        sym += [
+            d for x in example_inputs if isinstance(x, torch.Tensor) for d in x.shape if isinstance(d, torch.SymInt)
+        ]
+        symbolic.append(bool(sym))
+        return gm.forward
+
+    register_backend(recording, name="electra_test_recording")
+    monkeypatch.setattr(pretrain, "COMPILE_BACKENDS", (*pretrain.COMPILE_BACKENDS, "electra_test_recording"))
+    torch._dynamo.reset()
+    for batch in (8, 4):
+        run(
+            _cfg(
+                tiny_data,
+                tmp_path / f"b{batch}",
+                max_steps=1,
+                batch_size=batch,
+                compile_backend="electra_test_recording",
+            ),
+            quiet=True,
+        )
+    torch._dynamo.reset()
+    assert symbolic == [False, False]
+
+
 def test_non_finite_steps_are_skipped_then_stop_with_the_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):
     from electra import objective
 
