@@ -394,15 +394,32 @@ def _dropout_seed(seed: int, rank: int, step: int) -> int:
 
 @torch.no_grad()
 def predictions(
-    model, task: Task, data: Encoded, device, batch_size: int = 128, precision: str = "fp32", null_threshold=0.0
+    model,
+    task: Task,
+    data: Encoded,
+    device,
+    batch_size: int = 128,
+    precision: str = "fp32",
+    null_threshold=0.0,
+    dist: parallel.Dist | None = None,
 ) -> list:
-    """Each example's prediction: a label index, a score, a label index per token, or (SQuAD) a qa.Answer."""
+    """Each example's prediction: a label index, a score, a label index per token, or (SQuAD) a qa.Answer.
+
+    Under data-parallel fine-tuning (`dist`, every process holding the same weights) each process
+    runs every N-th batch and they exchange the logits: every process returns every prediction."""
+    dist = dist or parallel.Dist()
     model.eval()
+    groups, computed = [], {}
+    for k, (group, ids, types, mask, _) in enumerate(batches(data, batch_size, None)):
+        groups.append(group)
+        if k % dist.world_size == dist.rank:
+            with autocast(device, precision):
+                computed[k] = model(ids.to(device), types.to(device), mask.to(device)).float().cpu()
+    model.train()
+    computed = parallel.all_gather_tensors(computed, dist)
     preds: list = [None] * len(data.ids)
-    for group, ids, types, mask, _ in batches(data, batch_size, None):
-        with autocast(device, precision):
-            logits = model(ids.to(device), types.to(device), mask.to(device))
-        logits = logits.float().cpu()
+    for k, group in enumerate(groups):
+        logits = computed[k]
         for row, i in enumerate(group):
             if task.kind == "regression":
                 preds[i] = float(logits[row, 0])
@@ -413,7 +430,6 @@ def predictions(
                 preds[i] = logits[row, : len(data.ids[i])].numpy()  # (T, 2): start and end logits
             else:
                 preds[i] = int(logits[row].argmax())
-    model.train()
     if task.kind == "span":
         contexts = [e.pair for e in data.questions]
         return qa.best_answers(preds, data.windows, contexts, task.name == "squad_v2", null_threshold)
@@ -429,8 +445,10 @@ def evaluate(
     batch_size: int = 128,
     precision: str = "fp32",
     null_threshold: float = 0.0,
+    dist: parallel.Dist | None = None,
 ) -> dict:
-    return score(task, data, labels, predictions(model, task, data, device, batch_size, precision, null_threshold))
+    preds = predictions(model, task, data, device, batch_size, precision, null_threshold, dist)
+    return score(task, data, labels, preds)
 
 
 def score(task: Task, data: Encoded, labels: list[str], preds: list) -> dict:
@@ -584,11 +602,18 @@ def train_one(
                 if step % per_epoch:  # an epoch's last step is saved after its evaluation
                     save_progress()
                     stop_if_asked()
-            scores = {
+            scores = {  # under data parallelism each process evaluates its share of the batches
                 name: evaluate(
-                    model, task, d, labels, device, precision=cfg.precision, null_threshold=cfg.null_threshold
+                    model,
+                    task,
+                    dev,
+                    labels,
+                    device,
+                    precision=cfg.precision,
+                    null_threshold=cfg.null_threshold,
+                    dist=dist,
                 )
-                for name, d in devs.items()
+                for name, dev in devs.items()
             }
             history.append(scores)
             if not quiet:

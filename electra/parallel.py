@@ -7,6 +7,7 @@ what DDP and FSDP2 hook into; the unwrapped `Electra` is always kept for saving.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -180,6 +181,35 @@ def any_true(flags: list[bool], d: Dist) -> list[bool]:
     t = torch.tensor([1.0 if f else 0.0 for f in flags])
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return [bool(x) for x in t.tolist()]
+
+
+def all_gather_tensors(tensors: dict[int, torch.Tensor], d: Dist) -> dict[int, torch.Tensor]:
+    """Every process's float32 CPU tensors (any shapes, keys distinct among processes), on every
+    process. Host tensors: gloo carries them, also beside NCCL (`backend`)."""
+    if not d.enabled:
+        return dict(tensors)
+    header = torch.tensor([x for k, t in tensors.items() for x in (k, t.dim(), *t.shape)], dtype=torch.int64)
+    payload = torch.cat([t.reshape(-1).float() for t in tensors.values()]) if tensors else torch.zeros(0)
+    gathered = {}
+    for head, data in zip(_all_gather_1d(header, d), _all_gather_1d(payload, d), strict=True):
+        head, at, used = head.tolist(), 0, 0
+        while at < len(head):
+            key, dims = head[at], head[at + 1]
+            shape = head[at + 2 : at + 2 + dims]
+            size = math.prod(shape)
+            gathered[key] = data[used : used + size].reshape(shape)
+            at, used = at + 2 + dims, used + size
+    return gathered
+
+
+def _all_gather_1d(t: torch.Tensor, d: Dist) -> list[torch.Tensor]:
+    """Each process's 1-D tensor, whatever its length."""
+    sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(d.world_size)]
+    dist.all_gather(sizes, torch.tensor([t.numel()]))
+    longest = max(int(n) for n in sizes)
+    parts = [t.new_empty(longest) for _ in range(d.world_size)]
+    dist.all_gather(parts, torch.cat([t, t.new_zeros(longest - t.numel())]))
+    return [part[: int(n)] for part, n in zip(parts, sizes, strict=True)]
 
 
 def full_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:

@@ -277,3 +277,59 @@ def test_data_parallel_finetuning_equals_one_process_and_resumes_exactly(tmp_pat
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
     metrics = [json.loads((tmp_path / n / "results.json").read_text())["median"] for n in ("one", "two")]
     assert metrics[0] == metrics[1]
+
+
+def _shared_predictions(rank, world, init, out):
+    """One process of `test_data_parallel_evaluation_...`: its predictions and forward count."""
+    import torch.distributed as dist
+
+    from electra import parallel
+    from electra.finetune import predictions
+
+    dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
+    try:
+        report = {}
+        for kind, (model, task, data) in _evaluated_models().items():
+            calls = []
+            model.register_forward_hook(lambda *_, calls=calls: calls.append(1))
+            preds = predictions(model, task, data, torch.device("cpu"), batch_size=4, dist=parallel.Dist(rank, world))
+            report[kind] = {"preds": preds, "forwards": len(calls)}
+        (out / f"{rank}.json").write_text(json.dumps(report))
+    finally:
+        dist.destroy_process_group()
+
+
+def _evaluated_models():
+    """Tiny random models of three kinds and 10 rows of varied lengths to predict (3 batches of 4)."""
+    from electra.config import tiny
+    from electra.finetune import Encoded
+    from electra.model import SequenceClassifier, TokenClassifier
+    from electra.tasks import Task
+
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(3, 20, (10,), generator=g).tolist()
+    ids = [torch.randint(5, 100, (n,), generator=g).tolist() for n in lengths]
+    data = Encoded(ids=ids, types=[[0] * n for n in lengths], labels=[0] * 10)
+    tags = Encoded(ids=ids, types=data.types, labels=[[0] * n for n in lengths])
+    cfg = tiny().discriminator
+    torch.manual_seed(0)
+    return {
+        "classification": (SequenceClassifier(cfg, 3), Task("c", "classification", ("accuracy",)), data),
+        "regression": (SequenceClassifier(cfg, 1), Task("r", "regression", ("pearson",)), data),
+        "tagging": (TokenClassifier(cfg, 4), Task("t", "tagging", ("f1",)), tags),
+    }
+
+
+def test_data_parallel_evaluation_shares_the_batches_and_returns_every_prediction(tmp_path):
+    """Data-parallel fine-tuning evaluates each epoch together: each process runs every other
+    batch, and both get every prediction, the same as one process computes alone."""
+    import torch.multiprocessing as mp
+
+    from electra.finetune import predictions
+
+    mp.spawn(_shared_predictions, args=(2, tmp_path / "init", tmp_path), nprocs=2)
+    reports = [json.loads((tmp_path / f"{r}.json").read_text()) for r in range(2)]
+    for kind, (model, task, data) in _evaluated_models().items():
+        alone = json.loads(json.dumps(predictions(model, task, data, torch.device("cpu"), batch_size=4)))
+        assert [r[kind]["forwards"] for r in reports] == [2, 1], kind
+        assert reports[0][kind]["preds"] == reports[1][kind]["preds"] == alone, kind
