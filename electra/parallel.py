@@ -206,7 +206,7 @@ def _all_gather_1d(t: torch.Tensor, d: Dist) -> list[torch.Tensor]:
     """Each process's 1-D tensor, whatever its length."""
     sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(d.world_size)]
     dist.all_gather(sizes, torch.tensor([t.numel()]))
-    longest = max(int(n) for n in sizes)
+    longest = max(1, *(int(n) for n in sizes))  # never an empty exchange
     parts = [t.new_empty(longest) for _ in range(d.world_size)]
     dist.all_gather(parts, torch.cat([t, t.new_zeros(longest - t.numel())]))
     return [part[: int(n)] for part, n in zip(parts, sizes, strict=True)]
