@@ -224,7 +224,7 @@ def test_choosing_a_compile_backend_compiles_the_step(tiny_data, tmp_path):
 
 def test_a_step_compiled_before_at_another_batch_compiles_static_again(tiny_data, tmp_path, monkeypatch):
     """A probe, then the run (or two runs in a notebook): the second compile of the step must not
-    turn its sizes symbolic, which costs a slower compile and slower kernels."""
+    turn its sizes symbolic (half as long again to compile here, kernels generic in the sizes)."""
     from torch._dynamo import register_backend
 
     from electra import pretrain
