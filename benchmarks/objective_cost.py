@@ -5,7 +5,8 @@
 ELECTRA's efficiency analysis (Table 5) compares objectives at equal compute; on a given
 machine, "equal compute" is equal time, and the objectives do not cost the same per step:
 the MLM baseline has no discriminator, Replace MLM runs a second vocabulary head at the
-masked positions, All-Tokens MLM one at every position. The table gives the median step
+masked positions, All-Tokens MLM one at every position. `electra-whole-words` is ELECTRA with
+--whole-word-masking, a fifth of the tokens continuing a word. The table gives the median step
 (objective, backward, AdamW) in milliseconds, tokens/s, and the cost relative to ELECTRA's.
 Random weights and tokens: speed does not depend on them.
 """
@@ -22,7 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-KINDS = ("electra", "electra-15", "replace-mlm", "all-tokens-mlm", "mlm")
+KINDS = ("electra", "electra-whole-words", "electra-15", "replace-mlm", "all-tokens-mlm", "mlm")
+WORD_PIECES = 0.2  # electra-whole-words: this share of the vocabulary (and so of the tokens) are "##" pieces
 
 
 def measure(kind: str, preset: str, batch: int, seq: int, vocab: int, steps: int, warmup: int) -> float:
@@ -32,9 +34,11 @@ def measure(kind: str, preset: str, batch: int, seq: int, vocab: int, steps: int
     from electra.config import ModelConfig, generator_config
     from electra.config import preset as model_preset
     from electra.model import Electra
-    from electra.objective import MAIN_LM_HEAD, OBJECTIVES, ObjectiveConfig
+    from electra.objective import CONTINUES, MAIN_LM_HEAD, OBJECTIVES, SPECIAL, ObjectiveConfig
     from electra.optim import adamw
 
+    whole_word = kind == "electra-whole-words"
+    kind = "electra" if whole_word else kind
     cfg = model_preset(preset, vocab_size=vocab)
     if kind == "mlm":  # as `electra pretrain` builds it: the masked LM is the full-size network
         cfg = ModelConfig(cfg.discriminator, generator_config(cfg.discriminator, 1.0))
@@ -42,12 +46,13 @@ def measure(kind: str, preset: str, batch: int, seq: int, vocab: int, steps: int
     torch.manual_seed(0)
     model = Electra(cfg).train()
     optimizer = adamw(model, 1e-4, 0.01)
-    special = torch.zeros(vocab, dtype=torch.bool)
-    special[:5] = True  # [PAD], [UNK], [CLS], [SEP], [MASK] in `electra prepare`'s vocabularies
+    special = torch.zeros(vocab, dtype=torch.int8)
+    special[:5] = SPECIAL  # [PAD], [UNK], [CLS], [SEP], [MASK] in `electra prepare`'s vocabularies
+    special[round(vocab * (1 - WORD_PIECES)) :] = CONTINUES
     ids = torch.randint(5, vocab, (batch, seq))
     ids[:, 0], ids[:, -1] = 2, 3
     types, mask, rows = torch.zeros_like(ids), torch.ones_like(ids), torch.arange(batch)
-    objective, ocfg = OBJECTIVES[kind], ObjectiveConfig(kind=kind)
+    objective, ocfg = OBJECTIVES[kind], ObjectiveConfig(kind=kind, whole_word=whole_word)
     times = []
     for step in range(warmup + steps):
         start = time.perf_counter()

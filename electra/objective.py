@@ -85,25 +85,41 @@ def _candidates(input_ids: torch.Tensor, attention_mask: torch.Tensor, special: 
 def _choose_words(
     input_ids: torch.Tensor, attention_mask: torch.Tensor, special: torch.Tensor, rows, seed, K: int, k: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Whole-word masking: words in a random order, taken while their pieces fit in the row's k.
+    """Whole-word masking as BERT's: words in a random order, each taken if its pieces still fit in k.
 
-    A word is a candidate token and the CONTINUES pieces after it. Returns (B, K) positions,
-    every piece of a chosen word in order, and which slots are used. Each word draws one hash;
-    ties break by word index, so the order is a pure function of (seed, row) like the token case.
+    A word is a candidate token and the CONTINUES pieces after it; a word that does not fit is
+    skipped and later, shorter ones may still be taken. Returns (B, K) positions, the pieces of
+    the chosen words first, and which slots are used. Each word draws one hash; ties break by
+    word index, so the order is a pure function of (seed, row) like the token case.
     """
     T = input_ids.shape[1]
+    idx = torch.arange(T, device=input_ids.device)[None, :]
     candidate = _candidates(input_ids, attention_mask, special)
     after_candidate = F.pad(candidate[:, :-1], (1, 0), value=False)
     starts = candidate & ~((special[input_ids] == CONTINUES) & after_candidate)
     word = (starts.long().cumsum(1) - 1).clamp(min=0)  # (B, T) the word each candidate token belongs to
+    length = torch.zeros_like(word).scatter_add_(1, word, candidate.long()).gather(1, word)  # its word's pieces
+    rest = length - 1 - (idx - torch.where(starts, idx, 0).cummax(1).values)  # pieces after this one in its word
     key = torch.gather(hash32(seed, rows, T, stream=1), 1, word) * 2**20 + word  # T < 2^20: unique per word
     key = key.masked_fill(~candidate, -1)
-    ordered, order = torch.sort(key, dim=1, descending=True, stable=True)  # a word's pieces stay together, in order
-    ends = ordered != F.pad(ordered[:, 1:], (0, 1), value=-2)  # the last piece of each word in that order
-    taken = torch.arange(1, T + 1, device=input_ids.device)[None, :]  # pieces taken up to and including here
-    fits = ends & (ordered >= 0) & (taken <= k[:, None])
-    n = (taken * fits).amax(1)  # (B,) pieces of the words that fit, at most k
-    return order[:, :K], torch.arange(K, device=input_ids.device)[None, :] < n[:, None]
+    order = torch.sort(key, dim=1, descending=True, stable=True).indices  # a word's pieces stay together, in order
+    length, rest, valid = length.gather(1, order), rest.gather(1, order), key.gather(1, order) >= 0
+    # BERT's loop over the words maps what is left, r, to r - length if the word fits, else r. Each
+    # position holds that map as a table over r = 0..K (the identity but at a word's last piece);
+    # composing the tables before every position, in log2(T) doubling steps, gives what was left
+    # when the loop reached its word.
+    B, left = input_ids.shape[0], torch.arange(K + 1, device=input_ids.device)
+    fits = (valid & (rest == 0))[..., None] & (length[..., None] <= left)
+    maps = torch.where(fits, left - length[..., None], left)  # (B, T, K + 1)
+    maps = torch.cat([left.expand(B, 1, K + 1), maps[:, :-1]], 1)  # maps[t]: position t - 1's map
+    shift = 1
+    while shift < T:  # maps[t] becomes maps[t] after maps[t - shift]; at the end, all of those before t
+        maps = torch.cat([maps[:, :shift], maps[:, shift:].gather(2, maps[:, :-shift])], 1)
+        shift *= 2
+    reached = maps.gather(2, k.view(B, 1, 1).expand(B, T, 1)).squeeze(2)  # what was left before each position
+    taken = valid & (length <= reached)
+    first = torch.sort(taken.to(torch.int8), dim=1, descending=True, stable=True).indices[:, :K]
+    return order.gather(1, first), idx[:, :K] < taken.sum(1, keepdim=True)
 
 
 def loss_counts(

@@ -103,7 +103,14 @@ def test_objective_cost_times_every_objective(tmp_path):
         *("--batch", "2", "--seq", "16", "--vocab", "300", "--steps", "1", "--warmup", "0"),
         *("--json", str(tmp_path / "cost.json")),
     )
-    assert _table(result.stdout)[1:] == ["electra", "electra-15", "replace-mlm", "all-tokens-mlm", "mlm"]
+    assert _table(result.stdout)[1:] == [
+        "electra",
+        "electra-whole-words",
+        "electra-15",
+        "replace-mlm",
+        "all-tokens-mlm",
+        "mlm",
+    ]
     rows = json.loads((tmp_path / "cost.json").read_text())
     assert rows[0]["relative"] == 1.0 and all(r["ms"] > 0 for r in rows)
     refused = _run("benchmarks/objective_cost.py", "--objectives", "electra,bert", check=False)

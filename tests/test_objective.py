@@ -15,6 +15,7 @@ from electra.objective import (
     _generator_metrics,
     copy_mlm_loss,
     electra_loss,
+    hash32,
     loss_counts,
     mask_tokens,
     masked_lm_loss,
@@ -94,7 +95,7 @@ KINDS = SPECIAL.to(torch.int8)  # as electra.pretrain.token_kinds builds it: spe
 KINDS[60:] = CONTINUES  # ids 60-99 are "##" pieces
 
 
-def _words(ids, mask):
+def _words(ids, mask, first_piece=60):
     """Each row's words as lists of positions: a token that may start a word, then the pieces after it."""
     out = []
     for row, m in zip(ids.tolist(), mask.tolist(), strict=True):
@@ -102,7 +103,7 @@ def _words(ids, mask):
         for t, (tok, real) in enumerate(zip(row, m, strict=True)):
             if not real or tok in (PAD, CLS, SEP, MASK):
                 continue
-            if tok >= 60 and words and words[-1][-1] == t - 1:
+            if tok >= first_piece and words and words[-1][-1] == t - 1:
                 words[-1].append(t)
             else:
                 words.append([t])
@@ -110,32 +111,57 @@ def _words(ids, mask):
     return out
 
 
-def test_whole_word_masking_chooses_every_piece_of_a_word_or_none():
+def _bert_whole_words(words, keys, k):
+    """BERT's loop: words in key order (ties: later word first); skip one that does not fit, go on."""
+    chosen = []
+    for w in sorted(range(len(words)), key=lambda w: (keys[w], w), reverse=True):
+        if len(chosen) >= k:
+            break
+        if len(chosen) + len(words[w]) <= k:
+            chosen += words[w]
+    return chosen
+
+
+@pytest.mark.parametrize("first_piece", [60, 15])  # 40% or 85% of the tokens continue a word
+def test_whole_word_masking_chooses_the_words_berts_loop_chooses(first_piece):
     ids, mask = _rows(B=64, T=40)
+    kinds = SPECIAL.to(torch.int8)
+    kinds[first_piece:] = CONTINUES
     rows = torch.arange(64)
-    m = mask_tokens(ids, mask, KINDS, rows, seed=4, mask_id=MASK, whole_word=True)
+    m = mask_tokens(ids, mask, kinds, rows, seed=4, mask_id=MASK, whole_word=True)
     k = (mask.sum(1).float() * 0.15).round().clamp(1, 6).long()
-    chosen_fraction = []
-    for b, words in enumerate(_words(ids, mask)):
-        chosen = set(m.positions[b][m.weights[b].bool()].tolist())
-        assert len(chosen) == int(m.weights[b].sum())  # no position twice
-        for word in words:
-            assert set(word) <= chosen or not set(word) & chosen, (b, word)  # all of it or none
-        covered = {t for w in words for t in w}
-        assert chosen <= covered  # never a special or padding
-        assert len(chosen) <= k[b]
-        chosen_fraction.append(len(chosen) / k[b].item())
+    keys = hash32(4, rows, 40, stream=1).tolist()
+    skipped = 0
+    for b, words in enumerate(_words(ids, mask, first_piece)):
+        want = _bert_whole_words(words, keys[b], k[b].item())
+        used = int(m.weights[b].sum())
+        assert m.positions[b, :used].tolist() == want, b  # the same pieces in the same order
+        assert not m.weights[b, used:].any()
+        assert sorted(m.positions[b].tolist()) == sorted(set(m.positions[b].tolist()))  # no position twice
+        prefix = []  # taking words only until the first that does not fit would stop here
+        for w in sorted(range(len(words)), key=lambda w: (keys[b][w], w), reverse=True):
+            if len(prefix) + len(words[w]) > k[b]:
+                break
+            prefix += words[w]
+        skipped += len(want) > len(prefix)
         assert torch.equal(m.targets[b], ids[b, m.positions[b]])
-        shown = m.input_ids[b, sorted(chosen)]
-        assert all(x == MASK or x == ids[b, t] for x, t in zip(shown.tolist(), sorted(chosen), strict=True))
-    assert sum(chosen_fraction) / len(chosen_fraction) > 0.75  # words fill most of each row's budget
+        shown = m.input_ids[b, want]
+        assert all(x == MASK or x == ids[b, t] for x, t in zip(shown.tolist(), want, strict=True))
+        untouched = torch.ones(40, dtype=torch.bool)
+        untouched[want] = False
+        assert torch.equal(m.input_ids[b, untouched], ids[b, untouched])
+    assert skipped > 5  # rows where a skipped word left room for later ones
     # the denominators a split step divides by count exactly these positions
-    counts = loss_counts(ids, mask, KINDS, 0.15, rows, 4, whole_word=True)
+    counts = loss_counts(ids, mask, kinds, 0.15, rows, 4, whole_word=True)
     assert counts.tolist() == [m.weights.sum().item(), mask.sum().item()]
     # a pure function of (seed, row): half a batch chooses what the whole batch chose for those rows
-    half = mask_tokens(ids[32:], mask[32:], KINDS, rows[32:], seed=4, mask_id=MASK, whole_word=True)
+    half = mask_tokens(ids[32:], mask[32:], kinds, rows[32:], seed=4, mask_id=MASK, whole_word=True)
     assert torch.equal(half.positions[half.weights.bool()], m.positions[32:][m.weights[32:].bool()])
-    # without word pieces every word is one token, and each row gets exactly its round(p * n)
+
+
+def test_whole_words_without_word_pieces_choose_as_many_as_single_tokens():
+    ids, mask = _rows(B=64, T=40)
+    rows = torch.arange(64)
     single = mask_tokens(ids, mask, SPECIAL.to(torch.int8), rows, seed=4, mask_id=MASK, whole_word=True)
     assert torch.equal(single.weights.sum(1), mask_tokens(ids, mask, SPECIAL, rows, 4, MASK).weights.sum(1))
 
