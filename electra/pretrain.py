@@ -452,7 +452,7 @@ def _run(
             except ImportError as e:
                 raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard") from e
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+        publish_file(out / "config.json", json.dumps(settings, indent=2, sort_keys=True) + "\n")
         dropped = _truncate_metrics(metrics_path, step)
         if dropped:
             say(f"note: dropped {dropped} unreadable line(s) of {metrics_path}")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from electra.atomic import check_output
+from electra.atomic import check_output, publish_file
 from electra.config import check_options
 from electra.corpus import CorpusError
 
@@ -70,7 +70,7 @@ def _hub_sst2(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for split, name in (("train", "train.tsv"), ("validation", "dev.tsv")):
         rows = ["sentence\tlabel"] + [f"{r['sentence'].strip()}\t{r['label']}" for r in ds[split]]
-        (folder / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
+        publish_file(folder / name, "\n".join(rows) + "\n")
     return folder
 
 
@@ -179,5 +179,5 @@ def _pipeline(cfg: QuickstartConfig, out: Path) -> dict:
             "classifier": str(out / "sst2"),
         },
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    publish_file(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
