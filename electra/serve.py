@@ -144,8 +144,8 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], handler, batcher: Batcher):
+        self.batcher = batcher  # first: a failed bind calls server_close from inside __init__
         super().__init__(address, handler)
-        self.batcher = batcher
 
     def server_close(self) -> None:
         super().server_close()
@@ -159,6 +159,8 @@ def make_server(
     `api_key`, only requests that carry it as a bearer token are answered."""
     if api_key is not None and not api_key:
         raise ValueError("the API key is empty; give one with at least one character, or none")
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is not a TCP port; choose one from 1 to 65535 (0: any free one)")
     expected = None if api_key is None else f"Bearer {api_key}".encode()
     batcher = Batcher(predictor, batch_size)
     info = {
@@ -203,6 +205,10 @@ def make_server(
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
             if not self._authorized(body_unread=False):
                 return
+            if self.path == "/predict":
+                error = "send the inputs with POST /predict"
+                self._reply(HTTPStatus.METHOD_NOT_ALLOWED, {"error": error}, headers={"Allow": "POST"})
+                return
             if self.path != "/health":
                 self._reply(HTTPStatus.NOT_FOUND, {"error": f"no {self.path}; use GET /health or POST /predict"})
                 return
@@ -238,4 +244,9 @@ def make_server(
                 return
             self._reply(HTTPStatus.OK, {"outputs": outputs, "truncated": truncated})
 
-    return Server((host, port), Handler, batcher)
+    try:
+        return Server((host, port), Handler, batcher)
+    except OSError as e:
+        raise OSError(
+            f"cannot listen on {host}:{port} ({e.strerror or e}); choose another --port or --host (0: any free port)"
+        ) from e

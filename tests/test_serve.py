@@ -99,6 +99,18 @@ def test_bad_requests_say_what_to_send(folders, serving, body, error):
     status, got = _call(url + "/predict", body)
     assert status == 400 and got["error"].startswith(error)
     assert _call(url + "/nothing", {"inputs": []})[0] == 404
+    assert _call(url + "/predict") == (405, {"error": "send the inputs with POST /predict"})
+
+
+def test_a_port_that_cannot_be_listened_on_is_refused_with_a_message(folders, serving, capsys):
+    from electra.cli import main
+
+    url = serving(Predictor(folders / "clf", device="cpu"))
+    taken = url.rsplit(":", 1)[1]
+    for port, error in [(taken, f"cannot listen on 127.0.0.1:{taken} (Address already in use)"), ("70000", "port")]:
+        assert main(["serve", "--model", str(folders / "clf"), "--port", port]) == 2
+        assert f"electra serve: error: {error}" in capsys.readouterr().err
+    assert _call(url + "/health")[0] == 200  # the server holding the port is untouched
 
 
 def test_the_command_serves_until_interrupted(folders):
