@@ -821,7 +821,11 @@ def build_parser() -> argparse.ArgumentParser:
         "over them in length-sorted batches and write an (N, hidden) float32 .npy file, one row per text in "
         "input order: the mean of its tokens' last hidden states, or the [CLS] token's.",
     )
-    p.add_argument("--model", required=True, help="an ELECTRA folder or hub name (discriminator, classifier ...)")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="an ELECTRA folder or hub name (discriminator, classifier ...), or a run or checkpoint",
+    )
     _text_inputs(p)
     p.add_argument("--output", required=True, help="the .npy file to write")
     p.add_argument("--pooling", choices=("mean", "cls"), default="mean", help="mean over the tokens (default) or [CLS]")

@@ -13,8 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from electra import hf
-from electra.finetune import Encoded, batches
+from electra.finetune import Encoded, batches, load_pretrained
 from electra.parallel import autocast, pick_device, resolve_precision
 from electra.tokenizer import load_tokenizer
 
@@ -23,10 +22,11 @@ POOLINGS = ("mean", "cls")
 
 class Embedder:
     """The encoder of an ELECTRA folder (pre-trained or fine-tuned; ours, a hub name or any
-    transformers ELECTRA folder), loaded once. A text's vector is the mean of its tokens' last
-    hidden states ([CLS] and [SEP] included, padding not), or with `pooling="cls"` the first
-    token's; `normalize` scales each to unit length (cosine similarity is then a dot product).
-    Texts longer than `max_length` tokens (default: the model's positions) are cut there."""
+    transformers ELECTRA folder) or of a pre-training run's newest checkpoint, loaded once. A
+    text's vector is the mean of its tokens' last hidden states ([CLS] and [SEP] included,
+    padding not), or with `pooling="cls"` the first token's; `normalize` scales each to unit
+    length (cosine similarity is then a dot product). Texts longer than `max_length` tokens
+    (default: the model's positions) are cut there."""
 
     def __init__(
         self,
@@ -39,8 +39,7 @@ class Embedder:
     ):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
-        self.folder = hf.resolve(model_dir)
-        self.encoder = hf.load_encoder(self.folder)
+        self.encoder, self.folder = load_pretrained(model_dir)
         self.device = pick_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.encoder.to(self.device).eval()

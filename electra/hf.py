@@ -188,6 +188,10 @@ def from_hf_config(d: dict, where: str = "config.json") -> EncoderConfig:
     for name, (want, got) in unsupported.items():
         if got != want:
             raise ValueError(f"{where} sets {name}={got!r}; only {want!r} is supported")
+    required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+    if missing := [k for k in required if k not in d]:
+        what = "a pre-training run's settings: export it" if "data_sha256" in d else "not a transformers ELECTRA config"
+        raise ValueError(f"{where} has no {', '.join(missing)}: {what}")
     return EncoderConfig(
         vocab_size=d["vocab_size"],
         embedding_size=d.get("embedding_size", d["hidden_size"]),

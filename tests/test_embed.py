@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from electra import hf
+from electra.checkpoint import save_checkpoint, step_dir
 from electra.config import tiny
 from electra.embed import Embedder
 from electra.model import Electra, SequenceClassifier
@@ -26,6 +27,7 @@ def folders(tmp_path_factory, tokenizer, tokenizer_dir):
     hf.export_discriminator(model, root / "disc", tokenizer_dir=tokenizer_dir)
     clf = SequenceClassifier(model.cfg.discriminator, 2, encoder=model.encoder("discriminator"))
     hf.export_sequence_classifier(clf, root / "clf", ["neg", "pos"], tokenizer_dir=tokenizer_dir)
+    save_checkpoint(step_dir(root / "run", 5), model, tokenizer_dir=tokenizer_dir)
     return root
 
 
@@ -47,9 +49,11 @@ def test_vectors_equal_transformers_pooled_hidden_states(folders, pooling):
     ours, cut = Embedder(folders / "disc", device="cpu", pooling=pooling)([(t, None) for t in TEXTS], batch_size=3)
     assert ours.shape == (4, 32) and ours.dtype == np.float32 and cut == 0
     np.testing.assert_allclose(ours, _theirs(folders / "disc", TEXTS, pooling), atol=1e-5)
-    # a fine-tuned classifier's encoder is the same encoder: the same vectors
-    again, _ = Embedder(folders / "clf", device="cpu", pooling=pooling)([(t, None) for t in TEXTS])
-    np.testing.assert_allclose(again, ours, atol=1e-6)
+    # a fine-tuned classifier's encoder, or a run's (its newest checkpoint's discriminator), is
+    # the same encoder: the same vectors
+    for folder in (folders / "clf", folders / "run", folders / "run" / "checkpoints" / "step-00000005"):
+        again, _ = Embedder(folder, device="cpu", pooling=pooling)([(t, None) for t in TEXTS])
+        np.testing.assert_allclose(again, ours, atol=1e-6, err_msg=str(folder))
 
 
 def test_the_command_writes_unit_vectors_in_input_order_and_counts_cut_texts(folders, tmp_path, cli):

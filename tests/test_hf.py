@@ -278,6 +278,9 @@ def test_import_errors_name_the_problem(tmp_path, electra):
     (tmp_path / "disc" / "config.json").write_text(json.dumps({**config, "hidden_act": "relu"}))
     with pytest.raises(ValueError, match="hidden_act='relu'; only 'gelu' is supported"):
         hf.load_encoder(tmp_path / "disc")
+    (tmp_path / "disc" / "config.json").write_text(json.dumps({"data_sha256": "ab", "batch_size": 8}))
+    with pytest.raises(ValueError, match="config.json has no vocab_size, .*: a pre-training run's settings: export"):
+        hf.load_encoder(tmp_path / "disc")
     with pytest.raises(FileNotFoundError, match="has no config.json"):
         hf.load_encoder(tmp_path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
