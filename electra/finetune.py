@@ -50,8 +50,10 @@ from electra.tasks import (
     glue_from_datasets,
     glue_test,
     glue_test_from_datasets,
+    hub_glue,
     read_conll,
     read_table,
+    through_datasets,
 )
 from electra.tokenizer import load_tokenizer, vocab_in_order
 
@@ -148,7 +150,7 @@ def load_task(cfg: FinetuneConfig, with_train: bool = True) -> tuple[Task, list[
     data = Path(cfg.data)
     if cfg.task in GLUE:
         task = GLUE[cfg.task]
-        if cfg.data == "glue" or (data / "dataset_dict.json").exists():  # through `datasets`
+        if through_datasets(cfg.data):
             train, devs = glue_from_datasets(task, cfg.data)
             return task, train, devs
         folder = glue_folder(data, task)
@@ -860,7 +862,7 @@ def test_sets(cfg: FinetuneConfig, task: Task) -> dict[str, list[Example]]:
     data = Path(cfg.data)
     if cfg.task not in GLUE:
         return {}
-    if cfg.data == "glue" or (data / "dataset_dict.json").exists():
+    if through_datasets(cfg.data):
         return glue_test_from_datasets(task, cfg.data)
     return glue_test(task, glue_folder(data, task))
 
@@ -892,7 +894,7 @@ _NO_EFFECT = ("save_minutes", "activation_checkpointing")  # settings that do no
 
 def glue_tasks(data: str) -> list[str]:
     """The GLUE tasks `data` holds: all of them for the hub (`glue`), else the task folders present."""
-    if data == "glue":
+    if hub_glue(data):
         return list(GLUE_SCORE_TASKS)
     root = Path(data)
     if not root.is_dir():

@@ -278,6 +278,16 @@ HUB_GLUE = {
 }
 
 
+def hub_glue(source: str) -> bool:
+    """Whether `source` names the hub's `glue` dataset: "glue", unless a local path of that name exists."""
+    return source == "glue" and not Path(source).exists()
+
+
+def through_datasets(source: str) -> bool:
+    """Whether a GLUE task's `source` is read through `datasets`: the hub's, or a saved DatasetDict."""
+    return hub_glue(source) or (Path(source) / "dataset_dict.json").exists()
+
+
 def _glue_dataset(name: str, source: str):
     """GLUE's `name` configuration from the hub (source "glue"), or a DatasetDict saved to disk."""
     try:
@@ -285,7 +295,7 @@ def _glue_dataset(name: str, source: str):
     except ImportError as e:
         raise TaskError("reading GLUE through datasets needs the datasets package: pip install datasets") from e
     try:
-        return datasets.load_dataset("glue", name) if source == "glue" else datasets.load_from_disk(source)
+        return datasets.load_dataset("glue", name) if hub_glue(source) else datasets.load_from_disk(source)
     except Exception as e:
         raise TaskError(
             f"could not load GLUE {name} from {source} ({type(e).__name__}: {e}); pass the task's TSV folder instead"
@@ -306,7 +316,7 @@ def glue_test_from_datasets(task: Task, source: str) -> dict[str, list[Example]]
         for split, (_, name) in splits.items()
         if split in ds
     }
-    if task.name == "mnli" and source == "glue":  # the hub's diagnostic set: glue/ax, one test split
+    if task.name == "mnli" and hub_glue(source):  # the hub's diagnostic set: glue/ax, one test split
         ax = _glue_dataset("ax", source)["test"]
         out["AX"] = [Example(r["premise"], r["hypothesis"], str(r["idx"])) for r in ax]
     return out

@@ -134,6 +134,21 @@ def test_glue_dev_sets_read_with_their_official_row_counts(name, rows, first_lab
     assert all(e.text for e in dev)
 
 
+def test_a_local_folder_named_glue_is_read_as_a_folder_not_the_hub(tmp_path, monkeypatch):
+    from electra.finetune import glue_tasks, load_task
+
+    (tmp_path / "glue" / "RTE").mkdir(parents=True)
+    for name in ("train.tsv", "dev.tsv"):
+        rows = ["index\tsentence1\tsentence2\tlabel", "0\tit rains\tit is wet\tentailment"]
+        (tmp_path / "glue" / "RTE" / name).write_text("\n".join(rows) + "\n")
+    monkeypatch.chdir(tmp_path)
+    assert glue_tasks("glue") == ["rte"]
+    task, train, devs = load_task(FinetuneConfig(model="m", task="rte", data="glue", out="o"))
+    assert train == devs["dev"] == [Example("it rains", "it is wet", "entailment")]
+    monkeypatch.chdir(tmp_path / "glue")  # no such folder here: "glue" is the hub's dataset
+    assert glue_tasks("glue") == ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte"]
+
+
 def test_layer_scales_follow_googles_depths():
     """Google's _get_layer_lrs: embeddings depth 0, layer i depth i + 1, head depth L + 2."""
     enc = Encoder(tiny().discriminator)  # 2 layers; the head (no prefix here) keeps factor 1
