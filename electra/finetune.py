@@ -230,9 +230,9 @@ def label_set(task: Task, train: list[Example], devs: dict[str, list[Example]]) 
         for i, e in enumerate(examples):
             for t in e.label if task.kind == "tagging" else [e.label]:
                 if t not in known:
+                    what = f"not one of {task.name}'s labels" if task.labels else "unseen in training"
                     raise TaskError(
-                        f"{name} example {i + 1} has label {t!r}, unseen in training "
-                        f"(known: {', '.join(sorted(map(str, known)))})"
+                        f"{name} example {i + 1} has label {t!r}, {what} (known: {', '.join(sorted(map(str, known)))})"
                     )
     return labels
 

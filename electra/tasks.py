@@ -405,6 +405,8 @@ def table_rows(
             continue
         if len(row) <= need:
             raise TaskError(f"{name}:{n} has {len(row)} columns, expected at least {need + 1}")
+        if y is not None and not row[y].strip():
+            raise TaskError(f"{name}:{n} has an empty label; label the row or remove it")
         yield Example(row[t], None if p is None else row[p], None if y is None else row[y].strip())
 
 
@@ -438,11 +440,13 @@ def _read_jsonl(path: Path, text, pair, label) -> list[Example]:
                 if field is not None and not isinstance(r[field], str):
                     raise TaskError(f"{path}:{n}: {field!r} is {r[field]!r}, not a text string")
             value = None if label is None else r[label]
+            if label is not None and (value is None or (isinstance(value, str) and not value.strip())):
+                raise TaskError(f"{path}:{n}: {label!r} is {value!r}; label the record or remove it")
             out.append(
                 Example(
                     r[text],
                     None if pair is None else r[pair],
-                    None if value is None else value if isinstance(value, float) else str(value),
+                    None if value is None else value if isinstance(value, float) else str(value).strip(),
                 )
             )
     return out

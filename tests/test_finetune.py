@@ -829,6 +829,22 @@ def test_bad_task_input_is_refused_with_a_message(sentiment_tokenizer_dir, tmp_p
     (data / "dev.csv").write_text("text,stars\nan odd film,pos\n")
     with pytest.raises(TaskError, match="has no column 'label' .*; name the label column with --label-field"):
         run(cfg, quiet=True)
+    (data / "dev.csv").write_text("text,label\nan odd film,pos\nno label here, \n")  # not a third class
+    with pytest.raises(TaskError, match="dev.csv:3 has an empty label; label the row or remove it"):
+        run(cfg, quiet=True)
+    (data / "dev.csv").unlink()
+    for label, shown in (("null", "None"), ('""', "''")):
+        (data / "dev.jsonl").write_text(f'{{"text": "fine", "label": "pos"}}\n{{"text": "odd", "label": {label}}}\n')
+        with pytest.raises(TaskError, match=f"dev.jsonl:2: 'label' is {shown}; label the record or remove it"):
+            run(cfg, quiet=True)
+    (data / "dev.jsonl").unlink()
+    (data / "dev.csv").write_text("text,label\nan odd film,pos\n")
+    (data / "sst").mkdir()
+    (data / "sst" / "train.tsv").write_text("sentence\tlabel\ngood\t1\nbad\t2\n")
+    (data / "sst" / "dev.tsv").write_text("sentence\tlabel\ngood\t1\n")
+    with pytest.raises(TaskError, match="label '2', not one of sst2's labels \\(known: 0, 1\\)"):
+        run(dataclasses.replace(cfg, task="sst2", data=str(data / "sst")), quiet=True)
+    shutil.rmtree(data / "sst")
     result = cli("finetune", "--model", root / "model", "--task", "sst2", "--data", data, "--out", tmp_path / "o")
     assert result.returncode == 2 and "has no train.tsv or dev.tsv for sst2" in result.stderr
     assert not (tmp_path / "o").exists()
