@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from electra.finetune import Encoded, batches, load_pretrained
 from electra.parallel import autocast, pick_device, resolve_precision
-from electra.tokenizer import load_tokenizer
+from electra.tokenizer import load_model_tokenizer
 
 POOLINGS = ("mean", "cls")
 
@@ -43,7 +43,7 @@ class Embedder:
         self.device = pick_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.encoder.to(self.device).eval()
-        self.tok = load_tokenizer(self.folder)
+        self.tok = load_model_tokenizer(self.folder, self.encoder.cfg.vocab_size)
         self.pad_id = self.tok.token_to_id("[PAD]")
         positions = self.encoder.cfg.max_positions
         self.limit = positions if max_length is None else max_length

@@ -15,7 +15,7 @@ from electra import hf
 from electra.finetune import SQUAD, Encoded, FinetuneConfig, encode, load_task, predictions, score, word_tags
 from electra.parallel import pick_device
 from electra.tasks import Example, Task, TaskError
-from electra.tokenizer import load_tokenizer
+from electra.tokenizer import load_model_tokenizer
 
 
 def run(
@@ -75,7 +75,7 @@ def run(
     length = length or (min(512, positions) if task.kind == "span" else 128)
     if length > positions:
         raise ValueError(f"--max-length {length} exceeds the model's {positions} positions")
-    tok = load_tokenizer(folder)
+    tok = load_model_tokenizer(folder, model.cfg.vocab_size)
     where = pick_device(device)
     model.to(where)
     metrics, counts, truncated, per_example = {}, {}, 0, {}

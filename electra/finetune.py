@@ -55,7 +55,7 @@ from electra.tasks import (
     read_table,
     through_datasets,
 )
-from electra.tokenizer import load_tokenizer, vocab_in_order
+from electra.tokenizer import load_model_tokenizer, vocab_in_order
 
 SQUAD = ("squad", "squad_v2")  # SQuAD 1.1 and 2.0 (questions without an answer)
 
@@ -669,7 +669,7 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
     max_length = used["max_length"]
     if max_length > encoder.cfg.max_positions:
         raise ValueError(f"--max-length {max_length} exceeds the model's {encoder.cfg.max_positions} positions")
-    tok = load_tokenizer(tokenizer_dir)
+    tok = load_model_tokenizer(tokenizer_dir, encoder.cfg.vocab_size)
     vocab_in_order(tok)  # the export writes vocab.txt: a tokenizer that cannot be written fails now, not after training
     train, n_trunc = encode(
         tok, task, train_examples, labels, max_length, cfg.truncate, "train", numbers, cfg.doc_stride

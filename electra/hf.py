@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from electra.atomic import publish_dir
 from electra.config import EncoderConfig, ModelConfig
 from electra.model import Electra, Encoder, QuestionAnswerer, SequenceClassifier, TokenClassifier
-from electra.tokenizer import load_tokenizer, save_tokenizer
+from electra.tokenizer import load_model_tokenizer, save_tokenizer
 
 HF_ARCHITECTURES = {
     "discriminator": "ElectraForPreTraining",
@@ -268,13 +268,7 @@ def _write_tokenizer(tokenizer_dir: str | os.PathLike | None, dest: Path, max_po
     truncate to it then never feed the model more positions than it has."""
     if tokenizer_dir is None:
         return
-    tok = load_tokenizer(tokenizer_dir)
-    if tok.get_vocab_size(with_added_tokens=True) > vocab_size:
-        raise ValueError(
-            f"the tokenizer {tokenizer_dir} has {tok.get_vocab_size(with_added_tokens=True)} tokens but the model's "
-            f"embeddings {vocab_size}: its ids would overrun them. Use the tokenizer the model was trained with"
-        )
-    save_tokenizer(tok, dest, model_max_length=max_positions)
+    save_tokenizer(load_model_tokenizer(tokenizer_dir, vocab_size), dest, model_max_length=max_positions)
 
 
 def _write(folder, state: dict, config: dict, tokenizer_dir, overwrite: bool, extra_files=None) -> Path:

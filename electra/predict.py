@@ -17,7 +17,7 @@ from electra import hf, qa
 from electra.finetune import Encoded, batches
 from electra.parallel import autocast, pick_device, resolve_precision
 from electra.tasks import Example, TaskError, jsonl_records, table_rows, utf8
-from electra.tokenizer import load_tokenizer
+from electra.tokenizer import load_model_tokenizer
 
 FORMATS = ("lines", "csv", "tsv", "jsonl")
 
@@ -112,7 +112,7 @@ class Predictor:
         self.device = pick_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.model.to(self.device).eval()
-        self.tok = load_tokenizer(folder)
+        self.tok = load_model_tokenizer(folder, self.model.cfg.vocab_size)
         self.pad_id, self.unk_id = self.tok.token_to_id("[PAD]"), self.tok.token_to_id("[UNK]")
         self.join = self.tok.decoder.decode if self.tok.decoder is not None else " ".join  # word pieces -> text
         self.limit = self.model.cfg.max_positions if max_length is None else max_length

@@ -144,6 +144,17 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     return from_vocab(_read_vocab_txt(path), lowercase=lowercase)
 
 
+def load_model_tokenizer(path: str | Path, vocab_size: int) -> Tokenizer:
+    """A model's tokenizer, refused if its ids would overrun the model's `vocab_size` embeddings."""
+    tok = load_tokenizer(path)
+    if (n := tok.get_vocab_size(with_added_tokens=True)) > vocab_size:
+        raise ValueError(
+            f"the tokenizer {path} has {n} tokens but the model's embeddings {vocab_size}: its ids would overrun "
+            "them. Use the tokenizer the model was trained with"
+        )
+    return tok
+
+
 def is_lowercase(tok: Tokenizer) -> bool:
     normalizer = json.loads(tok.to_str()).get("normalizer") or {}
     if normalizer.get("type") == "Sequence":

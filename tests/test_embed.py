@@ -1,5 +1,7 @@
 """`electra embed`: the vectors transformers' ElectraModel gives, pooled, in input order."""
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -71,3 +73,15 @@ def test_the_command_writes_unit_vectors_in_input_order_and_counts_cut_texts(fol
     assert refused.returncode == 2 and "name the .npy file to write" in refused.stderr
     with pytest.raises(ValueError, match="pooling must be one of mean, cls"):
         Embedder(folders / "disc", device="cpu", pooling="max")
+
+
+def test_a_tokenizer_larger_than_the_models_vocabulary_is_refused(tmp_path, tokenizer, tokenizer_dir):
+    small = Electra(tiny(vocab_size=50))
+    overrun = f"has {tokenizer.get_vocab_size()} tokens but the model's embeddings 50: its ids would overrun"
+    with pytest.raises(ValueError, match=overrun):
+        hf.export_discriminator(small, tmp_path / "disc", tokenizer_dir=tokenizer_dir)
+    hf.export_discriminator(small, tmp_path / "disc")
+    for f in tokenizer_dir.iterdir():  # a tokenizer put beside the weights by hand
+        shutil.copy(f, tmp_path / "disc" / f.name)
+    with pytest.raises(ValueError, match=overrun):
+        Embedder(tmp_path / "disc", device="cpu")
