@@ -407,6 +407,11 @@ def _run(
         settings["model"] = now.to_dict()
         _check_resume(saved.meta["settings"], settings)
         model, state = saved.model, saved.train_state
+        if state["step"] > steps:
+            raise ValueError(
+                f"cannot resume: {saved.path} is at step {state['step']}, past --max-steps {steps}; "
+                "pass a larger --max-steps to train on"
+            )
         say(f"resuming from {saved.path} (step {state['step']}) on {d.world_size} process(es)")
     else:
         torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed

@@ -158,6 +158,10 @@ def test_resume_refuses_other_settings_and_run_refuses_a_used_folder(tiny_data, 
         run(_cfg(tiny_data, tmp_path / "run", max_steps=6, dropout=0.0), resume=True, quiet=True)
     with pytest.raises(ValueError, match=r"model.disentangled_embeddings: checkpoint False, now True"):
         run(_cfg(tiny_data, tmp_path / "run", max_steps=6, disentangled_embeddings=True), resume=True, quiet=True)
+    config = (tmp_path / "run" / "config.json").read_text()
+    with pytest.raises(ValueError, match=r"step-00000003 is at step 3, past --max-steps 2; pass a larger"):
+        run(_cfg(tiny_data, tmp_path / "run", max_steps=2), resume=True, quiet=True)
+    assert (tmp_path / "run" / "config.json").read_text() == config  # refusals write nothing
     # a longer budget is fine, and so are the preset's own values given explicitly
     run(_cfg(tiny_data, tmp_path / "run", max_steps=6, dropout=0.1, generator_fraction=0.5), resume=True, quiet=True)
     assert list_checkpoints(tmp_path / "run")[-1].name == "step-00000006"
