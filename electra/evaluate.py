@@ -132,7 +132,7 @@ def model_labels(
 ) -> list[str]:
     """The data's label for each of the model's outputs, in output order.
 
-    A folder fine-tuned here records them (results.json `labels`); otherwise the model's own
+    A folder fine-tuned here records them (results.json `labels`), and only those count; otherwise the model's own
     label names when they name the data's labels (NER tags, "entailment"), else the outputs are
     the data's labels 0, 1, ... in order (GLUE's integer labels: a model whose outputs are named
     NEGATIVE/POSITIVE or LABEL_0/LABEL_1 read "0"/"1").
@@ -149,10 +149,11 @@ def model_labels(
         t for examples in splits.values() for e in examples for t in (e.label if task.kind == "tagging" else [e.label])
     }
     names = [id2label[i] for i in range(len(id2label))]
-    for labels in (recorded, names, [str(i) for i in range(len(names))]):
-        if labels is not None and len(labels) == len(names) and gold <= set(labels):
+    # a folder fine-tuned here knows its labels: never guess its outputs' order then
+    for labels in [recorded] if recorded is not None else [names, [str(i) for i in range(len(names))]]:
+        if len(labels) == len(names) and gold <= set(labels):
             return list(labels)
     raise TaskError(
-        f"the labels of {folder} ({', '.join(names)}) do not name the data's ({', '.join(sorted(map(str, gold)))}); "
-        "evaluate it on data labelled as it was trained"
+        f"the labels of {folder} ({', '.join(map(str, recorded or names))}) do not name the data's "
+        f"({', '.join(sorted(map(str, gold)))}); evaluate it on data labelled as it was trained"
     )

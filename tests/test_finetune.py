@@ -696,7 +696,10 @@ def test_evaluate_scores_a_folder_as_finetune_scored_its_seed(sentiment_tokenize
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "dev.csv").write_text("text,label\na good film,good\na bad film,bad\n")
     result = cli(*cmd, "--data", tmp_path / "other")
-    assert result.returncode == 2 and "do not name the data's (bad, good)" in result.stderr
+    assert result.returncode == 2 and "(neg, pos) do not name the data's (bad, good)" in result.stderr
+    (tmp_path / "other" / "dev.csv").write_text("text,label\na good film,1\na bad film,0\n")  # not read by position
+    result = cli(*cmd, "--data", tmp_path / "other")
+    assert result.returncode == 2 and "(neg, pos) do not name the data's (0, 1)" in result.stderr
     result = cli(*cmd, "--data", tmp_path / "dev-only", "--split", "test")
     assert result.returncode == 2 and "has no labelled 'test' split for csv; it has dev" in result.stderr
     with pytest.raises(ValueError, match="not a fine-tuned model \\(ElectraForQuestionAnswering\\)"):
