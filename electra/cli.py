@@ -9,6 +9,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -900,9 +901,12 @@ _CONTINUES = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    from electra.signals import Terminated, terminate_unwinds
+
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        with terminate_unwinds():  # training loops take SIGTERM themselves, to save their step
+            args.func(args)
     except Exception as e:
         from electra.pretrain import TrainingDiverged
         from electra.signals import Interrupted
@@ -918,6 +922,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"electra {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"electra {args.command}: terminated (SIGTERM)", file=sys.stderr)
+        return 128 + signal.SIGTERM
     return 0
 
 

@@ -3,6 +3,7 @@ with its progress saved, instead of losing the work since the last save."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -15,6 +16,28 @@ class Interrupted(Exception):
     def __init__(self, signum: int | None, where: str):
         self.signum = signum or signal.SIGTERM
         super().__init__(f"stopped by {signal.Signals(self.signum).name} {where}")
+
+
+class Terminated(BaseException):
+    """SIGTERM outside a training loop: unwinds like Ctrl-C's KeyboardInterrupt, so that what was
+    being written is removed, not left half-done (`terminate_unwinds`)."""
+
+
+def _terminate(signum: int, frame) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def terminate_unwinds():
+    """Within: SIGTERM raises Terminated (in the main thread; elsewhere this does nothing)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class StopRequest:

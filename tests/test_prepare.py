@@ -403,7 +403,7 @@ def test_outputs_that_would_replace_their_inputs_or_zeros_for_defaults_are_refus
     assert read_manifest(tmp_path / "o")["counts"]["tokens_unknown"] > 0
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_an_interrupted_run_never_leaves_a_folder_that_looks_complete(tmp_path, sig):
     rng = random.Random(0)
     words = [f"{a}{b}" for a in "bcdfghklmnprstvw" for b in ("an", "el", "ix", "om", "up", "ers")]
@@ -427,11 +427,12 @@ def test_an_interrupted_run_never_leaves_a_folder_that_looks_complete(tmp_path, 
             proc.communicate()
             continue
         proc.send_signal(sig)
-        proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=60)
         assert not (work / "out").exists()
-        if sig == signal.SIGINT:
-            assert proc.returncode == 130
-            assert not [p for p in work.iterdir() if p.name.startswith(".out")]  # cleaned up
+        if sig != signal.SIGKILL:  # Ctrl-C, or a scheduler's or `kill`'s SIGTERM: unwound and cleaned up
+            assert proc.returncode == 128 + sig, err
+            assert err.decode().strip().endswith("interrupted" if sig == signal.SIGINT else "terminated (SIGTERM)")
+            assert not [p for p in work.iterdir() if p.name.startswith(".out")]
         return
     pytest.fail("every prepare finished before it could be interrupted")
 
