@@ -17,6 +17,7 @@ import json
 import lzma
 import os
 import re
+import sys
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -359,7 +360,13 @@ def expand(paths: Iterable[str | os.PathLike], fmt: str = "auto") -> list[Path]:
                 out.append(m)
     if not out:
         raise CorpusError("no corpus given; pass files, folders or globs with --corpus")
-    return out
+    unique: dict[Path, Path] = {}  # each file once, where it is first named
+    for m in out:
+        unique.setdefault(m.resolve(), m)
+    if len(unique) < len(out):
+        repeats = len(out) - len(unique)
+        print(f"note: {repeats} corpus name(s) repeat a file named before; each file is read once", file=sys.stderr)
+    return list(unique.values())
 
 
 def read_source(

@@ -130,18 +130,22 @@ def load_pretrained(path: str | os.PathLike) -> tuple[Encoder, Path]:
 # --------------------------------------------------------------------------------------
 
 
+def _present(folder: Path, stem: str) -> list[Path]:
+    """The task files named `stem` (train, dev, validation, test) in `folder`."""
+    return [f for x in ("tsv", "csv", "jsonl", "txt", "conll") if (f := folder / f"{stem}.{x}").exists()]
+
+
 def _find(folder: Path, stem: str) -> Path:
-    for name in (f"{stem}.tsv", f"{stem}.csv", f"{stem}.jsonl", f"{stem}.txt", f"{stem}.conll"):
-        if (folder / name).exists():
-            return folder / name
-    raise TaskError(f"{folder} has no {stem}.tsv/.csv/.jsonl (or .txt/.conll for tagging)")
+    found = _present(folder, stem)
+    if len(found) > 1:
+        raise TaskError(f"{folder} holds {' and '.join(f.name for f in found)}; keep the one to use")
+    if not found:
+        raise TaskError(f"{folder} has no {stem}.tsv/.csv/.jsonl (or .txt/.conll for tagging)")
+    return found[0]
 
 
 def _test_file(folder: Path) -> Path | None:
-    try:
-        return _find(folder, "test")
-    except TaskError:
-        return None
+    return _find(folder, "test") if _present(folder, "test") else None
 
 
 def load_task(cfg: FinetuneConfig, with_train: bool = True) -> tuple[Task, list[Example], dict[str, list[Example]]]:
@@ -154,7 +158,8 @@ def load_task(cfg: FinetuneConfig, with_train: bool = True) -> tuple[Task, list[
             train, devs = glue_from_datasets(task, cfg.data)
             return task, train, devs
         folder = glue_folder(data, task)
-        read = lambda f: read_table(folder / f, task.text, task.pair, task.label, task.header)  # noqa: E731
+        own = f"GLUE's {GLUE_FOLDERS[task.name]}"
+        read = lambda f: read_table(folder / f, task.text, task.pair, task.label, task.header, own)  # noqa: E731
         return task, read(task.train) if with_train else [], {Path(f).stem: read(f) for f in task.dev}
     if cfg.task in SQUAD:
         task = Task(cfg.task, "span", ("f1", "exact_match"), epochs=2)  # the paper's 2 epochs for SQuAD
@@ -166,7 +171,7 @@ def load_task(cfg: FinetuneConfig, with_train: bool = True) -> tuple[Task, list[
         return task, train, {"dev": dev}
     if not data.is_dir():
         raise TaskError(f"{data} is not a folder; put train and dev files in one folder")
-    dev_stem = "dev" if any(data.glob("dev.*")) else "validation"
+    dev_stem = "validation" if _present(data, "validation") and not _present(data, "dev") else "dev"
     if cfg.task == "ner":
         task = Task("ner", "tagging", ("f1", "precision", "recall"))
         devs = {"dev": read_conll(_find(data, dev_stem))}
@@ -181,7 +186,11 @@ def load_task(cfg: FinetuneConfig, with_train: bool = True) -> tuple[Task, list[
             try:
                 devs["test"] = read_table(test, text, cfg.pair_field, label)
             except TaskError as e:  # an unlabelled test set is not scored
-                print(f"{test.name} is not scored: {e}", file=sys.stderr)
+                try:
+                    read_table(test, text, cfg.pair_field, None)
+                    print(f"{test.name} has no {label!r} labels: it is not scored", file=sys.stderr)
+                except TaskError:
+                    print(f"{test.name} is not scored: {e}", file=sys.stderr)
         labelled = train or devs["dev"]
         regression = cfg.regression
         if regression is None:  # numbers with a fraction somewhere are scores; "0"/"1" are classes
@@ -900,6 +909,9 @@ def glue_tasks(data: str) -> list[str]:
     if not root.is_dir():
         raise TaskError(f"{data} is not a folder; for --task glue pass a folder holding GLUE's task folders")
     found = [t for t in GLUE_SCORE_TASKS if (root / GLUE_FOLDERS[t] / GLUE[t].train).exists()]
+    for t in GLUE_SCORE_TASKS:
+        if t not in found and (root / GLUE_FOLDERS[t]).is_dir():
+            print(f"note: {root / GLUE_FOLDERS[t]} has no {GLUE[t].train}; {t} is left out", file=sys.stderr)
     if not found:
         names = ", ".join(GLUE_FOLDERS[t] for t in GLUE_SCORE_TASKS)
         raise TaskError(f"{data} holds none of GLUE's task folders ({names}), each with its {GLUE['sst2'].train}")

@@ -257,9 +257,10 @@ def glue_test(task: Task, folder: Path) -> dict[str, list[Example]]:
     for file, name in GLUE_TEST[task.name]:
         if (folder / file).exists():
             text = "sentence" if task.name == "cola" else task.text
-            out[name] = read_table(folder / file, text, task.pair, "id" if task.name == "qqp" else "index")
+            index = "id" if task.name == "qqp" else "index"
+            out[name] = read_table(folder / file, text, task.pair, index, fixed=f"GLUE's {GLUE_FOLDERS[task.name]}")
     if task.name == "mnli" and (found := [folder / f for f in DIAGNOSTIC if (folder / f).is_file()]):
-        out["AX"] = read_table(found[0], "sentence1", "sentence2", "index")
+        out["AX"] = read_table(found[0], "sentence1", "sentence2", "index", fixed="GLUE's diagnostic")
     return out
 
 
@@ -365,40 +366,55 @@ def glue_folder(data: str | os.PathLike, task: Task) -> Path:
     )
 
 
-def _column(header: list[str] | None, key: str | int, path: str | Path, role: str) -> int:
-    """The index of column `key`; `role` (text, pair or label) names the option that sets it."""
+def _column(header: list[str] | None, key: str | int, path: str | Path, role: str, fixed: str | None) -> int:
+    """The index of column `key`; `role` (text, pair or label) names the option that sets it, or
+    `fixed` names the dataset whose own columns these are (GLUE's)."""
     if isinstance(key, int):
         return key
     if header is None or key not in header:
-        raise TaskError(
-            f"{path} has no column {key!r} (columns: {', '.join(header or [])}); name the {role} column "
-            f"with --{role}-field"
-        )
+        advice = f"name the {role} column with --{role}-field"
+        if fixed:
+            advice = f"{fixed} files have it; is this the task's own file?"
+        raise TaskError(f"{path} has no column {key!r} (columns: {', '.join(header or [])}); {advice}")
     return header.index(key)
 
 
 def read_table(
-    path: Path, text: str | int, pair: str | int | None, label: str | int | None, header: bool = True
+    path: Path,
+    text: str | int,
+    pair: str | int | None,
+    label: str | int | None,
+    header: bool = True,
+    fixed: str | None = None,
 ) -> list[Example]:
-    """Rows of a CSV/TSV (GLUE's TSVs are unquoted) or JSONL file as examples."""
+    """Rows of a CSV/TSV (GLUE's TSVs are unquoted) or JSONL file as examples. `fixed` names the
+    dataset whose files have these columns (no --text-field to set them)."""
     if not path.exists():
         raise TaskError(f"{path} does not exist")
     if path.suffix == ".jsonl":
         return _read_jsonl(path, text, pair, label)
     with open(path, encoding="utf-8-sig", newline="") as f, utf8(str(path)):
-        return list(table_rows(f, str(path), path.suffix == ".tsv", text, pair, label, header))
+        return list(table_rows(f, str(path), path.suffix == ".tsv", text, pair, label, header, fixed))
 
 
 def table_rows(
-    stream, name: str, tsv: bool, text: str | int, pair: str | int | None, label: str | int | None, header: bool = True
+    stream,
+    name: str,
+    tsv: bool,
+    text: str | int,
+    pair: str | int | None,
+    label: str | int | None,
+    header: bool = True,
+    fixed: str | None = None,
 ) -> Iterator[Example]:
     """Rows of a CSV or TSV stream as examples, as they are read; blank rows skipped, short ones named."""
     rows = csv.reader(stream, delimiter="\t" if tsv else ",", quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
     head = next(rows, None) if header else None
     if header and head is None:
         raise TaskError(f"{name} is empty")
-    t, p = _column(head, text, name, "text"), None if pair is None else _column(head, pair, name, "pair")
-    y = None if label is None else _column(head, label, name, "label")
+    t = _column(head, text, name, "text", fixed)
+    p = None if pair is None else _column(head, pair, name, "pair", fixed)
+    y = None if label is None else _column(head, label, name, "label", fixed)
     need = max(c for c in (t, p, y) if c is not None)
     for n, row in enumerate(rows, 2 if header else 1):
         if not row or not any(cell.strip() for cell in row):

@@ -149,6 +149,32 @@ def test_a_local_folder_named_glue_is_read_as_a_folder_not_the_hub(tmp_path, mon
     assert glue_tasks("glue") == ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte"]
 
 
+def test_task_folders_that_could_mislead_are_named(tmp_path, capsys):
+    from electra.finetune import glue_tasks, load_task
+
+    def load(task, **kw):
+        return load_task(FinetuneConfig(model="m", task=task, data=str(tmp_path), out="o", **kw))
+
+    (tmp_path / "train.csv").write_text("text,label\ngood,pos\nbad,neg\n")
+    with pytest.raises(TaskError, match="has no dev.tsv/.csv/.jsonl"):  # the name the docs give
+        load("csv")
+    (tmp_path / "dev.csv").write_text("text,label\nfine,pos\n")
+    (tmp_path / "test.csv").write_text("text\nunlabelled\n")
+    assert "test" not in load("csv")[2]
+    assert capsys.readouterr().err == "test.csv has no 'label' labels: it is not scored\n"
+    (tmp_path / "train.jsonl").write_text('{"text": "good", "label": "pos"}\n')
+    with pytest.raises(TaskError, match="holds train.csv and train.jsonl; keep the one to use"):
+        load("csv")
+    (tmp_path / "train.jsonl").unlink()
+    (tmp_path / "train.tsv").write_text("text\tlabel\ngood\t1\n")  # SST-2's columns are sentence, label
+    with pytest.raises(TaskError, match="no column 'sentence' .*; GLUE's SST-2 files have it; is this the task's own"):
+        load("sst2")
+    (tmp_path / "CoLA").mkdir()
+    with pytest.raises(TaskError, match="holds none of GLUE's task folders"):
+        glue_tasks(str(tmp_path))
+    assert "CoLA has no train.tsv; cola is left out" in capsys.readouterr().err
+
+
 def test_layer_scales_follow_googles_depths():
     """Google's _get_layer_lrs: embeddings depth 0, layer i depth i + 1, head depth L + 2."""
     enc = Encoder(tiny().discriminator)  # 2 layers; the head (no prefix here) keeps factor 1

@@ -396,9 +396,10 @@ def test_outputs_that_would_replace_their_inputs_or_zeros_for_defaults_are_refus
     r = prep("--corpus", str(books), "--out", str(tmp_path / "o"), "--cased", "--tokenizer", str(books))
     assert r.returncode == 2 and "pass only one" in r.stderr
     _write_txt(tmp_path / "b.txt", ["Another book entirely. With its own words!"])
-    two = ["--corpus", str(books), "--corpus", str(tmp_path / "b.txt")]
+    two = ["--corpus", str(books), "--corpus", str(tmp_path / "b.txt"), str(books / "a.txt")]
     r = prep(*two, "--out", str(tmp_path / "o"), "--vocab-size", "12")
-    assert r.returncode == 0 and "read 2 files" in r.stdout  # repeated --corpus flags add up
+    assert r.returncode == 0 and "read 2 files" in r.stdout  # repeated --corpus flags add up; a.txt once
+    assert "note: 1 corpus name(s) repeat a file named before; each file is read once" in r.stderr
     assert "of tokens are [UNK]; the vocabulary is too small" in r.stdout
     assert read_manifest(tmp_path / "o")["counts"]["tokens_unknown"] > 0
 
