@@ -197,6 +197,11 @@ class PretrainConfig:
         if self.max_steps is None and self.max_tokens is not None:  # the schedule ends with the token budget
             d["max_steps"] = math.ceil(self.max_tokens / (d["batch_size"] * seq_len))
         d["warmup_steps"] = self.warmup_steps if self.warmup_steps is not None else min(10_000, d["max_steps"] // 10)
+        if d["warmup_steps"] and d["warmup_steps"] >= d["max_steps"]:  # warmup x decay would never near the peak
+            raise ValueError(
+                f"warmup-steps {d['warmup_steps']} is not below max-steps {d['max_steps']}: the learning rate would "
+                "never reach its peak; choose fewer warmup steps"
+            )
         return d
 
 
