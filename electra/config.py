@@ -25,6 +25,16 @@ _RULES = {
 }
 
 
+def check_flags(obj) -> None:
+    """Refuse anything but true or false in a dataclass's bool fields: from a JSON file, the
+    string "false" would otherwise switch the option on."""
+    for f in dataclasses.fields(obj):
+        if f.type in ("bool", "bool | None"):
+            value = getattr(obj, f.name)
+            if not isinstance(value, bool) and not (value is None and f.type == "bool | None"):
+                raise ValueError(f"{f.name.replace('_', '-')} must be true or false, got {value!r}")
+
+
 def check_options(obj, **rules: str) -> None:
     """Refuse a setting outside its range (or of the wrong type, from a JSON file) before any work.
 

@@ -33,7 +33,7 @@ from electra import hf, parallel, qa
 from electra.atomic import OutputExistsError, check_output, publish_file, publishing_file, refuse_overlap
 from electra.card import finetuned_card
 from electra.checkpoint import is_checkpoint, list_checkpoints, load_checkpoint
-from electra.config import check_options
+from electra.config import check_flags, check_options
 from electra.model import Encoder, QuestionAnswerer, SequenceClassifier, TokenClassifier, checkpoint_activations
 from electra.optim import adamw, lr_factor, set_lr
 from electra.parallel import allow_tf32, autocast
@@ -90,6 +90,7 @@ class FinetuneConfig:
     activation_checkpointing: bool = False  # recompute each block in backward: less memory, the same results
 
     def __post_init__(self) -> None:
+        check_flags(self)
         check_options(
             self,
             **dict.fromkeys(("seeds", "epochs", "batch_size", "max_train_examples"), "count"),

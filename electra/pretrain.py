@@ -27,7 +27,7 @@ from tqdm import tqdm
 from electra import checkpoint as ckpt
 from electra import parallel
 from electra.atomic import publish_file, refuse_overlap
-from electra.config import ModelConfig, check_options, generator_config, preset
+from electra.config import ModelConfig, check_flags, check_options, generator_config, preset
 from electra.data import Loader, Prefetcher, Shards, iterate
 from electra.model import Electra, checkpoint_activations
 from electra.objective import CONTINUES, MAIN_LM_HEAD, OBJECTIVES, SPECIAL, ObjectiveConfig
@@ -121,6 +121,9 @@ class PretrainConfig:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_flags(self)
+        if self.strategy not in ("ddp", "fsdp"):
+            raise ValueError(f"unknown strategy {self.strategy!r}; use ddp or fsdp")
         if self.preset not in PRESET_TRAINING:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESET_TRAINING)}")
         if (self.init_discriminator is None) != (self.init_generator is None):

@@ -474,6 +474,9 @@ def test_config_file_and_flags(tiny_data, tmp_path, cli):
     for values, message in [
         ({"preset": "tiny"}, "does not set data and out; set it there or pass --data"),
         ({"data": "x", "out": "y", "max_steps": "2"}, "max-steps must be a whole number of at least 1, got '2'"),
+        ({"data": "x", "out": "y", "whole_word_masking": "false"}, "whole-word-masking must be true or false, got"),
+        ({"data": "x", "out": "y", "compile": "no"}, "compile must be true or false, got 'no'"),
+        ({"data": "x", "out": "y", "strategy": "zzz"}, "unknown strategy 'zzz'; use ddp or fsdp"),
         ([1], "must hold one JSON object of options"),
     ]:
         (tmp_path / "bad.json").write_text(json.dumps(values))
