@@ -51,6 +51,7 @@ RESUME_KEYS = (
     "objective",
     "batch_size",
     "lr",
+    "warmup_steps",
     "seed",
     "weight_decay",
     "init_discriminator",
@@ -413,6 +414,8 @@ def _run(
         else:  # what these flags would build, with the preset's defaults resolved
             now = model_config(settings, manifest["vocab_size"])
         settings["model"] = now.to_dict()
+        if cfg.warmup_steps is None:  # the default (10% of the steps) stays the run's, whatever --max-steps is now
+            settings["warmup_steps"] = saved.meta["settings"].get("warmup_steps", settings["warmup_steps"])
         _check_resume(saved.meta["settings"], settings)
         model, state = saved.model, saved.train_state
         if state["step"] > steps:

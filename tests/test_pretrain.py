@@ -162,18 +162,22 @@ def test_resume_refuses_other_settings_and_run_refuses_a_used_folder(tiny_data, 
     with pytest.raises(ValueError, match=r"step-00000003 is at step 3, past --max-steps 2; pass a larger"):
         run(_cfg(tiny_data, tmp_path / "run", max_steps=2), resume=True, quiet=True)
     assert (tmp_path / "run" / "config.json").read_text() == config  # refusals write nothing
-    # a longer budget is fine, and so are the preset's own values given explicitly
-    run(_cfg(tiny_data, tmp_path / "run", max_steps=6, dropout=0.1, generator_fraction=0.5), resume=True, quiet=True)
-    assert list_checkpoints(tmp_path / "run")[-1].name == "step-00000006"
+    with pytest.raises(ValueError, match=r"warmup_steps: checkpoint 0, now 2"):
+        run(_cfg(tiny_data, tmp_path / "run", max_steps=30, warmup_steps=2), resume=True, quiet=True)
+    # a longer budget is fine (its default warmup stays the run's: not 3, 10% of 30), and so are
+    # the preset's own values given explicitly
+    run(_cfg(tiny_data, tmp_path / "run", max_steps=30, dropout=0.1, generator_fraction=0.5), resume=True, quiet=True)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["warmup_steps"] == 0
+    assert list_checkpoints(tmp_path / "run")[-1].name == "step-00000030"
     with open(tmp_path / "run" / "metrics.jsonl", "a") as f:
-        f.write('{"step": 7, "lo')  # a line cut short by a kill
-    run(_cfg(tiny_data, tmp_path / "run", max_steps=9), resume=True, quiet=True)
+        f.write('{"step": 31, "lo')  # a line cut short by a kill
+    run(_cfg(tiny_data, tmp_path / "run", max_steps=33), resume=True, quiet=True)
     steps = [json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, 10))
+    assert steps == list(range(1, 34))
     newest = list_checkpoints(tmp_path / "run")[-1] / "model.safetensors"
     newest.write_bytes(newest.read_bytes()[:100])
-    with pytest.raises(ValueError, match="step-00000009 is damaged .*delete that folder to use the one before it"):
-        run(_cfg(tiny_data, tmp_path / "run", max_steps=12), resume=True, quiet=True)
+    with pytest.raises(ValueError, match="step-00000033 is damaged .*delete that folder to use the one before it"):
+        run(_cfg(tiny_data, tmp_path / "run", max_steps=36), resume=True, quiet=True)
 
 
 def test_a_budget_that_ends_the_run_logs_validates_and_saves_its_last_step(tiny_data, tmp_path):
