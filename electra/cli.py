@@ -788,8 +788,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", help="score only this split (dev, dev_matched, dev_mismatched, test ...)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--max-length", type=int, help="default: the one it was fine-tuned with, else 128 (SQuAD 512)")
-    p.add_argument("--doc-stride", type=int, help="SQuAD: tokens shared by neighbouring windows (default 128)")
-    p.add_argument("--null-threshold", type=float, default=0.0, help=NULL_THRESHOLD)
+    p.add_argument(
+        "--doc-stride", type=int, help="SQuAD: tokens shared by neighbouring windows (default: as fine-tuned, else 128)"
+    )
+    p.add_argument("--null-threshold", type=float, help="SQuAD 2.0: as for finetune (default: as fine-tuned, else 0)")
     p.add_argument("--text-field", help="csv: the text column (default text)")
     p.add_argument("--pair-field", help="csv: a second text column")
     p.add_argument("--label-field", help="csv: the label column (default label)")

@@ -28,7 +28,7 @@ def run(
     device: str = "auto",
     precision: str = "auto",
     doc_stride: int | None = None,
-    null_threshold: float = 0.0,
+    null_threshold: float | None = None,
     text_field: str | None = None,
     pair_field: str | None = None,
     label_field: str | None = None,
@@ -38,8 +38,9 @@ def run(
     sets, and a labelled test set where csv/ner data has one), or only on `split`.
 
     Data is read and encoded as `electra finetune` reads it, and scored by the same code, so a
-    folder fine-tuned here scores what its results.json says its seed scored. `max_length`
-    defaults to the one it was fine-tuned with (results.json), else the task's default. With
+    folder fine-tuned here scores what its results.json says its seed scored. `max_length`,
+    `doc_stride` and `null_threshold` default to the ones it was fine-tuned with (results.json),
+    else the task's defaults. With
     `records`, the results also hold each example's prediction beside its gold label, by split
     (see `example_records`).
     """
@@ -47,6 +48,9 @@ def run(
     head = "span" if task_name in SQUAD else "token" if task_name == "ner" else "sequence"
     model, id2label, _ = hf.load_classifier(folder, (head,))  # a folder the task cannot use is refused first
     recorded = json.loads((folder / "results.json").read_text()) if (folder / "results.json").is_file() else {}
+    given = recorded.get("config", {})  # the fine-tuning's own options: score its windows, its way
+    doc_stride = given.get("doc_stride") if doc_stride is None else doc_stride
+    null_threshold = given.get("null_threshold", 0.0) if null_threshold is None else null_threshold
     cfg = FinetuneConfig(
         model=str(folder),
         task=task_name,

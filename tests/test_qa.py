@@ -9,7 +9,7 @@ import torch
 
 from electra import hf, qa
 from electra.config import tiny
-from electra.finetune import FinetuneConfig, run
+from electra.finetune import FinetuneConfig, encode, predictions, run
 from electra.model import Electra
 from electra.tasks import Example, TaskError
 
@@ -141,7 +141,9 @@ def test_the_best_span_wins_over_windows_and_no_answer_needs_a_better_score():
 
 
 @pytest.mark.parametrize("version", ["1.1", "2.0"])
-def test_squad_fine_tunes_end_to_end_and_transformers_loads_the_answerer(squad_model, tmp_path, version, cli):
+def test_squad_fine_tunes_end_to_end_and_transformers_loads_the_answerer(
+    squad_model, tmp_path, version, cli, monkeypatch
+):
     transformers = pytest.importorskip("transformers")
     data = _squad(tmp_path / "data", version)
     task = "squad" if version == "1.1" else "squad_v2"
@@ -186,6 +188,18 @@ def test_squad_fine_tunes_end_to_end_and_transformers_loads_the_answerer(squad_m
     assert scored["metrics"] == results["median"]
     assert [r["prediction"] for r in scored["records"]["dev"]] == [a["answer"] for a in answers]  # as predict answers
     assert [r["answers"] for r in scored["records"]["dev"]] == golds
+    # a folder fine-tuned with other windows and threshold is read with them again, unless told otherwise
+    import electra.evaluate
+
+    seen = []
+    monkeypatch.setattr(electra.evaluate, "encode", lambda *a, stride: seen.append(stride) or encode(*a, stride=stride))
+    monkeypatch.setattr(electra.evaluate, "predictions", lambda *a: seen.append(a[-1]) or predictions(*a))
+    record = json.loads((tmp_path / "qa" / "results.json").read_text())
+    record["config"].update(doc_stride=7, null_threshold=0.5)
+    (tmp_path / "qa" / "results.json").write_text(json.dumps(record))
+    evaluate_folder(tmp_path / "qa", task, str(data))
+    evaluate_folder(tmp_path / "qa", task, str(data), doc_stride=9, null_threshold=0.25)
+    assert seen == [7, 0.5, 9, 0.25]
     written = json.loads((tmp_path / "qa" / "predictions.json").read_text())  # {question id: answer}
     assert list(written) == [f"dev-{k}" for k in range(60)] and list(written.values()) == [a["answer"] for a in answers]
     refused = cli(*ask, "--stride", "500", "--format", "jsonl", input=lines)
