@@ -696,7 +696,7 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
     if n_trunc or dev_trunc:
         print(
             f"{task.name}: truncated {n_trunc} training and {dev_trunc} dev examples to "
-            + (f"{qa.QUESTION_TOKENS} question tokens" if task.kind == "span" else f"{max_length} tokens"),
+            + (f"{qa.question_limit(max_length)} question tokens" if task.kind == "span" else f"{max_length} tokens"),
             file=sys.stderr,
         )
     store, key = seed_store(out), {**_comparable(asdict(cfg)), "task": cfg.task, "seeds": None}

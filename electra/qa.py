@@ -22,6 +22,13 @@ import numpy as np
 from electra.tasks import Example, TaskError, utf8
 
 QUESTION_TOKENS = 64  # questions are cut to this many tokens, as in BERT's and ELECTRA's SQuAD code
+
+
+def question_limit(max_length: int) -> int:
+    """The tokens a question keeps in windows of `max_length`: 64, or less where windows are short."""
+    return min(QUESTION_TOKENS, (max_length - 3) // 2)
+
+
 N_BEST = 20  # start and end candidates considered per window
 MAX_ANSWER_TOKENS = 30
 DOC_STRIDE = 128  # tokens shared by neighbouring windows (at most half a window's context)
@@ -149,7 +156,7 @@ def encode_windows(
 def window_stride(max_length: int, stride: int | None) -> tuple[int, int]:
     """The question's token limit and the stride for windows of `max_length` tokens: `stride`,
     checked, or by default 128 or half a window's context if that is less."""
-    limit = min(QUESTION_TOKENS, (max_length - 3) // 2)
+    limit = question_limit(max_length)
     room = max_length - 3 - limit  # context tokens a window holds at the least
     if stride is None:
         stride = min(DOC_STRIDE, room // 2)
