@@ -175,8 +175,14 @@ def pretrained_card(
         rows.append(("masking", "whole words"))
     if objective.get("kind") in ("electra", "electra-15"):
         rows.append(("RTD loss weight", str(objective["rtd_weight"])))
+    if settings.get("disentangled_embeddings"):
+        rows.append(("embedding sharing", "gradient-disentangled (the export holds the sum)"))
+    if settings.get("init_discriminator"):
+        started = f"`{settings['init_discriminator']}` and `{settings['init_generator']}`"
+        rows.append(("continued from", started))
     main = "main network accuracy" if model in ("replace-mlm", "all-tokens-mlm") else "discriminator accuracy"
-    for key, name in (("valid_disc_accuracy", main), ("valid_gen_accuracy", "generator accuracy")):
+    lm = "masked LM accuracy" if objective.get("kind") == "mlm" else "generator accuracy"  # MLM: no generator
+    for key, name in (("valid_disc_accuracy", main), ("valid_gen_accuracy", lm)):
         if key in metrics:
             rows.append((f"validation {name} (step {metrics['valid_step']:,})", f"{metrics[key]:.4f}"))
     if rows:

@@ -86,6 +86,22 @@ def test_exported_folders_carry_a_card_with_the_run(tmp_path, tokenizer, tokeniz
     assert gen.data.pipeline_tag == "fill-mask" and "| hidden size | 16 |" in gen.text
 
 
+def test_a_pretraining_card_names_what_shaped_the_run():
+    from electra.card import pretrained_card
+
+    settings = {
+        "objective": {"kind": "mlm", "mask_prob": 0.15},
+        "disentangled_embeddings": True,
+        "init_discriminator": "released/disc",
+        "init_generator": "released/gen",
+    }
+    metrics = {"valid_gen_accuracy": 0.5, "valid_step": 7}
+    text = pretrained_card("mlm", tiny().discriminator, settings, 7, metrics, "out")
+    assert "| validation masked LM accuracy (step 7) | 0.5000 |" in text  # an MLM run has no generator
+    assert "| embedding sharing | gradient-disentangled (the export holds the sum) |" in text
+    assert "| continued from | `released/disc` and `released/gen` |" in text
+
+
 def test_a_card_names_a_hub_encoder_as_its_base_model_and_scores_each_split():
     from electra.card import finetuned_card
 
