@@ -235,10 +235,20 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
             snapshot_download(str(name_or_path), allow_patterns=["*.json", "*.safetensors", "*.bin", "vocab.txt"])
         )
     except Exception as e:
+        if path.parent.is_dir():  # "models/dsic" beside a local "models": a mistyped folder, most likely
+            raise FileNotFoundError(
+                f"model folder {path} does not exist ({path.parent} has {', '.join(_listing(path.parent))}), "
+                f"and the Hugging Face hub has no model {name_or_path} reachable from here"
+            ) from e
         raise FileNotFoundError(
             f"could not fetch {name_or_path} from the Hugging Face hub ({type(e).__name__}: {e}); "
             "download the folder where the hub is reachable and pass its local path"
         ) from e
+
+
+def _listing(folder: Path, most: int = 8) -> list[str]:
+    names = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+    return names[:most] + ["..."] * (len(names) > most) or ["nothing"]
 
 
 def read_config(folder: Path) -> dict:

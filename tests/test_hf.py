@@ -321,3 +321,18 @@ def test_disentangled_embeddings_export_the_sum_and_import_back(tmp_path):
     back = hf.load_electra(tmp_path / "disc", tmp_path / "gen", disentangled_embeddings=True)
     for name, value in model.state_dict().items():
         torch.testing.assert_close(back.state_dict()[name], value, rtol=0, atol=1e-7, msg=name)
+
+
+def test_a_mistyped_folder_beside_real_ones_is_named_as_such(tmp_path, monkeypatch):
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+
+    def offline(*args, **kwargs):
+        raise OSError("the hub is not reachable")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    (tmp_path / "models" / "disc").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"model folder models/dsic does not exist \(models has disc\)"):
+        hf.resolve("models/dsic")
+    with pytest.raises(FileNotFoundError, match="could not fetch someone/model from the Hugging Face hub"):
+        hf.resolve("someone/model")
