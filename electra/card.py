@@ -236,11 +236,13 @@ def finetuned_card(results: dict, kind: str, cfg: EncoderConfig, folder: str | o
         about += f" on {results['examples']['train']:,} training examples"
     labels = results.get("label_names") or results.get("labels") or []
     about += f"; labels: {', '.join(f'`{x}`' for x in labels)}." if kind in ("classification", "tagging") else "."
-    scores = "| split | metric | median | min | max |\n|---|---|---|---|---|\n"
+    scores = "| split | examples | metric | median | min | max |\n|---|---|---|---|---|---|\n"
     for split, metrics in results["median"].items():
+        n = results.get("examples", {}).get(split)
         for m, v in metrics.items():
             spread = results.get("spread", {}).get(split, {}).get(m, {})
-            scores += f"| {split} | {m} | {v:.4f} | {spread.get('min', v):.4f} | {spread.get('max', v):.4f} |\n"
+            low, high = spread.get("min", v), spread.get("max", v)
+            scores += f"| {split} | {'-' if n is None else f'{n:,}'} | {m} | {v:.4f} | {low:.4f} | {high:.4f} |\n"
     given = {**results["config"], **settings}  # settings: the defaults resolved
     training = [("seeds", f"{seeds} (this folder: seed {results['exported_seed']})")]
     training += [

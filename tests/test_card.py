@@ -124,5 +124,8 @@ def test_a_card_names_a_hub_encoder_as_its_base_model_and_scores_each_split():
     spearman, pearson = entry["metrics"]
     assert spearman == {"type": "spearmanr", "value": 0.8712, "name": "spearman (median of 3)"}
     assert pearson["type"] == "pearsonr" and math.isnan(pearson["value"])
-    assert "| dev | spearman | 0.8712 | 0.8600 | 0.8800 |" in card and "| seeds | 3 (this folder: seed 2) |" in card
+    assert (
+        "| dev | 1,500 | spearman | 0.8712 | 0.8600 | 0.8800 |" in card
+        and "| seeds | 3 (this folder: seed 2) |" in card
+    )
     assert "| batch size | 32 |" in card and "on 5,749 training examples." in card
