@@ -129,6 +129,11 @@ class PretrainConfig:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESET_TRAINING)}")
         if (self.init_discriminator is None) != (self.init_generator is None):
             raise ValueError("continuing pre-training needs both --init-discriminator and --init-generator")
+        if self.init_discriminator is not None and self.generator_fraction is not None:
+            raise ValueError(
+                "--generator-fraction sizes a new generator; with --init-* the folders give both networks' sizes: "
+                "drop --generator-fraction"
+            )
         if self.init_discriminator is not None and self.objective not in ("electra", "electra-15"):
             raise ValueError(
                 f"--objective {self.objective} trains a new masked LM from scratch; continuing a released "

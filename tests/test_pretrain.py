@@ -443,6 +443,8 @@ def test_continue_pretraining_from_transformers_folders(tiny_data, tmp_path):
     with pytest.raises(ValueError, match="needs both"):
         _cfg(tiny_data, tmp_path / "x", init_discriminator=str(tmp_path / "d"))
     init = dict(init_discriminator=str(tmp_path / "d"), init_generator=str(tmp_path / "g"))
+    with pytest.raises(ValueError, match="--generator-fraction sizes a new generator"):
+        _cfg(tiny_data, tmp_path / "x", generator_fraction=0.25, **init)
     run(_cfg(tiny_data, tmp_path / "drop0", max_steps=1, dropout=0.0, **init), quiet=True)
     assert load_checkpoint(tmp_path / "drop0").model.cfg.generator.attention_dropout == 0.0  # --dropout applies
 
