@@ -456,10 +456,12 @@ def _run(
     loader = Loader(Shards(cfg.data, "train"), B, seed=cfg.seed, rank=d.rank, world_size=d.world_size)
     valid = Shards(cfg.data, "valid") if manifest["splits"]["valid"]["rows"] else None
     step = tokens = skipped = 0
+    trained_s = 0.0
     if state is not None:
         parallel.load_optimizer_state(model, optimizer, state["optimizer"])
         loader.load_state_dict(state["loader"])
         step, tokens, skipped = state["step"], state["tokens"], state["skipped"]
+        trained_s = state.get("elapsed_s", 0.0)  # the time of the runs before this one (older checkpoints: 0)
     special = special.to(device)
     mask_id = manifest["special_tokens"]["mask"]
 
@@ -489,6 +491,7 @@ def _run(
                 "step": at_step,
                 "tokens": tokens,
                 "skipped": skipped,
+                "elapsed_s": trained_s + time.perf_counter() - start_time,
                 "optimizer": optim_state,
                 "loss_scale": None if update.loss_scale is None else update.loss_scale.tolist(),
                 # random draws need no state: they are functions of (seed, step)
@@ -585,7 +588,7 @@ def _run(
                     "grad_norm": values.pop("grad_norm"),
                     "tokens": tokens,
                     "tokens_per_s": (tokens - last["tokens"]) / max(now - last["time"], 1e-9),
-                    "elapsed_s": now - start_time,
+                    "elapsed_s": trained_s + now - start_time,  # over every run of it, resumes included
                     "skipped": skipped,
                     **values,
                 }

@@ -136,6 +136,8 @@ def test_ctrl_c_saves_the_step_and_resume_ends_as_an_uninterrupted_run(tiny_data
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "cut")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert _losses(tmp_path / "cut") == _losses(tmp_path / "straight")
+    elapsed = [json.loads(x)["elapsed_s"] for x in metrics.read_text().splitlines()]
+    assert elapsed == sorted(elapsed)  # the time goes on across the resume, never back to 0
 
 
 def test_resume_refuses_other_settings_and_run_refuses_a_used_folder(tiny_data, tmp_path):
