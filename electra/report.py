@@ -11,7 +11,7 @@ from electra.atomic import publishing_file
 PANELS = [
     ("loss", ["loss", "valid_loss"], "total loss"),
     ("generator", ["gen_loss", "valid_gen_loss"], "generator MLM loss"),
-    ("discriminator", ["disc_loss", "valid_disc_loss"], "discriminator RTD loss"),
+    ("discriminator", ["disc_loss", "valid_disc_loss"], "discriminator loss (RTD; the MLM comparisons: main network)"),
     (
         "accuracy",
         ["gen_accuracy", "disc_accuracy", "disc_precision", "disc_recall", "replaced_fraction"],
