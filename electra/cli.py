@@ -903,7 +903,7 @@ _CONTINUES = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    from electra.signals import Terminated, terminate_unwinds
+    from electra.signals import Interrupted, Terminated, terminate_unwinds
 
     args = build_parser().parse_args(argv)
     try:
@@ -911,7 +911,6 @@ def main(argv: list[str] | None = None) -> int:
             args.func(args)
     except Exception as e:
         from electra.pretrain import TrainingDiverged
-        from electra.signals import Interrupted
 
         if isinstance(e, Interrupted):  # stopped by a signal, its progress saved
             if os.environ.get("RANK", "0") == "0":  # under torchrun, once

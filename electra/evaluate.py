@@ -40,9 +40,8 @@ def run(
     Data is read and encoded as `electra finetune` reads it, and scored by the same code, so a
     folder fine-tuned here scores what its results.json says its seed scored. `max_length`,
     `doc_stride` and `null_threshold` default to the ones it was fine-tuned with (results.json),
-    else the task's defaults. With
-    `records`, the results also hold each example's prediction beside its gold label, by split
-    (see `example_records`).
+    else the task's defaults. With `records`, the results also hold each example's prediction
+    beside its gold label, by split (see `example_records`).
     """
     folder = hf.resolve(model_dir)
     head = "span" if task_name in SQUAD else "token" if task_name == "ner" else "sequence"
@@ -136,8 +135,8 @@ def model_labels(
 ) -> list[str]:
     """The data's label for each of the model's outputs, in output order.
 
-    A folder fine-tuned here records them (results.json `labels`), and only those count; otherwise the model's own
-    label names when they name the data's labels (NER tags, "entailment"), else the outputs are
+    A folder fine-tuned here records them (results.json `labels`), and only those count; otherwise
+    the model's own label names when they name the data's labels (NER tags, "entailment"), else the outputs are
     the data's labels 0, 1, ... in order (GLUE's integer labels: a model whose outputs are named
     NEGATIVE/POSITIVE or LABEL_0/LABEL_1 read "0"/"1").
     """

@@ -150,6 +150,9 @@ class TrainStep(nn.Module):
         )
 
 
+STRATEGIES = ("ddp", "fsdp")  # how `wrap` shares the step among processes
+
+
 def wrap(step: TrainStep, d: Dist, strategy: str, device: torch.device) -> nn.Module:
     """DDP (default) or FSDP2 around the step; a single process gets it as it is."""
     if not d.enabled:
@@ -171,7 +174,7 @@ def wrap(step: TrainStep, d: Dist, strategy: str, device: torch.device) -> nn.Mo
         # the root unit keeps the shared embeddings, the tied output layer and the heads together
         fully_shard(step)
         return step
-    raise ValueError(f"unknown strategy {strategy!r}; use ddp or fsdp")
+    raise ValueError(f"unknown strategy {strategy!r}; use {' or '.join(STRATEGIES)}")
 
 
 def any_true(flags: list[bool], d: Dist) -> list[bool]:

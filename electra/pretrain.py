@@ -123,8 +123,8 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         check_flags(self)
-        if self.strategy not in ("ddp", "fsdp"):
-            raise ValueError(f"unknown strategy {self.strategy!r}; use ddp or fsdp")
+        if self.strategy not in parallel.STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; use {' or '.join(parallel.STRATEGIES)}")
         if self.preset not in PRESET_TRAINING:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESET_TRAINING)}")
         if (self.init_discriminator is None) != (self.init_generator is None):

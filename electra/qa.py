@@ -22,16 +22,14 @@ import numpy as np
 from electra.tasks import Example, TaskError, utf8
 
 QUESTION_TOKENS = 64  # questions are cut to this many tokens, as in BERT's and ELECTRA's SQuAD code
+N_BEST = 20  # start and end candidates considered per window
+MAX_ANSWER_TOKENS = 30
+DOC_STRIDE = 128  # tokens shared by neighbouring windows (at most half a window's context)
 
 
 def question_limit(max_length: int) -> int:
     """The tokens a question keeps in windows of `max_length`: 64, or less where windows are short."""
     return min(QUESTION_TOKENS, (max_length - 3) // 2)
-
-
-N_BEST = 20  # start and end candidates considered per window
-MAX_ANSWER_TOKENS = 30
-DOC_STRIDE = 128  # tokens shared by neighbouring windows (at most half a window's context)
 
 
 # --------------------------------------------------------------------------------------
