@@ -616,14 +616,12 @@ def build_parser() -> argparse.ArgumentParser:
     obj.add_argument("--dropout", type=float, help="hidden and attention dropout (default 0.1)")
     obj.add_argument(
         "--disentangled-embeddings",
-        action="store_true",
-        default=None,
+        action=argparse.BooleanOptionalAction,
         help="DeBERTa-v3 gradient-disentangled embedding sharing (export carries the sum)",
     )
     obj.add_argument(
         "--whole-word-masking",
-        action="store_true",
-        default=None,
+        action=argparse.BooleanOptionalAction,
         help="mask whole words (a token and the ## pieces after it) instead of single tokens",
     )
     obj.add_argument("--init-discriminator", help="continue pre-training: an ElectraForPreTraining folder")
@@ -666,13 +664,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--activation-checkpointing",
-        action="store_true",
-        default=None,
+        action=argparse.BooleanOptionalAction,
         help="keep only each Transformer block's input and recompute the block in the backward pass: "
         "far less activation memory (larger batches, longer rows, Large models) for about a third more "
         "compute; the same results. Runs without a CUDA graph",
     )
-    r.add_argument("--tensorboard", action="store_true", default=None, help="also log to OUT/tensorboard")
+    r.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, help="also log to OUT/tensorboard")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_pretrain)
 

@@ -184,9 +184,12 @@ class PretrainConfig:
         if not isinstance(values, dict):
             raise ValueError(f'{path} must hold one JSON object of options, like {{"data": ..., "out": ...}}')
         if "data_sha256" in values:  # a run's RUN/config.json: its settings, minus what a run derives
-            values = {k: v for k, v in values.items() if k not in ("data_sha256", "model")}
+            base = values.get("working_dir")
+            values = {k: v for k, v in values.items() if k not in ("data_sha256", "model", "working_dir")}
             if isinstance(values.get("objective"), dict):
                 values["objective"] = values["objective"]["kind"]
+            if isinstance(base, str):  # its relative paths were typed there: read them back from anywhere
+                values.update({k: located(values.get(k), base) for k in PATH_KEYS if values.get(k) is not None})
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -297,6 +300,17 @@ def _flat(d, prefix: str = "") -> dict:
     return {k: v for key, value in d.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
 
 
+PATH_KEYS = ("data", "out", "init_discriminator", "init_generator")
+
+
+def located(path, base: str):
+    """`path` as seen from the folder `base` when it is a relative path that exists there (an --init-*
+    value may also be a hub name, which stays as it is)."""
+    if not isinstance(path, str) or os.path.isabs(path) or not os.path.exists(os.path.join(base, path)):
+        return path
+    return os.path.normpath(os.path.join(base, path))
+
+
 def _check_resume(saved: dict, now: dict) -> None:
     if saved.get("init_discriminator") and not now.get("init_discriminator"):
         raise ValueError(
@@ -304,6 +318,9 @@ def _check_resume(saved: dict, now: dict) -> None:
             f"{saved['init_generator']}; pass --init-discriminator and --init-generator again "
             "(or --config RUN/config.json, which holds every setting)"
         )
+    cwd = os.getcwd()  # the same folders, typed from different working folders, are the same setting
+    saved = {**saved, **{k: located(saved.get(k), saved.get("working_dir", cwd)) for k in PATH_KEYS}}
+    now = {**now, **{k: located(now.get(k), cwd) for k in PATH_KEYS}}
     was = {**RESUME_DEFAULTS, **_flat({k: saved.get(k) for k in RESUME_KEYS})}
     new = _flat({k: now.get(k) for k in RESUME_KEYS})
     diffs = [f"{k.rstrip('.')}: checkpoint {was.get(k)!r}, now {new.get(k)!r}" for k in new if was.get(k) != new[k]]
@@ -386,6 +403,7 @@ def _run(
         f["sha256"][:16] for s in manifest["splits"].values() for sh in s["shards"] for f in sh["files"].values()
     )
     settings["data_sha256"] = manifest["tokenizer_sha256"] + ":" + shard_hashes
+    settings["working_dir"] = os.getcwd()  # what relative paths in these settings are relative to
     ocfg = ObjectiveConfig(
         cfg.objective, settings["mask_prob"], cfg.rtd_weight, cfg.temperature, cfg.whole_word_masking
     )

@@ -497,6 +497,27 @@ def test_config_file_and_flags(tiny_data, tmp_path, cli):
         assert resolved[key] == saved[key], key
 
 
+def test_a_runs_config_reads_back_from_another_folder(tiny_data, tmp_path, cli, monkeypatch):
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "books").symlink_to(tiny_data)
+    (tmp_path / "project" / "c.json").write_text(json.dumps({**FAST, "max_steps": 2, "whole_word_masking": True}))
+    monkeypatch.chdir(tmp_path / "project")  # relative paths, as typed in a project folder
+    args = ("pretrain", "--data", "books", "--out", "runs/r", "--config", "c.json", "--quiet")
+    result = cli(*args, "--no-whole-word-masking")  # a flag turns off what the file switched on
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "project" / "runs/r/config.json").read_text())["objective"]["whole_word"] is False
+    elsewhere = tmp_path / "jobs"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = cli("pretrain", "--config", tmp_path / "project/runs/r/config.json", "--resume", "--max-steps", "3")
+    assert result.returncode == 0, result.stderr
+    assert list_checkpoints(tmp_path / "project/runs/r")[-1].name == "step-00000003"
+    assert not any(elsewhere.iterdir())  # nothing was written where the command ran
+    monkeypatch.chdir(tmp_path / "project")  # the same folders typed as before still resume the run
+    result = cli(*args, "--no-whole-word-masking", "--resume", "--max-steps", "4")
+    assert result.returncode == 0, result.stderr
+
+
 @pytest.mark.parametrize(
     "option, value, message",
     [
