@@ -626,6 +626,7 @@ def _run(
                             autocast,
                         )
                     )
+                    last["time"] = time.perf_counter()  # tokens_per_s is the training's: validation is left out
                 if d.main:
                     with open(metrics_path, "a") as f:
                         f.write(json.dumps(logged) + "\n")
@@ -635,9 +636,11 @@ def _run(
                                 writer.add_scalar(k, v, step)
                 bar.set_postfix_str(f"loss {logged['loss']:.3f}, {logged['tokens_per_s']:,.0f} tok/s", refresh=False)
             if step % cfg.checkpoint_every == 0 or stop is not None:
-                skipped = check_health()
+                skipped = check_health()  # reads from the device: the steps so far are done
+                paused = time.perf_counter()
                 save(step)
                 saved_step = step
+                last["time"] += time.perf_counter() - paused  # nor is writing checkpoints
             if stop is not None:
                 stop_reason = stop
                 break

@@ -55,6 +55,33 @@ def test_training_lowers_the_loss_and_logs_every_metric(tiny_data, tmp_path):
     assert config["objective"]["rtd_weight"] == 50.0 and config["max_steps"] == 40
 
 
+def test_tokens_per_s_leaves_out_validation_and_checkpoints(tiny_data, tmp_path, monkeypatch):
+    import types
+
+    import electra.checkpoint
+    import electra.pretrain
+
+    clock = {"paused": 0.0}  # validation and checkpoint writes take 1,000 s each on the run's clock
+
+    def slow(fn):
+        def wrapped(*args, **kwargs):
+            clock["paused"] += 1000.0
+            return fn(*args, **kwargs)
+
+        return wrapped
+
+    fake_time = types.SimpleNamespace(perf_counter=lambda: time.perf_counter() + clock["paused"])
+    monkeypatch.setattr(electra.pretrain, "time", fake_time)
+    monkeypatch.setattr(electra.pretrain, "evaluate", slow(electra.pretrain.evaluate))
+    monkeypatch.setattr(electra.checkpoint, "save_checkpoint", slow(electra.checkpoint.save_checkpoint))
+    run(_cfg(tiny_data, tmp_path / "run", max_steps=8, eval_every=2, checkpoint_every=3), quiet=True)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    per_step = lines[0]["tokens"]
+    # every window is one step of training, 7 of which follow a pause
+    assert min(m["tokens_per_s"] for m in lines) > per_step / 100, [m["tokens_per_s"] for m in lines]
+    assert lines[-1]["elapsed_s"] > 5 * 1000  # the run's own clock keeps the 5 pauses before its last line
+
+
 def test_resume_after_kill_9_equals_an_uninterrupted_run(tiny_data, tmp_path):
     run(_cfg(tiny_data, tmp_path / "straight"), quiet=True)
 
