@@ -19,6 +19,10 @@ class UsageError(Exception):
     """A problem with the user's input: printed without a traceback, exit status 2."""
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     from electra import hf
     from electra.atomic import check_output
@@ -87,7 +91,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         rows = {s: v["rows"] for s, v in manifest["splits"].items()}
         print(
             f"merged {len(args.merge)} parts into {args.out}: {rows['train']:,} train rows, "
-            f"{rows['valid']:,} validation rows"
+            f"{_count(rows['valid'], 'validation row')}"
         )
         missing = sorted(set(range(manifest["config"]["num_parts"])) - set(manifest["config"]["parts_merged"]))
         if missing:
@@ -128,7 +132,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     mb = s.bytes / 1e6
     print(
         f"prepared {args.out}: {train['rows']:,} train rows ({train['tokens']:,} tokens) in "
-        f"{len(train['shards'])} shards, {valid['rows']:,} validation rows; seq_len {cfg.seq_len}, "
+        f"{_count(len(train['shards']), 'shard')}, {_count(valid['rows'], 'validation row')}; seq_len {cfg.seq_len}, "
         f"vocab {m['vocab_size']:,}"
     )
     print(
@@ -259,7 +263,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         text = ", ".join(
             f"{m} {v:.4f} (min {spread[m]['min']:.4f}, max {spread[m]['max']:.4f})" for m, v in metrics.items()
         )
-        print(f"{results['task']} {dev}, median of {len(results['seeds'])} seeds: {text}")
+        print(f"{results['task']} {dev}, median of {_count(len(results['seeds']), 'seed')}: {text}")
     print(f"wrote {args.out} (seed {results['exported_seed']}, the best on {results['main_metric']})")
     if results.get("test_predictions"):
         print(f"test-set predictions for GLUE's server: {', '.join(results['test_predictions'])}")

@@ -189,9 +189,13 @@ def from_hf_config(d: dict, where: str = "config.json") -> EncoderConfig:
         if got != want:
             raise ValueError(f"{where} sets {name}={got!r}; only {want!r} is supported")
     required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+    if "data_sha256" in d:
+        raise ValueError(
+            f"{where} holds a pre-training run's settings, not a model's: export the run first "
+            "(electra export RUN --out FOLDER) and point at that folder"
+        )
     if missing := [k for k in required if k not in d]:
-        what = "a pre-training run's settings: export it" if "data_sha256" in d else "not a transformers ELECTRA config"
-        raise ValueError(f"{where} has no {', '.join(missing)}: {what}")
+        raise ValueError(f"{where} has no {', '.join(missing)}: not a transformers ELECTRA config")
     return EncoderConfig(
         vocab_size=d["vocab_size"],
         embedding_size=d.get("embedding_size", d["hidden_size"]),
@@ -255,21 +259,40 @@ def read_config(folder: Path) -> dict:
     path = folder / "config.json"
     if not path.exists():
         raise FileNotFoundError(f"{folder} has no config.json; is it a Hugging Face model folder?")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); restore the file or export the folder again") from e
 
 
 def read_weights(folder: Path) -> dict[str, torch.Tensor]:
     """All tensors of a folder: model.safetensors, its sharded form, or pytorch_model.bin."""
-    if (folder / "model.safetensors").exists():
-        return load_file(folder / "model.safetensors")
     index = folder / "model.safetensors.index.json"
-    if index.exists():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        return {k: v for shard in shards for k, v in load_file(folder / shard).items()}
-    if (folder / "pytorch_model.bin").exists():
-        # weights_only refuses anything but tensors and plain containers: no code runs on load
-        return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    raise FileNotFoundError(f"{folder} has no model.safetensors or pytorch_model.bin")
+    if (folder / "model.safetensors").exists():
+        files = [folder / "model.safetensors"]
+    elif index.exists():
+        try:
+            files = [folder / name for name in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"{index} is not a safetensors index ({e}); restore it or export the folder again") from e
+    elif (folder / "pytorch_model.bin").exists():
+        files = [folder / "pytorch_model.bin"]
+    else:
+        raise FileNotFoundError(f"{folder} has no model.safetensors or pytorch_model.bin")
+    state = {}
+    for path in files:
+        try:
+            if path.suffix == ".bin":  # weights_only: tensors and plain containers only, no code runs on load
+                state.update(torch.load(path, map_location="cpu", weights_only=True))
+            else:
+                state.update(load_file(path))
+        except Exception as e:  # a truncated download or copy, another format under this name
+            first = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else type(e).__name__
+            raise ValueError(
+                f"{path} cannot be read as weights ({first}): the file is damaged or not a weights file; "
+                "download or export the folder again"
+            ) from e
+    return state
 
 
 def _write_tokenizer(tokenizer_dir: str | os.PathLike | None, dest: Path, max_positions: int, vocab_size: int) -> None:
@@ -387,9 +410,16 @@ def load_question_answerer(folder: str | os.PathLike) -> QuestionAnswerer:
     return load_classifier(folder, ("span",))[0]
 
 
-def _load(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+def _load(module: torch.nn.Module, state: dict[str, torch.Tensor], folder) -> None:
     # strict: every parameter of ours must be filled, and nothing may be left over
-    module.load_state_dict(state, strict=True)
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:  # tensors of other shapes than config.json describes
+        detail = next((line.strip().rstrip(".") for line in str(e).splitlines()[1:] if line.strip()), str(e))
+        raise ValueError(
+            f"{folder}: the weights do not match its config.json ({detail}); "
+            "the folder mixes two models: restore the config.json saved with these weights"
+        ) from e
 
 
 def load_electra(
@@ -417,7 +447,7 @@ def load_electra(
         if not torch.equal(gstate[k], dstate[k]):
             notes.append(f"generator {k} differs from the discriminator's; the discriminator's is shared")
         del gstate[k]
-    _load(model, {**dstate, **gstate})
+    _load(model, {**dstate, **gstate}, f"{dfolder} and {gfolder}")
     model.import_notes = notes
     return model
 
@@ -428,13 +458,15 @@ def load_encoder(folder: str | os.PathLike) -> Encoder:
     cfg = from_hf_config(read_config(folder), f"{folder}/config.json")
     state, _ = from_hf_state(read_weights(folder), "encoder", cfg, str(folder))
     encoder = Encoder(cfg)
-    _load(encoder, state)
+    _load(encoder, state, folder)
     return encoder
 
 
-def _labels(config: dict, folder: Path) -> dict[int, str]:
+def _labels(config: dict, head: torch.Tensor) -> dict[int, str]:
+    """config.json's labels; transformers leaves out its default names (LABEL_0, LABEL_1, ...), so
+    a folder without them has as many as its output layer has rows."""
     if "id2label" not in config:
-        raise ValueError(f"{folder}/config.json has no id2label; it is not a fine-tuned classifier")
+        return {i: f"LABEL_{i}" for i in range(head.shape[0])}
     return {int(i): label for i, label in config["id2label"].items()}
 
 
@@ -454,13 +486,13 @@ def load_classifier(folder: str | os.PathLike, kinds: tuple[str, ...] = ("sequen
         )
     kind = found[0]
     cfg = from_hf_config(config, f"{folder}/config.json")
+    state, _ = from_hf_state(read_weights(folder), kind, cfg, str(folder))
     if kind == "span":
         model, id2label = QuestionAnswerer(cfg), {}
     else:
-        id2label = _labels(config, folder)
+        id2label = _labels(config, state["out.weight"])
         model = (SequenceClassifier if kind == "sequence" else TokenClassifier)(cfg, num_labels=len(id2label))
-    state, _ = from_hf_state(read_weights(folder), kind, cfg, str(folder))
-    _load(model, state)
+    _load(model, state, folder)
     return model, id2label, kind
 
 

@@ -235,10 +235,20 @@ def build_model(cfg: dict, vocab_size: int, seq_len: int) -> Electra:
             state = model.state_dict()
             model = Electra(model.cfg.with_dropout(cfg["dropout"]))
             model.load_state_dict(state)
+        positions = min(model.cfg.discriminator.max_positions, model.cfg.generator.max_positions)
+        if seq_len > positions:
+            raise ValueError(
+                f"the data's rows of {seq_len} tokens exceed the initial model's {positions} positions; "
+                f"prepare the data with --seq-len {positions} or less"
+            )
         return model
     mcfg = model_config(cfg, vocab_size)
     if seq_len > mcfg.discriminator.max_positions:
-        raise ValueError(f"rows of {seq_len} tokens exceed the model's {mcfg.discriminator.max_positions} positions")
+        raise ValueError(
+            f"the data's rows of {seq_len} tokens exceed the {cfg['preset']} preset's "
+            f"{mcfg.discriminator.max_positions} positions; prepare the data with --seq-len "
+            f"{mcfg.discriminator.max_positions} or less, or choose a larger preset"
+        )
     return Electra(mcfg)
 
 

@@ -176,6 +176,14 @@ def test_imported_transformers_classifiers_match(tmp_path):
         )
 
 
+def test_a_transformers_classifier_with_default_labels_loads_as_the_pipeline_names_them(tmp_path):
+    model = transformers.ElectraForSequenceClassification(_hf_config(tiny().discriminator, "sequence"))
+    model.save_pretrained(tmp_path / "clf")  # 2 labels named LABEL_0, LABEL_1: config.json leaves them out
+    assert "id2label" not in json.loads((tmp_path / "clf" / "config.json").read_text())
+    ours, labels = hf.load_sequence_classifier(tmp_path / "clf")
+    assert labels == {0: "LABEL_0", 1: "LABEL_1"} and ours.num_labels == 2
+
+
 def test_encoder_imports_from_any_electra_folder(tmp_path):
     disc, _ = _random_hf_pair(tmp_path)
     disc.electra.save_pretrained(tmp_path / "bare")  # ElectraModel: keys without the electra. prefix
@@ -278,8 +286,25 @@ def test_import_errors_name_the_problem(tmp_path, electra):
     (tmp_path / "disc" / "config.json").write_text(json.dumps({**config, "hidden_act": "relu"}))
     with pytest.raises(ValueError, match="hidden_act='relu'; only 'gelu' is supported"):
         hf.load_encoder(tmp_path / "disc")
+    (tmp_path / "disc" / "config.json").write_text(json.dumps({**config, "hidden_size": 64}))
+    with pytest.raises(ValueError, match="the weights do not match its config.json \\(size mismatch for .*64"):
+        hf.load_encoder(tmp_path / "disc")
+    (tmp_path / "disc" / "config.json").write_text('{"model_type": "electra"')
+    with pytest.raises(ValueError, match="disc/config.json is not valid JSON"):
+        hf.load_encoder(tmp_path / "disc")
     (tmp_path / "disc" / "config.json").write_text(json.dumps({"data_sha256": "ab", "batch_size": 8}))
-    with pytest.raises(ValueError, match="config.json has no vocab_size, .*: a pre-training run's settings: export"):
+    with pytest.raises(ValueError, match="config.json holds a pre-training run's settings, not a model's: export"):
+        hf.load_encoder(tmp_path / "disc")
+    (tmp_path / "disc" / "config.json").write_text(json.dumps(config))
+    weights = tmp_path / "disc" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:2000])  # a copy cut short
+    with pytest.raises(ValueError, match="model.safetensors cannot be read as weights .*damaged"):
+        hf.load_encoder(tmp_path / "disc")
+    weights.unlink()
+    torch.save({"x": torch.zeros(3)}, tmp_path / "disc" / "pytorch_model.bin")
+    bin_file = tmp_path / "disc" / "pytorch_model.bin"
+    bin_file.write_bytes(bin_file.read_bytes()[:100])
+    with pytest.raises(ValueError, match="pytorch_model.bin cannot be read as weights"):
         hf.load_encoder(tmp_path / "disc")
     with pytest.raises(FileNotFoundError, match="has no config.json"):
         hf.load_encoder(tmp_path)

@@ -492,6 +492,21 @@ def test_continue_pretraining_from_transformers_folders(tiny_data, tmp_path):
             _cfg(tiny_data, tmp_path / "x", objective=objective, **init)
     with pytest.raises(ValueError, match="started from .*d and .*g; pass --init-discriminator"):
         run(_cfg(tiny_data, tmp_path / "run", max_steps=3), resume=True, quiet=True)
+    import dataclasses
+
+    short = Electra(  # 16 positions; the data's rows are 32 tokens
+        dataclasses.replace(
+            start.cfg,
+            discriminator=dataclasses.replace(start.cfg.discriminator, max_positions=16),
+            generator=dataclasses.replace(start.cfg.generator, max_positions=16),
+        )
+    )
+    hf.export_discriminator(short, tmp_path / "d16", tokenizer_dir=tiny_data)
+    hf.export_generator(short, tmp_path / "g16", tokenizer_dir=tiny_data)
+    init16 = dict(init_discriminator=str(tmp_path / "d16"), init_generator=str(tmp_path / "g16"))
+    with pytest.raises(ValueError, match="rows of 32 tokens exceed the initial model's 16 positions; .*--seq-len 16"):
+        run(_cfg(tiny_data, tmp_path / "x", max_steps=1, **init16))
+    assert not (tmp_path / "x").exists()
 
 
 def test_config_file_and_flags(tiny_data, tmp_path, cli):
