@@ -489,12 +489,13 @@ def _model_options(p: argparse.ArgumentParser) -> None:
         help="inputs per model run (serve: requests that wait while the model runs share its next run, up to this many "
         "inputs; default 64)",
     )
-    p.add_argument("--max-length", type=int, help="default: the model's positions")
+    p.add_argument("--max-length", type=int, help="default: the model's positions (question answerers: as fine-tuned)")
     p.add_argument(
         "--stride",
         type=int,
         help="token classifiers: tag longer texts whole, in windows of --max-length overlapping by this many tokens; "
-        "question answerers: tokens shared by neighbouring windows of a context (default 128, at most half a window)",
+        "question answerers: tokens shared by neighbouring windows of a context (default: the fine-tuning's, else 128; "
+        "at most half a window)",
     )
     p.add_argument(
         "--allow-no-answer",
@@ -502,7 +503,12 @@ def _model_options(p: argparse.ArgumentParser) -> None:
         help='question answerers: answer "" when no span scores above no answer '
         "(default: when the folder was fine-tuned on squad_v2)",
     )
-    p.add_argument("--null-threshold", type=float, default=0.0, help=NULL_THRESHOLD)
+    p.add_argument(
+        "--null-threshold",
+        type=float,
+        help="SQuAD 2.0 answerers: answer nothing only when no answer's logit beats the best span's by more than "
+        "this (default: the fine-tuning's, else 0)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument(
         "--precision",

@@ -103,11 +103,20 @@ class Predictor:
         device: str = "auto",
         stride: int | None = None,
         allow_no_answer: bool | None = None,
-        null_threshold: float = 0.0,
+        null_threshold: float | None = None,
         precision: str = "fp32",
     ):
         self.folder = folder = hf.resolve(model_dir)
         self.model, self.id2label, self.kind = hf.load_classifier(folder)
+        results = folder / "results.json"
+        if self.kind == "span" and results.is_file():  # answer as fine-tuning evaluated: its windows and threshold
+            recorded = json.loads(results.read_text())
+            given = recorded.get("config", {})
+            max_length = recorded.get("settings", {}).get("max_length") if max_length is None else max_length
+            stride = given.get("doc_stride") if stride is None else stride
+            null_threshold = given.get("null_threshold") if null_threshold is None else null_threshold
+            if allow_no_answer is None:
+                allow_no_answer = recorded.get("task") == "squad_v2"
         self.tagger = self.kind == "token"
         self.device = pick_device(device)
         self.precision = resolve_precision(precision, self.device)
@@ -122,11 +131,8 @@ class Predictor:
                 f"positions, got {self.limit}"
             )
         self.stride = stride
-        if allow_no_answer is None and self.kind == "span":
-            results = folder / "results.json"
-            allow_no_answer = results.is_file() and json.loads(results.read_text()).get("task") == "squad_v2"
         self.allow_no_answer = bool(allow_no_answer)
-        self.null_threshold = null_threshold
+        self.null_threshold = null_threshold or 0.0
         if self.kind == "span":
             qa.window_stride(self.limit, stride)  # a bad stride is refused now, not at the first question
             return  # electra.qa windows each chunk itself
@@ -329,7 +335,7 @@ def predict(
     chunk_size: int = 8192,
     stride: int | None = None,
     allow_no_answer: bool | None = None,
-    null_threshold: float = 0.0,
+    null_threshold: float | None = None,
     precision: str = "fp32",
 ) -> tuple[list[dict], int]:
     """Load `model_dir` and label, tag or answer `texts` (see `Predictor`)."""

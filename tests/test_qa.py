@@ -196,14 +196,21 @@ def test_squad_fine_tunes_end_to_end_and_transformers_loads_the_answerer(
     monkeypatch.setattr(electra.evaluate, "predictions", lambda *a: seen.append(a[-1]) or predictions(*a))
     record = json.loads((tmp_path / "qa" / "results.json").read_text())
     record["config"].update(doc_stride=7, null_threshold=0.5)
+    record["settings"]["max_length"] = 96
     (tmp_path / "qa" / "results.json").write_text(json.dumps(record))
     evaluate_folder(tmp_path / "qa", task, str(data))
     evaluate_folder(tmp_path / "qa", task, str(data), doc_stride=9, null_threshold=0.25)
     assert seen == [7, 0.5, 9, 0.25]
+    from electra.predict import Predictor  # predict and serve read them again too
+
+    asked = Predictor(tmp_path / "qa")
+    assert (asked.limit, asked.stride, asked.null_threshold, asked.allow_no_answer) == (96, 7, 0.5, version == "2.0")
+    told = Predictor(tmp_path / "qa", max_length=64, stride=9, null_threshold=0.25, allow_no_answer=False)
+    assert (told.limit, told.stride, told.null_threshold, told.allow_no_answer) == (64, 9, 0.25, False)
     written = json.loads((tmp_path / "qa" / "predictions.json").read_text())  # {question id: answer}
     assert list(written) == [f"dev-{k}" for k in range(60)] and list(written.values()) == [a["answer"] for a in answers]
     refused = cli(*ask, "--stride", "500", "--format", "jsonl", input=lines)
-    assert refused.returncode == 2 and "the window stride must be 0 to 62 at max-length 128" in refused.stderr
+    assert refused.returncode == 2 and "stride must be 0 to 46 at max-length 96" in refused.stderr  # as fine-tuned
     if version == "2.0":  # the official script's --na-prob-file: no answer exactly where it wins
         odds = json.loads((tmp_path / "qa" / "null_odds.json").read_text())
         assert list(odds) == list(written) and [m > 0 for m in odds.values()] == [a == "" for a in written.values()]
