@@ -449,6 +449,11 @@ def _run(
         settings["model"] = now.to_dict()
         if cfg.warmup_steps is None:  # the default (10% of the steps) stays the run's, whatever --max-steps is now
             settings["warmup_steps"] = saved.meta["settings"].get("warmup_steps", settings["warmup_steps"])
+            if settings["warmup_steps"] and settings["warmup_steps"] >= steps:
+                raise ValueError(
+                    f"cannot resume: the run warms up over {settings['warmup_steps']} steps, not below --max-steps "
+                    f"{steps}; the learning rate would never reach its peak: pass a larger --max-steps"
+                )
         _check_resume(saved.meta["settings"], settings)
         model, state = saved.model, saved.train_state
         if state["step"] > steps:

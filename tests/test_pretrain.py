@@ -207,6 +207,9 @@ def test_resume_refuses_other_settings_and_run_refuses_a_used_folder(tiny_data, 
     newest.write_bytes(newest.read_bytes()[:100])
     with pytest.raises(ValueError, match="step-00000033 is damaged .*delete that folder to use the one before it"):
         run(_cfg(tiny_data, tmp_path / "run", max_steps=36), resume=True, quiet=True)
+    run(_cfg(tiny_data, tmp_path / "warm", max_steps=20, warmup_steps=5, max_tokens=1), quiet=True)  # stops at 1
+    with pytest.raises(ValueError, match="warms up over 5 steps, not below --max-steps 4; .*larger --max-steps"):
+        run(_cfg(tiny_data, tmp_path / "warm", max_steps=4), resume=True, quiet=True)
 
 
 def test_a_budget_that_ends_the_run_logs_validates_and_saves_its_last_step(tiny_data, tmp_path):
