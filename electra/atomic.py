@@ -6,6 +6,7 @@ A reader never sees a half-written folder: either the old one, the new one, or n
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import uuid
@@ -28,6 +29,17 @@ def _fsync_tree(root: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _usual_modes(root: Path) -> None:
+    """Give every file the mode a plain open() gives (0666 less the umask): some writers create
+    theirs private (safetensors' save_file: 0600), which other users of a shared run folder
+    could then not read."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            os.chmod(os.path.join(dirpath, name), 0o666 & ~umask)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -54,6 +66,38 @@ def refuse_overlap(target: str | os.PathLike, inputs) -> None:
                 f"the output {target} is or holds the input {item}; writing it would replace that input, "
                 "so choose another output folder"
             )
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, what: str = "run") -> Iterator[Path]:
+    """Hold `folder` (created if missing) for one writer: a second process asking for it while
+    the first holds it is refused at once. The kernel releases the lock when the holder ends,
+    however it ends (an advisory flock on the folder itself: no lock file is left behind). A
+    folder this created is removed again if it is still empty at the end (a refused run)."""
+    folder = Path(folder)
+    created = []
+    for p in [folder, *folder.parents]:
+        if p.exists():
+            break
+        created.append(p)
+    if folder.exists() and not folder.is_dir():
+        raise OutputExistsError(f"{folder} exists and is not a folder; choose another output path")
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputExistsError(
+                f"{folder} is in use by another {what} that is still running; wait for it to end, or choose "
+                "another output folder"
+            ) from None
+        yield folder
+    finally:
+        os.close(fd)
+        for p in created:  # innermost first
+            with contextlib.suppress(OSError):  # not empty: it holds what the run wrote
+                p.rmdir()
 
 
 def check_output(target: str | os.PathLike, overwrite: bool = False, inputs=()) -> None:
@@ -87,6 +131,7 @@ def publish_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[
     tmp.mkdir()
     try:
         yield tmp
+        _usual_modes(tmp)
         _fsync_tree(tmp)
         old = None
         if target.exists():

@@ -199,6 +199,14 @@ _PRETRAIN_FLAGS = (
 )
 
 
+def _alone(what: str) -> None:
+    """A note for an option that only a torchrun launch uses, given to a single process."""
+    from electra.parallel import from_env
+
+    if not from_env().enabled:
+        print(f"note: {what} applies under torchrun; this single process goes on without it", file=sys.stderr)
+
+
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from electra.pretrain import PretrainConfig, run
 
@@ -209,6 +217,8 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         if not (args.data and args.out):
             raise UsageError("pass --data and --out (or a --config file that sets them)")
         cfg = PretrainConfig(**flags)
+    if cfg.strategy == "fsdp":
+        _alone("--strategy fsdp")
     run(cfg, resume=args.resume, quiet=args.quiet)
 
 
@@ -240,6 +250,8 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         data_parallel=args.data_parallel,
         activation_checkpointing=args.activation_checkpointing,
     )
+    if cfg.data_parallel:
+        _alone("--data-parallel")
     if args.task == "glue":
         summary = run_glue(cfg, quiet=args.quiet, overwrite=args.force)
         if summary is None:  # under torchrun, not the first process: that one reports

@@ -567,12 +567,14 @@ def train_one(
     # a stop signal saves the step in progress and ends the run (a seed store holds the save)
     request = StopRequest(lambda text: print(text, file=sys.stderr) if dist.main else None)
 
+    agreement = parallel.Agreement(dist)
+
     def stop_if_asked() -> None:
-        """After a step (or an epoch's evaluation): save and stop if a signal came, as the
-        processes of a data-parallel seed agree, every 20 steps and at the end of each epoch."""
-        if step == total or (dist.enabled and step % 20 and step % per_epoch):
-            return  # a finished seed is kept anyway; data-parallel processes agree only now and then
-        (asked,) = parallel.any_true([request.signum is not None], dist)
+        """After a step (or an epoch's evaluation): save and stop if a signal came; the processes
+        of a data-parallel seed take it at the same step, one after the first saw it."""
+        if step == total:
+            return  # a finished seed is kept anyway
+        (asked,) = agreement([request.signum is not None])
         if asked:
             save_progress(now=True)
             parallel.barrier(dist)  # the others wait for the save: torchrun ends them all once one exits
@@ -635,6 +637,7 @@ def train_one(
             stop_if_asked()
     finally:
         request.restore()
+        agreement.close()
     bar.close()
     return history[-1], {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, history
 

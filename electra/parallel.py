@@ -177,13 +177,38 @@ def wrap(step: TrainStep, d: Dist, strategy: str, device: torch.device) -> nn.Mo
     raise ValueError(f"unknown strategy {strategy!r}; use {' or '.join(STRATEGIES)}")
 
 
-def any_true(flags: list[bool], d: Dist) -> list[bool]:
-    """For each flag, whether any process raised it: decisions like stopping must agree everywhere."""
-    if not d.enabled:
-        return flags
-    t = torch.tensor([1.0 if f else 0.0 for f in flags])
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return [bool(x) for x in t.tolist()]
+class Agreement:
+    """Flags every process acts on at the same step (stop for a signal, the time budget), agreed
+    without waiting for the others: each call posts this process's flags to a background
+    all-reduce (host tensors, gloo; the GPU is not synchronised) and returns, for each flag,
+    whether any process raised it one call earlier. So a stop raised anywhere is taken by all
+    one step later, whatever the log interval: torchrun kills its workers 30 s after passing
+    SIGTERM on. Alone, a call returns its own flags at once. Every process must call it the
+    same number of times, then `close()`."""
+
+    def __init__(self, d: Dist) -> None:
+        self.d = d
+        self.pending: tuple[torch.Tensor, dist.Work] | None = None
+
+    def __call__(self, flags: list[bool]) -> list[bool]:
+        if not self.d.enabled:
+            return flags
+        agreed = self._take() or [False] * len(flags)
+        t = torch.tensor([1.0 if f else 0.0 for f in flags])
+        self.pending = (t, dist.all_reduce(t, op=dist.ReduceOp.MAX, async_op=True))
+        return agreed
+
+    def _take(self) -> list[bool] | None:
+        if self.pending is None:
+            return None
+        t, work = self.pending
+        self.pending = None
+        work.wait()
+        return [bool(x) for x in t.tolist()]
+
+    def close(self) -> None:
+        """Wait for the last posted flags: no collective is left in flight behind this one."""
+        self._take()
 
 
 def all_gather_tensors(tensors: dict[int, torch.Tensor], d: Dist) -> dict[int, torch.Tensor]:

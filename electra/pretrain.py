@@ -10,6 +10,7 @@ atomic folders. A run resumed from any checkpoint reproduces an uninterrupted on
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -26,7 +27,7 @@ from tqdm import tqdm
 
 from electra import checkpoint as ckpt
 from electra import parallel
-from electra.atomic import publish_file, refuse_overlap
+from electra.atomic import folder_lock, publish_file, refuse_overlap
 from electra.config import ModelConfig, check_flags, check_options, generator_config, preset
 from electra.data import Loader, Prefetcher, Shards, iterate
 from electra.model import Electra, checkpoint_activations
@@ -390,8 +391,9 @@ def run(cfg: PretrainConfig, resume: bool = False, quiet: bool = False, *, annou
     """
 
     d, device = parallel.init(cfg.device)
-    try:
-        return _run(cfg, resume, quiet or not d.main, d, device, announce_stop)
+    try:  # one run at a time writes a run folder: two would interleave their logs and checkpoints
+        with folder_lock(cfg.out) if d.main else contextlib.nullcontext():
+            return _run(cfg, resume, quiet or not d.main, d, device, announce_stop)
     finally:
         parallel.shutdown()
 
@@ -584,6 +586,7 @@ def _run(
     stop_reason = "max steps"
     request = StopRequest(say)
     request.install()
+    agreement = parallel.Agreement(d)
     try:
         while step < steps:
             if cfg.max_tokens is not None and tokens >= cfg.max_tokens:  # resumed with its budget spent
@@ -603,9 +606,9 @@ def _run(
             if cfg.max_tokens is not None and tokens >= cfg.max_tokens:
                 stop = "max tokens"
             # the time budget and a stop signal are agreed by all processes, so they stop at the same step
-            if stop is None and (not d.enabled or step % cfg.log_every == 0):
-                late = cfg.max_minutes is not None and time.perf_counter() - start_time > cfg.max_minutes * 60
-                late, signalled = parallel.any_true([late, request.signum is not None], d)
+            late = cfg.max_minutes is not None and time.perf_counter() - start_time > cfg.max_minutes * 60
+            late, signalled = agreement([late, request.signum is not None])
+            if stop is None:
                 stop = "time budget" if late else "signal" if signalled else None
             # a stop signal saves without validating: a scheduler's notice may leave only seconds
             evaluate_now = valid is not None and (step % cfg.eval_every == 0 or stop not in (None, "signal"))
@@ -664,6 +667,7 @@ def _run(
             save(step)
     finally:
         request.restore()
+        agreement.close()
         batches.close()
         bar.close()
     if writer is not None:

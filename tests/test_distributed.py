@@ -139,10 +139,11 @@ def test_checkpoints_resume_across_world_sizes(tiny_data, single, tmp_path):
 
 def test_sigterm_to_torchrun_stops_every_process_at_one_step_with_a_checkpoint(tiny_data, tmp_path):
     """A scheduler's notice: torchrun passes SIGTERM on, the processes agree on the step to stop
-    at, and the checkpoint of that step is complete (not only every --checkpoint-every)."""
+    at, and the checkpoint of that step is complete (not only every --checkpoint-every). They
+    agree within a step, not at the next log line: torchrun kills them 30 s after the signal."""
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    args = ["--data", str(tiny_data), "--out", str(tmp_path / "run"), *ARGS, "--max-steps", "100"]
-    args += ["--checkpoint-every", "1000"]
+    args = ["--data", str(tiny_data), "--out", str(tmp_path / "run"), *ARGS, "--max-steps", "100000"]
+    args += ["--checkpoint-every", "100000", "--log-every", "100000"]  # lines at validations (every 3) only
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([*launcher, "-m", "electra", "pretrain", *args], stderr=subprocess.PIPE, text=True, env=env)
     metrics, deadline = tmp_path / "run" / "metrics.jsonl", time.time() + 120
@@ -154,9 +155,10 @@ def test_sigterm_to_torchrun_stops_every_process_at_one_step_with_a_checkpoint(t
     _, stderr = proc.communicate(timeout=120)
     (saved,) = list_checkpoints(tmp_path / "run")
     stopped = load_checkpoint(tmp_path / "run", with_train_state=True).train_state["step"]
-    assert saved.name == f"step-{stopped:08d}" and 2 <= stopped < 100, stderr[-3000:]
+    assert saved.name == f"step-{stopped:08d}" and 6 <= stopped < 100000, stderr[-3000:]
     assert stderr.count(f"stopped by SIGTERM at step {stopped}") == 1  # said once, by the first process
-    assert [json.loads(x)["step"] for x in metrics.read_text().splitlines()] == list(range(1, stopped + 1))
+    logged = [json.loads(x)["step"] for x in metrics.read_text().splitlines()]
+    assert logged == [s for s in range(1, stopped + 1) if s % 3 == 0 or s == stopped]
 
 
 def test_a_dead_worker_stops_the_run_promptly_and_keeps_the_last_checkpoint(tiny_data, tmp_path):
@@ -239,7 +241,7 @@ def test_finetune_seeds_shared_among_processes_equal_one_process(tmp_path, token
 def test_data_parallel_finetuning_equals_one_process_and_resumes_exactly(tmp_path, tokenizer, tokenizer_dir):
     """Two processes train one seed together: each takes half of every batch (the last batch of
     each epoch, 8 rows of 88, splits too). Stopped by SIGTERM to torchrun, they agree on a step
-    (an epoch's end or every 20th) and save it; the same command continues, and the run ends as
+    (the one after the signal) and save it; the same command continues, and the run ends as
     one process ends, up to the order gradients are summed in (dropout off: each process draws
     its own masks, a pure function of seed, rank and step)."""
     from electra import hf
@@ -267,7 +269,7 @@ def test_data_parallel_finetuning_equals_one_process_and_resumes_exactly(tmp_pat
     proc.send_signal(signal.SIGTERM)  # torchrun passes it on to its workers and waits for them
     _, stderr = proc.communicate(timeout=120)
     stopped = re.search(r"stopped by SIGTERM in csv seed 0 at step (\d+) of 24", stderr)
-    assert stopped and int(stopped[1]) in (6, 12, 18, 20), stderr[-3000:]
+    assert stopped and 1 <= int(stopped[1]) < 24, stderr[-3000:]
     assert not (tmp_path / "two").exists()
     resumed = subprocess.run(two, capture_output=True, text=True, env=env, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

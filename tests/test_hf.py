@@ -312,6 +312,14 @@ def test_import_errors_name_the_problem(tmp_path, electra):
         hf.load_encoder(tmp_path / "nope" / "deeper" / "path")
 
 
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def test_export_refuses_a_folder_that_holds_files(tmp_path, electra):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("mine")
@@ -320,6 +328,8 @@ def test_export_refuses_a_folder_that_holds_files(tmp_path, electra):
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.txt"]
     hf.export_discriminator(electra, tmp_path / "out", overwrite=True)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.json", "model.safetensors"]
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "out").iterdir()}
+    assert modes["model.safetensors"] == modes["config.json"] == 0o666 & ~_umask()  # readable by others too
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 

@@ -212,6 +212,17 @@ def test_resume_refuses_other_settings_and_run_refuses_a_used_folder(tiny_data, 
         run(_cfg(tiny_data, tmp_path / "warm", max_steps=4), resume=True, quiet=True)
 
 
+def test_a_run_folder_in_use_by_a_live_run_is_refused(tiny_data, tmp_path):
+    from electra.atomic import folder_lock
+
+    with folder_lock(tmp_path / "run"):  # as a run in another process holds it until it ends
+        with pytest.raises(FileExistsError, match="run is in use by another run that is still running"):
+            run(_cfg(tiny_data, tmp_path / "run", max_steps=2), quiet=True)
+        assert not any((tmp_path / "run").iterdir())
+    run(_cfg(tiny_data, tmp_path / "run", max_steps=2), quiet=True)  # free again once it ends
+    assert list_checkpoints(tmp_path / "run")[-1].name == "step-00000002"
+
+
 def test_a_budget_that_ends_the_run_logs_validates_and_saves_its_last_step(tiny_data, tmp_path):
     rare = dict(log_every=10**6, eval_every=10**6, checkpoint_every=10**6)  # only the last step logs
     cfg = _cfg(tiny_data, tmp_path / "run", max_steps=50, max_tokens=700, **rare)
@@ -559,8 +570,9 @@ def test_a_runs_config_reads_back_from_another_folder(tiny_data, tmp_path, cli, 
     assert list_checkpoints(tmp_path / "project/runs/r")[-1].name == "step-00000003"
     assert not any(elsewhere.iterdir())  # nothing was written where the command ran
     monkeypatch.chdir(tmp_path / "project")  # the same folders typed as before still resume the run
-    result = cli(*args, "--no-whole-word-masking", "--resume", "--max-steps", "4")
+    result = cli(*args, "--no-whole-word-masking", "--resume", "--max-steps", "4", "--strategy", "fsdp")
     assert result.returncode == 0, result.stderr
+    assert "note: --strategy fsdp applies under torchrun; this single process goes on without it" in result.stderr
 
 
 @pytest.mark.parametrize(
