@@ -69,11 +69,12 @@ def refuse_overlap(target: str | os.PathLike, inputs) -> None:
 
 
 @contextlib.contextmanager
-def folder_lock(folder: str | os.PathLike, what: str = "run") -> Iterator[Path]:
+def folder_lock(folder: str | os.PathLike, what: str = "run", name: str | os.PathLike | None = None) -> Iterator[Path]:
     """Hold `folder` (created if missing) for one writer: a second process asking for it while
     the first holds it is refused at once. The kernel releases the lock when the holder ends,
     however it ends (an advisory flock on the folder itself: no lock file is left behind). A
-    folder this created is removed again if it is still empty at the end (a refused run)."""
+    folder this created is removed again if it is still empty at the end (a refused run).
+    `name`: the output to name in the refusal, when `folder` is its hidden work folder."""
     folder = Path(folder)
     created = []
     for p in [folder, *folder.parents]:
@@ -89,7 +90,7 @@ def folder_lock(folder: str | os.PathLike, what: str = "run") -> Iterator[Path]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise OutputExistsError(
-                f"{folder} is in use by another {what} that is still running; wait for it to end, or choose "
+                f"{name or folder} is in use by another {what} that is still running; wait for it to end, or choose "
                 "another output folder"
             ) from None
         yield folder

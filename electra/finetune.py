@@ -10,6 +10,7 @@ encoder (our run / checkpoint, or any ELECTRA HF folder) + task data
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -30,7 +31,14 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 
 from electra import hf, parallel, qa
-from electra.atomic import OutputExistsError, check_output, publish_file, publishing_file, refuse_overlap
+from electra.atomic import (
+    OutputExistsError,
+    check_output,
+    folder_lock,
+    publish_file,
+    publishing_file,
+    refuse_overlap,
+)
 from electra.card import finetuned_card
 from electra.checkpoint import is_checkpoint, list_checkpoints, load_checkpoint
 from electra.config import check_flags, check_options
@@ -665,8 +673,16 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
     Under torchrun the seeds are shared out among the processes (seed i to process i mod N, each
     on its own GPU), which leave them in the seed store; the first process waits for all, writes
     OUT and returns the results, the others return None. Every seed trains exactly as it would
-    alone, so the results equal a single process's.
+    alone, so the results equal a single process's. One command at a time fine-tunes into OUT:
+    a second is refused while the first runs.
     """
+    out = Path(cfg.out)
+    held = folder_lock(seed_store(out), "fine-tuning", out) if parallel.from_env().main else contextlib.nullcontext()
+    with held:
+        return _run(cfg, quiet, overwrite)
+
+
+def _run(cfg: FinetuneConfig, quiet: bool, overwrite: bool) -> dict | None:
     out = Path(cfg.out)
     check_output(out, overwrite, inputs=[cfg.model, cfg.data])
     task, train_examples, dev_examples = load_task(cfg)
