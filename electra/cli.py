@@ -921,6 +921,17 @@ _CONTINUES = {
 }
 
 
+def _peer_gone(e: Exception) -> bool:
+    """Under torchrun: a collective failed because another process ended (its own error, or a
+    kill); that process says why, so this one needs no traceback."""
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1 or not isinstance(e, RuntimeError):
+        return False
+    dist_error = getattr(sys.modules.get("torch.distributed"), "DistError", ())
+    return isinstance(e, dist_error) or any(
+        text in str(e) for text in ("Connection closed by peer", "Connection reset by peer")
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     from electra.signals import Interrupted, Terminated, terminate_unwinds
 
@@ -935,6 +946,13 @@ def main(argv: list[str] | None = None) -> int:
             if os.environ.get("RANK", "0") == "0":  # under torchrun, once
                 print(f"electra {args.command}: {e}{_CONTINUES.get(args.command, '')}", file=sys.stderr)
             return 128 + e.signum
+        if _peer_gone(e):
+            print(
+                f"electra {args.command}: process {os.environ.get('RANK')} stopped: another process of this launch "
+                f"ended first (see its message); {str(e).strip().splitlines()[0][:200]}",
+                file=sys.stderr,
+            )
+            return 1
         if not isinstance(e, (UsageError, OSError, ValueError, TrainingDiverged)):
             raise  # a bug, not bad input: keep the traceback
         print(f"electra {args.command}: error: {e}", file=sys.stderr)

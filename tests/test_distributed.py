@@ -335,3 +335,26 @@ def test_data_parallel_evaluation_shares_the_batches_and_returns_every_predictio
         alone = json.loads(json.dumps(predictions(model, task, data, torch.device("cpu"), batch_size=4)))
         assert [r[kind]["forwards"] for r in reports] == [2, 1], kind
         assert reports[0][kind]["preds"] == reports[1][kind]["preds"] == alone, kind
+
+
+def test_a_process_that_loses_its_peers_says_so_in_one_line(cli, monkeypatch):
+    """Under torchrun, when one process stops on bad input, the others fail in their next
+    collective: they say so in one line (the first process gives the reason), no traceback."""
+    import electra.cli
+
+    def lost(args):
+        raise RuntimeError("[gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:52654. GLHF")
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr(electra.cli, "cmd_report", lost)
+    result = cli("report", "somewhere")
+    assert result.returncode == 1
+    assert result.stderr.startswith("electra report: process 1 stopped: another process of this launch ended first")
+
+    def bug(args):
+        raise RuntimeError("shape mismatch in our own code")
+
+    monkeypatch.setattr(electra.cli, "cmd_report", bug)
+    with pytest.raises(RuntimeError, match="shape mismatch"):  # anything else keeps its traceback
+        cli("report", "somewhere")

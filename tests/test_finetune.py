@@ -379,9 +379,9 @@ def test_a_run_stopped_between_seeds_keeps_them_and_ends_as_an_uninterrupted_one
     monkeypatch.setattr(finetune, "train_one", lambda *a: trained.append(a[6]) or real(*a))
     from electra.atomic import folder_lock
 
-    with folder_lock(seed_store(out)):  # as a command still fine-tuning into OUT holds it
-        with pytest.raises(FileExistsError, match="resumed is in use by another fine-tuning that is still running"):
-            run(FinetuneConfig(**common, out=str(out)), quiet=True)
+    busy = "resumed is in use by another fine-tuning that is still running"
+    with folder_lock(seed_store(out)), pytest.raises(FileExistsError, match=busy):  # as a command still running
+        run(FinetuneConfig(**common, out=str(out)), quiet=True)
     assert trained == [] and len(list(seed_store(out).iterdir())) == 4
     resumed = run(FinetuneConfig(**common, out=str(out)), quiet=True)
     assert trained == [2]  # seeds 0 and 1 came from the stopped run
