@@ -307,16 +307,27 @@ def _read_parquet(path: Path, key: str) -> Iterator[str | None]:
 
     def texts():
         for batch in pf.iter_batches(columns=[key], batch_size=1024):
-            yield from (t or "" for t in batch.column(0).to_pylist())
+            yield from batch.column(0).to_pylist()
 
-    return _documents(texts())
+    return _documents(_text_values(texts(), key, str(path)))
+
+
+def _text_values(values: Iterable, key: str, where: str) -> Iterator[str]:
+    """A column's values as texts (a null one empty); a column of numbers or lists is refused."""
+    for value in values:
+        if value is not None and not isinstance(value, str):
+            raise CorpusError(
+                f"{where}: column {key!r} holds {type(value).__name__} values, not text; pass --text-field NAME "
+                "of a text column"
+            )
+        yield value or ""
 
 
 def read_records(dataset, key: str, where: str) -> Iterator[str | None]:
     names = getattr(dataset, "column_names", None)
     if names is not None and key not in names:
         raise CorpusError(f"{where} has no column {key!r} (columns: {', '.join(names)}); pass --text-field NAME")
-    return _documents(row[key] or "" for row in dataset)
+    return _documents(_text_values((row[key] for row in dataset), key, where))
 
 
 # --------------------------------------------------------------------------------------

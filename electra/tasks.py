@@ -430,7 +430,7 @@ def jsonl_records(stream, name: str, required: dict[str, str | None]):
     """(line number, record) of a JSON-lines stream; blank lines skipped, bad ones named.
 
     `required` maps roles (text, pair, label: the --ROLE-field option) to the fields each
-    record must have; None entries are not required.
+    record must have; None entries are not required. Text and pair fields must hold strings.
     """
     for n, line in enumerate(stream, 1):
         if not line.strip():
@@ -439,12 +439,17 @@ def jsonl_records(stream, name: str, required: dict[str, str | None]):
             r = json.loads(line)
         except json.JSONDecodeError as e:
             raise TaskError(f"{name}:{n} is not valid JSON ({e.msg})") from e
+        if not isinstance(r, dict):
+            raise TaskError(f"{name}:{n} is a JSON {type(r).__name__}, not an object of fields")
         missing = [(role, k) for role, k in required.items() if k is not None and k not in r]
         if missing:
             role, k = missing[0]
             raise TaskError(
                 f"{name}:{n} has no field {k!r} (fields: {', '.join(r)}); name the {role} field with --{role}-field"
             )
+        for role in ("text", "pair"):
+            if (k := required.get(role)) is not None and not isinstance(r[k], str):
+                raise TaskError(f"{name}:{n}: {k!r} is {r[k]!r}, not a text string")
         yield n, r
 
 
@@ -452,9 +457,6 @@ def _read_jsonl(path: Path, text, pair, label) -> list[Example]:
     out = []
     with open(path, encoding="utf-8") as f, utf8(str(path)):
         for n, r in jsonl_records(f, str(path), {"text": text, "pair": pair, "label": label}):
-            for field in (text, pair):
-                if field is not None and not isinstance(r[field], str):
-                    raise TaskError(f"{path}:{n}: {field!r} is {r[field]!r}, not a text string")
             value = None if label is None else r[label]
             if label is not None and (value is None or (isinstance(value, str) and not value.strip())):
                 raise TaskError(f"{path}:{n}: {label!r} is {value!r}; label the record or remove it")

@@ -216,6 +216,9 @@ def test_every_format_and_compression_reads_the_same_documents(tmp_path):
     stats = corpus.ReadStats()
     assert list(corpus.stream(corpus.expand([tmp_path]), stats)).count(None) == 3 * 9
     assert stats.files == 9
+    pq.write_table(pa.table({"text": [1, 2]}), tmp_path / "numbers.parquet")
+    with pytest.raises(corpus.CorpusError, match="numbers.parquet: column 'text' holds int values, not text"):
+        list(corpus.stream([tmp_path / "numbers.parquet"], corpus.ReadStats()))
 
 
 def test_saved_hugging_face_dataset_is_a_corpus(tmp_path):
@@ -227,6 +230,10 @@ def test_saved_hugging_face_dataset_is_a_corpus(tmp_path):
     ds = datasets.Dataset.from_dict({"text": DOCS})
     prepare([], tmp_path / "out2", _cfg(), quiet=True, dataset=ds)
     assert read_manifest(tmp_path / "out2")["splits"]["train"]["rows"] > 0
+    numbers = datasets.Dataset.from_dict({"text": [1, 2]})
+    with pytest.raises(corpus.CorpusError, match="column 'text' holds int values, not text; pass --text-field"):
+        prepare([], tmp_path / "out4", _cfg(), quiet=True, dataset=numbers)
+    assert not (tmp_path / "out4").exists()
     two = datasets.DatasetDict({"a": ds, "b": ds})
     two.save_to_disk(str(tmp_path / "two"))
     with pytest.raises(corpus.CorpusError, match="holds the splits a, b and no 'train'"):
