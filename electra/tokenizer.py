@@ -118,10 +118,19 @@ def _read_vocab_txt(path: Path) -> list[str]:
     return [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def _cased(vocab: list[str]) -> bool:
+    """Whether a bare vocabulary is a cased one: over 1% of its entries (special tokens like
+    [CLS] aside) hold capitals, which lowercased text could never reach (BERT's cased one: 17%)."""
+    capitals = sum(any(c.isupper() for c in t) for t in vocab if not (t.startswith("[") and t.endswith("]")))
+    return capitals > 0.01 * len(vocab)
+
+
 def load_tokenizer(path: str | Path) -> Tokenizer:
-    """Load `tokenizer.json`, a `vocab.txt`, or a folder holding either (HF tokenizer folders)."""
+    """Load `tokenizer.json`, a `vocab.txt`, or a folder holding either (HF tokenizer folders).
+    A vocab.txt lowercases as its folder's tokenizer_config.json says; without one, as its
+    entries show (a cased vocabulary keeps case)."""
     path = Path(path)
-    lowercase = True
+    lowercase = None
     if path.is_dir():
         config = path / "tokenizer_config.json"
         if config.exists():
@@ -141,7 +150,8 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
             raise ValueError(f"{path} is not a valid tokenizer.json: {e}") from e
         check_special_tokens(tok, str(path))
         return register_specials(tok)
-    return from_vocab(_read_vocab_txt(path), lowercase=lowercase)
+    vocab = _read_vocab_txt(path)
+    return from_vocab(vocab, lowercase=not _cased(vocab) if lowercase is None else lowercase)
 
 
 def load_model_tokenizer(path: str | Path, vocab_size: int) -> Tokenizer:

@@ -467,3 +467,21 @@ def test_gutenberg_books_prepare_into_real_rows(tmp_path):
     tok = Tokenizer.from_file(str(tmp_path / "out" / "tokenizer.json"))
     assert "gutenberg" in " ".join(tok.decode(ids) for ids, _, _ in rows[:50])
     assert os.path.getsize(tmp_path / "out" / "train-00000.ids.npy") == 128 + len(rows) * 128 * 2
+
+
+def test_a_bare_vocab_txt_keeps_case_when_its_entries_are_cased(tmp_path):
+    from electra.tokenizer import SPECIAL_TOKENS, is_lowercase, load_tokenizer
+
+    words = ["the", "magi", "della", "and", "jim", ".", ","]
+    for name, vocab in (("uncased", words), ("cased", words + ["The", "Magi", "Della", "Jim"])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "vocab.txt").write_text("\n".join([*SPECIAL_TOKENS, *vocab]) + "\n")
+    cased = load_tokenizer(tmp_path / "cased" / "vocab.txt")  # as Google's cased BERT vocabulary is read
+    assert not is_lowercase(cased) and cased.encode("The Magi.", add_special_tokens=False).tokens == [
+        "The",
+        "Magi",
+        ".",
+    ]
+    assert is_lowercase(load_tokenizer(tmp_path / "uncased" / "vocab.txt"))
+    (tmp_path / "cased" / "tokenizer_config.json").write_text('{"do_lower_case": true}')  # a folder's config decides
+    assert is_lowercase(load_tokenizer(tmp_path / "cased"))
