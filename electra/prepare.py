@@ -426,6 +426,12 @@ def prepare(
         if writers["train"].rows == 0:
             where = ", ".join(map(str, corpus_paths)) if dataset is None else "the dataset"
             skipped = "".join(f"\n  skipped {p}: {why}" for p, why in stats.skipped.items())
+            if cfg.num_parts > 1:  # the corpus may have text, none of it dealt to this part
+                raise corpus.CorpusError(
+                    f"part {cfg.part_index} of {cfg.num_parts} got no documents from {where} (document i goes to part "
+                    f"i mod {cfg.num_parts}): it holds no text, or fewer than {cfg.part_index + 1} documents; "
+                    f"use fewer parts{skipped}"
+                )
             raise corpus.CorpusError(f"no text found in {where}; nothing to prepare{skipped}")
 
         manifest = {
@@ -523,10 +529,14 @@ def merge(parts: list[str | os.PathLike], out: str | os.PathLike, overwrite: boo
         for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json"):
             shutil.copy2(Path(parts[0]) / name, tmp / name)
         splits = {s: {"rows": 0, "tokens": 0, "shards": []} for s in SPLITS}
-        counts: dict = {}
+        # every part reads the whole corpus (and keeps its share of the documents): the reading's
+        # counts are each part's, what was kept adds up
+        read = ("bytes", "files", "invalid_utf8_bytes", "skipped_files")
+        counts: dict = {k: v for k, v in first["counts"].items() if k in read}
         for p, m in zip(parts, manifests, strict=True):
             for k, v in m["counts"].items():
-                counts[k] = {**counts.get(k, {}), **v} if isinstance(v, dict) else counts.get(k, 0) + v
+                if k not in read:
+                    counts[k] = counts.get(k, 0) + v
             for s in SPLITS:
                 for shard in m["splits"][s]["shards"]:
                     name = f"{s}-{len(splits[s]['shards']):05d}"

@@ -271,7 +271,15 @@ def test_parts_prepared_apart_merge_into_one_folder(tmp_path, prep):
     merged = merge([tmp_path / "p0", tmp_path / "p1"], tmp_path / "merged")
     assert merged["splits"]["train"]["rows"] == sum(p["splits"]["train"]["rows"] for p in parts)
     assert merged["counts"]["documents"] == 30
+    full = read_manifest(tmp_path / "full")["counts"]  # each part read the whole file once: so did the merge
+    assert (
+        (merged["counts"]["bytes"], merged["counts"]["files"])
+        == (full["bytes"], full["files"])
+        == (src.stat().st_size, 1)
+    )
     verify(tmp_path / "merged")
+    with pytest.raises(corpus.CorpusError, match="part 40 of 41 got no documents .*fewer than 41 documents; use fewer"):
+        prepare([src], tmp_path / "p40", _cfg(num_parts=41, part_index=40), tokenizer=tok, quiet=True)
     other = tmp_path / "other"
     prepare([src], other, _cfg(seq_len=64), tokenizer=tok, quiet=True)
     with pytest.raises(ValueError, match="seq_len=64"):
