@@ -377,6 +377,10 @@ def cmd_embed(args: argparse.Namespace) -> None:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     if not args.output.endswith(".npy") or Path(args.output).is_dir():
         raise UsageError(f"--output {args.output}: name the .npy file to write")
+    if not Path(args.output).resolve().parent.is_dir():
+        raise UsageError(
+            f"--output {args.output}: the folder {Path(args.output).parent} does not exist; create it first"
+        )
     inputs, texts = _read_texts(args, args.text_field, args.pair_field, "embed")
     embedder = Embedder(args.model, args.max_length, args.device, args.pooling, args.normalize, args.precision)
     rows = cut = 0

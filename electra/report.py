@@ -24,14 +24,19 @@ PANELS = [
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    if not path.is_file():
         raise FileNotFoundError(f"{run_dir} has no metrics.jsonl; is it a run folder of `electra pretrain`?")
     rows = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:  # a line cut short by a kill: resume drops it too
             continue
+        if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+            raise ValueError(f"{path}:{n} is not a log line of `electra pretrain` (an object with its step)")
+        rows.append(row)
     if not rows:
         raise ValueError(f"{path} is empty: the run has not logged a step yet")
     return rows

@@ -71,6 +71,10 @@ def test_the_command_writes_unit_vectors_in_input_order_and_counts_cut_texts(fol
     np.testing.assert_allclose(vectors, short, atol=1e-6)  # the file's rows are the texts, in order
     refused = cli(*cmd, "--output", tmp_path / "vectors.txt")
     assert refused.returncode == 2 and "name the .npy file to write" in refused.stderr
+    refused = cli(*cmd, "--output", tmp_path / "no" / "such" / "v.npy")
+    assert (
+        refused.returncode == 2 and "the folder " + str(tmp_path / "no" / "such") + " does not exist" in refused.stderr
+    )
     for line, message in [
         ('{"text": null}', "in.jsonl:2: 'text' is None, not a text string"),
         ("[1, 2]", "is a JSON list"),

@@ -625,6 +625,12 @@ def test_report_draws_a_png_of_one_or_several_runs(tiny_data, tmp_path, cli):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
     result = cli("report", tmp_path)
     assert result.returncode == 2 and "has no metrics.jsonl" in result.stderr
+    result = cli("report", tmp_path / "nope")
+    assert result.returncode == 2 and "run folder " + str(tmp_path / "nope") + " does not exist" in result.stderr
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"loss": 1.0}\n')
+    result = cli("report", tmp_path / "odd")
+    assert result.returncode == 2 and "metrics.jsonl:2 is not a log line of `electra pretrain`" in result.stderr
     (tmp_path / "figs").mkdir()
     result = cli("report", tmp_path / "a", "--out", tmp_path / "figs")
     assert result.returncode == 0 and f"wrote {tmp_path / 'figs' / 'report.png'}" in result.stdout
