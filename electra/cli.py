@@ -342,7 +342,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
             out.write(jsonl_line(text, record))
             truncated += cut
     hint = " (--stride tags them whole)" if predictor.tagger else ""
-    _say_counts("predict", {"blank lines skipped": inputs.blank, f"texts truncated{hint}": truncated})
+    _say_counts("predict", {("blank line", "skipped"): inputs.blank, ("text", f"truncated{hint}"): truncated})
 
 
 def _read_texts(args: argparse.Namespace, text_field, pair_field, verb: str):
@@ -360,9 +360,10 @@ def _read_texts(args: argparse.Namespace, text_field, pair_field, verb: str):
     return inputs, itertools.chain([first], texts)
 
 
-def _say_counts(command: str, counts: dict[str, int]) -> None:
-    """One stderr line with the counts that are not zero: "electra predict: 2 blank lines skipped"."""
-    said = [f"{n} {what}" for what, n in counts.items() if n]
+def _say_counts(command: str, counts: dict[tuple[str, str], int]) -> None:
+    """One stderr line with the counts that are not zero, {(noun, what happened): count}:
+    "electra predict: 2 blank lines skipped"."""
+    said = [f"{_count(n, noun)} {what}" for (noun, what), n in counts.items() if n]
     if said:
         print(f"electra {command}: " + "; ".join(said), file=sys.stderr)
 
@@ -394,7 +395,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
             np.lib.format.write_array_header_1_0(f, {**header, "shape": (rows, embedder.dim)})
             shutil.copyfileobj(raw, f)
     print(f"wrote {args.output}: {rows:,} vectors of {embedder.dim} ({args.pooling} pooling)")
-    _say_counts("embed", {"blank lines skipped": inputs.blank, f"texts cut at {embedder.limit} tokens": cut})
+    _say_counts("embed", {("blank line", "skipped"): inputs.blank, ("text", f"cut at {embedder.limit} tokens"): cut})
 
 
 def cmd_serve(args: argparse.Namespace) -> None:

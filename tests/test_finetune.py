@@ -504,7 +504,7 @@ def test_pipeline_and_electra_predict_agree(sentiment_tokenizer_dir, tmp_path, c
         text=True,
     )
     assert result.returncode == 0, result.stderr
-    assert "1 blank lines skipped" in result.stderr
+    assert "1 blank line skipped" in result.stderr
     ours = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
     theirs = transformers.pipeline("sentiment-analysis", model=str(tmp_path / "clf"))(texts)
     assert [o["text"] for o in ours] == texts
@@ -833,7 +833,7 @@ def test_predict_tags_entities_as_the_token_classification_pipeline_does(tokeniz
     # a text longer than the model's 128 positions: cut at them, or tagged whole in overlapping windows
     long = " ".join([texts[0], texts[2]] * 8)  # about 300 tokens
     cut = cli(*tag, input=long + "\n")
-    assert cut.returncode == 0 and "1 texts truncated (--stride tags them whole)" in cut.stderr
+    assert cut.returncode == 0 and "1 text truncated (--stride tags them whole)" in cut.stderr
     assert json.loads(cut.stdout)["entities"][-1]["end"] < len(long) // 2
     from electra.predict import predict
 
