@@ -120,7 +120,7 @@ def _read_vocab_txt(path: Path) -> list[str]:
 
 def _cased(vocab: list[str]) -> bool:
     """Whether a bare vocabulary is a cased one: over 1% of its entries (special tokens like
-    [CLS] aside) hold capitals, which lowercased text could never reach (BERT's cased one: 17%)."""
+    [CLS] aside) hold capitals, which lowercased text could never reach."""
     capitals = sum(any(c.isupper() for c in t) for t in vocab if not (t.startswith("[") and t.endswith("]")))
     return capitals > 0.01 * len(vocab)
 
