@@ -355,14 +355,17 @@ def expand(paths: Iterable[str | os.PathLike], fmt: str = "auto") -> list[Path]:
             if _is_saved_dataset(m):
                 out.append(m)
             elif m.is_dir():
-                found = sorted(
-                    f
-                    for f in m.rglob("*")
-                    if f.is_file()
-                    and not f.name.startswith(".")
-                    and format_of(f)
-                    and (fmt == "auto" or format_of(f) == fmt)
-                )
+                found = []
+                for where, folders, files in os.walk(m):  # a saved dataset below is one source, not its files
+                    here = Path(where)
+                    found += [here / d for d in folders if _is_saved_dataset(here / d)]
+                    folders[:] = [d for d in folders if not _is_saved_dataset(here / d)]
+                    found += [
+                        f
+                        for f in map(here.joinpath, files)
+                        if not f.name.startswith(".") and format_of(f) and (fmt == "auto" or format_of(f) == fmt)
+                    ]
+                found.sort()
                 if not found:
                     kinds = ", ".join(f".{k}" for k in FORMATS)
                     raise CorpusError(f"{m} holds no corpus files ({kinds}, optionally {', '.join(COMPRESSIONS)})")

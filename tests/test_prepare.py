@@ -226,6 +226,10 @@ def test_saved_hugging_face_dataset_is_a_corpus(tmp_path):
     datasets.Dataset.from_dict({"content": DOCS}).save_to_disk(str(tmp_path / "ds"))
     prepare([tmp_path / "ds"], tmp_path / "out", _cfg(text_field="content"), quiet=True)
     assert read_manifest(tmp_path / "out")["counts"]["documents"] == 3
+    (tmp_path / "mixed").mkdir()  # a folder with a saved dataset and a text file: two sources
+    datasets.Dataset.from_dict({"text": DOCS}).save_to_disk(str(tmp_path / "mixed" / "ds"))
+    _write_txt(tmp_path / "mixed" / "c.txt")
+    assert corpus.expand([tmp_path / "mixed"]) == [tmp_path / "mixed" / "c.txt", tmp_path / "mixed" / "ds"]
     # an in-memory dataset object works through the API too
     ds = datasets.Dataset.from_dict({"text": DOCS})
     prepare([], tmp_path / "out2", _cfg(), quiet=True, dataset=ds)
