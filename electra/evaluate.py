@@ -6,7 +6,6 @@ fine-tuned folder (ours, or any transformers ElectraFor* classifier, tagger or q
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -46,10 +45,10 @@ def run(
     folder = hf.resolve(model_dir)
     head = "span" if task_name in SQUAD else "token" if task_name == "ner" else "sequence"
     model, id2label, _ = hf.load_classifier(folder, (head,))  # a folder the task cannot use is refused first
-    recorded = json.loads((folder / "results.json").read_text()) if (folder / "results.json").is_file() else {}
-    given = recorded.get("config", {})  # the fine-tuning's own options: score its windows, its way
-    doc_stride = given.get("doc_stride") if doc_stride is None else doc_stride
-    null_threshold = given.get("null_threshold", 0.0) if null_threshold is None else null_threshold
+    recorded = hf.read_results(folder)
+    fine = hf.fine_tuned_options(recorded)  # the fine-tuning's own options: score its windows, its way
+    doc_stride = fine["doc_stride"] if doc_stride is None else doc_stride
+    null_threshold = (fine["null_threshold"] or 0.0) if null_threshold is None else null_threshold
     cfg = FinetuneConfig(
         model=str(folder),
         task=task_name,
@@ -74,7 +73,7 @@ def run(
     if task.name == "csv" and task.kind == "classification":  # the model's label count decides, not the data's
         task = replace(task, metrics=("accuracy", "f1" if len(labels) <= 2 else "macro_f1"))
     positions = model.cfg.max_positions
-    length = max_length or recorded.get("settings", {}).get("max_length")
+    length = max_length or fine["max_length"]
     length = length or (min(512, positions) if task.kind == "span" else 128)
     if length > positions:
         raise ValueError(f"--max-length {length} exceeds the model's {positions} positions")

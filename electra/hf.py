@@ -255,14 +255,39 @@ def _listing(folder: Path, most: int = 8) -> list[str]:
     return names[:most] + ["..."] * (len(names) > most) or ["nothing"]
 
 
+def _read_json(path: Path) -> dict:
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); restore the file or export the folder again") from e
+    if not isinstance(found, dict):
+        raise ValueError(f"{path} holds a JSON {type(found).__name__}, not an object; restore the file")
+    return found
+
+
 def read_config(folder: Path) -> dict:
     path = folder / "config.json"
     if not path.exists():
         raise FileNotFoundError(f"{folder} has no config.json; is it a Hugging Face model folder?")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); restore the file or export the folder again") from e
+    return _read_json(path)
+
+
+def read_results(folder: Path) -> dict:
+    """The results.json `electra finetune` writes beside its model (task, labels, settings, the
+    options it ran with), or {} for a folder from elsewhere."""
+    path = folder / "results.json"
+    return _read_json(path) if path.is_file() else {}
+
+
+def fine_tuned_options(results: dict) -> dict:
+    """The max_length, doc_stride and null_threshold a model was fine-tuned and scored with (from
+    `read_results`; None where not recorded): evaluating or answering with them scores its way."""
+    given = results.get("config", {})
+    return {
+        "max_length": results.get("settings", {}).get("max_length"),
+        "doc_stride": given.get("doc_stride"),
+        "null_threshold": given.get("null_threshold"),
+    }
 
 
 def read_weights(folder: Path) -> dict[str, torch.Tensor]:

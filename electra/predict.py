@@ -108,13 +108,12 @@ class Predictor:
     ):
         self.folder = folder = hf.resolve(model_dir)
         self.model, self.id2label, self.kind = hf.load_classifier(folder)
-        results = folder / "results.json"
-        if self.kind == "span" and results.is_file():  # answer as fine-tuning evaluated: its windows and threshold
-            recorded = json.loads(results.read_text())
-            given = recorded.get("config", {})
-            max_length = recorded.get("settings", {}).get("max_length") if max_length is None else max_length
-            stride = given.get("doc_stride") if stride is None else stride
-            null_threshold = given.get("null_threshold") if null_threshold is None else null_threshold
+        if self.kind == "span":  # answer as fine-tuning evaluated: its windows and threshold
+            recorded = hf.read_results(folder)
+            fine = hf.fine_tuned_options(recorded)
+            max_length = fine["max_length"] if max_length is None else max_length
+            stride = fine["doc_stride"] if stride is None else stride
+            null_threshold = fine["null_threshold"] if null_threshold is None else null_threshold
             if allow_no_answer is None:
                 allow_no_answer = recorded.get("task") == "squad_v2"
         self.tagger = self.kind == "token"

@@ -292,6 +292,13 @@ def test_import_errors_name_the_problem(tmp_path, electra):
     (tmp_path / "disc" / "config.json").write_text('{"model_type": "electra"')
     with pytest.raises(ValueError, match="disc/config.json is not valid JSON"):
         hf.load_encoder(tmp_path / "disc")
+    (tmp_path / "disc" / "config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="disc/config.json holds a JSON list, not an object"):
+        hf.load_encoder(tmp_path / "disc")
+    assert hf.read_results(tmp_path / "disc") == {}  # a folder from elsewhere
+    (tmp_path / "disc" / "results.json").write_text('{"task": "sst2", ')  # cut short
+    with pytest.raises(ValueError, match="disc/results.json is not valid JSON"):
+        hf.read_results(tmp_path / "disc")
     (tmp_path / "disc" / "config.json").write_text(json.dumps({"data_sha256": "ab", "batch_size": 8}))
     with pytest.raises(ValueError, match="config.json holds a pre-training run's settings, not a model's: export"):
         hf.load_encoder(tmp_path / "disc")
