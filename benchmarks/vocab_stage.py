@@ -19,7 +19,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from electra.objective import Masked, _generator_metrics, masked_lm_loss, num_slots, sample_tokens, uniform
+from electra.objective import Masked, _generator_metrics, masked_lm_loss, num_slots, rates, sample_tokens, uniform
 
 
 def full_cdf_sample(logits: torch.Tensor, seed: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -43,7 +43,7 @@ def library_stage(h, weight, bias, masked, seed, rows):
     logits = F.linear(h, weight, bias)
     loss = masked_lm_loss(logits, masked)
     with torch.no_grad():
-        accuracy = _generator_metrics(logits, masked)["gen_accuracy"]
+        accuracy = rates(_generator_metrics(logits, masked))["gen_accuracy"]
         sampled = sample_tokens(logits.detach(), seed, rows)
     return loss, accuracy, sampled
 

@@ -320,7 +320,7 @@ def electra_loss(
     cfg: ObjectiveConfig,
     totals: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The ELECTRA objective on one batch; returns the loss and detached metric tensors.
+    """The ELECTRA objective on one batch; returns the loss and detached metric tensors (see `rates`).
 
     `totals` (from `loss_counts`, summed over a whole step) makes the losses this part's share
     of the step's means; without it they are this batch's means. Under ELECTRA 15%
@@ -389,7 +389,7 @@ def replace_mlm_loss(
             "disc_loss": main.detach(),
             **_generator_metrics(gen_logits, masked),
             "disc_accuracy": accuracy,
-            "replaced_fraction": (labels.bool() & real).sum().float() / real.sum().clamp(min=1),
+            "replaced_fraction": _rate((labels.bool() & real).sum(), real.sum()),
         }
     return mlm + main, metrics
 
@@ -426,11 +426,22 @@ def mlm_loss(
     return loss, {"gen_loss": loss.detach(), **_generator_metrics(logits.detach(), masked)}
 
 
+def _rate(hits: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    return torch.stack([hits.float(), count.float()])
+
+
+def rates(metrics: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An objective's metrics as values. Losses are scalars; accuracies, precision, recall and the
+    replaced fraction come as (hits, count) pairs, so that the parts of a step (micro-batches,
+    processes) add up to the whole step's own rate, which this divides out (0 of nothing is 0)."""
+    return {k: v[0] / v[1].clamp(min=1) if v.dim() else v for k, v in metrics.items()}
+
+
 def _generator_metrics(logits: torch.Tensor, masked: Masked) -> dict[str, torch.Tensor]:
     # the target scores the maximum: argmax's answer but for ties, and one reduction fewer (it
     # fuses with the cross-entropy's maximum; a separate argmax read every logit again)
     hit = (logits.gather(-1, masked.targets[..., None]).squeeze(-1) >= logits.amax(-1)).float()
-    return {"gen_accuracy": (hit * masked.weights).sum() / masked.weights.sum().clamp(min=1.0)}
+    return {"gen_accuracy": _rate((hit * masked.weights).sum(), masked.weights.sum())}
 
 
 def _copy_accuracy(logits, replaced_logits, shown, targets, attention_mask) -> torch.Tensor:
@@ -446,7 +457,7 @@ def _copy_accuracy(logits, replaced_logits, shown, targets, attention_mask) -> t
     p_shown = (1 - keep) * q(shown) + keep
     best = torch.maximum((1 - keep) * (logits.amax(-1) - lse).exp(), p_shown)  # no other token beats these
     real = attention_mask.bool()
-    return ((p_target >= best) & real).sum().float() / real.sum().clamp(min=1)
+    return _rate(((p_target >= best) & real).sum(), real.sum())
 
 
 def _discriminator_metrics(
@@ -455,12 +466,12 @@ def _discriminator_metrics(
     real = weights.bool()
     predicted = (logits > 0) & real
     replaced = labels.bool() & real
-    tp = (predicted & replaced).sum().float()
+    tp = (predicted & replaced).sum()
     return {
-        "disc_accuracy": ((predicted == replaced) & real).sum().float() / real.sum().clamp(min=1),
-        "disc_precision": tp / predicted.sum().clamp(min=1),
-        "disc_recall": tp / replaced.sum().clamp(min=1),
-        "replaced_fraction": replaced.sum().float() / real.sum().clamp(min=1),
+        "disc_accuracy": _rate(((predicted == replaced) & real).sum(), real.sum()),
+        "disc_precision": _rate(tp, predicted.sum()),
+        "disc_recall": _rate(tp, replaced.sum()),
+        "replaced_fraction": _rate(replaced.sum(), real.sum()),
     }
 
 
@@ -471,4 +482,3 @@ OBJECTIVES = {
     "all-tokens-mlm": replace_mlm_loss,
     "mlm": mlm_loss,
 }
-ADDITIVE_METRICS = ("gen_loss", "disc_loss")  # shares of the step's means: summed, not averaged, over parts

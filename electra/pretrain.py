@@ -31,7 +31,7 @@ from electra.atomic import folder_lock, publish_file, refuse_overlap
 from electra.config import ModelConfig, check_flags, check_options, generator_config, preset
 from electra.data import Loader, Prefetcher, Shards, iterate
 from electra.model import Electra, checkpoint_activations
-from electra.objective import CONTINUES, MAIN_LM_HEAD, OBJECTIVES, SPECIAL, ObjectiveConfig
+from electra.objective import CONTINUES, MAIN_LM_HEAD, OBJECTIVES, SPECIAL, ObjectiveConfig, rates
 from electra.optim import adamw, lr_factor, set_lr
 from electra.signals import Interrupted, StopRequest
 from electra.step import Update
@@ -365,7 +365,7 @@ def evaluate(
 ) -> dict[str, float]:
     """Mean losses and metrics on the held-out rows, with fixed noise so values compare over time."""
     step.eval()
-    totals: dict[str, float] = {}
+    totals: dict[str, torch.Tensor] = {}
     n = 0
     for i, batch in enumerate(iterate(shards, batch_size)):
         if i == max_batches:
@@ -374,12 +374,14 @@ def evaluate(
         seed = torch.full((), 1_000_003 + i, dtype=torch.int64, device=device)  # a tensor: no recompiles
         with autocast():
             loss, metrics = step(b.input_ids, b.token_type_ids, b.attention_mask, special, b.rows, seed, mask_id)
-        rows = len(b.rows)  # a shard's last batch may be short: weigh each batch by its rows
+        rows = len(b.rows)  # a shard's last batch may be short: weigh each batch's losses by its rows
         for k, v in {"loss": loss, **metrics}.items():
-            totals[k] = totals.get(k, 0.0) + float(v) * rows
+            v = v.detach().double() * (1 if v.dim() else rows)  # rates add their (hits, count)
+            totals[k] = totals[k] + v if k in totals else v
         n += rows
     step.train()
-    return {f"valid_{k}": v / max(n, 1) for k, v in totals.items()}
+    values = rates({k: v if v.dim() else v / max(n, 1) for k, v in totals.items()})
+    return {f"valid_{k}": float(v) for k, v in values.items()}
 
 
 def run(cfg: PretrainConfig, resume: bool = False, quiet: bool = False, *, announce_stop: bool = True) -> dict:

@@ -25,7 +25,7 @@ import contextlib
 import torch
 
 from electra.data import Batch
-from electra.objective import ADDITIVE_METRICS, loss_counts
+from electra.objective import loss_counts
 from electra.parallel import Dist, all_reduce_sum
 
 
@@ -70,7 +70,7 @@ class Update:
         self.special, self.mask_id, self.mask_prob, self.whole_word = special, mask_id, mask_prob, whole_word
         self.clip_norm, self.dist, self.device, self.autocast = clip_norm, dist, device, autocast
         self.names: list[str] | None = None
-        self.shares: torch.Tensor | None = None
+        self.numerators = self.denominators = None  # where each name's value sits in the summed parts
         self.counts = torch.tensor([float(skipped), 0.0, 0.0], device=device)
         # (scale, good updates since it last changed); a checkpoint keeps it for exact resume
         self.loss_scale = torch.tensor(loss_scale or (INITIAL_LOSS_SCALE, 0.0), device=device) if fp16 else None
@@ -125,21 +125,20 @@ class Update:
                 scale = self.dist.world_size if self.loss_scale is None else self.dist.world_size * self.loss_scale[0]
                 (loss * scale).backward()
             if self.names is None:  # the first call is eager: a capture may not copy from the host
-                self.names = ["loss", *metrics, "grad_norm"]
-                # losses are shares of the global means (summed); rates are averaged over parts
-                mean = 1.0 / (len(micro) * self.dist.world_size)
-                shares = [1.0 if k == "loss" or k in ADDITIVE_METRICS else mean for k in self.names[:-1]]
-                self.shares = torch.tensor(shares, device=loss.device)
-            part = torch.stack([loss.detach().float(), *(v.float() for v in metrics.values())]) * self.shares
+                self._layout(metrics, loss.device)
+            # every entry adds up over parts: losses are shares of the global means, rates (hits, count)
+            part = torch.cat([loss.detach().float().reshape(1), *(v.float().reshape(-1) for v in metrics.values())])
             parts = part if parts is None else parts + part
         parts = all_reduce_sum(parts, self.dist)
+        parts = torch.cat([parts, parts.new_ones(1)])  # the last entry divides the losses
+        values = parts[self.numerators] / parts[self.denominators].clamp(min=1)
         if self.loss_scale is not None:
             grads = [p.grad for p in self.model.parameters() if p.grad is not None]
             grads = [g.to_local() if hasattr(g, "to_local") else g for g in grads]  # FSDP2: each shard
             torch._foreach_mul_(grads, 1.0 / self.loss_scale[0])
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm)
         norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP2: a DTensor
-        bad = (~(torch.isfinite(norm) & torch.isfinite(parts[0]))).float()
+        bad = (~(torch.isfinite(norm) & torch.isfinite(values[0]))).float()
         self.optimizer.found_inf = bad  # fused AdamW leaves weights, moments and step count alone
         try:
             self.optimizer.step()
@@ -150,7 +149,17 @@ class Update:
         self.counts.copy_(torch.stack([self.counts[0] + bad, run, torch.maximum(self.counts[2], run)]))
         if self.loss_scale is not None:
             self.loss_scale.copy_(next_loss_scale(self.loss_scale, bad))
-        return torch.cat([parts, norm.detach().float().reshape(1)])
+        return torch.cat([values, norm.detach().float().reshape(1)])
+
+    def _layout(self, metrics: dict[str, torch.Tensor], device: torch.device) -> None:
+        """`names`, and for each but grad_norm the index of its sum and of what divides it."""
+        self.names = ["loss", *metrics, "grad_norm"]
+        sizes = [1] + [v.numel() for v in metrics.values()]
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        one = sum(sizes)
+        self.numerators = torch.tensor(starts, device=device)
+        below = [s + 1 if n == 2 else one for s, n in zip(starts, sizes, strict=True)]
+        self.denominators = torch.tensor(below, device=device)
 
 
 INITIAL_LOSS_SCALE = 2.0**16  # GradScaler's default

@@ -21,6 +21,7 @@ from electra.objective import (
     masked_lm_loss,
     mlm_loss,
     num_slots,
+    rates,
     replace_mlm_loss,
     replace_tokens,
     replaced_token_loss,
@@ -254,7 +255,8 @@ def test_losses_equal_hand_computed_values():
     # for the maximum (right), the fourth is unused
     gen = torch.tensor([[[0.0, 2.0, 1.0], [5.0, 1.0, 1.0], [1.0, 1.0, 0.0], [0.0, 0.0, 9.0]]])
     masked = Masked(None, None, torch.tensor([[1, 1, 0, 0]]), torch.tensor([[1.0, 1.0, 1.0, 0.0]]))
-    assert _generator_metrics(gen, masked)["gen_accuracy"].item() == pytest.approx(2 / 3)
+    assert _generator_metrics(gen, masked)["gen_accuracy"].tolist() == [2.0, 3.0]  # (hits, count)
+    assert rates(_generator_metrics(gen, masked))["gen_accuracy"].item() == pytest.approx(2 / 3)
 
 
 def test_electra_loss_is_mlm_plus_50_rtd_and_sampling_blocks_gradient():
@@ -266,7 +268,7 @@ def test_electra_loss_is_mlm_plus_50_rtd_and_sampling_blocks_gradient():
     cfg = ObjectiveConfig()
     loss, metrics = electra_loss(model, ids, types, mask, SPECIAL, rows, 11, MASK, cfg)
     torch.testing.assert_close(loss, metrics["gen_loss"] + 50 * metrics["disc_loss"])
-    assert 0.1 < metrics["replaced_fraction"] < 0.2  # ~15% masked, nearly all replaced by an untrained generator
+    assert 0.1 < rates(metrics)["replaced_fraction"] < 0.2  # ~15% masked, nearly all replaced by an untrained generator
 
     # the discriminator's loss sends no gradient into the generator's own layers: its
     # gradients are the same whether the RTD term weighs 50 or 0
@@ -323,7 +325,7 @@ def test_electra_15_scores_the_discriminator_on_the_masked_positions_only():
     )
     torch.testing.assert_close(metrics["disc_loss"], want)
     torch.testing.assert_close(loss, metrics["gen_loss"] + 50 * metrics["disc_loss"])
-    assert metrics["replaced_fraction"] > 0.8  # of the masked positions, nearly all replaced by an untrained generator
+    assert rates(metrics)["replaced_fraction"] > 0.8  # of the masked positions: nearly all replaced, untrained
     full, _ = electra_loss(model, ids, torch.zeros_like(ids), mask, SPECIAL, rows, 5, MASK, ObjectiveConfig())
     assert full.item() != loss.item()
 
