@@ -497,6 +497,19 @@ def verify(folder: str | os.PathLike) -> dict:
     return manifest
 
 
+# settings every part of one preparation shares (rows_per_shard may differ: shards are renumbered)
+PART_SETTINGS = (
+    "seed",
+    "validation_fraction",
+    "one_segment_prob",
+    "short_target_prob",
+    "lowercase",
+    "text_field",
+    "format",
+    "doc_per_file",
+)
+
+
 def merge(parts: list[str | os.PathLike], out: str | os.PathLike, overwrite: bool = False) -> dict:
     """Combine folders prepared with --num-parts into one (shards hard-linked where possible)."""
     if not parts:
@@ -504,12 +517,18 @@ def merge(parts: list[str | os.PathLike], out: str | os.PathLike, overwrite: boo
     manifests = [verify(p) for p in parts]
     first = manifests[0]
     for p, m in zip(parts, manifests, strict=True):
-        for key in ("seq_len", "tokenizer_sha256", "ids_dtype"):
-            if m[key] != first[key]:
-                raise ValueError(
-                    f"{p} was prepared with {key}={m[key]!r}, but {parts[0]} with {first[key]!r}; "
-                    "only parts of one preparation can be merged"
-                )
+        one = "only parts of one preparation (the same corpus, tokenizer and options) can be merged"
+        same = {  # the same rows, packing and noise
+            **{k: (m[k], first[k]) for k in ("seq_len", "tokenizer_sha256", "ids_dtype")},
+            **{k: (m["config"].get(k), first["config"].get(k)) for k in PART_SETTINGS},
+        }
+        for key, (mine, theirs) in same.items():
+            if mine != theirs:
+                raise ValueError(f"{p} was prepared with {key}={mine!r}, but {parts[0]} with {theirs!r}; {one}")
+        read = [(c.get("bytes"), c.get("files")) for c in (m["counts"], first["counts"])]
+        if read[0] != read[1]:  # every part reads the whole corpus, wherever it lies
+            (b, f), (b0, f0) = read
+            raise ValueError(f"{p} read {b:,} bytes in {f} file(s), but {parts[0]} {b0:,} in {f0}; {one}")
     seen: dict[int, str | os.PathLike] = {}
     for p, m in zip(parts, manifests, strict=True):
         index, num = m["config"].get("part_index"), m["config"].get("num_parts", 1)

@@ -288,6 +288,13 @@ def test_parts_prepared_apart_merge_into_one_folder(tmp_path, prep):
     prepare([src], other, _cfg(seq_len=64), tokenizer=tok, quiet=True)
     with pytest.raises(ValueError, match="seq_len=64"):
         merge([tmp_path / "p0", other], tmp_path / "bad")
+    prepare([src], tmp_path / "seeded", _cfg(num_parts=2, part_index=1, seed=7), tokenizer=tok, quiet=True)
+    with pytest.raises(ValueError, match="seeded was prepared with seed=7, but .*p0 with 0"):
+        merge([tmp_path / "p0", tmp_path / "seeded"], tmp_path / "bad")
+    more = _write_txt(tmp_path / "more.txt", DOCS * 11)  # another corpus: its documents were dealt otherwise
+    prepare([more], tmp_path / "grown", _cfg(num_parts=2, part_index=1), tokenizer=tok, quiet=True)
+    with pytest.raises(ValueError, match=f"grown read {more.stat().st_size:,} bytes in 1 file"):
+        merge([tmp_path / "p0", tmp_path / "grown"], tmp_path / "bad")
     with pytest.raises(ValueError, match="are both part 0; its rows would be merged twice"):
         merge([tmp_path / "p0", tmp_path / "p0"], tmp_path / "bad")
     with pytest.raises(ValueError, match="full is part 0 of 1, but .*p0 is part of 2"):
