@@ -446,11 +446,14 @@ def _zstd_error() -> type[Exception]:
 def stream(
     paths: list[Path], stats: ReadStats, fmt: str = "auto", text_field: str = "text", doc_per_file: bool = False
 ) -> Iterator[str | None]:
-    """Every sentence of every source, `None` after each document; counts files and bytes into `stats`."""
+    """Every sentence of every source, `None` after each document; counts files and bytes into
+    `stats` (a file skipped as binary is reported in `stats.skipped` instead)."""
     for path in paths:
-        stats.files += 1
         try:
-            stats.bytes += path.stat().st_size if path.is_file() else 0
-            yield from read_source(path, stats, fmt, text_field, doc_per_file)
+            items = read_source(path, stats, fmt, text_field, doc_per_file)
+            if str(path) not in stats.skipped:
+                stats.files += 1
+                stats.bytes += path.stat().st_size if path.is_file() else 0
+            yield from items
         except (OSError, EOFError, lzma.LZMAError, csv.Error, zlib.error, _zstd_error()) as e:
             raise CorpusError(f"{path} could not be read ({type(e).__name__}: {e})") from e

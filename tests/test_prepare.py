@@ -251,6 +251,10 @@ def test_normalisation_bom_crlf_controls_and_invalid_utf8_are_handled_and_counte
     items = list(corpus.stream([tmp_path / "c.txt"], stats))
     assert items == ["Hello world.", "Second line here.", None, "Bad \ufffd\ufffd bytes.", None]
     assert stats.invalid_utf8 == 2
+    (tmp_path / "b.txt").write_bytes(b"\x00\x01" * 50)  # binary: reported, not counted as read
+    stats = corpus.ReadStats()
+    assert list(corpus.stream([tmp_path / "b.txt", tmp_path / "c.txt"], stats)) == items
+    assert (stats.files, stats.bytes, list(stats.skipped)) == (1, len(raw), [str(tmp_path / "b.txt")])
 
 
 def test_documents_of_one_enormous_line_are_cut_and_kept(tmp_path):
