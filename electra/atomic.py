@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,18 +120,52 @@ def check_output(target: str | os.PathLike, overwrite: bool = False, inputs=()) 
         )
 
 
+def _unheld(folder: Path) -> bool:
+    """Whether no live writer holds `folder` (see `publish_dir`)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # gone meanwhile, or not ours to open
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _remove_leftovers(target: Path) -> None:
+    """Remove the hidden work folders of earlier writes of `target` that ended without cleaning
+    up (kill -9, a power cut): a writer holds its own while it lives, so an unheld one is left
+    over. A replaced folder (`.old-*`) goes only once `target` exists again."""
+    leftovers = [p for p in target.parent.glob(f".{glob.escape(target.name)}.tmp-*") if p.is_dir() and _unheld(p)]
+    if target.exists():
+        leftovers += [p for p in target.parent.glob(f".{glob.escape(target.name)}.old-*") if p.is_dir()]
+    for p in leftovers:
+        shutil.rmtree(p, ignore_errors=True)
+        print(f"note: removed {p}, left behind by an interrupted write of {target}", file=sys.stderr)
+
+
 @contextlib.contextmanager
 def publish_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield an empty temporary folder; on success it replaces `target` in one rename.
 
     What `check_output` refuses is refused (call it earlier, with the inputs, to fail before
     the work). On any exception the temporary folder is removed and `target` is left as it was.
+    The temporary folder is held (flock) while it is written, so that a later write of `target`
+    can tell a left-over one (a killed writer's) from a live one and remove it.
     """
     check_output(target, overwrite)
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    _remove_leftovers(target)
+    name = f".{target.name}.%s-{uuid.uuid4().hex[:8]}"
+    new, tmp = target.parent / (name % "new"), target.parent / (name % "tmp")
+    new.mkdir()
+    held = os.open(new, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    os.rename(new, tmp)  # held before a sweep could see it
     try:
         yield tmp
         _usual_modes(tmp)
@@ -145,6 +181,8 @@ def publish_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        os.close(held)
 
 
 @contextlib.contextmanager

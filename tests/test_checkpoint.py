@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from electra.atomic import publish_dir
+from electra.atomic import folder_lock, publish_dir
 from electra.checkpoint import (
     find_checkpoint,
     list_checkpoints,
@@ -52,6 +52,23 @@ def test_a_failed_publish_leaves_nothing(tmp_path):
         (tmp / "half.bin").write_bytes(b"x")
         raise RuntimeError("killed mid-write")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_write_removes_what_a_killed_write_left_and_spares_a_live_one(tmp_path, capsys):
+    dead, live = tmp_path / ".out.tmp-dead", tmp_path / ".out.tmp-live"
+    (dead / "sub").mkdir(parents=True)
+    (dead / "sub" / "half.bin").write_bytes(b"x")
+    (tmp_path / ".other.tmp-dead").mkdir()  # another output's: not this write's business
+    with folder_lock(live):  # a writer still at work holds its folder
+        with publish_dir(tmp_path / "out") as tmp:
+            (tmp / "a.txt").write_text("a")
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tmp-dead", ".out.tmp-live", "out"]
+        assert "note: removed " + str(dead) in capsys.readouterr().err
+        (tmp_path / ".out.old-dead").mkdir()  # replaced by a write killed before it removed the old folder
+        with publish_dir(tmp_path / "out", overwrite=True) as tmp:
+            (tmp / "b.txt").write_text("b")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tmp-dead", "out"]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["b.txt"]
 
 
 def test_missing_checkpoint_message(tmp_path):

@@ -464,6 +464,14 @@ def test_an_interrupted_run_never_leaves_a_folder_that_looks_complete(tmp_path, 
             assert proc.returncode == 128 + sig, err
             assert err.decode().strip().endswith("interrupted" if sig == signal.SIGINT else "terminated (SIGTERM)")
             assert not [p for p in work.iterdir() if p.name.startswith(".out")]
+        else:  # nothing could clean up: the next write of the folder removes what was left
+            (left,) = [p for p in work.iterdir() if p.name.startswith(".out.tmp")]
+            small = _write_txt(work / "small.txt")
+            again = subprocess.run(
+                [*cmd[:5], str(small), *cmd[6:], "--vocab-size", "200", "--quiet"], capture_output=True
+            )
+            assert again.returncode == 0 and f"note: removed {left}, left behind" in again.stderr.decode()
+            assert sorted(p.name for p in work.iterdir()) == ["big.txt", "out", "small.txt"]
         return
     pytest.fail("every prepare finished before it could be interrupted")
 
