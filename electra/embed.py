@@ -11,10 +11,10 @@ from collections.abc import Iterable
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from electra.finetune import Encoded, batches, load_pretrained
 from electra.parallel import autocast, pick_device, resolve_precision
+from electra.progress import progress_bar
 from electra.tokenizer import load_model_tokenizer
 
 POOLINGS = ("mean", "cls")
@@ -75,7 +75,7 @@ class Embedder:
             raise ValueError(f"batch size and chunk size must be at least 1, got {batch_size} and {chunk_size}")
         texts = iter(texts)
         disable = None if progress is None else not progress
-        with tqdm(total=total, desc="embed", unit="text", disable=disable, dynamic_ncols=True) as bar:
+        with progress_bar(total=total, desc="embed", unit="text", disable=disable) as bar:
             while part := list(itertools.islice(texts, chunk_size)):
                 encodings = self.tok.encode_batch([t if p is None else (t, p) for t, p in part])
                 data = Encoded([e.ids for e in encodings], [e.type_ids for e in encodings], [0] * len(part))

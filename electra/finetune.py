@@ -28,7 +28,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
-from tqdm import tqdm
 
 from electra import hf, parallel, qa
 from electra.atomic import (
@@ -45,6 +44,7 @@ from electra.config import check_flags, check_options
 from electra.model import Encoder, QuestionAnswerer, SequenceClassifier, TokenClassifier, checkpoint_activations
 from electra.optim import adamw, lr_factor, set_lr
 from electra.parallel import allow_tf32, autocast
+from electra.progress import progress_bar
 from electra.signals import Interrupted, StopRequest
 from electra.tasks import (
     GLUE,
@@ -589,9 +589,7 @@ def train_one(
             where = f"in {task.name} seed {seed} at step {step} of {total}; progress {store}/seed-{seed}.progress.pt"
             raise Interrupted(request.signum, where)
 
-    bar = tqdm(
-        total=total, initial=step, desc=f"{task.name} seed {seed}", unit="step", disable=quiet, dynamic_ncols=True
-    )
+    bar = progress_bar(total=total, initial=step, desc=f"{task.name} seed {seed}", unit="step", disable=quiet)
     if store is not None:
         request.install()
     try:

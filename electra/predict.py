@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from electra import hf, qa
 from electra.finetune import Encoded, batches
 from electra.parallel import autocast, pick_device, resolve_precision
+from electra.progress import progress_bar
 from electra.tasks import Example, TaskError, jsonl_records, table_rows, utf8
 from electra.tokenizer import load_model_tokenizer
 
@@ -180,7 +180,7 @@ class Predictor:
         texts = iter(texts)
         done = 0
         disable = None if progress is None else not progress
-        with tqdm(total=total, desc="predict", unit="text", disable=disable, dynamic_ncols=True) as bar:
+        with progress_bar(total=total, desc="predict", unit="text", disable=disable) as bar:
             while part := list(itertools.islice(texts, chunk_size)):
                 label = self._answers if self.kind == "span" else self._labels
                 records, cut = label(part, batch_size, truncate, done, bar)

@@ -33,11 +33,11 @@ from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer
-from tqdm import tqdm
 
 from electra import corpus
 from electra.atomic import check_output, publish_dir
 from electra.config import check_options
+from electra.progress import progress_bar
 from electra.tokenizer import (
     check_special_tokens,
     load_tokenizer,
@@ -305,15 +305,14 @@ def _own_part(items: Iterator[str | None], num_parts: int, part: int) -> Iterato
             doc += 1
 
 
-def _progress(total_bytes: int, quiet: bool, desc: str) -> tqdm:
-    return tqdm(
+def _progress(total_bytes: int, quiet: bool, desc: str):
+    return progress_bar(
         total=total_bytes or None,
         unit="B",
         unit_scale=True,
         unit_divisor=1024,
         desc=desc,
         disable=quiet,
-        dynamic_ncols=True,
         smoothing=0.1,
     )
 

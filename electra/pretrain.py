@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from electra import checkpoint as ckpt
 from electra import parallel
@@ -33,6 +32,7 @@ from electra.data import Loader, Prefetcher, Shards, iterate
 from electra.model import Electra, checkpoint_activations
 from electra.objective import CONTINUES, MAIN_LM_HEAD, OBJECTIVES, SPECIAL, ObjectiveConfig, rates
 from electra.optim import adamw, lr_factor, set_lr
+from electra.progress import progress_bar
 from electra.signals import Interrupted, StopRequest
 from electra.step import Update
 
@@ -584,7 +584,7 @@ def _run(
     last = {"time": start_time, "tokens": tokens, "skipped": skipped}
     logged: dict = {}
     saved_step = step if state is not None else None
-    bar = tqdm(total=steps, initial=step, desc="pretrain", unit="step", disable=quiet, dynamic_ncols=True)
+    bar = progress_bar(total=steps, initial=step, desc="pretrain", unit="step", disable=quiet)
     stop_reason = "max steps"
     request = StopRequest(say)
     request.install()
