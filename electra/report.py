@@ -11,7 +11,7 @@ from electra.atomic import publishing_file
 PANELS = [
     ("loss", ["loss", "valid_loss"], "total loss"),
     ("generator", ["gen_loss", "valid_gen_loss"], "generator MLM loss"),
-    ("discriminator", ["disc_loss", "valid_disc_loss"], "discriminator loss (RTD; the MLM comparisons: main network)"),
+    ("discriminator", ["disc_loss", "valid_disc_loss"], "discriminator (or main network) loss"),
     (
         "accuracy",
         ["gen_accuracy", "disc_accuracy", "disc_precision", "disc_recall", "replaced_fraction"],
@@ -42,6 +42,61 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
     return rows
 
 
+# (line style, marker) of a panel's metrics when several runs share it (each run has its own colour)
+LINE_STYLES = [("-", None), ("--", None), (":", None), ("-.", None), ("-", "x")]
+
+
+def run_labels(run_dirs: list[str | os.PathLike]) -> list[str]:
+    """Each run's folder name, with as many parent folders as it takes to tell runs apart
+    (runs/a/base and runs/b/base become a/base and b/base)."""
+    parts = [Path(os.path.abspath(r)).parts for r in run_dirs]
+
+    def label(i: int) -> str:
+        mine = parts[i]
+        depth = next(
+            (d for d in range(1, len(mine)) if all(q[-d:] != mine[-d:] for j, q in enumerate(parts) if j != i)),
+            len(mine),  # one folder given twice: its whole path
+        )
+        return str(Path(*mine[-depth:]))
+
+    return [label(i) for i in range(len(parts))]
+
+
+def figure(runs: list[tuple[str, list[dict]]]):
+    """The report's figure: a panel per metric group. One run: a colour per metric; several:
+    a colour per run (ten distinct ones, then a colour map's) and a line style per metric."""
+    import matplotlib.pyplot as plt
+
+    n = len(runs)
+    colours = plt.get_cmap("tab10").colors if n <= 10 else [plt.get_cmap("turbo")(i / (n - 1)) for i in range(n)]
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8), constrained_layout=True)
+    for ax, (_, keys, title) in zip(axes.flat, PANELS, strict=True):
+        for r, (name, rows) in enumerate(runs):
+            for k, key in enumerate(keys):
+                points = [(row["step"], row[key]) for row in rows if key in row]
+                if not points:
+                    continue
+                one = len(runs) == 1
+                style, marker = LINE_STYLES[0] if one else LINE_STYLES[k % len(LINE_STYLES)]
+                ax.plot(
+                    *zip(*points, strict=True),
+                    color=colours[k % len(colours)] if one else colours[r],
+                    linestyle=style,
+                    marker="o" if key.startswith("valid_") else marker,
+                    label=key if one else f"{name}: {key}",
+                    markersize=3,
+                    linewidth=1,
+                )
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    names = ", ".join(name for name, _ in runs)
+    fig.suptitle(f"electra pretrain: {names if len(names) <= 120 else f'{len(runs)} runs'}")
+    return fig
+
+
 def draw(run_dirs: list[str | os.PathLike], out: str | os.PathLike) -> Path:
     """One figure with a panel per metric group; several runs are overlaid for comparison."""
     try:
@@ -51,23 +106,7 @@ def draw(run_dirs: list[str | os.PathLike], out: str | os.PathLike) -> Path:
         import matplotlib.pyplot as plt
     except ImportError as e:
         raise ValueError("electra report needs matplotlib: pip install 'electra[report]'") from e
-    runs = [(Path(r).name, read_metrics(r)) for r in run_dirs]
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8), constrained_layout=True)
-    for ax, (_, keys, title) in zip(axes.flat, PANELS, strict=True):
-        for name, rows in runs:
-            for key in keys:
-                points = [(r["step"], r[key]) for r in rows if key in r]
-                if points:
-                    label = key if len(runs) == 1 else f"{name}: {key}"
-                    style = "o-" if key.startswith("valid_") else "-"
-                    ax.plot(*zip(*points, strict=True), style, label=label, markersize=3, linewidth=1)
-        ax.set_title(title)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=7)
-    names = ", ".join(name for name, _ in runs)
-    fig.suptitle(f"electra pretrain: {names}")
+    fig = figure([(label, read_metrics(r)) for label, r in zip(run_labels(run_dirs), run_dirs, strict=True)])
     out = Path(out)
     if out.is_dir():
         out = out / "report.png"

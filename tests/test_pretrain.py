@@ -637,6 +637,29 @@ def test_report_draws_a_png_of_one_or_several_runs(tiny_data, tmp_path, cli):
     assert [p.name for p in (tmp_path / "figs").iterdir()] == ["report.png"]
 
 
+def test_report_tells_runs_apart_and_fits_its_titles():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    from electra.report import PANELS, figure, run_labels
+
+    assert run_labels(["x/a/base", "y/b/base", "z/c"]) == ["a/base", "b/base", "c"]
+    assert run_labels(["/runs/one"]) == ["one"]
+    keys = [k for _, ks, _ in PANELS for k in ks]
+    runs = [(f"run-{r}", [{"step": s, **dict.fromkeys(keys, r + s / 10)} for s in (1, 2)]) for r in range(12)]
+    for many in (runs[:1], runs[:3], runs):
+        fig = figure(many)
+        renderer = fig.canvas.get_renderer()
+        fig.draw(renderer)  # lays the panels out
+        for ax in fig.axes:
+            styles = [(line.get_color(), str(line.get_linestyle()), line.get_marker()) for line in ax.lines]
+            assert len(set(styles)) == len(styles), ax.get_title()  # no two lines look alike
+            colours = {line.get_label().split(":")[0]: line.get_color() for line in ax.lines}
+            assert len(set(map(str, colours.values()))) == len(colours)  # one colour per run (or per metric)
+            assert ax.title.get_window_extent(renderer).width <= ax.get_window_extent(renderer).width
+        assert fig._suptitle.get_window_extent(renderer).width <= fig.bbox.width
+        matplotlib.pyplot.close(fig)
+
+
 def test_activation_checkpointing_trains_exactly_as_without(tiny_data, tmp_path):
     """Eager, dropout's masks replay in the recomputation: the same weights bit for bit. Compiled
     (aot_eager: dynamo's checkpoint regions and the partitioner's recomputation), equal too."""
