@@ -136,7 +136,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         f"vocab {m['vocab_size']:,}"
     )
     print(
-        f"read {s.files:,} files, {mb:,.1f} MB, {m['counts']['documents']:,} documents; tokenizer "
+        f"read {_count(s.files, 'file')}, {mb:,.1f} MB, {m['counts']['documents']:,} documents; tokenizer "
         f"{result.tokenizer_seconds:.1f} s, packing {result.seconds:.1f} s ({mb / result.seconds:,.1f} MB/s, "
         f"{result.tokens_encoded / result.seconds:,.0f} tokens/s)"
     )
@@ -154,7 +154,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     if not valid["rows"] and cfg.validation_fraction > 0:
         print(f"note: no row was held out for validation ({cfg.validation_fraction:.0%} of a small corpus)")
     if s.invalid_utf8:
-        print(f"replaced {s.invalid_utf8:,} bytes of invalid UTF-8 with U+FFFD")
+        print(f"replaced {s.invalid_utf8:,} bytes of invalid UTF-8 (or lone surrogate escapes in JSON) with U+FFFD")
     for path, why in s.skipped.items():
         print(f"skipped {path}: {why}")
 

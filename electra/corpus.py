@@ -221,7 +221,12 @@ def _read_txt(path: Path, stats: ReadStats, doc_per_file: bool) -> Iterator[str 
                 return
 
 
-def _field(record, key: str, where: str):
+# a JSON escape like \ud800 that pairs with no other decodes to a lone surrogate: not Unicode
+# text, and nothing can encode it as UTF-8
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _field(record, key: str, where: str, stats: ReadStats):
     if not isinstance(record, dict):
         raise CorpusError(f"{where}: expected a JSON object with a {key!r} field, got {type(record).__name__}")
     if key not in record:
@@ -232,6 +237,8 @@ def _field(record, key: str, where: str):
         return ""
     if not isinstance(value, str):
         raise CorpusError(f"{where}: field {key!r} holds {type(value).__name__}, not text")
+    value, lone = LONE_SURROGATE.subn("\ufffd", value)
+    stats.invalid_utf8 += lone  # counted with invalid UTF-8: replaced by U+FFFD alike
     return value
 
 
@@ -252,7 +259,7 @@ def _read_jsonl(path: Path, stats: ReadStats, key: str) -> Iterator[str | None]:
                         record = json.loads(line)
                     except json.JSONDecodeError as e:
                         raise CorpusError(f"{path}:{n} is not valid JSON ({e.msg}); fix or remove that line") from e
-                    yield _field(record, key, f"{path}:{n}")
+                    yield _field(record, key, f"{path}:{n}", stats)
 
     return _documents(texts())
 
@@ -269,7 +276,7 @@ def _read_json(path: Path, stats: ReadStats, key: str) -> Iterator[str | None]:
         data = data["data"]
     if not isinstance(data, list):
         raise CorpusError(f"{path}: expected a list of objects with a {key!r} field")
-    return _documents(_field(r, key, f"{path}[{i}]") for i, r in enumerate(data))
+    return _documents(_field(r, key, f"{path}[{i}]", stats) for i, r in enumerate(data))
 
 
 def _read_csv(path: Path, stats: ReadStats, key: str, delimiter: str) -> Iterator[str | None]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from electra.tasks import Example, TaskError, utf8
+from electra.tasks import Example, TaskError, unicode_text, utf8
 
 QUESTION_TOKENS = 64  # questions are cut to this many tokens, as in BERT's and ELECTRA's SQuAD code
 N_BEST = 20  # start and end candidates considered per window
@@ -57,7 +57,9 @@ def read_squad(path: str | Path) -> list[Example]:
                 for qa in paragraph["qas"]:
                     answers = [] if qa.get("is_impossible") else qa["answers"]
                     spans = [(a["text"], int(a["answer_start"])) for a in answers]
-                    out.append(Example(qa["question"], context, spans, str(qa.get("id", len(out)))))
+                    where = f"{path}: question {qa.get('id', len(out))!r}"
+                    question, context = unicode_text(qa["question"], where), unicode_text(context, f"{where}'s context")
+                    out.append(Example(question, context, spans, str(qa.get("id", len(out)))))
     except (KeyError, TypeError) as e:
         raise TaskError(f"{path} is not SQuAD JSON: a question or paragraph lacks {e}") from None
     return out

@@ -23,6 +23,7 @@ import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from electra.corpus import LONE_SURROGATE
 from electra.predict import Predictor
 from electra.tasks import TaskError
 
@@ -56,6 +57,9 @@ def parse_inputs(body: bytes, kind: str) -> list[tuple[str, str | None]]:
             raise RequestError(f'input {n} has a "pair": a token classifier tags single texts')
         if kind == "span" and pair is None:
             raise RequestError(f'input {n} has no "context": a question answerer needs the text to answer from')
+        for value in (item[first], pair or ""):
+            if m := LONE_SURROGATE.search(value):
+                raise RequestError(f"input {n} holds a lone surrogate ({ascii(m.group())}), not Unicode text")
         out.append((item[first], pair))
     return out
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from electra.corpus import LONE_SURROGATE
+
 
 class TaskError(ValueError):
     """Bad task data: the message names the file, the row and what to do."""
@@ -29,6 +31,14 @@ def utf8(name: str):
         yield
     except UnicodeDecodeError as e:
         raise TaskError(f"{name} is not UTF-8 text ({e.reason}); convert it, e.g. iconv -f latin1 -t utf-8") from None
+
+
+def unicode_text(value: str, where: str) -> str:
+    """`value`, refused when it holds a lone surrogate (what a JSON escape like \\ud800 without
+    its pair decodes to): no tokenizer can read it."""
+    if m := LONE_SURROGATE.search(value):
+        raise TaskError(f"{where} holds a lone surrogate ({ascii(m.group())}), not Unicode text; fix that JSON escape")
+    return value
 
 
 @dataclass
@@ -448,8 +458,10 @@ def jsonl_records(stream, name: str, required: dict[str, str | None]):
                 f"{name}:{n} has no field {k!r} (fields: {', '.join(r)}); name the {role} field with --{role}-field"
             )
         for role in ("text", "pair"):
-            if (k := required.get(role)) is not None and not isinstance(r[k], str):
-                raise TaskError(f"{name}:{n}: {k!r} is {r[k]!r}, not a text string")
+            if (k := required.get(role)) is not None:
+                if not isinstance(r[k], str):
+                    raise TaskError(f"{name}:{n}: {k!r} is {r[k]!r}, not a text string")
+                unicode_text(r[k], f"{name}:{n}: {k!r}")
         yield n, r
 
 

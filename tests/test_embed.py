@@ -78,6 +78,7 @@ def test_the_command_writes_unit_vectors_in_input_order_and_counts_cut_texts(fol
     for line, message in [
         ('{"text": null}', "in.jsonl:2: 'text' is None, not a text string"),
         ("[1, 2]", "is a JSON list"),
+        ('{"text": "a \\ud800 b"}', "in.jsonl:2: 'text' holds a lone surrogate ('\\ud800'), not Unicode text"),
     ]:
         (tmp_path / "in.jsonl").write_text('{"text": "fine"}\n' + line + "\n")  # never embedded as "None"
         refused = cli("embed", "--model", folders / "disc", "--input", tmp_path / "in.jsonl", "--output", out)

@@ -255,6 +255,10 @@ def test_normalisation_bom_crlf_controls_and_invalid_utf8_are_handled_and_counte
     stats = corpus.ReadStats()
     assert list(corpus.stream([tmp_path / "b.txt", tmp_path / "c.txt"], stats)) == items
     assert (stats.files, stats.bytes, list(stats.skipped)) == (1, len(raw), [str(tmp_path / "b.txt")])
+    (tmp_path / "s.jsonl").write_text('{"text": "Lone \\ud800 escape."}\n')  # JSON that decodes to no Unicode text
+    stats = corpus.ReadStats()
+    assert list(corpus.stream([tmp_path / "s.jsonl"], stats)) == ["Lone \ufffd escape.", None]
+    assert stats.invalid_utf8 == 1
 
 
 def test_documents_of_one_enormous_line_are_cut_and_kept(tmp_path):

@@ -236,6 +236,10 @@ def test_bad_squad_input_is_refused_with_a_message(squad_model, tmp_path):
     refused("train.json is not JSON", bad)
     (bad / "train.json").write_text('{"data": [{"paragraphs": [{"context": "x", "qas": [{"question": "q"}]}]}]}')
     refused("train.json is not SQuAD JSON: a question or paragraph lacks 'answers'", bad)
+    (bad / "train.json").write_text(
+        '{"data": [{"paragraphs": [{"context": "x", "qas": [{"question": "q\\ud800", "id": "7", "answers": []}]}]}]}'
+    )
+    refused("train.json: question '7' holds a lone surrogate", bad)
     (bad / "train.json").write_text('{"data": {}}')
     refused("is not SQuAD JSON: expected", bad)
     assert not (tmp_path / "o").exists()

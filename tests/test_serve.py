@@ -264,6 +264,8 @@ def test_a_tagger_refuses_pairs_before_running():
     with pytest.raises(RequestError, match='input 2 has a "pair": a token classifier tags single texts'):
         parse_inputs(json.dumps({"inputs": ["a", {"text": "b", "pair": "c"}]}).encode(), "token")
     assert parse_inputs(json.dumps({"inputs": ["a", {"text": "b"}]}).encode(), "token") == [("a", None), ("b", None)]
+    with pytest.raises(RequestError, match="input 2 holds a lone surrogate"):  # a 400, not the model's 500
+        parse_inputs(b'{"inputs": ["a", {"text": "b", "pair": "\\udc00"}]}', "sequence")
 
 
 def test_a_client_keeps_its_connection_for_many_requests(folders, serving):
