@@ -412,6 +412,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
             raise UsageError(f"cannot read the API key from {args.api_key_file}: {e}") from e
         if not api_key:
             raise UsageError(f"{args.api_key_file} is empty; write the API key into it (one line)")
+        if len(api_key.split()) > 1:  # a header cannot carry a line break, and a key with spaces is likely a mistake
+            raise UsageError(f"{args.api_key_file} holds more than one word; write only the API key into it (one line)")
     predictor = Predictor(*_model_settings(args))
     server = make_server(predictor, args.host, args.port, args.batch_size, api_key)
     host, port = server.server_address[:2]

@@ -159,7 +159,17 @@ def _test_file(folder: Path) -> Path | None:
 
 def load_task(cfg: FinetuneConfig, with_train: bool = True) -> tuple[Task, list[Example], dict[str, list[Example]]]:
     """The task and its training and dev examples (several dev sets for MNLI; a labelled test set
-    beside them for csv and ner). Without `with_train` the training file is not read (evaluation)."""
+    beside them for csv and ner). Without `with_train` the training file is not read (evaluation).
+    A split without examples is refused: it would score 0 (or NaN), as if it had been scored."""
+    task, train, devs = _read_task(cfg, with_train)
+    splits = {"train": train, **devs} if with_train else devs
+    for name, examples in splits.items():
+        if not examples:
+            raise TaskError(f"{cfg.data} has no {name} examples for {cfg.task} (an empty file?); fill or remove it")
+    return task, train, devs
+
+
+def _read_task(cfg: FinetuneConfig, with_train: bool) -> tuple[Task, list[Example], dict[str, list[Example]]]:
     data = Path(cfg.data)
     if cfg.task in GLUE:
         task = GLUE[cfg.task]
@@ -684,8 +694,6 @@ def _run(cfg: FinetuneConfig, quiet: bool, overwrite: bool) -> dict | None:
     out = Path(cfg.out)
     check_output(out, overwrite, inputs=[cfg.model, cfg.data])
     task, train_examples, dev_examples = load_task(cfg)
-    if not train_examples:
-        raise TaskError(f"no training examples in {cfg.data}")
     labels = label_set(task, train_examples, dev_examples)
     numbers = None  # the sampled examples' places in the file, for messages
     if cfg.max_train_examples is not None and cfg.max_train_examples < len(train_examples):

@@ -37,6 +37,15 @@ def question_limit(max_length: int) -> int:
 # --------------------------------------------------------------------------------------
 
 
+def _answer(answer: dict, where: str) -> tuple[str, int]:
+    start = answer["answer_start"]
+    if isinstance(start, str) and start.isdecimal():
+        start = int(start)
+    if not isinstance(start, int):
+        raise TaskError(f"{where} has an answer_start that is no character position: {start!r}")
+    return unicode_text(answer["text"], f"{where}'s answer"), start
+
+
 def read_squad(path: str | Path) -> list[Example]:
     """SQuAD JSON (data -> paragraphs -> qas): one Example per question, text the question, pair
     the context, label the list of (answer text, character start) pairs: empty for a SQuAD 2.0
@@ -56,12 +65,17 @@ def read_squad(path: str | Path) -> list[Example]:
                 context = paragraph["context"]
                 for qa in paragraph["qas"]:
                     answers = [] if qa.get("is_impossible") else qa["answers"]
-                    spans = [(a["text"], int(a["answer_start"])) for a in answers]
                     where = f"{path}: question {qa.get('id', len(out))!r}"
+                    spans = [_answer(a, where) for a in answers]
                     question, context = unicode_text(qa["question"], where), unicode_text(context, f"{where}'s context")
                     out.append(Example(question, context, spans, str(qa.get("id", len(out)))))
-    except (KeyError, TypeError) as e:
+    except KeyError as e:
         raise TaskError(f"{path} is not SQuAD JSON: a question or paragraph lacks {e}") from None
+    except TypeError:  # e.g. answers as {"text": [...], "answer_start": [...]}, the hub's columns
+        raise TaskError(
+            f"{path} is not SQuAD JSON: expected data -> paragraphs (context, qas) -> qas (question, id, answers: "
+            '[{"text", "answer_start"}])'
+        ) from None
     return out
 
 

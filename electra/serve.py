@@ -22,6 +22,7 @@ import queue
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 from electra.corpus import LONE_SURROGATE
 from electra.predict import Predictor
@@ -38,7 +39,7 @@ def parse_inputs(body: bytes, kind: str) -> list[tuple[str, str | None]]:
     """(text, pair) for each input of a /predict body, or a RequestError that says what to send."""
     try:
         request = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: nested deeper than Python's parser goes
         raise RequestError(f'the body is not JSON ({e}); send {{"inputs": [...]}}') from None
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
         raise RequestError('send a JSON object with a list "inputs"')
@@ -165,7 +166,7 @@ def make_server(
         raise ValueError("the API key is empty; give one with at least one character, or none")
     if not 0 <= port <= 65535:
         raise ValueError(f"port {port} is not a TCP port; choose one from 1 to 65535 (0: any free one)")
-    expected = None if api_key is None else f"Bearer {api_key}".encode()
+    expected = None if api_key is None else api_key.encode()
     batcher = Batcher(predictor, batch_size)
     info = {
         "model": str(predictor.folder),
@@ -198,38 +199,47 @@ def make_server(
             """Whether the request carries the key; answers 401 when it does not."""
             if expected is None:
                 return True
-            given = self.headers.get("Authorization", "").encode()
-            if hmac.compare_digest(given, expected):  # in constant time: no timing hints about the key
+            given = self.headers.get("Authorization", "")
+            scheme, _, key = given.strip().partition(" ")
+            # the scheme is case-insensitive (RFC 9110); the key compared in constant time: no timing hints
+            if scheme.lower() == "bearer" and hmac.compare_digest(key.strip().encode(), expected):
                 return True
             error = "wrong API key" if given else "send the server's API key as the header 'Authorization: Bearer KEY'"
             challenge = {"WWW-Authenticate": 'Bearer realm="electra"'}
             self._reply(HTTPStatus.UNAUTHORIZED, {"error": error}, close=body_unread, headers=challenge)
             return False
 
+        def _route(self) -> str:
+            return urlsplit(self.path).path  # /health?x=1 is /health
+
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
             if not self._authorized(body_unread=False):
                 return
-            if self.path == "/predict":
+            if self._route() == "/predict":
                 error = "send the inputs with POST /predict"
                 self._reply(HTTPStatus.METHOD_NOT_ALLOWED, {"error": error}, headers={"Allow": "POST"})
                 return
-            if self.path != "/health":
-                self._reply(HTTPStatus.NOT_FOUND, {"error": f"no {self.path}; use GET /health or POST /predict"})
+            if self._route() != "/health":
+                self._reply(HTTPStatus.NOT_FOUND, {"error": f"no {self._route()}; use GET /health or POST /predict"})
                 return
             self._reply(HTTPStatus.OK, {**info, "served": {"inputs": batcher.inputs, "model_runs": batcher.runs}})
 
         def do_POST(self) -> None:  # noqa: N802
             if not self._authorized(body_unread=True):
                 return
-            if self.path != "/predict":
-                self._reply(HTTPStatus.NOT_FOUND, {"error": f"no {self.path}; use POST /predict"}, close=True)
+            if self._route() != "/predict":
+                if self._route() == "/health":
+                    error = "use GET /health"
+                    self._reply(HTTPStatus.METHOD_NOT_ALLOWED, {"error": error}, close=True, headers={"Allow": "GET"})
+                else:
+                    self._reply(HTTPStatus.NOT_FOUND, {"error": f"no {self._route()}; use POST /predict"}, close=True)
                 return
-            if self.headers.get("Transfer-Encoding"):
+            length = self.headers.get("Content-Length")
+            if self.headers.get("Transfer-Encoding") or length is None:  # where the body ends is unknown
                 error = "send the body with a Content-Length, not chunked"
                 self._reply(HTTPStatus.LENGTH_REQUIRED, {"error": error}, close=True)
                 return
-            length = self.headers.get("Content-Length") or "0"
-            if not length.isdigit():  # read(-1) would wait for a kept connection to close
+            if not (length.isascii() and length.isdigit()):  # read(-1) would wait for a kept connection to close
                 self._reply(HTTPStatus.BAD_REQUEST, {"error": f"Content-Length {length!r} is not a size"}, close=True)
                 return
             size = int(length)
@@ -238,7 +248,13 @@ def make_server(
                 self._reply(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": error}, close=True)
                 return
             try:
-                outputs, truncated = batcher(parse_inputs(self.rfile.read(size), predictor.kind))
+                body = self.rfile.read(size)
+            except OSError:  # the connection's timeout passed with the body still short of its length
+                error = f"the body did not arrive: fewer than its Content-Length of {size} bytes"
+                self._reply(HTTPStatus.REQUEST_TIMEOUT, {"error": error}, close=True)
+                return
+            try:
+                outputs, truncated = batcher(parse_inputs(body, predictor.kind))
             except (RequestError, TaskError) as e:
                 self._reply(HTTPStatus.BAD_REQUEST, {"error": str(e)})
                 return

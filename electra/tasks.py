@@ -33,9 +33,11 @@ def utf8(name: str):
         raise TaskError(f"{name} is not UTF-8 text ({e.reason}); convert it, e.g. iconv -f latin1 -t utf-8") from None
 
 
-def unicode_text(value: str, where: str) -> str:
-    """`value`, refused when it holds a lone surrogate (what a JSON escape like \\ud800 without
-    its pair decodes to): no tokenizer can read it."""
+def unicode_text(value, where: str) -> str:
+    """`value` (from JSON), refused when it is no string or holds a lone surrogate (what an
+    escape like \\ud800 without its pair decodes to): no tokenizer can read either."""
+    if not isinstance(value, str):
+        raise TaskError(f"{where} is {value!r}, not a text string")
     if m := LONE_SURROGATE.search(value):
         raise TaskError(f"{where} holds a lone surrogate ({ascii(m.group())}), not Unicode text; fix that JSON escape")
     return value
@@ -431,6 +433,12 @@ def table_rows(
             continue
         if len(row) <= need:
             raise TaskError(f"{name}:{n} has {len(row)} columns, expected at least {need + 1}")
+        if head is not None and not fixed and len(row) > len(head):  # its columns would shift: a label from the text
+            sep = "tab" if tsv else "comma"
+            raise TaskError(
+                f"{name}:{n} has {len(row)} columns, its header {len(head)}: a field holds a {sep}; "
+                + ("remove the tab" if tsv else 'quote the field ("a, b")')
+            )
         if y is not None and not row[y].strip():
             raise TaskError(f"{name}:{n} has an empty label; label the row or remove it")
         yield Example(row[t], None if p is None else row[p], None if y is None else row[y].strip())
@@ -459,8 +467,6 @@ def jsonl_records(stream, name: str, required: dict[str, str | None]):
             )
         for role in ("text", "pair"):
             if (k := required.get(role)) is not None:
-                if not isinstance(r[k], str):
-                    raise TaskError(f"{name}:{n}: {k!r} is {r[k]!r}, not a text string")
                 unicode_text(r[k], f"{name}:{n}: {k!r}")
         yield n, r
 

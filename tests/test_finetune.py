@@ -864,6 +864,12 @@ def test_bad_task_input_is_refused_with_a_message(sentiment_tokenizer_dir, tmp_p
     (data / "dev.csv").write_text("text,stars\nan odd film,pos\n")
     with pytest.raises(TaskError, match="has no column 'label' .*; name the label column with --label-field"):
         run(cfg, quiet=True)
+    (data / "dev.csv").write_text("text,label\n")  # a header alone: no split to score, not a score of 0
+    with pytest.raises(TaskError, match="has no dev examples for csv \\(an empty file\\?\\)"):
+        run(cfg, quiet=True)
+    (data / "dev.csv").write_text("text,label\nthis film, honestly, was great,pos\n")  # not a class 'honestly'
+    with pytest.raises(TaskError, match="dev.csv:2 has 4 columns, its header 2: a field holds a comma; quote"):
+        run(cfg, quiet=True)
     (data / "dev.csv").write_text("text,label\nan odd film,pos\nno label here, \n")  # not a third class
     with pytest.raises(TaskError, match="dev.csv:3 has an empty label; label the row or remove it"):
         run(cfg, quiet=True)

@@ -137,6 +137,8 @@ def test_with_an_api_key_only_requests_that_carry_it_are_answered(folders, servi
     status, reply = _call(f"{url}/predict", body, {"Authorization": "Bearer s3cret-key"})
     assert status == 200 and reply["outputs"][0]["label"] in ("NEGATIVE", "POSITIVE")
     assert _call(f"{url}/health", headers={"Authorization": "Bearer s3cret-key"})[0] == 200
+    assert _call(f"{url}/health", headers={"Authorization": "bearer s3cret-key"})[0] == 200  # schemes ignore case
+    assert _call(f"{url}/health", headers={"Authorization": "Basic s3cret-key"})[0] == 401
     # a refused request's body is never read, so its connection closes rather than mis-reading the next request
     conn = http.client.HTTPConnection(url.removeprefix("http://"), timeout=60)
     conn.request("POST", "/predict", json.dumps(body))
@@ -155,6 +157,9 @@ def test_the_command_reads_its_api_key_from_a_file(folders, tmp_path, capsys):
     args = ["serve", "--model", str(folders / "clf"), "--port", "0", "--api-key-file"]
     assert main([*args, str(tmp_path / "empty")]) == 2
     assert "is empty; write the API key into it" in capsys.readouterr().err
+    (tmp_path / "two").write_text("first-key\nsecond-key\n")  # no header could carry both: every request a 401
+    assert main([*args, str(tmp_path / "two")]) == 2
+    assert "holds more than one word; write only the API key" in capsys.readouterr().err
     assert main([*args, str(tmp_path / "nope")]) == 2
     assert "cannot read the API key from" in capsys.readouterr().err
     cmd = [sys.executable, "-m", "electra", *args[:-1]]
@@ -264,6 +269,8 @@ def test_a_tagger_refuses_pairs_before_running():
     with pytest.raises(RequestError, match='input 2 has a "pair": a token classifier tags single texts'):
         parse_inputs(json.dumps({"inputs": ["a", {"text": "b", "pair": "c"}]}).encode(), "token")
     assert parse_inputs(json.dumps({"inputs": ["a", {"text": "b"}]}).encode(), "token") == [("a", None), ("b", None)]
+    with pytest.raises(RequestError, match="the body is not JSON"):  # deeper than the parser goes: still the client's
+        parse_inputs(b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "token")
     with pytest.raises(RequestError, match="input 2 holds a lone surrogate"):  # a 400, not the model's 500
         parse_inputs(b'{"inputs": ["a", {"text": "b", "pair": "\\udc00"}]}', "sequence")
 
@@ -284,14 +291,26 @@ def test_a_client_keeps_its_connection_for_many_requests(folders, serving):
     assert reply.status == 404 and reply.getheader("Connection") == "close"
     reply.read()
     conn.close()
-    for length in ("-5", "ten"):  # a size that is not one: refused, not waited on
+    for length in ("-5", "ten", "\u00b2"):  # a size that is not one (a superscript two is a digit to str.isdigit)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         conn.putrequest("POST", "/predict")
-        conn.putheader("Content-Length", length)
+        conn.putheader("Content-Length", length.encode("latin-1"))
         conn.endheaders()
         reply = conn.getresponse()
         assert reply.status == 400 and "is not a size" in json.loads(reply.read())["error"]
         conn.close()
+    for method, path, status in [("POST", "/health", 405), ("GET", "/health?probe=1", 200)]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request(method, path, b"{}" if method == "POST" else None)
+        assert conn.getresponse().status == status, path
+        conn.close()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.putrequest("POST", "/predict")  # no length: where the body ends is unknown
+    conn.endheaders()
+    reply = conn.getresponse()
+    assert reply.status == 411 and "Content-Length" in json.loads(reply.read())["error"]
+    conn.close()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     conn.putrequest("POST", "/predict")  # a chunked body is refused: a length is needed
     conn.putheader("Transfer-Encoding", "chunked")
     conn.endheaders()
