@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import math
 import os
@@ -694,12 +695,15 @@ def _run(cfg: FinetuneConfig, quiet: bool, overwrite: bool) -> dict | None:
     out = Path(cfg.out)
     check_output(out, overwrite, inputs=[cfg.model, cfg.data])
     task, train_examples, dev_examples = load_task(cfg)
+    data_sha256 = examples_sha256(train_examples, dev_examples)
     labels = label_set(task, train_examples, dev_examples)
     numbers = None  # the sampled examples' places in the file, for messages
     if cfg.max_train_examples is not None and cfg.max_train_examples < len(train_examples):
         picked = random.Random(cfg.seed).sample(range(len(train_examples)), cfg.max_train_examples)
         train_examples, numbers = [train_examples[i] for i in picked], [i + 1 for i in picked]
     encoder, tokenizer_dir = load_pretrained(cfg.model)
+    # what was read, not only where: a seed trained on other data or weights at the same paths is not reused
+    fingerprints = {"data_sha256": data_sha256, "model_sha256": weights_sha256(encoder)}
     used = settings(cfg, task, encoder)
     max_length = used["max_length"]
     if max_length > encoder.cfg.max_positions:
@@ -724,7 +728,7 @@ def _run(cfg: FinetuneConfig, quiet: bool, overwrite: bool) -> dict | None:
             + (f"{qa.question_limit(max_length)} question tokens" if task.kind == "span" else f"{max_length} tokens"),
             file=sys.stderr,
         )
-    store, key = seed_store(out), {**_comparable(asdict(cfg)), "task": cfg.task, "seeds": None}
+    store, key = seed_store(out), {**_comparable(asdict(cfg)), "task": cfg.task, "seeds": None, **fingerprints}
     seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
     together = cfg.data_parallel  # every process trains every seed (DDP), or (torchrun) each its share alone
     owned = together and not torch.distributed.is_initialized()  # else the caller's group (run_glue's)
@@ -776,6 +780,7 @@ def _run(cfg: FinetuneConfig, quiet: bool, overwrite: bool) -> dict | None:
         },
         "config": asdict(cfg),  # as given; `settings` holds the defaults it resolved to
         "settings": used,
+        "fingerprints": fingerprints,
     }
     if task.kind == "span":
         results["windows"] = {k: len(v.ids) for k, v in {"train": train, **devs}.items()}
@@ -963,7 +968,20 @@ def run_glue(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) 
         raise OutputExistsError(f"{out} holds files of something else ({', '.join(others[:3])}); choose a new folder")
     wanted = _comparable(asdict(cfg))
     summary: dict = {"model": cfg.model, "data": cfg.data, "tasks": {}}
-    done = {} if overwrite else {t: r for t in tasks if (r := _finished(out / t, wanted))}  # checked before any work
+    # every task's data is read now: a bad file stops the run before hours on the tasks before it
+    model_sha256 = weights_sha256(load_pretrained(cfg.model)[0])
+    prints = {
+        t: {"data_sha256": examples_sha256(*load_task(replace(cfg, task=t))[1:]), "model_sha256": model_sha256}
+        for t in tasks
+    }
+    done = {}
+    for t in [] if overwrite else tasks:  # checked before any work
+        if (results := _finished(out / t, wanted)) is None:
+            continue
+        if results.get("fingerprints") == prints[t]:
+            done[t] = results
+        elif not quiet:
+            print(f"glue: {t} was fine-tuned on other data or weights; fine-tuning it again", file=sys.stderr)
     if cfg.data_parallel:  # one process group for all the tasks
         parallel.init(cfg.device)
     try:
@@ -997,6 +1015,25 @@ def _glue_tasks(cfg: FinetuneConfig, tasks: list[str], done: dict, summary: dict
         summary["score"] = 100 * statistics.mean(scores)
         summary["complete"] = set(summary["tasks"]) == set(GLUE_SCORE_TASKS)
         publish_file(out / "glue.json", json.dumps(summary, indent=2) + "\n")  # after every task: progress survives
+
+
+def examples_sha256(train: list[Example], devs: dict[str, list[Example]]) -> str:
+    """A hash of a task's examples (texts, pairs, labels), whatever files or names they came from."""
+    h = hashlib.sha256()
+    for name, examples in {"train": train, **devs}.items():
+        h.update(json.dumps(name).encode())
+        for e in examples:
+            h.update(json.dumps([e.text, e.pair, e.label]).encode())
+    return h.hexdigest()
+
+
+def weights_sha256(module: torch.nn.Module) -> str:
+    """A hash of a module's weights (names and bytes), wherever they were loaded from."""
+    h = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _comparable(config: dict) -> dict:

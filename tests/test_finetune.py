@@ -636,6 +636,14 @@ def test_glue_runs_every_task_found_scores_them_and_resumes(sentiment_tokenizer_
         "rte",
     }
     assert json.loads((tmp_path / "out" / "rte" / "results.json").read_text())["config"]["epochs"] == 2
+    # the same paths, other data: that task is fine-tuned again, the others are kept
+    rte_train = glue / "RTE" / "train.tsv"
+    rte_train.write_text("".join(rte_train.read_text().splitlines(keepends=True)[:-1]))  # a row fewer
+    written = {t: (tmp_path / "out" / t / "results.json").stat().st_mtime_ns for t in ("sst2", "rte")}
+    run_glue(dataclasses.replace(cfg, epochs=2), quiet=True)
+    assert (tmp_path / "out" / "sst2" / "results.json").stat().st_mtime_ns == written["sst2"]
+    assert (tmp_path / "out" / "rte" / "results.json").stat().st_mtime_ns != written["rte"]
+    assert json.loads((tmp_path / "out" / "rte" / "results.json").read_text())["examples"]["train"] == 59
     again = [*("--model", cfg.model, "--task", "glue", "--data", cfg.data, "--out", cfg.out, "--epochs", "2")]
     printed = subprocess.run([sys.executable, "-m", "electra", "finetune", *again], **TEXT)  # kept, so quick
     score = json.loads((tmp_path / "out" / "glue.json").read_text())["score"]
