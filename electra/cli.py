@@ -287,9 +287,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
-    for option, path in (("--output", args.output), ("--predictions", args.predictions)):
-        if path is not None and Path(path).is_dir():
-            raise UsageError(f"{option} {path} is a folder; name the file to write")
+    written = [(o, p) for o, p in (("--output", args.output), ("--predictions", args.predictions)) if p is not None]
+    for option, path in written:
+        _writable(option, path, {"--model": args.model, "--data": args.data})
+    if len(written) == 2 and Path(args.output).resolve() == Path(args.predictions).resolve():
+        raise UsageError("--output and --predictions name the same file; the second would replace the first")
     results = run(
         args.model,
         args.task,
@@ -345,13 +347,28 @@ def cmd_predict(args: argparse.Namespace) -> None:
     _say_counts("predict", {("blank line", "skipped"): inputs.blank, ("text", f"truncated{hint}"): truncated})
 
 
+def _writable(option: str, path: str, inputs: dict[str, str | None]) -> None:
+    """Refuse, before any work, an output file that is a folder or would replace an input: the
+    input file itself, or anything inside an input folder (a model's, a dataset's)."""
+    target = Path(path).resolve()
+    if target.is_dir():
+        raise UsageError(f"{option} {path} is a folder; name the file to write")
+    for name, given in inputs.items():
+        if given in (None, "-") or not Path(given).exists():
+            continue
+        source = Path(given).resolve()
+        if target == source or source in target.parents:
+            what = "is the" if target == source else "is inside the"
+            raise UsageError(f"{option} {path} {what} {name} {given}: write it elsewhere, so that no input is replaced")
+
+
 def _read_texts(args: argparse.Namespace, text_field, pair_field, verb: str):
     """The Inputs of --input and an iterator over its texts, refused now (before the model loads)
     when it is empty or is the --output file."""
     from electra.predict import Inputs
 
-    if args.output and args.input and Path(args.output).resolve() == Path(args.input).resolve():
-        raise UsageError("--output is the --input file: writing it would replace the texts; choose another file")
+    if args.output not in (None, "-"):
+        _writable("--output", args.output, {"--input": args.input, "--model": args.model})
     inputs = Inputs(args.input, text_field, pair_field, args.format)
     texts = iter(inputs)
     first = next(texts, None)

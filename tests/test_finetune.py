@@ -525,7 +525,12 @@ def test_pipeline_and_electra_predict_agree(sentiment_tokenizer_dir, tmp_path, c
     assert refused.returncode == 2 and "read as plain lines" in refused.stderr
     same = str(tmp_path / "in.txt")
     refused = cli(*predict_cli, "--input", same, "--output", same)
-    assert refused.returncode == 2 and "--output is the --input file" in refused.stderr
+    assert refused.returncode == 2 and f"--output {same} is the --input {same}: write it elsewhere" in refused.stderr
+    for output, message in [(tmp_path / "clf" / "config.json", "is inside the --model"), (tmp_path, "is a folder")]:
+        refused = cli(*predict_cli, "--input", same, "--output", output)  # before labelling a line
+        assert refused.returncode == 2 and message in refused.stderr
+    piped = cli(*predict_cli, "--input", "-", "--output", "-", input="a fine film\n")  # stdin to stdout
+    assert piped.returncode == 0 and json.loads(piped.stdout)["text"] == "a fine film"
     for length in (2, 129):
         refused = cli(*predict_cli, "--max-length", length, input="hello\n")
         assert refused.returncode == 2 and f"to the model's 128 positions, got {length}" in refused.stderr
@@ -731,6 +736,14 @@ def test_evaluate_scores_a_folder_as_finetune_scored_its_seed(sentiment_tokenize
     dev_rows = (tmp_path / "dev-only" / "dev.csv").read_text().splitlines()[1:]
     assert [(r["split"], r["text"], r["label"]) for r in records] == [("dev", *row.split(",")) for row in dev_rows]
     assert sum(r["label"] == r["prediction"] for r in records) / 60 == accuracy
+    for where, message in [
+        (["--output", tmp_path / "dev-only" / "dev.csv"], "is inside the --data"),  # the dev set it scores
+        (["--predictions", tmp_path / "clf" / "config.json"], "is inside the --model"),
+        (["--output", out, "--predictions", out], "--output and --predictions name the same file"),
+    ]:
+        result = cli(*cmd, "--data", tmp_path / "dev-only", *where)
+        assert result.returncode == 2 and message in result.stderr
+    assert (tmp_path / "dev-only" / "dev.csv").read_text().splitlines()[1:] == dev_rows
 
     # data labelled otherwise, a split it lacks, a head the task cannot use: refused with the reason
     (tmp_path / "other").mkdir()
