@@ -478,6 +478,8 @@ def _read_jsonl(path: Path, text, pair, label) -> list[Example]:
             value = None if label is None else r[label]
             if label is not None and (value is None or (isinstance(value, str) and not value.strip())):
                 raise TaskError(f"{path}:{n}: {label!r} is {value!r}; label the record or remove it")
+            if isinstance(value, float) and value.is_integer():  # 1.0 is the class 1 (or, among fractions, a score)
+                value = int(value)
             out.append(
                 Example(
                     r[text],

@@ -759,6 +759,13 @@ def test_evaluate_scores_a_folder_as_finetune_scored_its_seed(sentiment_tokenize
         evaluate_folder(tmp_path / "clf", "squad", str(tmp_path / "dev-only"))
 
 
+def test_json_numbers_that_are_equal_are_one_label(tmp_path):
+    from electra.tasks import read_table
+
+    (tmp_path / "d.jsonl").write_text("".join(f'{{"text": "t", "label": {y}}}\n' for y in (1, 1.0, 0, 0.0, 2.5)))
+    assert [e.label for e in read_table(tmp_path / "d.jsonl", "text", None, "label")] == ["1", "1", "0", "0", 2.5]
+
+
 def test_predict_reads_tables_as_finetune_does(tmp_path):
     """GLUE's TSVs are unquoted: a leading quote is text, and must not swallow the rows after it."""
     from electra.predict import Inputs
