@@ -196,7 +196,10 @@ def _read_task(cfg: FinetuneConfig, with_train: bool) -> tuple[Task, list[Exampl
         task = Task("ner", "tagging", ("f1", "precision", "recall"))
         devs = {"dev": read_conll(_find(data, dev_stem))}
         if test := _test_file(data):  # labelled, as CoNLL-2003's: scored beside dev, never used to choose
-            devs["test"] = read_conll(test)
+            try:
+                devs["test"] = read_conll(test)
+            except TaskError as e:  # tokens without tags: nothing to score
+                print(f"{test.name} is not scored: {e}", file=sys.stderr)
         return task, read_conll(_find(data, "train")) if with_train else [], devs
     if cfg.task == "csv":
         text, label = cfg.text_field or "text", cfg.label_field or "label"

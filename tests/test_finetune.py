@@ -818,6 +818,9 @@ def test_token_classification_end_to_end(tokenizer_dir, pretrained, tmp_path):
     first = scored["records"]["dev"][0]  # a tag per word, gold and predicted
     assert first["words"] == [w for w, _ in rows] and first["label"] == [t for _, t in rows]
     assert len(first["prediction"]) == len(rows) and set(first["prediction"]) <= {"O", "B-ASPECT", "I-ASPECT"}
+    (data / "test.txt").write_text("\n".join(w for w, _ in rows) + "\n\n")  # tokens without tags: not scored
+    scored = evaluate_folder(tmp_path / "tagger", "ner", str(data))
+    assert list(scored["metrics"]) == ["dev"]
 
 
 def test_predict_tags_entities_as_the_token_classification_pipeline_does(tokenizer, tokenizer_dir, tmp_path, cli):
