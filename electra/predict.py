@@ -222,7 +222,8 @@ class Predictor:
         w = qa.encode_windows(self.tok, [Example(q, c) for q, c in part], self.limit, self.stride)
         if not truncate and any(w.cut):
             raise TaskError(
-                f"input {done + w.cut.index(True) + 1}'s question is longer than {qa.QUESTION_TOKENS} tokens; "
+                f"input {done + w.cut.index(True) + 1}'s question is longer than the "
+                f"{qa.question_limit(self.limit)} tokens a question keeps in windows of {self.limit}; "
                 "drop --no-truncate"
             )
         data = Encoded(w.ids, w.types, [0] * len(w.ids))

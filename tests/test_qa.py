@@ -211,6 +211,9 @@ def test_squad_fine_tunes_end_to_end_and_transformers_loads_the_answerer(
     assert list(written) == [f"dev-{k}" for k in range(60)] and list(written.values()) == [a["answer"] for a in answers]
     refused = cli(*ask, "--stride", "500", "--format", "jsonl", input=lines)
     assert refused.returncode == 2 and "stride must be 0 to 46 at max-length 96" in refused.stderr  # as fine-tuned
+    long_question = json.dumps({"question": "why " * 40, "context": "because"}) + "\n"
+    refused = cli(*ask, "--no-truncate", "--format", "jsonl", input=long_question)
+    assert "input 1's question is longer than the 46 tokens a question keeps in windows of 96" in refused.stderr
     if version == "2.0":  # the official script's --na-prob-file: no answer exactly where it wins
         odds = json.loads((tmp_path / "qa" / "null_odds.json").read_text())
         assert list(odds) == list(written) and [m > 0 for m in odds.values()] == [a == "" for a in written.values()]
