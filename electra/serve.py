@@ -123,10 +123,10 @@ class Batcher:
 
     def _run(self, requests: list[_Request]) -> None:
         texts = [t for r in requests for t in r.texts]
-        self.inputs, self.runs = self.inputs + len(texts), self.runs + 1
         try:
-            results = list(self.predictor.stream(texts, self.batch_size, progress=False))
+            results = list(self.predictor.stream(texts, self.batch_size, progress=False)) if texts else []
         except Exception as e:  # noqa: BLE001 (handed to the request's own thread, which reports it)
+            self.runs += 1
             if len(requests) > 1:
                 for request in requests:
                     self._run([request])
@@ -134,6 +134,7 @@ class Batcher:
             requests[0].error = e
             requests[0].done.set()
             return
+        self.inputs, self.runs = self.inputs + len(texts), self.runs + bool(texts)  # inputs answered, runs made
         start = 0
         for request in requests:
             mine = results[start : start + len(request.texts)]

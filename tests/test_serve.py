@@ -240,6 +240,8 @@ def test_a_failing_request_does_not_fail_the_requests_it_shared_a_run_with(folde
     good = [("what was great ?", "the movie was great and a lot of fun")]
     answers = _behind_a_busy_model(model, batcher, {"first": good, "bad": [("no context ?", None)], "good": good})
     assert model.runs == [1, 2, 1, 1]  # the shared run failed and was repeated request by request
+    assert (batcher.inputs, batcher.runs) == (2, 4)  # inputs answered, each once; every model run
+    assert batcher([]) == ([], 0) and batcher.runs == 4  # nothing to run
     assert isinstance(answers["bad"], TaskError) and "needs a question and its context" in str(answers["bad"])
     assert answers["good"] == answers["first"] == Predictor(folders / "qa", device="cpu")(good)
 
