@@ -81,7 +81,9 @@ class Predictor:
     """A fine-tuned model (folder or hub name) loaded once, for any number of calls.
 
     A sequence classifier gives each text {"label", "score"} ({"score"} for regression), as
-    pipeline("sentiment-analysis") does. A token classifier gives {"entities": [...]}, each
+    pipeline("sentiment-analysis") does, scores included: softmax over the labels, or sigmoid
+    for a multi-label folder or a single logit not marked regression (`scores_function`).
+    A token classifier gives {"entities": [...]}, each
     {"entity_group", "score", "word", "start", "end"}, as pipeline("token-classification",
     aggregation_strategy="first") does: a word takes the tag of its first piece (the piece
     fine-tuning scores), B-/I- runs of one type form an entity, and "O" words are left out.
@@ -117,6 +119,7 @@ class Predictor:
             if allow_no_answer is None:
                 allow_no_answer = recorded.get("task") == "squad_v2"
         self.tagger = self.kind == "token"
+        self.scores = scores_function(hf.read_config(folder).get("problem_type"), len(self.id2label))
         self.device = pick_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.model.to(self.device).eval()
@@ -247,9 +250,9 @@ class Predictor:
         return out
 
     def _record(self, logits: torch.Tensor) -> dict:
-        if self.model.num_labels == 1:
+        if self.scores == "none" and self.model.num_labels == 1:
             return {"score": float(logits[0])}
-        probs = logits.softmax(-1)
+        probs = {"softmax": logits.softmax(-1), "sigmoid": logits.sigmoid(), "none": logits}[self.scores]
         k = int(probs.argmax())
         return {"label": self.id2label[k], "score": float(probs[k])}
 
@@ -274,6 +277,16 @@ class Predictor:
                 )
             previous = w
         return entities_of(words, self.join)
+
+
+def scores_function(problem_type: str | None, num_labels: int) -> str:
+    """How a sequence classifier's logits become scores, as pipeline("text-classification") decides
+    from config.json: "none" for regression, "sigmoid" for multi-label or a single logit, else "softmax"."""
+    if problem_type == "regression":
+        return "none"
+    if problem_type == "multi_label_classification" or num_labels == 1:
+        return "sigmoid"
+    return "softmax"
 
 
 def entities_of(words: list[dict], join=" ".join) -> list[dict]:

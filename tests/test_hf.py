@@ -228,6 +228,28 @@ def test_pipeline_returns_our_labels_and_softmax_scores(tmp_path, tokenizer, tok
     assert {r["label"] for r in got} <= {"NEGATIVE", "POSITIVE"}
 
 
+@pytest.mark.parametrize("labels, problem", [(3, "multi_label_classification"), (1, None), (1, "regression")])
+def test_predict_scores_as_the_pipeline_does_for_each_problem_type(tmp_path, tokenizer, tokenizer_dir, labels, problem):
+    from electra.predict import Predictor
+
+    cfg = tiny(vocab_size=tokenizer.get_vocab_size()).discriminator
+    names = {i: f"L{i}" for i in range(labels)}
+    folder = hf.export_sequence_classifier(
+        perturb(SequenceClassifier(cfg, labels), scale=0.5), tmp_path / "m", names, tokenizer_dir
+    )
+    config = json.loads((folder / "config.json").read_text())
+    config.pop("problem_type")
+    (folder / "config.json").write_text(json.dumps({**config, **({"problem_type": problem} if problem else {})}))
+    texts = ["the movie was great and a lot of fun", "the worst plot i have ever seen"]
+    ours, _ = Predictor(folder, device="cpu")([(t, None) for t in texts])
+    theirs = transformers.pipeline("text-classification", model=str(folder))(texts)
+    for o, t in zip(ours, theirs, strict=True):
+        assert o.get("label", t["label"]) == t["label"] and o["score"] == pytest.approx(t["score"], rel=1e-5, abs=1e-6)
+    assert ("label" in ours[0]) == (problem != "regression")  # a regression gives its value alone
+    if problem != "regression":
+        assert all(0 < o["score"] < 1 for o in ours)
+
+
 def test_auto_tokenizer_encodes_like_ours(tokenizer, tokenizer_dir):
     auto = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
     for a, b in [
