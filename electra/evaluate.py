@@ -114,9 +114,9 @@ def example_records(task: Task, examples: list[Example], data: Encoded, labels: 
         ]
     if task.kind == "tagging":
         out = []
-        for e, p, g in zip(examples, preds, data.labels, strict=True):
-            predicted, gold = word_tags(p, g, labels)
-            out.append({"words": e.text[: len(gold)], "label": gold, "prediction": predicted})
+        for e, p, w, g in zip(examples, preds, data.words, data.tags, strict=True):
+            predicted, gold = word_tags(p, w, g, labels)
+            out.append({"words": e.text, "label": gold, "prediction": predicted})
         return out
     if task.kind == "regression":
         return [

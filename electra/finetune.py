@@ -275,6 +275,7 @@ class Encoded:
     types: list
     labels: list  # int / float per example, or a list per token (-100 where not scored)
     words: list[list[int | None]] | None = None  # tagging: the word of each token
+    tags: list[list[int]] | None = None  # tagging: every word's gold tag, those cut or without tokens too
     windows: qa.Windows | None = None  # SQuAD: rows are windows of these questions
     questions: list[Example] | None = None
 
@@ -319,7 +320,7 @@ def encode(
         encodings = tok.encode_batch([(e.text, e.pair or "") for e in examples])
     else:
         encodings = tok.encode_batch([e.text for e in examples])
-    out = Encoded([], [], [], [] if task.kind == "tagging" else None)
+    out = Encoded([], [], [], *([[], []] if task.kind == "tagging" else []))
     truncated = 0
     for i, (e, enc) in enumerate(zip(examples, encodings, strict=True)):
         ids, types = enc.ids, enc.type_ids
@@ -340,6 +341,7 @@ def encode(
                 previous = w
             out.labels.append(tags)
             out.words.append(words)
+            out.tags.append([index[t] for t in e.label])
         elif task.kind == "regression":
             if not (_is_number(e.label) and math.isfinite(float(e.label))):
                 raise TaskError(f"{where} example {n} has score {e.label!r}, not a finite number")
@@ -490,15 +492,23 @@ def score(task: Task, data: Encoded, labels: list[str], preds: list) -> dict:
     if task.kind == "span":
         return qa.answer_scores([a.text for a in preds], [[text for text, _ in e.label] for e in data.questions])
     if task.kind == "tagging":
-        tags = [word_tags(p, g, labels) for p, g in zip(preds, data.labels, strict=True)]
+        tags = [word_tags(p, w, g, labels) for p, w, g in zip(preds, data.words, data.tags, strict=True)]
         return entity_scores([predicted for predicted, _ in tags], [gold for _, gold in tags])
     return {m: METRICS[m](preds, data.labels) for m in task.metrics}
 
 
-def word_tags(pred: list[int], gold: list[int], labels: list[str]) -> tuple[list[str], list[str]]:
-    """(predicted, gold) tags of a sentence's words: those at each word's first piece (scored)."""
-    keep = [k for k, t in enumerate(gold) if t != -100]
-    return [labels[pred[k]] for k in keep], [labels[gold[k]] for k in keep]
+def word_tags(
+    pred: list[int], words: list[int | None], gold: list[int], labels: list[str]
+) -> tuple[list[str], list[str]]:
+    """(predicted, gold) tags of every word of a sentence: a word takes the tag predicted at its
+    first piece (`words` gives each piece's word); one the model did not see (cut by the length
+    limit, or without tokens) is predicted "O", so that its gold entities count as missed."""
+    first: dict[int, int] = {}
+    for k, w in enumerate(words):
+        if w is not None:
+            first.setdefault(w, k)
+    predicted = [labels[pred[first[w]]] if w in first else "O" for w in range(len(gold))]
+    return predicted, [labels[t] for t in gold]
 
 
 def settings(cfg: FinetuneConfig, task: Task, encoder: Encoder) -> dict:

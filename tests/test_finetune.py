@@ -13,7 +13,7 @@ import torch
 
 from electra import hf
 from electra.config import tiny
-from electra.finetune import FinetuneConfig, encode, layer_scales, run
+from electra.finetune import FinetuneConfig, encode, layer_scales, run, score, word_tags
 from electra.model import Electra, Encoder
 from electra.tasks import (
     GLUE,
@@ -193,6 +193,20 @@ def test_word_piece_labels_go_to_the_first_piece_of_each_word(tokenizer):
     labelled = [(p, t) for p, t in zip(pieces, enc.labels[0], strict=True) if t != -100]
     assert [t for _, t in labelled] == [0, 1, 0]
     assert not labelled[1][0].startswith("##")
+
+
+def test_gold_entities_the_model_does_not_see_count_as_missed(tokenizer):
+    task = Task("ner", "tagging", ("f1", "precision", "recall"))
+    labels = ["O", "B-PER", "I-PER"]
+    examples = [
+        Example(["ann", "was", "great", "bob", "lee"], None, ["B-PER", "O", "O", "B-PER", "I-PER"]),
+        Example(["\u200b", "was", "ann"], None, ["B-PER", "O", "B-PER"]),  # a zero-width space has no tokens
+    ]
+    enc, truncated = encode(tokenizer, task, examples, labels, 5, True, "dev")  # cuts bob lee
+    assert truncated == 1 and 3 not in enc.words[0] and 0 not in enc.words[1]
+    seen = [[max(t, 0) for t in tags] for tags in enc.labels]  # right wherever the model sees a word
+    assert score(task, enc, labels, seen) == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3)}
+    assert word_tags(seen[1], enc.words[1], enc.tags[1], labels) == (["O", "O", "B-PER"], ["B-PER", "O", "B-PER"])
 
 
 # ---------------------------------------------------------------------------------------
