@@ -332,6 +332,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from electra.atomic import publishing_file
     from electra.predict import Predictor, jsonl_line
 
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     text_field, pair_field = args.text_field, args.pair_field
     if hf.HF_ARCHITECTURES["span"] in (hf.read_config(hf.resolve(args.model)).get("architectures") or []):
         text_field, pair_field = text_field or "question", pair_field or "context"  # a question answerer's input
@@ -963,6 +965,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with terminate_unwinds():  # training loops take SIGTERM themselves, to save their step
             args.func(args)
+    except BrokenPipeError:  # stdout's reader stopped early (`electra predict ... | head`), as SIGPIPE ends a tool
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush has nowhere to fail
+        return 128 + signal.SIGPIPE
     except Exception as e:
         from electra.pretrain import TrainingDiverged
 

@@ -110,6 +110,11 @@ class Predictor:
     ):
         self.folder = folder = hf.resolve(model_dir)
         self.model, self.id2label, self.kind = hf.load_classifier(folder)
+        if self.kind != "span" and (allow_no_answer is not None or null_threshold is not None):
+            raise ValueError(
+                f"--allow-no-answer and --null-threshold are for question answerers; {folder} is a {self.kind} "
+                "classifier: drop them"
+            )
         if self.kind == "span":  # answer as fine-tuning evaluated: its windows and threshold
             recorded = hf.read_results(folder)
             fine = hf.fine_tuned_options(recorded)

@@ -548,6 +548,22 @@ def test_pipeline_and_electra_predict_agree(sentiment_tokenizer_dir, tmp_path, c
     for length in (2, 129):
         refused = cli(*predict_cli, "--max-length", length, input="hello\n")
         assert refused.returncode == 2 and f"to the model's 128 positions, got {length}" in refused.stderr
+    refused = cli("predict", "--model", tmp_path / "missing", "--batch-size", 0, input="hello\n")  # before loading
+    assert refused.returncode == 2 and "--batch-size must be at least 1, got 0" in refused.stderr
+    for option in (["--null-threshold", "1"], ["--allow-no-answer"]):
+        refused = cli(*predict_cli, *option, input="hello\n")
+        assert refused.returncode == 2 and "are for question answerers" in refused.stderr
+    reader = subprocess.Popen(  # a reader that stops after one line, as `| head -1` does
+        [sys.executable, "-m", "electra", *predict_cli],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    reader.stdin.write(b"a fine film\n" * 4000)
+    reader.stdin.close()
+    assert json.loads(reader.stdout.readline())["text"] == "a fine film"
+    reader.stdout.close()
+    assert reader.wait(timeout=120) == 141 and reader.stderr.read() == b""  # as SIGPIPE ends a tool, no traceback
 
     # chunked encoding: the same answers in input order, and input numbers count across chunks
     from electra.predict import predict
