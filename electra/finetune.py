@@ -183,11 +183,24 @@ def _read_task(cfg: FinetuneConfig, with_train: bool) -> tuple[Task, list[Exampl
         return task, read(task.train) if with_train else [], {Path(f).stem: read(f) for f in task.dev}
     if cfg.task in SQUAD:
         task = Task(cfg.task, "span", ("f1", "exact_match"), epochs=2)  # the paper's 2 epochs for SQuAD
-        if not data.is_dir() or (data / "dataset_dict.json").exists():  # a hub name or a saved DatasetDict
+        if data.is_file():  # evaluation reads a dev file as it is; fine-tuning needs both splits
+            if with_train:
+                raise TaskError(
+                    f"{data} is a file; put the train and dev SQuAD JSON files (train-v1.1.json, dev-v1.1.json) "
+                    "in one folder and pass the folder"
+                )
+            train, dev = [], qa.read_squad(data)
+        elif not data.is_dir() or (data / "dataset_dict.json").exists():  # a hub name or a saved DatasetDict
             train, dev = qa.squad_from_datasets(cfg.data)
         else:
             train = qa.read_squad(_squad_file(data, "train")) if with_train else []
             dev = qa.read_squad(_squad_file(data, "dev"))
+        if cfg.task == "squad" and (unanswerable := sum(not e.label for e in (*train, *dev))):
+            print(
+                f"note: {unanswerable:,} of the {len(train) + len(dev):,} questions have no answer, as in SQuAD 2.0; "
+                "--task squad never answers nothing (--task squad_v2 does)",
+                file=sys.stderr,
+            )
         return task, train, {"dev": dev}
     if not data.is_dir():
         raise TaskError(f"{data} is not a folder; put train and dev files in one folder")

@@ -51,14 +51,14 @@ def read_squad(path: str | Path) -> list[Example]:
     the context, label the list of (answer text, character start) pairs: empty for a SQuAD 2.0
     question that has no answer."""
     path = Path(path)
-    with open(path, encoding="utf-8") as f, utf8(str(path)):
+    with open(path, encoding="utf-8-sig") as f, utf8(str(path)):
         try:
             doc = json.load(f)
         except ValueError as e:
             raise TaskError(f"{path} is not JSON ({e})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
         raise TaskError(f'{path} is not SQuAD JSON: expected {{"data": [articles with paragraphs and qas]}}')
-    out = []
+    out, seen = [], {}
     try:
         for article in doc["data"]:
             for paragraph in article["paragraphs"]:
@@ -69,6 +69,9 @@ def read_squad(path: str | Path) -> list[Example]:
                     spans = [_answer(a, where) for a in answers]
                     question, context = unicode_text(qa["question"], where), unicode_text(context, f"{where}'s context")
                     out.append(Example(question, context, spans, str(qa.get("id", len(out)))))
+                    if out[-1].id in seen:  # predictions and the official evaluation go by id
+                        raise TaskError(f"{where} repeats question {seen[out[-1].id] + 1}'s id; give each its own")
+                    seen[out[-1].id] = len(out) - 1
     except KeyError as e:
         raise TaskError(f"{path} is not SQuAD JSON: a question or paragraph lacks {e}") from None
     except TypeError:  # e.g. answers as {"text": [...], "answer_start": [...]}, the hub's columns

@@ -369,6 +369,10 @@ def glue_folder(data: str | os.PathLike, task: Task) -> Path:
     """The task's files: DATA itself, or DATA/<GLUE name> (a folder holding all of GLUE); the
     one with the task's training file, or (evaluation needs no training file) its dev file."""
     data = Path(data)
+    if data.is_file():
+        raise TaskError(
+            f"{data} is a file; point --data at the task's GLUE folder (with {task.train} and {task.dev[0]})"
+        )
     for candidate in (data, data / GLUE_FOLDERS.get(task.name, task.name)):
         if any((candidate / f).exists() for f in (task.train, *task.dev)):
             return candidate
@@ -473,7 +477,7 @@ def jsonl_records(stream, name: str, required: dict[str, str | None]):
 
 def _read_jsonl(path: Path, text, pair, label) -> list[Example]:
     out = []
-    with open(path, encoding="utf-8") as f, utf8(str(path)):
+    with open(path, encoding="utf-8-sig") as f, utf8(str(path)):  # -sig: a byte order mark is not text
         for n, r in jsonl_records(f, str(path), {"text": text, "pair": pair, "label": label}):
             value = None if label is None else r[label]
             if label is not None and (value is None or (isinstance(value, str) and not value.strip())):
@@ -495,7 +499,7 @@ def read_conll(path: Path, token_column: int = 0, tag_column: int = -1) -> list[
     if not path.exists():
         raise TaskError(f"{path} does not exist")
     out, words, tags = [], [], []
-    with open(path, encoding="utf-8") as f, utf8(str(path)):
+    with open(path, encoding="utf-8-sig") as f, utf8(str(path)):
         for n, line in enumerate(f, 1):
             cols = line.split()
             if not cols or cols[0] == "-DOCSTART-":

@@ -796,6 +796,18 @@ def test_json_numbers_that_are_equal_are_one_label(tmp_path):
     assert [e.label for e in read_table(tmp_path / "d.jsonl", "text", None, "label")] == ["1", "1", "0", "0", 2.5]
 
 
+def test_files_saved_with_a_byte_order_mark_read_as_without(tmp_path):
+    from electra.tasks import read_conll
+
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "d.jsonl").write_bytes(bom + b'{"text": "a film", "label": "pos"}\n')
+    assert read_table(tmp_path / "d.jsonl", "text", None, "label") == [Example("a film", None, "pos")]
+    (tmp_path / "train.txt").write_bytes(bom + b"Ann B-PER\nran O\n")
+    assert read_conll(tmp_path / "train.txt") == [Example(["Ann", "ran"], None, ["B-PER", "O"])]
+    with pytest.raises(TaskError, match="train.txt is a file; point --data at the task's GLUE folder"):
+        glue_folder(tmp_path / "train.txt", GLUE["sst2"])
+
+
 def test_predict_reads_tables_as_finetune_does(tmp_path):
     """GLUE's TSVs are unquoted: a leading quote is text, and must not swallow the rows after it."""
     from electra.predict import Inputs

@@ -245,7 +245,26 @@ def test_bad_squad_input_is_refused_with_a_message(squad_model, tmp_path):
     refused("train.json: question '7' holds a lone surrogate", bad)
     (bad / "train.json").write_text('{"data": {}}')
     refused("is not SQuAD JSON: expected", bad)
+    twice = [{"question": "q", "id": "7", "answers": []}] * 2
+    (bad / "train.json").write_text(json.dumps({"data": [{"paragraphs": [{"context": "x", "qas": twice}]}]}))
+    refused("train.json: question '7' repeats question 1's id; give each its own", bad)
+    refused("is a file; put the train and dev SQuAD JSON files", bad / "dev.json")
     assert not (tmp_path / "o").exists()
+
+
+def test_squad_files_read_with_a_byte_order_mark_one_file_for_evaluation_and_v2_data_noted(tmp_path, capsys):
+    from electra.finetune import load_task
+
+    data = _squad(tmp_path / "v2", "2.0", n_train=8, n_dev=4)
+    plain = qa.read_squad(data / "dev-v2.0.json")
+    marked = tmp_path / "marked.json"
+    marked.write_bytes(b"\xef\xbb\xbf" + (data / "dev-v2.0.json").read_bytes())  # as Windows tools save it
+    assert qa.read_squad(marked) == plain
+    for task, noted in (("squad", True), ("squad_v2", False)):
+        got = load_task(FinetuneConfig(model="m", task=task, data=str(marked), out="o"), with_train=False)
+        assert got[2] == {"dev": plain}  # evaluate --data FILE reads it, not the hub
+        note = "note: 1 of the 4 questions have no answer, as in SQuAD 2.0; --task squad never answers nothing"
+        assert (note in capsys.readouterr().err) == noted
 
 
 def test_squad_through_datasets_reads_as_the_json_files(tmp_path):
