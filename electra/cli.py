@@ -222,9 +222,28 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     run(cfg, resume=args.resume, quiet=args.quiet)
 
 
+# options that only some tasks read: elsewhere they would be ignored
+TASK_OPTIONS = {
+    "--doc-stride": ("squad", "squad_v2"),
+    "--null-threshold": ("squad_v2",),
+    "--text-field": ("csv",),
+    "--pair-field": ("csv",),
+    "--label-field": ("csv",),
+    "--regression": ("csv",),
+}
+
+
+def _task_options(args: argparse.Namespace) -> None:
+    """Refuse an option the task does not read (the options a command lacks are skipped)."""
+    for option, tasks in TASK_OPTIONS.items():
+        if getattr(args, option[2:].replace("-", "_"), None) is not None and args.task not in tasks:
+            raise UsageError(f"{option} is for --task {' or '.join(tasks)}, not {args.task}; drop it")
+
+
 def cmd_finetune(args: argparse.Namespace) -> None:
     from electra.finetune import FinetuneConfig, run, run_glue
 
+    _task_options(args)
     cfg = FinetuneConfig(
         model=args.model,
         task=args.task,
@@ -237,7 +256,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         max_length=args.max_length,
         doc_stride=args.doc_stride,
-        null_threshold=args.null_threshold,
+        null_threshold=args.null_threshold or 0.0,
         truncate=not args.no_truncate,
         text_field=args.text_field,
         pair_field=args.pair_field,
@@ -285,6 +304,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from electra.atomic import publish_file
     from electra.evaluate import run
 
+    _task_options(args)
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     written = [(o, p) for o, p in (("--output", args.output), ("--predictions", args.predictions)) if p is not None]
@@ -766,14 +786,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, help="output folder (HF model + results.json; --task glue: a folder per task)"
     )
     p.add_argument("--seeds", type=int, default=1, help="runs with seeds 0..N-1; the median is reported")
-    p.add_argument("--epochs", type=int, help="default: 3 (10 for RTE and STS-B)")
+    p.add_argument("--epochs", type=int, help="default: 3 (10 for RTE and STS-B, 2 for SQuAD)")
     p.add_argument("--lr", type=float, help="default: 3e-4 small, 1e-4 base, 5e-5 large, 2e-3 tiny")
     p.add_argument("--layer-decay", type=float, help="layer-wise LR decay (default 0.8; 0.9 for 24 layers)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument(
         "--max-length", type=int, help="tokens per example (default 128; SQuAD 512, or the model's positions)"
     )
-    p.add_argument("--null-threshold", type=float, default=0.0, help=NULL_THRESHOLD)
+    p.add_argument("--null-threshold", type=float, help=NULL_THRESHOLD)
     p.add_argument(
         "--doc-stride",
         type=int,
@@ -837,9 +857,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--doc-stride", type=int, help="SQuAD: tokens shared by neighbouring windows (default: as fine-tuned, else 128)"
     )
     p.add_argument("--null-threshold", type=float, help="SQuAD 2.0: as for finetune (default: as fine-tuned, else 0)")
-    p.add_argument("--text-field", help="csv: the text column (default text)")
-    p.add_argument("--pair-field", help="csv: a second text column")
-    p.add_argument("--label-field", help="csv: the label column (default label)")
+    p.add_argument("--text-field", help="csv: the text column (default: as fine-tuned, else text)")
+    p.add_argument("--pair-field", help="csv: a second text column (default: as fine-tuned)")
+    p.add_argument("--label-field", help="csv: the label column (default: as fine-tuned, else label)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto", help=PRECISION)
     p.add_argument("--output", help="also write the results to this JSON file")

@@ -38,8 +38,8 @@ def run(
 
     Data is read and encoded as `electra finetune` reads it, and scored by the same code, so a
     folder fine-tuned here scores what its results.json says its seed scored. `max_length`,
-    `doc_stride` and `null_threshold` default to the ones it was fine-tuned with (results.json),
-    else the task's defaults. With `records`, the results also hold each example's prediction
+    `doc_stride`, `null_threshold` and csv's fields default to the ones it was fine-tuned with
+    (results.json), else the task's defaults. With `records`, the results also hold each example's prediction
     beside its gold label, by split (see `example_records`).
     """
     folder = hf.resolve(model_dir)
@@ -49,6 +49,9 @@ def run(
     fine = hf.fine_tuned_options(recorded)  # the fine-tuning's own options: score its windows, its way
     doc_stride = fine["doc_stride"] if doc_stride is None else doc_stride
     null_threshold = (fine["null_threshold"] or 0.0) if null_threshold is None else null_threshold
+    if task_name == "csv" and recorded.get("task") == "csv":  # the columns it was fine-tuned on
+        text_field, pair_field = text_field or fine["text_field"], pair_field or fine["pair_field"]
+        label_field = label_field or fine["label_field"]
     cfg = FinetuneConfig(
         model=str(folder),
         task=task_name,

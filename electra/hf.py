@@ -280,14 +280,12 @@ def read_results(folder: Path) -> dict:
 
 
 def fine_tuned_options(results: dict) -> dict:
-    """The max_length, doc_stride and null_threshold a model was fine-tuned and scored with (from
-    `read_results`; None where not recorded): evaluating or answering with them scores its way."""
+    """The max_length, doc_stride, null_threshold and csv columns (text_field, pair_field,
+    label_field) a model was fine-tuned and scored with (from `read_results`; None where not
+    recorded): evaluating or answering with them scores its way."""
     given = results.get("config", {})
-    return {
-        "max_length": results.get("settings", {}).get("max_length"),
-        "doc_stride": given.get("doc_stride"),
-        "null_threshold": given.get("null_threshold"),
-    }
+    fields = ("doc_stride", "null_threshold", "text_field", "pair_field", "label_field")
+    return {"max_length": results.get("settings", {}).get("max_length"), **{k: given.get(k) for k in fields}}
 
 
 def read_weights(folder: Path) -> dict[str, torch.Tensor]:

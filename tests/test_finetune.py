@@ -774,6 +774,23 @@ def test_evaluate_scores_a_folder_as_finetune_scored_its_seed(sentiment_tokenize
         result = cli(*cmd, "--data", tmp_path / "dev-only", *where)
         assert result.returncode == 2 and message in result.stderr
     assert (tmp_path / "dev-only" / "dev.csv").read_text().splitlines()[1:] == dev_rows
+    renamed = tmp_path / "renamed"  # columns named at fine-tuning are evaluate's defaults
+    renamed.mkdir()
+    (renamed / "dev.csv").write_text("\n".join(["review,sentiment", *dev_rows]) + "\n")
+    saved = (tmp_path / "clf" / "results.json").read_text()
+    recorded = json.loads(saved)
+    recorded["config"] |= {"text_field": "review", "label_field": "sentiment"}
+    (tmp_path / "clf" / "results.json").write_text(json.dumps(recorded))
+    assert evaluate_folder(tmp_path / "clf", "csv", str(renamed))["metrics"] == got["metrics"]
+    (tmp_path / "clf" / "results.json").write_text(saved)
+    for command, option in [
+        (cmd, ["--null-threshold", "1"]),
+        (["finetune", "--model", root / "model"], ["--doc-stride", "64"]),
+    ]:
+        result = cli(*command, "--task", "csv", "--data", renamed, "--out", tmp_path / "o", *option)
+        assert result.returncode == 2 and f"{option[0]} is for --task squad" in result.stderr  # not ignored
+    result = cli(*cmd, "--task", "sst2", "--data", renamed, "--text-field", "review")
+    assert result.returncode == 2 and "--text-field is for --task csv, not sst2; drop it" in result.stderr
 
     # data labelled otherwise, a split it lacks, a head the task cannot use: refused with the reason
     (tmp_path / "other").mkdir()
