@@ -455,9 +455,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
             raise UsageError(f"{args.api_key_file} holds more than one word; write only the API key into it (one line)")
     predictor = Predictor(*_model_settings(args))
     server = make_server(predictor, args.host, args.port, args.batch_size, api_key)
-    host, port = server.server_address[:2]
     print(
-        f"serving {predictor.folder} ({predictor.kind}) on http://{host}:{port}: POST /predict, GET /health"
+        f"serving {predictor.folder} ({predictor.kind}) on {server.url}: POST /predict, GET /health"
         + (" (with the API key)" if api_key else ""),
         flush=True,
     )
@@ -913,7 +912,11 @@ def build_parser() -> argparse.ArgumentParser:
         "writes; GET /health describes the model.",
     )
     _model_options(p)
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; 0.0.0.0 for all; IPv6 such as ::1 or ::)",
+    )
     p.add_argument("--port", type=int, default=8000, help="default 8000 (0: any free port)")
     p.add_argument(
         "--api-key-file",

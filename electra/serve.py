@@ -19,6 +19,7 @@ from __future__ import annotations
 import hmac
 import json
 import queue
+import socket
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -151,7 +152,13 @@ class Server(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], handler, batcher: Batcher):
         self.batcher = batcher  # first: a failed bind calls server_close from inside __init__
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET  # "::1", "::": IPv6
         super().__init__(address, handler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     def server_close(self) -> None:
         super().server_close()

@@ -46,11 +46,11 @@ def _call(url, body=None, headers=None):
 def serving():
     servers = []
 
-    def start(predictor, api_key=None):
-        server = make_server(predictor, port=0, batch_size=3, api_key=api_key)
+    def start(predictor, api_key=None, host="127.0.0.1"):
+        server = make_server(predictor, host, port=0, batch_size=3, api_key=api_key)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}"
+        return server.url
 
     yield start
     for server in servers:
@@ -148,6 +148,16 @@ def test_with_an_api_key_only_requests_that_carry_it_are_answered(folders, servi
     conn.close()
     with pytest.raises(ValueError, match="the API key is empty"):
         make_server(Predictor(folders / "clf", device="cpu"), port=0, api_key="")
+
+
+def test_serves_on_an_ipv6_address(folders, serving):
+    try:
+        url = serving(Predictor(folders / "clf", device="cpu"), host="::1")
+    except OSError as e:
+        pytest.skip(f"no IPv6 loopback here ({e})")
+    assert url.startswith("http://[::1]:")
+    status, got = _call(url + "/predict", {"inputs": ["the movie was great"]})
+    assert status == 200 and got["outputs"][0]["label"] in ("NEGATIVE", "POSITIVE")
 
 
 def test_the_command_reads_its_api_key_from_a_file(folders, tmp_path, capsys):
