@@ -251,7 +251,9 @@ def test_a_failing_request_does_not_fail_the_requests_it_shared_a_run_with(folde
     answers = _behind_a_busy_model(model, batcher, {"first": good, "bad": [("no context ?", None)], "good": good})
     assert model.runs == [1, 2, 1, 1]  # the shared run failed and was repeated request by request
     assert (batcher.inputs, batcher.runs) == (2, 4)  # inputs answered, each once; every model run
-    assert batcher([]) == ([], 0) and batcher.runs == 4  # nothing to run
+    fresh = Batcher(model)
+    assert fresh([]) == ([], 0) and fresh.runs == 0 and len(model.runs) == 4  # nothing to run
+    fresh.close()
     assert isinstance(answers["bad"], TaskError) and "needs a question and its context" in str(answers["bad"])
     assert answers["good"] == answers["first"] == Predictor(folders / "qa", device="cpu")(good)
 
