@@ -201,14 +201,15 @@ class PretrainConfig:
             raise ValueError(f"{path} does not set {' and '.join(missing)}; set it there or pass --{missing[0]}")
         return cls(**values)
 
-    def resolved(self, seq_len: int) -> dict:
-        """Every setting with the preset's defaults filled in, for rows of `seq_len` tokens."""
+    def resolved(self, row_tokens: float) -> dict:
+        """Every setting with the preset's defaults filled in, for rows of `row_tokens` real tokens
+        on average (the data's: rows end short at documents' ends)."""
         p = PRESET_TRAINING[self.preset]
         d = asdict(self)
         for name in ("batch_size", "lr", "mask_prob", "max_steps"):
             d[name] = p[name] if d[name] is None else d[name]
         if self.max_steps is None and self.max_tokens is not None:  # the schedule ends with the token budget
-            d["max_steps"] = math.ceil(self.max_tokens / (d["batch_size"] * seq_len))
+            d["max_steps"] = math.ceil(self.max_tokens / (d["batch_size"] * row_tokens))
         d["warmup_steps"] = self.warmup_steps if self.warmup_steps is not None else min(10_000, d["max_steps"] // 10)
         if d["warmup_steps"] and d["warmup_steps"] >= d["max_steps"]:  # warmup x decay would never near the peak
             raise ValueError(
@@ -412,7 +413,8 @@ def _run(
     out = Path(cfg.out)
     manifest = verify(cfg.data)
     seq_len = manifest["seq_len"]
-    settings = cfg.resolved(seq_len)
+    train = manifest["splits"]["train"]
+    settings = cfg.resolved(train["tokens"] / max(train["rows"], 1))
     shard_hashes = ",".join(
         f["sha256"][:16] for s in manifest["splits"].values() for sh in s["shards"] for f in sh["files"].values()
     )
@@ -605,7 +607,8 @@ def _run(
 
             # the last step of a run is logged, validated and saved, whichever budget ends it
             stop = "max steps" if step == steps else None
-            if cfg.max_tokens is not None and tokens >= cfg.max_tokens:
+            budget = cfg.max_steps is None and stop  # the steps were the token budget's estimate
+            if cfg.max_tokens is not None and (tokens >= cfg.max_tokens or budget):
                 stop = "max tokens"
             # the time budget and a stop signal are agreed by all processes, so they stop at the same step
             late = cfg.max_minutes is not None and time.perf_counter() - start_time > cfg.max_minutes * 60

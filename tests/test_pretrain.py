@@ -237,6 +237,19 @@ def test_a_budget_that_ends_the_run_logs_validates_and_saves_its_last_step(tiny_
     assert "valid_loss" in line and list_checkpoints(tmp_path / "timed")[-1].name == f"step-{line['step']:08d}"
 
 
+def test_a_token_budget_alone_sets_the_steps_by_the_datas_real_tokens(tiny_data, tmp_path, capsys):
+    train = json.loads((tiny_data / "manifest.json").read_text())["splits"]["train"]
+    per_row = train["tokens"] / train["rows"]
+    assert per_row < 31  # rows end short at documents' ends: a padded count would stop early
+    budget = 3000
+    run(_cfg(tiny_data, tmp_path / "run", max_steps=None, max_tokens=budget, eval_every=10**6), quiet=True)
+    steps = json.loads((tmp_path / "run" / "config.json").read_text())["max_steps"]
+    assert steps == math.ceil(budget / (8 * per_row))
+    last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert abs(last["tokens"] - budget) < 8 * 32  # within a step of the budget, which ended it
+    assert f"stopped at step {last['step']} (max tokens)" in capsys.readouterr().err
+
+
 def test_a_compiled_run_trains_exactly_like_an_eager_one(tiny_data, tmp_path):
     """torch.compile (the default on CUDA) changes the kernels, not the training."""
     kw = dict(max_steps=6, dropout=0.0)  # compiled code draws its own dropout masks
@@ -581,6 +594,8 @@ def test_a_runs_config_reads_back_from_another_folder(tiny_data, tmp_path, cli, 
         ("max_steps", 0, "max-steps must be a whole number of at least 1, got 0"),  # never "the preset's 1M"
         ("batch_size", -4, "batch-size must be a whole number of at least 1"),
         ("lr", 0.0, "lr must be a number above 0"),
+        ("lr", float("inf"), "lr must be a number above 0, got inf"),  # the first update would make every weight NaN
+        ("rtd_weight", float("inf"), "rtd-weight must be a number of at least 0, got inf"),
         ("mask_prob", 1.0, "mask-prob must be a number between 0 and 1"),
         ("dropout", 1.5, "dropout must be a number in \\[0, 1\\)"),
         ("keep_checkpoints", -1, "keep-checkpoints must be a whole number of at least 1"),
