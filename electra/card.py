@@ -87,15 +87,16 @@ def _is_hub_name(model: str) -> bool:
     return len(parts) == 2 and all(parts) and not Path(model).exists() and not model.startswith((".", "~"))
 
 
-def run_metrics(checkpoint: str | os.PathLike) -> dict:
-    """What its run logged up to a checkpoint RUN/checkpoints/step-N, from RUN/metrics.jsonl: the
-    last line's figures (tokens seen, training losses) and the last validation's (valid_*, at
-    valid_step); {} when there is no such log."""
+def run_metrics(checkpoint: str | os.PathLike, step: int | None = None) -> dict:
+    """What its run logged up to a checkpoint RUN/checkpoints/step-N (at `step`, default N), from
+    RUN/metrics.jsonl: the last line's figures (tokens seen, training losses) and the last
+    validation's (valid_*, at valid_step); {} when there is no such log."""
     checkpoint = Path(checkpoint)
     log = checkpoint.parent.parent / "metrics.jsonl"
-    if not (checkpoint.name.startswith("step-") and log.is_file()):
+    if step is None:
+        step = _step_of(checkpoint.name)
+    if step is None or not log.is_file():
         return {}
-    step = int(checkpoint.name.removeprefix("step-"))
     last: dict = {}
     valid: dict = {}
     with open(log, encoding="utf-8") as f:
@@ -115,11 +116,18 @@ def run_metrics(checkpoint: str | os.PathLike) -> dict:
 
 def checkpoint_card(checkpoint, model: str, folder: str | os.PathLike) -> str:
     """`pretrained_card` of an `electra.checkpoint.Checkpoint` exported to `folder`."""
-    name = checkpoint.path.name
-    step = int(name.removeprefix("step-")) if name.startswith("step-") and name[5:].isdigit() else None
+    meta = checkpoint.meta
+    step = meta.get("step", _step_of(checkpoint.path.name))  # its own record: the folder may be renamed
     cfg = checkpoint.model.cfg.generator if model in ("generator", "mlm") else checkpoint.model.cfg.discriminator
-    settings = checkpoint.meta.get("settings", {})
-    return pretrained_card(model, cfg, settings, step, run_metrics(checkpoint.path), folder)
+    metrics = run_metrics(checkpoint.path, step)
+    if "tokens" in meta:  # the count at the checkpoint's step, not at the log line before it
+        metrics["tokens"] = meta["tokens"]
+    return pretrained_card(model, cfg, meta.get("settings", {}), step, metrics, folder)
+
+
+def _step_of(name: str) -> int | None:
+    """N of a checkpoint folder named step-N (older checkpoints record their step only so)."""
+    return int(name[5:]) if name.startswith("step-") and name[5:].isdigit() else None
 
 
 def _card(meta: dict, blocks: list[str]) -> str:

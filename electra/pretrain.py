@@ -540,7 +540,7 @@ def _run(
                 ckpt.step_dir(out, at_step),
                 model,
                 train_state=train_state,
-                meta={"settings": settings, "objective": ocfg.kind},
+                meta={"settings": settings, "objective": ocfg.kind, "step": at_step, "tokens": tokens},
                 tokenizer_dir=cfg.data,
                 overwrite=True,
                 model_state=model_state,

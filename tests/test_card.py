@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 
 import pytest
 
@@ -84,6 +85,15 @@ def test_exported_folders_carry_a_card_with_the_run(tmp_path, tokenizer, tokeniz
     assert f'AutoModelForPreTraining.from_pretrained("{out[0]}")' in disc.text
     gen = ModelCard.load(tmp_path / "gen" / "README.md")
     assert gen.data.pipeline_tag == "fill-mask" and "| hidden size | 16 |" in gen.text
+
+    # a checkpoint records its own step and tokens: the card holds them when its step was not logged
+    meta = {"settings": settings, "step": 6, "tokens": 14000}  # logged last at step 5
+    save_checkpoint(step_dir(tmp_path / "run", 6), model, tokenizer_dir=tokenizer_dir, meta=meta)
+    shutil.copytree(step_dir(tmp_path / "run", 6), tmp_path / "renamed")  # and away from its run, renamed
+    for source in (step_dir(tmp_path / "run", 6), tmp_path / "renamed"):
+        assert cli("export", source, "--out", tmp_path / "six", "--force").returncode == 0
+        text = (tmp_path / "six" / "README.md").read_text()
+        assert "| optimizer steps | 6 |" in text and "| tokens seen | 14,000 |" in text
 
 
 def test_a_pretraining_card_names_what_shaped_the_run():
