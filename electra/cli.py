@@ -90,7 +90,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         manifest = prep.merge(args.merge, args.out, overwrite=args.force)
         rows = {s: v["rows"] for s, v in manifest["splits"].items()}
         print(
-            f"merged {len(args.merge)} parts into {args.out}: {rows['train']:,} train rows, "
+            f"merged {_count(len(args.merge), 'part')} into {args.out}: {_count(rows['train'], 'train row')}, "
             f"{_count(rows['valid'], 'validation row')}"
         )
         missing = sorted(set(range(manifest["config"]["num_parts"])) - set(manifest["config"]["parts_merged"]))
@@ -136,7 +136,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         f"vocab {m['vocab_size']:,}"
     )
     print(
-        f"read {_count(s.files, 'file')}, {mb:,.1f} MB, {m['counts']['documents']:,} documents; tokenizer "
+        f"read {_count(s.files, 'file')}, {mb:,.1f} MB, {_count(m['counts']['documents'], 'document')}; tokenizer "
         f"{result.tokenizer_seconds:.1f} s, packing {result.seconds:.1f} s ({mb / result.seconds:,.1f} MB/s, "
         f"{result.tokens_encoded / result.seconds:,.0f} tokens/s)"
     )
@@ -433,7 +433,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
             header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False}
             np.lib.format.write_array_header_1_0(f, {**header, "shape": (rows, embedder.dim)})
             shutil.copyfileobj(raw, f)
-    print(f"wrote {args.output}: {rows:,} vectors of {embedder.dim} ({args.pooling} pooling)")
+    print(f"wrote {args.output}: {_count(rows, 'vector')} of {embedder.dim} ({args.pooling} pooling)")
     _say_counts("embed", {("blank line", "skipped"): inputs.blank, ("text", f"cut at {embedder.limit} tokens"): cut})
 
 

@@ -69,6 +69,8 @@ def test_the_command_writes_unit_vectors_in_input_order_and_counts_cut_texts(fol
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-6)
     short, _ = Embedder(folders / "disc", device="cpu", normalize=True, max_length=8)([(t, None) for t in TEXTS])
     np.testing.assert_allclose(vectors, short, atol=1e-6)  # the file's rows are the texts, in order
+    one = cli("embed", "--model", folders / "disc", "--output", out, input="a film\n")
+    assert one.returncode == 0 and f"wrote {out}: 1 vector of 32" in one.stdout
     refused = cli(*cmd, "--output", tmp_path / "vectors.txt")
     assert refused.returncode == 2 and "name the .npy file to write" in refused.stderr
     refused = cli(*cmd, "--output", tmp_path / "no" / "such" / "v.npy")
