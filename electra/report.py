@@ -29,11 +29,14 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} has no metrics.jsonl; is it a run folder of `electra pretrain`?")
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    for n, line in enumerate(lines, 1):
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by a kill: resume drops it too
-            continue
+        except json.JSONDecodeError:
+            if n == len(lines):  # the last line, cut short by a kill or still being written: resume drops it too
+                continue
+            raise ValueError(f"{path}:{n} is not JSON: the log is damaged there; repair or remove that line") from None
         if not isinstance(row, dict) or not isinstance(row.get("step"), int):
             raise ValueError(f"{path}:{n} is not a log line of `electra pretrain` (an object with its step)")
         rows.append(row)

@@ -646,6 +646,9 @@ def test_report_draws_a_png_of_one_or_several_runs(tiny_data, tmp_path, cli):
     (tmp_path / "odd" / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"loss": 1.0}\n')
     result = cli("report", tmp_path / "odd")
     assert result.returncode == 2 and "metrics.jsonl:2 is not a log line of `electra pretrain`" in result.stderr
+    (tmp_path / "odd" / "metrics.jsonl").write_text('{"step": 1}\ngarbage\n{"step": 2}\n{"step": 3, "lo')
+    result = cli("report", tmp_path / "odd")  # a cut last line is skipped; a damaged line before it is not
+    assert result.returncode == 2 and "metrics.jsonl:2 is not JSON: the log is damaged there" in result.stderr
     (tmp_path / "figs").mkdir()
     result = cli("report", tmp_path / "a", "--out", tmp_path / "figs")
     assert result.returncode == 0 and f"wrote {tmp_path / 'figs' / 'report.png'}" in result.stdout
