@@ -335,7 +335,13 @@ def _check_resume(saved: dict, now: dict) -> None:
     now = {**now, **{k: located(now.get(k), cwd) for k in PATH_KEYS}}
     was = {**RESUME_DEFAULTS, **_flat({k: saved.get(k) for k in RESUME_KEYS})}
     new = _flat({k: now.get(k) for k in RESUME_KEYS})
-    diffs = [f"{k.rstrip('.')}: checkpoint {was.get(k)!r}, now {new.get(k)!r}" for k in new if was.get(k) != new[k]]
+    diffs = [
+        f"data: {now.get('data')} holds other rows or another tokenizer than the run's {saved.get('data')}"
+        if k.rstrip(".") == "data_sha256"  # the hashes themselves say nothing to a reader
+        else f"{k.rstrip('.')}: checkpoint {was.get(k)!r}, now {new.get(k)!r}"
+        for k in new
+        if was.get(k) != new[k]
+    ]
     if diffs:
         raise ValueError(
             "cannot resume: the run was started with other settings ("
@@ -446,6 +452,8 @@ def _run(
     if foreign and not existing:
         raise FileExistsError(f"{out} holds files that are not a pre-training run; choose a new or empty --out")
     state = None
+    if resume and not existing:
+        say(f"note: {out} holds no checkpoint to resume; starting a new run")
     if resume and existing:
         saved = ckpt.load_checkpoint(out, with_train_state=True)
         if cfg.init_discriminator:  # the model came from folders: only --dropout can change it now

@@ -167,7 +167,7 @@ def test_ctrl_c_saves_the_step_and_resume_ends_as_an_uninterrupted_run(tiny_data
     assert elapsed == sorted(elapsed)  # the time goes on across the resume, never back to 0
 
 
-def test_resume_refuses_other_settings_and_run_refuses_a_used_folder(tiny_data, tmp_path):
+def test_resume_refuses_other_settings_and_run_refuses_a_used_folder(tiny_data, tmp_path, capsys):
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text("{}")
     (tmp_path / "model" / "model.safetensors").write_bytes(b"weights")
@@ -187,6 +187,22 @@ def test_resume_refuses_other_settings_and_run_refuses_a_used_folder(tiny_data, 
         run(_cfg(tiny_data, tmp_path / "run", max_steps=6, dropout=0.0), resume=True, quiet=True)
     with pytest.raises(ValueError, match=r"model.disentangled_embeddings: checkpoint False, now True"):
         run(_cfg(tiny_data, tmp_path / "run", max_steps=6, disentangled_embeddings=True), resume=True, quiet=True)
+    from electra.prepare import PrepareConfig, prepare
+
+    other = tmp_path / "other-data"  # the same text and tokenizer, another validation split
+    prepare(
+        [tiny_data.parent / "corpus.txt"],
+        other,
+        PrepareConfig(seq_len=32, validation_fraction=0.2),
+        tiny_data,
+        quiet=True,
+    )
+    with pytest.raises(
+        ValueError, match=f"data: {other} holds other rows or another tokenizer than the run's {tiny_data}"
+    ):
+        run(_cfg(other, tmp_path / "run", max_steps=6), resume=True, quiet=True)
+    run(_cfg(tiny_data, tmp_path / "typo", max_steps=1), resume=True, quiet=True)  # a mistyped --out
+    assert f"note: {tmp_path / 'typo'} holds no checkpoint to resume; starting a new run" in capsys.readouterr().err
     config = (tmp_path / "run" / "config.json").read_text()
     with pytest.raises(ValueError, match=r"step-00000003 is at step 3, past --max-steps 2; pass a larger"):
         run(_cfg(tiny_data, tmp_path / "run", max_steps=2), resume=True, quiet=True)
