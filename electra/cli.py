@@ -77,15 +77,39 @@ def cmd_export(args: argparse.Namespace) -> None:
         print(f"exported generator (ElectraForMaskedLM) to {out}")
 
 
+# what one preparation (a part) reads and how it packs; --merge takes the parts as they are
+PART_OPTIONS = (
+    "corpus",
+    "dataset",
+    "dataset_config",
+    "dataset_split",
+    "format",
+    "text_field",
+    "doc_per_file",
+    "vocab_size",
+    "tokenizer",
+    "cased",
+    "seq_len",
+    "seed",
+    "validation_fraction",
+    "rows_per_shard",
+    "num_parts",
+    "part_index",
+)
+
+
 def cmd_prepare(args: argparse.Namespace) -> None:
     from electra import prepare as prep
     from electra.corpus import hub_dataset
 
+    defaults = vars(build_parser().parse_args(["prepare", "--out", args.out]))
     if args.merge:
-        if args.corpus or args.dataset or args.tokenizer or args.vocab_size is not None:
+        given = [k for k in PART_OPTIONS if getattr(args, k) != defaults[k]]
+        if given:
+            options = ", ".join("--" + k.replace("_", "-") for k in given)
+            verb, them = ("belong", "them") if len(given) > 1 else ("belongs", "it")
             raise UsageError(
-                "--merge combines prepared parts; --corpus, --dataset, --tokenizer and --vocab-size "
-                "belong to each part's own run"
+                f"--merge combines prepared parts as they are; {options} {verb} to each part's own run: drop {them}"
             )
         manifest = prep.merge(args.merge, args.out, overwrite=args.force)
         rows = {s: v["rows"] for s, v in manifest["splits"].items()}
@@ -102,6 +126,16 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         return
     if bool(args.corpus) == bool(args.dataset):
         raise UsageError("pass either --corpus PATH [PATH ...] or --dataset NAME (or --merge PART ...)")
+    hub_only = [
+        f"--{k.replace('_', '-')}"
+        for k in ("dataset_config", "dataset_split")
+        if args.corpus and getattr(args, k) != defaults[k]
+    ]
+    if hub_only:
+        raise UsageError(
+            f"{' and '.join(hub_only)} {'choose' if len(hub_only) > 1 else 'chooses'} what --dataset reads; "
+            "--corpus reads its files whole: drop " + ("them" if len(hub_only) > 1 else "it")
+        )
     if (args.vocab_size is not None or args.cased) and args.tokenizer:
         raise UsageError("--vocab-size and --cased train a new tokenizer and --tokenizer reuses one; pass only one")
     cfg = prep.PrepareConfig(

@@ -40,6 +40,7 @@ from electra.config import check_options
 from electra.progress import progress_bar
 from electra.tokenizer import (
     check_special_tokens,
+    is_lowercase,
     load_tokenizer,
     register_specials,
     save_tokenizer,
@@ -445,7 +446,7 @@ def prepare(
             else str(tokenizer)
             if isinstance(tokenizer, (str, os.PathLike))
             else "given",
-            "config": asdict(cfg),
+            "config": {**asdict(cfg), "lowercase": is_lowercase(tok)},  # a reused tokenizer's own casing
             "sources": [str(p) for p in paths] if dataset is None else ["<dataset>"],
             "counts": {
                 "files": stats.files,

@@ -312,6 +312,10 @@ def test_parts_prepared_apart_merge_into_one_folder(tmp_path, prep):
     assert not (tmp_path / "bad").exists()
     r = prep("--merge", str(tmp_path / "p0"), "--corpus", str(src), "--out", str(tmp_path / "bad"))
     assert r.returncode == 2 and "--merge combines prepared parts" in r.stderr
+    r = prep("--merge", str(tmp_path / "p0"), "--seq-len", "32", "--seed", "5", "--out", str(tmp_path / "bad"))
+    assert r.returncode == 2 and "--seq-len, --seed belong to each part's own run: drop them" in r.stderr  # not ignored
+    r = prep("--corpus", str(src), "--dataset-split", "test", "--out", str(tmp_path / "bad"))
+    assert r.returncode == 2 and "--dataset-split chooses what --dataset reads" in r.stderr
     r = prep("--merge", str(tmp_path / "p1"), "--out", str(tmp_path / "half"))
     assert r.returncode == 0 and "warning: parts 0 of 2 were not merged" in r.stderr
 
@@ -520,3 +524,9 @@ def test_a_bare_vocab_txt_keeps_case_when_its_entries_are_cased(tmp_path):
     assert is_lowercase(load_tokenizer(tmp_path / "uncased" / "vocab.txt"))
     (tmp_path / "cased" / "tokenizer_config.json").write_text('{"do_lower_case": true}')  # a folder's config decides
     assert is_lowercase(load_tokenizer(tmp_path / "cased"))
+    (tmp_path / "cased" / "tokenizer_config.json").unlink()
+    corpus = _write_txt(tmp_path / "c.txt")
+    prepare([corpus], tmp_path / "out", _cfg(), tokenizer=tmp_path / "cased" / "vocab.txt", quiet=True)
+    assert (
+        json.loads((tmp_path / "out" / "manifest.json").read_text())["config"]["lowercase"] is False
+    )  # the tokenizer's
