@@ -186,7 +186,15 @@ class PretrainConfig:
             raise ValueError(f'{path} must hold one JSON object of options, like {{"data": ..., "out": ...}}')
         if "data_sha256" in values:  # a run's RUN/config.json: its settings, minus what a run derives
             base = values.get("working_dir")
-            values = {k: v for k, v in values.items() if k not in ("data_sha256", "model", "working_dir")}
+            derived = values.get("derived", [])
+            run_only = (
+                "data_sha256",
+                "model",
+                "working_dir",
+                "derived",
+                *(derived if isinstance(derived, list) else []),
+            )
+            values = {k: v for k, v in values.items() if k not in run_only}
             if isinstance(values.get("objective"), dict):
                 values["objective"] = values["objective"]["kind"]
             if isinstance(base, str):  # its relative paths were typed there: read them back from anywhere
@@ -211,6 +219,10 @@ class PretrainConfig:
         if self.max_steps is None and self.max_tokens is not None:  # the schedule ends with the token budget
             d["max_steps"] = math.ceil(self.max_tokens / (d["batch_size"] * row_tokens))
         d["warmup_steps"] = self.warmup_steps if self.warmup_steps is not None else min(10_000, d["max_steps"] // 10)
+        # filled in, not given: --config RUN/config.json derives them again (from its own preset and steps)
+        d["derived"] = [
+            k for k in ("batch_size", "lr", "mask_prob", "max_steps", "warmup_steps") if getattr(self, k) is None
+        ]
         if d["warmup_steps"] and d["warmup_steps"] >= d["max_steps"]:  # warmup x decay would never near the peak
             raise ValueError(
                 f"warmup-steps {d['warmup_steps']} is not below max-steps {d['max_steps']}: the learning rate would "

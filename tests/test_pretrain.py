@@ -489,6 +489,21 @@ def test_whole_word_masking_is_a_setting_of_the_run(tiny_data, tmp_path):
         _check_resume(older, {"objective": {**older["objective"], "whole_word": True}})
 
 
+def test_a_runs_config_file_derives_again_what_the_run_derived(tmp_path):
+    from electra.pretrain import PRESET_TRAINING
+
+    settings = PretrainConfig(data="d", out="o", preset="tiny", max_steps=30, seed=3).resolved(32.0)
+    assert settings["warmup_steps"] == 3 and settings["lr"] == PRESET_TRAINING["tiny"]["lr"]
+    (tmp_path / "config.json").write_text(json.dumps({**settings, "data_sha256": "x", "working_dir": str(tmp_path)}))
+    same = PretrainConfig.from_file(tmp_path / "config.json")
+    assert (same.max_steps, same.seed, same.lr, same.warmup_steps) == (30, 3, None, None)  # given kept, defaults not
+    assert same.resolved(32.0) == settings
+    longer = PretrainConfig.from_file(tmp_path / "config.json", max_steps=100_000).resolved(32.0)
+    assert longer["warmup_steps"] == 10_000  # not the 30-step run's 3
+    small = PretrainConfig.from_file(tmp_path / "config.json", preset="small").resolved(32.0)
+    assert small["lr"] == PRESET_TRAINING["small"]["lr"] != settings["lr"]
+
+
 def test_continue_pretraining_from_transformers_folders(tiny_data, tmp_path):
     from electra import hf
     from electra.config import tiny
