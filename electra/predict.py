@@ -42,6 +42,11 @@ class Inputs:
         if fmt is not None and fmt not in FORMATS:
             raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
         self.suffix = f".{fmt}" if fmt else ".txt" if self.stdin else Path(source).suffix.lower()
+        if self.suffix == ".json":  # one JSON document is none of the formats: read as lines, it would be garbage
+            raise ValueError(
+                f"{source} is a .json file; inputs are .jsonl (one JSON object per line), .csv/.tsv or plain lines: "
+                "save it as one of those, or pass --format to say how to read it"
+            )
         if self.suffix not in (".csv", ".tsv", ".jsonl") and (text_field or pair_field):
             raise ValueError(
                 f"{self.name} is read as plain lines, which have no fields; for columns or JSON fields pass "
