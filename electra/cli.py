@@ -44,12 +44,19 @@ def cmd_export(args: argparse.Namespace) -> None:
     for out in outs:  # refused now rather than after the first folder is written
         check_output(out, args.force, inputs=[args.checkpoint, ckpt.path, args.tokenizer])
     if args.tokenizer and ckpt.has_tokenizer:
-        from electra.tokenizer import load_tokenizer
+        from electra.tokenizer import is_lowercase, load_tokenizer
 
-        if load_tokenizer(args.tokenizer).get_vocab() != load_tokenizer(ckpt.path).get_vocab():
+        given, own = load_tokenizer(args.tokenizer), load_tokenizer(ckpt.path)
+        if given.get_vocab() != own.get_vocab():
             raise UsageError(
                 f"{ckpt.path} was trained with its own tokenizer, which differs from --tokenizer {args.tokenizer} "
                 "(other ids for the same tokens); drop --tokenizer to export the run's own"
+            )
+        if is_lowercase(given) != is_lowercase(own):  # the same ids, but text would reach them otherwise
+            cased = {True: "lowercases", False: "keeps case"}
+            raise UsageError(
+                f"--tokenizer {args.tokenizer} {cased[is_lowercase(given)]} but the run's tokenizer "
+                f"{cased[is_lowercase(own)]}; drop --tokenizer to export the run's own"
             )
     if tokenizer_dir is None:
         print(

@@ -125,6 +125,21 @@ def test_cli_export_refuses_bad_input_with_a_message(tmp_path, cli):
     assert (tmp_path / "ckpt" / "model.safetensors").exists()
 
 
+def test_cli_export_refuses_a_tokenizer_other_than_the_runs(tmp_path, cli):
+    vocab = [*SPECIAL_TOKENS, *(f"w{i}" for i in range(40))]
+    save_tokenizer(from_vocab(vocab), tmp_path / "own")
+    save_checkpoint(tmp_path / "ckpt", Electra(tiny(vocab_size=len(vocab))), tokenizer_dir=tmp_path / "own")
+    save_tokenizer(from_vocab(vocab, lowercase=False), tmp_path / "cased")  # the same ids, text read otherwise
+    save_tokenizer(from_vocab(vocab[:-1] + ["x"]), tmp_path / "other")
+    for given, message in [
+        ("other", "other ids for the same tokens"),
+        ("cased", "keeps case but the run's tokenizer lowercases"),
+    ]:
+        result = cli("export", tmp_path / "ckpt", "--out", tmp_path / "e", "--tokenizer", tmp_path / given)
+        assert result.returncode == 2 and message in result.stderr and not (tmp_path / "e").exists()
+    assert cli("export", tmp_path / "ckpt", "--out", tmp_path / "e", "--tokenizer", tmp_path / "own").returncode == 0
+
+
 def test_cli_help_lists_the_public_subcommands(cli):
     result = cli("--help")
     assert result.returncode == 0
