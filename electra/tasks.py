@@ -501,7 +501,9 @@ def read_conll(path: Path, token_column: int = 0, tag_column: int = -1) -> list[
     out, words, tags = [], [], []
     with open(path, encoding="utf-8-sig") as f, utf8(str(path)):
         for n, line in enumerate(f, 1):
-            cols = line.split()
+            # tab-separated columns may hold spaces (a multiword token); else any whitespace separates
+            cols = [c.strip() for c in line.split("\t")] if "\t" in line.strip() else line.split()
+            cols = [c for c in cols if c]
             if not cols or cols[0] == "-DOCSTART-":
                 if words:
                     out.append(Example(words, None, tags))

@@ -825,6 +825,11 @@ def test_files_saved_with_a_byte_order_mark_read_as_without(tmp_path):
     assert read_table(tmp_path / "d.jsonl", "text", None, "label") == [Example("a film", None, "pos")]
     (tmp_path / "train.txt").write_bytes(bom + b"Ann B-PER\nran O\n")
     assert read_conll(tmp_path / "train.txt") == [Example(["Ann", "ran"], None, ["B-PER", "O"])]
+    (tmp_path / "tabs.txt").write_text("New York\tNNP\tB-LOC\nis\tVBZ\tO \n\nok O\n")  # a token with a space
+    assert read_conll(tmp_path / "tabs.txt") == [
+        Example(["New York", "is"], None, ["B-LOC", "O"]),
+        Example(["ok"], None, ["O"]),
+    ]
     with pytest.raises(TaskError, match="train.txt is a file; point --data at the task's GLUE folder"):
         glue_folder(tmp_path / "train.txt", GLUE["sst2"])
 
