@@ -396,8 +396,14 @@ def cmd_predict(args: argparse.Namespace) -> None:
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     text_field, pair_field = args.text_field, args.pair_field
-    if hf.HF_ARCHITECTURES["span"] in (hf.read_config(hf.resolve(args.model)).get("architectures") or []):
+    folder = hf.resolve(args.model)
+    suffix = args.format or ("" if args.input in (None, "-") else Path(args.input).suffix.lower().lstrip("."))
+    recorded = hf.read_results(folder)
+    if hf.HF_ARCHITECTURES["span"] in (hf.read_config(folder).get("architectures") or []):
         text_field, pair_field = text_field or "question", pair_field or "context"  # a question answerer's input
+    elif recorded.get("task") == "csv" and suffix in ("csv", "tsv", "jsonl"):  # the columns it was fine-tuned on
+        fine = hf.fine_tuned_options(recorded)
+        text_field, pair_field = text_field or fine["text_field"], pair_field or fine["pair_field"]
     inputs, texts = _read_texts(args, text_field, pair_field, "label")
     predictor = Predictor(*_model_settings(args))
     labelled = predictor.stream(texts, args.batch_size, not args.no_truncate)
@@ -625,8 +631,11 @@ def _text_inputs(p: argparse.ArgumentParser) -> None:
         choices=("lines", "csv", "tsv", "jsonl"),
         help="how to read the input (default: its suffix; stdin: lines)",
     )
-    p.add_argument("--text-field", help="csv/tsv column or jsonl field with the text (default text)")
-    p.add_argument("--pair-field", help="column or field with a second text")
+    p.add_argument(
+        "--text-field",
+        help="csv/tsv column or jsonl field with the text (default text; predict: a csv-task folder's own)",
+    )
+    p.add_argument("--pair-field", help="column or field with a second text (predict: a csv-task folder's own)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -786,6 +786,10 @@ def test_evaluate_scores_a_folder_as_finetune_scored_its_seed(sentiment_tokenize
     recorded["config"] |= {"text_field": "review", "label_field": "sentiment"}
     (tmp_path / "clf" / "results.json").write_text(json.dumps(recorded))
     assert evaluate_folder(tmp_path / "clf", "csv", str(renamed))["metrics"] == got["metrics"]
+    labelled = cli("predict", "--model", tmp_path / "clf", "--input", renamed / "dev.csv")  # predict's too
+    assert labelled.returncode == 0 and [json.loads(x)["text"] for x in labelled.stdout.splitlines()] == [
+        r.split(",")[0] for r in dev_rows
+    ]
     (tmp_path / "clf" / "results.json").write_text(saved)
     for command, option in [
         (cmd, ["--null-threshold", "1"]),
