@@ -177,7 +177,8 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         f"vocab {m['vocab_size']:,}"
     )
     print(
-        f"read {_count(s.files, 'file')}, {mb:,.1f} MB, {_count(m['counts']['documents'], 'document')}; tokenizer "
+        f"read {_count(s.files, 'file')}, {mb:,.1f} MB on disk, "
+        f"{_count(m['counts']['documents'], 'document')}; tokenizer "
         f"{result.tokenizer_seconds:.1f} s, packing {result.seconds:.1f} s ({mb / result.seconds:,.1f} MB/s, "
         f"{result.tokens_encoded / result.seconds:,.0f} tokens/s)"
     )
