@@ -68,7 +68,7 @@ class Inputs:
     def _read(self, stream) -> Iterator[tuple[str, str | None]]:
         text, pair = self.text_field, self.pair_field
         if self.suffix == ".jsonl":
-            for _, r in jsonl_records(stream, self.name, {"text": text, "pair": pair}):
+            for _, r in jsonl_records(stream, self.name, {"text": text, "pair": pair}, null_pair=True):
                 yield r[text], None if pair is None else r[pair]
         elif self.suffix in (".csv", ".tsv"):  # read as fine-tuning reads them (GLUE's TSVs are unquoted)
             for e in table_rows(stream, self.name, self.suffix == ".tsv", text, pair, None):

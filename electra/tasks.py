@@ -448,11 +448,12 @@ def table_rows(
         yield Example(row[t], None if p is None else row[p], None if y is None else row[y].strip())
 
 
-def jsonl_records(stream, name: str, required: dict[str, str | None]):
+def jsonl_records(stream, name: str, required: dict[str, str | None], null_pair: bool = False):
     """(line number, record) of a JSON-lines stream; blank lines skipped, bad ones named.
 
     `required` maps roles (text, pair, label: the --ROLE-field option) to the fields each
-    record must have; None entries are not required. Text and pair fields must hold strings.
+    record must have; None entries are not required. Text and pair fields must hold strings,
+    or with `null_pair` the pair may be null (a single text, as serve reads it).
     """
     for n, line in enumerate(stream, 1):
         if not line.strip():
@@ -470,7 +471,7 @@ def jsonl_records(stream, name: str, required: dict[str, str | None]):
                 f"{name}:{n} has no field {k!r} (fields: {', '.join(r)}); name the {role} field with --{role}-field"
             )
         for role in ("text", "pair"):
-            if (k := required.get(role)) is not None:
+            if (k := required.get(role)) is not None and not (role == "pair" and null_pair and r[k] is None):
                 unicode_text(r[k], f"{name}:{n}: {k!r}")
         yield n, r
 

@@ -853,6 +853,11 @@ def test_predict_reads_tables_as_finetune_does(tmp_path):
     (tmp_path / "short.tsv").write_text("text\tpair\nonly\n")
     with pytest.raises(TaskError, match="short.tsv:2 has 1 columns, expected at least 2"):
         list(Inputs(tmp_path / "short.tsv", "text", "pair"))
+    (tmp_path / "in.jsonl").write_text('{"text": "a", "pair": null}\n{"text": "b", "pair": "c"}\n')
+    assert list(Inputs(tmp_path / "in.jsonl", "text", "pair")) == [("a", None), ("b", "c")]  # null: a single text
+    (tmp_path / "d.jsonl").write_text('{"text": "a", "pair": null, "label": "x"}\n')
+    with pytest.raises(TaskError, match="d.jsonl:1: 'pair' is None, not a text string"):  # training data: pairs
+        read_table(tmp_path / "d.jsonl", "text", "pair", "label")
 
 
 def test_token_classification_end_to_end(tokenizer_dir, pretrained, tmp_path):
