@@ -392,17 +392,16 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_predict(args: argparse.Namespace) -> None:
     from electra import hf
     from electra.atomic import publishing_file
-    from electra.predict import Predictor, jsonl_line
+    from electra.predict import FIELDED, Predictor, input_suffix, jsonl_line
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     text_field, pair_field = args.text_field, args.pair_field
     folder = hf.resolve(args.model)
-    suffix = args.format or ("" if args.input in (None, "-") else Path(args.input).suffix.lower().lstrip("."))
     recorded = hf.read_results(folder)
     if hf.HF_ARCHITECTURES["span"] in (hf.read_config(folder).get("architectures") or []):
         text_field, pair_field = text_field or "question", pair_field or "context"  # a question answerer's input
-    elif recorded.get("task") == "csv" and suffix in ("csv", "tsv", "jsonl"):  # the columns it was fine-tuned on
+    elif recorded.get("task") == "csv" and input_suffix(args.input, args.format) in FIELDED:  # its own columns
         fine = hf.fine_tuned_options(recorded)
         text_field, pair_field = text_field or fine["text_field"], pair_field or fine["pair_field"]
     inputs, texts = _read_texts(args, text_field, pair_field, "label")

@@ -20,6 +20,13 @@ from electra.tasks import Example, TaskError, jsonl_records, table_rows, utf8
 from electra.tokenizer import load_model_tokenizer
 
 FORMATS = ("lines", "csv", "tsv", "jsonl")
+FIELDED = (".csv", ".tsv", ".jsonl")  # inputs read by column or field
+
+
+def input_suffix(source: str | os.PathLike | None, fmt: str | None) -> str:
+    """How an input is read, as a suffix: `fmt`'s, else the file's; stdin (None or "-") is .txt."""
+    stdin = source is None or str(source) == "-"
+    return f".{fmt}" if fmt else ".txt" if stdin else Path(source).suffix.lower()
 
 
 class Inputs:
@@ -41,13 +48,13 @@ class Inputs:
         self.name = "stdin" if self.stdin else str(source)
         if fmt is not None and fmt not in FORMATS:
             raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-        self.suffix = f".{fmt}" if fmt else ".txt" if self.stdin else Path(source).suffix.lower()
+        self.suffix = input_suffix(source, fmt)
         if self.suffix == ".json":  # one JSON document is none of the formats: read as lines, it would be garbage
             raise ValueError(
                 f"{source} is a .json file; inputs are .jsonl (one JSON object per line), .csv/.tsv or plain lines: "
                 "save it as one of those, or pass --format to say how to read it"
             )
-        if self.suffix not in (".csv", ".tsv", ".jsonl") and (text_field or pair_field):
+        if self.suffix not in FIELDED and (text_field or pair_field):
             raise ValueError(
                 f"{self.name} is read as plain lines, which have no fields; for columns or JSON fields pass "
                 "--format csv, tsv or jsonl (or an --input file with that suffix)"

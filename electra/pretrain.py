@@ -627,8 +627,8 @@ def _run(
 
             # the last step of a run is logged, validated and saved, whichever budget ends it
             stop = "max steps" if step == steps else None
-            budget = cfg.max_steps is None and stop  # the steps were the token budget's estimate
-            if cfg.max_tokens is not None and (tokens >= cfg.max_tokens or budget):
+            # without --max-steps, the steps are the token budget's estimate: their end is the budget's
+            if cfg.max_tokens is not None and (tokens >= cfg.max_tokens or (stop and cfg.max_steps is None)):
                 stop = "max tokens"
             # the time budget and a stop signal are agreed by all processes, so they stop at the same step
             late = cfg.max_minutes is not None and time.perf_counter() - start_time > cfg.max_minutes * 60
