@@ -698,7 +698,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="pre-train a generator + discriminator with replaced token detection",
         description="Pre-train ELECTRA (or a BERT-style MLM baseline) on prepared shards. "
         "Defaults follow the paper for each preset; --config FILE (JSON) sets any "
-        "option, and flags override it.",
+        "option, and flags override it. Other sizes than a preset's: "
+        '{"architecture": {"discriminator": {"num_layers": 6}, "generator": {...}}} in the file.',
     )
     p.add_argument("--data", help="folder made by `electra prepare`")
     p.add_argument("--out", help="run folder: checkpoints, metrics.jsonl, config.json")

@@ -132,6 +132,70 @@ class ModelConfig:
         )
 
 
+# What a run may size beyond its preset ("architecture" in a --config file): the vocabulary and
+# padding id come from the data's tokenizer, dropout from --dropout.
+ARCHITECTURE_KEYS = (
+    "embedding_size",
+    "hidden_size",
+    "num_layers",
+    "num_heads",
+    "ffn_size",
+    "max_positions",
+    "type_vocab_size",
+    "layer_norm_eps",
+    "initializer_range",
+)
+# the generator takes these from the discriminator: they size the embeddings the two share
+SHARED_KEYS = ("embedding_size", "max_positions", "type_vocab_size", "layer_norm_eps")
+
+
+def check_architecture(arch) -> None:
+    """Refuse an "architecture" setting that is not {"discriminator": {...}, "generator": {...}}
+    of known sizes (either network may be left out); the values are checked when the model is built."""
+    if arch is None:
+        return
+    form = '{"discriminator": {"num_layers": 6, ...}, "generator": {...}}'
+    if not isinstance(arch, dict) or not arch or set(arch) - {"discriminator", "generator"}:
+        raise ValueError(f"architecture must look like {form} (either network may be left out), got {arch!r}")
+    for network, sizes in arch.items():
+        if not isinstance(sizes, dict):
+            raise ValueError(f'architecture.{network} must be an object of sizes, like {{"num_layers": 6}}')
+        for key in sizes:
+            if key in ("vocab_size", "pad_token_id"):
+                raise ValueError(f"architecture.{network} sets {key}, which the data's tokenizer decides; drop it")
+            if key in ("dropout", "attention_dropout"):
+                raise ValueError(f"architecture.{network} sets {key}; use --dropout (both networks) instead")
+            if key not in ARCHITECTURE_KEYS:
+                raise ValueError(
+                    f"architecture.{network} sets unknown size {key!r}; choose from {', '.join(ARCHITECTURE_KEYS)}"
+                )
+            if network == "generator" and key in SHARED_KEYS:
+                raise ValueError(
+                    f"the generator shares its embeddings with the discriminator, so it takes {key} from it: "
+                    f"set {key} under architecture.discriminator"
+                )
+
+
+def sized(disc: EncoderConfig, fraction: float, arch: dict | None) -> tuple[EncoderConfig, EncoderConfig]:
+    """The discriminator with `arch`'s sizes, and the paper's generator for it (`fraction` of its
+    width) with `arch`'s generator sizes; a size that does not fit names its network."""
+    arch = arch or {}
+
+    def refused(network: str, e: ValueError) -> ValueError:
+        name, rest = str(e).split(" ", 1)  # "num-layers must be ...": the size as the JSON key spells it
+        return ValueError(f"architecture: the {network}'s {name.replace('-', '_')} {rest}")
+
+    try:
+        disc = disc.replace(**arch.get("discriminator", {}))
+    except ValueError as e:
+        raise refused("discriminator", e) from None
+    try:
+        gen = generator_config(disc, fraction).replace(**arch.get("generator", {}))
+    except ValueError as e:
+        raise refused("generator", e) from None
+    return disc, gen
+
+
 def generator_config(disc: EncoderConfig, fraction: float) -> EncoderConfig:
     """The paper's generator: same depth, hidden, FFN and heads scaled by `fraction`."""
     if not 0 < fraction <= 1:
@@ -143,11 +207,15 @@ def generator_config(disc: EncoderConfig, fraction: float) -> EncoderConfig:
     )
 
 
+# the generator's share of the discriminator's width, per preset (the paper's)
+GENERATOR_FRACTION = {"tiny": 0.5, "small": 0.25, "base": 1 / 3, "large": 0.25}
+
+
 def _preset(disc: EncoderConfig, fraction: float) -> ModelConfig:
     return ModelConfig(discriminator=disc, generator=generator_config(disc, fraction))
 
 
-def tiny(vocab_size: int = 100, generator_fraction: float = 0.5) -> ModelConfig:
+def tiny(vocab_size: int = 100, generator_fraction: float = GENERATOR_FRACTION["tiny"]) -> ModelConfig:
     """A few thousand parameters, for tests."""
     disc = EncoderConfig(
         vocab_size=vocab_size,
@@ -161,7 +229,7 @@ def tiny(vocab_size: int = 100, generator_fraction: float = 0.5) -> ModelConfig:
     return _preset(disc, generator_fraction)
 
 
-def small(vocab_size: int = 30522, generator_fraction: float = 0.25) -> ModelConfig:
+def small(vocab_size: int = 30522, generator_fraction: float = GENERATOR_FRACTION["small"]) -> ModelConfig:
     """ELECTRA-Small: 12 layers x 256 hidden, 4 heads, FFN 1024, embedding 128 (paper, Table 6)."""
     disc = EncoderConfig(
         vocab_size=vocab_size, embedding_size=128, hidden_size=256, num_layers=12, num_heads=4, ffn_size=1024
@@ -169,7 +237,7 @@ def small(vocab_size: int = 30522, generator_fraction: float = 0.25) -> ModelCon
     return _preset(disc, generator_fraction)
 
 
-def base(vocab_size: int = 30522, generator_fraction: float = 1 / 3) -> ModelConfig:
+def base(vocab_size: int = 30522, generator_fraction: float = GENERATOR_FRACTION["base"]) -> ModelConfig:
     """ELECTRA-Base: 12 layers x 768 hidden, 12 heads, FFN 3072, embedding 768."""
     disc = EncoderConfig(
         vocab_size=vocab_size, embedding_size=768, hidden_size=768, num_layers=12, num_heads=12, ffn_size=3072
@@ -177,7 +245,7 @@ def base(vocab_size: int = 30522, generator_fraction: float = 1 / 3) -> ModelCon
     return _preset(disc, generator_fraction)
 
 
-def large(vocab_size: int = 30522, generator_fraction: float = 0.25) -> ModelConfig:
+def large(vocab_size: int = 30522, generator_fraction: float = GENERATOR_FRACTION["large"]) -> ModelConfig:
     """ELECTRA-Large: 24 layers x 1024 hidden, 16 heads, FFN 4096, embedding 1024."""
     disc = EncoderConfig(
         vocab_size=vocab_size, embedding_size=1024, hidden_size=1024, num_layers=24, num_heads=16, ffn_size=4096

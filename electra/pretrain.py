@@ -27,7 +27,15 @@ import torch
 from electra import checkpoint as ckpt
 from electra import parallel
 from electra.atomic import folder_lock, publish_file, refuse_overlap
-from electra.config import ModelConfig, check_flags, check_options, generator_config, preset
+from electra.config import (
+    GENERATOR_FRACTION,
+    ModelConfig,
+    check_architecture,
+    check_flags,
+    check_options,
+    preset,
+    sized,
+)
 from electra.data import Loader, Prefetcher, Shards, iterate
 from electra.model import Electra, checkpoint_activations
 from electra.objective import CONTINUES, MAIN_LM_HEAD, OBJECTIVES, SPECIAL, ObjectiveConfig, rates
@@ -99,6 +107,8 @@ class PretrainConfig:
     rtd_weight: float = 50.0
     temperature: float = 1.0
     generator_fraction: float | None = None
+    # sizes other than the preset's, from a --config file: {"discriminator": {"num_layers": 6}, "generator": {...}}
+    architecture: dict | None = None
     disentangled_embeddings: bool = False  # DeBERTa-v3 gradient-disentangled embedding sharing
     whole_word_masking: bool = False  # choose whole words (a token and its ## pieces), not single tokens
     dropout: float | None = None  # hidden and attention dropout (default: the preset's 0.1)
@@ -134,6 +144,13 @@ class PretrainConfig:
             raise ValueError(
                 "--generator-fraction sizes a new generator; with --init-* the folders give both networks' sizes: "
                 "drop --generator-fraction"
+            )
+        check_architecture(self.architecture)
+        if self.init_discriminator is not None and self.architecture is not None:
+            raise ValueError("architecture sizes a new model; the --init-* folders give both networks' sizes: drop it")
+        if self.objective == "mlm" and (self.architecture or {}).get("generator"):
+            raise ValueError(
+                "--objective mlm trains one network, sized by architecture.discriminator: drop architecture.generator"
             )
         if self.init_discriminator is not None and self.objective not in ("electra", "electra-15"):
             raise ValueError(
@@ -184,8 +201,9 @@ class PretrainConfig:
             raise ValueError(f"cannot read config file {path}: {e}") from e
         if not isinstance(values, dict):
             raise ValueError(f'{path} must hold one JSON object of options, like {{"data": ..., "out": ...}}')
+        recorded = None
         if "data_sha256" in values:  # a run's RUN/config.json: its settings, minus what a run derives
-            base = values.get("working_dir")
+            base, recorded = values.get("working_dir"), values.get("model")
             derived = values.get("derived", [])
             run_only = (
                 "data_sha256",
@@ -203,6 +221,14 @@ class PretrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"{path} sets unknown options {', '.join(unknown)}")
+        if recorded is not None:
+            edits = _model_edits(cls(**values), recorded)
+            if edits:
+                raise ValueError(
+                    f'{path} records a model its settings do not build ({"; ".join(edits[:3])}): its "model" '
+                    'section is the run\'s record and is not read back; set sizes under "architecture" instead, '
+                    'like {"architecture": {"discriminator": {"num_layers": 6}}}'
+                )
         values = {**values, **{k: v for k, v in overrides.items() if v is not None}}
         missing = [name for name in ("data", "out") if name not in values]
         if missing:
@@ -229,6 +255,25 @@ class PretrainConfig:
                 "never reach its peak; choose fewer warmup steps"
             )
         return d
+
+
+def _model_edits(cfg: PretrainConfig, recorded) -> list[str]:
+    """Where a run file's "model" record differs from the model its settings build: a hand edit."""
+    if cfg.init_discriminator is not None:  # the model came from folders; --dropout is all that changes it
+        return []
+    try:
+        settings = {**asdict(cfg), "objective": {"kind": cfg.objective}}
+        built = model_config(settings, recorded["discriminator"]["vocab_size"]).to_dict()
+    except (KeyError, TypeError) as e:
+        return [f"its model section is incomplete ({e})"]
+    return _differences(recorded, built)
+
+
+def _differences(recorded, built, where: str = "") -> list[str]:
+    if isinstance(recorded, dict) and isinstance(built, dict):
+        keys = sorted(recorded)  # a key added since the run was recorded holds its default
+        return [d for k in keys for d in _differences(recorded.get(k), built.get(k), f"{where}.{k}".lstrip("."))]
+    return [] if recorded == built else [f"{where} is {recorded!r}, the settings build {built!r}"]
 
 
 def build_model(cfg: dict, vocab_size: int, seq_len: int) -> Electra:
@@ -259,24 +304,25 @@ def build_model(cfg: dict, vocab_size: int, seq_len: int) -> Electra:
     mcfg = model_config(cfg, vocab_size)
     if seq_len > mcfg.discriminator.max_positions:
         raise ValueError(
-            f"the data's rows of {seq_len} tokens exceed the {cfg['preset']} preset's "
-            f"{mcfg.discriminator.max_positions} positions; prepare the data with --seq-len "
-            f"{mcfg.discriminator.max_positions} or less, or choose a larger preset"
+            f"the data's rows of {seq_len} tokens exceed the model's {mcfg.discriminator.max_positions} "
+            f"positions; prepare the data with --seq-len {mcfg.discriminator.max_positions} or less, or set "
+            f'{{"architecture": {{"discriminator": {{"max_positions": {seq_len}}}}}}} in a --config file'
         )
     return Electra(mcfg)
 
 
 def model_config(cfg: dict, vocab_size: int) -> ModelConfig:
-    """The new model that resolved settings describe (preset, generator size, dropout, sharing)."""
-    kwargs = {"vocab_size": vocab_size}
-    if cfg["generator_fraction"] is not None:
-        kwargs["generator_fraction"] = cfg["generator_fraction"]
-    mcfg = preset(cfg["preset"], **kwargs)
+    """The new model that resolved settings describe (preset, architecture, generator size,
+    dropout, sharing)."""
     kind = cfg["objective"]["kind"]
-    if kind == "mlm":  # BERT baseline: the masked LM is the full-size network
-        mcfg = ModelConfig(mcfg.discriminator, generator_config(mcfg.discriminator, 1.0))
-    mcfg = dataclasses.replace(
-        mcfg, disentangled_embeddings=cfg["disentangled_embeddings"], discriminator_lm_head=kind in MAIN_LM_HEAD
+    # the BERT baseline's masked LM is the full-size network
+    fraction = 1.0 if kind == "mlm" else cfg["generator_fraction"] or GENERATOR_FRACTION[cfg["preset"]]
+    disc, gen = sized(preset(cfg["preset"], vocab_size=vocab_size).discriminator, fraction, cfg.get("architecture"))
+    mcfg = ModelConfig(
+        disc,
+        gen,
+        disentangled_embeddings=cfg["disentangled_embeddings"],
+        discriminator_lm_head=kind in MAIN_LM_HEAD,
     )
     return mcfg if cfg["dropout"] is None else mcfg.with_dropout(cfg["dropout"])
 

@@ -634,6 +634,17 @@ def test_a_runs_config_reads_back_from_another_folder(tiny_data, tmp_path, cli, 
         ("device", "cuda:7" if torch.cuda.is_available() else "cuda", "device 'cuda"),
         ("device", "tpu", "unknown device 'tpu'"),
         ("precision", "fp8", "precision must be one of auto, fp32, bf16, fp16, got 'fp8'"),
+        ("architecture", {"discriminator": {"num_layers": 0}}, "architecture: the discriminator's num_layers must be"),
+        (
+            "architecture",
+            {"generator": {"num_heads": 3}},
+            "the generator's hidden_size 16 is not divisible by num_heads 3",
+        ),
+        ("architecture", {"discriminator": {"max_positions": 8}}, "exceed the model's 8 positions; .* or set"),
+        ("architecture", {"discriminator": {"vocab_size": 50}}, "sets vocab_size, which the data's tokenizer decides"),
+        ("architecture", {"generator": {"max_positions": 64}}, "set max_positions under architecture.discriminator"),
+        ("architecture", {"discriminator": {"layers": 6}}, "unknown size 'layers'; choose from embedding_size,"),
+        ("architecture", {"num_layers": 6}, 'architecture must look like {"discriminator"'),
         pytest.param(
             "cuda_graph", "on", "--cuda-graph on needs", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="")
         ),
@@ -643,6 +654,33 @@ def test_out_of_range_options_are_refused_before_any_work(tiny_data, tmp_path, o
     with pytest.raises(ValueError, match=message):
         run(_cfg(tiny_data, tmp_path / "run", **{option: value}), quiet=True)
     assert not (tmp_path / "run").exists()
+
+
+def test_architecture_sizes_a_new_model_and_a_runs_record_refuses_hand_edits(tiny_data, tmp_path, cli):
+    transformers = pytest.importorskip("transformers")
+    arch = {"discriminator": {"num_layers": 3, "hidden_size": 48, "max_positions": 256}, "generator": {"num_layers": 1}}
+    (tmp_path / "c.json").write_text(json.dumps({**FAST, "max_steps": 2, "architecture": arch}))
+    result = cli("pretrain", "--config", tmp_path / "c.json", "--data", tiny_data, "--out", tmp_path / "run", "--quiet")
+    assert result.returncode == 0, result.stderr
+    cfg = load_checkpoint(tmp_path / "run").model.cfg
+    disc, gen = cfg.discriminator, cfg.generator
+    assert (disc.num_layers, disc.hidden_size, disc.num_heads, disc.ffn_size, disc.max_positions) == (3, 48, 4, 64, 256)
+    # the generator is the tiny preset's half width of this discriminator, with its own depth
+    assert (gen.num_layers, gen.hidden_size, gen.num_heads, gen.max_positions) == (1, 24, 2, 256)
+    assert cli("export", tmp_path / "run", "--out", tmp_path / "hf").returncode == 0
+    exported = transformers.AutoConfig.from_pretrained(tmp_path / "hf")
+    assert (exported.num_hidden_layers, exported.hidden_size, exported.max_position_embeddings) == (3, 48, 256)
+
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert record["architecture"] == arch
+    again = PretrainConfig.from_file(tmp_path / "run" / "config.json", max_steps=3)  # reads back as it was
+    assert again.architecture == arch
+    record["model"]["discriminator"]["num_layers"] = 6  # an edit of the record would be silently lost
+    (tmp_path / "edited.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match='discriminator.num_layers is 6, the settings build 3.* under "architecture"'):
+        PretrainConfig.from_file(tmp_path / "edited.json")
+    with pytest.raises(ValueError, match="the --init-\\* folders give both networks' sizes"):
+        _cfg(tiny_data, tmp_path / "r2", architecture=arch, init_discriminator="a", init_generator="b")
 
 
 def test_disentangled_embeddings_train_and_export(tiny_data, tmp_path, cli):
