@@ -245,7 +245,8 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
                 f"and the Hugging Face hub has no model {name_or_path} reachable from here"
             ) from e
         raise FileNotFoundError(
-            f"could not fetch {name_or_path} from the Hugging Face hub ({type(e).__name__}: {e}); "
+            f"{name_or_path} is not a folder here, and could not be fetched from the Hugging Face hub "
+            f"({type(e).__name__}: {e}); "
             "download the folder where the hub is reachable and pass its local path"
         ) from e
 

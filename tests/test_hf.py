@@ -399,5 +399,8 @@ def test_a_mistyped_folder_beside_real_ones_is_named_as_such(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"model folder models/dsic does not exist \(models has disc\)"):
         hf.resolve("models/dsic")
-    with pytest.raises(FileNotFoundError, match="could not fetch someone/model from the Hugging Face hub"):
+    with pytest.raises(
+        FileNotFoundError,
+        match="someone/model is not a folder here, and could not be fetched from the Hugging Face hub",
+    ):
         hf.resolve("someone/model")
