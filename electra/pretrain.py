@@ -218,6 +218,12 @@ class PretrainConfig:
             if isinstance(base, str):  # its relative paths were typed there: read them back from anywhere
                 values.update({k: located(values.get(k), base) for k in PATH_KEYS if values.get(k) is not None})
         known = {f.name for f in dataclasses.fields(cls)}
+        flags = sorted(set(values) & {"resume", "quiet"})  # how this command runs, not what the run is
+        if flags:
+            raise ValueError(
+                f"{path} sets {' and '.join(flags)}, which only the command line gives: drop it there and "
+                f"pass {' '.join('--' + f for f in flags)}"
+            )
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"{path} sets unknown options {', '.join(unknown)}")

@@ -585,6 +585,7 @@ def test_config_file_and_flags(tiny_data, tmp_path, cli):
         ({"data": "x", "out": "y", "whole_word_masking": "false"}, "whole-word-masking must be true or false, got"),
         ({"data": "x", "out": "y", "compile": "no"}, "compile must be true or false, got 'no'"),
         ({"data": "x", "out": "y", "strategy": "zzz"}, "unknown strategy 'zzz'; use ddp or fsdp"),
+        ({"data": "x", "out": "y", "resume": True}, "sets resume, which only the command line gives: .* pass --resume"),
         ([1], "must hold one JSON object of options"),
     ]:
         (tmp_path / "bad.json").write_text(json.dumps(values))
