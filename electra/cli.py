@@ -393,6 +393,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from electra import hf
     from electra.atomic import publishing_file
     from electra.predict import FIELDED, Predictor, input_suffix, jsonl_line
+    from electra.tasks import GLUE
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -407,13 +408,27 @@ def cmd_predict(args: argparse.Namespace) -> None:
     inputs, texts = _read_texts(args, text_field, pair_field, "label")
     predictor = Predictor(*_model_settings(args))
     labelled = predictor.stream(texts, args.batch_size, not args.no_truncate)
-    truncated = 0
+    truncated = single = 0
     with contextlib.nullcontext(sys.stdout) if args.output in (None, "-") else publishing_file(args.output) as out:
         for text, record, cut in labelled:  # written as each chunk is labelled: memory stays flat
             out.write(jsonl_line(text, record))
             truncated += cut
+            single += text[1] is None
     hint = " (--stride tags them whole)" if predictor.tagger else ""
-    _say_counts("predict", {("blank line", "skipped"): inputs.blank, ("text", f"truncated{hint}"): truncated})
+    task = recorded.get("task")
+    if task == "csv":
+        paired = hf.fine_tuned_options(recorded)["pair_field"]
+    else:
+        paired = GLUE[task].pair if task in GLUE else None
+    lone = f"read without a second text, though {args.model} was fine-tuned on pairs ({task}): see --pair-field"
+    _say_counts(
+        "predict",
+        {
+            ("blank line", "skipped"): inputs.blank,
+            ("text", f"truncated{hint}"): truncated,
+            ("text", lone): single if paired is not None else 0,
+        },
+    )
 
 
 def _writable(option: str, path: str, inputs: dict[str, str | None]) -> None:

@@ -150,6 +150,12 @@ def model_labels(
         return ["score"]
     if len(id2label) == 1:
         raise TaskError(f"{folder} is a regression model (one score); {task.name} is a classification task")
+    if task.labels and task.kind == "classification" and len(id2label) != len(task.labels):
+        # an output no label names would count its predictions as wrong, and score the data all the same
+        raise TaskError(
+            f"{folder} has {len(id2label)} outputs; {task.name} has {len(task.labels)} labels "
+            f"({', '.join(task.labels)}): point at a model fine-tuned for {task.name}"
+        )
     gold = {
         t for examples in splits.values() for e in examples for t in (e.label if task.kind == "tagging" else [e.label])
     }

@@ -267,6 +267,11 @@ def label_set(task: Task, train: list[Example], devs: dict[str, list[Example]]) 
         return []
     seen = {t for e in train for t in (e.label if task.kind == "tagging" else [e.label])}
     labels = list(task.labels) if task.labels else sorted(seen, key=str)  # key: 1.0 and "pos" in one file
+    if len(labels) < 2:  # one label is nothing to learn, and one output would read as a regression score
+        raise TaskError(
+            f"train has only one label ({', '.join(map(repr, labels)) or 'none'}); a classifier learns to tell "
+            "at least two apart: add examples of the others"
+        )
     if task.kind == "tagging" and "O" in labels:
         labels.remove("O")
         labels.insert(0, "O")
@@ -341,7 +346,8 @@ def encode(
         if enc.overflowing:
             if not truncate:
                 raise TaskError(
-                    f"{where} example {n} is longer than --max-length {max_length} tokens; raise it or allow truncation"
+                    f"{where} example {n} is longer than --max-length {max_length} tokens; raise it (up to the "
+                    "model's positions), shorten the example, or drop --no-truncate"
                 )
             truncated += 1
         out.ids.append(np.array(ids, dtype=np.int32))  # a tenth of a list's memory on MNLI-sized sets

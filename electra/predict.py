@@ -16,7 +16,7 @@ from electra import hf, qa
 from electra.finetune import Encoded, batches
 from electra.parallel import autocast, pick_device, resolve_precision
 from electra.progress import progress_bar
-from electra.tasks import Example, TaskError, jsonl_records, table_rows, utf8
+from electra.tasks import Example, TaskError, jsonl_records, table_rows, unicode_text, utf8
 from electra.tokenizer import load_model_tokenizer
 
 FORMATS = ("lines", "csv", "tsv", "jsonl")
@@ -74,9 +74,12 @@ class Inputs:
 
     def _read(self, stream) -> Iterator[tuple[str, str | None]]:
         text, pair = self.text_field, self.pair_field
-        if self.suffix == ".jsonl":
-            for _, r in jsonl_records(stream, self.name, {"text": text, "pair": pair}, null_pair=True):
-                yield r[text], None if pair is None else r[pair]
+        if self.suffix == ".jsonl":  # without --pair-field, a record's "pair" is its second text, as serve reads it
+            for n, r in jsonl_records(stream, self.name, {"text": text, "pair": pair}, null_pair=True):
+                second = r.get("pair") if pair is None else r[pair]
+                if pair is None and second is not None:
+                    unicode_text(second, f"{self.name}:{n}: 'pair'")
+                yield r[text], second
         elif self.suffix in (".csv", ".tsv"):  # read as fine-tuning reads them (GLUE's TSVs are unquoted)
             for e in table_rows(stream, self.name, self.suffix == ".tsv", text, pair, None):
                 yield e.text, e.pair
@@ -210,7 +213,9 @@ class Predictor:
     def _labels(self, part: list[tuple[str, str | None]], batch_size: int, truncate: bool, done: int, bar):
         """Classifier and tagger records of one chunk, and which texts were cut."""
         if self.tagger and any(p is not None for _, p in part):
-            raise TaskError("a token classifier tags single texts, not pairs; drop --pair-field")
+            raise TaskError(
+                'a token classifier tags single texts, not pairs; drop --pair-field (or the "pair" of .jsonl records)'
+            )
         encodings = self.tok.encode_batch([t if p is None else (t, p) for t, p in part])
         if self.stride is None:  # one row per text, cut at the limit
             cut = [bool(enc.overflowing) for enc in encodings]
@@ -219,9 +224,11 @@ class Predictor:
             cut = [False] * len(encodings)
             rows = [(i, window) for i, enc in enumerate(encodings) for window in (enc, *enc.overflowing)]
         if not truncate and any(cut):
+            room = self.model.cfg.max_positions
+            fix = f"raise --max-length (up to {room}) or" if self.limit < room else "shorten it or"
             raise TaskError(
-                f"input {done + cut.index(True) + 1} is longer than {self.limit} tokens; raise --max-length "
-                "or drop --no-truncate" + (" (or tag it in windows with --stride)" if self.tagger else "")
+                f"input {done + cut.index(True) + 1} is longer than {self.limit} tokens; {fix} drop --no-truncate"
+                + (" (or tag it in windows with --stride)" if self.tagger else "")
             )
         data = Encoded([e.ids for _, e in rows], [e.type_ids for _, e in rows], [0] * len(rows))
         logits = self._logits(data, [i for i, _ in rows], batch_size, bar)

@@ -413,6 +413,30 @@ def read_table(
         return list(table_rows(f, str(path), path.suffix == ".tsv", text, pair, label, header, fixed))
 
 
+def _csv_rows(stream, name: str, tsv: bool) -> Iterator[list[str]]:
+    """The rows of a CSV (quoted, strictly: an unclosed quote would swallow the rest of the file
+    into one field) or TSV stream (unquoted, as GLUE's are)."""
+    rows = csv.reader(stream, delimiter="\t", quoting=csv.QUOTE_NONE) if tsv else csv.reader(stream, strict=True)
+    line = 1
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            if "unexpected end of data" in str(e):
+                raise TaskError(
+                    f"{name}:{line}: a quoted field opened on this row never closes (the file ends inside it); "
+                    "close the quote"
+                ) from None
+            raise TaskError(
+                f"{name}:{line}: {e}; a quoted field ends with a quote before the next comma, and a quote "
+                'inside it is written twice ("")'
+            ) from None
+        yield row
+        line = rows.line_num + 1
+
+
 def table_rows(
     stream,
     name: str,
@@ -424,7 +448,7 @@ def table_rows(
     fixed: str | None = None,
 ) -> Iterator[Example]:
     """Rows of a CSV or TSV stream as examples, as they are read; blank rows skipped, short ones named."""
-    rows = csv.reader(stream, delimiter="\t" if tsv else ",", quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
+    rows = _csv_rows(stream, name, tsv)
     head = next(rows, None) if header else None
     if header and head is None:
         raise TaskError(f"{name} is empty")

@@ -579,8 +579,10 @@ def test_pipeline_and_electra_predict_agree(sentiment_tokenizer_dir, tmp_path, c
     assert [r["score"] for r in chunked] == pytest.approx([r["score"] for r in whole], abs=1e-6)
     with pytest.raises(ValueError, match="--stride reads long texts in windows for a token classifier"):
         predict(tmp_path / "clf", many, stride=4)
-    with pytest.raises(TaskError, match="input 7 is longer than 8 tokens"):
+    with pytest.raises(TaskError, match="input 7 is longer than 8 tokens; raise --max-length \\(up to 128\\) or drop"):
         predict(tmp_path / "clf", [("great", None)] * 5 + many, max_length=8, truncate=False, chunk_size=4)
+    with pytest.raises(TaskError, match="input 1 is longer than 128 tokens; shorten it or drop --no-truncate"):
+        predict(tmp_path / "clf", [("great " * 200, None)], truncate=False)  # no --max-length reads more
 
     # streaming: a chunk's answers come out before the next chunk is read, so memory stays flat
     from electra.predict import Predictor
@@ -790,7 +792,13 @@ def test_evaluate_scores_a_folder_as_finetune_scored_its_seed(sentiment_tokenize
     assert labelled.returncode == 0 and [json.loads(x)["text"] for x in labelled.stdout.splitlines()] == [
         r.split(",")[0] for r in dev_rows
     ]
+    recorded["config"]["pair_field"] = "second"  # as if fine-tuned on pairs: single texts are named
+    (tmp_path / "clf" / "results.json").write_text(json.dumps(recorded))
+    lone = cli("predict", "--model", tmp_path / "clf", input="a good film\na bad film\n")
+    assert lone.returncode == 0 and "2 texts read without a second text, though" in lone.stderr
+    assert "was fine-tuned on pairs (csv): see --pair-field" in lone.stderr
     (tmp_path / "clf" / "results.json").write_text(saved)
+    assert "second text" not in cli("predict", "--model", tmp_path / "clf", input="a film\n").stderr
     for command, option in [
         (cmd, ["--null-threshold", "1"]),
         (["finetune", "--model", root / "model"], ["--doc-stride", "64"]),
@@ -812,6 +820,16 @@ def test_evaluate_scores_a_folder_as_finetune_scored_its_seed(sentiment_tokenize
     assert result.returncode == 2 and "has no labelled 'test' split for csv; it has dev" in result.stderr
     with pytest.raises(ValueError, match="fine-tuned for another kind of task than this one \\(ElectraForQuestion"):
         evaluate_folder(tmp_path / "clf", "squad", str(tmp_path / "dev-only"))
+    from electra import hf
+    from electra.model import SequenceClassifier
+
+    encoder = hf.load_encoder(root / "model")  # three outputs: one that no SST-2 label names would score as wrong
+    three = SequenceClassifier(encoder.cfg, 3, encoder=encoder)
+    hf.export_sequence_classifier(three, tmp_path / "three", {i: f"LABEL_{i}" for i in range(3)}, root / "model")
+    (tmp_path / "sst").mkdir()
+    (tmp_path / "sst" / "dev.tsv").write_text("sentence\tlabel\na good film\t1\na bad film\t0\n")
+    with pytest.raises(TaskError, match="three has 3 outputs; sst2 has 2 labels \\(0, 1\\): point at a model"):
+        evaluate_folder(tmp_path / "three", "sst2", str(tmp_path / "sst"))
 
 
 def test_json_numbers_that_are_equal_are_one_label(tmp_path):
@@ -855,6 +873,13 @@ def test_predict_reads_tables_as_finetune_does(tmp_path):
         list(Inputs(tmp_path / "short.tsv", "text", "pair"))
     (tmp_path / "in.jsonl").write_text('{"text": "a", "pair": null}\n{"text": "b", "pair": "c"}\n')
     assert list(Inputs(tmp_path / "in.jsonl", "text", "pair")) == [("a", None), ("b", "c")]  # null: a single text
+    assert list(Inputs(tmp_path / "in.jsonl")) == [("a", None), ("b", "c")]  # a record's "pair", as serve reads it
+    (tmp_path / "odd.jsonl").write_text('{"text": "a", "pair": 3}\n')
+    with pytest.raises(TaskError, match="odd.jsonl:1: 'pair' is 3, not a text string"):
+        list(Inputs(tmp_path / "odd.jsonl"))
+    (tmp_path / "q.csv").write_text('text\n"an unclosed quote\nthe rest\n')
+    with pytest.raises(TaskError, match="q.csv:2: a quoted field opened on this row never closes"):
+        list(Inputs(tmp_path / "q.csv"))
     (tmp_path / "d.jsonl").write_text('{"text": "a", "pair": null, "label": "x"}\n')
     with pytest.raises(TaskError, match="d.jsonl:1: 'pair' is None, not a text string"):  # training data: pairs
         read_table(tmp_path / "d.jsonl", "text", "pair", "label")
@@ -966,6 +991,10 @@ def test_bad_task_input_is_refused_with_a_message(sentiment_tokenizer_dir, tmp_p
     cfg = FinetuneConfig(model=str(root / "model"), task="csv", data=str(data), out=str(tmp_path / "o"))
     with pytest.raises(TaskError, match="label 'meh', unseen in training"):
         run(cfg, quiet=True)
+    (data / "train.csv").write_text("text,label\na good film,pos\na fine film,pos\n")
+    with pytest.raises(TaskError, match="train has only one label \\('pos'\\); a classifier learns to tell"):
+        run(cfg, quiet=True)  # one output would be exported as a regression
+    (data / "train.csv").write_text("text,label\na good film,pos\na bad film,neg\n")
     (data / "dev.csv").write_text("sentence,label\nan odd film,pos\n")
     with pytest.raises(TaskError, match="has no column 'text' .*; name the text column with --text-field"):
         run(cfg, quiet=True)
@@ -981,6 +1010,9 @@ def test_bad_task_input_is_refused_with_a_message(sentiment_tokenizer_dir, tmp_p
     (data / "dev.csv").write_text("text,label\nan odd film,pos\nno label here, \n")  # not a third class
     with pytest.raises(TaskError, match="dev.csv:3 has an empty label; label the row or remove it"):
         run(cfg, quiet=True)
+    (data / "dev.csv").write_text('text,label\nan odd film,pos\n"an unclosed quote,neg\nand the rest,pos\n')
+    with pytest.raises(TaskError, match="dev.csv:3: a quoted field opened on this row never closes"):
+        run(cfg, quiet=True)  # not one example holding the rest of the file
     (data / "dev.csv").unlink()
     for label, shown in (("null", "None"), ('""', "''")):
         (data / "dev.jsonl").write_text(f'{{"text": "fine", "label": "pos"}}\n{{"text": "odd", "label": {label}}}\n')
