@@ -201,8 +201,8 @@ class PretrainConfig:
             raise ValueError(f"cannot read config file {path}: {e}") from e
         if not isinstance(values, dict):
             raise ValueError(f'{path} must hold one JSON object of options, like {{"data": ..., "out": ...}}')
-        recorded = None
-        if "data_sha256" in values:  # a run's RUN/config.json: its settings, minus what a run derives
+        recorded, run_record = None, "data_sha256" in values
+        if run_record:  # a run's RUN/config.json: its settings, minus what a run derives
             base, recorded = values.get("working_dir"), values.get("model")
             derived = values.get("derived", [])
             run_only = (
@@ -234,6 +234,14 @@ class PretrainConfig:
                     f'{path} records a model its settings do not build ({"; ".join(edits[:3])}): its "model" '
                     'section is the run\'s record and is not read back; set sizes under "architecture" instead, '
                     'like {"architecture": {"discriminator": {"num_layers": 6}}}'
+                )
+        if run_record and overrides.get("out") is None and isinstance(values.get("out"), str):
+            typed_in = base if isinstance(base, str) else os.getcwd()
+            holder = Path(path).parent
+            if os.path.realpath(os.path.join(typed_in, values["out"])) != os.path.realpath(holder):
+                raise ValueError(
+                    f"{path} records the run in {values['out']}, not the folder {holder} that holds it (moved or "
+                    f"copied?): pass --out {holder} to go on with the run there, or --out NEW to start a new one"
                 )
         values = {**values, **{k: v for k, v in overrides.items() if v is not None}}
         missing = [name for name in ("data", "out") if name not in values]
@@ -525,6 +533,10 @@ def _run(
         else:  # what these flags would build, with the preset's defaults resolved
             now = model_config(settings, manifest["vocab_size"])
         settings["model"] = now.to_dict()
+        if cfg.max_steps is None and cfg.max_tokens is None:  # the run's own schedule, not the preset's default
+            for key in ("max_steps", "max_tokens", "derived"):
+                settings[key] = saved.meta["settings"].get(key, settings[key])
+            steps = settings["max_steps"]
         if cfg.warmup_steps is None:  # the default (10% of the steps) stays the run's, whatever --max-steps is now
             settings["warmup_steps"] = saved.meta["settings"].get("warmup_steps", settings["warmup_steps"])
             if settings["warmup_steps"] and settings["warmup_steps"] >= steps:
@@ -539,12 +551,15 @@ def _run(
                 f"cannot resume: {saved.path} is at step {state['step']}, past --max-steps {steps}; "
                 "pass a larger --max-steps to train on"
             )
-        say(f"resuming from {saved.path} (step {state['step']}) on {d.world_size} process(es)")
+        say(f"resuming from {saved.path} (step {state['step']} of {steps:,}) on {d.world_size} process(es)")
     else:
         torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed
         model = build_model(settings, manifest["vocab_size"], seq_len)
         settings["model"] = model.cfg.to_dict()
     model.to(device).train()
+    # a token budget stops the run; when it also set the steps, the schedule's end is the budget's
+    max_tokens = settings["max_tokens"]
+    by_tokens = max_tokens is not None and "max_steps" in settings["derived"]
     checkpoint_activations(model, cfg.activation_checkpointing)
     step_module = parallel.TrainStep(model, OBJECTIVES[ocfg.kind], ocfg)
     train_step = eval_step = parallel.wrap(step_module, d, cfg.strategy, device)
@@ -665,7 +680,7 @@ def _run(
     agreement = parallel.Agreement(d)
     try:
         while step < steps:
-            if cfg.max_tokens is not None and tokens >= cfg.max_tokens:  # resumed with its budget spent
+            if max_tokens is not None and tokens >= max_tokens:  # resumed with its budget spent
                 stop_reason = "max tokens"
                 break
             seed = cfg.seed * 1_000_003 + step  # with the global row numbers, this fixes every random draw
@@ -680,7 +695,7 @@ def _run(
             # the last step of a run is logged, validated and saved, whichever budget ends it
             stop = "max steps" if step == steps else None
             # without --max-steps, the steps are the token budget's estimate: their end is the budget's
-            if cfg.max_tokens is not None and (tokens >= cfg.max_tokens or (stop and cfg.max_steps is None)):
+            if max_tokens is not None and (tokens >= max_tokens or (stop and by_tokens)):
                 stop = "max tokens"
             # the time budget and a stop signal are agreed by all processes, so they stop at the same step
             late = cfg.max_minutes is not None and time.perf_counter() - start_time > cfg.max_minutes * 60

@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 import signal
 import subprocess
 import sys
@@ -253,6 +254,19 @@ def test_a_budget_that_ends_the_run_logs_validates_and_saves_its_last_step(tiny_
     assert "valid_loss" in line and list_checkpoints(tmp_path / "timed")[-1].name == f"step-{line['step']:08d}"
 
 
+def test_a_resume_without_a_budget_goes_on_with_the_runs_own_schedule(tiny_data, tmp_path, capsys):
+    rare = dict(eval_every=10**6, checkpoint_every=10**6)
+    run(_cfg(tiny_data, tmp_path / "run", max_minutes=1e-4, **rare), quiet=True)  # stops after a step or two
+    stopped = int(list_checkpoints(tmp_path / "run")[-1].name.split("-")[1])
+    assert stopped < 12
+    run(_cfg(tiny_data, tmp_path / "run", max_steps=None, **rare), resume=True, quiet=True)  # not tiny's 1,000 steps
+    assert list_checkpoints(tmp_path / "run")[-1].name == "step-00000012"
+    assert f"(step {stopped} of 12)" in capsys.readouterr().err
+    lrs = [json.loads(x)["lr"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    run(_cfg(tiny_data, tmp_path / "whole", **rare), quiet=True)  # the same schedule, step for step
+    assert lrs == [json.loads(x)["lr"] for x in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+
+
 def test_a_token_budget_alone_sets_the_steps_by_the_datas_real_tokens(tiny_data, tmp_path, capsys):
     train = json.loads((tiny_data / "manifest.json").read_text())["splits"]["train"]
     per_row = train["tokens"] / train["rows"]
@@ -494,13 +508,15 @@ def test_a_runs_config_file_derives_again_what_the_run_derived(tmp_path):
 
     settings = PretrainConfig(data="d", out="o", preset="tiny", max_steps=30, seed=3).resolved(32.0)
     assert settings["warmup_steps"] == 3 and settings["lr"] == PRESET_TRAINING["tiny"]["lr"]
-    (tmp_path / "config.json").write_text(json.dumps({**settings, "data_sha256": "x", "working_dir": str(tmp_path)}))
-    same = PretrainConfig.from_file(tmp_path / "config.json")
+    (tmp_path / "o").mkdir()
+    record = tmp_path / "o" / "config.json"  # in the run folder "o", typed in tmp_path
+    record.write_text(json.dumps({**settings, "data_sha256": "x", "working_dir": str(tmp_path)}))
+    same = PretrainConfig.from_file(record)
     assert (same.max_steps, same.seed, same.lr, same.warmup_steps) == (30, 3, None, None)  # given kept, defaults not
-    assert same.resolved(32.0) == settings
-    longer = PretrainConfig.from_file(tmp_path / "config.json", max_steps=100_000).resolved(32.0)
+    assert same.resolved(32.0) == {**settings, "out": str(tmp_path / "o")}  # read from where it was typed
+    longer = PretrainConfig.from_file(record, max_steps=100_000).resolved(32.0)
     assert longer["warmup_steps"] == 10_000  # not the 30-step run's 3
-    small = PretrainConfig.from_file(tmp_path / "config.json", preset="small").resolved(32.0)
+    small = PretrainConfig.from_file(record, preset="small").resolved(32.0)
     assert small["lr"] == PRESET_TRAINING["small"]["lr"] != settings["lr"]
 
 
@@ -596,6 +612,10 @@ def test_config_file_and_flags(tiny_data, tmp_path, cli):
     saved, resolved = json.loads((tmp_path / "run" / "config.json").read_text()), again.resolved(32)
     for key in ("batch_size", "lr", "mask_prob", "max_steps", "warmup_steps", "seed", "data"):
         assert resolved[key] == saved[key], key
+    shutil.move(tmp_path / "run", tmp_path / "moved")  # its record names the old folder: never a new run there
+    with pytest.raises(ValueError, match="records the run in .*run, not the folder .*moved that holds it"):
+        PretrainConfig.from_file(tmp_path / "moved" / "config.json")
+    assert PretrainConfig.from_file(tmp_path / "moved" / "config.json", out=str(tmp_path / "moved")).max_steps == 3
 
 
 def test_a_runs_config_reads_back_from_another_folder(tiny_data, tmp_path, cli, monkeypatch):
