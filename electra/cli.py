@@ -558,7 +558,7 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from electra.report import draw
 
-    out = draw(args.runs, args.out or Path(args.runs[0]) / "report.png")
+    out = draw(args.runs, args.out)
     print(f"wrote {out}")
 
 

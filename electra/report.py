@@ -24,6 +24,8 @@ PANELS = [
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
+    if Path(run_dir).is_file():
+        raise ValueError(f"{run_dir} is a file; pass the run folder that holds metrics.jsonl")
     if not Path(run_dir).is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
     if not path.is_file():
@@ -41,7 +43,8 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
             raise ValueError(f"{path}:{n} is not a log line of `electra pretrain` (an object with its step)")
         rows.append(row)
     if not rows:
-        raise ValueError(f"{path} is empty: the run has not logged a step yet")
+        what = "holds only a line cut short" if lines else "is empty"
+        raise ValueError(f"{path} {what}: the run has not logged a whole step yet")
     return rows
 
 
@@ -85,7 +88,7 @@ def figure(runs: list[tuple[str, list[dict]]]):
                     *zip(*points, strict=True),
                     color=colours[k % len(colours)] if one else colours[r],
                     linestyle=style,
-                    marker="o" if key.startswith("valid_") else marker,
+                    marker="o" if key.startswith("valid_") or len(points) == 1 else marker,  # a lone point shows
                     label=key if one else f"{name}: {key}",
                     markersize=3,
                     linewidth=1,
@@ -100,8 +103,9 @@ def figure(runs: list[tuple[str, list[dict]]]):
     return fig
 
 
-def draw(run_dirs: list[str | os.PathLike], out: str | os.PathLike) -> Path:
-    """One figure with a panel per metric group; several runs are overlaid for comparison."""
+def draw(run_dirs: list[str | os.PathLike], out: str | os.PathLike | None = None) -> Path:
+    """One figure with a panel per metric group; several runs are overlaid for comparison.
+    Written to `out` (a file, or a folder to hold report.png), by default the first run's report.png."""
     try:
         import matplotlib
 
@@ -109,9 +113,14 @@ def draw(run_dirs: list[str | os.PathLike], out: str | os.PathLike) -> Path:
         import matplotlib.pyplot as plt
     except ImportError as e:
         raise ValueError("electra report needs matplotlib: pip install 'electra[report]'") from e
+    # a run's metrics.jsonl stands for its folder
+    run_dirs = [Path(r).parent if Path(r).name == "metrics.jsonl" and Path(r).is_file() else r for r in run_dirs]
     fig = figure([(label, read_metrics(r)) for label, r in zip(run_labels(run_dirs), run_dirs, strict=True)])
+    out = Path(run_dirs[0]) / "report.png" if out is None else out
+    folder = str(out).endswith(("/", os.sep))  # "plots/": a folder to write report.png into
     out = Path(out)
-    if out.is_dir():
+    if out.is_dir() or folder:
+        out.mkdir(parents=True, exist_ok=True)
         out = out / "report.png"
     elif not out.suffix:
         out = out.with_suffix(".png")

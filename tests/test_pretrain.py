@@ -743,6 +743,18 @@ def test_report_draws_a_png_of_one_or_several_runs(tiny_data, tmp_path, cli):
     result = cli("report", tmp_path / "a", "--out", tmp_path / "figs")
     assert result.returncode == 0 and f"wrote {tmp_path / 'figs' / 'report.png'}" in result.stdout
     assert [p.name for p in (tmp_path / "figs").iterdir()] == ["report.png"]
+    result = cli("report", tmp_path / "a" / "metrics.jsonl", "--out", f"{tmp_path / 'new'}/")  # the log, a new folder
+    assert result.returncode == 0 and f"wrote {tmp_path / 'new' / 'report.png'}" in result.stdout
+    result = cli("report", tmp_path / "a" / "config.json")
+    assert (
+        result.returncode == 2
+        and "config.json is a file; pass the run folder that holds metrics.jsonl" in result.stderr
+    )
+    (tmp_path / "odd" / "metrics.jsonl").write_text('{"step": 1, "lo')
+    result = cli("report", tmp_path / "odd")
+    assert (
+        result.returncode == 2 and "holds only a line cut short: the run has not logged a whole step" in result.stderr
+    )
 
 
 def test_report_tells_runs_apart_and_fits_its_titles():
@@ -754,6 +766,8 @@ def test_report_tells_runs_apart_and_fits_its_titles():
     assert run_labels(["/runs/one"]) == ["one"]
     keys = [k for _, ks, _ in PANELS for k in ks]
     runs = [(f"run-{r}", [{"step": s, **dict.fromkeys(keys, r + s / 10)} for s in (1, 2)]) for r in range(12)]
+    (ax, *_) = figure([("one", [{"step": 1, "loss": 2.0}])]).axes  # a single logged step shows as a point
+    assert [line.get_marker() for line in ax.lines] == ["o"]
     for many in (runs[:1], runs[:3], runs):
         fig = figure(many)
         renderer = fig.canvas.get_renderer()
