@@ -11,6 +11,7 @@ import glob
 import os
 import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,6 +104,21 @@ def folder_lock(folder: str | os.PathLike, what: str = "run", name: str | os.Pat
                 p.rmdir()
 
 
+def check_writable(target: str | os.PathLike) -> None:
+    """Refuse, before any work, an output path below a file, or where this process cannot create
+    files: found after the work, it would leave one output of several written."""
+    target = Path(os.path.abspath(target))
+    folder = target.parent  # where a new `target` is created (published folders are renamed in there)
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputExistsError(f"{target}: {folder} is a file, not a folder; choose another output path")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".electra-probe-", dir=folder))
+    except OSError as e:
+        raise PermissionError(f"cannot create {target}: {folder} is not writable here ({e.strerror})") from None
+
+
 def check_output(target: str | os.PathLike, overwrite: bool = False, inputs=()) -> None:
     """Refuse, before any work is done, an output folder that `publish_dir` would refuse or
     whose replacement would delete an input (`--out` equal to, or holding, a corpus or model)."""
@@ -114,6 +130,7 @@ def check_output(target: str | os.PathLike, overwrite: bool = False, inputs=()) 
     refuse_overlap(target, inputs)
     if target.exists() and not target.is_dir():
         raise OutputExistsError(f"{target} exists and is not a folder; choose another output path")
+    check_writable(target)
     if target.is_dir() and any(target.iterdir()) and not overwrite:
         raise OutputExistsError(
             f"{target} already holds files; choose an empty or new folder, or pass --force to replace it"

@@ -26,7 +26,7 @@ import torch
 
 from electra import checkpoint as ckpt
 from electra import parallel
-from electra.atomic import folder_lock, publish_file, refuse_overlap
+from electra.atomic import check_writable, folder_lock, publish_file, refuse_overlap
 from electra.config import (
     GENERATOR_FRACTION,
     ModelConfig,
@@ -473,6 +473,8 @@ def run(cfg: PretrainConfig, resume: bool = False, quiet: bool = False, *, annou
 
     d, device = parallel.init(cfg.device)
     try:  # one run at a time writes a run folder: two would interleave their logs and checkpoints
+        if d.main:
+            check_writable(cfg.out)  # before any work: not below a file, not read-only
         with folder_lock(cfg.out) if d.main else contextlib.nullcontext():
             return _run(cfg, resume, quiet or not d.main, d, device, announce_stop)
     finally:

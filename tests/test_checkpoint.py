@@ -115,6 +115,11 @@ def test_cli_export_refuses_bad_input_with_a_message(tmp_path, cli):
     assert result.returncode == 2 and "two separate folders" in result.stderr
     result = cli("export", str(tmp_path / "ckpt"), "--out", e, "--generator-out", str(tmp_path / "busy"))
     assert result.returncode == 2 and "--force" in result.stderr and not (tmp_path / "e").exists()  # checked first
+    (tmp_path / "notes.txt").write_text("x")  # a second output below a file, or where nothing can be created
+    for where, message in [(tmp_path / "notes.txt" / "gen", "notes.txt is a file, not a folder"), ("/proc/gen", "")]:
+        result = cli("export", str(tmp_path / "ckpt"), "--out", e, "--generator-out", where)
+        assert result.returncode == 2 and "Traceback" not in result.stderr and message in result.stderr
+        assert not (tmp_path / "e").exists()  # found before the first folder was written
     result = cli("export", str(tmp_path / "ckpt"), "--out", str(tmp_path), "--force")
     assert result.returncode == 2 and "would replace that input" in result.stderr
     big = [*SPECIAL_TOKENS, *(f"w{i}" for i in range(200))]  # 205 tokens for a 100-entry embedding

@@ -704,6 +704,13 @@ def test_architecture_sizes_a_new_model_and_a_runs_record_refuses_hand_edits(tin
         _cfg(tiny_data, tmp_path / "r2", architecture=arch, init_discriminator="a", init_generator="b")
 
 
+def test_an_out_below_a_file_is_refused_before_any_work(tiny_data, tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(FileExistsError, match="notes.txt is a file, not a folder; choose another output path"):
+        run(_cfg(tiny_data, tmp_path / "notes.txt" / "run"), quiet=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
 def test_disentangled_embeddings_train_and_export(tiny_data, tmp_path, cli):
     transformers = pytest.importorskip("transformers")
     run(_cfg(tiny_data, tmp_path / "run", max_steps=3, disentangled_embeddings=True), quiet=True)
