@@ -375,6 +375,8 @@ def expand(paths: Iterable[str | os.PathLike], fmt: str = "auto") -> list[Path]:
                 found.sort()
                 if not found:
                     kinds = ", ".join(f".{k}" for k in FORMATS)
+                    if fmt != "auto" and any(format_of(f) for _, _, fs in os.walk(m) for f in map(Path, fs)):
+                        raise CorpusError(f"{m} holds no .{fmt} files, only other kinds; drop --format {fmt}")
                     raise CorpusError(f"{m} holds no corpus files ({kinds}, optionally {', '.join(COMPRESSIONS)})")
                 out += found
             else:

@@ -271,6 +271,26 @@ class PretrainConfig:
         return d
 
 
+def data_notes(data: str, manifest: dict) -> list[str]:
+    """What a run should know of its data: a part of a preparation, or no validation rows."""
+    prepared = manifest.get("config", {})
+    num, index, merged = prepared.get("num_parts", 1), prepared.get("part_index"), prepared.get("parts_merged")
+    notes = []
+    if num > 1 and index is not None:
+        notes.append(
+            f"{data} is part {index} of {num} of a preparation: it trains on that part's documents alone; "
+            "`electra prepare --merge` the parts to train on all of them"
+        )
+    elif merged is not None and len(merged) < num:
+        notes.append(f"{data} merges parts {', '.join(map(str, merged))} of {num}: the others' documents are left out")
+    if not manifest["splits"]["valid"]["rows"]:
+        notes.append(
+            f"{data} has no validation rows, so no valid_* figures are logged "
+            "(prepare with a larger --validation-fraction)"
+        )
+    return notes
+
+
 def _model_edits(cfg: PretrainConfig, recorded) -> list[str]:
     """Where a run file's "model" record differs from the model its settings build: a hand edit."""
     if cfg.init_discriminator is not None:  # the model came from folders; --dropout is all that changes it
@@ -492,6 +512,8 @@ def _run(
 
     out = Path(cfg.out)
     manifest = verify(cfg.data)
+    for note in data_notes(cfg.data, manifest):
+        say(f"note: {note}")
     seq_len = manifest["seq_len"]
     train = manifest["splits"]["train"]
     settings = cfg.resolved(train["tokens"] / max(train["rows"], 1))

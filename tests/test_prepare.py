@@ -403,6 +403,9 @@ def test_missing_paths_tokenizers_without_specials_and_busy_outputs_are_refused(
     assert [p.name for p in (tmp_path / "busy").iterdir()] == ["mine.txt"]
     r = prep("--corpus", str(src), "--out", str(tmp_path / "o"), "--seq-len", "4")
     assert r.returncode == 2 and "seq_len 4 is out of range" in r.stderr
+    r = prep("--corpus", str(tmp_path / "busy"), "--format", "jsonl", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "busy holds no .jsonl files, only other kinds; drop --format jsonl" in r.stderr
+    assert not (tmp_path / "o").exists()
 
 
 def test_outputs_that_would_replace_their_inputs_or_zeros_for_defaults_are_refused(tmp_path, prep, monkeypatch):

@@ -704,6 +704,22 @@ def test_architecture_sizes_a_new_model_and_a_runs_record_refuses_hand_edits(tin
         _cfg(tiny_data, tmp_path / "r2", architecture=arch, init_discriminator="a", init_generator="b")
 
 
+def test_a_run_is_told_of_data_that_is_one_part_misses_parts_or_has_no_validation_rows():
+    from electra.pretrain import data_notes
+
+    def manifest(valid_rows=5, **prepared):
+        return {"config": {"num_parts": 1, "part_index": 0, **prepared}, "splits": {"valid": {"rows": valid_rows}}}
+
+    assert data_notes("d", manifest()) == []
+    assert data_notes("d", manifest(num_parts=4, part_index=None, parts_merged=[0, 1, 2, 3])) == []
+    (part,) = data_notes("p1", manifest(num_parts=4, part_index=1))
+    assert part.startswith("p1 is part 1 of 4 of a preparation") and "--merge" in part
+    (merged,) = data_notes("m", manifest(num_parts=4, part_index=None, parts_merged=[0, 2]))
+    assert merged == "m merges parts 0, 2 of 4: the others' documents are left out"
+    (none,) = data_notes("d", manifest(valid_rows=0))
+    assert "no validation rows, so no valid_* figures are logged" in none
+
+
 def test_an_out_below_a_file_is_refused_before_any_work(tiny_data, tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(FileExistsError, match="notes.txt is a file, not a folder; choose another output path"):
