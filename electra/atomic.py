@@ -120,8 +120,14 @@ def check_writable(target: str | os.PathLike) -> None:
 
 
 def check_output(target: str | os.PathLike, overwrite: bool = False, inputs=()) -> None:
-    """Refuse, before any work is done, an output folder that `publish_dir` would refuse or
-    whose replacement would delete an input (`--out` equal to, or holding, a corpus or model)."""
+    """Refuse, before any work is done, an output folder that `publish_dir` would refuse, one
+    whose replacement would delete an input (`--out` equal to, or holding, a corpus or model),
+    or one that cannot be created."""
+    _refuse_output(target, overwrite, inputs)
+    check_writable(target)
+
+
+def _refuse_output(target: str | os.PathLike, overwrite: bool = False, inputs=()) -> None:
     target = Path(target)
     where = target.resolve()
     here = Path.cwd().resolve()
@@ -130,7 +136,6 @@ def check_output(target: str | os.PathLike, overwrite: bool = False, inputs=()) 
     refuse_overlap(target, inputs)
     if target.exists() and not target.is_dir():
         raise OutputExistsError(f"{target} exists and is not a folder; choose another output path")
-    check_writable(target)
     if target.is_dir() and any(target.iterdir()) and not overwrite:
         raise OutputExistsError(
             f"{target} already holds files; choose an empty or new folder, or pass --force to replace it"
@@ -173,7 +178,7 @@ def publish_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[
     The temporary folder is held (flock) while it is written, so that a later write of `target`
     can tell a left-over one (a killed writer's) from a live one and remove it.
     """
-    check_output(target, overwrite)
+    _refuse_output(target, overwrite)  # no probe: the work folder made next is the real test
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(target)
