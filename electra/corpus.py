@@ -177,15 +177,41 @@ def format_of(path: Path) -> str | None:
     return _FORMAT_OF.get(os.path.splitext(name)[1])
 
 
-def _looks_binary(path: Path) -> bool:
+# byte-order marks, longest first: UTF-32's LE mark begins with UTF-16's
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def _encoding(head: bytes) -> str:
+    """UTF-16 or UTF-32 when the file opens with that byte-order mark, else UTF-8."""
+    return next((name for bom, name in _BOMS if head.startswith(bom)), "utf-8-sig")
+
+
+def _binary_reason(path: Path) -> str | None:
+    """Why a file is not text (NUL bytes in UTF-8), or None when it is."""
     with _open_binary(path) as f:
         head = f.read(8192)
-    return b"\x00" in head
+    if _encoding(head) != "utf-8-sig" or b"\x00" not in head:
+        return None
+    even, odd = head[0::2], head[1::2]
+    for zeros, text, order in ((odd, even, "LE"), (even, odd, "BE")):  # ASCII in UTF-16: every other byte NUL
+        if zeros.count(0) > 0.9 * len(zeros) and text.count(0) < 0.1 * len(text):
+            return (
+                f"NUL bytes: UTF-16{order} text without a byte-order mark? convert it to UTF-8 "
+                f"(iconv -f UTF-16{order} -t UTF-8)"
+            )
+    return "binary (NUL bytes), not text"
 
 
 def _open_text(path: Path, stats: ReadStats) -> io.TextIOWrapper:
-    # newline=None turns CRLF and CR into LF; utf-8-sig drops a leading BOM
-    return io.TextIOWrapper(_open_binary(path), encoding="utf-8-sig", errors=_handler_name(stats), newline=None)
+    """UTF-8 (a leading BOM dropped), or UTF-16/32 by their BOM; newline=None turns CRLF and CR into LF."""
+    with _open_binary(path) as f:
+        encoding = _encoding(f.read(4))
+    return io.TextIOWrapper(_open_binary(path), encoding=encoding, errors=_handler_name(stats), newline=None)
 
 
 # --------------------------------------------------------------------------------------
@@ -348,6 +374,11 @@ def _is_saved_dataset(path: Path) -> bool:
     )
 
 
+def source_kind(path: Path, fmt: str = "auto") -> str:
+    """How a source is read: one of FORMATS, or "records" for a saved dataset."""
+    return "records" if _is_saved_dataset(path) else (format_of(path) if fmt == "auto" else fmt) or "unknown"
+
+
 def expand(paths: Iterable[str | os.PathLike], fmt: str = "auto") -> list[Path]:
     """Files (and saved datasets) named by paths, folders and globs, in a stable order."""
     out: list[Path] = []
@@ -365,7 +396,8 @@ def expand(paths: Iterable[str | os.PathLike], fmt: str = "auto") -> list[Path]:
                 found = []
                 for where, folders, files in os.walk(m):  # a saved dataset below is one source, not its files
                     here = Path(where)
-                    found += [here / d for d in folders if _is_saved_dataset(here / d)]
+                    if fmt == "auto":  # --format FMT reads only that kind of file
+                        found += [here / d for d in folders if _is_saved_dataset(here / d)]
                     folders[:] = [d for d in folders if not _is_saved_dataset(here / d)]
                     found += [
                         f
@@ -408,6 +440,8 @@ def read_source(
                     f"{path} holds the splits {', '.join(ds)} and no 'train'; pass one split's folder, "
                     f"e.g. {path / next(iter(ds))}"
                 )
+            if "train" not in ds:
+                print(f"note: {path} has no 'train' split; reading its only split, {next(iter(ds))!r}", file=sys.stderr)
             ds = ds["train"] if "train" in ds else ds[next(iter(ds))]
         return read_records(ds, text_field, str(path))
     kind = format_of(path) if fmt == "auto" else fmt
@@ -415,8 +449,9 @@ def read_source(
         raise CorpusError(f"{path}: unknown file type; use one of .{', .'.join(FORMATS)} or pass --format")
     if not os.access(path, os.R_OK):
         raise CorpusError(f"{path} cannot be read (permission denied)")
-    if kind != "parquet" and _looks_binary(path):
-        stats.skipped[str(path)] = "binary (NUL bytes), not text"
+    reason = None if kind == "parquet" else _binary_reason(path)
+    if reason:
+        stats.skipped[str(path)] = reason
         return iter(())
     if kind == "txt":
         return _read_txt(path, stats, doc_per_file)

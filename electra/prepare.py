@@ -340,6 +340,21 @@ def _tokenizer(tokenizer, cfg: PrepareConfig, read, total_bytes: int, quiet: boo
     )
 
 
+def _check_reading_options(cfg: PrepareConfig, paths: list[Path], dataset) -> None:
+    """Refuse a reading option that none of the sources would use (it would be silently ignored)."""
+    kinds = {"records"} if dataset is not None else {corpus.source_kind(p, cfg.format) for p in paths}
+    if cfg.text_field != "text" and kinds == {"txt"}:
+        raise ValueError(
+            "--text-field names a field of JSON, CSV, Parquet or dataset records; every source here is plain "
+            "text (.txt), which has no fields: drop it"
+        )
+    if cfg.doc_per_file and "txt" not in kinds:
+        raise ValueError(
+            "--doc-per-file makes each .txt file one document; these sources are records (each one document "
+            "already) with no .txt among them: drop it"
+        )
+
+
 def prepare(
     corpus_paths: list[str | os.PathLike],
     out: str | os.PathLike,
@@ -365,6 +380,7 @@ def prepare(
         )
     start = time.perf_counter()
     paths = corpus.expand(corpus_paths, cfg.format) if dataset is None else []
+    _check_reading_options(cfg, paths, dataset)
     total_bytes = sum(p.stat().st_size for p in paths if p.is_file())
     check_output(out, overwrite, inputs=[*paths, None if isinstance(tokenizer, Tokenizer) else tokenizer])
 

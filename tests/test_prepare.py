@@ -1,6 +1,7 @@
 """`electra prepare`: packing recipe, formats, determinism, atomic output and bad input."""
 
 import bz2
+import codecs
 import gzip
 import json
 import lzma
@@ -221,7 +222,7 @@ def test_every_format_and_compression_reads_the_same_documents(tmp_path):
         list(corpus.stream([tmp_path / "numbers.parquet"], corpus.ReadStats()))
 
 
-def test_saved_hugging_face_dataset_is_a_corpus(tmp_path):
+def test_saved_hugging_face_dataset_is_a_corpus(tmp_path, capsys):
     datasets = pytest.importorskip("datasets")
     datasets.Dataset.from_dict({"content": DOCS}).save_to_disk(str(tmp_path / "ds"))
     prepare([tmp_path / "ds"], tmp_path / "out", _cfg(text_field="content"), quiet=True)
@@ -230,6 +231,7 @@ def test_saved_hugging_face_dataset_is_a_corpus(tmp_path):
     datasets.Dataset.from_dict({"text": DOCS}).save_to_disk(str(tmp_path / "mixed" / "ds"))
     _write_txt(tmp_path / "mixed" / "c.txt")
     assert corpus.expand([tmp_path / "mixed"]) == [tmp_path / "mixed" / "c.txt", tmp_path / "mixed" / "ds"]
+    assert corpus.expand([tmp_path / "mixed"], "txt") == [tmp_path / "mixed" / "c.txt"]  # --format txt: files only
     # an in-memory dataset object works through the API too
     ds = datasets.Dataset.from_dict({"text": DOCS})
     prepare([], tmp_path / "out2", _cfg(), quiet=True, dataset=ds)
@@ -242,6 +244,23 @@ def test_saved_hugging_face_dataset_is_a_corpus(tmp_path):
     two.save_to_disk(str(tmp_path / "two"))
     with pytest.raises(corpus.CorpusError, match="holds the splits a, b and no 'train'"):
         prepare([tmp_path / "two"], tmp_path / "out3", _cfg(), quiet=True)
+    datasets.DatasetDict({"validation": ds}).save_to_disk(str(tmp_path / "valid-only"))
+    prepare([tmp_path / "valid-only"], tmp_path / "out5", _cfg(), quiet=True)
+    assert "no 'train' split; reading its only split, 'validation'" in capsys.readouterr().err
+    assert read_manifest(tmp_path / "out5")["counts"]["documents"] == 3
+
+
+def test_reading_options_no_source_uses_are_refused(tmp_path):
+    _write_txt(tmp_path / "c.txt")
+    (tmp_path / "r.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in DOCS))
+    with pytest.raises(ValueError, match="--text-field names a field of .* every source here is plain text"):
+        prepare([tmp_path / "c.txt"], tmp_path / "o1", _cfg(text_field="body"), quiet=True)
+    with pytest.raises(ValueError, match="--doc-per-file makes each .txt file one document; .* drop it"):
+        prepare([tmp_path / "r.jsonl"], tmp_path / "o2", _cfg(doc_per_file=True), quiet=True)
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+    # each option used by some source: accepted
+    prepare([tmp_path / "c.txt", tmp_path / "r.jsonl"], tmp_path / "o3", _cfg(doc_per_file=True), quiet=True)
+    assert read_manifest(tmp_path / "o3")["counts"]["documents"] == 1 + 3
 
 
 def test_normalisation_bom_crlf_controls_and_invalid_utf8_are_handled_and_counted(tmp_path):
@@ -259,6 +278,29 @@ def test_normalisation_bom_crlf_controls_and_invalid_utf8_are_handled_and_counte
     stats = corpus.ReadStats()
     assert list(corpus.stream([tmp_path / "s.jsonl"], stats)) == ["Lone \ufffd escape.", None]
     assert stats.invalid_utf8 == 1
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+def test_utf16_and_utf32_files_with_a_byte_order_mark_are_read_as_text(tmp_path, encoding):
+    text = "Café au lait.\r\nSecond sentence here.\n\nNext doc – ünïcode."
+    bom = {"utf-16": b"", "utf-16-be": codecs.BOM_UTF16_BE, "utf-32": b""}[encoding]
+    raw = bom + text.encode(encoding)  # "utf-16"/"utf-32" write their own BOM
+    (tmp_path / "w.txt").write_bytes(raw)
+    with gzip.open(tmp_path / "w.txt.gz", "wb") as f:
+        f.write(raw)
+    for path in (tmp_path / "w.txt", tmp_path / "w.txt.gz"):
+        stats = corpus.ReadStats()
+        items = list(corpus.stream([path], stats))
+        assert items == ["Café au lait.", "Second sentence here.", None, "Next doc – ünïcode.", None]
+        assert (stats.files, stats.skipped, stats.invalid_utf8) == (1, {}, 0)
+
+
+@pytest.mark.parametrize("order", ["LE", "BE"])
+def test_utf16_without_a_byte_order_mark_is_skipped_with_the_conversion_to_run(tmp_path, order):
+    (tmp_path / "w.txt").write_bytes("Plain ASCII text, in UTF-16.".encode(f"utf-16-{order.lower()}"))
+    stats = corpus.ReadStats()
+    assert list(corpus.stream([tmp_path / "w.txt"], stats)) == []
+    assert stats.skipped[str(tmp_path / "w.txt")].endswith(f"(iconv -f UTF-16{order} -t UTF-8)")
 
 
 def test_documents_of_one_enormous_line_are_cut_and_kept(tmp_path):
