@@ -52,6 +52,7 @@ from electra.tasks import (
     GLUE_FOLDERS,
     METRICS,
     Example,
+    MissingColumn,
     Task,
     TaskError,
     entity_scores,
@@ -154,6 +155,17 @@ def _find(folder: Path, stem: str) -> Path:
     return found[0]
 
 
+def _unscored(error: TaskError, test: Path, text: str, pair: str | None, label: str) -> str:
+    """Why a test file that could not be read with labels is not scored."""
+    if isinstance(error, MissingColumn):
+        try:
+            read_table(test, text, pair, None)
+            return f"has no {label!r} labels: it is not scored"
+        except TaskError:
+            pass
+    return f"is not scored: {error}"
+
+
 def _test_file(folder: Path) -> Path | None:
     return _find(folder, "test") if _present(folder, "test") else None
 
@@ -221,12 +233,8 @@ def _read_task(cfg: FinetuneConfig, with_train: bool) -> tuple[Task, list[Exampl
         if test := _test_file(data):
             try:
                 devs["test"] = read_table(test, text, cfg.pair_field, label)
-            except TaskError as e:  # an unlabelled test set is not scored
-                try:
-                    read_table(test, text, cfg.pair_field, None)
-                    print(f"{test.name} has no {label!r} labels: it is not scored", file=sys.stderr)
-                except TaskError:
-                    print(f"{test.name} is not scored: {e}", file=sys.stderr)
+            except TaskError as e:  # an unlabelled test set is not scored, nor a partly labelled one
+                print(f"{test.name} {_unscored(e, test, text, cfg.pair_field, label)}", file=sys.stderr)
         labelled = train or devs["dev"]
         regression = cfg.regression
         if regression is None:  # numbers with a fraction somewhere are scores; "0"/"1" are classes

@@ -24,6 +24,10 @@ class TaskError(ValueError):
     """Bad task data: the message names the file, the row and what to do."""
 
 
+class MissingColumn(TaskError):
+    """A table without a column (or JSON lines whose first record lacks a field) that was asked for."""
+
+
 @contextlib.contextmanager
 def utf8(name: str):
     """Name the file when its text turns out not to be UTF-8 while it is read."""
@@ -391,7 +395,7 @@ def _column(header: list[str] | None, key: str | int, path: str | Path, role: st
         advice = f"name the {role} column with --{role}-field"
         if fixed:
             advice = f"{fixed} files have it; is this the task's own file?"
-        raise TaskError(f"{path} has no column {key!r} (columns: {', '.join(header or [])}); {advice}")
+        raise MissingColumn(f"{path} has no column {key!r} (columns: {', '.join(header or [])}); {advice}")
     return header.index(key)
 
 
@@ -479,6 +483,7 @@ def jsonl_records(stream, name: str, required: dict[str, str | None], null_pair:
     record must have; None entries are not required. Text and pair fields must hold strings,
     or with `null_pair` the pair may be null (a single text, as serve reads it).
     """
+    first = True
     for n, line in enumerate(stream, 1):
         if not line.strip():
             continue
@@ -491,12 +496,13 @@ def jsonl_records(stream, name: str, required: dict[str, str | None], null_pair:
         missing = [(role, k) for role, k in required.items() if k is not None and k not in r]
         if missing:
             role, k = missing[0]
-            raise TaskError(
+            raise (MissingColumn if first else TaskError)(
                 f"{name}:{n} has no field {k!r} (fields: {', '.join(r)}); name the {role} field with --{role}-field"
             )
         for role in ("text", "pair"):
             if (k := required.get(role)) is not None and not (role == "pair" and null_pair and r[k] is None):
                 unicode_text(r[k], f"{name}:{n}: {k!r}")
+        first = False
         yield n, r
 
 

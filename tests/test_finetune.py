@@ -162,6 +162,18 @@ def test_task_folders_that_could_mislead_are_named(tmp_path, capsys):
     (tmp_path / "test.csv").write_text("text\nunlabelled\n")
     assert "test" not in load("csv")[2]
     assert capsys.readouterr().err == "test.csv has no 'label' labels: it is not scored\n"
+    (tmp_path / "test.csv").write_text("text,label\nrated,pos\nunrated,\n")  # partly labelled: named by row
+    assert "test" not in load("csv")[2]
+    want = f"test.csv is not scored: {tmp_path / 'test.csv'}:3 has an empty label; label the row or remove it\n"
+    assert capsys.readouterr().err == want
+    (tmp_path / "test.csv").unlink()
+    (tmp_path / "test.jsonl").write_text('{"text": "rated", "label": "pos"}\n{"text": "unrated"}\n')
+    assert "test" not in load("csv")[2]
+    assert "test.jsonl is not scored: " in capsys.readouterr().err
+    (tmp_path / "test.jsonl").write_text('{"text": "unrated"}\n')
+    assert "test" not in load("csv")[2]
+    assert capsys.readouterr().err == "test.jsonl has no 'label' labels: it is not scored\n"
+    (tmp_path / "test.jsonl").unlink()
     (tmp_path / "train.jsonl").write_text('{"text": "good", "label": "pos"}\n')
     with pytest.raises(TaskError, match="holds train.csv and train.jsonl; keep the one to use"):
         load("csv")
