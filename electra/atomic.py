@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import glob
+import hashlib
 import os
 import shutil
 import sys
@@ -229,3 +230,12 @@ def publish_file(target: str | os.PathLike, text: str) -> None:
     """Write a text file through a temporary sibling and a rename: never half-written."""
     with publishing_file(target) as f:
         f.write(text)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, read in 4 MB pieces."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -2,7 +2,7 @@
 
 RUN_DIR/checkpoints/step-00001000/
     model.safetensors   the Electra module's tensors (generator + discriminator)
-    config.json         {"format": ..., "model": ModelConfig, "meta": {...}}
+    config.json         {"format": ..., "model": ModelConfig, "meta": {...}, "sha256": {file: hash}}
     train_state.pt      step, optimizer and loader state (optional; random draws are functions of the step)
     tokenizer.json, vocab.txt, tokenizer_config.json   (optional)
 """
@@ -14,6 +14,7 @@ import os
 import pickle
 import re
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from electra.atomic import publish_dir
+from electra.atomic import file_sha256, publish_dir
 from electra.config import ModelConfig
 from electra.model import Electra
 from electra.tokenizer import TOKENIZER_FILES
@@ -63,24 +64,36 @@ def save_checkpoint(
     with publish_dir(directory, overwrite=overwrite) as tmp:
         state = {k: v.detach().cpu().contiguous() for k, v in (model_state or model.state_dict()).items()}
         save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
-        config = {"format": FORMAT, "model": model.cfg.to_dict(), "meta": meta or {}}
-        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         if train_state is not None:
             torch.save(train_state, tmp / "train_state.pt")
         if tokenizer_dir is not None:
             for name in TOKENIZER_FILES:
                 shutil.copy2(Path(tokenizer_dir) / name, tmp / name)
+        # each file's hash: damage that still parses (a flipped bit in the weights) is found on load
+        hashes = {f.name: file_sha256(f) for f in sorted(tmp.iterdir())}
+        config = {"format": FORMAT, "model": model.cfg.to_dict(), "meta": meta or {}, "sha256": hashes}
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     return Path(directory)
 
 
 def is_checkpoint(path: Path) -> bool:
+    return _incomplete(path) is None
+
+
+def _incomplete(path: Path) -> str | None:
+    """Why `path` is not a complete checkpoint folder, or None when it is."""
     config = path / "config.json"
-    if not (config.is_file() and (path / "model.safetensors").is_file()):
-        return False
+    if not config.is_file():
+        return "no config.json"
     try:
-        return json.loads(config.read_text(encoding="utf-8")).get("format") == FORMAT
+        record = json.loads(config.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
-        return False
+        return "config.json is not valid JSON"
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        return f"config.json is not an {FORMAT} record"
+    if not (path / "model.safetensors").is_file():
+        return "no model.safetensors"
+    return None
 
 
 def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
@@ -105,17 +118,32 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
             f"{path} is neither a checkpoint folder nor a run folder with complete checkpoints under "
             f"{path / 'checkpoints'}"
         )
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, said once
+        for newer, why in skipped_checkpoints(path, found[-1]):
+            note = f"note: {newer} is newer but not a complete checkpoint ({why}); using {found[-1].name}"
+            print(note, file=sys.stderr)
     return found[-1]
+
+
+def skipped_checkpoints(run_dir: Path, newest: Path) -> list[tuple[Path, str]]:
+    """Step folders after the newest complete checkpoint that are not complete, with why."""
+    after = int(_STEP_DIR.match(newest.name).group(1))
+    out = []
+    for p in sorted((run_dir / "checkpoints").iterdir()):
+        if (m := _STEP_DIR.match(p.name)) and int(m.group(1)) > after and (why := _incomplete(p)):
+            out.append((p, why))
+    return out
 
 
 def load_checkpoint(path: str | os.PathLike, with_train_state: bool = False) -> Checkpoint:
     path = find_checkpoint(path)
     try:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        _verify(path, config.get("sha256"), with_train_state)
         model = Electra(ModelConfig.from_dict(config["model"]))
         model.load_state_dict(load_file(path / "model.safetensors"), strict=True)
         train_state = None
-        if with_train_state and (path / "train_state.pt").exists():
+        if with_train_state:
             train_state = torch.load(path / "train_state.pt", map_location="cpu", weights_only=True)
     except (ValueError, KeyError, TypeError, RuntimeError, SafetensorError, pickle.UnpicklingError) as e:
         # folders are published whole, so this is damage after the fact (disk, copying, editing)
@@ -123,6 +151,17 @@ def load_checkpoint(path: str | os.PathLike, with_train_state: bool = False) -> 
             f"checkpoint {path} is damaged ({type(e).__name__}: {e}); delete that folder to use the one before it"
         ) from e
     return Checkpoint(path=path, model=model, meta=config.get("meta", {}), train_state=train_state)
+
+
+def _verify(path: Path, hashes: dict | None, with_train_state: bool) -> None:
+    """Every file the checkpoint was saved with, unchanged (older checkpoints record no hashes)."""
+    wanted = set(hashes or {}) | ({"train_state.pt"} if with_train_state else set())
+    missing = sorted(name for name in wanted if not (path / name).is_file())
+    if missing:
+        raise ValueError(f"{', '.join(missing)} missing")
+    changed = [name for name, h in (hashes or {}).items() if file_sha256(path / name) != h]
+    if changed:
+        raise ValueError(f"{', '.join(changed)} changed since it was saved (SHA-256 differs)")
 
 
 def prune_checkpoints(run_dir: str | os.PathLike, keep: int) -> None:

@@ -438,7 +438,7 @@ def _check_resume(saved: dict, now: dict) -> None:
         raise ValueError(
             "cannot resume: the run was started with other settings ("
             + "; ".join(diffs)
-            + "). Use a new --out folder, or the original settings"
+            + "). Use a new --out folder, or the original settings (--config RUN/config.json holds them all)"
         )
 
 

@@ -32,7 +32,28 @@ def test_checkpoint_round_trip_keeps_weights_config_and_state(tmp_path):
         assert torch.equal(a, b)
 
 
-def test_newest_complete_checkpoint_wins_and_pruning_keeps_the_newest(tmp_path):
+def test_damage_that_still_parses_and_a_missing_train_state_are_named(tmp_path):
+    model = perturb(Electra(tiny()))
+    save_checkpoint(step_dir(tmp_path, 1), model, train_state={"step": 1})
+    weights = step_dir(tmp_path, 1) / "model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-400:] = b"\xff" * 400  # NaNs in the last tensor: the file still parses
+    weights.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"step-00000001 is damaged .*model.safetensors changed since it was saved"):
+        load_checkpoint(tmp_path)
+    save_checkpoint(step_dir(tmp_path, 2), model, train_state={"step": 2})
+    (step_dir(tmp_path, 2) / "train_state.pt").unlink()
+    with pytest.raises(ValueError, match=r"step-00000002 is damaged .*train_state.pt missing\); delete that folder"):
+        load_checkpoint(tmp_path, with_train_state=True)
+    save_checkpoint(step_dir(tmp_path, 3), model)  # no train state saved: none wanted
+    config = step_dir(tmp_path, 3) / "config.json"  # as one saved before hashes were recorded
+    config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text()).items() if k != "sha256"}))
+    assert load_checkpoint(tmp_path).train_state is None
+    with pytest.raises(ValueError, match=r"step-00000003 is damaged .*train_state.pt missing"):
+        load_checkpoint(tmp_path, with_train_state=True)
+
+
+def test_newest_complete_checkpoint_wins_and_pruning_keeps_the_newest(tmp_path, capsys):
     model = Electra(tiny())
     for step in (10, 200, 30):
         save_checkpoint(step_dir(tmp_path, step), model)
@@ -43,6 +64,9 @@ def test_newest_complete_checkpoint_wins_and_pruning_keeps_the_newest(tmp_path):
     broken.mkdir()
     (broken / "config.json").write_text("{")
     assert find_checkpoint(tmp_path) == step_dir(tmp_path, 200)
+    assert capsys.readouterr().err == (
+        f"note: {broken} is newer but not a complete checkpoint (config.json is not valid JSON); using step-00000200\n"
+    )
     prune_checkpoints(tmp_path, keep=2)
     assert list_checkpoints(tmp_path) == [step_dir(tmp_path, 30), step_dir(tmp_path, 200)]
 
