@@ -289,8 +289,10 @@ def label_set(task: Task, train: list[Example], devs: dict[str, list[Example]]) 
             for t in e.label if task.kind == "tagging" else [e.label]:
                 if t not in known:
                     what = f"not one of {task.name}'s labels" if task.labels else "unseen in training"
+                    scores = not task.labels and all(map(_is_number, [t, *labels]))
                     raise TaskError(
                         f"{name} example {i + 1} has label {t!r}, {what} (known: {', '.join(sorted(map(str, known)))})"
+                        + ("; if the labels are scores, pass --regression" if scores else "")
                     )
     return labels
 
@@ -822,6 +824,8 @@ def _run(cfg: FinetuneConfig, quiet: bool, overwrite: bool) -> dict | None:
         "settings": used,
         "fingerprints": fingerprints,
     }
+    if "f1" in task.metrics and task.kind == "classification":  # binary F1 scores one class: the second label
+        results["positive_label"] = results["label_names"][1]
     if task.kind == "span":
         results["windows"] = {k: len(v.ids) for k, v in {"train": train, **devs}.items()}
     model = task_model(task, encoder.cfg, labels)

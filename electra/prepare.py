@@ -18,7 +18,6 @@ byte-identical output. The folder is published atomically.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import json
 import os
@@ -35,7 +34,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from electra import corpus
-from electra.atomic import check_output, publish_dir
+from electra.atomic import check_output, file_sha256, publish_dir
 from electra.config import check_options
 from electra.progress import progress_bar
 from electra.tokenizer import (
@@ -174,14 +173,6 @@ def id_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class ShardWriter:
     """Buffers rows of one split and writes a shard of `rows_per_shard` rows at a time."""
 
@@ -214,7 +205,7 @@ class ShardWriter:
         for kind, array in (("ids", self.ids), ("types", self.types), ("lengths", self.lengths)):
             path = self.folder / f"{name}.{kind}.npy"
             np.save(path, array[: self.n])
-            files[kind] = {"path": path.name, "sha256": _sha256(path)}
+            files[kind] = {"path": path.name, "sha256": file_sha256(path)}
         self.shards.append({"name": name, "rows": self.n, "tokens": int(self.lengths[: self.n].sum()), "files": files})
         self.ids.fill(self.pad_id)
         self.types.fill(0)
@@ -487,6 +478,8 @@ def write_manifest(folder: Path, manifest: dict) -> None:
 
 def read_manifest(folder: str | os.PathLike) -> dict:
     path = Path(folder) / "manifest.json"
+    if not Path(folder).exists():
+        raise FileNotFoundError(f"{folder} does not exist; pass the folder `electra prepare --out` wrote")
     if not path.exists():
         raise FileNotFoundError(f"{folder} has no manifest.json; prepare data with `electra prepare` first")
     try:
@@ -508,7 +501,7 @@ def verify(folder: str | os.PathLike) -> dict:
                 path = folder / f["path"]
                 if not path.exists():
                     raise FileNotFoundError(f"{path} is missing; the data folder is incomplete")
-                if _sha256(path) != f["sha256"]:
+                if file_sha256(path) != f["sha256"]:
                     raise ValueError(f"{path} does not match its sha256 in manifest.json; it is corrupt")
     return manifest
 

@@ -393,6 +393,12 @@ def _column(header: list[str] | None, key: str | int, path: str | Path, role: st
         return key
     if header is None or key not in header:
         advice = f"name the {role} column with --{role}-field"
+        if header and len(header) == 1 and (seps := [c for c in ",\t;|" if c in header[0]]):
+            fix = {",": "name it .csv", "\t": "name it .tsv"}.get(seps[0], "convert it to commas (.csv) or tabs (.tsv)")
+            raise MissingColumn(
+                f"{path} has one column, {header[0]!r}: are its fields separated by {seps[0]!r}? .csv files are "
+                f"read as comma-separated and .tsv files as tab-separated: {fix}"
+            )
         if fixed:
             advice = f"{fixed} files have it; is this the task's own file?"
         raise MissingColumn(f"{path} has no column {key!r} (columns: {', '.join(header or [])}); {advice}")

@@ -75,6 +75,13 @@ def train_wordpiece(
         chars.update(tok.normalizer.normalize_str("\n".join(batch)))
     alphabet = sorted(c for c in chars if not c.isspace())
     continuations = [f"##{c}" for c in alphabet]
+    need = len(SPECIAL_TOKENS) + 2 * len(alphabet)  # below this, whole characters would be cut: [UNK] words
+    if vocab_size < need:
+        raise ValueError(
+            f"a vocabulary of {vocab_size} cannot spell this corpus: its {len(alphabet)} characters, each alone and "
+            f"as a ## continuation, and the {len(SPECIAL_TOKENS)} special tokens take {need} entries before any "
+            f"word piece; pass --vocab-size well above {need}"
+        )
     trainer = trainers.WordPieceTrainer(
         vocab_size=vocab_size + len(continuations),
         min_frequency=min_frequency,

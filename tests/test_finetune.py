@@ -174,6 +174,13 @@ def test_task_folders_that_could_mislead_are_named(tmp_path, capsys):
     assert "test" not in load("csv")[2]
     assert capsys.readouterr().err == "test.jsonl has no 'label' labels: it is not scored\n"
     (tmp_path / "test.jsonl").unlink()
+    (tmp_path / "train.csv").write_text("text;label\ngood;pos\nbad;neg\n")  # another delimiter: named
+    with pytest.raises(TaskError, match="has one column, 'text;label': are its fields separated by ';'.*or tabs"):
+        load("csv")
+    (tmp_path / "train.csv").write_text("text\tlabel\ngood\tpos\nbad\tneg\n")
+    with pytest.raises(TaskError, match=r"separated by '\\t'\? .*: name it .tsv$"):
+        load("csv")
+    (tmp_path / "train.csv").write_text("text,label\ngood,pos\nbad,neg\n")
     (tmp_path / "train.jsonl").write_text('{"text": "good", "label": "pos"}\n')
     with pytest.raises(TaskError, match="holds train.csv and train.jsonl; keep the one to use"):
         load("csv")
@@ -293,6 +300,7 @@ def test_finetune_learns_an_easy_task_and_exports_a_transformers_classifier(sent
         assert len(seed["per_epoch"]) == 6 and seed["per_epoch"][-1] == seed["metrics"]
     saved = json.loads((tmp_path / "clf" / "results.json").read_text())
     assert saved["labels"] == ["neg", "pos"] and saved["exported_seed"] in (0, 1)
+    assert saved["positive_label"] == "pos"  # the class F1 scores
     assert saved["settings"] == {"lr": 5e-3, "layer_decay": 0.8, "epochs": 6, "max_length": 128}  # defaults, resolved
     model = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "clf")
     assert model.config.id2label == {0: "neg", 1: "pos"}
@@ -1001,7 +1009,11 @@ def test_bad_task_input_is_refused_with_a_message(sentiment_tokenizer_dir, tmp_p
     (data / "train.csv").write_text("text,label\na good film,pos\na bad film,neg\n")
     (data / "dev.csv").write_text("text,label\nan odd film,meh\n")
     cfg = FinetuneConfig(model=str(root / "model"), task="csv", data=str(data), out=str(tmp_path / "o"))
-    with pytest.raises(TaskError, match="label 'meh', unseen in training"):
+    with pytest.raises(TaskError, match="label 'meh', unseen in training \\(known: neg, pos\\)$"):
+        run(cfg, quiet=True)
+    (data / "train.csv").write_text("text,label\na good film,4\na bad film,1\n")
+    (data / "dev.csv").write_text("text,label\nan odd film,2.5\n")  # classes in train, a score in dev
+    with pytest.raises(TaskError, match="label '2.5', unseen in training .*; if the labels are scores, pass --regr"):
         run(cfg, quiet=True)
     (data / "train.csv").write_text("text,label\na good film,pos\na fine film,pos\n")
     with pytest.raises(TaskError, match="train has only one label \\('pos'\\); a classifier learns to tell"):

@@ -7,6 +7,7 @@ import json
 import lzma
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from tokenizers import Tokenizer
 
 from electra import corpus
 from electra.prepare import PrepareConfig, RowPacker, merge, prepare, read_manifest, verify
-from electra.tokenizer import from_vocab, load_tokenizer
+from electra.tokenizer import SPECIAL_TOKENS, from_vocab, load_tokenizer
 from tests.conftest import SHARED_DATA
 
 CLS, SEP = 2, 3
@@ -480,7 +481,11 @@ def test_outputs_that_would_replace_their_inputs_or_zeros_for_defaults_are_refus
     assert r.returncode == 2 and "pass only one" in r.stderr
     _write_txt(tmp_path / "b.txt", ["Another book entirely. With its own words!"])
     two = ["--corpus", str(books), "--corpus", str(tmp_path / "b.txt"), str(books / "a.txt")]
-    r = prep(*two, "--out", str(tmp_path / "o"), "--vocab-size", "12")
+    r = prep(*two, "--out", str(tmp_path / "o"), "--vocab-size", "12")  # fewer entries than characters
+    assert r.returncode == 2 and re.search(r"its \d+ characters, .* take \d+ entries before any word", r.stderr)
+    assert not (tmp_path / "o").exists()
+    (tmp_path / "vocab.txt").write_text("\n".join([*SPECIAL_TOKENS, "another", "book", "with", "."]) + "\n")
+    r = prep(*two, "--out", str(tmp_path / "o"), "--tokenizer", str(tmp_path / "vocab.txt"))
     assert r.returncode == 0 and "read 2 files" in r.stdout  # repeated --corpus flags add up; a.txt once
     assert "note: 1 corpus name(s) repeat a file named before; each file is read once" in r.stderr
     assert "of tokens are [UNK]; the vocabulary is too small" in r.stdout
