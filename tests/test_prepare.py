@@ -434,6 +434,10 @@ def test_bad_corpora_are_refused_with_a_message(tmp_path, prep, setup, message):
 
 def test_missing_paths_tokenizers_without_specials_and_busy_outputs_are_refused(tmp_path, prep):
     src = _write_txt(tmp_path / "c.txt")
+    with pytest.raises(FileNotFoundError, match="nope does not exist; pass the folder `electra prepare --out` wrote"):
+        read_manifest(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match="has no manifest.json; prepare data with `electra prepare` first"):
+        read_manifest(tmp_path)
     r = prep("--corpus", str(tmp_path / "nope*.txt"), "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "no files match" in r.stderr
     (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\nhello\n")
