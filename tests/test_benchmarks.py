@@ -115,3 +115,8 @@ def test_objective_cost_times_every_objective(tmp_path):
     assert rows[0]["relative"] == 1.0 and all(r["ms"] > 0 for r in rows)
     refused = _run("benchmarks/objective_cost.py", "--objectives", "electra,bert", check=False)
     assert refused.returncode == 2 and "unknown objective(s) bert" in refused.stderr
+
+
+def test_checkpoint_io_times_saves_and_loads_with_and_without_hashes():
+    result = _run("benchmarks/checkpoint_io.py", "--presets", "tiny", "--repeats", "1")
+    assert _table(result.stdout) == ["preset", "tiny"]
