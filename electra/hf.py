@@ -423,7 +423,8 @@ def export_token_classifier(
 def export_question_answerer(
     model: QuestionAnswerer, folder, tokenizer_dir=None, overwrite: bool = False, extra_files=None
 ) -> Path:
-    """An `ElectraForQuestionAnswering` folder: `pipeline("question-answering")` loads it."""
+    """An `ElectraForQuestionAnswering` folder: `AutoModelForQuestionAnswering` loads it (transformers 5
+    has no question-answering pipeline; `electra predict` answers questions with it)."""
     config = to_hf_config(model.cfg, "span", num_labels=2)
     state = to_hf_state(model.state_dict(), "span", model.cfg)
     return _write(folder, state, config, tokenizer_dir, overwrite, extra_files)
@@ -454,7 +455,9 @@ def load_electra(
     The embeddings are shared, so the discriminator's are kept; a generator whose own
     embeddings differ is reported in the returned model's `import_notes`. With
     `disentangled_embeddings` the generator's word embeddings are kept and the discriminator's
-    difference from them becomes the delta, so both networks keep their exact embeddings.
+    difference from them becomes the delta, so the discriminator's word embeddings come back as
+    that sum (equal up to float rounding, about 1e-8); position and token-type embeddings and
+    the embedding LayerNorm stay shared, the discriminator's.
     """
     dfolder, gfolder = resolve(discriminator), resolve(generator)
     dcfg = from_hf_config(read_config(dfolder), f"{dfolder}/config.json")

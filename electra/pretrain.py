@@ -323,7 +323,7 @@ def build_model(cfg: dict, vocab_size: int, seq_len: int) -> Electra:
                 f"the data's tokenizer {vocab_size}; prepare the data with the model's tokenizer "
                 f"(--tokenizer {cfg['init_discriminator']})"
             )
-        _check_same_vocabulary(cfg["data"], [cfg["init_discriminator"], cfg["init_generator"]])
+        _check_same_tokenizer(cfg["data"], [cfg["init_discriminator"], cfg["init_generator"]])
         if cfg["dropout"] is not None:  # the released configs carry their own; --dropout replaces it
             state = model.state_dict()
             model = Electra(model.cfg.with_dropout(cfg["dropout"]))
@@ -361,21 +361,28 @@ def model_config(cfg: dict, vocab_size: int) -> ModelConfig:
     return mcfg if cfg["dropout"] is None else mcfg.with_dropout(cfg["dropout"])
 
 
-def _check_same_vocabulary(data: str, model_dirs: list[str]) -> None:
-    """Ids mean the same tokens in the data and in the models to continue (those that ship a tokenizer)."""
+def _check_same_tokenizer(data: str, model_dirs: list[str]) -> None:
+    """Ids mean the same tokens in the data and in the models to continue (those that ship a
+    tokenizer), and text reached them the same way (lowercased or not)."""
     from electra import hf
-    from electra.tokenizer import load_tokenizer
+    from electra.tokenizer import is_lowercase, load_tokenizer
 
-    ours = load_tokenizer(data).get_vocab()
+    ours = load_tokenizer(data)
     for model_dir in model_dirs:
         try:
-            theirs = load_tokenizer(hf.resolve(model_dir)).get_vocab()
+            theirs = load_tokenizer(hf.resolve(model_dir))
         except FileNotFoundError:
             continue  # a folder of weights alone: the vocabulary-size check is all there is
-        if ours != theirs:
+        if ours.get_vocab() != theirs.get_vocab():
             raise ValueError(
                 f"{data} was prepared with another tokenizer than {model_dir}'s, so its token ids would "
                 f"mean other words to the model; prepare the data with --tokenizer {model_dir}"
+            )
+        if is_lowercase(ours) != is_lowercase(theirs):
+            cased = {True: "lowercases text", False: "keeps case"}
+            raise ValueError(
+                f"{data} was prepared with a tokenizer that {cased[is_lowercase(ours)]}, and {model_dir}'s "
+                f"{cased[is_lowercase(theirs)]}; prepare the data with --tokenizer {model_dir}"
             )
 
 
