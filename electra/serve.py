@@ -192,11 +192,15 @@ def make_server(
 
         def _reply(self, status: int, payload: dict, close: bool = False, headers: dict | None = None) -> None:
             body = json.dumps(payload).encode()
+            if self.command == "HEAD":  # the headers a GET would get, no body
+                body, length = b"", len(body)
+            else:
+                length = len(body)
             self.send_response(status)
             for name, value in (headers or {}).items():
                 self.send_header(name, value)
             self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(length))
             if close:  # the request's body was not read: the connection cannot carry another request
                 self.send_header("Connection", "close")
                 self.close_connection = True
@@ -231,6 +235,21 @@ def make_server(
                 self._reply(HTTPStatus.NOT_FOUND, {"error": f"no {self._route()}; use GET /health or POST /predict"})
                 return
             self._reply(HTTPStatus.OK, {**info, "served": {"inputs": batcher.inputs, "model_runs": batcher.runs}})
+
+        def do_HEAD(self) -> None:  # noqa: N802
+            self.do_GET()
+
+        def _not_allowed(self) -> None:
+            """PUT, DELETE, PATCH, OPTIONS: the methods each route takes, in JSON as every other error."""
+            allow = {"/health": "GET, HEAD", "/predict": "POST"}.get(self._route())
+            if allow is None:
+                error = f"no {self._route()}; use GET /health or POST /predict"
+                self._reply(HTTPStatus.NOT_FOUND, {"error": error}, close=True)  # a body may be left unread
+            else:
+                error = f"{self.command} is not served; use {allow.replace(', ', ' or ')} {self._route()}"
+                self._reply(HTTPStatus.METHOD_NOT_ALLOWED, {"error": error}, close=True, headers={"Allow": allow})
+
+        do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed  # noqa: N815
 
         def do_POST(self) -> None:  # noqa: N802
             if not self._authorized(body_unread=True):

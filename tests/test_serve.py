@@ -318,6 +318,24 @@ def test_a_client_keeps_its_connection_for_many_requests(folders, serving):
         conn.request(method, path, b"{}" if method == "POST" else None)
         assert conn.getresponse().status == status, path
         conn.close()
+    for method, path, status, allow in [
+        ("PUT", "/predict", 405, "POST"),
+        ("DELETE", "/health", 405, "GET, HEAD"),
+        ("OPTIONS", "/predict", 405, "POST"),
+        ("PATCH", "/elsewhere", 404, None),
+    ]:  # every error in JSON, as the others are
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request(method, path, b"{}")
+        reply = conn.getresponse()
+        error = json.loads(reply.read())["error"]
+        assert (reply.status, reply.getheader("Allow")) == (status, allow), (method, path)
+        assert error.startswith(f"{method} is not served; use " if status == 405 else "no /elsewhere"), error
+        conn.close()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("HEAD", "/health")  # a GET's headers, no body
+    reply = conn.getresponse()
+    assert reply.status == 200 and int(reply.getheader("Content-Length")) > 0 and reply.read() == b""
+    conn.close()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     conn.putrequest("POST", "/predict")  # no length: where the body ends is unknown
     conn.endheaders()
