@@ -1022,7 +1022,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=["tiny", "small", "base", "large"], help="default: small on CUDA, tiny on CPU")
     p.add_argument("--vocab-size", type=int, default=16000, help="WordPiece vocabulary (default 16000)")
     p.add_argument("--batch-size", type=int, help="pre-training batch (default: the preset's)")
-    p.add_argument("--force", action="store_true", help="replace what an earlier quickstart left in --out")
+    p.add_argument(
+        "--force", action="store_true", help="start over (without it, the same command continues a stopped quickstart)"
+    )
     p.add_argument("--finetune-examples", type=int, help="SST-2 training sentences (default: all on CUDA, 8000 on CPU)")
     p.set_defaults(func=cmd_quickstart)
 

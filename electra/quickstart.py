@@ -6,7 +6,9 @@ corpus ──prepare──▶ shards ──pretrain (time budget)──▶ run �
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ import torch
 from electra.atomic import check_output, publish_file
 from electra.config import check_options
 from electra.corpus import CorpusError
+from electra.tasks import TaskError
 
 EXAMPLES = ["A gripping, beautifully acted film.", "The plot is dull and the jokes fall flat."]
 HUB_HINT = (
@@ -74,81 +77,160 @@ def _hub_sst2(folder: Path) -> Path:
     return folder
 
 
+RECORD = "quickstart.json"  # in OUT: the settings, the sized schedule and the stages done
+
+
+def _settings(cfg: QuickstartConfig) -> dict:
+    """What the stages' results depend on, as a rerun must give it to continue them."""
+    cuda = torch.cuda.is_available()
+    return {
+        "corpus": [os.path.abspath(c) for c in cfg.corpus],
+        "task_data": cfg.task_data and os.path.abspath(cfg.task_data),
+        "minutes": cfg.minutes,
+        "preset": cfg.preset or ("small" if cuda else "tiny"),
+        "vocab_size": cfg.vocab_size,
+        "batch_size": cfg.batch_size,
+        "finetune_examples": cfg.finetune_examples if cfg.finetune_examples is not None else (None if cuda else 8000),
+        "doc_per_file": cfg.doc_per_file,
+        "seed": cfg.seed,
+    }
+
+
+def _earlier(out: Path, settings: dict) -> dict | None:
+    """The record of an earlier quickstart in `out` with these settings (its stages are continued),
+    None for a new one; one with other settings is refused."""
+    try:
+        record = json.loads((out / RECORD).read_text(encoding="utf-8"))
+        was = dict(record["settings"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no quickstart here: check_output says what the folder holds
+    changed = [f"{k} {was.get(k)!r} → {v!r}" for k, v in settings.items() if was.get(k) != v]
+    if changed:
+        raise ValueError(
+            f"{out} holds a quickstart with other settings ({'; '.join(changed)}); pass --force to start over, "
+            "or choose another --out"
+        )
+    return record
+
+
 def run(cfg: QuickstartConfig) -> dict:
+    """Run the stages into `cfg.out`; a rerun with the same settings continues an unfinished one
+    (the stages done are kept, the pre-training resumes from its checkpoint)."""
     out = Path(cfg.out)
-    check_output(out, cfg.force, inputs=[*cfg.corpus, cfg.task_data])
+    settings = _settings(cfg)
+    record = None if cfg.force else _earlier(out, settings)
+    check_output(out, cfg.force or record is not None, inputs=[*cfg.corpus, cfg.task_data])
     if cfg.task_data:  # read now, not after the pre-training
         from electra.finetune import FinetuneConfig, load_task
 
-        load_task(FinetuneConfig(model="", task="sst2", data=cfg.task_data, out=""))
+        try:
+            load_task(FinetuneConfig(model="", task="sst2", data=cfg.task_data, out=""))
+        except TaskError as e:
+            raise TaskError(str(e).replace("--data", "--task-data")) from e
     if out.exists() and cfg.force:
         shutil.rmtree(out)
+    created = not out.exists()
+    if record is None:
+        record = {"settings": settings, "pretrain_steps": None, "done": []}
+        out.mkdir(parents=True, exist_ok=True)
+        publish_file(out / RECORD, json.dumps(record, indent=2) + "\n")
+    else:
+        print(f"continuing the quickstart in {out} (done: {', '.join(record['done']) or 'no stage'})", file=sys.stderr)
     try:
-        return _pipeline(cfg, out)
+        return _pipeline(cfg, out, record)
     except BaseException:
-        if out.exists():
-            print(f"\nquickstart stopped: {out} holds the stages that finished; --force starts over", file=sys.stderr)
+        if record["done"]:
+            print(
+                f"\nquickstart stopped: {out} holds the stages that finished ({', '.join(record['done'])}); the same "
+                "command continues it, --force starts over",
+                file=sys.stderr,
+            )
+        elif created:  # nothing finished: leave no folder behind
+            shutil.rmtree(out, ignore_errors=True)
+        else:
+            (out / RECORD).unlink(missing_ok=True)
         raise
 
 
-def _pipeline(cfg: QuickstartConfig, out: Path) -> dict:
+def _pipeline(cfg: QuickstartConfig, out: Path, record: dict) -> dict:
     from electra import hf
+    from electra.checkpoint import list_checkpoints
     from electra.finetune import FinetuneConfig
     from electra.finetune import run as finetune
-    from electra.prepare import PrepareConfig, prepare
+    from electra.prepare import PrepareConfig, prepare, read_manifest
     from electra.pretrain import PretrainConfig, steps_for_budget
     from electra.pretrain import run as pretrain
 
-    cuda = torch.cuda.is_available()
-    preset = cfg.preset or ("small" if cuda else "tiny")
-    examples = cfg.finetune_examples if cfg.finetune_examples is not None else (None if cuda else 8000)
-    cfg = QuickstartConfig(**{**cfg.__dict__, "preset": preset})
+    preset, examples = record["settings"]["preset"], record["settings"]["finetune_examples"]
+    done = record["done"]
+
+    def finished(stage: str) -> None:
+        done.append(stage)
+        publish_file(out / RECORD, json.dumps(record, indent=2) + "\n")
 
     _stage(1, "prepare: train a WordPiece vocabulary and pack the corpus into shards")
-    dataset = None if cfg.corpus else _hub_corpus()
     task_data = Path(cfg.task_data) if cfg.task_data else None
-    if task_data is None:
-        task_data = _hub_sst2(out / "sst2-data")
-    prepared = prepare(
-        list(cfg.corpus),
-        out / "data",
-        PrepareConfig(vocab_size=cfg.vocab_size, doc_per_file=cfg.doc_per_file, seed=cfg.seed),
-        dataset=dataset,
-    )
-    train_rows = prepared.manifest["splits"]["train"]["rows"]
+    if "prepare" in done:
+        print(f"done before: {out / 'data'}", file=sys.stderr)
+    else:
+        dataset = None if cfg.corpus else _hub_corpus()
+        if task_data is None:
+            _hub_sst2(out / "sst2-data")
+        prepare(
+            list(cfg.corpus),
+            out / "data",
+            PrepareConfig(vocab_size=cfg.vocab_size, doc_per_file=cfg.doc_per_file, seed=cfg.seed),
+            dataset=dataset,
+            overwrite=True,  # a folder left by a prepare that ended before its stage was recorded
+        )
+        finished("prepare")
+    task_data = task_data or out / "sst2-data"
+    train_rows = read_manifest(out / "data")["splits"]["train"]["rows"]
 
     _stage(2, f"pretrain: ELECTRA-{preset} for about {cfg.minutes:g} minutes")
-    steps = steps_for_budget(
-        PretrainConfig(
-            data=str(out / "data"), out=str(out / "probe"), preset=preset, batch_size=cfg.batch_size, seed=cfg.seed
-        ),
-        cfg.minutes,
+    run_cfg = PretrainConfig(
+        data=str(out / "data"), out=str(out / "pretrain"), preset=preset, batch_size=cfg.batch_size, seed=cfg.seed
     )
-    logged = pretrain(
-        PretrainConfig(
-            data=str(out / "data"),
-            out=str(out / "pretrain"),
-            preset=preset,
-            batch_size=cfg.batch_size,
+    if "pretrain" in done:
+        print(f"done before: {out / 'pretrain'}", file=sys.stderr)
+    else:
+        if record["pretrain_steps"] is None:
+            shutil.rmtree(out / "probe", ignore_errors=True)  # what a stopped probe left
+            probe = dataclasses.replace(run_cfg, out=str(out / "probe"))
+            record["pretrain_steps"] = steps_for_budget(probe, cfg.minutes)
+            publish_file(out / RECORD, json.dumps(record, indent=2) + "\n")
+        steps = record["pretrain_steps"]
+        run_cfg = dataclasses.replace(
+            run_cfg,
             max_steps=steps,
             max_minutes=cfg.minutes * 1.1,
             eval_every=max(1, steps // 5),
             checkpoint_every=max(1, steps // 5),
-            seed=cfg.seed,
         )
-    )
+        pretrain(run_cfg, resume=bool(list_checkpoints(out / "pretrain")))
+        finished("pretrain")
+    logged = json.loads((out / "pretrain" / "metrics.jsonl").read_text().splitlines()[-1])  # the last step's
 
     _stage(3, "export: the discriminator as a Hugging Face folder")
     from electra.card import checkpoint_card
     from electra.checkpoint import load_checkpoint
 
-    ckpt = load_checkpoint(out / "pretrain")
-    card = {"README.md": checkpoint_card(ckpt, "discriminator", out / "discriminator")}
-    hf.export_discriminator(ckpt.model, out / "discriminator", tokenizer_dir=ckpt.path, extra_files=card)
+    if "export" in done:
+        print(f"done before: {out / 'discriminator'}", file=sys.stderr)
+    else:
+        ckpt = load_checkpoint(out / "pretrain")
+        card = {"README.md": checkpoint_card(ckpt, "discriminator", out / "discriminator")}
+        hf.export_discriminator(
+            ckpt.model, out / "discriminator", tokenizer_dir=ckpt.path, extra_files=card, overwrite=True
+        )
+        finished("export")
 
     _stage(4, "finetune: SST-2 sentiment" + (f" on {examples:,} training sentences" if examples else ""))
-    results = finetune(
-        FinetuneConfig(
+    if "finetune" in done:
+        print(f"done before: {out / 'sst2'}", file=sys.stderr)
+        results = json.loads((out / "sst2" / "results.json").read_text())
+    else:
+        config = FinetuneConfig(
             model=str(out / "discriminator"),
             task="sst2",
             data=str(task_data),
@@ -157,7 +239,8 @@ def _pipeline(cfg: QuickstartConfig, out: Path) -> dict:
             max_train_examples=examples,
             seed=cfg.seed,
         )
-    )
+        results = finetune(config, overwrite=True)  # a stopped fine-tuning resumes from its saved progress
+        finished("finetune")
 
     _stage(5, 'predict: transformers.pipeline("sentiment-analysis", model=...)')
     import transformers

@@ -17,30 +17,27 @@ def test_quickstart_runs_every_stage(tmp_path):
     transformers = pytest.importorskip("transformers")
     books = [str(p) for p in sorted(BOOKS.glob("*.txt"))[:2]]
     out = tmp_path / "qs"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "electra",
-            "quickstart",
-            "--corpus",
-            *books,
-            "--task-data",
-            str(SST2),
-            "--minutes",
-            "0.25",
-            "--preset",
-            "tiny",
-            "--vocab-size",
-            "2000",
-            "--finetune-examples",
-            "500",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    args = [
+        sys.executable,
+        "-m",
+        "electra",
+        "quickstart",
+        "--corpus",
+        *books,
+        "--task-data",
+        str(SST2),
+        "--minutes",
+        "0.25",
+        "--preset",
+        "tiny",
+        "--vocab-size",
+        "2000",
+        "--finetune-examples",
+        "500",
+        "--out",
+        str(out),
+    ]
+    result = subprocess.run(args, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     for n in range(1, 6):
         assert f"[{n}/5]" in result.stderr
@@ -54,24 +51,28 @@ def test_quickstart_runs_every_stage(tmp_path):
     clf = transformers.AutoModelForSequenceClassification.from_pretrained(out / "sst2")
     assert clf.config.id2label == {0: "NEGATIVE", 1: "POSITIVE"}
     assert "SST-2 dev accuracy" in result.stdout and "classifier" in result.stdout
-    # a second run into the same folder is refused before any work
-    again = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "electra",
-            "quickstart",
-            "--corpus",
-            *books,
-            "--task-data",
-            str(SST2),
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert again.returncode == 2 and "already holds files" in again.stderr
+    # the same command again, after a stop in the pre-training (its newest checkpoint gone, the
+    # later stages not done): the stages done are kept, the pre-training resumes
+    record = json.loads((out / "quickstart.json").read_text())
+    assert record["done"] == ["prepare", "pretrain", "export", "finetune"]
+    record["done"] = ["prepare"]
+    (out / "quickstart.json").write_text(json.dumps(record))
+    import shutil
+
+    from electra.checkpoint import list_checkpoints
+
+    checkpoints = list_checkpoints(out / "pretrain")
+    shutil.rmtree(checkpoints[-1])
+    prepared = (out / "data" / "manifest.json").stat().st_mtime_ns
+    again = subprocess.run(args, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"continuing the quickstart in {out} (done: prepare)" in again.stderr
+    assert f"resuming from {checkpoints[-2]}" in again.stderr and "timing up to" not in again.stderr
+    assert (out / "data" / "manifest.json").stat().st_mtime_ns == prepared  # not prepared again
+    assert json.loads((out / "summary.json").read_text())["pretrain_steps"] >= summary["pretrain_steps"]
+    # other settings are refused before any work, naming them
+    other = subprocess.run([*args[:-2], "--minutes", "1", "--out", str(out)], capture_output=True, text=True)
+    assert other.returncode == 2 and "holds a quickstart with other settings (minutes 0.25 → 1.0)" in other.stderr
 
 
 def test_quickstart_checks_its_inputs_before_any_work(tmp_path, cli):
@@ -87,3 +88,10 @@ def test_quickstart_checks_its_inputs_before_any_work(tmp_path, cli):
     result = quickstart(*corpus, "--task-data", str(tmp_path / "nodev"), "--minutes", "0")
     assert result.returncode == 2 and "minutes must be a number above 0" in result.stderr
     assert not (tmp_path / "qs").exists() and "[1/5]" not in result.stderr
+    result = quickstart(*corpus, "--task-data", str(tmp_path / "nothing"))
+    assert result.returncode == 2 and "point --task-data at the task's GLUE folder" in result.stderr
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "nodev" / "dev.tsv").write_text("sentence\tlabel\nbad\t0\n")
+    result = quickstart("--corpus", str(tmp_path / "empty.txt"), "--task-data", str(tmp_path / "nodev"))
+    assert result.returncode == 2 and "no text found" in result.stderr and "[1/5]" in result.stderr
+    assert not (tmp_path / "qs").exists() and "holds the stages" not in result.stderr  # nothing finished: no folder
