@@ -26,6 +26,8 @@ PIPELINE_TAGS = {
 }
 # our metric names -> the hub's metric types
 METRIC_TYPES = {"matthews": "matthews_correlation", "spearman": "spearmanr", "pearson": "pearsonr"}
+# the questions of SQuAD's dev sets (dev-v1.1.json, dev-v2.0.json): a dev set of another size is other data
+SQUAD_DEV_QUESTIONS = {"squad": 10_570, "squad_v2": 11_873}
 # our dev sets are the GLUE hub dataset's validation splits, for model-index
 SPLITS = {"dev": "validation", "dev_matched": "validation_matched", "dev_mismatched": "validation_mismatched"}
 
@@ -216,9 +218,9 @@ def finetuned_card(results: dict, kind: str, cfg: EncoderConfig, folder: str | o
     task, data, settings = results["task"], str(results["config"]["data"]), results.get("settings", {})
     if task in GLUE_FOLDERS:
         dataset = {"name": f"GLUE {GLUE_FOLDERS[task]}", "type": "nyu-mll/glue", "config": task}
-    elif task in ("squad", "squad_v2"):
+    elif results.get("examples", {}).get("dev") == SQUAD_DEV_QUESTIONS.get(task):  # SQuAD's own dev set
         dataset = {"name": "SQuAD 2.0" if task == "squad_v2" else "SQuAD 1.1", "type": f"rajpurkar/{task}"}
-    else:
+    else:  # the task's data by its folder's name: a SQuAD-format dataset of one's own is not SQuAD
         dataset = {"name": Path(data).name or data, "type": Path(data).name or data}
     pipeline, seeds = PIPELINE_TAGS[kind], len(results["seeds"])
     entries = [
@@ -235,7 +237,7 @@ def finetuned_card(results: dict, kind: str, cfg: EncoderConfig, folder: str | o
     meta: dict = {"library_name": "transformers", "pipeline_tag": pipeline, "tags": ["electra"]}
     if _is_hub_name(str(results["model"])):
         meta["base_model"] = str(results["model"])
-    if task in GLUE_FOLDERS or task.startswith("squad"):
+    if dataset["type"] in ("nyu-mll/glue", f"rajpurkar/{task}"):
         meta["datasets"] = [dataset["type"]]
     meta["model-index"] = [{"name": Path(folder).name, "results": entries}]
 

@@ -139,3 +139,29 @@ def test_a_card_names_a_hub_encoder_as_its_base_model_and_scores_each_split():
         and "| seeds | 3 (this folder: seed 2) |" in card
     )
     assert "| batch size | 32 |" in card and "on 5,749 training examples." in card
+
+
+@pytest.mark.parametrize(
+    "task, dev, dataset",
+    [
+        ("squad", 10_570, {"name": "SQuAD 1.1", "type": "rajpurkar/squad"}),
+        ("squad_v2", 11_873, {"name": "SQuAD 2.0", "type": "rajpurkar/squad_v2"}),
+        ("squad", 60, {"name": "my-qa", "type": "my-qa"}),  # SQuAD's format, other questions: not SQuAD
+    ],
+)
+def test_a_question_answering_card_claims_squad_only_for_squads_own_dev_set(task, dev, dataset):
+    from electra.card import finetuned_card
+
+    results = {
+        "task": task,
+        "model": "models/disc",
+        "config": {"data": "data/my-qa"},
+        "median": {"dev": {"f1": 0.5, "exact_match": 0.4}},
+        "spread": {"dev": {"f1": {"min": 0.5, "max": 0.5}, "exact_match": {"min": 0.4, "max": 0.4}}},
+        "seeds": [{}],
+        "exported_seed": 0,
+        "examples": {"train": 100, "dev": dev},
+    }
+    meta = yaml.safe_load(finetuned_card(results, "span", tiny().discriminator, "models/qa").split("---")[1])
+    assert meta["model-index"][0]["results"][0]["dataset"] == {**dataset, "split": "validation"}
+    assert meta.get("datasets") == ([dataset["type"]] if dataset["type"].startswith("rajpurkar/") else None)
