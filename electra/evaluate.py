@@ -10,7 +10,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from electra import hf
+from electra import hf, qa
 from electra.finetune import SQUAD, Encoded, FinetuneConfig, encode, load_task, predictions, score, word_tags
 from electra.parallel import pick_device
 from electra.tasks import Example, Task, TaskError
@@ -47,7 +47,9 @@ def run(
     model, id2label, _ = hf.load_classifier(folder, (head,))  # a folder the task cannot use is refused first
     recorded = hf.read_results(folder)
     fine = hf.fine_tuned_options(recorded)  # the fine-tuning's own options: score its windows, its way
-    doc_stride = fine["doc_stride"] if doc_stride is None else doc_stride
+    if doc_stride is None:
+        length = fine["max_length"] if max_length is None else max_length
+        doc_stride = fine["doc_stride"] if length is None else qa.fine_tuned_stride(length, fine["doc_stride"])
     null_threshold = (fine["null_threshold"] or 0.0) if null_threshold is None else null_threshold
     if task_name == "csv" and recorded.get("task") == "csv":  # the columns it was fine-tuned on
         text_field, pair_field = text_field or fine["text_field"], pair_field or fine["pair_field"]

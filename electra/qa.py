@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import string
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -168,6 +169,21 @@ def encode_windows(
             )
     tok.no_truncation()
     return out
+
+
+def fine_tuned_stride(max_length: int, stride: int | None) -> int | None:
+    """The stride a model was fine-tuned with, or None (the default for `max_length`) where windows
+    of `max_length` tokens cannot share that many: the user asked for the length, not the stride."""
+    room = max_length - 3 - question_limit(max_length)
+    if stride is None or stride < room:
+        return stride
+    fitted = window_stride(max_length, None)[1]
+    print(
+        f"note: the model was fine-tuned with windows sharing {stride} tokens, more than windows of {max_length} "
+        f"tokens can; they share {fitted} (--doc-stride sets it)",
+        file=sys.stderr,
+    )
+    return None
 
 
 def window_stride(max_length: int, stride: int | None) -> tuple[int, int]:

@@ -142,7 +142,7 @@ def test_the_best_span_wins_over_windows_and_no_answer_needs_a_better_score():
 
 @pytest.mark.parametrize("version", ["1.1", "2.0"])
 def test_squad_fine_tunes_end_to_end_and_transformers_loads_the_answerer(
-    squad_model, tmp_path, version, cli, monkeypatch
+    squad_model, tmp_path, version, cli, monkeypatch, capsys
 ):
     transformers = pytest.importorskip("transformers")
     data = _squad(tmp_path / "data", version)
@@ -207,6 +207,18 @@ def test_squad_fine_tunes_end_to_end_and_transformers_loads_the_answerer(
     assert (asked.limit, asked.stride, asked.null_threshold, asked.allow_no_answer) == (96, 7, 0.5, version == "2.0")
     told = Predictor(tmp_path / "qa", max_length=64, stride=9, null_threshold=0.25, allow_no_answer=False)
     assert (told.limit, told.stride, told.null_threshold, told.allow_no_answer) == (64, 9, 0.25, False)
+    # a stride fine-tuned at 96 tokens that windows of 48 cannot share: the default for 48, said
+    record["config"]["doc_stride"] = 40
+    (tmp_path / "qa" / "results.json").write_text(json.dumps(record))
+    capsys.readouterr()
+    assert Predictor(tmp_path / "qa", max_length=48).stride is None
+    assert "fine-tuned with windows sharing 40 tokens, more than windows of 48 tokens can; they share 11" in (
+        capsys.readouterr().err
+    )
+    evaluate_folder(tmp_path / "qa", task, str(data), max_length=48)
+    assert seen[-2] is None  # encode's stride: the default for 48
+    record["config"]["doc_stride"] = 7
+    (tmp_path / "qa" / "results.json").write_text(json.dumps(record))
     written = json.loads((tmp_path / "qa" / "predictions.json").read_text())  # {question id: answer}
     assert list(written) == [f"dev-{k}" for k in range(60)] and list(written.values()) == [a["answer"] for a in answers]
     refused = cli(*ask, "--stride", "500", "--format", "jsonl", input=lines)
