@@ -237,7 +237,9 @@ def best_answers(
     """Each question's answer: the span with the highest start + end logit over its windows
     (the N_BEST starts and ends of each window, at most MAX_ANSWER_TOKENS long, inside the
     context). With `allow_none` (SQuAD 2.0) the answer is "" when [CLS]'s start + end logit,
-    its lowest over the windows, beats the best span's by more than `null_threshold`."""
+    its lowest over the windows, beats the best span's by more than `null_threshold`. A context
+    with no span to answer from gets "", with its no-answer probability only under `allow_none`
+    (else score 0)."""
     best: list[Answer | None] = [None] * len(contexts)
     null: list[Answer | None] = [None] * len(contexts)
     for scores, n, offsets in zip(logits, windows.question, windows.offsets, strict=True):
@@ -261,6 +263,8 @@ def best_answers(
     for n, b in enumerate(best):
         margin = np.inf if b is None else null[n].logit - b.logit
         chosen = null[n] if b is None or (allow_none and margin > null_threshold) else b
+        if b is None and not allow_none:  # no span to give (an empty context), and "no answer" is not one
+            chosen = replace(chosen, score=0.0)
         out.append(replace(chosen, null_margin=float(margin)))
     return out
 

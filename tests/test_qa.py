@@ -138,6 +138,10 @@ def test_the_best_span_wins_over_windows_and_no_answer_needs_a_better_score():
     backwards = [logits([0, 0, 5, 0], [0, 5, 1, 0])]  # the best start lies after the best end: not a span
     one = qa.Windows([], [], [], [0], [offsets_a], [False])
     assert qa.best_answers(backwards, one, contexts[:1], allow_none=False)[0].text == "beta"  # 5 + 1 beats 0 + 5
+    empty = qa.Windows([], [], [], [0], [[None, None, None]], [False])  # [CLS] question... [SEP] [SEP]: no context
+    for allow_none, score in ((False, 0.0), (True, 1.0)):  # no span: certain only where "no answer" is one
+        (answer,) = qa.best_answers([logits([1, 0, 0], [1, 0, 0])], empty, [""], allow_none=allow_none)
+        assert (answer.text, answer.score) == ("", score)
 
 
 @pytest.mark.parametrize("version", ["1.1", "2.0"])
