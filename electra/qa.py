@@ -60,11 +60,15 @@ def read_squad(path: str | Path) -> list[Example]:
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
         raise TaskError(f'{path} is not SQuAD JSON: expected {{"data": [articles with paragraphs and qas]}}')
     out, seen = [], {}
+    place = "an article"  # where a missing field or a wrong type is, for the message
     try:
-        for article in doc["data"]:
-            for paragraph in article["paragraphs"]:
+        for i, article in enumerate(doc["data"], 1):
+            place = f"article {i}"
+            for j, paragraph in enumerate(article["paragraphs"], 1):
+                place = f"article {i}, paragraph {j}"
                 context = paragraph["context"]
-                for qa in paragraph["qas"]:
+                for k, qa in enumerate(paragraph["qas"], 1):
+                    place = f"article {i}, paragraph {j}, question {k}"
                     answers = [] if qa.get("is_impossible") else qa["answers"]
                     where = f"{path}: question {qa.get('id', len(out))!r}"
                     spans = [_answer(a, where) for a in answers]
@@ -74,10 +78,11 @@ def read_squad(path: str | Path) -> list[Example]:
                         raise TaskError(f"{where} repeats question {seen[out[-1].id] + 1}'s id; give each its own")
                     seen[out[-1].id] = len(out) - 1
     except KeyError as e:
-        raise TaskError(f"{path} is not SQuAD JSON: a question or paragraph lacks {e}") from None
+        raise TaskError(f"{path} is not SQuAD JSON: {place} lacks {e}") from None
     except TypeError:  # e.g. answers as {"text": [...], "answer_start": [...]}, the hub's columns
         raise TaskError(
-            f"{path} is not SQuAD JSON: expected data -> paragraphs (context, qas) -> qas (question, id, answers: "
+            f"{path} is not SQuAD JSON at {place}: expected data -> paragraphs (context, qas) -> qas (question, id, "
+            "answers: "
             '[{"text", "answer_start"}])'
         ) from None
     return out

@@ -254,7 +254,16 @@ def test_bad_squad_input_is_refused_with_a_message(squad_model, tmp_path):
     (bad / "dev.json").write_text("{}")
     refused("train.json is not JSON", bad)
     (bad / "train.json").write_text('{"data": [{"paragraphs": [{"context": "x", "qas": [{"question": "q"}]}]}]}')
-    refused("train.json is not SQuAD JSON: a question or paragraph lacks 'answers'", bad)
+    refused("train.json is not SQuAD JSON: article 1, paragraph 1, question 1 lacks 'answers'", bad)
+    (bad / "train.json").write_text('{"data": [{"paragraphs": [{"context": "x", "qas": []}, {"qas": []}]}]}')
+    refused("train.json is not SQuAD JSON: article 1, paragraph 2 lacks 'context'", bad)
+    (bad / "train.json").write_text('{"data": [{"paragraphs": []}, {"title": "t"}]}')
+    refused("train.json is not SQuAD JSON: article 2 lacks 'paragraphs'", bad)
+    (bad / "train.json").write_text(
+        '{"data": [{"paragraphs": [{"context": "x", "qas": [{"question": "q", "answers": '
+        '{"text": ["x"], "answer_start": [0]}}]}]}]}'
+    )
+    refused("train.json is not SQuAD JSON at article 1, paragraph 1, question 1: expected", bad)
     (bad / "train.json").write_text(
         '{"data": [{"paragraphs": [{"context": "x", "qas": [{"question": "q\\ud800", "id": "7", "answers": []}]}]}]}'
     )
