@@ -63,7 +63,7 @@ def train_wordpiece(
 
     `texts` (strings, or lists of strings) is read twice, so pass a list or a function that
     returns a fresh iterable. The result is deterministic: the `##x` continuation of every
-    character gets its id up front, in sorted order, because the trainer otherwise numbers
+    character that can sit inside a word gets its id up front, in sorted order, because the trainer otherwise numbers
     them in hash-map order and breaks ties in merge counts by id (tokenizers issue #1794).
     """
     if vocab_size < len(SPECIAL_TOKENS) + 1:
@@ -74,13 +74,15 @@ def train_wordpiece(
     for batch in _batched(fresh()):
         chars.update(tok.normalizer.normalize_str("\n".join(batch)))
     alphabet = sorted(c for c in chars if not c.isspace())
-    continuations = [f"##{c}" for c in alphabet]
-    need = len(SPECIAL_TOKENS) + 2 * len(alphabet)  # below this, whole characters would be cut: [UNK] words
+    # only a character that can sit inside a word continues one: punctuation and CJK characters
+    # stand alone (the pre-tokenizer splits them off), so their ## pieces would be dead entries
+    continuations = [f"##{c}" for c in alphabet if _inside_words(tok, c)]
+    need = len(SPECIAL_TOKENS) + len(alphabet) + len(continuations)  # fewer: characters are cut, words [UNK]
     if vocab_size < need:
         raise ValueError(
-            f"a vocabulary of {vocab_size} cannot spell this corpus: its {len(alphabet)} characters, each alone and "
-            f"as a ## continuation, and the {len(SPECIAL_TOKENS)} special tokens take {need} entries before any "
-            f"word piece; pass --vocab-size well above {need}"
+            f"a vocabulary of {vocab_size} cannot spell this corpus: its {len(alphabet)} characters (alone, and "
+            f"{len(continuations)} of them as ## continuations) and the {len(SPECIAL_TOKENS)} special tokens take "
+            f"{need} entries before any word piece; pass --vocab-size well above {need}"
         )
     trainer = trainers.WordPieceTrainer(
         vocab_size=vocab_size + len(continuations),
@@ -96,6 +98,11 @@ def train_wordpiece(
     vocab = vocab_in_order(tok)
     kept = set(vocab[:vocab_size])
     return from_vocab([t for t in vocab if t in kept], lowercase=lowercase)
+
+
+def _inside_words(tok: Tokenizer, char: str) -> bool:
+    """Whether `char` (normalised) can continue a word: the pre-tokenizer keeps it inside one."""
+    return len(tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(f"a{char}a"))) == 1
 
 
 def from_vocab(vocab: list[str] | dict[str, int], lowercase: bool = True) -> Tokenizer:

@@ -486,7 +486,10 @@ def test_outputs_that_would_replace_their_inputs_or_zeros_for_defaults_are_refus
     _write_txt(tmp_path / "b.txt", ["Another book entirely. With its own words!"])
     two = ["--corpus", str(books), "--corpus", str(tmp_path / "b.txt"), str(books / "a.txt")]
     r = prep(*two, "--out", str(tmp_path / "o"), "--vocab-size", "12")  # fewer entries than characters
-    assert r.returncode == 2 and re.search(r"its \d+ characters, .* take \d+ entries before any word", r.stderr)
+    assert r.returncode == 2 and re.search(
+        r"its \d+ characters \(alone, and \d+ of them as ## continuations\) .* take \d+ entries before any word",
+        r.stderr,
+    )
     assert not (tmp_path / "o").exists()
     (tmp_path / "vocab.txt").write_text("\n".join([*SPECIAL_TOKENS, "another", "book", "with", "."]) + "\n")
     r = prep(*two, "--out", str(tmp_path / "o"), "--tokenizer", str(tmp_path / "vocab.txt"))
@@ -584,3 +587,21 @@ def test_a_bare_vocab_txt_keeps_case_when_its_entries_are_cased(tmp_path):
     assert (
         json.loads((tmp_path / "out" / "manifest.json").read_text())["config"]["lowercase"] is False
     )  # the tokenizer's
+
+
+def test_a_vocabulary_holds_every_character_and_continuations_only_of_those_inside_words():
+    from electra.tokenizer import train_wordpiece
+
+    texts = ["中文的句子很长。这是另一个句子！", "English words, and more words.", "日本語のテキストです。"] * 20
+    tok = train_wordpiece(texts, vocab_size=200, show_progress=False)
+    alphabet = {c for t in texts for c in tok.normalizer.normalize_str(t) if not c.isspace()}  # で is て uncased
+    vocab = tok.get_vocab()
+    assert alphabet <= set(vocab)  # every character, so no word of the corpus is [UNK]
+    assert "##e" in vocab and "##の" in vocab  # letters and kana continue words
+    assert not {"##中", "##,", "##。"} & set(vocab)  # CJK ideographs and punctuation stand alone: no dead ## entries
+    tokens = ["[CLS]", "中", "文", "english", "words", "日", "本", "語", "[SEP]"]
+    assert tok.encode("中文 English words 日本語").tokens == tokens
+    with pytest.raises(
+        ValueError, match=r"its 39 characters \(alone, and 20 of them as ## continuations\) .* take 64 entries"
+    ):
+        train_wordpiece(texts, vocab_size=60, show_progress=False)
