@@ -155,6 +155,18 @@ def _find(folder: Path, stem: str) -> Path:
     return found[0]
 
 
+def _entities_opened_by_inside_tags(examples: list[Example]) -> int:
+    """Entities whose first tag is I-X (after O, another type, or the sentence start)."""
+    count = 0
+    for e in examples:
+        before = "O"
+        for tag in e.label:
+            if tag.startswith("I-") and before[2:] != tag[2:]:
+                count += 1
+            before = tag
+    return count
+
+
 def _unscored(error: TaskError, test: Path, text: str, pair: str | None, label: str) -> str:
     """Why a test file that could not be read with labels is not scored."""
     if isinstance(error, MissingColumn):
@@ -225,7 +237,15 @@ def _read_task(cfg: FinetuneConfig, with_train: bool) -> tuple[Task, list[Exampl
                 devs["test"] = read_conll(test)
             except TaskError as e:  # tokens without tags: nothing to score
                 print(f"{test.name} is not scored: {e}", file=sys.stderr)
-        return task, read_conll(_find(data, "train")) if with_train else [], devs
+        train = read_conll(train_file := _find(data, "train")) if with_train else []
+        if opened := _entities_opened_by_inside_tags(train):
+            print(
+                f"note: {opened:,} entities in {train_file.name} begin with an I- tag (IOB1 tagging, or slips): the "
+                "model learns the tags as written and scoring reads each as an entity's start; for BIO (IOB2) begin "
+                "every entity with B-",
+                file=sys.stderr,
+            )
+        return task, train, devs
     if cfg.task == "csv":
         text, label = cfg.text_field or "text", cfg.label_field or "label"
         train = read_table(_find(data, "train"), text, cfg.pair_field, label) if with_train else []

@@ -1233,3 +1233,17 @@ def test_activation_checkpointing_fine_tunes_to_the_same_weights(sentiment_token
 
     a, b = (load_file(tmp_path / n / "model.safetensors") for n in "ab")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_entities_opened_by_inside_tags_are_noted(tmp_path, capsys):
+    from electra.finetune import load_task
+
+    (tmp_path / "dev.txt").write_text("Ann B-PER\nran O\n")
+    iob1 = "Ann B-PER\nLee I-PER\nran O\n\nin O\nOslo I-LOC\nNorway I-LOC\nand O\nBo I-PER\n"  # Oslo, Bo: I- opens
+    (tmp_path / "train.txt").write_text(iob1)
+    cfg = FinetuneConfig(model="m", task="ner", data=str(tmp_path), out="o")
+    load_task(cfg)
+    assert "note: 2 entities in train.txt begin with an I- tag (IOB1 tagging, or slips)" in capsys.readouterr().err
+    (tmp_path / "train.txt").write_text("Ann B-PER\nLee I-PER\nran O\n\nin O\nOslo B-LOC\nBo B-PER\n")  # BIO
+    load_task(cfg)
+    assert capsys.readouterr().err == ""
