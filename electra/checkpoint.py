@@ -140,8 +140,15 @@ def load_checkpoint(path: str | os.PathLike, with_train_state: bool = False) -> 
     try:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
         _verify(path, config.get("sha256"), with_train_state)
-        model = Electra(ModelConfig.from_dict(config["model"]))
-        model.load_state_dict(load_file(path / "model.safetensors"), strict=True)
+        try:
+            model = Electra(ModelConfig.from_dict(config["model"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f'config.json\'s "model" record is not a model ({type(e).__name__}: {e})') from e
+        try:
+            model.load_state_dict(load_file(path / "model.safetensors"), strict=True)
+        except RuntimeError as e:  # the tensors' names or shapes
+            first = str(e).strip().splitlines()[1].strip() if len(str(e).strip().splitlines()) > 1 else str(e)
+            raise ValueError(f'model.safetensors does not fit config.json\'s "model" record ({first} ...)') from e
         train_state = None
         if with_train_state:
             train_state = torch.load(path / "train_state.pt", map_location="cpu", weights_only=True)
@@ -154,12 +161,14 @@ def load_checkpoint(path: str | os.PathLike, with_train_state: bool = False) -> 
 
 
 def _verify(path: Path, hashes: dict | None, with_train_state: bool) -> None:
-    """Every file the checkpoint was saved with, unchanged (older checkpoints record no hashes)."""
-    wanted = set(hashes or {}) | ({"train_state.pt"} if with_train_state else set())
+    """The files a load reads, unchanged since the checkpoint was saved (older checkpoints record
+    no hashes); the training state only when it is read: the weights export without it."""
+    hashes = {k: v for k, v in (hashes or {}).items() if with_train_state or k != "train_state.pt"}
+    wanted = set(hashes) | ({"train_state.pt"} if with_train_state else set())
     missing = sorted(name for name in wanted if not (path / name).is_file())
     if missing:
         raise ValueError(f"{', '.join(missing)} missing")
-    changed = [name for name, h in (hashes or {}).items() if file_sha256(path / name) != h]
+    changed = [name for name, h in hashes.items() if file_sha256(path / name) != h]
     if changed:
         raise ValueError(f"{', '.join(changed)} changed since it was saved (SHA-256 differs)")
 

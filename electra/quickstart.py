@@ -96,6 +96,10 @@ def _settings(cfg: QuickstartConfig) -> dict:
     }
 
 
+def _shown(value) -> str:
+    return "default" if value is None else repr(value)
+
+
 def _earlier(out: Path, settings: dict) -> dict | None:
     """The record of an earlier quickstart in `out` with these settings (its stages are continued),
     None for a new one; one with other settings is refused."""
@@ -104,7 +108,7 @@ def _earlier(out: Path, settings: dict) -> dict | None:
         was = dict(record["settings"])
     except (OSError, ValueError, KeyError, TypeError):
         return None  # no quickstart here: check_output says what the folder holds
-    changed = [f"{k} {was.get(k)!r} → {v!r}" for k, v in settings.items() if was.get(k) != v]
+    changed = [f"{k} {_shown(was.get(k))} → {_shown(v)}" for k, v in settings.items() if was.get(k) != v]
     if changed:
         raise ValueError(
             f"{out} holds a quickstart with other settings ({'; '.join(changed)}); pass --force to start over, "

@@ -192,7 +192,7 @@ def make_server(
 
         def _reply(self, status: int, payload: dict, close: bool = False, headers: dict | None = None) -> None:
             body = json.dumps(payload).encode()
-            if self.command == "HEAD":  # the headers a GET would get, no body
+            if getattr(self, "command", None) == "HEAD":  # the headers a GET would get, no body
                 body, length = b"", len(body)
             else:
                 length = len(body)
@@ -251,13 +251,17 @@ def make_server(
 
         do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed  # noqa: N815
 
+        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+            """http.server's own refusals (a method it has no handler for, a malformed request line)
+            in JSON, as every other error."""
+            self._reply(code, {"error": message or HTTPStatus(code).phrase}, close=True)
+
         def do_POST(self) -> None:  # noqa: N802
             if not self._authorized(body_unread=True):
                 return
             if self._route() != "/predict":
                 if self._route() == "/health":
-                    error = "use GET /health"
-                    self._reply(HTTPStatus.METHOD_NOT_ALLOWED, {"error": error}, close=True, headers={"Allow": "GET"})
+                    self._not_allowed()
                 else:
                     self._reply(HTTPStatus.NOT_FOUND, {"error": f"no {self._route()}; use POST /predict"}, close=True)
                 return

@@ -45,6 +45,17 @@ def test_damage_that_still_parses_and_a_missing_train_state_are_named(tmp_path):
     (step_dir(tmp_path, 2) / "train_state.pt").unlink()
     with pytest.raises(ValueError, match=r"step-00000002 is damaged .*train_state.pt missing\); delete that folder"):
         load_checkpoint(tmp_path, with_train_state=True)
+    assert load_checkpoint(step_dir(tmp_path, 2)).train_state is None  # the weights load (export) without it
+    config = step_dir(tmp_path, 2) / "config.json"
+    record = json.loads(config.read_text())
+    record["model"]["discriminator"]["hidden_size"] *= 2  # an edit that still parses
+    config.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=r"model.safetensors does not fit config.json's \"model\" record \(size mism"):
+        load_checkpoint(step_dir(tmp_path, 2))
+    record["model"] = None
+    config.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match='config.json\'s "model" record is not a model'):
+        load_checkpoint(step_dir(tmp_path, 2))
     save_checkpoint(step_dir(tmp_path, 3), model)  # no train state saved: none wanted
     config = step_dir(tmp_path, 3) / "config.json"  # as one saved before hashes were recorded
     config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text()).items() if k != "sha256"}))

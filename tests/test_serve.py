@@ -323,6 +323,7 @@ def test_a_client_keeps_its_connection_for_many_requests(folders, serving):
         ("DELETE", "/health", 405, "GET, HEAD"),
         ("OPTIONS", "/predict", 405, "POST"),
         ("PATCH", "/elsewhere", 404, None),
+        ("POST", "/health", 405, "GET, HEAD"),
     ]:  # every error in JSON, as the others are
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         conn.request(method, path, b"{}")
@@ -331,6 +332,11 @@ def test_a_client_keeps_its_connection_for_many_requests(folders, serving):
         assert (reply.status, reply.getheader("Allow")) == (status, allow), (method, path)
         assert error.startswith(f"{method} is not served; use " if status == 405 else "no /elsewhere"), error
         conn.close()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("TRACE", "/health")  # a method http.server has no handler for: its 501, in JSON too
+    reply = conn.getresponse()
+    assert reply.status == 501 and json.loads(reply.read()) == {"error": "Unsupported method ('TRACE')"}
+    conn.close()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     conn.request("HEAD", "/health")  # a GET's headers, no body
     reply = conn.getresponse()
