@@ -197,14 +197,19 @@ def _binary_reason(path: Path) -> str | None:
         head = f.read(8192)
     if _encoding(head) != "utf-8-sig" or b"\x00" not in head:
         return None
+    quarters = [head[i::4] for i in range(4)]
+    for order, zeros in (("LE", quarters[2] + quarters[3]), ("BE", quarters[0] + quarters[1])):
+        if not any(zeros):  # UTF-32 of the Basic Multilingual Plane: two NUL bytes in every four
+            return _unmarked(f"UTF-32{order}")
     even, odd = head[0::2], head[1::2]
-    for zeros, text, order in ((odd, even, "LE"), (even, odd, "BE")):  # ASCII in UTF-16: every other byte NUL
-        if zeros.count(0) > 0.9 * len(zeros) and text.count(0) < 0.1 * len(text):
-            return (
-                f"NUL bytes: UTF-16{order} text without a byte-order mark? convert it to UTF-8 "
-                f"(iconv -f UTF-16{order} -t UTF-8)"
-            )
+    for order, zeros, text in (("LE", odd, even), ("BE", even, odd)):  # UTF-16: NULs mostly on one side
+        if zeros.count(0) > 4 * text.count(0):  # ASCII's high bytes, against characters such as U+4E00
+            return _unmarked(f"UTF-16{order}")
     return "binary (NUL bytes), not text"
+
+
+def _unmarked(encoding: str) -> str:
+    return f"NUL bytes: {encoding} text without a byte-order mark? convert it to UTF-8 (iconv -f {encoding} -t UTF-8)"
 
 
 def _open_text(path: Path, stats: ReadStats) -> io.TextIOWrapper:

@@ -296,12 +296,16 @@ def test_utf16_and_utf32_files_with_a_byte_order_mark_are_read_as_text(tmp_path,
         assert (stats.files, stats.skipped, stats.invalid_utf8) == (1, {}, 0)
 
 
-@pytest.mark.parametrize("order", ["LE", "BE"])
-def test_utf16_without_a_byte_order_mark_is_skipped_with_the_conversion_to_run(tmp_path, order):
-    (tmp_path / "w.txt").write_bytes("Plain ASCII text, in UTF-16.".encode(f"utf-16-{order.lower()}"))
+CHINESE = "中文的句子很长。\n这是另一个句子！\n第 3 行。\n" * 9  # 一 (U+4E00) puts a NUL on the other side
+
+
+@pytest.mark.parametrize("encoding", ["UTF-16LE", "UTF-16BE", "UTF-32LE", "UTF-32BE"])
+@pytest.mark.parametrize("text", ["Plain ASCII text.", CHINESE])
+def test_utf16_or_32_without_a_byte_order_mark_is_skipped_with_the_conversion_to_run(tmp_path, encoding, text):
+    (tmp_path / "w.txt").write_bytes(text.encode(encoding.lower()))
     stats = corpus.ReadStats()
     assert list(corpus.stream([tmp_path / "w.txt"], stats)) == []
-    assert stats.skipped[str(tmp_path / "w.txt")].endswith(f"(iconv -f UTF-16{order} -t UTF-8)")
+    assert stats.skipped[str(tmp_path / "w.txt")].endswith(f"(iconv -f {encoding} -t UTF-8)")
 
 
 def test_documents_of_one_enormous_line_are_cut_and_kept(tmp_path):
