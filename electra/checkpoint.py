@@ -146,9 +146,9 @@ def load_checkpoint(path: str | os.PathLike, with_train_state: bool = False) -> 
             raise ValueError(f'config.json\'s "model" record is not a model ({type(e).__name__}: {e})') from e
         try:
             model.load_state_dict(load_file(path / "model.safetensors"), strict=True)
-        except RuntimeError as e:  # the tensors' names or shapes
-            first = str(e).strip().splitlines()[1].strip() if len(str(e).strip().splitlines()) > 1 else str(e)
-            raise ValueError(f'model.safetensors does not fit config.json\'s "model" record ({first} ...)') from e
+        except RuntimeError as e:  # the tensors' names or shapes: "Error(s) in loading ...:\n\tsize mismatch ..."
+            detail = str(e).strip().splitlines()[-1].strip()
+            raise ValueError(f'model.safetensors does not fit config.json\'s "model" record ({detail} ...)') from e
         train_state = None
         if with_train_state:
             train_state = torch.load(path / "train_state.pt", map_location="cpu", weights_only=True)

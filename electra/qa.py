@@ -60,7 +60,7 @@ def read_squad(path: str | Path) -> list[Example]:
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
         raise TaskError(f'{path} is not SQuAD JSON: expected {{"data": [articles with paragraphs and qas]}}')
     out, seen = [], {}
-    place = "an article"  # where a missing field or a wrong type is, for the message
+    place = "the top"  # where a missing field or a wrong type is, for the message
     try:
         for i, article in enumerate(doc["data"], 1):
             place = f"article {i}"
@@ -82,8 +82,7 @@ def read_squad(path: str | Path) -> list[Example]:
     except TypeError:  # e.g. answers as {"text": [...], "answer_start": [...]}, the hub's columns
         raise TaskError(
             f"{path} is not SQuAD JSON at {place}: expected data -> paragraphs (context, qas) -> qas (question, id, "
-            "answers: "
-            '[{"text", "answer_start"}])'
+            'answers: [{"text", "answer_start"}])'
         ) from None
     return out
 
@@ -179,9 +178,11 @@ def encode_windows(
 def fine_tuned_stride(max_length: int, stride: int | None) -> int | None:
     """The stride a model was fine-tuned with, or None (the default for `max_length`) where windows
     of `max_length` tokens cannot share that many: the user asked for the length, not the stride."""
-    room = max_length - 3 - question_limit(max_length)
-    if stride is None or stride < room:
+    try:
+        window_stride(max_length, stride)
         return stride
+    except TaskError:
+        pass
     fitted = window_stride(max_length, None)[1]
     print(
         f"note: the model was fine-tuned with windows sharing {stride} tokens, more than windows of {max_length} "

@@ -80,6 +80,10 @@ def _hub_sst2(folder: Path) -> Path:
 RECORD = "quickstart.json"  # in OUT: the settings, the sized schedule and the stages done
 
 
+def _save(out: Path, record: dict) -> None:
+    publish_file(out / RECORD, json.dumps(record, indent=2) + "\n")
+
+
 def _settings(cfg: QuickstartConfig) -> dict:
     """What the stages' results depend on, as a rerun must give it to continue them."""
     cuda = torch.cuda.is_available()
@@ -137,7 +141,7 @@ def run(cfg: QuickstartConfig) -> dict:
     if record is None:
         record = {"settings": settings, "pretrain_steps": None, "done": []}
         out.mkdir(parents=True, exist_ok=True)
-        publish_file(out / RECORD, json.dumps(record, indent=2) + "\n")
+        _save(out, record)
     else:
         print(f"continuing the quickstart in {out} (done: {', '.join(record['done']) or 'no stage'})", file=sys.stderr)
     try:
@@ -170,7 +174,7 @@ def _pipeline(cfg: QuickstartConfig, out: Path, record: dict) -> dict:
 
     def finished(stage: str) -> None:
         done.append(stage)
-        publish_file(out / RECORD, json.dumps(record, indent=2) + "\n")
+        _save(out, record)
 
     _stage(1, "prepare: train a WordPiece vocabulary and pack the corpus into shards")
     task_data = Path(cfg.task_data) if cfg.task_data else None
@@ -202,7 +206,7 @@ def _pipeline(cfg: QuickstartConfig, out: Path, record: dict) -> dict:
             shutil.rmtree(out / "probe", ignore_errors=True)  # what a stopped probe left
             probe = dataclasses.replace(run_cfg, out=str(out / "probe"))
             record["pretrain_steps"] = steps_for_budget(probe, cfg.minutes)
-            publish_file(out / RECORD, json.dumps(record, indent=2) + "\n")
+            _save(out, record)
         steps = record["pretrain_steps"]
         run_cfg = dataclasses.replace(
             run_cfg,

@@ -192,10 +192,9 @@ def make_server(
 
         def _reply(self, status: int, payload: dict, close: bool = False, headers: dict | None = None) -> None:
             body = json.dumps(payload).encode()
+            length = len(body)
             if getattr(self, "command", None) == "HEAD":  # the headers a GET would get, no body
-                body, length = b"", len(body)
-            else:
-                length = len(body)
+                body = b""
             self.send_response(status)
             for name, value in (headers or {}).items():
                 self.send_header(name, value)

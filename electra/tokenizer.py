@@ -63,8 +63,9 @@ def train_wordpiece(
 
     `texts` (strings, or lists of strings) is read twice, so pass a list or a function that
     returns a fresh iterable. The result is deterministic: the `##x` continuation of every
-    character that can sit inside a word gets its id up front, in sorted order, because the trainer otherwise numbers
-    them in hash-map order and breaks ties in merge counts by id (tokenizers issue #1794).
+    character that can sit inside a word gets its id up front, in sorted order, because the
+    trainer otherwise numbers them in hash-map order and breaks ties in merge counts by id
+    (tokenizers issue #1794).
     """
     if vocab_size < len(SPECIAL_TOKENS) + 1:
         raise ValueError(f"vocab_size {vocab_size} is too small; it must hold the special tokens and more")
