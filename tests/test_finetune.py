@@ -115,6 +115,7 @@ def test_predicted_words_group_into_entities_as_the_pipeline_groups_them():
     assert overlapping(windows) == [span(0, 4, 0.9), span(12, 20, 0.1), span(20, 23, 0.9), span(30, 35, 0.7)]
 
 
+@pytest.mark.skipif(not GLUE_DATA.is_dir(), reason="../shared/data/glue is not present")
 @pytest.mark.parametrize(
     "name, rows, first_label",
     [
