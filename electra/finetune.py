@@ -306,15 +306,26 @@ def label_set(task: Task, train: list[Example], devs: dict[str, list[Example]]) 
     known = set(labels)
     for name, examples in {"train": train, **devs}.items():
         for i, e in enumerate(examples):
-            for t in e.label if task.kind == "tagging" else [e.label]:
+            for w, t in enumerate(e.label if task.kind == "tagging" else [e.label]):
                 if t not in known:
                     what = f"not one of {task.name}'s labels" if task.labels else "unseen in training"
                     scores = not task.labels and all(map(_is_number, [t, *labels]))
                     raise TaskError(
-                        f"{name} example {i + 1} has label {t!r}, {what} (known: {', '.join(sorted(map(str, known)))})"
+                        f"{name} {_example_at(task, e, i, w)} has label {t!r}, {what} "
+                        f"(known: {', '.join(sorted(map(str, known)))})"
                         + ("; if the labels are scores, pass --regression" if scores else "")
                     )
     return labels
+
+
+def _example_at(task: Task, e: Example, i: int, word: int) -> str:
+    """Where a label sits, findable in the file: the example's number and its text's start (a
+    tagged sentence's first words and the word itself)."""
+    if task.kind == "tagging":
+        start = " ".join(e.text[:6]) + (" ..." if len(e.text) > 6 else "")
+        return f"sentence {i + 1} ({start!r}): word {word + 1} {e.text[word]!r}"
+    text = e.text if len(e.text) <= 40 else e.text[:40] + "..."
+    return f"example {i + 1} ({text!r})"
 
 
 @dataclass

@@ -13,7 +13,7 @@ import torch
 
 from electra import hf
 from electra.config import tiny
-from electra.finetune import FinetuneConfig, encode, layer_scales, run, score, word_tags
+from electra.finetune import FinetuneConfig, encode, label_set, layer_scales, run, score, word_tags
 from electra.model import Electra, Encoder
 from electra.tasks import (
     GLUE,
@@ -228,6 +228,16 @@ def test_gold_entities_the_model_does_not_see_count_as_missed(tokenizer):
     seen = [[max(t, 0) for t in tags] for tags in enc.labels]  # right wherever the model sees a word
     assert score(task, enc, labels, seen) == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3)}
     assert word_tags(seen[1], enc.words[1], enc.tags[1], labels) == (["O", "O", "B-PER"], ["B-PER", "O", "B-PER"])
+
+
+def test_a_tag_unseen_in_training_is_named_with_its_sentence_and_word():
+    task = Task("ner", "tagging", ("f1", "precision", "recall"))
+    train = [Example(["ann", "ran"], None, ["B-PER", "O"])]
+    dev = [Example(["ann", "ran"], None, ["B-PER", "O"]), Example(list("abcdefgh"), None, ["O"] * 6 + ["B-LOC", "O"])]
+    assert label_set(task, train, {"dev": dev[:1]}) == ["O", "B-PER"]
+    where = "^dev sentence 2 \\('a b c d e f ...'\\): word 7 'g' "
+    with pytest.raises(TaskError, match=where + "has label 'B-LOC', unseen in training"):
+        label_set(task, train, {"dev": dev})
 
 
 # ---------------------------------------------------------------------------------------
@@ -1010,7 +1020,8 @@ def test_bad_task_input_is_refused_with_a_message(sentiment_tokenizer_dir, tmp_p
     (data / "train.csv").write_text("text,label\na good film,pos\na bad film,neg\n")
     (data / "dev.csv").write_text("text,label\nan odd film,meh\n")
     cfg = FinetuneConfig(model=str(root / "model"), task="csv", data=str(data), out=str(tmp_path / "o"))
-    with pytest.raises(TaskError, match="label 'meh', unseen in training \\(known: neg, pos\\)$"):
+    unseen = "^dev example 1 \\('an odd film'\\) has label 'meh', unseen in training \\(known: neg, pos\\)$"
+    with pytest.raises(TaskError, match=unseen):
         run(cfg, quiet=True)
     (data / "train.csv").write_text("text,label\na good film,4\na bad film,1\n")
     (data / "dev.csv").write_text("text,label\nan odd film,2.5\n")  # classes in train, a score in dev
