@@ -405,7 +405,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     elif recorded.get("task") == "csv" and input_suffix(args.input, args.format) in FIELDED:  # its own columns
         fine = hf.fine_tuned_options(recorded)
         text_field, pair_field = text_field or fine["text_field"], pair_field or fine["pair_field"]
-    inputs, texts = _read_texts(args, text_field, pair_field, "label")
+    inputs, texts = _read_texts(args, text_field, pair_field, "label", args.id_field)
     predictor = Predictor(*_model_settings(args))
     labelled = predictor.stream(texts, args.batch_size, not args.no_truncate)
     truncated = single = 0
@@ -446,14 +446,14 @@ def _writable(option: str, path: str, inputs: dict[str, str | None]) -> None:
             raise UsageError(f"{option} {path} {what} {name} {given}: write it elsewhere, so that no input is replaced")
 
 
-def _read_texts(args: argparse.Namespace, text_field, pair_field, verb: str):
+def _read_texts(args: argparse.Namespace, text_field, pair_field, verb: str, id_field=None):
     """The Inputs of --input and an iterator over its texts, refused now (before the model loads)
     when it is empty or is the --output file."""
     from electra.predict import Inputs
 
     if args.output not in (None, "-"):
         _writable("--output", args.output, {"--input": args.input, "--model": args.model})
-    inputs = Inputs(args.input, text_field, pair_field, args.format)
+    inputs = Inputs(args.input, text_field, pair_field, args.format, id_field)
     texts = iter(inputs)
     first = next(texts, None)
     if first is None:
@@ -943,6 +943,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _model_options(p)
     _text_inputs(p)
+    p.add_argument(
+        "--id-field",
+        help='csv/tsv column or jsonl field copied to each output line as "id" (default: id, where present)',
+    )
     p.add_argument("--output", help="output .jsonl (default: stdout)")
     p.add_argument("--no-truncate", action="store_true", help="refuse longer texts instead of truncating")
     p.set_defaults(func=cmd_predict)

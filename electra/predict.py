@@ -29,12 +29,23 @@ def input_suffix(source: str | os.PathLike | None, fmt: str | None) -> str:
     return f".{fmt}" if fmt else ".txt" if stdin else Path(source).suffix.lower()
 
 
+class Text(tuple):
+    """One input, (text, pair), and its `id`: a record's or row's identifier (None without one)."""
+
+    def __new__(cls, text: str, pair: str | None, ident=None):
+        self = super().__new__(cls, (text, pair))
+        self.id = ident
+        return self
+
+
 class Inputs:
     """Texts (and pairs) streamed from a file or stdin: .jsonl records, .csv/.tsv columns, or plain lines.
 
     `fmt` (one of FORMATS) overrides the file's suffix; stdin is plain lines unless it is given.
-    Iterating reads the source once, as it goes; blank plain lines are skipped and counted in
-    `blank`; a record without the field is an error when it is reached.
+    Iterating reads the source once, as it goes, yielding a `Text` per input; blank plain lines
+    are skipped and counted in `blank`; a record without the field is an error when it is reached.
+    Each Text's `id` is its record's `id_field` (a field or column; an error where one lacks
+    it), else its "id" where it has one.
     """
 
     def __init__(
@@ -43,6 +54,7 @@ class Inputs:
         text_field: str | None = None,
         pair_field: str | None = None,
         fmt: str | None = None,
+        id_field: str | None = None,
     ):
         self.stdin = source is None or str(source) == "-"
         self.name = "stdin" if self.stdin else str(source)
@@ -54,14 +66,14 @@ class Inputs:
                 f"{source} is a .json file; inputs are .jsonl (one JSON object per line), .csv/.tsv or plain lines: "
                 "save it as one of those, or pass --format to say how to read it"
             )
-        if self.suffix not in FIELDED and (text_field or pair_field):
+        if self.suffix not in FIELDED and (text_field or pair_field or id_field):
             raise ValueError(
                 f"{self.name} is read as plain lines, which have no fields; for columns or JSON fields pass "
                 "--format csv, tsv or jsonl (or an --input file with that suffix)"
             )
         if not self.stdin and not Path(source).exists():
             raise FileNotFoundError(f"input file {source} does not exist")
-        self.text_field, self.pair_field = text_field or "text", pair_field
+        self.text_field, self.pair_field, self.id_field = text_field or "text", pair_field, id_field
         self.blank = 0
 
     def __iter__(self) -> Iterator[tuple[str, str | None]]:
@@ -72,22 +84,24 @@ class Inputs:
         with open(self.name, encoding="utf-8-sig", newline="") as f, utf8(self.name):
             yield from self._read(f)
 
-    def _read(self, stream) -> Iterator[tuple[str, str | None]]:
-        text, pair = self.text_field, self.pair_field
+    def _read(self, stream) -> Iterator[Text]:
+        text, pair, ident = self.text_field, self.pair_field, self.id_field
         if self.suffix == ".jsonl":  # without --pair-field, a record's "pair" is its second text, as serve reads it
-            for n, r in jsonl_records(stream, self.name, {"text": text, "pair": pair}, null_pair=True):
+            required = {"text": text, "pair": pair, "id": ident}
+            for n, r in jsonl_records(stream, self.name, required, null_pair=True):
                 second = r.get("pair") if pair is None else r[pair]
                 if pair is None and second is not None:
                     unicode_text(second, f"{self.name}:{n}: 'pair'")
-                yield r[text], second
+                yield Text(r[text], second, r.get(ident or "id"))
         elif self.suffix in (".csv", ".tsv"):  # read as fine-tuning reads them (GLUE's TSVs are unquoted)
-            for e in table_rows(stream, self.name, self.suffix == ".tsv", text, pair, None):
-                yield e.text, e.pair
+            tsv, optional = self.suffix == ".tsv", ident is None
+            for e in table_rows(stream, self.name, tsv, text, pair, None, ident=ident or "id", ident_optional=optional):
+                yield Text(e.text, e.pair, e.id)
         else:
             for line in stream:
                 line = line.rstrip("\r\n")
                 if line.strip():
-                    yield line, None
+                    yield Text(line, None)
                 else:
                     self.blank += 1
 
@@ -382,5 +396,7 @@ def predict(
 
 
 def jsonl_line(text: tuple[str, str | None], record: dict) -> str:
+    """An output line: the input's id (a `Text` with one), its text (or [text, pair]) and `record`."""
     t, p = text
-    return json.dumps({"text": t if p is None else [t, p], **record}) + "\n"
+    ident = getattr(text, "id", None)
+    return json.dumps({**({} if ident is None else {"id": ident}), "text": t if p is None else [t, p], **record}) + "\n"

@@ -456,8 +456,13 @@ def table_rows(
     label: str | int | None,
     header: bool = True,
     fixed: str | None = None,
+    ident: str | None = None,
+    ident_optional: bool = False,
 ) -> Iterator[Example]:
-    """Rows of a CSV or TSV stream as examples, as they are read; blank rows skipped, short ones named."""
+    """Rows of a CSV or TSV stream as examples, as they are read; blank rows skipped, short ones named.
+
+    `ident` names a column whose value is each example's id (with `ident_optional`, only where
+    the header has it)."""
     rows = _csv_rows(stream, name, tsv)
     head = next(rows, None) if header else None
     if header and head is None:
@@ -465,7 +470,10 @@ def table_rows(
     t = _column(head, text, name, "text", fixed)
     p = None if pair is None else _column(head, pair, name, "pair", fixed)
     y = None if label is None else _column(head, label, name, "label", fixed)
-    need = max(c for c in (t, p, y) if c is not None)
+    if ident_optional and not (head and ident in head):
+        ident = None
+    i = None if ident is None else _column(head, ident, name, "id", fixed)
+    need = max(c for c in (t, p, y, i) if c is not None)
     for n, row in enumerate(rows, 2 if header else 1):
         if not row or not any(cell.strip() for cell in row):
             continue
@@ -479,7 +487,9 @@ def table_rows(
             )
         if y is not None and not row[y].strip():
             raise TaskError(f"{name}:{n} has an empty label; label the row or remove it")
-        yield Example(row[t], None if p is None else row[p], None if y is None else row[y].strip())
+        yield Example(
+            row[t], None if p is None else row[p], None if y is None else row[y].strip(), None if i is None else row[i]
+        )
 
 
 def jsonl_records(stream, name: str, required: dict[str, str | None], null_pair: bool = False):

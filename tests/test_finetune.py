@@ -911,6 +911,26 @@ def test_predict_reads_tables_as_finetune_does(tmp_path):
     (tmp_path / "q.csv").write_text('text\n"an unclosed quote\nthe rest\n')
     with pytest.raises(TaskError, match="q.csv:2: a quoted field opened on this row never closes"):
         list(Inputs(tmp_path / "q.csv"))
+    # each input's id: --id-field's, else an "id" field or column where there is one
+    assert [t.id for t in Inputs(tmp_path / "in.tsv", "text", "pair")] == ["1", "2", "3"]
+    assert [t.id for t in Inputs(tmp_path / "in.tsv", "text", id_field="pair")] == ["second", "x", '"open']
+    assert [t.id for t in Inputs(tmp_path / "in.csv", "text")] == [None]
+    with pytest.raises(
+        TaskError, match="in.csv has no column 'key' \\(columns: text, pair\\); name the id column with --id-f"
+    ):
+        list(Inputs(tmp_path / "in.csv", "text", id_field="key"))
+    (tmp_path / "ids.jsonl").write_text('{"text": "a", "id": 7}\n{"text": "b"}\n')
+    assert [(t, t.id) for t in Inputs(tmp_path / "ids.jsonl")] == [(("a", None), 7), (("b", None), None)]
+    with pytest.raises(
+        TaskError, match="ids.jsonl:2 has no field 'id' \\(fields: text\\); name the id field with --id-f"
+    ):
+        list(Inputs(tmp_path / "ids.jsonl", id_field="id"))
+    with pytest.raises(ValueError, match="read as plain lines, which have no fields"):
+        Inputs(tmp_path / "in.txt", id_field="id")
+    from electra.predict import Text, jsonl_line
+
+    assert jsonl_line(Text("a", None, 7), {"label": "pos"}) == '{"id": 7, "text": "a", "label": "pos"}\n'
+    assert jsonl_line(("a", "b"), {"label": "pos"}) == '{"text": ["a", "b"], "label": "pos"}\n'
     (tmp_path / "d.jsonl").write_text('{"text": "a", "pair": null, "label": "x"}\n')
     with pytest.raises(TaskError, match="d.jsonl:1: 'pair' is None, not a text string"):  # training data: pairs
         read_table(tmp_path / "d.jsonl", "text", "pair", "label")

@@ -173,7 +173,7 @@ def test_squad_fine_tunes_end_to_end_and_transformers_loads_the_answerer(
     assert right >= 18
 
     # electra predict answers as evaluation does: the same answers give the same scores
-    lines = "".join(json.dumps({"question": e.text, "context": e.pair}) + "\n" for e in dev)
+    lines = "".join(json.dumps({"id": e.id, "question": e.text, "context": e.pair}) + "\n" for e in dev)
     (tmp_path / "questions.jsonl").write_text(lines)
     out = tmp_path / "answers.jsonl"
     ask = ["predict", "--model", tmp_path / "qa", "--batch-size", "7"]
@@ -181,6 +181,7 @@ def test_squad_fine_tunes_end_to_end_and_transformers_loads_the_answerer(
     assert result.returncode == 0, result.stderr
     answers = [json.loads(line) for line in out.read_text().splitlines()]
     assert [a["text"] for a in answers] == [[e.text, e.pair] for e in dev]
+    assert [a["id"] for a in answers] == [e.id for e in dev] and len({e.id for e in dev}) == len(dev)  # ids carried
     assert all(
         e.pair[a["start"] : a["end"]] == a["answer"] and 0 < a["score"] <= 1 for e, a in zip(dev, answers, strict=True)
     )
