@@ -94,6 +94,7 @@ PART_OPTIONS = (
     "text_field",
     "doc_per_file",
     "vocab_size",
+    "limit_alphabet",
     "tokenizer",
     "cased",
     "seq_len",
@@ -143,14 +144,20 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             f"{' and '.join(hub_only)} {'choose' if len(hub_only) > 1 else 'chooses'} what --dataset reads; "
             "--corpus reads its files whole: drop " + ("them" if len(hub_only) > 1 else "it")
         )
-    if (args.vocab_size is not None or args.cased) and args.tokenizer:
-        raise UsageError("--vocab-size and --cased train a new tokenizer and --tokenizer reuses one; pass only one")
+    if (args.vocab_size is not None or args.cased or args.limit_alphabet is not None) and args.tokenizer:
+        given = [o for o, v in (("--vocab-size", args.vocab_size), ("--limit-alphabet", args.limit_alphabet)) if v]
+        given += ["--cased"] if args.cased else []
+        raise UsageError(
+            f"{' and '.join(given)} {'shape' if len(given) > 1 else 'shapes'} a new tokenizer and --tokenizer "
+            "reuses one; pass only one"
+        )
     cfg = prep.PrepareConfig(
         seq_len=args.seq_len,
         seed=args.seed,
         validation_fraction=args.validation_fraction,
         rows_per_shard=args.rows_per_shard,
         vocab_size=30522 if args.vocab_size is None else args.vocab_size,
+        limit_alphabet=args.limit_alphabet,
         lowercase=not args.cased,
         text_field=args.text_field,
         format=args.format,
@@ -696,6 +703,13 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--vocab-size", type=int, help="train a WordPiece vocabulary of this size (default: 30522)")
     tok.add_argument("--tokenizer", help="reuse a tokenizer: an HF folder, tokenizer.json or vocab.txt")
     p.add_argument("--cased", action="store_true", help="train a cased vocabulary (default: lowercase)")
+    p.add_argument(
+        "--limit-alphabet",
+        type=int,
+        metavar="N",
+        help="keep only the N most frequent characters in the trained vocabulary; words with others become [UNK] "
+        "(default: every character)",
+    )
     p.add_argument("--seq-len", type=int, default=128, help="tokens per row (default: 128)")
     p.add_argument("--seed", type=int, default=0, help="seed for packing and the split (default: 0)")
     p.add_argument("--validation-fraction", type=float, default=0.01, help="rows held out (default: 0.01)")

@@ -60,6 +60,7 @@ class PrepareConfig:
     short_target_prob: float = 0.05  # paper: 5% of examples get a random shorter length
     rows_per_shard: int = 65536
     vocab_size: int | None = 30522  # size of the vocabulary to train; None when reusing a tokenizer
+    limit_alphabet: int | None = None  # keep only this many characters (the most frequent) in a trained one
     lowercase: bool = True
     text_field: str = "text"
     format: str = "auto"
@@ -72,7 +73,7 @@ class PrepareConfig:
             raise ValueError(f"seq_len {self.seq_len} is out of range; use 8 to 65536 (128 or 512 are typical)")
         check_options(
             self,
-            **dict.fromkeys(("num_parts", "vocab_size", "rows_per_shard"), "count"),
+            **dict.fromkeys(("num_parts", "vocab_size", "rows_per_shard", "limit_alphabet"), "count"),
             **dict.fromkeys(("part_index", "seed"), "count0"),
             validation_fraction="fraction",
         )
@@ -327,7 +328,11 @@ def _tokenizer(tokenizer, cfg: PrepareConfig, read, total_bytes: int, quiet: boo
                 bar.update(stats.bytes - bar.n)
 
     return train_wordpiece(
-        texts, 30522 if cfg.vocab_size is None else cfg.vocab_size, lowercase=cfg.lowercase, show_progress=False
+        texts,
+        30522 if cfg.vocab_size is None else cfg.vocab_size,
+        lowercase=cfg.lowercase,
+        show_progress=False,
+        limit_alphabet=cfg.limit_alphabet,
     )
 
 
@@ -363,6 +368,8 @@ def prepare(
     """
     cfg = cfg or PrepareConfig()
     if tokenizer is not None:  # the vocabulary comes from the tokenizer
+        if cfg.limit_alphabet is not None:
+            raise ValueError("limit_alphabet shapes a vocabulary to train; a reused tokenizer has its own characters")
         cfg = dataclasses.replace(cfg, vocab_size=None)
     if cfg.num_parts > 1 and tokenizer is None:
         raise ValueError(

@@ -8,6 +8,7 @@ for both (transformers registers them from tokenizer_config.json whatever tokeni
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator
@@ -58,6 +59,7 @@ def train_wordpiece(
     lowercase: bool = True,
     min_frequency: int = 2,
     show_progress: bool = True,
+    limit_alphabet: int | None = None,
 ) -> Tokenizer:
     """Train a BERT-style WordPiece vocabulary (`##` continuations, specials first: [PAD]=0).
 
@@ -65,16 +67,22 @@ def train_wordpiece(
     returns a fresh iterable. The result is deterministic: the `##x` continuation of every
     character that can sit inside a word gets its id up front, in sorted order, because the
     trainer otherwise numbers them in hash-map order and breaks ties in merge counts by id
-    (tokenizers issue #1794).
+    (tokenizers issue #1794). Every character of the corpus is kept, or with `limit_alphabet`
+    the most frequent that many (ties in character order); a word holding any other one
+    encodes as [UNK], as in BERT.
     """
     if vocab_size < len(SPECIAL_TOKENS) + 1:
         raise ValueError(f"vocab_size {vocab_size} is too small; it must hold the special tokens and more")
+    if limit_alphabet is not None and limit_alphabet < 1:
+        raise ValueError(f"limit_alphabet must be at least 1, got {limit_alphabet}")
     fresh = texts if callable(texts) else lambda: texts
     tok = _bert_pipeline(Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100)), lowercase)
-    chars: set[str] = set()
+    chars: collections.Counter[str] | set[str] = set() if limit_alphabet is None else collections.Counter()
     for batch in _batched(fresh()):
         chars.update(tok.normalizer.normalize_str("\n".join(batch)))
     alphabet = sorted(c for c in chars if not c.isspace())
+    if limit_alphabet is not None:  # the most frequent characters; the rare rest become [UNK]
+        alphabet = sorted(sorted(alphabet, key=lambda c: (-chars[c], c))[:limit_alphabet])
     # only a character that can sit inside a word continues one: punctuation and CJK characters
     # stand alone (the pre-tokenizer splits them off), so their ## pieces would be dead entries
     continuations = [f"##{c}" for c in alphabet if _inside_words(tok, c)]
@@ -84,12 +92,14 @@ def train_wordpiece(
             f"a vocabulary of {vocab_size} cannot spell this corpus: its {len(alphabet)} characters (alone, and "
             f"{len(continuations)} of them as ## continuations) and the {len(SPECIAL_TOKENS)} special tokens take "
             f"{need} entries before any word piece; pass --vocab-size well above {need}"
+            + (", or keep only the most frequent characters with --limit-alphabet" if len(alphabet) > 1000 else "")
         )
     trainer = trainers.WordPieceTrainer(
         vocab_size=vocab_size + len(continuations),
         min_frequency=min_frequency,
         special_tokens=[*SPECIAL_TOKENS, *continuations],
         initial_alphabet=alphabet,
+        limit_alphabet=len(alphabet),  # the trainer adds no character of its own beyond these
         continuing_subword_prefix="##",
         show_progress=show_progress,
     )

@@ -481,12 +481,15 @@ def test_outputs_that_would_replace_their_inputs_or_zeros_for_defaults_are_refus
     for flag, value, message in [
         ("--vocab-size", "0", "vocab-size must be a whole number of at least 1, got 0"),
         ("--num-parts", "0", "num-parts must be a whole number of at least 1, got 0"),
+        ("--limit-alphabet", "0", "limit-alphabet must be a whole number of at least 1, got 0"),
     ]:
         r = prep("--corpus", str(books), "--out", str(tmp_path / "o"), flag, value)
         assert r.returncode == 2 and message in r.stderr, r.stderr
     assert sorted(p.name for p in books.iterdir()) == ["a.txt"] and not (tmp_path / "o").exists()
     r = prep("--corpus", str(books), "--out", str(tmp_path / "o"), "--cased", "--tokenizer", str(books))
-    assert r.returncode == 2 and "pass only one" in r.stderr
+    assert r.returncode == 2 and "--cased shapes a new tokenizer and --tokenizer reuses one; pass only one" in r.stderr
+    r = prep("--corpus", str(books), "--out", str(tmp_path / "o"), "--limit-alphabet", "9", "--tokenizer", str(books))
+    assert r.returncode == 2 and "--limit-alphabet shapes a new tokenizer" in r.stderr
     _write_txt(tmp_path / "b.txt", ["Another book entirely. With its own words!"])
     two = ["--corpus", str(books), "--corpus", str(tmp_path / "b.txt"), str(books / "a.txt")]
     r = prep(*two, "--out", str(tmp_path / "o"), "--vocab-size", "12")  # fewer entries than characters
@@ -609,3 +612,34 @@ def test_a_vocabulary_holds_every_character_and_continuations_only_of_those_insi
         ValueError, match=r"its 39 characters \(alone, and 20 of them as ## continuations\) .* take 64 entries"
     ):
         train_wordpiece(texts, vocab_size=60, show_progress=False)
+
+
+def test_limit_alphabet_keeps_the_most_frequent_characters_and_the_rest_become_unk():
+    from electra.tokenizer import train_wordpiece
+
+    rare = [chr(0x2600 + i) for i in range(1200)]  # 1,200 symbols seen once each
+    texts = ["the cat sat on the mat, and the dog sat too."] * 30 + [f"ab{c}cd" for c in rare]
+    with pytest.raises(
+        ValueError,
+        match="its 1214 characters .* 2377 entries .*; pass --vocab-size well above 2377, or .* --limit-alphabet",
+    ):
+        train_wordpiece(texts, vocab_size=300, show_progress=False)
+    tok = train_wordpiece(texts, vocab_size=300, show_progress=False, limit_alphabet=16)
+    vocab = tok.get_vocab()
+    # the 14 characters of the sentence (and of ab..cd), then two of the 1,200 seen once: the first in order
+    assert (
+        sorted(t for t in vocab if len(t) == 1)
+        == sorted(set("the cat sat on the mat, and dog too. abcd") - {" "}) + rare[:2]
+    )
+    assert tok.encode("the cat ab\u2600cd ab\u2602cd").tokens == [
+        "[CLS]",
+        "the",
+        "cat",
+        "ab",
+        "##\u2600",
+        "##cd",
+        "[UNK]",
+        "[SEP]",
+    ]
+    again = train_wordpiece(texts, vocab_size=300, show_progress=False, limit_alphabet=16)
+    assert again.to_str() == tok.to_str()
