@@ -1067,12 +1067,47 @@ def _peer_gone(e: Exception) -> bool:
     )
 
 
+# the commands that share their work among the processes torchrun starts
+DISTRIBUTED = ("pretrain", "finetune")
+
+
+@contextlib.contextmanager
+def _one_voice(rank: str):
+    """Under torchrun the first process speaks for all: the others' notes, warnings and progress
+    (the same as its own) are dropped. Their errors are still said, by `main`, marked with the rank."""
+    if rank == "0":
+        yield
+        return
+    said = sys.stderr
+    with open(os.devnull, "w") as sys.stderr:
+        try:
+            yield
+        finally:
+            sys.stderr = said
+
+
+def _say(line: str) -> None:
+    """One line to stderr in one write, so that the lines of processes sharing it never run together."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     from electra.signals import Interrupted, Terminated, terminate_unwinds
 
     args = build_parser().parse_args(argv)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = os.environ.get("RANK", "0") if world > 1 else "0"
+    if world > 1 and args.command not in DISTRIBUTED:  # each process would do the whole job, into the same files
+        if rank == "0":
+            _say(
+                f"electra {args.command}: error: {args.command} runs in one process; run it without torchrun "
+                f"(under torchrun: {' and '.join(DISTRIBUTED)})"
+            )
+        return 2
+    who = f"electra {args.command}: " + ("" if rank == "0" else f"process {rank}: ")
     try:
-        with terminate_unwinds():  # training loops take SIGTERM themselves, to save their step
+        with terminate_unwinds(), _one_voice(rank):  # training loops take SIGTERM themselves, to save their step
             args.func(args)
     except BrokenPipeError:  # stdout's reader stopped early (`electra predict ... | head`), as SIGPIPE ends a tool
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush has nowhere to fail
@@ -1081,25 +1116,22 @@ def main(argv: list[str] | None = None) -> int:
         from electra.pretrain import TrainingDiverged
 
         if isinstance(e, Interrupted):  # stopped by a signal, its progress saved
-            if os.environ.get("RANK", "0") == "0":  # under torchrun, once
-                print(f"electra {args.command}: {e}{_CONTINUES.get(args.command, '')}", file=sys.stderr)
+            if rank == "0":  # under torchrun, once
+                _say(f"{who}{e}{_CONTINUES.get(args.command, '')}")
             return 128 + e.signum
         if _peer_gone(e):
-            print(
-                f"electra {args.command}: process {os.environ.get('RANK')} stopped: another process of this launch "
-                f"ended first (see its message); {str(e).strip().splitlines()[0][:200]}",
-                file=sys.stderr,
-            )
+            first = str(e).strip().splitlines()[0][:200]
+            _say(f"{who}stopped: another process of this launch ended first (see its message); {first}")
             return 1
         if not isinstance(e, (UsageError, OSError, ValueError, TrainingDiverged)):
             raise  # a bug, not bad input: keep the traceback
-        print(f"electra {args.command}: error: {e}", file=sys.stderr)
+        _say(f"{who}error: {e}")
         return 2
     except KeyboardInterrupt:
-        print(f"electra {args.command}: interrupted", file=sys.stderr)
+        _say(f"{who}interrupted")
         return 130
     except Terminated:
-        print(f"electra {args.command}: terminated (SIGTERM)", file=sys.stderr)
+        _say(f"{who}terminated (SIGTERM)")
         return 128 + signal.SIGTERM
     return 0
 

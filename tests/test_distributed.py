@@ -358,14 +358,40 @@ def test_a_process_that_loses_its_peers_says_so_in_one_line(cli, monkeypatch):
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
-    monkeypatch.setattr(electra.cli, "cmd_report", lost)
-    result = cli("report", "somewhere")
+    monkeypatch.setattr(electra.cli, "cmd_pretrain", lost)
+    result = cli("pretrain", "--data", "d", "--out", "o")
     assert result.returncode == 1
-    assert result.stderr.startswith("electra report: process 1 stopped: another process of this launch ended first")
+    assert result.stderr.startswith("electra pretrain: process 1: stopped: another process of this launch ended")
 
     def bug(args):
         raise RuntimeError("shape mismatch in our own code")
 
-    monkeypatch.setattr(electra.cli, "cmd_report", bug)
+    monkeypatch.setattr(electra.cli, "cmd_pretrain", bug)
     with pytest.raises(RuntimeError, match="shape mismatch"):  # anything else keeps its traceback
-        cli("report", "somewhere")
+        cli("pretrain", "--data", "d", "--out", "o")
+
+
+def test_under_torchrun_the_first_process_speaks_and_one_process_commands_refuse(cli, monkeypatch):
+    import electra.cli
+
+    def noisy(args):
+        print("note: the same on every process", file=sys.stderr)
+        raise ValueError("a bad setting")
+
+    monkeypatch.setattr(electra.cli, "cmd_finetune", noisy)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    args = ("finetune", "--model", "m", "--task", "sst2", "--data", "d", "--out", "o")
+    said = {}
+    for rank in ("0", "1"):
+        monkeypatch.setenv("RANK", rank)
+        said[rank] = cli(*args)
+        assert said[rank].returncode == 2
+    assert said["0"].stderr == "note: the same on every process\nelectra finetune: error: a bad setting\n"
+    assert said["1"].stderr == "electra finetune: process 1: error: a bad setting\n"  # its notes left to the first
+    assert sys.stderr is sys.__stderr__ or not sys.stderr.closed  # restored
+    for rank in ("0", "1"):  # each process would export (prepare, serve ...) into the same files
+        monkeypatch.setenv("RANK", rank)
+        result = cli("export", "run", "--out", "x")
+        assert result.returncode == 2
+        refusal = "electra export: error: export runs in one process; run it without torchrun (under torchrun: pre"
+        assert result.stderr.startswith(refusal) if rank == "0" else result.stderr == ""
