@@ -185,12 +185,16 @@ def _test_file(folder: Path) -> Path | None:
 def load_task(cfg: FinetuneConfig, with_train: bool = True) -> tuple[Task, list[Example], dict[str, list[Example]]]:
     """The task and its training and dev examples (several dev sets for MNLI; a labelled test set
     beside them for csv and ner). Without `with_train` the training file is not read (evaluation).
-    A split without examples is refused: it would score 0 (or NaN), as if it had been scored."""
+    A split without examples is refused: it would score 0 (or NaN), as if it had been scored.
+    For a task whose pairs are unordered (MRPC, STS-B) training reads each pair in both orders,
+    the original ones first, as Google's ELECTRA fine-tuning does."""
     task, train, devs = _read_task(cfg, with_train)
     splits = {"train": train, **devs} if with_train else devs
     for name, examples in splits.items():
         if not examples:
             raise TaskError(f"{cfg.data} has no {name} examples for {cfg.task} (an empty file?); fill or remove it")
+    if task.both_orders:
+        train = train + [replace(e, text=e.pair, pair=e.text) for e in train]
     return task, train, devs
 
 

@@ -160,6 +160,7 @@ class Task:
     label: str | int = "label"
     header: bool = True
     names: tuple[str, ...] = ()  # what id2label shows for `labels`, when the data's values are codes
+    both_orders: bool = False  # a pair's order means nothing: train on each in both (Google's double_unordered)
 
 
 GLUE = {
@@ -183,9 +184,17 @@ GLUE = {
         pair="#2 String",
         label="Quality",
         names=("not_equivalent", "equivalent"),
+        both_orders=True,
     ),
     "stsb": Task(
-        "stsb", "regression", ("spearman", "pearson"), epochs=10, text="sentence1", pair="sentence2", label="score"
+        "stsb",
+        "regression",
+        ("spearman", "pearson"),
+        epochs=10,
+        text="sentence1",
+        pair="sentence2",
+        label="score",
+        both_orders=True,
     ),
     "rte": Task(
         "rte",

@@ -135,6 +135,24 @@ def test_glue_dev_sets_read_with_their_official_row_counts(name, rows, first_lab
     assert all(e.text for e in dev)
 
 
+def test_mrpc_and_stsb_train_on_each_pair_in_both_orders_and_score_the_dev_set_as_it_is(tmp_path):
+    from electra.finetune import load_task
+
+    (tmp_path / "STS-B").mkdir()
+    rows = ["index\tsentence1\tsentence2\tscore", "0\ta cat sits\ta cat is sitting\t4.5", "1\tit rains\tdogs bark\t0.2"]
+    for name in ("train.tsv", "dev.tsv"):
+        (tmp_path / "STS-B" / name).write_text("\n".join(rows) + "\n")
+    _, train, devs = load_task(FinetuneConfig(model="m", task="stsb", data=str(tmp_path), out="o"))
+    ordered = [Example("a cat sits", "a cat is sitting", "4.5"), Example("it rains", "dogs bark", "0.2")]
+    assert devs["dev"] == ordered
+    assert train == [
+        *ordered,
+        Example("a cat is sitting", "a cat sits", "4.5"),
+        Example("dogs bark", "it rains", "0.2"),
+    ]
+    assert GLUE["mrpc"].both_orders and not GLUE["rte"].both_orders  # entailment has a direction
+
+
 def test_a_local_folder_named_glue_is_read_as_a_folder_not_the_hub(tmp_path, monkeypatch):
     from electra.finetune import glue_tasks, load_task
 
