@@ -271,8 +271,13 @@ class PretrainConfig:
         return d
 
 
-def data_notes(data: str, manifest: dict) -> list[str]:
-    """What a run should know of its data: a part of a preparation, or no validation rows."""
+# the row length the paper's models were pre-trained on (Google's configure_pretraining.py: 512 for Base and Large)
+PAPER_SEQ_LEN = {"small": 128, "base": 512, "large": 512}
+
+
+def data_notes(data: str, manifest: dict, preset: str | None = None) -> list[str]:
+    """What a run should know of its data: a part of a preparation, no validation rows, or rows
+    shorter than the paper's for `preset`."""
     prepared = manifest.get("config", {})
     num, index, merged = prepared.get("num_parts", 1), prepared.get("part_index"), prepared.get("parts_merged")
     notes = []
@@ -287,6 +292,12 @@ def data_notes(data: str, manifest: dict) -> list[str]:
         notes.append(
             f"{data} has no validation rows, so no valid_* figures are logged "
             "(prepare with a larger --validation-fraction)"
+        )
+    if (paper := PAPER_SEQ_LEN.get(preset, 0)) > manifest["seq_len"]:
+        notes.append(
+            f"{data} has rows of {manifest['seq_len']} tokens; the paper pre-trains ELECTRA-{preset.capitalize()} on "
+            f"rows of {paper} (prepare with --seq-len {paper} to match it: {paper // manifest['seq_len']}x the "
+            "tokens per step, and positions past the rows' length stay untrained)"
         )
     return notes
 
@@ -519,7 +530,7 @@ def _run(
 
     out = Path(cfg.out)
     manifest = verify(cfg.data)
-    for note in data_notes(cfg.data, manifest):
+    for note in data_notes(cfg.data, manifest, None if cfg.init_discriminator else cfg.preset):
         say(f"note: {note}")
     seq_len = manifest["seq_len"]
     train = manifest["splits"]["train"]

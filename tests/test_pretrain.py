@@ -712,8 +712,9 @@ def test_architecture_sizes_a_new_model_and_a_runs_record_refuses_hand_edits(tin
 def test_a_run_is_told_of_data_that_is_one_part_misses_parts_or_has_no_validation_rows():
     from electra.pretrain import data_notes
 
-    def manifest(valid_rows=5, **prepared):
-        return {"config": {"num_parts": 1, "part_index": 0, **prepared}, "splits": {"valid": {"rows": valid_rows}}}
+    def manifest(valid_rows=5, seq_len=128, **prepared):
+        config = {"num_parts": 1, "part_index": 0, **prepared}
+        return {"config": config, "seq_len": seq_len, "splits": {"valid": {"rows": valid_rows}}}
 
     assert data_notes("d", manifest()) == []
     assert data_notes("d", manifest(num_parts=4, part_index=None, parts_merged=[0, 1, 2, 3])) == []
@@ -723,6 +724,10 @@ def test_a_run_is_told_of_data_that_is_one_part_misses_parts_or_has_no_validatio
     assert merged == "m merges parts 0, 2 of 4: the others' documents are left out"
     (none,) = data_notes("d", manifest(valid_rows=0))
     assert "no validation rows, so no valid_* figures are logged" in none
+    assert data_notes("d", manifest(), "small") == data_notes("d", manifest(seq_len=512), "base") == []
+    (short,) = data_notes("d", manifest(), "base")
+    assert short.startswith("d has rows of 128 tokens; the paper pre-trains ELECTRA-Base on rows of 512 (prepare wi")
+    assert data_notes("d", manifest(), None) == []  # continued pre-training: the released model's own length
 
 
 def test_an_out_below_a_file_is_refused_before_any_work(tiny_data, tmp_path):
