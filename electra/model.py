@@ -306,14 +306,15 @@ class QuestionAnswerer(nn.Module):
 
 @torch.no_grad()
 def init_weights(module: nn.Module, std: float) -> None:
-    """The paper's initialisation: weights ~ N(0, std), zero biases, unit LayerNorm."""
+    """Google's initialisation: weights ~ N(0, std) truncated at 2 std (TF's truncated_normal
+    initializer, redrawn beyond), zero biases, unit LayerNorm."""
     for m in module.modules():
         if isinstance(m, nn.Linear):
-            m.weight.normal_(0.0, std)
+            nn.init.trunc_normal_(m.weight, 0.0, std, -2 * std, 2 * std)
             if m.bias is not None:
                 m.bias.zero_()
         elif isinstance(m, nn.Embedding):
-            m.weight.normal_(0.0, std)
+            nn.init.trunc_normal_(m.weight, 0.0, std, -2 * std, 2 * std)
             if m.padding_idx is not None:
                 m.weight[m.padding_idx].zero_()
         elif isinstance(m, nn.LayerNorm):
