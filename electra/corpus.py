@@ -475,6 +475,13 @@ def hub_dataset(name: str, config: str | None = None, split: str = "train"):
         import datasets
     except ImportError as e:
         raise CorpusError("reading a hub dataset needs the datasets package; pip install datasets") from e
+    from electra import hub
+
+    if why := hub.unreachable():  # streaming reads the hub as it goes: no cache to fall back on
+        raise CorpusError(
+            f"could not load dataset {name!r}: the Hugging Face hub cannot be reached ({why}); download it "
+            "where the hub is reachable and pass the saved folder or its files with --corpus"
+        )
     try:
         return datasets.load_dataset(name, config, split=split, streaming=True)
     except Exception as e:

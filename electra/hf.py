@@ -234,11 +234,19 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
             f"{name_or_path} is not a local folder, and huggingface_hub is not installed to fetch it "
             "from the hub; pip install 'electra[hf]' or download the folder yourself"
         ) from e
+    from electra import hub
+
+    offline = hub.unreachable()  # then only the local hub cache can have it: asked without retrying the network
     try:
         return Path(
-            snapshot_download(str(name_or_path), allow_patterns=["*.json", "*.safetensors", "*.bin", "vocab.txt"])
+            snapshot_download(
+                str(name_or_path),
+                allow_patterns=["*.json", "*.safetensors", "*.bin", "vocab.txt"],
+                local_files_only=offline is not None,
+            )
         )
     except Exception as e:
+        why = f"not in the local hub cache, and the hub cannot be reached: {offline}" if offline else None
         if path.parent.is_dir():  # "models/dsic" beside a local "models": a mistyped folder, most likely
             raise FileNotFoundError(
                 f"model folder {path} does not exist ({path.parent} has {', '.join(_listing(path.parent))}), "
@@ -246,7 +254,7 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
             ) from e
         raise FileNotFoundError(
             f"{name_or_path} is not a folder here, and could not be fetched from the Hugging Face hub "
-            f"({type(e).__name__}: {e}); "
+            f"({why or f'{type(e).__name__}: {e}'}); "
             "download the folder where the hub is reachable and pass its local path"
         ) from e
 

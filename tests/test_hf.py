@@ -404,3 +404,32 @@ def test_a_mistyped_folder_beside_real_ones_is_named_as_such(tmp_path, monkeypat
         match="someone/model is not a folder here, and could not be fetched from the Hugging Face hub",
     ):
         hf.resolve("someone/model")
+
+
+def test_an_unreachable_hub_is_known_at_once_and_only_the_local_cache_is_asked(tmp_path, monkeypatch):
+    from electra import hub
+
+    for k in (*hub.PROXIES, "HF_HUB_OFFLINE", "HF_ENDPOINT"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")  # a name that never resolves (RFC 2606)
+    assert hub.unreachable() == "hub.invalid does not resolve here: no network, or no route to it"
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert hub.unreachable() is None  # beyond a proxy the name may resolve: the clients are left to try
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert hub.unreachable() == "HF_HUB_OFFLINE is set"
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    asked = []
+
+    def cache_only(*args, **kwargs):
+        asked.append(kwargs["local_files_only"])
+        raise OSError("not in the cache")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", cache_only)
+    with pytest.raises(FileNotFoundError, match=r"\(not in the local hub cache, and the hub cannot be reached: HF_HUB"):
+        hf.resolve("someone/model")
+    assert asked == [True]
+    from electra.corpus import CorpusError, hub_dataset
+
+    pytest.importorskip("datasets")
+    with pytest.raises(CorpusError, match="the Hugging Face hub cannot be reached \\(HF_HUB_OFFLINE is set\\)"):
+        hub_dataset("wikitext", "wikitext-103-raw-v1")
