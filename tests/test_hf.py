@@ -244,8 +244,8 @@ def test_predict_scores_as_the_pipeline_does_for_each_problem_type(tmp_path, tok
     texts = ["the movie was great and a lot of fun", "the worst plot i have ever seen"]
     ours, _ = Predictor(folder, device="cpu")([(t, None) for t in texts])
     theirs = transformers.pipeline("text-classification", model=str(folder))(texts)
-    for o, t in zip(ours, theirs, strict=True):
-        assert o.get("label", t["label"]) == t["label"] and o["score"] == pytest.approx(t["score"], rel=1e-5, abs=1e-6)
+    for o, t in zip(ours, theirs, strict=True):  # fp32 noise: ours batches both texts (padded), the pipeline one each
+        assert o.get("label", t["label"]) == t["label"] and o["score"] == pytest.approx(t["score"], rel=1e-4, abs=1e-5)
     assert ("label" in ours[0]) == (problem != "regression")  # a regression gives its value alone
     if problem != "regression":
         assert all(0 < o["score"] < 1 for o in ours)
