@@ -911,7 +911,9 @@ def build_parser() -> argparse.ArgumentParser:
         "far less memory (Large models, 512-token SQuAD windows) for about a third more compute; the same results",
     )
     p.add_argument("--force", action="store_true", help="replace an output folder that holds files")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress bar or progress lines (epoch scores); notes still show"
+    )
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser(

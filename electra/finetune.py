@@ -818,8 +818,8 @@ def _run(cfg: FinetuneConfig, quiet: bool, overwrite: bool) -> dict | None:
         quiet = quiet or not d.main  # one progress display
         allow_tf32(device)  # as in pre-training
         for seed in seeds if together else seeds[d.rank :: d.world_size]:
-            if _kept_seed(store, seed, key, quiet) is not None:
-                if not quiet:
+            if _kept_seed(store, seed, key) is not None:
+                if d.main:
                     print(
                         f"{task.name} seed {seed}: finished by an earlier run with these settings; kept",
                         file=sys.stderr,
@@ -1059,7 +1059,7 @@ def run_glue(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) 
             continue
         if results.get("fingerprints") == prints[t]:
             done[t] = results
-        elif not quiet:
+        else:  # a note, not progress: shown under --quiet too
             print(f"glue: {t} was fine-tuned on other data or weights; fine-tuning it again", file=sys.stderr)
     if cfg.data_parallel:  # one process group for all the tasks
         parallel.init(cfg.device)

@@ -651,7 +651,7 @@ def test_pipeline_and_electra_predict_agree(sentiment_tokenizer_dir, tmp_path, c
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
 
 
-def test_glue_runs_every_task_found_scores_them_and_resumes(sentiment_tokenizer_dir, tmp_path):
+def test_glue_runs_every_task_found_scores_them_and_resumes(sentiment_tokenizer_dir, tmp_path, capsys):
     from electra.atomic import OutputExistsError
     from electra.finetune import run_glue
 
@@ -730,7 +730,11 @@ def test_glue_runs_every_task_found_scores_them_and_resumes(sentiment_tokenizer_
     rte_train = glue / "RTE" / "train.tsv"
     rte_train.write_text("".join(rte_train.read_text().splitlines(keepends=True)[:-1]))  # a row fewer
     written = {t: (tmp_path / "out" / t / "results.json").stat().st_mtime_ns for t in ("sst2", "rte")}
+    capsys.readouterr()
     run_glue(dataclasses.replace(cfg, epochs=2), quiet=True)
+    assert (
+        "glue: rte was fine-tuned on other data or weights; fine-tuning it again" in capsys.readouterr().err
+    )  # quiet too
     assert (tmp_path / "out" / "sst2" / "results.json").stat().st_mtime_ns == written["sst2"]
     assert (tmp_path / "out" / "rte" / "results.json").stat().st_mtime_ns != written["rte"]
     assert json.loads((tmp_path / "out" / "rte" / "results.json").read_text())["examples"]["train"] == 59
