@@ -620,8 +620,8 @@ def _model_options(p: argparse.ArgumentParser) -> None:
         "--stride",
         type=int,
         help="token classifiers: tag longer texts whole, in windows of --max-length overlapping by this many tokens; "
-        "question answerers: tokens shared by neighbouring windows of a context (default: the fine-tuning's, else 128; "
-        "at most half a window)",
+        "question answerers: tokens shared by neighbouring windows of a context (default: the fine-tuning's, else 128 "
+        "or half a window's context if less; fewer than a window's context)",
     )
     p.add_argument(
         "--allow-no-answer",
@@ -876,7 +876,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--doc-stride",
         type=int,
-        help="SQuAD: tokens shared by neighbouring windows of a long context (default 128, at most half a window)",
+        help="SQuAD: tokens shared by neighbouring windows of a long context (default 128, or half a window's context "
+        "if less; fewer than a window's context)",
     )
     p.add_argument("--no-truncate", action="store_true", help="refuse longer examples instead of truncating")
     p.add_argument("--max-train-examples", type=int, help="train on a seeded random subset of this size")

@@ -149,7 +149,7 @@ class Predictor:
             fine = hf.fine_tuned_options(recorded)
             max_length = fine["max_length"] if max_length is None else max_length
             if stride is None and max_length is not None:
-                stride = qa.fine_tuned_stride(max_length, fine["doc_stride"])
+                stride = qa.fine_tuned_stride(max_length, fine["doc_stride"], "--stride")
             null_threshold = fine["null_threshold"] if null_threshold is None else null_threshold
             if allow_no_answer is None:
                 allow_no_answer = recorded.get("task") == "squad_v2"

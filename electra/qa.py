@@ -175,9 +175,10 @@ def encode_windows(
     return out
 
 
-def fine_tuned_stride(max_length: int, stride: int | None) -> int | None:
+def fine_tuned_stride(max_length: int, stride: int | None, option: str = "--doc-stride") -> int | None:
     """The stride a model was fine-tuned with, or None (the default for `max_length`) where windows
-    of `max_length` tokens cannot share that many: the user asked for the length, not the stride."""
+    of `max_length` tokens cannot share that many: the user asked for the length, not the stride
+    (which the command's `option` sets)."""
     try:
         window_stride(max_length, stride)
         return stride
@@ -186,7 +187,7 @@ def fine_tuned_stride(max_length: int, stride: int | None) -> int | None:
     fitted = window_stride(max_length, None)[1]
     print(
         f"note: the model was fine-tuned with windows sharing {stride} tokens, more than windows of {max_length} "
-        f"tokens can; they share {fitted} (--doc-stride sets it)",
+        f"tokens can; they share {fitted} ({option} sets it)",
         file=sys.stderr,
     )
     return None
@@ -194,7 +195,8 @@ def fine_tuned_stride(max_length: int, stride: int | None) -> int | None:
 
 def window_stride(max_length: int, stride: int | None) -> tuple[int, int]:
     """The question's token limit and the stride for windows of `max_length` tokens: `stride`,
-    checked, or by default 128 or half a window's context if that is less."""
+    checked (less than the context a window holds), or by default 128 or half a window's context
+    if that is less."""
     limit = question_limit(max_length)
     room = max_length - 3 - limit  # context tokens a window holds at the least
     if stride is None:

@@ -217,10 +217,11 @@ def test_squad_fine_tunes_end_to_end_and_transformers_loads_the_answerer(
     (tmp_path / "qa" / "results.json").write_text(json.dumps(record))
     capsys.readouterr()
     assert Predictor(tmp_path / "qa", max_length=48).stride is None
-    assert "fine-tuned with windows sharing 40 tokens, more than windows of 48 tokens can; they share 11" in (
+    assert "sharing 40 tokens, more than windows of 48 tokens can; they share 11 (--stride sets it)" in (
         capsys.readouterr().err
     )
     evaluate_folder(tmp_path / "qa", task, str(data), max_length=48)
+    assert "they share 11 (--doc-stride sets it)" in capsys.readouterr().err  # evaluate's own option
     assert seen[-2] is None  # encode's stride: the default for 48
     record["config"]["doc_stride"] = 7
     (tmp_path / "qa" / "results.json").write_text(json.dumps(record))
