@@ -514,14 +514,16 @@ def load_classifier(folder: str | os.PathLike, kinds: tuple[str, ...] = ("sequen
     if not found:
         what = ", ".join(config.get("architectures") or []) or "no transformers architecture"
         run = "data_sha256" in config or "format" in config  # a run's settings or a checkpoint's config
-        hint = " (a pre-training run: export it, then fine-tune)" if run else ""
         wanted = ", ".join(HF_ARCHITECTURES[k] for k in kinds)
         heads = [HF_ARCHITECTURES[k] for k in ("sequence", "token", "span")]
         if any(a in heads for a in config.get("architectures") or []):  # fine-tuned, for another kind of task
             raise ValueError(f"{folder} holds {what}, fine-tuned for another kind of task than this one ({wanted})")
-        raise ValueError(
-            f"{folder} holds {what}{hint}, not a fine-tuned model ({wanted}); point at a fine-tuned folder"
-        )
+        if run:
+            raise ValueError(
+                f"{folder} is a pre-training run, not a fine-tuned model ({wanted}); fine-tune it first "
+                f"(electra finetune --model {folder} ...) and point at the folder that writes"
+            )
+        raise ValueError(f"{folder} holds {what}, not a fine-tuned model ({wanted}); point at a fine-tuned folder")
     kind = found[0]
     cfg = from_hf_config(config, f"{folder}/config.json")
     state, _ = from_hf_state(read_weights(folder), kind, cfg, str(folder))

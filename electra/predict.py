@@ -73,6 +73,8 @@ class Inputs:
             )
         if not self.stdin and not Path(source).exists():
             raise FileNotFoundError(f"input file {source} does not exist")
+        if not self.stdin and Path(source).is_dir():
+            raise IsADirectoryError(f"input {source} is a folder; name the file to read (or - for stdin)")
         self.text_field, self.pair_field, self.id_field = text_field or "text", pair_field, id_field
         self.blank = 0
 

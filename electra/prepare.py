@@ -487,6 +487,8 @@ def read_manifest(folder: str | os.PathLike) -> dict:
     path = Path(folder) / "manifest.json"
     if not Path(folder).exists():
         raise FileNotFoundError(f"{folder} does not exist; pass the folder `electra prepare --out` wrote")
+    if not Path(folder).is_dir():
+        raise NotADirectoryError(f"{folder} is a file; pass the folder `electra prepare --out` wrote")
     if not path.exists():
         raise FileNotFoundError(f"{folder} has no manifest.json; prepare data with `electra prepare` first")
     try:

@@ -384,7 +384,8 @@ def glue_folder(data: str | os.PathLike, task: Task) -> Path:
     data = Path(data)
     if data.is_file():
         raise TaskError(
-            f"{data} is a file; point --data at the task's GLUE folder (with {task.train} and {task.dev[0]})"
+            f"{data} is a file; point --data at the task's GLUE folder (holding {task.dev[0]}, and {task.train} "
+            "to fine-tune)"
         )
     for candidate in (data, data / GLUE_FOLDERS.get(task.name, task.name)):
         if any((candidate / f).exists() for f in (task.train, *task.dev)):
@@ -487,7 +488,8 @@ def table_rows(
         if not row or not any(cell.strip() for cell in row):
             continue
         if len(row) <= need:
-            raise TaskError(f"{name}:{n} has {len(row)} columns, expected at least {need + 1}")
+            mine = f"; {fixed} files have {need + 1} or more: is this the task's own file?" if fixed else ""
+            raise TaskError(f"{name}:{n} has {len(row)} columns, expected at least {need + 1}{mine}")
         if head is not None and not fixed and len(row) > len(head):  # its columns would shift: a label from the text
             sep = "tab" if tsv else "comma"
             raise TaskError(

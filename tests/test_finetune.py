@@ -153,6 +153,16 @@ def test_mrpc_and_stsb_train_on_each_pair_in_both_orders_and_score_the_dev_set_a
     assert GLUE["mrpc"].both_orders and not GLUE["rte"].both_orders  # entailment has a direction
 
 
+def test_another_glue_tasks_file_is_named_as_such(tmp_path):
+    from electra.finetune import load_task
+
+    (tmp_path / "CoLA").mkdir()  # SST-2's rows where CoLA's headerless four columns belong
+    for name in ("train.tsv", "dev.tsv"):
+        (tmp_path / "CoLA" / name).write_text("sentence\tlabel\na fine film\t1\n")
+    with pytest.raises(TaskError, match="train.tsv:1 has 2 columns, expected at least 4; GLUE's CoLA files have 4 or"):
+        load_task(FinetuneConfig(model="m", task="cola", data=str(tmp_path), out="o"))
+
+
 def test_a_local_folder_named_glue_is_read_as_a_folder_not_the_hub(tmp_path, monkeypatch):
     from electra.finetune import glue_tasks, load_task
 
@@ -924,6 +934,8 @@ def test_predict_reads_tables_as_finetune_does(tmp_path):
     (tmp_path / "short.tsv").write_text("text\tpair\nonly\n")
     with pytest.raises(TaskError, match="short.tsv:2 has 1 columns, expected at least 2"):
         list(Inputs(tmp_path / "short.tsv", "text", "pair"))
+    with pytest.raises(IsADirectoryError, match="is a folder; name the file to read"):
+        Inputs(tmp_path)
     (tmp_path / "in.jsonl").write_text('{"text": "a", "pair": null}\n{"text": "b", "pair": "c"}\n')
     assert list(Inputs(tmp_path / "in.jsonl", "text", "pair")) == [("a", None), ("b", "c")]  # null: a single text
     assert list(Inputs(tmp_path / "in.jsonl")) == [("a", None), ("b", "c")]  # a record's "pair", as serve reads it

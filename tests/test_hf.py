@@ -303,6 +303,10 @@ def test_import_errors_name_the_problem(tmp_path, electra):
     hf.export_discriminator(electra, tmp_path / "disc")
     with pytest.raises(ValueError, match="not a fine-tuned model \\(ElectraForSequenceClassification\\)"):
         hf.load_sequence_classifier(tmp_path / "disc")
+    (tmp_path / "run").mkdir()  # a pre-training run's folder: its config.json holds the run's settings
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"data_sha256": "ab", "batch_size": 8}))
+    with pytest.raises(ValueError, match="run is a pre-training run, not a fine-tuned model .*; fine-tune it first"):
+        hf.load_sequence_classifier(tmp_path / "run")
     with pytest.raises(ValueError, match="lacks .* tensors needed for an ELECTRA generator"):
         hf.load_electra(tmp_path / "disc", tmp_path / "disc")
     config = json.loads((tmp_path / "disc" / "config.json").read_text())

@@ -442,6 +442,8 @@ def test_missing_paths_tokenizers_without_specials_and_busy_outputs_are_refused(
         read_manifest(tmp_path / "nope")
     with pytest.raises(FileNotFoundError, match="has no manifest.json; prepare data with `electra prepare` first"):
         read_manifest(tmp_path)
+    with pytest.raises(NotADirectoryError, match="c.txt is a file; pass the folder `electra prepare --out` wrote"):
+        read_manifest(src)
     r = prep("--corpus", str(tmp_path / "nope*.txt"), "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "no files match" in r.stderr
     (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\nhello\n")
