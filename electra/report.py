@@ -10,7 +10,7 @@ from electra.atomic import publishing_file
 
 PANELS = [
     ("loss", ["loss", "valid_loss"], "total loss"),
-    ("generator", ["gen_loss", "valid_gen_loss"], "masked LM loss (the generator's; an mlm run's own)"),
+    ("generator", ["gen_loss", "valid_gen_loss"], "masked LM loss (generator)"),
     ("discriminator", ["disc_loss", "valid_disc_loss"], "discriminator (or main network) loss"),
     (
         "accuracy",
