@@ -145,7 +145,8 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             "--corpus reads its files whole: drop " + ("them" if len(hub_only) > 1 else "it")
         )
     if (args.vocab_size is not None or args.cased or args.limit_alphabet is not None) and args.tokenizer:
-        given = [o for o, v in (("--vocab-size", args.vocab_size), ("--limit-alphabet", args.limit_alphabet)) if v]
+        options = (("--vocab-size", args.vocab_size), ("--limit-alphabet", args.limit_alphabet))
+        given = [o for o, v in options if v is not None]
         given += ["--cased"] if args.cased else []
         raise UsageError(
             f"{' and '.join(given)} {'shape' if len(given) > 1 else 'shapes'} a new tokenizer and --tokenizer "
@@ -196,10 +197,12 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         )
     unknown = m["counts"]["tokens_unknown"] / max(result.tokens_encoded, 1)
     if unknown > 0.01:  # a WordPiece vocabulary fit for its corpus leaves well under 1% unknown
-        print(
-            f"warning: {unknown:.1%} of tokens are [UNK]; the vocabulary is too small for this corpus "
-            "(raise --vocab-size) or the tokenizer does not fit it"
+        why = (
+            f"--limit-alphabet {args.limit_alphabet} leaves out characters this corpus uses (raise it, or drop it)"
+            if args.limit_alphabet is not None
+            else "the vocabulary is too small for this corpus (raise --vocab-size) or the tokenizer does not fit it"
         )
+        print(f"warning: {unknown:.1%} of tokens are [UNK]; {why}")
     if not valid["rows"] and cfg.validation_fraction > 0:
         print(f"note: no row was held out for validation ({cfg.validation_fraction:.0%} of a small corpus)")
     if s.invalid_utf8:

@@ -55,6 +55,7 @@ from electra.tasks import (
     MissingColumn,
     Task,
     TaskError,
+    both_orders,
     entity_scores,
     glue_folder,
     glue_from_datasets,
@@ -185,16 +186,12 @@ def _test_file(folder: Path) -> Path | None:
 def load_task(cfg: FinetuneConfig, with_train: bool = True) -> tuple[Task, list[Example], dict[str, list[Example]]]:
     """The task and its training and dev examples (several dev sets for MNLI; a labelled test set
     beside them for csv and ner). Without `with_train` the training file is not read (evaluation).
-    A split without examples is refused: it would score 0 (or NaN), as if it had been scored.
-    For a task whose pairs are unordered (MRPC, STS-B) training reads each pair in both orders,
-    the original ones first, as Google's ELECTRA fine-tuning does."""
+    A split without examples is refused: it would score 0 (or NaN), as if it had been scored."""
     task, train, devs = _read_task(cfg, with_train)
     splits = {"train": train, **devs} if with_train else devs
     for name, examples in splits.items():
         if not examples:
             raise TaskError(f"{cfg.data} has no {name} examples for {cfg.task} (an empty file?); fill or remove it")
-    if task.both_orders:
-        train = train + [replace(e, text=e.pair, pair=e.text) for e in train]
     return task, train, devs
 
 
@@ -778,6 +775,9 @@ def _run(cfg: FinetuneConfig, quiet: bool, overwrite: bool) -> dict | None:
     if cfg.max_train_examples is not None and cfg.max_train_examples < len(train_examples):
         picked = random.Random(cfg.seed).sample(range(len(train_examples)), cfg.max_train_examples)
         train_examples, numbers = [train_examples[i] for i in picked], [i + 1 for i in picked]
+    if task.both_orders:  # unordered pairs (MRPC, STS-B): each in both orders, as Google's double_unordered
+        numbers = (numbers or list(range(1, len(train_examples) + 1))) * 2
+        train_examples = both_orders(train_examples)
     encoder, tokenizer_dir = load_pretrained(cfg.model)
     # what was read, not only where: a seed trained on other data or weights at the same paths is not reused
     fingerprints = {"data_sha256": data_sha256, "model_sha256": weights_sha256(encoder)}

@@ -25,5 +25,20 @@ def unreachable() -> str | None:
     try:
         socket.getaddrinfo(host, 443)
     except OSError:
-        return f"{host} does not resolve here: no network, or no route to it"
+        return f"{host} does not resolve here"
     return None
+
+
+def cache_only_if_unreachable() -> str | None:
+    """Where the hub cannot be reached, put its clients in offline mode (HF_HUB_OFFLINE), so that
+    they answer from the local cache at once instead of retrying; call it before `datasets` is
+    first imported (which reads the setting). The reason, or None when the hub may be reached."""
+    why = unreachable()
+    if why is not None:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    return why
+
+
+def failure(why: str | None, e: Exception) -> str:
+    """What a hub load that raised `e` says: the unreachable hub where that is why, else the error."""
+    return f"not in the local cache, and the hub cannot be reached: {why}" if why else f"{type(e).__name__}: {e}"

@@ -296,7 +296,7 @@ def data_notes(data: str, manifest: dict, preset: str | None = None) -> list[str
     if (paper := PAPER_SEQ_LEN.get(preset, 0)) > manifest["seq_len"]:
         notes.append(
             f"{data} has rows of {manifest['seq_len']} tokens; the paper pre-trains ELECTRA-{preset.capitalize()} on "
-            f"rows of {paper} (prepare with --seq-len {paper} to match it: {paper // manifest['seq_len']}x the "
+            f"rows of {paper} (prepare with --seq-len {paper} to match it: {paper / manifest['seq_len']:.2g}x the "
             "tokens per step, and positions past the rows' length stay untrained)"
         )
     return notes

@@ -90,6 +90,9 @@ def read_squad(path: str | Path) -> list[Example]:
 def squad_from_datasets(source: str) -> tuple[list[Example], list[Example]]:
     """Train and dev questions from the hub's `squad` / `squad_v2` datasets or a `DatasetDict`
     saved with `save_to_disk` (columns question, context, answers {text, answer_start})."""
+    from electra import hub
+
+    why = None if Path(source).is_dir() else hub.cache_only_if_unreachable()
     try:
         import datasets
     except ImportError as e:
@@ -97,7 +100,7 @@ def squad_from_datasets(source: str) -> tuple[list[Example], list[Example]]:
     try:
         ds = datasets.load_from_disk(source) if Path(source).is_dir() else datasets.load_dataset(source)
     except Exception as e:
-        raise TaskError(f"could not load {source} ({type(e).__name__}: {e}); pass a folder of SQuAD JSON files") from e
+        raise TaskError(f"could not load {source} ({hub.failure(why, e)}); pass a folder of SQuAD JSON files") from e
 
     def split(name: str) -> list[Example]:
         if name not in ds:

@@ -62,13 +62,16 @@ def _hub_corpus(limit_rows: int = 400_000):
 
 
 def _hub_sst2(folder: Path) -> Path:
+    from electra import hub
+
+    why = hub.cache_only_if_unreachable()
     try:
         import datasets
 
         ds = datasets.load_dataset("glue", "sst2")
     except Exception as e:
         raise CorpusError(
-            f"could not load glue/sst2 from the Hugging Face hub ({type(e).__name__}: {e})\n{HUB_HINT}"
+            f"could not load glue/sst2 from the Hugging Face hub ({hub.failure(why, e)})\n{HUB_HINT}"
         ) from e
     folder.mkdir(parents=True, exist_ok=True)
     for split, name in (("train", "train.tsv"), ("validation", "dev.tsv")):

@@ -12,7 +12,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +144,12 @@ def entity_scores(pred: Sequence[Sequence[str]], gold: Sequence[Sequence[str]]) 
 # --------------------------------------------------------------------------------------
 # Tasks
 # --------------------------------------------------------------------------------------
+
+
+def both_orders(examples: list[Example]) -> list[Example]:
+    """Pairs in their order, then each swapped: training data for a task whose pairs are
+    unordered (Google's ELECTRA fine-tuning, `double_unordered`)."""
+    return examples + [replace(e, text=e.pair, pair=e.text) for e in examples]
 
 
 @dataclass(frozen=True)
@@ -316,6 +322,9 @@ def through_datasets(source: str) -> bool:
 
 def _glue_dataset(name: str, source: str):
     """GLUE's `name` configuration from the hub (source "glue"), or a DatasetDict saved to disk."""
+    from electra import hub
+
+    why = hub.cache_only_if_unreachable() if hub_glue(source) else None
     try:
         import datasets
     except ImportError as e:
@@ -324,7 +333,7 @@ def _glue_dataset(name: str, source: str):
         return datasets.load_dataset("glue", name) if hub_glue(source) else datasets.load_from_disk(source)
     except Exception as e:
         raise TaskError(
-            f"could not load GLUE {name} from {source} ({type(e).__name__}: {e}); pass the task's TSV folder instead"
+            f"could not load GLUE {name} from {source} ({hub.failure(why, e)}); pass the task's TSV folder instead"
         ) from e
 
 
@@ -483,7 +492,7 @@ def table_rows(
     if ident_optional and not (head and ident in head):
         ident = None
     i = None if ident is None else _column(head, ident, name, "id", fixed)
-    need = max(c for c in (t, p, y, i) if c is not None)
+    need = max(c for c in (t, p, y, None if ident_optional else i) if c is not None)  # an optional id may be left out
     for n, row in enumerate(rows, 2 if header else 1):
         if not row or not any(cell.strip() for cell in row):
             continue
@@ -499,7 +508,10 @@ def table_rows(
         if y is not None and not row[y].strip():
             raise TaskError(f"{name}:{n} has an empty label; label the row or remove it")
         yield Example(
-            row[t], None if p is None else row[p], None if y is None else row[y].strip(), None if i is None else row[i]
+            row[t],
+            None if p is None else row[p],
+            None if y is None else row[y].strip(),
+            None if i is None or i >= len(row) else row[i],
         )
 
 

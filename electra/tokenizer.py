@@ -92,7 +92,13 @@ def train_wordpiece(
             f"a vocabulary of {vocab_size} cannot spell this corpus: its {len(alphabet)} characters (alone, and "
             f"{len(continuations)} of them as ## continuations) and the {len(SPECIAL_TOKENS)} special tokens take "
             f"{need} entries before any word piece; pass --vocab-size well above {need}"
-            + (", or keep only the most frequent characters with --limit-alphabet" if len(alphabet) > 1000 else "")
+            + (
+                f", or keep fewer characters (--limit-alphabet below {len(alphabet)})"
+                if limit_alphabet is not None
+                else ", or keep only the most frequent characters with --limit-alphabet"
+                if len(alphabet) > 1000
+                else ""
+            )
         )
     trainer = trainers.WordPieceTrainer(
         vocab_size=vocab_size + len(continuations),

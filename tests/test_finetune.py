@@ -135,22 +135,14 @@ def test_glue_dev_sets_read_with_their_official_row_counts(name, rows, first_lab
     assert all(e.text for e in dev)
 
 
-def test_mrpc_and_stsb_train_on_each_pair_in_both_orders_and_score_the_dev_set_as_it_is(tmp_path):
-    from electra.finetune import load_task
+def test_mrpc_and_stsb_train_on_each_pair_in_both_orders_and_score_the_dev_set_as_it_is():
+    from electra.tasks import both_orders
 
-    (tmp_path / "STS-B").mkdir()
-    rows = ["index\tsentence1\tsentence2\tscore", "0\ta cat sits\ta cat is sitting\t4.5", "1\tit rains\tdogs bark\t0.2"]
-    for name in ("train.tsv", "dev.tsv"):
-        (tmp_path / "STS-B" / name).write_text("\n".join(rows) + "\n")
-    _, train, devs = load_task(FinetuneConfig(model="m", task="stsb", data=str(tmp_path), out="o"))
     ordered = [Example("a cat sits", "a cat is sitting", "4.5"), Example("it rains", "dogs bark", "0.2")]
-    assert devs["dev"] == ordered
-    assert train == [
-        *ordered,
-        Example("a cat is sitting", "a cat sits", "4.5"),
-        Example("dogs bark", "it rains", "0.2"),
-    ]
-    assert GLUE["mrpc"].both_orders and not GLUE["rte"].both_orders  # entailment has a direction
+    swapped = [Example("a cat is sitting", "a cat sits", "4.5"), Example("dogs bark", "it rains", "0.2")]
+    assert both_orders(ordered) == [*ordered, *swapped]
+    assert GLUE["mrpc"].both_orders and GLUE["stsb"].both_orders
+    assert not GLUE["rte"].both_orders  # entailment has a direction
 
 
 def test_another_glue_tasks_file_is_named_as_such(tmp_path):
@@ -701,7 +693,9 @@ def test_glue_runs_every_task_found_scores_them_and_resumes(sentiment_tokenizer_
         assert results["task"] == name and results["config"]["epochs"] == 1
         mains[name] = results["median"]["dev"]["accuracy"]
         assert summary["tasks"][name]["median"] == mains[name]
-    mains["stsb"] = json.loads((tmp_path / "out" / "stsb" / "results.json").read_text())["median"]["dev"]["spearman"]
+    stsb = json.loads((tmp_path / "out" / "stsb" / "results.json").read_text())
+    mains["stsb"] = stsb["median"]["dev"]["spearman"]
+    assert stsb["examples"]["train"] == 120 and stsb["examples"]["dev"] == len(rows) - 60  # its pairs both ways
     assert summary["score"] == pytest.approx(100 * (mains["sst2"] + mains["stsb"] + mains["rte"]) / 3)
     assert json.loads((tmp_path / "out" / "glue.json").read_text()) == summary
     # the exported seed's test predictions, in GLUE's submission format, as predict labels the rows
@@ -949,6 +943,8 @@ def test_predict_reads_tables_as_finetune_does(tmp_path):
     assert [t.id for t in Inputs(tmp_path / "in.tsv", "text", "pair")] == ["1", "2", "3"]
     assert [t.id for t in Inputs(tmp_path / "in.tsv", "text", id_field="pair")] == ["second", "x", '"open']
     assert [t.id for t in Inputs(tmp_path / "in.csv", "text")] == [None]
+    (tmp_path / "short_id.tsv").write_text("text\tid\nfoo\t5\nbar\n")  # the default id column is optional
+    assert [(t, t.id) for t in Inputs(tmp_path / "short_id.tsv")] == [(("foo", None), "5"), (("bar", None), None)]
     with pytest.raises(
         TaskError, match="in.csv has no column 'key' \\(columns: text, pair\\); name the id column with --id-f"
     ):

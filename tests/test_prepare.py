@@ -506,6 +506,10 @@ def test_outputs_that_would_replace_their_inputs_or_zeros_for_defaults_are_refus
     assert "note: 1 corpus name(s) repeat a file named before; each file is read once" in r.stderr
     assert "of tokens are [UNK]; the vocabulary is too small" in r.stdout
     assert read_manifest(tmp_path / "o")["counts"]["tokens_unknown"] > 0
+    r = prep(*two, "--out", str(tmp_path / "o"), "--force", "--vocab-size", "200", "--limit-alphabet", "5")
+    assert r.returncode == 0 and "of tokens are [UNK]; --limit-alphabet 5 leaves out characters this corpus" in r.stdout
+    r = prep(*two, "--out", str(tmp_path / "o2"), "--limit-alphabet", "0", "--tokenizer", str(tmp_path / "vocab.txt"))
+    assert r.returncode == 2 and "error: --limit-alphabet shapes a new tokenizer and --tokenizer reuses" in r.stderr
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
@@ -626,6 +630,10 @@ def test_limit_alphabet_keeps_the_most_frequent_characters_and_the_rest_become_u
         match="its 1214 characters .* 2377 entries .*; pass --vocab-size well above 2377, or .* --limit-alphabet",
     ):
         train_wordpiece(texts, vocab_size=300, show_progress=False)
+    with pytest.raises(
+        ValueError, match="its 1100 characters .*, or keep fewer characters \\(--limit-alphabet below 1100"
+    ):
+        train_wordpiece(texts, vocab_size=300, show_progress=False, limit_alphabet=1100)
     tok = train_wordpiece(texts, vocab_size=300, show_progress=False, limit_alphabet=16)
     vocab = tok.get_vocab()
     # the 14 characters of the sentence (and of ab..cd), then two of the 1,200 seen once: the first in order

@@ -728,6 +728,7 @@ def test_a_run_is_told_of_data_that_is_one_part_misses_parts_or_has_no_validatio
     (short,) = data_notes("d", manifest(), "base")
     assert short.startswith("d has rows of 128 tokens; the paper pre-trains ELECTRA-Base on rows of 512 (prepare wi")
     assert data_notes("d", manifest(), None) == []  # continued pre-training: the released model's own length
+    assert "--seq-len 512 to match it: 1.7x the tokens per step" in data_notes("d", manifest(seq_len=300), "large")[0]
 
 
 def test_an_out_below_a_file_is_refused_before_any_work(tiny_data, tmp_path):
