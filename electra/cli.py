@@ -1101,9 +1101,10 @@ def _say(line: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     from electra.signals import Interrupted, Terminated, terminate_unwinds
 
-    args = build_parser().parse_args(argv)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = os.environ.get("RANK", "0") if world > 1 else "0"
+    with _one_voice(rank):  # a usage error, the same in every process, is printed by the first
+        args = build_parser().parse_args(argv)
     if world > 1 and args.command not in DISTRIBUTED:  # each process would do the whole job, into the same files
         if rank == "0":
             _say(

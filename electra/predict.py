@@ -29,10 +29,13 @@ def input_suffix(source: str | os.PathLike | None, fmt: str | None) -> str:
     return f".{fmt}" if fmt else ".txt" if stdin else Path(source).suffix.lower()
 
 
-class Text(tuple):
-    """One input, (text, pair), and its `id`: a record's or row's identifier (None without one)."""
+NO_ID = object()  # an input without an id (None is a JSON record's null id)
 
-    def __new__(cls, text: str, pair: str | None, ident=None):
+
+class Text(tuple):
+    """One input, (text, pair), and its `id`: a record's or row's identifier, or NO_ID."""
+
+    def __new__(cls, text: str, pair: str | None, ident=NO_ID):
         self = super().__new__(cls, (text, pair))
         self.id = ident
         return self
@@ -94,11 +97,11 @@ class Inputs:
                 second = r.get("pair") if pair is None else r[pair]
                 if pair is None and second is not None:
                     unicode_text(second, f"{self.name}:{n}: 'pair'")
-                yield Text(r[text], second, r.get(ident or "id"))
+                yield Text(r[text], second, r.get(ident or "id", NO_ID))
         elif self.suffix in (".csv", ".tsv"):  # read as fine-tuning reads them (GLUE's TSVs are unquoted)
             tsv, optional = self.suffix == ".tsv", ident is None
             for e in table_rows(stream, self.name, tsv, text, pair, None, ident=ident or "id", ident_optional=optional):
-                yield Text(e.text, e.pair, e.id)
+                yield Text(e.text, e.pair, NO_ID if e.id is None else e.id)
         else:
             for line in stream:
                 line = line.rstrip("\r\n")
@@ -400,5 +403,7 @@ def predict(
 def jsonl_line(text: tuple[str, str | None], record: dict) -> str:
     """An output line: the input's id (a `Text` with one), its text (or [text, pair]) and `record`."""
     t, p = text
-    ident = getattr(text, "id", None)
-    return json.dumps({**({} if ident is None else {"id": ident}), "text": t if p is None else [t, p], **record}) + "\n"
+    ident = getattr(text, "id", NO_ID)
+    return (
+        json.dumps({**({} if ident is NO_ID else {"id": ident}), "text": t if p is None else [t, p], **record}) + "\n"
+    )

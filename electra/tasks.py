@@ -411,7 +411,7 @@ def _column(header: list[str] | None, key: str | int, path: str | Path, role: st
     if isinstance(key, int):
         return key
     if header is None or key not in header:
-        advice = f"name the {role} column with --{role}-field"
+        advice = f"name the {role} column with --{role}-field (now {key!r})"
         if header and len(header) == 1 and (seps := [c for c in ",\t;|" if c in header[0]]):
             fix = {",": "name it .csv", "\t": "name it .tsv"}.get(seps[0], "convert it to commas (.csv) or tabs (.tsv)")
             raise MissingColumn(
@@ -536,7 +536,8 @@ def jsonl_records(stream, name: str, required: dict[str, str | None], null_pair:
         if missing:
             role, k = missing[0]
             raise (MissingColumn if first else TaskError)(
-                f"{name}:{n} has no field {k!r} (fields: {', '.join(r)}); name the {role} field with --{role}-field"
+                f"{name}:{n} has no field {k!r} (fields: {', '.join(r)}); name the {role} field with --{role}-field "
+                f"(now {k!r})"
             )
         for role in ("text", "pair"):
             if (k := required.get(role)) is not None and not (role == "pair" and null_pair and r[k] is None):

@@ -389,6 +389,10 @@ def test_under_torchrun_the_first_process_speaks_and_one_process_commands_refuse
     assert said["0"].stderr == "note: the same on every process\nelectra finetune: error: a bad setting\n"
     assert said["1"].stderr == "electra finetune: process 1: error: a bad setting\n"  # its notes left to the first
     assert sys.stderr is sys.__stderr__ or not sys.stderr.closed  # restored
+    for rank in ("0", "1"):  # a usage error: the same in every process, said by the first
+        monkeypatch.setenv("RANK", rank)
+        result = cli("finetune", "--model", "m")
+        assert result.returncode == 2 and (("required" in result.stderr) == (rank == "0"))
     for rank in ("0", "1"):  # each process would export (prepare, serve ...) into the same files
         monkeypatch.setenv("RANK", rank)
         result = cli("export", "run", "--out", "x")

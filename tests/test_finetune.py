@@ -915,7 +915,7 @@ def test_files_saved_with_a_byte_order_mark_read_as_without(tmp_path):
 
 def test_predict_reads_tables_as_finetune_does(tmp_path):
     """GLUE's TSVs are unquoted: a leading quote is text, and must not swallow the rows after it."""
-    from electra.predict import Inputs
+    from electra.predict import NO_ID, Inputs
     from electra.tasks import read_table
 
     rows = ["id\ttext\tpair", '1\t"Quoted start\tsecond', '2\tplain "mid" quote\tx', "", '3\tlast\t"open']
@@ -942,17 +942,18 @@ def test_predict_reads_tables_as_finetune_does(tmp_path):
     # each input's id: --id-field's, else an "id" field or column where there is one
     assert [t.id for t in Inputs(tmp_path / "in.tsv", "text", "pair")] == ["1", "2", "3"]
     assert [t.id for t in Inputs(tmp_path / "in.tsv", "text", id_field="pair")] == ["second", "x", '"open']
-    assert [t.id for t in Inputs(tmp_path / "in.csv", "text")] == [None]
+    assert [t.id for t in Inputs(tmp_path / "in.csv", "text")] == [NO_ID]
     (tmp_path / "short_id.tsv").write_text("text\tid\nfoo\t5\nbar\n")  # the default id column is optional
-    assert [(t, t.id) for t in Inputs(tmp_path / "short_id.tsv")] == [(("foo", None), "5"), (("bar", None), None)]
+    assert [(t, t.id) for t in Inputs(tmp_path / "short_id.tsv")] == [(("foo", None), "5"), (("bar", None), NO_ID)]
     with pytest.raises(
         TaskError, match="in.csv has no column 'key' \\(columns: text, pair\\); name the id column with --id-f"
     ):
         list(Inputs(tmp_path / "in.csv", "text", id_field="key"))
     (tmp_path / "ids.jsonl").write_text('{"text": "a", "id": 7}\n{"text": "b"}\n')
-    assert [(t, t.id) for t in Inputs(tmp_path / "ids.jsonl")] == [(("a", None), 7), (("b", None), None)]
+    assert [(t, t.id) for t in Inputs(tmp_path / "ids.jsonl")] == [(("a", None), 7), (("b", None), NO_ID)]
     with pytest.raises(
-        TaskError, match="ids.jsonl:2 has no field 'id' \\(fields: text\\); name the id field with --id-f"
+        TaskError,
+        match="ids.jsonl:2 has no field 'id' \\(fields: text\\); name the id field with --id-field \\(now 'id'\\)",
     ):
         list(Inputs(tmp_path / "ids.jsonl", id_field="id"))
     with pytest.raises(ValueError, match="read as plain lines, which have no fields"):
@@ -960,6 +961,7 @@ def test_predict_reads_tables_as_finetune_does(tmp_path):
     from electra.predict import Text, jsonl_line
 
     assert jsonl_line(Text("a", None, 7), {"label": "pos"}) == '{"id": 7, "text": "a", "label": "pos"}\n'
+    assert jsonl_line(Text("a", None, None), {}) == '{"id": null, "text": "a"}\n'  # a null id is kept: it joins
     assert jsonl_line(("a", "b"), {"label": "pos"}) == '{"text": ["a", "b"], "label": "pos"}\n'
     (tmp_path / "d.jsonl").write_text('{"text": "a", "pair": null, "label": "x"}\n')
     with pytest.raises(TaskError, match="d.jsonl:1: 'pair' is None, not a text string"):  # training data: pairs
