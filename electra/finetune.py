@@ -134,7 +134,24 @@ def load_pretrained(path: str | os.PathLike) -> tuple[Encoder, Path]:
             raise ValueError(f"{ckpt.path} holds no tokenizer files; export it with --tokenizer first")
         return ckpt.model.encoder(part), ckpt.path
     folder = hf.resolve(path)
+    if _is_generator(folder, str(path)):
+        print(
+            f"note: {path} is an ELECTRA generator (ElectraForMaskedLM), the small network that corrupts the "
+            "discriminator's input; ELECTRA's results come from fine-tuning the discriminator "
+            "(ElectraForPreTraining, `electra export`'s --out)",
+            file=sys.stderr,
+        )
     return hf.load_encoder(folder), folder
+
+
+def _is_generator(folder: Path, name: str) -> bool:
+    """An ELECTRA generator's folder: a masked LM that our export's card calls a generator, or a
+    released one named so (google/electra-small-generator)."""
+    if hf.read_config(folder).get("architectures") != [hf.HF_ARCHITECTURES["generator"]]:
+        return False
+    card = folder / "README.md"
+    ours = card.is_file() and "# ELECTRA generator" in card.read_text(encoding="utf-8", errors="replace")
+    return ours or "generator" in Path(name).name.lower()
 
 
 # --------------------------------------------------------------------------------------

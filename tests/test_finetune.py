@@ -1311,3 +1311,23 @@ def test_entities_opened_by_inside_tags_are_noted(tmp_path, capsys):
     (tmp_path / "train.txt").write_text("Ann B-PER\nLee I-PER\nran O\n\nin O\nOslo B-LOC\nBo B-PER\n")  # BIO
     load_task(cfg)
     assert capsys.readouterr().err == ""
+
+
+def test_fine_tuning_an_electra_generator_gets_a_note(tmp_path, capsys):
+    from electra.finetune import load_pretrained
+
+    model = Electra(tiny())
+    hf.export_discriminator(model, tmp_path / "disc")
+    hf.export_generator(model, tmp_path / "mlm")  # a masked LM: a generator, or an MLM baseline's network
+    capsys.readouterr()
+    for folder in ("disc", "mlm"):
+        load_pretrained(tmp_path / folder)
+        assert "generator" not in capsys.readouterr().err
+    (tmp_path / "mlm" / "README.md").write_text("---\ntags: [electra]\n---\n# ELECTRA generator\n")  # our card's
+    encoder, _ = load_pretrained(tmp_path / "mlm")
+    assert "mlm is an ELECTRA generator (ElectraForMaskedLM)" in capsys.readouterr().err
+    assert encoder.cfg.hidden_size == tiny().generator.hidden_size  # still fine-tuned, as asked
+    (tmp_path / "mlm" / "README.md").unlink()
+    (tmp_path / "mlm").rename(tmp_path / "electra-small-generator")  # a released one, by its name
+    load_pretrained(tmp_path / "electra-small-generator")
+    assert "electra-small-generator is an ELECTRA generator" in capsys.readouterr().err
