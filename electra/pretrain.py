@@ -847,5 +847,5 @@ def steps_for_budget(cfg: PretrainConfig, minutes: float, probe_steps: int = 60,
     rate = (last["tokens"] - first["tokens"]) / (last["elapsed_s"] - first["elapsed_s"])
     tokens_per_step = last["tokens"] / last["step"]
     steps = max(10, int(minutes * 60 * rate / tokens_per_step * 0.9))  # 10% for validation and checkpoints
-    print(f"{rate:,.0f} tokens/s: the schedule runs {steps:,} steps", file=sys.stderr)
+    print(f"{rate:,.0f} tokens/s, {tokens_per_step:,.0f} per step: the schedule runs {steps:,} steps", file=sys.stderr)
     return steps

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import shutil
 import signal
 import subprocess
@@ -412,11 +413,18 @@ def test_fp16_scales_the_loss_skips_overflows_and_resumes_exactly(tiny_data, tmp
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
 
 
-def test_a_budget_probe_sizes_the_schedule_and_leaves_nothing_behind(tiny_data, tmp_path):
+def test_a_budget_probe_sizes_the_schedule_and_leaves_nothing_behind(tiny_data, tmp_path, capsys):
+    started = time.perf_counter()
     steps = steps_for_budget(_cfg(tiny_data, tmp_path / "run"), minutes=0.25)
+    took = time.perf_counter() - started
     assert not (tmp_path / "run").exists()
-    # 15 s of tiny steps of 8 rows: hundreds of steps on any machine that runs the tests at all
-    assert 100 < steps < 100_000
+    said = re.search(r"([\d,]+) tokens/s, ([\d,]+) per step: the schedule runs ([\d,]+) steps", capsys.readouterr().err)
+    rate, per_step, announced = (int(g.replace(",", "")) for g in said.groups())
+    assert announced == steps and 0.5 * 8 * 32 < per_step <= 8 * 32  # rows of 8 x 32, padding not counted
+    # the rate is taken over steps 5-60 of the probe, which ran inside the call
+    assert rate * took >= 55 * per_step
+    # 15 s at that rate, 10% kept for validation and checkpoints (printed figures are rounded)
+    assert abs(steps - max(10, 15 * rate / per_step * 0.9)) <= 1
 
 
 def test_tensorboard_gets_the_logged_scalars(tiny_data, tmp_path):
