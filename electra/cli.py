@@ -4,6 +4,7 @@ prepare | pretrain | export | finetune | evaluate | predict | embed | serve | qu
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import itertools
 import json
@@ -44,7 +45,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     for out in outs:  # refused now rather than after the first folder is written
         check_output(out, args.force, inputs=[args.checkpoint, ckpt.path, args.tokenizer])
     if args.tokenizer and ckpt.has_tokenizer:
-        from electra.tokenizer import is_lowercase, load_tokenizer
+        from electra.tokenizer import describe, load_tokenizer, reads_alike
 
         given, own = load_tokenizer(args.tokenizer), load_tokenizer(ckpt.path)
         if given.get_vocab() != own.get_vocab():
@@ -52,11 +53,11 @@ def cmd_export(args: argparse.Namespace) -> None:
                 f"{ckpt.path} was trained with its own tokenizer, which differs from --tokenizer {args.tokenizer} "
                 "(other ids for the same tokens); drop --tokenizer to export the run's own"
             )
-        if is_lowercase(given) != is_lowercase(own):  # the same ids, but text would reach them otherwise
-            cased = {True: "lowercases", False: "keeps case"}
+        if not reads_alike(given, own):  # the same ids, but text would reach them otherwise
+            a, b = describe(given), describe(own)
+            a, b = (a, b) if a != b else ("cuts text otherwise", "its own way")
             raise UsageError(
-                f"--tokenizer {args.tokenizer} {cased[is_lowercase(given)]} but the run's tokenizer "
-                f"{cased[is_lowercase(own)]}; drop --tokenizer to export the run's own"
+                f"--tokenizer {args.tokenizer} {a}; the run's tokenizer {b}: drop --tokenizer to export the run's own"
             )
     if tokenizer_dir is None:
         print(
@@ -97,6 +98,7 @@ PART_OPTIONS = (
     "limit_alphabet",
     "tokenizer",
     "cased",
+    "strip_accents",
     "seq_len",
     "seed",
     "validation_fraction",
@@ -109,6 +111,7 @@ PART_OPTIONS = (
 def cmd_prepare(args: argparse.Namespace) -> None:
     from electra import prepare as prep
     from electra.corpus import hub_dataset
+    from electra.tokenizer import MAX_WORD_CHARS, bare_vocab, describe, guess_casing, load_tokenizer, vocab_in_order
 
     defaults = vars(build_parser().parse_args(["prepare", "--out", args.out]))
     if args.merge:
@@ -144,9 +147,11 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             f"{' and '.join(hub_only)} {'choose' if len(hub_only) > 1 else 'chooses'} what --dataset reads; "
             "--corpus reads its files whole: drop " + ("them" if len(hub_only) > 1 else "it")
         )
-    if (args.vocab_size is not None or args.cased or args.limit_alphabet is not None) and args.tokenizer:
-        options = (("--vocab-size", args.vocab_size), ("--limit-alphabet", args.limit_alphabet))
-        given = [o for o, v in options if v is not None]
+    shaping = (args.vocab_size, args.limit_alphabet, args.strip_accents)
+    if (args.cased or any(v is not None for v in shaping)) and args.tokenizer:
+        accents = "--strip-accents" if args.strip_accents else "--no-strip-accents"
+        options = ("--vocab-size", "--limit-alphabet", accents)
+        given = [o for o, v in zip(options, shaping, strict=True) if v is not None]
         given += ["--cased"] if args.cased else []
         raise UsageError(
             f"{' and '.join(given)} {'shape' if len(given) > 1 else 'shapes'} a new tokenizer and --tokenizer "
@@ -160,6 +165,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         vocab_size=30522 if args.vocab_size is None else args.vocab_size,
         limit_alphabet=args.limit_alphabet,
         lowercase=not args.cased,
+        strip_accents=args.strip_accents,
         text_field=args.text_field,
         format=args.format,
         doc_per_file=args.doc_per_file,
@@ -167,6 +173,14 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         part_index=args.part_index,
     )
     dataset = hub_dataset(args.dataset, args.dataset_config, args.dataset_split) if args.dataset else None
+    if args.tokenizer and (vocab := bare_vocab(args.tokenizer)):
+        tok = load_tokenizer(vocab)
+        print(
+            f"note: {vocab} has no tokenizer_config.json beside it, so it is read as a tokenizer that {describe(tok)}, "
+            f"since {guess_casing(vocab_in_order(tok))[2]}; to say otherwise, put a tokenizer_config.json beside it "
+            'with "do_lower_case" and "strip_accents" (false keeps accents)',
+            file=sys.stderr,
+        )
     result = prep.prepare(
         args.corpus or [],
         args.out,
@@ -195,14 +209,19 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             f"the packing recipe trimmed {m['counts']['tokens_truncated']:,} tokens that overflowed rows "
             f"({m['counts']['tokens_truncated'] / max(result.tokens_encoded, 1):.1%})"
         )
-    unknown = m["counts"]["tokens_unknown"] / max(result.tokens_encoded, 1)
-    if unknown > 0.01:  # a WordPiece vocabulary fit for its corpus leaves well under 1% unknown
-        why = (
-            f"--limit-alphabet {args.limit_alphabet} leaves out characters this corpus uses (raise it, or drop it)"
-            if args.limit_alphabet is not None
-            else "the vocabulary is too small for this corpus (raise --vocab-size) or the tokenizer does not fit it"
-        )
-        print(f"warning: {unknown:.1%} of tokens are [UNK]; {why}")
+    unknown, long_words = m["counts"]["tokens_unknown"], m["counts"]["words_too_long"]
+    if unknown > 0.01 * result.tokens_encoded:  # a vocabulary fit for its corpus leaves well under 1% unknown
+        if long_words > unknown / 2:
+            why = (
+                f"{long_words:,} of them are words longer than {MAX_WORD_CHARS} characters, which BERT's tokenizers "
+                "(and transformers') read as one [UNK] whatever the vocabulary: text in a script written without "
+                "spaces (Thai, Lao, Khmer, Burmese) needs splitting into words before `electra prepare`"
+            )
+        elif args.limit_alphabet is not None:
+            why = f"--limit-alphabet {args.limit_alphabet} leaves out characters this corpus uses (raise it or drop it)"
+        else:
+            why = "the vocabulary is too small for this corpus (raise --vocab-size) or the tokenizer does not fit it"
+        print(f"warning: {unknown / result.tokens_encoded:.1%} of tokens are [UNK]; {why}")
     if not valid["rows"] and cfg.validation_fraction > 0:
         print(f"note: no row was held out for validation ({cfg.validation_fraction:.0%} of a small corpus)")
     if s.invalid_utf8:
@@ -420,8 +439,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
     labelled = predictor.stream(texts, args.batch_size, not args.no_truncate)
     truncated = single = 0
     with contextlib.nullcontext(sys.stdout) if args.output in (None, "-") else publishing_file(args.output) as out:
+        ascii = codecs.lookup(getattr(out, "encoding", None) or "utf-8").name != "utf-8"  # e.g. a latin-1 terminal
         for text, record, cut in labelled:  # written as each chunk is labelled: memory stays flat
-            out.write(jsonl_line(text, record))
+            out.write(jsonl_line(text, record, ascii))
             truncated += cut
             single += text[1] is None
     hint = " (--stride tags them whole)" if predictor.tagger else ""
@@ -706,6 +726,12 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--vocab-size", type=int, help="train a WordPiece vocabulary of this size (default: 30522)")
     tok.add_argument("--tokenizer", help="reuse a tokenizer: an HF folder, tokenizer.json or vocab.txt")
     p.add_argument("--cased", action="store_true", help="train a cased vocabulary (default: lowercase)")
+    p.add_argument(
+        "--strip-accents",
+        action=argparse.BooleanOptionalAction,
+        help="remove accents and other combining marks (é -> e, ё -> е, が -> か); default: when lowercasing, "
+        "as BERT's uncased models. --no-strip-accents lowercases but keeps them, for languages that need them",
+    )
     p.add_argument(
         "--limit-alphabet",
         type=int,

@@ -39,8 +39,11 @@ _FORMAT_OF = {
 MAX_SENTENCE_CHARS = 2000  # longer "sentences" (no punctuation) are cut at whitespace
 _READ_CHUNK = 1 << 20  # characters per read: bounds memory on files with enormous lines
 
-# Sentence ends: . ! ? then optional closing quotes/brackets, then whitespace.
-_SENTENCE_END = re.compile(r"([.!?][\"'\u201d\u2019)\]]*)\s+")
+# Sentence ends: . ! ? (and Arabic ؟, Devanagari । ॥) then optional closing quotes/brackets, then
+# whitespace; or CJK 。！？ with their closing quotes/brackets, which need no whitespace after them.
+_SENTENCE_END = re.compile(
+    r"([.!?\u061f\u0964\u0965][\"'\u201d\u2019)\]]*)\s+|([\u3002\uff01\uff1f\uff61][\"'\u201d\u2019)\]\u300d\u300f\uff09]*)\s*"
+)
 # C0/C1 control characters except tab and newline; the BOM; other zero-width junk.
 _CONTROL = dict.fromkeys([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), *range(0x7F, 0xA0), 0xFEFF])
 
@@ -72,7 +75,7 @@ def normalize(text: str) -> str:
 def split_sentences(paragraph: str) -> list[str]:
     """Sentences of one paragraph (its line breaks already joined)."""
     out = []
-    for s in _SENTENCE_END.sub("\\1\n", paragraph).split("\n"):
+    for s in _SENTENCE_END.sub(lambda m: (m[1] or m[2]) + "\n", paragraph).split("\n"):
         s = s.strip()
         while len(s) > MAX_SENTENCE_CHARS:
             cut = s.rfind(" ", 0, MAX_SENTENCE_CHARS)

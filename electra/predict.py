@@ -400,10 +400,10 @@ def predict(
     return predictor(texts, batch_size, truncate, chunk_size)
 
 
-def jsonl_line(text: tuple[str, str | None], record: dict) -> str:
-    """An output line: the input's id (a `Text` with one), its text (or [text, pair]) and `record`."""
+def jsonl_line(text: tuple[str, str | None], record: dict, ascii: bool = False) -> str:
+    """An output line: the input's id (a `Text` with one), its text (or [text, pair]) and `record`;
+    text as it is (Köln, 北京), or with `ascii` as \\u escapes (for an output that cannot hold it)."""
     t, p = text
     ident = getattr(text, "id", NO_ID)
-    return (
-        json.dumps({**({} if ident is NO_ID else {"id": ident}), "text": t if p is None else [t, p], **record}) + "\n"
-    )
+    line = {**({} if ident is NO_ID else {"id": ident}), "text": t if p is None else [t, p], **record}
+    return json.dumps(line, ensure_ascii=ascii) + "\n"

@@ -43,6 +43,7 @@ from electra.tokenizer import (
     load_tokenizer,
     register_specials,
     save_tokenizer,
+    strips_accents,
     tokenizer_hash,
     train_wordpiece,
 )
@@ -62,6 +63,7 @@ class PrepareConfig:
     vocab_size: int | None = 30522  # size of the vocabulary to train; None when reusing a tokenizer
     limit_alphabet: int | None = None  # keep only this many characters (the most frequent) in a trained one
     lowercase: bool = True
+    strip_accents: bool | None = None  # None: strip them when lowercasing (BERT's uncased); False: keep them
     text_field: str = "text"
     format: str = "auto"
     doc_per_file: bool = False
@@ -81,6 +83,17 @@ class PrepareConfig:
             raise ValueError(f"part index {self.part_index} is outside 0..{self.num_parts - 1}")
         if self.format not in ("auto", *corpus.FORMATS):
             raise ValueError(f"unknown format {self.format!r}; use auto or one of {', '.join(corpus.FORMATS)}")
+
+
+def too_long_words(tok: Tokenizer, text: str) -> list[str]:
+    """The words of `text` (as the tokenizer cuts it) longer than its WordPiece model spells: each
+    encodes as one [UNK], whatever the vocabulary. Text in a script written without spaces
+    (Thai, Khmer) is such a word per phrase."""
+    limit = getattr(tok.model, "max_input_chars_per_word", None)
+    if limit is None or tok.pre_tokenizer is None:
+        return []
+    text = tok.normalizer.normalize_str(text) if tok.normalizer is not None else text
+    return [w for w, _ in tok.pre_tokenizer.pre_tokenize_str(text) if len(w) > limit]
 
 
 # --------------------------------------------------------------------------------------
@@ -333,6 +346,7 @@ def _tokenizer(tokenizer, cfg: PrepareConfig, read, total_bytes: int, quiet: boo
         lowercase=cfg.lowercase,
         show_progress=False,
         limit_alphabet=cfg.limit_alphabet,
+        strip_accents=cfg.strip_accents,
     )
 
 
@@ -410,7 +424,7 @@ def prepare(
                 writers["valid" if rng.random() < cfg.validation_fraction else "train"].add(ids, types)
 
         stats = corpus.ReadStats()
-        encoded = documents = sentences = unknown = 0
+        encoded = documents = sentences = unknown = long_words = 0
         unk = special["unk"]
         items = _own_part(read(stats), cfg.num_parts, cfg.part_index)
         encoded_batches = _Prefetch(
@@ -428,7 +442,9 @@ def prepare(
                         sentences += 1
                         ids = next(encodings).ids
                         encoded += len(ids)
-                        unknown += ids.count(unk)
+                        if unk in ids:
+                            unknown += ids.count(unk)
+                            long_words += len(too_long_words(tok, item))
                         emit(packer.add(ids))
                 bar.update(stats.bytes - bar.n)
                 rate = encoded / max(bar.format_dict["elapsed"], 1e-9)
@@ -460,7 +476,8 @@ def prepare(
             else str(tokenizer)
             if isinstance(tokenizer, (str, os.PathLike))
             else "given",
-            "config": {**asdict(cfg), "lowercase": is_lowercase(tok)},  # a reused tokenizer's own casing
+            # a reused tokenizer's own casing and accents
+            "config": {**asdict(cfg), "lowercase": is_lowercase(tok), "strip_accents": strips_accents(tok)},
             "sources": [str(p) for p in paths] if dataset is None else ["<dataset>"],
             "counts": {
                 "files": stats.files,
@@ -470,6 +487,7 @@ def prepare(
                 "tokens_encoded": encoded,
                 "tokens_truncated": packer.truncated,
                 "tokens_unknown": unknown,  # [UNK]: characters or words the vocabulary cannot spell
+                "words_too_long": long_words,  # of those, whole words over the model's length limit
                 "invalid_utf8_bytes": stats.invalid_utf8,
                 "skipped_files": stats.skipped,
             },
@@ -522,6 +540,7 @@ PART_SETTINGS = (
     "one_segment_prob",
     "short_target_prob",
     "lowercase",
+    "strip_accents",
     "text_field",
     "format",
     "doc_per_file",

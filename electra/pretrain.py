@@ -374,9 +374,9 @@ def model_config(cfg: dict, vocab_size: int) -> ModelConfig:
 
 def _check_same_tokenizer(data: str, model_dirs: list[str]) -> None:
     """Ids mean the same tokens in the data and in the models to continue (those that ship a
-    tokenizer), and text reached them the same way (lowercased or not)."""
+    tokenizer), and text reached them the same way (lowercased or not, accents kept or not)."""
     from electra import hf
-    from electra.tokenizer import is_lowercase, load_tokenizer
+    from electra.tokenizer import describe, load_tokenizer, reads_alike
 
     ours = load_tokenizer(data)
     for model_dir in model_dirs:
@@ -389,11 +389,12 @@ def _check_same_tokenizer(data: str, model_dirs: list[str]) -> None:
                 f"{data} was prepared with another tokenizer than {model_dir}'s, so its token ids would "
                 f"mean other words to the model; prepare the data with --tokenizer {model_dir}"
             )
-        if is_lowercase(ours) != is_lowercase(theirs):
-            cased = {True: "lowercases text", False: "keeps case"}
+        if not reads_alike(ours, theirs):
+            a, b = describe(ours), describe(theirs)
+            a, b = (a, b) if a != b else ("cuts text one way", "another")
             raise ValueError(
-                f"{data} was prepared with a tokenizer that {cased[is_lowercase(ours)]}, and {model_dir}'s "
-                f"{cased[is_lowercase(theirs)]}; prepare the data with --tokenizer {model_dir}"
+                f"{data} was prepared with a tokenizer that {a}, and {model_dir}'s {b}; "
+                f"prepare the data with --tokenizer {model_dir}"
             )
 
 

@@ -17,12 +17,15 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+MAX_WORD_CHARS = 100  # BERT's: a longer word (after pre-tokenizing) is one [UNK], here and in transformers
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
 
 
-def _bert_pipeline(tok: Tokenizer, lowercase: bool) -> Tokenizer:
+def _bert_pipeline(tok: Tokenizer, lowercase: bool, strip_accents: bool | None = None) -> Tokenizer:
+    """BERT's normalizer and pre-tokenizer. `strip_accents` None strips accents exactly when
+    lowercasing (BERT's uncased models); False keeps them while lowercasing."""
     tok.normalizer = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
+        clean_text=True, handle_chinese_chars=True, strip_accents=strip_accents, lowercase=lowercase
     )
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece(prefix="##")
@@ -60,6 +63,7 @@ def train_wordpiece(
     min_frequency: int = 2,
     show_progress: bool = True,
     limit_alphabet: int | None = None,
+    strip_accents: bool | None = None,
 ) -> Tokenizer:
     """Train a BERT-style WordPiece vocabulary (`##` continuations, specials first: [PAD]=0).
 
@@ -76,7 +80,8 @@ def train_wordpiece(
     if limit_alphabet is not None and limit_alphabet < 1:
         raise ValueError(f"limit_alphabet must be at least 1, got {limit_alphabet}")
     fresh = texts if callable(texts) else lambda: texts
-    tok = _bert_pipeline(Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100)), lowercase)
+    model = models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=MAX_WORD_CHARS)
+    tok = _bert_pipeline(Tokenizer(model), lowercase, strip_accents)
     chars: collections.Counter[str] | set[str] = set() if limit_alphabet is None else collections.Counter()
     for batch in _batched(fresh()):
         chars.update(tok.normalizer.normalize_str("\n".join(batch)))
@@ -114,7 +119,7 @@ def train_wordpiece(
     # the ## pieces were registered as specials only to fix their ids.
     vocab = vocab_in_order(tok)
     kept = set(vocab[:vocab_size])
-    return from_vocab([t for t in vocab if t in kept], lowercase=lowercase)
+    return from_vocab([t for t in vocab if t in kept], lowercase=lowercase, strip_accents=strip_accents)
 
 
 def _inside_words(tok: Tokenizer, char: str) -> bool:
@@ -122,11 +127,14 @@ def _inside_words(tok: Tokenizer, char: str) -> bool:
     return len(tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(f"a{char}a"))) == 1
 
 
-def from_vocab(vocab: list[str] | dict[str, int], lowercase: bool = True) -> Tokenizer:
+def from_vocab(
+    vocab: list[str] | dict[str, int], lowercase: bool = True, strip_accents: bool | None = None
+) -> Tokenizer:
     """A BERT tokenizer over a fixed vocabulary (a list in id order, or token -> id)."""
     if not isinstance(vocab, dict):
         vocab = {t: i for i, t in enumerate(vocab)}
-    tok = _bert_pipeline(Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100)), lowercase)
+    model = models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=MAX_WORD_CHARS)
+    tok = _bert_pipeline(Tokenizer(model), lowercase, strip_accents)
     check_special_tokens(tok, "the vocabulary")
     return _add_post_processor(register_specials(tok))
 
@@ -149,23 +157,42 @@ def _read_vocab_txt(path: Path) -> list[str]:
     return [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _cased(vocab: list[str]) -> bool:
-    """Whether a bare vocabulary is a cased one: over 1% of its entries (special tokens like
-    [CLS] aside) hold capitals, which lowercased text could never reach."""
-    capitals = sum(any(c.isupper() for c in t) for t in vocab if not (t.startswith("[") and t.endswith("]")))
-    return capitals > 0.01 * len(vocab)
+def guess_casing(vocab: list[str]) -> tuple[bool, bool | None, str]:
+    """How a bare vocabulary (no tokenizer_config.json beside it) was made, from its entries:
+    (lowercase, strip_accents, why). Over 1% of entries (specials aside) holding capitals, which
+    lowercased text never reaches, make it cased; over 1% holding accents or other combining
+    marks (é, ё, が, أ), which accent stripping never leaves, make it keep accents."""
+    words = [t.removeprefix("##") for t in vocab if not (t.startswith("[") and t.endswith("]"))]
+    capitals = sum(any(c.isupper() for c in t) for t in words)
+    if capitals > 0.01 * len(vocab):
+        return False, None, f"{capitals:,} of its entries hold capitals"
+    strip = normalizers.BertNormalizer(
+        clean_text=False, handle_chinese_chars=False, strip_accents=True, lowercase=False
+    )
+    accented = sum(strip.normalize_str(t) != t for t in words)
+    if accented > 0.01 * len(vocab):
+        return True, False, f"{accented:,} of its entries hold accents or other marks, and few capitals"
+    return True, None, "few of its entries hold capitals or accents"
+
+
+def _config_beside(path: Path) -> dict | None:
+    config = path / "tokenizer_config.json" if path.is_dir() else path.with_name("tokenizer_config.json")
+    if not config.is_file():
+        return None
+    try:
+        return json.loads(config.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{config} is damaged ({e}); fix or remove it") from e
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
     """Load `tokenizer.json`, a `vocab.txt`, or a folder holding either (HF tokenizer folders).
-    A vocab.txt lowercases as its folder's tokenizer_config.json says; without one, as its
-    entries show (a cased vocabulary keeps case)."""
+    A vocab.txt lowercases and strips accents as the tokenizer_config.json beside it says
+    (`do_lower_case`, `strip_accents`, `tokenize_chinese_chars`, as transformers reads them);
+    without one, as its entries show (`guess_casing`). Every tokenizer gets ELECTRA's
+    `[CLS] A [SEP] B [SEP]` template, the layout pre-training rows have."""
     path = Path(path)
-    lowercase = None
     if path.is_dir():
-        config = path / "tokenizer_config.json"
-        if config.exists():
-            lowercase = bool(json.loads(config.read_text(encoding="utf-8")).get("do_lower_case", True))
         if (path / "tokenizer.json").exists():
             path = path / "tokenizer.json"
         elif (path / "vocab.txt").exists():
@@ -180,9 +207,30 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
         except Exception as e:  # tokenizers raises a bare Exception on malformed files
             raise ValueError(f"{path} is not a valid tokenizer.json: {e}") from e
         check_special_tokens(tok, str(path))
-        return register_specials(tok)
+        return _add_post_processor(register_specials(tok))
     vocab = _read_vocab_txt(path)
-    return from_vocab(vocab, lowercase=not _cased(vocab) if lowercase is None else lowercase)
+    config = _config_beside(path)
+    if config is None:
+        lowercase, strip_accents, _ = guess_casing(vocab)
+    else:
+        lowercase, strip_accents = bool(config.get("do_lower_case", True)), config.get("strip_accents")
+    tok = from_vocab(vocab, lowercase=lowercase, strip_accents=strip_accents)
+    if config is not None and config.get("tokenize_chinese_chars") is False:
+        tok.normalizer = normalizers.BertNormalizer(
+            clean_text=True, handle_chinese_chars=False, strip_accents=strip_accents, lowercase=lowercase
+        )
+    return tok
+
+
+def bare_vocab(path: str | Path) -> Path | None:
+    """The vocab.txt that `load_tokenizer(path)` reads with no tokenizer_config.json to say how
+    it was made (so its casing is guessed), or None."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / "tokenizer.json").exists() or not (path / "vocab.txt").exists():
+            return None
+        path = path / "vocab.txt"
+    return path if path.suffix != ".json" and path.is_file() and _config_beside(path) is None else None
 
 
 def load_model_tokenizer(path: str | Path, vocab_size: int) -> Tokenizer:
@@ -194,6 +242,70 @@ def load_model_tokenizer(path: str | Path, vocab_size: int) -> Tokenizer:
             "them. Use the tokenizer the model was trained with"
         )
     return tok
+
+
+def _bert_normalizer(tok: Tokenizer) -> dict | None:
+    normalizer = json.loads(tok.to_str()).get("normalizer") or {}
+    return normalizer if normalizer.get("type") == "BertNormalizer" else None
+
+
+def strips_accents(tok: Tokenizer) -> bool | None:
+    """Whether the normalizer strips accents (BERT's default: when it lowercases); None when
+    it is not BERT's normalizer."""
+    bert = _bert_normalizer(tok)
+    if bert is None:
+        return None
+    return bert["lowercase"] if bert.get("strip_accents") is None else bert["strip_accents"]
+
+
+def describe(tok: Tokenizer) -> str:
+    """The tokenizer's treatment of case and accents, in words."""
+    lower, strip = is_lowercase(tok), strips_accents(tok)
+    if strip is None:
+        return ("lowercases" if lower else "keeps case") + " (a normalizer of its own)"
+    return {
+        (True, True): "lowercases and strips accents",
+        (True, False): "lowercases but keeps accents",
+        (False, False): "keeps case and accents",
+        (False, True): "keeps case but strips accents",
+    }[lower, strip]
+
+
+def bert_departures(tok: Tokenizer) -> list[str]:
+    """How the pipeline differs from the BERT one that transformers' ElectraTokenizer rebuilds from
+    tokenizer_config.json and vocab.txt (BertNormalizer with clean_text, BertPreTokenizer,
+    WordPiece with `##` and 100-character words); empty when it is that one."""
+    spec = json.loads(tok.to_str())
+    normalizer, pre, model = (spec.get(k) or {} for k in ("normalizer", "pre_tokenizer", "model"))
+    out = []
+    if normalizer.get("type") != "BertNormalizer":
+        out.append(f"normalizer {normalizer.get('type')}")
+    elif not normalizer.get("clean_text", True):
+        out.append("BertNormalizer without clean_text")
+    if pre.get("type") != "BertPreTokenizer":
+        out.append(f"pre-tokenizer {pre.get('type')}")
+    if model.get("type") != "WordPiece":
+        out.append(f"model {model.get('type')}")
+    else:
+        if model.get("continuing_subword_prefix") != "##":
+            out.append(f"continuing prefix {model.get('continuing_subword_prefix')!r}")
+        if model.get("max_input_chars_per_word") != MAX_WORD_CHARS:
+            out.append(f"words of up to {model.get('max_input_chars_per_word')} characters")
+        if model.get("unk_token") != "[UNK]":
+            out.append(f"unknown token {model.get('unk_token')!r}")
+    return out
+
+
+def reads_alike(a: Tokenizer, b: Tokenizer) -> bool:
+    """Whether two tokenizers cut text into the same pieces (normalizer, pre-tokenizer and model
+    settings; their vocabularies are compared apart)."""
+
+    def pipeline(tok: Tokenizer) -> list:
+        spec = json.loads(tok.to_str())
+        model = {k: v for k, v in (spec.get("model") or {}).items() if k != "vocab"}
+        return [spec.get("normalizer"), spec.get("pre_tokenizer"), model]
+
+    return pipeline(a) == pipeline(b)
 
 
 def is_lowercase(tok: Tokenizer) -> bool:
@@ -227,6 +339,14 @@ def save_tokenizer(tok: Tokenizer, folder: str | Path, model_max_length: int = 5
         "sep_token": "[SEP]",
         "mask_token": "[MASK]",
     }
+    bert = _bert_normalizer(tok)
+    if bert is not None:  # transformers rebuilds BERT's normalizer from these, not from tokenizer.json
+        config["strip_accents"] = bert.get("strip_accents")
+        config["tokenize_chinese_chars"] = bert.get("handle_chinese_chars", True)
+    if bert_departures(tok):
+        # not BERT's pipeline: transformers must take tokenizer.json as it is, not rebuild BERT's
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        config["model_input_names"] = ["input_ids", "token_type_ids", "attention_mask"]
     extra = [a.content for _, a in sorted(tok.get_added_tokens_decoder().items()) if a.special]
     extra = [t for t in extra if t not in SPECIAL_TOKENS]
     if extra:  # a domain's own specials stay special for transformers too

@@ -170,10 +170,12 @@ def test_cli_export_refuses_a_tokenizer_other_than_the_runs(tmp_path, cli):
     save_tokenizer(from_vocab(vocab), tmp_path / "own")
     save_checkpoint(tmp_path / "ckpt", Electra(tiny(vocab_size=len(vocab))), tokenizer_dir=tmp_path / "own")
     save_tokenizer(from_vocab(vocab, lowercase=False), tmp_path / "cased")  # the same ids, text read otherwise
+    save_tokenizer(from_vocab(vocab, strip_accents=False), tmp_path / "accents")
     save_tokenizer(from_vocab(vocab[:-1] + ["x"]), tmp_path / "other")
     for given, message in [
         ("other", "other ids for the same tokens"),
-        ("cased", "keeps case but the run's tokenizer lowercases"),
+        ("cased", "keeps case and accents; the run's tokenizer lowercases and strips accents"),
+        ("accents", "lowercases but keeps accents; the run's tokenizer lowercases and strips accents"),
     ]:
         result = cli("export", tmp_path / "ckpt", "--out", tmp_path / "e", "--tokenizer", tmp_path / given)
         assert result.returncode == 2 and message in result.stderr and not (tmp_path / "e").exists()

@@ -51,6 +51,11 @@ def test_sentence_splitting():
         "Did he?",
         "Yes",
     ]
+    # CJK full stops need no space after them; Arabic and Devanagari have their own marks
+    assert corpus.split_sentences("我爱北京。天安门很大！「你去过吗？」他问。 هل أنت بخير؟ نعم. यह है। वह भी।") == [
+        *("我爱北京。", "天安门很大！", "「你去过吗？」", "他问。"),
+        *("هل أنت بخير؟", "نعم.", "यह है।", "वह भी।"),
+    ]
     long = "word " * 1000
     pieces = corpus.split_sentences(long.strip())
     assert all(len(p) <= corpus.MAX_SENTENCE_CHARS for p in pieces)

@@ -1,6 +1,7 @@
 """Fine-tuning, evaluation and prediction: metrics, task readers, training, export, predict."""
 
 import dataclasses
+import io
 import itertools
 import json
 import math
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from electra import hf
+from electra.cli import main
 from electra.config import tiny
 from electra.finetune import FinetuneConfig, encode, label_set, layer_scales, run, score, word_tags
 from electra.model import Electra, Encoder
@@ -536,7 +538,7 @@ def test_a_stop_signal_saves_the_seed_in_progress_and_the_same_command_continues
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
 
 
-def test_pipeline_and_electra_predict_agree(sentiment_tokenizer_dir, tmp_path, cli):
+def test_pipeline_and_electra_predict_agree(sentiment_tokenizer_dir, tmp_path, cli, monkeypatch):
     transformers = pytest.importorskip("transformers")
     root = sentiment_tokenizer_dir
     run(
@@ -578,6 +580,15 @@ def test_pipeline_and_electra_predict_agree(sentiment_tokenizer_dir, tmp_path, c
         assert o["label"] == t["label"]
         assert o["score"] == pytest.approx(t["score"], abs=1e-5)
     predict_cli = ["predict", "--model", str(tmp_path / "clf")]
+    (tmp_path / "accents.txt").write_text("très great, grüße\n", encoding="utf-8")
+    assert cli(*predict_cli, "--input", tmp_path / "accents.txt", "--output", tmp_path / "a.jsonl").returncode == 0
+    assert '"text": "très great, grüße"' in (tmp_path / "a.jsonl").read_text(encoding="utf-8")  # not \\u escapes
+    ascii_out = io.TextIOWrapper(io.BytesIO(), encoding="ascii")  # a terminal that cannot show them gets escapes
+    with monkeypatch.context() as patched:
+        patched.setattr("sys.stdout", ascii_out)
+        assert main([*predict_cli, "--input", str(tmp_path / "accents.txt")]) == 0
+        ascii_out.flush()
+    assert json.loads(ascii_out.buffer.getvalue())["text"] == "très great, grüße"
     table = "review,other\n" + "".join(f"{t},x\n" for t in texts)
     piped = cli(*predict_cli, "--format", "csv", "--text-field", "review", input=table)
     assert [json.loads(x)["label"] for x in piped.stdout.splitlines()] == [o["label"] for o in ours]

@@ -653,3 +653,102 @@ def test_limit_alphabet_keeps_the_most_frequent_characters_and_the_rest_become_u
     ]
     again = train_wordpiece(texts, vocab_size=300, show_progress=False, limit_alphabet=16)
     assert again.to_str() == tok.to_str()
+
+
+ACCENTED = [
+    "Tôi yêu tiếng Việt. Schöne Grüße aus Köln! Ёлка и йогурт.",
+    "L'été à Besançon, la forêt. Ça va très bien; grüß dich, Jürgen.",
+]
+
+
+def test_no_strip_accents_lowercases_but_keeps_accents_and_transformers_agrees(tmp_path, cli):
+    transformers = pytest.importorskip("transformers")
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n\n".join(ACCENTED * 3) + "\n", encoding="utf-8")
+    for name, flags in (("stripped", []), ("kept", ["--no-strip-accents"]), ("cased", ["--cased"])):
+        result = cli("prepare", "--corpus", corpus, "--out", tmp_path / name, "--vocab-size", "300", "--quiet", *flags)
+        assert result.returncode == 0, result.stderr
+    words = {name: load_tokenizer(tmp_path / name).encode("Tôi yêu Köln").tokens[1:-1] for name in ("stripped", "kept")}
+    assert words == {"stripped": ["toi", "yeu", "koln"], "kept": ["tôi", "yêu", "köln"]}
+    configs = {n: json.loads((tmp_path / n / "tokenizer_config.json").read_text()) for n in ("stripped", "kept")}
+    assert configs["kept"]["strip_accents"] is False and configs["stripped"]["strip_accents"] is None
+    assert json.loads((tmp_path / "kept" / "manifest.json").read_text())["config"]["strip_accents"] is False
+    for name in ("stripped", "kept", "cased"):  # transformers rebuilds the normalizer from tokenizer_config.json
+        ours, theirs = load_tokenizer(tmp_path / name), transformers.AutoTokenizer.from_pretrained(tmp_path / name)
+        for text in ACCENTED:
+            assert theirs(text)["input_ids"] == ours.encode(text).ids, (name, text)
+    # a vocab.txt whose folder's tokenizer_config.json keeps accents is read so
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "vocab.txt").write_text((tmp_path / "kept" / "vocab.txt").read_text(encoding="utf-8"))
+    (tmp_path / "hf" / "tokenizer_config.json").write_text('{"do_lower_case": true, "strip_accents": false}')
+    assert (
+        load_tokenizer(tmp_path / "hf" / "vocab.txt").encode(ACCENTED[0]).ids
+        == load_tokenizer(tmp_path / "kept").encode(ACCENTED[0]).ids
+    )
+    refused = cli(
+        "prepare", "--corpus", corpus, "--out", tmp_path / "x", "--tokenizer", tmp_path / "kept", "--no-strip-accents"
+    )
+    assert refused.returncode == 2 and "--no-strip-accents shapes a new tokenizer" in refused.stderr
+
+
+def test_a_tokenizer_json_that_is_not_berts_pipeline_keeps_its_own_in_transformers(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import models, normalizers, pre_tokenizers
+
+    from electra.tokenizer import save_tokenizer
+
+    vocab = [*SPECIAL_TOKENS, "l'été,", "à", "paris!", "p", "##ar", "##is", "我爱北京"]
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(handle_chinese_chars=False, lowercase=True, strip_accents=False)
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()  # no post-processor: ELECTRA's template is added
+    tok.save(str(tmp_path / "tokenizer.json"))
+    ours = load_tokenizer(tmp_path / "tokenizer.json")
+    assert ours.encode("L'été, à Paris!", "我爱北京").tokens == [
+        *("[CLS]", "l'été,", "à", "paris!", "[SEP]"),
+        *("我爱北京", "[SEP]"),
+    ]
+    save_tokenizer(ours, tmp_path / "out")
+    config = json.loads((tmp_path / "out" / "tokenizer_config.json").read_text())
+    assert config["tokenizer_class"] == "PreTrainedTokenizerFast"
+    theirs = transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
+    for a, b in [("L'été, à Paris!", None), ("L'été, à Paris!", "我爱北京"), ("paris! à", "p")]:
+        expected = ours.encode(a, b) if b else ours.encode(a)
+        got = theirs(a, b)
+        assert (got["input_ids"], got["token_type_ids"]) == (expected.ids, expected.type_ids)
+
+
+@pytest.mark.parametrize(
+    "entries, lowercase, keeps_accents",
+    [
+        (["the", "magi", "und", "köln", "straße", "grüße", "über"], True, True),  # lowercased, accents kept
+        (["プログラミング", "が", "すき", "です", "ゲーム"], True, True),  # kana with dakuten: never stripped
+        (["the", "magi", "cologne", "street"], True, False),
+    ],
+)
+def test_a_bare_vocab_txt_keeps_accents_its_entries_hold_and_says_how_it_was_read(
+    tmp_path, cli, entries, lowercase, keeps_accents
+):
+    from electra.tokenizer import is_lowercase, strips_accents
+
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "vocab.txt").write_text("\n".join([*SPECIAL_TOKENS, *entries, "."]) + "\n", encoding="utf-8")
+    tok = load_tokenizer(tmp_path / "v" / "vocab.txt")
+    assert (is_lowercase(tok), strips_accents(tok)) == (lowercase, not keeps_accents)
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(" ".join(entries) + ".\n", encoding="utf-8")
+    result = cli("prepare", "--corpus", corpus, "--out", tmp_path / "out", "--tokenizer", tmp_path / "v", "--quiet")
+    assert result.returncode == 0 and "has no tokenizer_config.json beside it" in result.stderr
+    assert ("lowercases but keeps accents" if keeps_accents else "lowercases and strips accents") in result.stderr
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["counts"]["tokens_unknown"] == 0
+
+
+def test_words_longer_than_wordpiece_spells_are_named_as_the_cause_of_unk(tmp_path, cli):
+    thai = "ภาษาไทยไม่มีการเว้นวรรคระหว่างคำเลยทำให้การตัดคำเป็นเรื่องยากมากสำหรับคอมพิวเตอร์และนักวิจัยที่ทำงานกับข้อความ" * 2
+    # 220 characters, 182 once lowercasing has stripped its vowel and tone marks: one word to BERT's pre-tokenizer
+    corpus = tmp_path / "th.txt"
+    corpus.write_text("\n\n".join(f"{thai} {i}." for i in range(30)) + "\n", encoding="utf-8")
+    result = cli("prepare", "--corpus", corpus, "--out", tmp_path / "out", "--vocab-size", "3000", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["counts"]["words_too_long"] == 30
+    assert "30 of them are words longer than 100 characters" in result.stdout
+    assert "needs splitting into words" in result.stdout and "raise --vocab-size" not in result.stdout

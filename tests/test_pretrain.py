@@ -571,7 +571,7 @@ def test_continue_pretraining_from_transformers_folders(tiny_data, tmp_path):
         run(_cfg(tiny_data, tmp_path / "x", max_steps=1, **{**init, "init_generator": str(tmp_path / "g2")}))
     save_tokenizer(from_vocab(vocab, lowercase=False), tmp_path / "cased")  # the same ids, case kept
     hf.export_discriminator(start, tmp_path / "d3", tokenizer_dir=tmp_path / "cased")
-    with pytest.raises(ValueError, match="a tokenizer that lowercases text, and .*d3's keeps case; prepare the"):
+    with pytest.raises(ValueError, match="that lowercases and strips accents, and .*d3's keeps case and accents; prep"):
         run(_cfg(tiny_data, tmp_path / "x", max_steps=1, **{**init, "init_discriminator": str(tmp_path / "d3")}))
     assert not (tmp_path / "x").exists()
     for objective in ("mlm", "replace-mlm", "all-tokens-mlm"):
