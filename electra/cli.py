@@ -222,6 +222,12 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         else:
             why = "the vocabulary is too small for this corpus (raise --vocab-size) or the tokenizer does not fit it"
         print(f"warning: {unknown / result.tokens_encoded:.1%} of tokens are [UNK]; {why}")
+    if result.marks_stripped > 0.005:  # English has well under 0.1%
+        print(
+            f"note: lowercasing stripped accents and other marks from {result.marks_stripped:.1%} of the characters "
+            "(in the first sentences: é to e, ё to е, が to か); where they carry meaning in this language, prepare "
+            "again with --no-strip-accents (lowercase, marks kept) or --cased"
+        )
     if not valid["rows"] and cfg.validation_fraction > 0:
         print(f"note: no row was held out for validation ({cfg.validation_fraction:.0%} of a small corpus)")
     if s.invalid_utf8:
