@@ -73,16 +73,22 @@ def cmd_export(args: argparse.Namespace) -> None:
         out = hf.export_generator(ckpt.model, args.out, tokenizer_dir, args.force, card("mlm", args.out))
         print(f"exported the MLM baseline (ElectraForMaskedLM) from {ckpt.path} to {out}")
         return
-    if ckpt.model.discriminator_lm_head is not None:  # Replace MLM, All-Tokens MLM: the main network is a masked LM
-        out = hf.export_discriminator_lm(ckpt.model, args.out, tokenizer_dir, args.force, card(objective, args.out))
-        print(f"exported the {objective} network (ElectraForMaskedLM) from {ckpt.path} to {out}")
-    else:
-        out = hf.export_discriminator(ckpt.model, args.out, tokenizer_dir, args.force, card("discriminator", args.out))
-        print(f"exported discriminator (ElectraForPreTraining) from {ckpt.path} to {out}")
+    with contextlib.ExitStack() as together:  # both folders are published at its end, or neither
+        if ckpt.model.discriminator_lm_head is not None:  # Replace MLM, All-Tokens MLM: the main network is an MLM
+            what = f"the {objective} network (ElectraForMaskedLM)"
+            hf.export_discriminator_lm(
+                ckpt.model, args.out, tokenizer_dir, args.force, card(objective, args.out), together
+            )
+        else:
+            what = "discriminator (ElectraForPreTraining)"
+            disc = card("discriminator", args.out)
+            hf.export_discriminator(ckpt.model, args.out, tokenizer_dir, args.force, disc, together)
+        if args.generator_out:
+            gen = card("generator", args.generator_out)
+            hf.export_generator(ckpt.model, args.generator_out, tokenizer_dir, args.force, gen, together)
+    print(f"exported {what} from {ckpt.path} to {args.out}")
     if args.generator_out:
-        gen = card("generator", args.generator_out)
-        out = hf.export_generator(ckpt.model, args.generator_out, tokenizer_dir, args.force, gen)
-        print(f"exported generator (ElectraForMaskedLM) to {out}")
+        print(f"exported generator (ElectraForMaskedLM) to {args.generator_out}")
 
 
 # what one preparation (a part) reads and how it packs; --merge takes the parts as they are

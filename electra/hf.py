@@ -8,6 +8,7 @@ transformers itself is not needed for either.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -336,8 +337,12 @@ def _write_tokenizer(tokenizer_dir: str | os.PathLike | None, dest: Path, max_po
     save_tokenizer(load_model_tokenizer(tokenizer_dir, vocab_size), dest, model_max_length=max_positions)
 
 
-def _write(folder, state: dict, config: dict, tokenizer_dir, overwrite: bool, extra_files=None) -> Path:
-    with publish_dir(folder, overwrite=overwrite) as tmp:
+def _write(folder, state: dict, config: dict, tokenizer_dir, overwrite: bool, extra_files=None, together=None) -> Path:
+    """Write the folder atomically. With `together` (a `contextlib.ExitStack`), it is published
+    when that stack closes, with every other folder written into it: all of them, or on an error
+    none (two exports of one run never leave one written and the other not)."""
+    with contextlib.ExitStack() as own:
+        tmp = (own if together is None else together).enter_context(publish_dir(folder, overwrite=overwrite))
         save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         _write_tokenizer(tokenizer_dir, tmp, config["max_position_embeddings"], config["vocab_size"])
@@ -346,9 +351,11 @@ def _write(folder, state: dict, config: dict, tokenizer_dir, overwrite: bool, ex
     return Path(folder)
 
 
-def export_discriminator(model: Electra, folder, tokenizer_dir=None, overwrite: bool = False, extra_files=None) -> Path:
+def export_discriminator(
+    model: Electra, folder, tokenizer_dir=None, overwrite: bool = False, extra_files=None, together=None
+) -> Path:
     """An `ElectraForPreTraining` folder: the encoder to fine-tune. `extra_files` ({name: text},
-    a model card) are written into it."""
+    a model card) are written into it; `together`: see `_write`."""
     cfg = model.cfg.discriminator
     state = {**model.state_dict(), "embeddings.word.weight": model.discriminator_word_embeddings().detach()}
     return _write(
@@ -358,10 +365,13 @@ def export_discriminator(model: Electra, folder, tokenizer_dir=None, overwrite: 
         tokenizer_dir,
         overwrite,
         extra_files,
+        together,
     )
 
 
-def export_generator(model: Electra, folder, tokenizer_dir=None, overwrite: bool = False, extra_files=None) -> Path:
+def export_generator(
+    model: Electra, folder, tokenizer_dir=None, overwrite: bool = False, extra_files=None, together=None
+) -> Path:
     """An `ElectraForMaskedLM` folder (fill-mask); its output layer is tied to the embeddings."""
     cfg = model.cfg.generator
     return _write(
@@ -371,11 +381,12 @@ def export_generator(model: Electra, folder, tokenizer_dir=None, overwrite: bool
         tokenizer_dir,
         overwrite,
         extra_files,
+        together,
     )
 
 
 def export_discriminator_lm(
-    model: Electra, folder, tokenizer_dir=None, overwrite: bool = False, extra_files=None
+    model: Electra, folder, tokenizer_dir=None, overwrite: bool = False, extra_files=None, together=None
 ) -> Path:
     """The discriminator network with its masked-LM head (a Replace MLM or All-Tokens MLM run's main
     network) as an `ElectraForMaskedLM` folder; the head's output layer is tied to the embeddings."""
@@ -390,6 +401,7 @@ def export_discriminator_lm(
         tokenizer_dir,
         overwrite,
         extra_files,
+        together,
     )
 
 

@@ -135,6 +135,28 @@ def test_cli_export_of_a_run_loads_in_transformers(tmp_path, tokenizer, tokenize
     assert json.loads((tmp_path / "disc" / "tokenizer_config.json").read_text())["do_lower_case"] is True
 
 
+def test_cli_export_writes_both_folders_or_neither(tmp_path, cli, monkeypatch):
+    from electra import hf
+
+    save_checkpoint(tmp_path / "ckpt", Electra(tiny()))
+    to_hf_state = hf.to_hf_state
+
+    def failing(state, kind, cfg):  # the generator's weights cannot be written (a full disk, say)
+        if kind == "generator":
+            raise OSError(28, "No space left on device")
+        return to_hf_state(state, kind, cfg)
+
+    export = ["export", tmp_path / "ckpt", "--out", tmp_path / "disc", "--generator-out", tmp_path / "gen"]
+    with monkeypatch.context() as patched:
+        patched.setattr(hf, "to_hf_state", failing)
+        result = cli(*export)
+    assert result.returncode != 0 and "No space left on device" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # the discriminator was not published alone
+    result = cli(*export)  # so the same command, run again, does it all
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "disc" / "model.safetensors").is_file() and (tmp_path / "gen" / "model.safetensors").is_file()
+
+
 def test_cli_export_refuses_bad_input_with_a_message(tmp_path, cli):
     result = cli("export", str(tmp_path / "missing"), "--out", str(tmp_path / "x"))
     assert result.returncode == 2
