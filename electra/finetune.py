@@ -483,8 +483,9 @@ def _loss(task: Task, logits: torch.Tensor, labels: torch.Tensor, total: torch.T
     """The batch's mean loss, or, given `total` (`_loss_terms` of a whole batch this one is a slice
     of), this slice's sum over it: the slices' losses then add up to the whole batch's mean."""
     reduction = "mean" if total is None else "sum"
-    if task.kind == "regression":
-        loss = F.mse_loss(logits.squeeze(-1).float(), labels.float(), reduction=reduction)
+    if task.kind == "regression":  # on targets / scale, the units the head learns in (the model multiplies back)
+        scale = task.target_scale
+        loss = F.mse_loss(logits.squeeze(-1).float() / scale, labels.float() / scale, reduction=reduction)
     elif task.kind == "span":  # (B, T, 2) against (B, 2): the mean of the start and end cross-entropies
         loss = F.cross_entropy(logits.float().transpose(1, 2).flatten(0, 1), labels.flatten(), reduction=reduction)
     else:
@@ -609,7 +610,9 @@ def task_model(task: Task, cfg, labels: list[str], encoder: Encoder | None = Non
         return QuestionAnswerer(cfg, encoder=encoder)
     if task.kind == "tagging":
         return TokenClassifier(cfg, len(labels), encoder=encoder)
-    return SequenceClassifier(cfg, 1 if task.kind == "regression" else len(labels), encoder=encoder)
+    if task.kind == "regression":
+        return SequenceClassifier(cfg, 1, encoder=encoder, scale=task.target_scale)
+    return SequenceClassifier(cfg, len(labels), encoder=encoder)
 
 
 def train_one(
@@ -898,6 +901,8 @@ def _run(cfg: FinetuneConfig, quiet: bool, overwrite: bool) -> dict | None:
     files["results.json"] = json.dumps(results, indent=2) + "\n"
     files["README.md"] = finetuned_card(results, task.kind, encoder.cfg, out)  # the hub's model card
     model.cpu()
+    if isinstance(model, SequenceClassifier):
+        model.fold_scale()  # transformers' head has no scale: out_proj carries it
     if task.kind == "span":
         hf.export_question_answerer(model, out, tokenizer_dir, overwrite, files)
     else:

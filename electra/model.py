@@ -251,14 +251,19 @@ class Electra(nn.Module):
 
 
 class SequenceClassifier(nn.Module):
-    """Encoder + [CLS] head (dropout, dense, GELU, dropout, out_proj); num_labels=1 is regression."""
+    """Encoder + [CLS] head (dropout, dense, GELU, dropout, out_proj); num_labels=1 is regression.
 
-    def __init__(self, cfg: EncoderConfig, num_labels: int, encoder: Encoder | None = None):
+    `scale` multiplies the outputs: a regression head that learns targets divided by it (as
+    Google's STS-B learns scores / 5) still predicts in the targets' units; `fold_scale` moves it
+    into out_proj, the plain head transformers has."""
+
+    def __init__(self, cfg: EncoderConfig, num_labels: int, encoder: Encoder | None = None, scale: float = 1.0):
         super().__init__()
         if num_labels < 1:
             raise ValueError(f"num_labels must be at least 1, got {num_labels}")
         self.cfg = cfg
         self.num_labels = num_labels
+        self.scale = float(scale)
         self.encoder = encoder if encoder is not None else Encoder(cfg)
         self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.out = nn.Linear(cfg.hidden_size, num_labels)
@@ -269,7 +274,15 @@ class SequenceClassifier(nn.Module):
     def forward(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
         x = self.encoder(input_ids, token_type_ids, attention_mask)[:, 0]  # (B, H) at [CLS]
         x = self.dropout(F.gelu(self.dense(self.dropout(x))))
-        return self.out(x)  # (B, num_labels)
+        out = self.out(x)  # (B, num_labels)
+        return out if self.scale == 1.0 else out * self.scale
+
+    @torch.no_grad()
+    def fold_scale(self) -> None:
+        """The same outputs with `scale` 1: out_proj's weight and bias carry it."""
+        self.out.weight.mul_(self.scale)
+        self.out.bias.mul_(self.scale)
+        self.scale = 1.0
 
 
 class TokenClassifier(nn.Module):

@@ -167,6 +167,7 @@ class Task:
     header: bool = True
     names: tuple[str, ...] = ()  # what id2label shows for `labels`, when the data's values are codes
     both_orders: bool = False  # a pair's order means nothing: train on each in both (Google's double_unordered)
+    target_scale: float = 1.0  # regression: the head learns score / this (Google's STS-B: 0-5 scores as 0-1)
 
 
 GLUE = {
@@ -201,6 +202,7 @@ GLUE = {
         pair="sentence2",
         label="score",
         both_orders=True,
+        target_scale=5.0,
     ),
     "rte": Task(
         "rte",

@@ -147,6 +147,33 @@ def test_mrpc_and_stsb_train_on_each_pair_in_both_orders_and_score_the_dev_set_a
     assert not GLUE["rte"].both_orders  # entailment has a direction
 
 
+def test_stsb_learns_scores_over_5_as_google_does_and_exports_a_plain_head(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from electra.finetune import _loss, task_model
+
+    task = GLUE["stsb"]
+    cfg = tiny().discriminator
+    model = task_model(task, cfg, []).eval()
+    plain = task_model(dataclasses.replace(task, target_scale=1.0), cfg, []).eval()
+    plain.load_state_dict(model.state_dict())
+    ids = torch.randint(5, cfg.vocab_size, (3, 9))
+    types, mask = torch.zeros_like(ids), torch.ones_like(ids)
+    with torch.no_grad():
+        scores, raw = model(ids, types, mask), plain(ids, types, mask)
+    torch.testing.assert_close(scores, 5 * raw)  # the head's own outputs are scores / 5
+    labels = torch.tensor([4.5, 0.2, 3.0])
+    expected = ((raw.squeeze(-1) - labels / 5) ** 2).mean()  # Google's: (prediction - score / 5)^2
+    torch.testing.assert_close(_loss(task, scores, labels), expected)
+    model.fold_scale()
+    assert model.scale == 1.0
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids, types, mask), scores)
+    hf.export_sequence_classifier(model, tmp_path / "stsb", {0: "LABEL_0"})
+    theirs = transformers.ElectraForSequenceClassification.from_pretrained(tmp_path / "stsb").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(input_ids=ids, token_type_ids=types, attention_mask=mask).logits, scores)
+
+
 def test_another_glue_tasks_file_is_named_as_such(tmp_path):
     from electra.finetune import load_task
 
