@@ -6,10 +6,12 @@ A reader never sees a half-written folder: either the old one, the new one, or n
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import glob
 import hashlib
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -159,15 +161,39 @@ def _unheld(folder: Path) -> bool:
 
 
 def _remove_leftovers(target: Path) -> None:
-    """Remove the hidden work folders of earlier writes of `target` that ended without cleaning
-    up (kill -9, a power cut): a writer holds its own while it lives, so an unheld one is left
-    over. A replaced folder (`.old-*`) goes only once `target` exists again."""
-    leftovers = [p for p in target.parent.glob(f".{glob.escape(target.name)}.tmp-*") if p.is_dir() and _unheld(p)]
+    """Remove the hidden work folders or files of earlier writes of `target` that ended without
+    cleaning up (kill -9, a power cut): a writer holds its own while it lives, so an unheld one
+    is left over. A replaced folder (`.old-*`) goes only once `target` exists again."""
+    leftovers = [p for p in target.parent.glob(f".{glob.escape(target.name)}.tmp-*") if _unheld(p)]
     if target.exists():
         leftovers += [p for p in target.parent.glob(f".{glob.escape(target.name)}.old-*") if p.is_dir()]
     for p in leftovers:
-        shutil.rmtree(p, ignore_errors=True)
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
         print(f"note: removed {p}, left behind by an interrupted write of {target}", file=sys.stderr)
+
+
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no room to write
+
+
+def write_error(e: BaseException, target: Path) -> OSError | None:
+    """A write of `target` that failed for want of room, as an OSError naming it and what to do;
+    None for any other failure. Libraries report it their own way: safetensors and tokenizers
+    with "(os error 28)" in the message, torch.save with a failed C++ stream."""
+    if isinstance(e, OSError):
+        code = e.errno if e.errno in FULL else None
+    elif m := re.search(r"os error (\d+)", str(e)):
+        code = int(m[1]) if int(m[1]) in FULL else None
+    elif "iostream error" in str(e) or "inline_container" in str(e):  # torch.save cut short
+        code = errno.ENOSPC if shutil.disk_usage(target.parent).free < 1 << 26 else errno.EFBIG
+    else:
+        code = None
+    if code is None:
+        return None
+    cause = "a file-size limit (ulimit -f): raise it" if code == errno.EFBIG else "a full disk or quota: make room"
+    return OSError(code, f"{os.strerror(code)} while writing {target}; {cause}, then run the command again")
 
 
 @contextlib.contextmanager
@@ -201,8 +227,10 @@ def publish_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[
         _fsync_dir(target.parent)
         if old is not None:
             shutil.rmtree(old)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if (full := write_error(e, target)) is not None:
+            raise full from e
         raise
     finally:
         os.close(held)
@@ -211,18 +239,26 @@ def publish_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[
 @contextlib.contextmanager
 def publishing_file(target: str | os.PathLike, binary: bool = False) -> Iterator[TextIO | BinaryIO]:
     """A file to write (UTF-8 text, or bytes); on success it replaces `target` in one rename, on
-    error it is removed."""
+    error it is removed. Held (flock) while written, as `publish_dir`'s folders are, so that a
+    later write of `target` removes one a killed writer left."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    _remove_leftovers(target)
+    name = f".{target.name}.%s-{uuid.uuid4().hex[:8]}"
+    new, tmp = target.parent / (name % "new"), target.parent / (name % "tmp")
     try:
-        with open(tmp, "wb") if binary else open(tmp, "w", encoding="utf-8") as f:
+        with open(new, "wb") if binary else open(new, "w", encoding="utf-8") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            os.rename(new, tmp)  # held before a sweep could see it
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as e:
+        new.unlink(missing_ok=True)
         tmp.unlink(missing_ok=True)
+        if (full := write_error(e, target)) is not None:
+            raise full from e
         raise
 
 

@@ -1170,7 +1170,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         if not isinstance(e, (UsageError, OSError, ValueError, TrainingDiverged)):
             raise  # a bug, not bad input: keep the traceback
-        _say(f"{who}error: {e}")
+        from electra.atomic import FULL
+
+        again = " with --resume (the checkpoints before are complete)" if args.command == "pretrain" else ""
+        _say(f"{who}error: {e}{again if isinstance(e, OSError) and e.errno in FULL else ''}")
         return 2
     except KeyboardInterrupt:
         _say(f"{who}interrupted")

@@ -82,6 +82,57 @@ def test_newest_complete_checkpoint_wins_and_pruning_keeps_the_newest(tmp_path, 
     assert list_checkpoints(tmp_path) == [step_dir(tmp_path, 30), step_dir(tmp_path, 200)]
 
 
+def test_a_file_write_removes_what_a_killed_write_left_and_spares_a_live_one(tmp_path, capsys):
+    import fcntl
+
+    from electra.atomic import publish_file, publishing_file
+
+    (tmp_path / ".out.jsonl.tmp-dead").write_text('{"half": ')  # kill -9 mid-write: nobody holds it
+    with publishing_file(tmp_path / "out.jsonl") as live:
+        live.write("a\n")
+        with open(tmp_path / ".out.jsonl.tmp-live", "w") as other:  # another writer still at work
+            fcntl.flock(other.fileno(), fcntl.LOCK_EX)
+            publish_file(tmp_path / "out.jsonl", "b\n")
+    assert "note: removed " + str(tmp_path / ".out.jsonl.tmp-dead") in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.jsonl.tmp-live", "out.jsonl"]
+    assert (tmp_path / "out.jsonl").read_text() == "a\n"  # the last to finish
+
+
+def test_no_room_to_write_is_named_with_the_output_and_what_to_do(tmp_path):
+    import errno
+
+    from electra.atomic import write_error
+
+    target = tmp_path / "out"
+    for e in (
+        OSError(errno.ENOSPC, "No space left on device"),
+        Exception("No space left on device (os error 28)"),  # safetensors', tokenizers' way
+    ):
+        said = write_error(e, target)
+        assert said.errno == errno.ENOSPC and f"while writing {target}; a full disk or quota: make room" in str(said)
+    assert write_error(Exception("File too large (os error 27)"), target).errno == errno.EFBIG
+    assert write_error(OSError(errno.EACCES, "Permission denied"), target) is None  # clear as it is
+    assert write_error(ValueError("not a write failure"), target) is None
+
+
+def test_a_checkpoint_that_does_not_fit_ends_with_a_message_not_a_traceback(tmp_path, tiny_data):
+    import resource
+
+    # room for the first checkpoint's weights (117 KB), not its optimizer state (278 KB): torch.save fails mid-file
+    limit = 200 << 10
+    result = subprocess.run(
+        [sys.executable, "-m", "electra", "pretrain", "--data", str(tiny_data), "--out", str(tmp_path / "run")]
+        + ["--preset", "tiny", "--max-steps", "4", "--batch-size", "8", "--checkpoint-every", "2", "--quiet"],
+        capture_output=True,
+        text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "File too large while writing " + str(tmp_path / "run" / "checkpoints" / "step-00000002") in result.stderr
+    assert "a file-size limit (ulimit -f): raise it, then run the command again with --resume" in result.stderr
+    assert list((tmp_path / "run" / "checkpoints").iterdir()) == []  # nothing half-written
+
+
 def test_a_failed_publish_leaves_nothing(tmp_path):
     with pytest.raises(RuntimeError), publish_dir(tmp_path / "out") as tmp:
         (tmp / "half.bin").write_bytes(b"x")
