@@ -65,4 +65,4 @@ class StopRequest:
             self.signum, self.at = signum, time.monotonic()
             self.say(f"{signal.Signals(signum).name}: stopping at the next step boundary, saving it (again: at once)")
         elif time.monotonic() - self.at > 1.0:  # not the same Ctrl-C, passed on again by torchrun
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt if signum == signal.SIGINT else Terminated  # exits 130 or 143, as signalled

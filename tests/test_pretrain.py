@@ -169,6 +169,21 @@ def test_ctrl_c_saves_the_step_and_resume_ends_as_an_uninterrupted_run(tiny_data
     assert elapsed == sorted(elapsed)  # the time goes on across the resume, never back to 0
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_second_signal_a_second_later_stops_at_once_as_that_signal(sig):
+    from electra.signals import StopRequest, Terminated
+
+    said = []
+    stop = StopRequest(said.append)
+    stop.handle(sig, None)  # the first asks for the step in progress to be saved
+    assert stop.signum == sig
+    assert said == [f"{sig.name}: stopping at the next step boundary, saving it (again: at once)"]
+    stop.handle(sig, None)  # the same Ctrl-C passed on again (torchrun) is not a second one
+    stop.at -= 2.0
+    with pytest.raises(KeyboardInterrupt if sig == signal.SIGINT else Terminated):  # the CLI exits 130 or 143
+        stop.handle(sig, None)
+
+
 def test_resume_refuses_other_settings_and_run_refuses_a_used_folder(tiny_data, tmp_path, capsys):
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text("{}")
