@@ -181,12 +181,14 @@ FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no room to write
 def write_error(e: BaseException, target: Path) -> OSError | None:
     """A write of `target` that failed for want of room, as an OSError naming it and what to do;
     None for any other failure. Libraries report it their own way: safetensors and tokenizers
-    with "(os error 28)" in the message, torch.save with a failed C++ stream."""
-    if isinstance(e, OSError):
+    with "(os error 28)" in the message, torch.save with a failed C++ stream, numpy with the
+    bytes it wrote."""
+    text = str(e)
+    if isinstance(e, OSError) and e.errno is not None:
         code = e.errno if e.errno in FULL else None
-    elif m := re.search(r"os error (\d+)", str(e)):
+    elif m := re.search(r"os error (\d+)", text):
         code = int(m[1]) if int(m[1]) in FULL else None
-    elif "iostream error" in str(e) or "inline_container" in str(e):  # torch.save cut short
+    elif re.search(r"iostream error|inline_container|requested and \d+ written", text):  # torch.save, numpy cut short
         code = errno.ENOSPC if shutil.disk_usage(target.parent).free < 1 << 26 else errno.EFBIG
     else:
         code = None

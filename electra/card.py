@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 from pathlib import Path
 
 from electra.config import EncoderConfig
@@ -208,7 +209,8 @@ def pretrained_card(
         ),
     ]
     if model != "generator":
-        blocks.append(f"Fine-tune it: `electra finetune --model {folder} --task sst2 --data GLUE/SST-2 --out OUT`.")
+        line = f"electra finetune --model {shlex.quote(str(folder))} --task sst2 --data GLUE/SST-2 --out OUT"
+        blocks.append(f"Fine-tune it: `{line}`.")
     return _card(meta, blocks)
 
 
@@ -262,7 +264,8 @@ def finetuned_card(results: dict, kind: str, cfg: EncoderConfig, folder: str | o
     ]
     if kind == "span":  # transformers 5 has no question-answering pipeline
         use = [
-            f"```bash\nelectra predict --model {folder} --input questions.jsonl   # fields question, context\n```",
+            f"```bash\nelectra predict --model {shlex.quote(str(folder))} --input questions.jsonl"
+            "   # fields question, context\n```",
             "`AutoModelForQuestionAnswering` loads it too: a start and an end logit for every token.",
         ]
     else:

@@ -294,8 +294,12 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     from electra.pretrain import PretrainConfig, run
 
     flags = {k: getattr(args, k) for k in _PRETRAIN_FLAGS if getattr(args, k) is not None}
+    run_record = Path(args.out or "", "config.json")
     if args.config:
         cfg = PretrainConfig.from_file(args.config, **flags)
+    elif args.resume and args.out and run_record.is_file():  # the run's own settings, but for the flags given
+        budget = ("max_steps", "max_tokens", "max_minutes")  # as given now (pretrain.run goes on with the run's)
+        cfg = PretrainConfig.from_file(run_record, unset=budget, **flags)
     else:
         if not (args.data and args.out):
             raise UsageError("pass --data and --out (or a --config file that sets them)")

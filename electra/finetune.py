@@ -864,6 +864,7 @@ def _run(cfg: FinetuneConfig, quiet: bool, overwrite: bool) -> dict | None:
     results = {
         "task": task.name,
         "model": str(cfg.model),
+        "model_read": str(Path(tokenizer_dir).resolve()),  # the folder or checkpoint (its step) that was read
         "labels": labels,
         "label_names": list(task.names) or labels,
         "main_metric": f"{main_dev}/{main}",

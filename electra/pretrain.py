@@ -194,7 +194,9 @@ class PretrainConfig:
         )
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike, **overrides) -> PretrainConfig:
+    def from_file(cls, path: str | os.PathLike, unset: tuple[str, ...] = (), **overrides) -> PretrainConfig:
+        """The options a JSON file sets (a run's RUN/config.json too), but `unset` ones, then the
+        `overrides` that are not None (the flags given)."""
         try:
             values = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
@@ -243,6 +245,7 @@ class PretrainConfig:
                     f"{path} records the run in {values['out']}, not the folder {holder} that holds it (moved or "
                     f"copied?): pass --out {holder} to go on with the run there, or --out NEW to start a new one"
                 )
+        values = {k: v for k, v in values.items() if k not in unset}
         values = {**values, **{k: v for k, v in overrides.items() if v is not None}}
         missing = [name for name in ("data", "out") if name not in values]
         if missing:
@@ -580,21 +583,33 @@ def _run(
             for key in ("max_steps", "max_tokens", "derived"):
                 settings[key] = saved.meta["settings"].get(key, settings[key])
             steps = settings["max_steps"]
+        budget = f"--max-steps {steps}"  # as it was given: --max-tokens sets the steps too
+        if cfg.max_tokens is not None:
+            budget = f"--max-tokens {cfg.max_tokens:,} ({steps} steps)"
         if cfg.warmup_steps is None:  # the default (10% of the steps) stays the run's, whatever --max-steps is now
             settings["warmup_steps"] = saved.meta["settings"].get("warmup_steps", settings["warmup_steps"])
             if settings["warmup_steps"] and settings["warmup_steps"] >= steps:
                 raise ValueError(
-                    f"cannot resume: the run warms up over {settings['warmup_steps']} steps, not below --max-steps "
-                    f"{steps}; the learning rate would never reach its peak: pass a larger --max-steps"
+                    f"cannot resume: the run warms up over {settings['warmup_steps']} steps, not below {budget}; "
+                    "the learning rate would never reach its peak: pass a larger --max-steps"
                 )
         _check_resume(saved.meta["settings"], settings)
         model, state = saved.model, saved.train_state
         if state["step"] > steps:
             raise ValueError(
-                f"cannot resume: {saved.path} is at step {state['step']}, past --max-steps {steps}; "
+                f"cannot resume: {saved.path} is at step {state['step']}, past {budget}; "
                 "pass a larger --max-steps to train on"
             )
         say(f"resuming from {saved.path} (step {state['step']} of {steps:,}) on {d.world_size} process(es)")
+        say(f"data: {cfg.data}")  # a copied run reads the folder its record names unless --data says otherwise
+        before = saved.meta["settings"].get("max_steps")
+        if before and before != steps:  # the schedule's end moved: the learning rate jumps to the new curve
+            at, warmup = state["step"], settings["warmup_steps"] or 0
+            was, now = (settings["lr"] * lr_factor(at, warmup, n) for n in (before, steps))
+            say(
+                f"the schedule now ends at step {steps:,}, not {before:,}: the learning rate at step {at:,} "
+                f"goes from {was:.3g} to {now:.3g}"
+            )
     else:
         torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed
         model = build_model(settings, manifest["vocab_size"], seq_len)
@@ -649,7 +664,8 @@ def _run(
         if dropped:
             say(f"note: dropped {dropped} unreadable line(s) of {metrics_path}")
         if cfg.tensorboard:
-            writer = SummaryWriter(str(out / "tensorboard"))
+            # a resume drops what a killed run logged after its checkpoint, as metrics.jsonl does
+            writer = SummaryWriter(str(out / "tensorboard"), purge_step=step + 1 if step else None)
 
     def save(at_step: int) -> None:
         model_state, optim_state = parallel.full_state(model, optimizer)  # a collective under FSDP2

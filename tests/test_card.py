@@ -69,10 +69,10 @@ def test_exported_folders_carry_a_card_with_the_run(tmp_path, tokenizer, tokeniz
     (tmp_path / "run" / "metrics.jsonl").write_text(
         json.dumps({"step": 5, "tokens": 12345, "valid_disc_accuracy": 0.875, "valid_gen_accuracy": 0.125}) + "\n"
     )
-    out = [str(tmp_path / "disc"), str(tmp_path / "gen")]
+    out = [str(tmp_path / "my disc"), str(tmp_path / "gen")]
     assert cli("export", tmp_path / "run", "--out", out[0], "--generator-out", out[1]).returncode == 0
 
-    disc = ModelCard.load(tmp_path / "disc" / "README.md")
+    disc = ModelCard.load(tmp_path / "my disc" / "README.md")
     assert disc.data.to_dict() == {"library_name": "transformers", "tags": ["electra", "replaced-token-detection"]}
     for row in (
         "| optimizer steps | 5 |",
@@ -83,6 +83,7 @@ def test_exported_folders_carry_a_card_with_the_run(tmp_path, tokenizer, tokeniz
     ):
         assert row in disc.text
     assert f'AutoModelForPreTraining.from_pretrained("{out[0]}")' in disc.text
+    assert f"`electra finetune --model '{out[0]}' --task sst2" in disc.text  # a shell line that runs as written
     gen = ModelCard.load(tmp_path / "gen" / "README.md")
     assert gen.data.pipeline_tag == "fill-mask" and "| hidden size | 16 |" in gen.text
 

@@ -111,6 +111,7 @@ def test_no_room_to_write_is_named_with_the_output_and_what_to_do(tmp_path):
         said = write_error(e, target)
         assert said.errno == errno.ENOSPC and f"while writing {target}; a full disk or quota: make room" in str(said)
     assert write_error(Exception("File too large (os error 27)"), target).errno == errno.EFBIG
+    assert write_error(OSError("32000 requested and 18368 written"), target).errno in (errno.ENOSPC, errno.EFBIG)
     assert write_error(OSError(errno.EACCES, "Permission denied"), target) is None  # clear as it is
     assert write_error(ValueError("not a write failure"), target) is None
 

@@ -360,6 +360,7 @@ def test_finetune_learns_an_easy_task_and_exports_a_transformers_classifier(sent
         assert len(seed["per_epoch"]) == 6 and seed["per_epoch"][-1] == seed["metrics"]
     saved = json.loads((tmp_path / "clf" / "results.json").read_text())
     assert saved["labels"] == ["neg", "pos"] and saved["exported_seed"] in (0, 1)
+    assert saved["model_read"] == str((root / "model").resolve())  # as typed under "model"; this one is absolute
     assert saved["positive_label"] == "pos"  # the class F1 scores
     assert saved["settings"] == {"lr": 5e-3, "layer_decay": 0.8, "epochs": 6, "max_length": 128}  # defaults, resolved
     model = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "clf")

@@ -169,6 +169,28 @@ def test_ctrl_c_saves_the_step_and_resume_ends_as_an_uninterrupted_run(tiny_data
     assert elapsed == sorted(elapsed)  # the time goes on across the resume, never back to 0
 
 
+def test_a_resume_takes_the_runs_own_settings_but_for_the_flags_given(tiny_data, tmp_path, cli):
+    run_dir = tmp_path / "run"
+    args = ["--data", tiny_data, "--out", run_dir, "--preset", "tiny", "--batch-size", "8", "--max-steps", "6"]
+    args += ["--log-every", "2", "--eval-every", "3", "--eval-batches", "1", "--checkpoint-every", "3", "--quiet"]
+    assert cli("pretrain", *args).returncode == 0
+    resumed = cli("pretrain", "--out", run_dir, "--resume", "--max-steps", "9", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    config = json.loads((run_dir / "config.json").read_text())
+    kept = {"preset": "tiny", "batch_size": 8, "log_every": 2, "eval_every": 3, "eval_batches": 1}
+    assert {k: config[k] for k in kept} == kept and (config["checkpoint_every"], config["max_steps"]) == (3, 9)
+    logged = [json.loads(x)["step"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [2, 3, 4, 6, 8, 9]  # every 2 steps, validations every 3, on either side of the resume
+    assert f"data: {tiny_data}" in resumed.stderr  # which folder a copied run reads
+    assert config["warmup_steps"] == 0  # 10% of 6 steps
+    was, now = (f"{config['lr'] * (1 - 6 / n):.3g}" for n in (6, 9))  # 0 at the old end, a third of the peak now
+    assert f"the schedule now ends at step 9, not 6: the learning rate at step 6 goes from {was} to {now}" in (
+        resumed.stderr
+    )
+    short = cli("pretrain", "--out", run_dir, "--resume", "--max-tokens", "100")
+    assert short.returncode == 2 and "past --max-tokens 100 (1 steps)" in short.stderr
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_second_signal_a_second_later_stops_at_once_as_that_signal(sig):
     from electra.signals import StopRequest, Terminated
@@ -454,6 +476,12 @@ def test_tensorboard_gets_the_logged_scalars(tiny_data, tmp_path):
     scalars = events.Scalars("loss")
     assert [s.step for s in scalars] == [m["step"] for m in logged] == [1, 2, 3, 4]
     assert [s.value for s in scalars] == pytest.approx([m["loss"] for m in logged], rel=1e-6)
+    # killed after its step-3 checkpoint, it had logged step 4: the resume's step 4 replaces it, not joins it
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / "step-00000004")
+    run(_cfg(tiny_data, tmp_path / "run", max_steps=5, tensorboard=True), resume=True, quiet=True)
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert [s.step for s in events.Scalars("loss")] == [1, 2, 3, 4, 5]
 
 
 def test_mlm_baseline_trains_the_full_size_masked_lm_and_exports_it(tiny_data, tmp_path, cli):
