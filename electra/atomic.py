@@ -167,12 +167,23 @@ def _remove_leftovers(target: Path) -> None:
     leftovers = [p for p in target.parent.glob(f".{glob.escape(target.name)}.tmp-*") if _unheld(p)]
     if target.exists():
         leftovers += [p for p in target.parent.glob(f".{glob.escape(target.name)}.old-*") if p.is_dir()]
+    _remove(leftovers, f"of {target}")
+
+
+def remove_leftovers_in(folder: Path) -> None:
+    """`_remove_leftovers` for every output in `folder`: the work folders of writes a kill cut short
+    whose output is never written again (a checkpoint of a step a resume does not reach)."""
+    if folder.is_dir():
+        _remove([p for p in folder.glob(".*.tmp-*") if _unheld(p)], f"in {folder}")
+
+
+def _remove(leftovers: list[Path], where: str) -> None:
     for p in leftovers:
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
         else:
             p.unlink(missing_ok=True)
-        print(f"note: removed {p}, left behind by an interrupted write of {target}", file=sys.stderr)
+        print(f"note: removed {p}, left behind by an interrupted write {where}", file=sys.stderr)
 
 
 FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no room to write

@@ -300,6 +300,11 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     elif args.resume and args.out and run_record.is_file():  # the run's own settings, but for the flags given
         budget = ("max_steps", "max_tokens", "max_minutes")  # as given now (pretrain.run goes on with the run's)
         cfg = PretrainConfig.from_file(run_record, unset=budget, **flags)
+        if "data" not in flags and not Path(cfg.data).exists():
+            raise UsageError(
+                f"the run's data folder {cfg.data} does not exist (moved, or the run copied from elsewhere?): "
+                "pass --data where it is now"
+            )
     else:
         if not (args.data and args.out):
             raise UsageError("pass --data and --out (or a --config file that sets them)")

@@ -26,7 +26,7 @@ import torch
 
 from electra import checkpoint as ckpt
 from electra import parallel
-from electra.atomic import check_writable, folder_lock, publish_file, refuse_overlap
+from electra.atomic import check_writable, folder_lock, publish_file, refuse_overlap, remove_leftovers_in
 from electra.config import (
     GENERATOR_FRACTION,
     ModelConfig,
@@ -605,10 +605,11 @@ def _run(
         before = saved.meta["settings"].get("max_steps")
         if before and before != steps:  # the schedule's end moved: the learning rate jumps to the new curve
             at, warmup = state["step"], settings["warmup_steps"] or 0
-            was, now = (settings["lr"] * lr_factor(at, warmup, n) for n in (before, steps))
+            was = settings["lr"] * lr_factor(at - 1, warmup, before)  # step `at` ran at this rate (0-based below)
+            now = settings["lr"] * lr_factor(at, warmup, steps)
             say(
-                f"the schedule now ends at step {steps:,}, not {before:,}: the learning rate at step {at:,} "
-                f"goes from {was:.3g} to {now:.3g}"
+                f"the schedule now ends at step {steps:,}, not {before:,}: the learning rate goes from {was:.3g} "
+                f"(step {at:,}) to {now:.3g} (step {at + 1:,})"
             )
     else:
         torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed
@@ -659,6 +660,7 @@ def _run(
             except ImportError as e:
                 raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard") from e
         out.mkdir(parents=True, exist_ok=True)
+        remove_leftovers_in(out / "checkpoints")  # of checkpoints a kill cut short, whatever their step
         publish_file(out / "config.json", json.dumps(settings, indent=2, sort_keys=True) + "\n")
         dropped = _truncate_metrics(metrics_path, step)
         if dropped:

@@ -174,8 +174,12 @@ def test_a_resume_takes_the_runs_own_settings_but_for_the_flags_given(tiny_data,
     args = ["--data", tiny_data, "--out", run_dir, "--preset", "tiny", "--batch-size", "8", "--max-steps", "6"]
     args += ["--log-every", "2", "--eval-every", "3", "--eval-batches", "1", "--checkpoint-every", "3", "--quiet"]
     assert cli("pretrain", *args).returncode == 0
+    dead = run_dir / "checkpoints" / ".step-00000099.tmp-dead"  # a checkpoint a kill cut short, of a step never reached
+    (dead / "model.safetensors").parent.mkdir()
+    (dead / "model.safetensors").write_bytes(b"half")
     resumed = cli("pretrain", "--out", run_dir, "--resume", "--max-steps", "9", "--quiet")
     assert resumed.returncode == 0, resumed.stderr
+    assert not dead.exists() and f"note: removed {dead}, left behind by an interrupted write in" in resumed.stderr
     config = json.loads((run_dir / "config.json").read_text())
     kept = {"preset": "tiny", "batch_size": 8, "log_every": 2, "eval_every": 3, "eval_batches": 1}
     assert {k: config[k] for k in kept} == kept and (config["checkpoint_every"], config["max_steps"]) == (3, 9)
@@ -183,12 +187,19 @@ def test_a_resume_takes_the_runs_own_settings_but_for_the_flags_given(tiny_data,
     assert logged == [2, 3, 4, 6, 8, 9]  # every 2 steps, validations every 3, on either side of the resume
     assert f"data: {tiny_data}" in resumed.stderr  # which folder a copied run reads
     assert config["warmup_steps"] == 0  # 10% of 6 steps
-    was, now = (f"{config['lr'] * (1 - 6 / n):.3g}" for n in (6, 9))  # 0 at the old end, a third of the peak now
-    assert f"the schedule now ends at step 9, not 6: the learning rate at step 6 goes from {was} to {now}" in (
-        resumed.stderr
-    )
+    logged = {m["step"]: m["lr"] for m in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())}
+    was, now = f"{logged[6]:.3g}", f"{logged[8] * (1 - 6 / 9) / (1 - 7 / 9):.3g}"  # step 7's, from step 8's
+    assert f"{config['lr'] * (1 - 5 / 6):.3g}" == was  # the last step ran at a sixth of the peak
+    said = f"the schedule now ends at step 9, not 6: the learning rate goes from {was} (step 6) to {now} (step 7)"
+    assert said in resumed.stderr
     short = cli("pretrain", "--out", run_dir, "--resume", "--max-tokens", "100")
     assert short.returncode == 2 and "past --max-tokens 100 (1 steps)" in short.stderr
+    config["data"] = str(tmp_path / "gone")  # a copy of the run, whose data is elsewhere now
+    (run_dir / "config.json").write_text(json.dumps(config))
+    moved = cli("pretrain", "--out", run_dir, "--resume", "--max-steps", "10")
+    assert moved.returncode == 2 and f"data folder {tmp_path / 'gone'} does not exist" in moved.stderr
+    assert "pass --data where it is now" in moved.stderr
+    assert cli("pretrain", "--out", run_dir, "--resume", "--max-steps", "10", "--data", tiny_data).returncode == 0
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
