@@ -136,7 +136,18 @@ def skipped_checkpoints(run_dir: Path, newest: Path) -> list[tuple[Path, str]]:
 
 
 def load_checkpoint(path: str | os.PathLike, with_train_state: bool = False) -> Checkpoint:
-    path = find_checkpoint(path)
+    """A checkpoint folder, or a run's newest complete one; one that a live run prunes while it
+    is read (--keep-checkpoints) is passed over for the newest again."""
+    for attempt in range(5):
+        chosen = find_checkpoint(path)
+        try:
+            return _load(chosen, with_train_state)
+        except (OSError, ValueError):
+            if chosen.exists() or chosen == Path(path) or attempt == 4:
+                raise
+
+
+def _load(path: Path, with_train_state: bool) -> Checkpoint:
     try:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
         _verify(path, config.get("sha256"), with_train_state)

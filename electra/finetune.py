@@ -976,7 +976,8 @@ def _kept_seed(store: Path, seed: int, key: dict, quiet: bool = False) -> dict |
         saved = json.loads(record.read_text())
         if saved["settings"] != json.loads(json.dumps(key)):  # compared as JSON keeps them
             if not quiet:
-                print(f"seed {seed} in {store} was trained with other settings; training it again", file=sys.stderr)
+                said = f"seed {seed} in {store} was finished with other settings; this run's replaces it"
+                print(said, file=sys.stderr)
             return None
         return {"metrics": saved["metrics"], "per_epoch": saved["per_epoch"]}
     except (ValueError, KeyError, OSError) as e:

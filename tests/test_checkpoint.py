@@ -1,4 +1,5 @@
 import json
+import shutil
 import subprocess
 import sys
 
@@ -132,6 +133,23 @@ def test_a_checkpoint_that_does_not_fit_ends_with_a_message_not_a_traceback(tmp_
     assert "File too large while writing " + str(tmp_path / "run" / "checkpoints" / "step-00000002") in result.stderr
     assert "a file-size limit (ulimit -f): raise it, then run the command again with --resume" in result.stderr
     assert list((tmp_path / "run" / "checkpoints").iterdir()) == []  # nothing half-written
+
+
+def test_a_checkpoint_pruned_while_it_is_read_gives_way_to_the_newest(tmp_path, monkeypatch):
+    from electra import checkpoint
+
+    model = Electra(tiny())
+    save_checkpoint(step_dir(tmp_path, 2), model)
+    verify = checkpoint._verify
+
+    def live_run_moves_on(path, hashes, with_train_state):  # saves step 3 and prunes step 2 (--keep-checkpoints 1)
+        if path.name == "step-00000002":
+            shutil.copytree(path, step_dir(tmp_path, 3))
+            shutil.rmtree(path)
+        return verify(path, hashes, with_train_state)
+
+    monkeypatch.setattr(checkpoint, "_verify", live_run_moves_on)
+    assert load_checkpoint(tmp_path).path == step_dir(tmp_path, 3)
 
 
 def test_a_failed_publish_leaves_nothing(tmp_path):
