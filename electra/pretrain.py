@@ -853,7 +853,11 @@ def steps_for_budget(cfg: PretrainConfig, minutes: float, probe_steps: int = 60,
         tensorboard=False,
     )
     print(f"timing up to {probe_steps} steps to fit the schedule into a {minutes:g}-minute budget", file=sys.stderr)
-    run(probe, quiet=True, announce_stop=False)  # its checkpoint is removed below: not worth announcing
+    try:
+        run(probe, quiet=True, announce_stop=False)  # its checkpoint is removed below: not worth announcing
+    except Interrupted as e:  # the checkpoint it names would be thrown away: the probe starts over
+        shutil.rmtree(cfg.out, ignore_errors=True)
+        raise Interrupted(e.signum, "during the timing probe, whose steps are not kept") from e
     lines = [json.loads(x) for x in (Path(cfg.out) / "metrics.jsonl").read_text().splitlines()]
     shutil.rmtree(cfg.out)
     window = lines[warmup_steps - 1 :] if len(lines) > warmup_steps + 1 else lines

@@ -475,6 +475,24 @@ def test_a_budget_probe_sizes_the_schedule_and_leaves_nothing_behind(tiny_data, 
     assert abs(steps - max(10, 15 * rate / per_step * 0.9)) <= 1
 
 
+def test_a_signal_during_the_budget_probe_says_so_and_leaves_nothing(tiny_data, tmp_path):
+    import os
+    import threading
+
+    from electra.signals import Interrupted
+
+    def ctrl_c_once_it_steps() -> None:
+        logged, deadline = tmp_path / "probe" / "metrics.jsonl", time.time() + 120
+        while not (logged.exists() and logged.read_text()) and time.time() < deadline:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=ctrl_c_once_it_steps, daemon=True).start()
+    with pytest.raises(Interrupted, match="stopped by SIGINT during the timing probe, whose steps are not kept"):
+        steps_for_budget(_cfg(tiny_data, tmp_path / "probe"), minutes=60, probe_steps=10**6)  # up to 6 minutes
+    assert not (tmp_path / "probe").exists()
+
+
 def test_tensorboard_gets_the_logged_scalars(tiny_data, tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
