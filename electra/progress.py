@@ -34,6 +34,9 @@ class _Lines:
     def flush(self) -> None:
         self.stream.flush()
 
+    def isatty(self) -> bool:  # tqdm's disable=None hides a bar on what is not a terminal
+        return False
+
 
 def progress_bar(**kwargs) -> tqdm:
     """A tqdm bar on stderr (tqdm's arguments; `disable=True` hides it)."""
