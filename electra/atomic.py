@@ -12,6 +12,7 @@ import glob
 import hashlib
 import os
 import re
+import resource
 import shutil
 import sys
 import tempfile
@@ -174,7 +175,8 @@ def remove_leftovers_in(folder: Path) -> None:
     """`_remove_leftovers` for every output in `folder`: the work folders of writes a kill cut short
     whose output is never written again (a checkpoint of a step a resume does not reach)."""
     if folder.is_dir():
-        _remove([p for p in folder.glob(".*.tmp-*") if _unheld(p)], f"in {folder}")
+        pruned = list(folder.glob(".*.pruned-*"))  # checkpoints being deleted when a kill came
+        _remove([p for p in folder.glob(".*.tmp-*") if _unheld(p)] + pruned, f"in {folder}")
 
 
 def _remove(leftovers: list[Path], where: str) -> None:
@@ -189,24 +191,37 @@ def _remove(leftovers: list[Path], where: str) -> None:
 FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no room to write
 
 
-def write_error(e: BaseException, target: Path) -> OSError | None:
+class WriteFailed(OSError):
+    """A write that found no room (or failed in the file system): what was written before stays."""
+
+
+def write_error(e: BaseException, target: Path) -> WriteFailed | None:
     """A write of `target` that failed for want of room, as an OSError naming it and what to do;
     None for any other failure. Libraries report it their own way: safetensors and tokenizers
-    with "(os error 28)" in the message, torch.save with a failed C++ stream, numpy with the
-    bytes it wrote."""
+    with "(os error 28)" in the message, torch.save with a failed C++ stream and numpy with the
+    bytes it wrote (no cause given: a full disk if it is nearly full, else a file-size limit if
+    one is set, else the file system's own failure)."""
     text = str(e)
     if isinstance(e, OSError) and e.errno is not None:
         code = e.errno if e.errno in FULL else None
     elif m := re.search(r"os error (\d+)", text):
         code = int(m[1]) if int(m[1]) in FULL else None
     elif re.search(r"iostream error|inline_container|requested and \d+ written", text):  # torch.save, numpy cut short
-        code = errno.ENOSPC if shutil.disk_usage(target.parent).free < 1 << 26 else errno.EFBIG
+        if shutil.disk_usage(target.parent).free < 1 << 26:
+            code = errno.ENOSPC
+        elif resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY:
+            code = errno.EFBIG
+        else:
+            first = text.strip().splitlines()[0][:200] if text.strip() else type(e).__name__
+            return WriteFailed(
+                errno.EIO, f"writing {target} failed ({first}): a quota or the file system? Then run the command again"
+            )
     else:
         code = None
     if code is None:
         return None
     cause = "a file-size limit (ulimit -f): raise it" if code == errno.EFBIG else "a full disk or quota: make room"
-    return OSError(code, f"{os.strerror(code)} while writing {target}; {cause}, then run the command again")
+    return WriteFailed(code, f"{os.strerror(code)} while writing {target}; {cause}, then run the command again")
 
 
 @contextlib.contextmanager

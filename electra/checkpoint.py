@@ -15,6 +15,7 @@ import pickle
 import re
 import shutil
 import sys
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -185,6 +186,10 @@ def _verify(path: Path, hashes: dict | None, with_train_state: bool) -> None:
 
 
 def prune_checkpoints(run_dir: str | os.PathLike, keep: int) -> None:
-    """Delete all but the newest `keep` complete checkpoints."""
+    """Delete all but the newest `keep` complete checkpoints. Each is renamed out of sight first,
+    so that it is gone at once for a reader (`load_checkpoint` then takes the newest again), not
+    a file at a time; a kill before it is removed leaves it for the next run to sweep."""
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old)
+        hidden = old.with_name(f".{old.name}.pruned-{uuid.uuid4().hex[:8]}")
+        os.rename(old, hidden)
+        shutil.rmtree(hidden)

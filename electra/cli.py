@@ -215,15 +215,18 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             f"the packing recipe trimmed {m['counts']['tokens_truncated']:,} tokens that overflowed rows "
             f"({m['counts']['tokens_truncated'] / max(result.tokens_encoded, 1):.1%})"
         )
-    unknown, long_words = m["counts"]["tokens_unknown"], m["counts"]["words_too_long"]
+    counts = m["counts"]
+    long_share = counts["characters_in_words_too_long"] / max(counts["characters"], 1)
+    if long_share > 0.01:  # each such word is one [UNK], however much text it holds
+        print(
+            f"warning: {long_share:.1%} of the text is in {counts['words_too_long']:,} words longer than "
+            f"{MAX_WORD_CHARS} characters, which BERT's tokenizers (and transformers') read as one [UNK] each whatever "
+            "the vocabulary: text in a script written without spaces (Thai, Lao, Khmer, Burmese) needs splitting "
+            "into words before `electra prepare`"
+        )
+    unknown = counts["tokens_unknown"] - counts["words_too_long"]
     if unknown > 0.01 * result.tokens_encoded:  # a vocabulary fit for its corpus leaves well under 1% unknown
-        if long_words > unknown / 2:
-            why = (
-                f"{long_words:,} of them are words longer than {MAX_WORD_CHARS} characters, which BERT's tokenizers "
-                "(and transformers') read as one [UNK] whatever the vocabulary: text in a script written without "
-                "spaces (Thai, Lao, Khmer, Burmese) needs splitting into words before `electra prepare`"
-            )
-        elif args.limit_alphabet is not None:
+        if args.limit_alphabet is not None:
             why = f"--limit-alphabet {args.limit_alphabet} leaves out characters this corpus uses (raise it or drop it)"
         else:
             why = "the vocabulary is too small for this corpus (raise --vocab-size) or the tokenizer does not fit it"
@@ -290,6 +293,27 @@ def _alone(what: str) -> None:
         print(f"note: {what} applies under torchrun; this single process goes on without it", file=sys.stderr)
 
 
+def _resumed_settings(run_record: Path, flags: dict):
+    """The settings RUN/config.json records, but for the flags given; None (with a note) if it
+    cannot be read: the flags alone then, as for a new run. The budget is the one given now
+    when there is a checkpoint to go on from (pretrain.run then keeps the run's schedule)."""
+    from electra.checkpoint import list_checkpoints
+    from electra.pretrain import PretrainConfig
+
+    budget = ("max_steps", "max_tokens", "max_minutes") if list_checkpoints(run_record.parent) else ()
+    try:
+        cfg = PretrainConfig.from_file(run_record, unset=budget, **flags)
+    except ValueError as e:
+        print(f"note: the run's settings are not readable ({e}); going on with the flags given", file=sys.stderr)
+        return None
+    if "data" not in flags and not Path(cfg.data).exists():
+        raise UsageError(
+            f"the run's data folder {cfg.data} does not exist (moved, or the run copied from elsewhere?): "
+            "pass --data where it is now"
+        )
+    return cfg
+
+
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from electra.pretrain import PretrainConfig, run
 
@@ -298,14 +322,10 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     if args.config:
         cfg = PretrainConfig.from_file(args.config, **flags)
     elif args.resume and args.out and run_record.is_file():  # the run's own settings, but for the flags given
-        budget = ("max_steps", "max_tokens", "max_minutes")  # as given now (pretrain.run goes on with the run's)
-        cfg = PretrainConfig.from_file(run_record, unset=budget, **flags)
-        if "data" not in flags and not Path(cfg.data).exists():
-            raise UsageError(
-                f"the run's data folder {cfg.data} does not exist (moved, or the run copied from elsewhere?): "
-                "pass --data where it is now"
-            )
+        cfg = _resumed_settings(run_record, flags)
     else:
+        cfg = None
+    if cfg is None:
         if not (args.data and args.out):
             raise UsageError("pass --data and --out (or a --config file that sets them)")
         cfg = PretrainConfig(**flags)
@@ -1179,10 +1199,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         if not isinstance(e, (UsageError, OSError, ValueError, TrainingDiverged)):
             raise  # a bug, not bad input: keep the traceback
-        from electra.atomic import FULL
+        from electra.atomic import WriteFailed
 
         again = " with --resume (the checkpoints before are complete)" if args.command == "pretrain" else ""
-        _say(f"{who}error: {e}{again if isinstance(e, OSError) and e.errno in FULL else ''}")
+        _say(f"{who}error: {e}{again if isinstance(e, WriteFailed) else ''}")
         return 2
     except KeyboardInterrupt:
         _say(f"{who}interrupted")

@@ -826,6 +826,8 @@ def _run(cfg: FinetuneConfig, quiet: bool, overwrite: bool) -> dict | None:
             file=sys.stderr,
         )
     store, key = seed_store(out), {**_comparable(asdict(cfg)), "task": cfg.task, "seeds": None, **fingerprints}
+    if task.target_scale != 1:  # seeds of a head that learned the targets as they are do not carry on here
+        key["target_scale"] = task.target_scale
     seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
     together = cfg.data_parallel  # every process trains every seed (DDP), or (torchrun) each its share alone
     owned = together and not torch.distributed.is_initialized()  # else the caller's group (run_glue's)

@@ -274,8 +274,10 @@ class SequenceClassifier(nn.Module):
     def forward(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
         x = self.encoder(input_ids, token_type_ids, attention_mask)[:, 0]  # (B, H) at [CLS]
         x = self.dropout(F.gelu(self.dense(self.dropout(x))))
-        out = self.out(x)  # (B, num_labels)
-        return out if self.scale == 1.0 else out * self.scale
+        if self.scale == 1.0:
+            return self.out(x)  # (B, num_labels)
+        # the folded layer's own arithmetic, so the exported model scores exactly as this one did
+        return F.linear(x, self.out.weight * self.scale, self.out.bias * self.scale)
 
     @torch.no_grad()
     def fold_scale(self) -> None:

@@ -431,7 +431,7 @@ def prepare(
                 writers["valid" if rng.random() < cfg.validation_fraction else "train"].add(ids, types)
 
         stats = corpus.ReadStats()
-        encoded = documents = sentences = unknown = long_words = 0
+        encoded = documents = sentences = unknown = long_words = chars = long_chars = 0
         unk = special["unk"]
         # how much of the text accent stripping changes, from a sample, when it was BERT's default
         sample = {"left": 5000 if tokenizer is None and cfg.strip_accents is None and cfg.lowercase else 0}
@@ -450,6 +450,7 @@ def prepare(
                         emit(packer.end_document())
                     else:
                         sentences += 1
+                        chars += len(item)
                         if sample["left"]:
                             sample["left"] -= 1
                             sample["chars"] += len(item)
@@ -458,7 +459,9 @@ def prepare(
                         encoded += len(ids)
                         if unk in ids:
                             unknown += ids.count(unk)
-                            long_words += len(too_long_words(tok, item))
+                            long = too_long_words(tok, item)
+                            long_words += len(long)
+                            long_chars += sum(map(len, long))
                         emit(packer.add(ids))
                 bar.update(stats.bytes - bar.n)
                 rate = encoded / max(bar.format_dict["elapsed"], 1e-9)
@@ -502,6 +505,8 @@ def prepare(
                 "tokens_truncated": packer.truncated,
                 "tokens_unknown": unknown,  # [UNK]: characters or words the vocabulary cannot spell
                 "words_too_long": long_words,  # of those, whole words over the model's length limit
+                "characters": chars,  # of the sentences read
+                "characters_in_words_too_long": long_chars,  # text those [UNK]s stand for
                 "invalid_utf8_bytes": stats.invalid_utf8,
                 "skipped_files": stats.skipped,
             },
@@ -563,6 +568,13 @@ PART_SETTINGS = (
 )
 
 
+def _part_setting(manifest: dict, key: str):
+    config = manifest["config"]
+    if key == "strip_accents" and key not in config:  # prepared before it was recorded: BERT's, as lowercase
+        return config.get("lowercase")
+    return config.get(key)
+
+
 def merge(parts: list[str | os.PathLike], out: str | os.PathLike, overwrite: bool = False) -> dict:
     """Combine folders prepared with --num-parts into one (shards hard-linked where possible)."""
     if not parts:
@@ -573,7 +585,7 @@ def merge(parts: list[str | os.PathLike], out: str | os.PathLike, overwrite: boo
         one = "only parts of one preparation (the same corpus, tokenizer and options) can be merged"
         same = {  # the same rows, packing and noise
             **{k: (m[k], first[k]) for k in ("seq_len", "tokenizer_sha256", "ids_dtype")},
-            **{k: (m["config"].get(k), first["config"].get(k)) for k in PART_SETTINGS},
+            **{k: (_part_setting(m, k), _part_setting(first, k)) for k in PART_SETTINGS},
         }
         for key, (mine, theirs) in same.items():
             if mine != theirs:

@@ -303,7 +303,10 @@ def reads_alike(a: Tokenizer, b: Tokenizer) -> bool:
     def pipeline(tok: Tokenizer) -> list:
         spec = json.loads(tok.to_str())
         model = {k: v for k, v in (spec.get("model") or {}).items() if k != "vocab"}
-        return [spec.get("normalizer"), spec.get("pre_tokenizer"), model]
+        normalizer = spec.get("normalizer")
+        if _bert_normalizer(tok) is not None:  # strip_accents None: as lowercase says (BERT's default)
+            normalizer = {**normalizer, "strip_accents": strips_accents(tok)}
+        return [normalizer, spec.get("pre_tokenizer"), model]
 
     return pipeline(a) == pipeline(b)
 

@@ -337,6 +337,10 @@ def test_parts_prepared_apart_merge_into_one_folder(tmp_path, prep):
         == (src.stat().st_size, 1)
     )
     verify(tmp_path / "merged")
+    older = json.loads((tmp_path / "p1" / "manifest.json").read_text())
+    del older["config"]["strip_accents"]  # a part prepared before manifests recorded it: BERT's, as it lowercases
+    (tmp_path / "p1" / "manifest.json").write_text(json.dumps(older))
+    assert merge([tmp_path / "p0", tmp_path / "p1"], tmp_path / "merged-older")["counts"]["documents"] == 30
     with pytest.raises(corpus.CorpusError, match="part 40 of 41 got no documents .*fewer than 41 documents; use fewer"):
         prepare([src], tmp_path / "p40", _cfg(num_parts=41, part_index=40), tokenizer=tok, quiet=True)
     other = tmp_path / "other"
@@ -754,6 +758,8 @@ def test_words_longer_than_wordpiece_spells_are_named_as_the_cause_of_unk(tmp_pa
     corpus.write_text("\n\n".join(f"{thai} {i}." for i in range(30)) + "\n", encoding="utf-8")
     result = cli("prepare", "--corpus", corpus, "--out", tmp_path / "out", "--vocab-size", "3000", "--quiet")
     assert result.returncode == 0, result.stderr
-    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["counts"]["words_too_long"] == 30
-    assert "30 of them are words longer than 100 characters" in result.stdout
+    counts = json.loads((tmp_path / "out" / "manifest.json").read_text())["counts"]
+    assert counts["words_too_long"] == counts["tokens_unknown"] == 30 and counts["characters_in_words_too_long"] > 0
+    share = counts["characters_in_words_too_long"] / counts["characters"]
+    assert f"warning: {share:.1%} of the text is in 30 words longer than 100 characters" in result.stdout
     assert "needs splitting into words" in result.stdout and "raise --vocab-size" not in result.stdout

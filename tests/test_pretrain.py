@@ -175,11 +175,14 @@ def test_a_resume_takes_the_runs_own_settings_but_for_the_flags_given(tiny_data,
     args += ["--log-every", "2", "--eval-every", "3", "--eval-batches", "1", "--checkpoint-every", "3", "--quiet"]
     assert cli("pretrain", *args).returncode == 0
     dead = run_dir / "checkpoints" / ".step-00000099.tmp-dead"  # a checkpoint a kill cut short, of a step never reached
-    (dead / "model.safetensors").parent.mkdir()
-    (dead / "model.safetensors").write_bytes(b"half")
+    pruned = run_dir / "checkpoints" / ".step-00000001.pruned-dead"  # and one killed while it was being deleted
+    for folder in (dead, pruned):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"half")
     resumed = cli("pretrain", "--out", run_dir, "--resume", "--max-steps", "9", "--quiet")
     assert resumed.returncode == 0, resumed.stderr
     assert not dead.exists() and f"note: removed {dead}, left behind by an interrupted write in" in resumed.stderr
+    assert not pruned.exists()
     config = json.loads((run_dir / "config.json").read_text())
     kept = {"preset": "tiny", "batch_size": 8, "log_every": 2, "eval_every": 3, "eval_batches": 1}
     assert {k: config[k] for k in kept} == kept and (config["checkpoint_every"], config["max_steps"]) == (3, 9)
@@ -200,6 +203,16 @@ def test_a_resume_takes_the_runs_own_settings_but_for_the_flags_given(tiny_data,
     assert moved.returncode == 2 and f"data folder {tmp_path / 'gone'} does not exist" in moved.stderr
     assert "pass --data where it is now" in moved.stderr
     assert cli("pretrain", "--out", run_dir, "--resume", "--max-steps", "10", "--data", tiny_data).returncode == 0
+    # killed before its first checkpoint: the record's own budget, not the preset's default length
+    (tmp_path / "early").mkdir()
+    shutil.copy(run_dir / "config.json", tmp_path / "early" / "config.json")
+    started = cli("pretrain", "--out", tmp_path / "early", "--resume", "--data", tiny_data, "--quiet")
+    assert started.returncode == 0 and "holds no checkpoint to resume; starting a new run" in started.stderr
+    assert f"stopped at step 10 (max steps); checkpoint {tmp_path / 'early'}" in started.stdout + started.stderr
+    (run_dir / "config.json").write_text('{"data": "cut sh')  # a damaged record: the flags alone, as for a new run
+    flags = ["--data", tiny_data, "--preset", "tiny", "--batch-size", "8", "--max-steps", "11"]
+    damaged = cli("pretrain", "--out", run_dir, "--resume", *flags, "--quiet")
+    assert damaged.returncode == 0 and "note: the run's settings are not readable" in damaged.stderr
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
