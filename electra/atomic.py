@@ -188,7 +188,7 @@ def _remove(leftovers: list[Path], where: str) -> None:
         print(f"note: removed {p}, left behind by an interrupted write {where}", file=sys.stderr)
 
 
-FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no room to write
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no room to write
 
 
 class WriteFailed(OSError):
@@ -203,9 +203,9 @@ def write_error(e: BaseException, target: Path) -> WriteFailed | None:
     one is set, else the file system's own failure)."""
     text = str(e)
     if isinstance(e, OSError) and e.errno is not None:
-        code = e.errno if e.errno in FULL else None
+        code = e.errno if e.errno in _FULL else None
     elif m := re.search(r"os error (\d+)", text):
-        code = int(m[1]) if int(m[1]) in FULL else None
+        code = int(m[1]) if int(m[1]) in _FULL else None
     elif re.search(r"iostream error|inline_container|requested and \d+ written", text):  # torch.save, numpy cut short
         if shutil.disk_usage(target.parent).free < 1 << 26:
             code = errno.ENOSPC

@@ -45,7 +45,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     for out in outs:  # refused now rather than after the first folder is written
         check_output(out, args.force, inputs=[args.checkpoint, ckpt.path, args.tokenizer])
     if args.tokenizer and ckpt.has_tokenizer:
-        from electra.tokenizer import describe, load_tokenizer, reads_alike
+        from electra.tokenizer import load_tokenizer, reading_difference
 
         given, own = load_tokenizer(args.tokenizer), load_tokenizer(ckpt.path)
         if given.get_vocab() != own.get_vocab():
@@ -53,9 +53,8 @@ def cmd_export(args: argparse.Namespace) -> None:
                 f"{ckpt.path} was trained with its own tokenizer, which differs from --tokenizer {args.tokenizer} "
                 "(other ids for the same tokens); drop --tokenizer to export the run's own"
             )
-        if not reads_alike(given, own):  # the same ids, but text would reach them otherwise
-            a, b = describe(given), describe(own)
-            a, b = (a, b) if a != b else ("cuts text otherwise", "its own way")
+        if differ := reading_difference(given, own):  # the same ids, but text would reach them otherwise
+            a, b = differ
             raise UsageError(
                 f"--tokenizer {args.tokenizer} {a}; the run's tokenizer {b}: drop --tokenizer to export the run's own"
             )
@@ -117,7 +116,7 @@ PART_OPTIONS = (
 def cmd_prepare(args: argparse.Namespace) -> None:
     from electra import prepare as prep
     from electra.corpus import hub_dataset
-    from electra.tokenizer import MAX_WORD_CHARS, bare_vocab, describe, guess_casing, load_tokenizer, vocab_in_order
+    from electra.tokenizer import MAX_WORD_CHARS, guessed_reading
 
     defaults = vars(build_parser().parse_args(["prepare", "--out", args.out]))
     if args.merge:
@@ -179,12 +178,11 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         part_index=args.part_index,
     )
     dataset = hub_dataset(args.dataset, args.dataset_config, args.dataset_split) if args.dataset else None
-    if args.tokenizer and (vocab := bare_vocab(args.tokenizer)):
-        tok = load_tokenizer(vocab)
+    if args.tokenizer and (reading := guessed_reading(args.tokenizer)):
         print(
-            f"note: {vocab} has no tokenizer_config.json beside it, so it is read as a tokenizer that {describe(tok)}, "
-            f"since {guess_casing(vocab_in_order(tok))[2]}; to say otherwise, put a tokenizer_config.json beside it "
-            'with "do_lower_case" and "strip_accents" (false keeps accents)',
+            f"note: {args.tokenizer} has no tokenizer_config.json beside it, so it is read as a tokenizer that "
+            f'{reading}; to say otherwise, put a tokenizer_config.json beside it with "do_lower_case" and '
+            '"strip_accents" (false keeps accents)',
             file=sys.stderr,
         )
     result = prep.prepare(

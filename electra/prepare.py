@@ -243,6 +243,9 @@ class PrepareResult:
     marks_stripped: float = 0.0  # share of the first sentences' characters that lost an accent or other mark
 
 
+MARKS_SAMPLE = 5000  # sentences whose accents are counted
+
+
 def marks(text: str) -> int:
     """Accents and other combining marks in `text`, those accent stripping removes (é holds one)."""
     return sum(unicodedata.category(c) == "Mn" for c in unicodedata.normalize("NFD", text))
@@ -433,9 +436,9 @@ def prepare(
         stats = corpus.ReadStats()
         encoded = documents = sentences = unknown = long_words = chars = long_chars = 0
         unk = special["unk"]
-        # how much of the text accent stripping changes, from a sample, when it was BERT's default
-        sample = {"left": 5000 if tokenizer is None and cfg.strip_accents is None and cfg.lowercase else 0}
-        sample.update(chars=0, marks=0)
+        # how much of the text accent stripping changes (the first sentences'), when it was BERT's default
+        watch_marks = tokenizer is None and cfg.strip_accents is None and cfg.lowercase
+        sample_chars = sample_marks = 0
         items = _own_part(read(stats), cfg.num_parts, cfg.part_index)
         encoded_batches = _Prefetch(
             (batch, tok.encode_batch_fast([s for s in batch if s is not None], add_special_tokens=False))
@@ -451,10 +454,9 @@ def prepare(
                     else:
                         sentences += 1
                         chars += len(item)
-                        if sample["left"]:
-                            sample["left"] -= 1
-                            sample["chars"] += len(item)
-                            sample["marks"] += marks(item)
+                        if watch_marks and sentences <= MARKS_SAMPLE:
+                            sample_chars += len(item)
+                            sample_marks += marks(item)
                         ids = next(encodings).ids
                         encoded += len(ids)
                         if unk in ids:
@@ -514,7 +516,7 @@ def prepare(
         }
         write_manifest(tmp, manifest)
     seconds = time.perf_counter() - start
-    stripped = sample["marks"] / max(sample["chars"], 1)
+    stripped = sample_marks / max(sample_chars, 1)
     return PrepareResult(Path(out), manifest, stats, seconds, encoded, tokenizer_seconds, stripped)
 
 

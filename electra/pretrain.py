@@ -379,7 +379,7 @@ def _check_same_tokenizer(data: str, model_dirs: list[str]) -> None:
     """Ids mean the same tokens in the data and in the models to continue (those that ship a
     tokenizer), and text reached them the same way (lowercased or not, accents kept or not)."""
     from electra import hf
-    from electra.tokenizer import describe, load_tokenizer, reads_alike
+    from electra.tokenizer import load_tokenizer, reading_difference
 
     ours = load_tokenizer(data)
     for model_dir in model_dirs:
@@ -392,9 +392,8 @@ def _check_same_tokenizer(data: str, model_dirs: list[str]) -> None:
                 f"{data} was prepared with another tokenizer than {model_dir}'s, so its token ids would "
                 f"mean other words to the model; prepare the data with --tokenizer {model_dir}"
             )
-        if not reads_alike(ours, theirs):
-            a, b = describe(ours), describe(theirs)
-            a, b = (a, b) if a != b else ("cuts text one way", "another")
+        if differ := reading_difference(ours, theirs):
+            a, b = differ
             raise ValueError(
                 f"{data} was prepared with a tokenizer that {a}, and {model_dir}'s {b}; "
                 f"prepare the data with --tokenizer {model_dir}"

@@ -21,11 +21,14 @@ MAX_WORD_CHARS = 100  # BERT's: a longer word (after pre-tokenizing) is one [UNK
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
 
 
-def _bert_pipeline(tok: Tokenizer, lowercase: bool, strip_accents: bool | None = None) -> Tokenizer:
+def _bert_pipeline(
+    tok: Tokenizer, lowercase: bool, strip_accents: bool | None = None, chinese: bool = True
+) -> Tokenizer:
     """BERT's normalizer and pre-tokenizer. `strip_accents` None strips accents exactly when
-    lowercasing (BERT's uncased models); False keeps them while lowercasing."""
+    lowercasing (BERT's uncased models); False keeps them while lowercasing. `chinese`: CJK
+    ideographs stand alone (BERT's tokenize_chinese_chars)."""
     tok.normalizer = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=True, strip_accents=strip_accents, lowercase=lowercase
+        clean_text=True, handle_chinese_chars=chinese, strip_accents=strip_accents, lowercase=lowercase
     )
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece(prefix="##")
@@ -128,13 +131,13 @@ def _inside_words(tok: Tokenizer, char: str) -> bool:
 
 
 def from_vocab(
-    vocab: list[str] | dict[str, int], lowercase: bool = True, strip_accents: bool | None = None
+    vocab: list[str] | dict[str, int], lowercase: bool = True, strip_accents: bool | None = None, chinese: bool = True
 ) -> Tokenizer:
     """A BERT tokenizer over a fixed vocabulary (a list in id order, or token -> id)."""
     if not isinstance(vocab, dict):
         vocab = {t: i for i, t in enumerate(vocab)}
     model = models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=MAX_WORD_CHARS)
-    tok = _bert_pipeline(Tokenizer(model), lowercase, strip_accents)
+    tok = _bert_pipeline(Tokenizer(model), lowercase, strip_accents, chinese)
     check_special_tokens(tok, "the vocabulary")
     return _add_post_processor(register_specials(tok))
 
@@ -212,25 +215,23 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     config = _config_beside(path)
     if config is None:
         lowercase, strip_accents, _ = guess_casing(vocab)
-    else:
-        lowercase, strip_accents = bool(config.get("do_lower_case", True)), config.get("strip_accents")
-    tok = from_vocab(vocab, lowercase=lowercase, strip_accents=strip_accents)
-    if config is not None and config.get("tokenize_chinese_chars") is False:
-        tok.normalizer = normalizers.BertNormalizer(
-            clean_text=True, handle_chinese_chars=False, strip_accents=strip_accents, lowercase=lowercase
-        )
-    return tok
+        return from_vocab(vocab, lowercase=lowercase, strip_accents=strip_accents)
+    lowercase, strip_accents = bool(config.get("do_lower_case", True)), config.get("strip_accents")
+    return from_vocab(vocab, lowercase, strip_accents, chinese=config.get("tokenize_chinese_chars") is not False)
 
 
-def bare_vocab(path: str | Path) -> Path | None:
-    """The vocab.txt that `load_tokenizer(path)` reads with no tokenizer_config.json to say how
-    it was made (so its casing is guessed), or None."""
+def guessed_reading(path: str | Path) -> str | None:
+    """How `load_tokenizer(path)` reads a vocab.txt with no tokenizer_config.json beside it to say
+    how it was made ("lowercases but keeps accents, since ..."); None for any other tokenizer."""
     path = Path(path)
     if path.is_dir():
         if (path / "tokenizer.json").exists() or not (path / "vocab.txt").exists():
             return None
         path = path / "vocab.txt"
-    return path if path.suffix != ".json" and path.is_file() and _config_beside(path) is None else None
+    if path.suffix == ".json" or not path.is_file() or _config_beside(path) is not None:
+        return None
+    lowercase, strip_accents, why = guess_casing(_read_vocab_txt(path))
+    return f"{_case_words(lowercase, lowercase if strip_accents is None else strip_accents)}, since {why}"
 
 
 def load_model_tokenizer(path: str | Path, vocab_size: int) -> Tokenizer:
@@ -249,18 +250,18 @@ def _bert_normalizer(tok: Tokenizer) -> dict | None:
     return normalizer if normalizer.get("type") == "BertNormalizer" else None
 
 
-def strips_accents(tok: Tokenizer) -> bool | None:
-    """Whether the normalizer strips accents (BERT's default: when it lowercases); None when
-    it is not BERT's normalizer."""
-    bert = _bert_normalizer(tok)
-    if bert is None:
-        return None
+def _strips(bert: dict) -> bool:
+    """A BertNormalizer's accent stripping: its strip_accents, or BERT's default (when it lowercases)."""
     return bert["lowercase"] if bert.get("strip_accents") is None else bert["strip_accents"]
 
 
-def describe(tok: Tokenizer) -> str:
-    """The tokenizer's treatment of case and accents, in words."""
-    lower, strip = is_lowercase(tok), strips_accents(tok)
+def strips_accents(tok: Tokenizer) -> bool | None:
+    """Whether the normalizer strips accents; None when it is not BERT's normalizer."""
+    bert = _bert_normalizer(tok)
+    return None if bert is None else _strips(bert)
+
+
+def _case_words(lower: bool, strip: bool | None) -> str:
     if strip is None:
         return ("lowercases" if lower else "keeps case") + " (a normalizer of its own)"
     return {
@@ -269,6 +270,11 @@ def describe(tok: Tokenizer) -> str:
         (False, False): "keeps case and accents",
         (False, True): "keeps case but strips accents",
     }[lower, strip]
+
+
+def describe(tok: Tokenizer) -> str:
+    """The tokenizer's treatment of case and accents, in words."""
+    return _case_words(is_lowercase(tok), strips_accents(tok))
 
 
 def bert_departures(tok: Tokenizer) -> list[str]:
@@ -296,19 +302,22 @@ def bert_departures(tok: Tokenizer) -> list[str]:
     return out
 
 
-def reads_alike(a: Tokenizer, b: Tokenizer) -> bool:
-    """Whether two tokenizers cut text into the same pieces (normalizer, pre-tokenizer and model
-    settings; their vocabularies are compared apart)."""
+def reading_difference(a: Tokenizer, b: Tokenizer) -> tuple[str, str] | None:
+    """None when two tokenizers cut text into the same pieces (normalizer, pre-tokenizer and model
+    settings; their vocabularies are compared apart), else how each reads text, in words."""
 
     def pipeline(tok: Tokenizer) -> list:
         spec = json.loads(tok.to_str())
         model = {k: v for k, v in (spec.get("model") or {}).items() if k != "vocab"}
         normalizer = spec.get("normalizer")
-        if _bert_normalizer(tok) is not None:  # strip_accents None: as lowercase says (BERT's default)
-            normalizer = {**normalizer, "strip_accents": strips_accents(tok)}
+        if normalizer and normalizer.get("type") == "BertNormalizer":  # strip_accents None: BERT's default
+            normalizer = {**normalizer, "strip_accents": _strips(normalizer)}
         return [normalizer, spec.get("pre_tokenizer"), model]
 
-    return pipeline(a) == pipeline(b)
+    if pipeline(a) == pipeline(b):
+        return None
+    said = describe(a), describe(b)
+    return said if said[0] != said[1] else ("cuts text one way", "another")
 
 
 def is_lowercase(tok: Tokenizer) -> bool:
