@@ -733,7 +733,8 @@ def _run(
     last = {"time": start_time, "tokens": tokens, "skipped": skipped}
     logged: dict = {}
     saved_step = step if state is not None else None
-    bar = progress_bar(total=steps, initial=step, desc="pretrain", unit="step", disable=quiet)
+    limit_s = None if cfg.max_minutes is None else cfg.max_minutes * 60
+    bar = progress_bar(total=steps, initial=step, desc="pretrain", unit="step", disable=quiet, limit_s=limit_s)
     stop_reason = "max steps"
     request = StopRequest(say)
     request.install()

@@ -38,8 +38,32 @@ class _Lines:
         return False
 
 
-def progress_bar(**kwargs) -> tqdm:
-    """A tqdm bar on stderr (tqdm's arguments; `disable=True` hides it)."""
+class _TimeLimited(tqdm):
+    """A bar whose work may end by a time limit before its total: the time left is the sooner of
+    the two ends, marked when it is the limit's."""
+
+    def __init__(self, *args, limit_s: float, **kwargs):
+        self.limit_s = limit_s
+        bar_format = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{time_left}, {rate_fmt}{postfix}]"
+        super().__init__(*args, bar_format=bar_format, **kwargs)
+
+    @property
+    def format_dict(self) -> dict:
+        d = super().format_dict
+        by_limit = max(self.limit_s - d["elapsed"], 0.0)
+        rate, total, n = d["rate"], d["total"], d["n"]
+        by_total = (total - n) / rate if rate and total else None
+        if by_total is not None and by_total <= by_limit:
+            d["time_left"] = self.format_interval(by_total)
+        else:
+            d["time_left"] = f"{self.format_interval(by_limit)} (time limit)"
+        return d
+
+
+def progress_bar(limit_s: float | None = None, **kwargs) -> tqdm:
+    """A tqdm bar on stderr (tqdm's arguments; `disable=True` hides it). `limit_s`: the work
+    stops after that many seconds even short of its total, and the time left says so."""
     live = sys.stderr.isatty()
     out = sys.stderr if live else _Lines(sys.stderr)
-    return tqdm(dynamic_ncols=live, mininterval=0.1 if live else LOG_INTERVAL_S, file=out, **kwargs)
+    cls, extra = (tqdm, {}) if limit_s is None else (_TimeLimited, {"limit_s": limit_s})
+    return cls(dynamic_ncols=live, mininterval=0.1 if live else LOG_INTERVAL_S, file=out, **extra, **kwargs)

@@ -34,3 +34,23 @@ def test_a_bar_that_shows_only_on_a_terminal_stays_out_of_a_log_file(monkeypatch
     with progress_bar(total=2, desc="work", disable=None) as bar:  # tqdm's "on a terminal only"
         bar.update(2)
     assert log.getvalue() == ""
+
+
+def _last_draw(monkeypatch, total: int, limit_s: float) -> str:
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    with progress_bar(total=total, desc="pretrain", limit_s=limit_s) as bar:
+        for _ in range(3):
+            time.sleep(0.15)
+            bar.update(1)
+            bar.refresh()
+        return terminal.getvalue().split("\r")[-1]
+
+
+def test_a_time_limited_bar_counts_down_to_whichever_end_comes_first(monkeypatch):
+    # 3 steps took about 0.45 s: 997 more would take minutes, the limit ends the work in about 5 s
+    line = _last_draw(monkeypatch, total=1000, limit_s=5.0)
+    assert "<00:04 (time limit)" in line or "<00:05 (time limit)" in line, line
+    # 2 more steps take about 0.3 s, well within the limit: the bar's own estimate
+    line = _last_draw(monkeypatch, total=5, limit_s=60.0)
+    assert "<00:00," in line and "time limit" not in line, line
