@@ -11,6 +11,10 @@ then fine-tuned on GLUE tasks.
    analysis (Table 5) adds ELECTRA 15%, Replace MLM and All-Tokens MLM.
 3. Exports each, fine-tunes each on SST-2 (a seeded subset, for time) and MRPC over several
    seeds, and writes results.json, the loss curves and a chart of dev scores.
+
+results.json also holds the masked-LM loss and accuracy of a model that ignores context and
+guesses from word frequencies alone (`frequency_baseline`): a run whose generator ends near it
+learned little that fine-tuning can use, whichever objective trained it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -67,7 +73,14 @@ def main() -> None:
             str(data),
             "--force",
         )
-    results = {"minutes": args.minutes, "preset": args.preset, "precision": args.precision, "lr": args.lr, "runs": {}}
+    results = {
+        "minutes": args.minutes,
+        "preset": args.preset,
+        "precision": args.precision,
+        "lr": args.lr,
+        "frequency_baseline": frequency_baseline(data),
+        "runs": {},
+    }
     for objective in objectives:
         run_dir, model_dir = work / f"pretrain-{objective}", work / f"model-{objective}"
         if not (model_dir / "config.json").exists():
@@ -139,6 +152,7 @@ def main() -> None:
             "tokens": last["tokens"],
             "loss": last["loss"],
             "valid_gen_loss": evaluated["valid_gen_loss"],
+            "valid_gen_accuracy": evaluated["valid_gen_accuracy"],
             "valid_disc_accuracy": evaluated.get("valid_disc_accuracy"),
             "scores": scores,
         }
@@ -147,13 +161,37 @@ def main() -> None:
     print(table(results))
 
 
+def frequency_baseline(data: Path) -> dict:
+    """Masked-LM loss (nats) and accuracy of guessing every masked token from the training
+    tokens' frequencies: their entropy, and the share of the most frequent one. Masking draws
+    from every token but [CLS], [SEP] and padding."""
+    from electra.data import Shards
+
+    shards, counts = Shards(data), None
+    skip = [shards.manifest["special_tokens"][name] for name in ("pad", "cls", "sep", "mask")]
+    for ids, lengths in zip(shards.ids, shards.lengths, strict=True):
+        for start in range(0, len(lengths), 8192):
+            rows, n = np.asarray(ids[start : start + 8192]), np.asarray(lengths[start : start + 8192])
+            real = np.arange(rows.shape[1]) < n[:, None]
+            c = np.bincount(rows[real], minlength=shards.manifest["vocab_size"])
+            counts = c if counts is None else counts + c
+    counts[skip] = 0
+    p = counts[counts > 0] / counts.sum()
+    return {"loss": float(-(p * np.log(p)).sum()), "accuracy": float(p.max())}
+
+
 def table(results: dict) -> str:
     """The runs as a markdown table: steps and tokens in the budget, median (min-max) dev scores."""
     head = ["objective", "steps", "tokens"] + [f"{t} dev {m}, median (min-max)" for t, (_, m) in TASKS.items()]
+    head += ["valid masked-LM loss", "valid masked-LM accuracy"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for objective, r in results["runs"].items():
         scores = [f"{s['median']:.4f} ({s['min']:.4f}-{s['max']:.4f})" for s in (r["scores"][t] for t in TASKS)]
-        lines.append(f"| {objective} | {r['steps']:,} | {r['tokens'] / 1e6:.1f}M | " + " | ".join(scores) + " |")
+        gen = [f"{r['valid_gen_loss']:.2f}", f"{r['valid_gen_accuracy']:.3f}"]
+        lines.append(f"| {objective} | {r['steps']:,} | {r['tokens'] / 1e6:.1f}M | " + " | ".join(scores + gen) + " |")
+    base = results["frequency_baseline"]
+    blanks = " | ".join(["-"] * len(TASKS))
+    lines.append(f"| word frequencies alone | - | - | {blanks} | {base['loss']:.2f} | {base['accuracy']:.3f} |")
     return "\n".join(lines)
 
 
