@@ -235,6 +235,11 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             "(in the first sentences: é to e, ё to е, が to か); where they carry meaning in this language, prepare "
             "again with --no-strip-accents (lowercase, marks kept) or --cased"
         )
+    if not args.tokenizer and m["vocab_size"] < cfg.vocab_size:
+        print(
+            f"note: the vocabulary has {m['vocab_size']:,} entries, fewer than the {cfg.vocab_size:,} asked for: this "
+            "corpus has no more pieces that occur at least twice; the model's embedding takes the vocabulary's size"
+        )
     if not valid["rows"] and cfg.validation_fraction > 0:
         print(f"note: no row was held out for validation ({cfg.validation_fraction:.0%} of a small corpus)")
     if s.invalid_utf8:
@@ -662,7 +667,7 @@ def _model_settings(args: argparse.Namespace) -> tuple:
     )
 
 
-def _model_options(p: argparse.ArgumentParser) -> None:
+def _model_options(p: argparse.ArgumentParser, serve: bool = False) -> None:
     """The options of `predict` and `serve`: which model, and how it reads text."""
     p.add_argument(
         "--model",
@@ -674,8 +679,9 @@ def _model_options(p: argparse.ArgumentParser) -> None:
         "--batch-size",
         type=int,
         default=64,
-        help="inputs per model run (serve: requests that wait while the model runs share its next run, up to this many "
-        "inputs; default 64)",
+        help="requests that wait while the model runs share its next run, up to this many inputs (default 64)"
+        if serve
+        else "inputs per model run (default 64)",
     )
     p.add_argument("--max-length", type=int, help="default: the model's positions (question answerers: as fine-tuned)")
     p.add_argument(
@@ -707,7 +713,7 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _text_inputs(p: argparse.ArgumentParser) -> None:
+def _text_inputs(p: argparse.ArgumentParser, predict: bool = False) -> None:
     """Where `predict` and `embed` read texts from, and how (electra.predict.Inputs)."""
     p.add_argument("--input", help="input file (default: stdin)")
     p.add_argument(
@@ -715,11 +721,10 @@ def _text_inputs(p: argparse.ArgumentParser) -> None:
         choices=("lines", "csv", "tsv", "jsonl"),
         help="how to read the input (default: its suffix; stdin: lines)",
     )
-    p.add_argument(
-        "--text-field",
-        help="csv/tsv column or jsonl field with the text (default text; predict: a csv-task folder's own)",
-    )
-    p.add_argument("--pair-field", help="column or field with a second text (predict: a csv-task folder's own)")
+    own = "a csv-task folder's own, else " if predict else ""
+    p.add_argument("--text-field", help=f"csv/tsv column or jsonl field with the text (default: {own}text)")
+    pair = " (default: a csv-task folder's own)" if predict else ""
+    p.add_argument("--pair-field", help=f"column or field with a second text{pair}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -936,7 +941,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="default: 3 (10 for RTE and STS-B, 2 for SQuAD)")
     p.add_argument("--lr", type=float, help="default: 3e-4 small, 1e-4 base, 5e-5 large, 2e-3 tiny")
     p.add_argument("--layer-decay", type=float, help="layer-wise LR decay (default 0.8; 0.9 for 24 layers)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="examples per step (default 32)")
     p.add_argument(
         "--max-length", type=int, help="tokens per example (default 128; SQuAD 512, or the model's positions)"
     )
@@ -1001,7 +1006,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", required=True, help="the task's data, as for finetune (a training file is not needed)")
     p.add_argument("--split", help="score only this split (dev, dev_matched, dev_mismatched, test ...)")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=128, help="examples per model run (default 128)")
     p.add_argument("--max-length", type=int, help="default: the one it was fine-tuned with, else 128 (SQuAD 512)")
     p.add_argument(
         "--doc-stride", type=int, help="SQuAD: tokens shared by neighbouring windows (default: as fine-tuned, else 128)"
@@ -1027,7 +1032,7 @@ def build_parser() -> argparse.ArgumentParser:
         "or from a question answerer the answer to a question about a context (fields question and context).",
     )
     _model_options(p)
-    _text_inputs(p)
+    _text_inputs(p, predict=True)
     p.add_argument(
         "--id-field",
         help='csv/tsv column or jsonl field copied to each output line as "id" (default: id, where present)',
@@ -1052,7 +1057,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="the .npy file to write")
     p.add_argument("--pooling", choices=("mean", "cls"), default="mean", help="mean over the tokens (default) or [CLS]")
     p.add_argument("--normalize", action="store_true", help="scale each vector to unit length")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="texts per model run (default 64)")
     p.add_argument("--max-length", type=int, help="tokens per text, longer ones cut (default: the model's positions)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"], default="fp32", help="as for predict")
@@ -1066,7 +1071,7 @@ def build_parser() -> argparse.ArgumentParser:
         '{"question": ..., "context": ...}) returns {"outputs": [...]}, the records electra predict '
         "writes; GET /health describes the model.",
     )
-    _model_options(p)
+    _model_options(p, serve=True)
     p.add_argument(
         "--host",
         default="127.0.0.1",

@@ -20,7 +20,7 @@ from tokenizers import Tokenizer
 from electra import corpus
 from electra.prepare import PrepareConfig, RowPacker, merge, prepare, read_manifest, verify
 from electra.tokenizer import SPECIAL_TOKENS, from_vocab, load_tokenizer
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, synthetic_corpus
 
 CLS, SEP = 2, 3
 
@@ -763,3 +763,13 @@ def test_words_longer_than_wordpiece_spells_are_named_as_the_cause_of_unk(tmp_pa
     share = counts["characters_in_words_too_long"] / counts["characters"]
     assert f"warning: {share:.1%} of the text is in 30 words longer than 100 characters" in result.stdout
     assert "needs splitting into words" in result.stdout and "raise --vocab-size" not in result.stdout
+
+
+def test_a_vocabulary_smaller_than_asked_for_is_noted(tmp_path, cli):
+    corpus = synthetic_corpus(tmp_path / "c.txt", documents=20)  # about 40 distinct words
+    result = cli("prepare", "--corpus", corpus, "--out", tmp_path / "out", "--vocab-size", "3000", "--quiet")
+    vocab = json.loads((tmp_path / "out" / "manifest.json").read_text())["vocab_size"]
+    assert result.returncode == 0 and vocab < 3000
+    assert f"note: the vocabulary has {vocab:,} entries, fewer than the 3,000 asked for" in result.stdout
+    reused = cli("prepare", "--corpus", corpus, "--out", tmp_path / "again", "--tokenizer", tmp_path / "out", "--quiet")
+    assert reused.returncode == 0 and "fewer than" not in reused.stdout
