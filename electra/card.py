@@ -222,26 +222,28 @@ def finetuned_card(results: dict, kind: str, cfg: EncoderConfig, folder: str | o
         dataset = {"name": f"GLUE {GLUE_FOLDERS[task]}", "type": "nyu-mll/glue", "config": task}
     elif results.get("examples", {}).get("dev") == SQUAD_DEV_QUESTIONS.get(task):  # SQuAD's own dev set
         dataset = {"name": "SQuAD 2.0" if task == "squad_v2" else "SQuAD 1.1", "type": f"rajpurkar/{task}"}
-    else:  # the task's data by its folder's name: a SQuAD-format dataset of one's own is not SQuAD
-        dataset = {"name": Path(data).name or data, "type": Path(data).name or data}
+    else:  # data of one's own, named by its folder; a SQuAD-format dataset of one's own is not SQuAD
+        dataset = {"name": Path(data).name or data}
     pipeline, seeds = PIPELINE_TAGS[kind], len(results["seeds"])
-    entries = [
-        {
-            "task": {"type": pipeline},
-            "dataset": {**dataset, "split": SPLITS.get(split, split)},
-            "metrics": [
-                {"type": METRIC_TYPES.get(m, m), "value": round(v, 4), "name": f"{m} (median of {seeds})"}
-                for m, v in metrics.items()
-            ],
-        }
-        for split, metrics in results["median"].items()
-    ]
     meta: dict = {"library_name": "transformers", "pipeline_tag": pipeline, "tags": ["electra"]}
     if _is_hub_name(str(results["model"])):
         meta["base_model"] = str(results["model"])
-    if dataset["type"] in ("nyu-mll/glue", f"rajpurkar/{task}"):
+    # the hub links a result to the dataset its type names, so only a hub dataset's results are
+    # claimed there (as transformers' Trainer does); the text below tables every score
+    if "type" in dataset:
         meta["datasets"] = [dataset["type"]]
-    meta["model-index"] = [{"name": Path(folder).name, "results": entries}]
+        entries = [
+            {
+                "task": {"type": pipeline},
+                "dataset": {**dataset, "split": SPLITS.get(split, split)},
+                "metrics": [
+                    {"type": METRIC_TYPES.get(m, m), "value": round(v, 4), "name": f"{m} (median of {seeds})"}
+                    for m, v in metrics.items()
+                ],
+            }
+            for split, metrics in results["median"].items()
+        ]
+        meta["model-index"] = [{"name": Path(folder).name, "results": entries}]
 
     about = f"Fine-tuned from `{results['model']}` with `electra finetune --task {task}`"
     if "train" in results.get("examples", {}):

@@ -369,8 +369,9 @@ def test_finetune_learns_an_easy_task_and_exports_a_transformers_classifier(sent
     card = pytest.importorskip("huggingface_hub").ModelCard.load(tmp_path / "clf" / "README.md")
     assert card.data.pipeline_tag == "text-classification" and card.data.library_name == "transformers"
     assert card.data.base_model is None  # a folder on this machine is not a hub model
-    got = {(r.dataset_name, r.dataset_split, r.metric_type): r.metric_value for r in card.data.eval_results}
-    assert got == {("data", "validation", m): round(v, 4) for m, v in results["median"]["dev"].items()}
+    assert card.data.eval_results is None  # data of one's own: the hub would link "data" to a dataset of that name
+    for m, v in results["median"]["dev"].items():  # the medians are in the text
+        assert f"| dev | {saved['examples']['dev']:,} | {m} | {v:.4f} |" in card.text
     assert f'pipeline("text-classification", model="{tmp_path / "clf"}")' in card.text
     assert "labels: `neg`, `pos`." in card.text and "Median over 2 fine-tuning seeds" in card.text
     scope = {}  # the card's example runs as written
