@@ -344,6 +344,9 @@ def _write(folder, state: dict, config: dict, tokenizer_dir, overwrite: bool, ex
     with contextlib.ExitStack() as own:
         tmp = (own if together is None else together).enter_context(publish_dir(folder, overwrite=overwrite))
         save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
+        # the stored precision, which `from_pretrained(dtype="auto")` and the hub read
+        stored = next(t.dtype for t in state.values() if t.is_floating_point())
+        config = {**config, "dtype": str(stored).removeprefix("torch.")}
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         _write_tokenizer(tokenizer_dir, tmp, config["max_position_embeddings"], config["vocab_size"])
         for name, text in (extra_files or {}).items():

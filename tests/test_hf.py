@@ -52,6 +52,9 @@ def test_exported_discriminator_and_generator_match_transformers(tmp_path, elect
     assert gen.generator_lm_head.weight.data_ptr() == gen.electra.embeddings.word_embeddings.weight.data_ptr()
     config = json.loads((tmp_path / "gen" / "config.json").read_text())
     assert config["architectures"] == ["ElectraForMaskedLM"] and config["hidden_size"] == 16
+    assert config["dtype"] == "float32"  # what dtype="auto" loads, from the config as from transformers' own folders
+    auto = transformers.AutoModelForPreTraining.from_pretrained(tmp_path / "disc", dtype="auto")
+    assert auto.dtype == torch.float32 and auto.config.dtype == torch.float32
 
 
 @pytest.mark.parametrize("num_labels", [2, 1])
