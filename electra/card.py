@@ -285,6 +285,12 @@ def finetuned_card(results: dict, kind: str, cfg: EncoderConfig, folder: str | o
                 f"model({example})",
             )
         ]
+        if kind == "tagging":
+            use.append(
+                'Fine-tuning trained the tag of each word\'s first piece only, as BERT and ELECTRA tag: use `"first"` '
+                'as above. `"simple"`, `"average"`, `"max"` or no aggregation also read the `##` pieces after it, '
+                "whose outputs were never trained, and split or mislabel entities."
+            )
     blocks = [
         f"# ELECTRA fine-tuned on {dataset['name']}",
         about,

@@ -175,3 +175,23 @@ def test_a_question_answering_card_claims_squad_only_for_squads_own_dev_set(task
     else:
         assert meta["model-index"][0]["results"][0]["dataset"] == {**dataset, "split": "validation"}
         assert meta["datasets"] == [dataset["type"]]
+
+
+def test_a_tagger_card_shows_the_aggregation_that_reads_what_was_trained():
+    from electra.card import finetuned_card
+
+    results = {
+        "task": "ner",
+        "model": "models/disc",
+        "config": {"data": "data/conll"},
+        "labels": ["O", "B-PER", "I-PER"],
+        "median": {"dev": {"f1": 0.9}},
+        "spread": {"dev": {"f1": {"min": 0.9, "max": 0.9}}},
+        "seeds": [{}],
+        "exported_seed": 0,
+    }
+    card = finetuned_card(results, "tagging", tiny().discriminator, "models/ner")
+    assert 'pipeline("token-classification", model="models/ner", aggregation_strategy="first")' in card
+    assert "each word's first piece only" in card and "never trained" in card
+    sentiment = finetuned_card({**results, "task": "csv"}, "classification", tiny().discriminator, "models/clf")
+    assert "aggregation" not in sentiment
