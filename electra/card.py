@@ -172,6 +172,16 @@ def pretrained_card(
     }[model]
     blocks = [f"# ELECTRA {model}", f"This folder holds {what}", "## Architecture", _table(_architecture(cfg))]
     rows = []
+    corpus = settings.get("corpus") or {}
+    if corpus.get("dataset"):
+        hub = corpus["dataset"]
+        meta["datasets"] = [hub["name"]]
+        part = ", ".join(str(hub[k]) for k in ("config", "split") if hub.get(k))
+        rows.append(("pre-training data", f"`{hub['name']}`" + (f" ({part})" if part else "")))
+    elif corpus.get("files"):
+        rows.append(("pre-training data", f"{corpus['files']:,} files, {corpus['bytes'] / 1e6:,.1f} MB of text"))
+    if corpus.get("tokens"):
+        rows.append(("tokens per epoch", f"{corpus['tokens']:,}"))
     if step is not None:
         rows.append(("optimizer steps", f"{step:,}"))
     if "tokens" in metrics:

@@ -178,6 +178,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         part_index=args.part_index,
     )
     dataset = hub_dataset(args.dataset, args.dataset_config, args.dataset_split) if args.dataset else None
+    source = {"name": args.dataset, "config": args.dataset_config, "split": args.dataset_split}
     if args.tokenizer and (reading := guessed_reading(args.tokenizer)):
         print(
             f"note: {args.tokenizer} has no tokenizer_config.json beside it, so it is read as a tokenizer that "
@@ -193,6 +194,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         overwrite=args.force,
         quiet=args.quiet,
         dataset=dataset,
+        dataset_source=source if args.dataset else None,
     )
     m, s = result.manifest, result.stats
     train, valid = m["splits"]["train"], m["splits"]["valid"]

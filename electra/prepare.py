@@ -383,12 +383,15 @@ def prepare(
     overwrite: bool = False,
     quiet: bool = False,
     dataset=None,
+    dataset_source: dict | None = None,
 ) -> PrepareResult:
     """Turn a corpus into a tokenizer and shards under `out`; see the module docstring.
 
     `tokenizer` reuses an existing one (folder, tokenizer.json or vocab.txt); without it a
     WordPiece vocabulary of `cfg.vocab_size` is trained on the corpus. `dataset` is an
-    iterable of records (e.g. a Hugging Face dataset) read instead of files.
+    iterable of records (e.g. a Hugging Face dataset) read instead of files; `dataset_source`
+    says where it came from (a hub dataset's name, config and split), for the manifest and the
+    model cards of models trained on it.
     """
     cfg = cfg or PrepareConfig()
     if tokenizer is not None:  # the vocabulary comes from the tokenizer
@@ -498,6 +501,7 @@ def prepare(
             # a reused tokenizer's own casing and accents
             "config": {**asdict(cfg), "lowercase": is_lowercase(tok), "strip_accents": strips_accents(tok)},
             "sources": [str(p) for p in paths] if dataset is None else ["<dataset>"],
+            "dataset": dataset_source,
             "counts": {
                 "files": stats.files,
                 "bytes": stats.bytes,

@@ -209,6 +209,7 @@ class PretrainConfig:
             derived = values.get("derived", [])
             run_only = (
                 "data_sha256",
+                "corpus",
                 "model",
                 "working_dir",
                 "derived",
@@ -543,6 +544,12 @@ def _run(
     )
     settings["data_sha256"] = manifest["tokenizer_sha256"] + ":" + shard_hashes
     settings["working_dir"] = os.getcwd()  # what relative paths in these settings are relative to
+    settings["corpus"] = {  # what the data was made from, for model cards
+        "dataset": manifest.get("dataset"),
+        "files": manifest["counts"]["files"],
+        "bytes": manifest["counts"]["bytes"],
+        "tokens": train["tokens"],
+    }
     ocfg = ObjectiveConfig(
         cfg.objective, settings["mask_prob"], cfg.rtd_weight, cfg.temperature, cfg.whole_word_masking
     )

@@ -52,11 +52,15 @@ def _stage(n: int, text: str) -> None:
     print(f"\n[{n}/5] {text}", file=sys.stderr, flush=True)
 
 
-def _hub_corpus(limit_rows: int = 400_000):
+HUB_ROWS = 400_000  # of wikitext-103's 1.8M
+HUB_CORPUS = {"name": "wikitext", "config": "wikitext-103-raw-v1", "split": f"train[:{HUB_ROWS}]"}
+
+
+def _hub_corpus():
     from electra.corpus import hub_dataset
 
     try:
-        return hub_dataset("wikitext", "wikitext-103-raw-v1").take(limit_rows)
+        return hub_dataset(HUB_CORPUS["name"], HUB_CORPUS["config"]).take(HUB_ROWS)
     except CorpusError as e:
         raise CorpusError(f"{e}\n{HUB_HINT}") from e
 
@@ -192,6 +196,7 @@ def _pipeline(cfg: QuickstartConfig, out: Path, record: dict) -> dict:
             out / "data",
             PrepareConfig(vocab_size=cfg.vocab_size, doc_per_file=cfg.doc_per_file, seed=cfg.seed),
             dataset=dataset,
+            dataset_source=None if dataset is None else HUB_CORPUS,
             overwrite=True,  # a folder left by a prepare that ended before its stage was recorded
         )
         finished("prepare")

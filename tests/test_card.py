@@ -108,10 +108,18 @@ def test_a_pretraining_card_names_what_shaped_the_run():
         "init_generator": "released/gen",
     }
     metrics = {"valid_gen_accuracy": 0.5, "valid_step": 7}
-    text = pretrained_card("mlm", tiny().discriminator, settings, 7, metrics, "out")
+    files = {"dataset": None, "files": 114, "bytes": 74_899_730, "tokens": 14_680_978}
+    text = pretrained_card("mlm", tiny().discriminator, {**settings, "corpus": files}, 7, metrics, "out")
     assert "| validation masked LM accuracy (step 7) | 0.5000 |" in text  # an MLM run has no generator
     assert "| embedding sharing | gradient-disentangled (the export holds the sum) |" in text
     assert "| continued from | `released/disc` and `released/gen` |" in text
+    assert "| pre-training data | 114 files, 74.9 MB of text |" in text and "| tokens per epoch | 14,680,978 |" in text
+    assert "datasets" not in yaml.safe_load(text.split("---")[1])
+    # a hub dataset is named, and in the metadata the hub links
+    hub = {**files, "dataset": {"name": "Salesforce/wikitext", "config": "wikitext-103-raw-v1", "split": "train"}}
+    text = pretrained_card("discriminator", tiny().discriminator, {"corpus": hub}, 7, {}, "out")
+    assert "| pre-training data | `Salesforce/wikitext` (wikitext-103-raw-v1, train) |" in text
+    assert yaml.safe_load(text.split("---")[1])["datasets"] == ["Salesforce/wikitext"]
 
 
 def test_a_card_names_a_hub_encoder_as_its_base_model_and_scores_each_split():

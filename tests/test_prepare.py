@@ -235,8 +235,10 @@ def test_saved_hugging_face_dataset_is_a_corpus(tmp_path, capsys):
     assert corpus.expand([tmp_path / "mixed"], "txt") == [tmp_path / "mixed" / "c.txt"]  # --format txt: files only
     # an in-memory dataset object works through the API too
     ds = datasets.Dataset.from_dict({"text": DOCS})
-    prepare([], tmp_path / "out2", _cfg(), quiet=True, dataset=ds)
+    source = {"name": "org/books", "config": None, "split": "train"}  # what a hub dataset is recorded as
+    prepare([], tmp_path / "out2", _cfg(), quiet=True, dataset=ds, dataset_source=source)
     assert read_manifest(tmp_path / "out2")["splits"]["train"]["rows"] > 0
+    assert read_manifest(tmp_path / "out2")["dataset"] == source and read_manifest(tmp_path / "out")["dataset"] is None
     numbers = datasets.Dataset.from_dict({"text": [1, 2]})
     with pytest.raises(corpus.CorpusError, match="column 'text' holds int values, not text; pass --text-field"):
         prepare([], tmp_path / "out4", _cfg(), quiet=True, dataset=numbers)

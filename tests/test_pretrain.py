@@ -55,6 +55,13 @@ def test_training_lowers_the_loss_and_logs_every_metric(tiny_data, tmp_path):
         assert key in logged, key
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["objective"]["rtd_weight"] == 50.0 and config["max_steps"] == 40
+    manifest = json.loads((tiny_data / "manifest.json").read_text())  # what the data came from, for cards
+    assert config["corpus"] == {
+        "dataset": None,
+        "files": 1,
+        "bytes": manifest["counts"]["bytes"],
+        "tokens": manifest["splits"]["train"]["tokens"],
+    }
 
 
 def test_tokens_per_s_leaves_out_validation_and_checkpoints(tiny_data, tmp_path, monkeypatch):
