@@ -142,6 +142,13 @@ def from_hf_state(
             f"{where} lacks {len(missing)} tensors needed for an ELECTRA {kind}, e.g. {', '.join(missing[:3])}; "
             f"is it an ELECTRA {HF_ARCHITECTURES[kind]} folder?"
         )
+    head, words = hf.get("generator_lm_head.weight"), hf["electra.embeddings.word_embeddings.weight"]
+    if kind == "generator" and head is not None and not torch.equal(head, words):
+        raise ValueError(
+            f"{where}: its output layer (generator_lm_head.weight) is its own, not tied to its word embeddings "
+            "(saved with tie_word_embeddings false); ELECTRA's generator shares one matrix for both, so this "
+            "model would lose its trained output layer: continue from a generator with tied embeddings"
+        )
     unused = sorted(
         k for k in hf if k not in used and not k.endswith(_IGNORED_SUFFIXES) and k != "generator_lm_head.weight"
     )  # tied to the word embeddings
@@ -346,7 +353,8 @@ def _write(folder, state: dict, config: dict, tokenizer_dir, overwrite: bool, ex
         save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
         # the stored precision, which `from_pretrained(dtype="auto")` and the hub read
         stored = next(t.dtype for t in state.values() if t.is_floating_point())
-        config = {**config, "dtype": str(stored).removeprefix("torch.")}
+        dtype = str(stored).removeprefix("torch.")
+        config = {**config, "dtype": dtype, "torch_dtype": dtype}  # the name transformers before 4.56 reads
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         _write_tokenizer(tokenizer_dir, tmp, config["max_position_embeddings"], config["vocab_size"])
         for name, text in (extra_files or {}).items():

@@ -52,7 +52,7 @@ def test_exported_discriminator_and_generator_match_transformers(tmp_path, elect
     assert gen.generator_lm_head.weight.data_ptr() == gen.electra.embeddings.word_embeddings.weight.data_ptr()
     config = json.loads((tmp_path / "gen" / "config.json").read_text())
     assert config["architectures"] == ["ElectraForMaskedLM"] and config["hidden_size"] == 16
-    assert config["dtype"] == "float32"  # what dtype="auto" loads, from the config as from transformers' own folders
+    assert config["dtype"] == config["torch_dtype"] == "float32"  # what dtype="auto" loads (older versions: torch_)
     auto = transformers.AutoModelForPreTraining.from_pretrained(tmp_path / "disc", dtype="auto")
     assert auto.dtype == torch.float32 and auto.config.dtype == torch.float32
 
@@ -458,3 +458,16 @@ def test_hub_datasets_are_asked_of_the_local_cache_only_where_the_hub_cannot_be_
         result.stderr
     )
     assert "Retrying" not in result.stderr  # the hub client's retries, about 25 s of them
+
+
+def test_a_generator_with_its_own_output_layer_is_refused_not_silently_tied(tmp_path):
+    disc, gen = _random_hf_pair(tmp_path)
+    untied = _hf_config(tiny(generator_fraction=0.25).generator, "generator")
+    untied.tie_word_embeddings = False
+    torch.manual_seed(3)
+    own = transformers.ElectraForMaskedLM(untied)  # its output layer a matrix of its own, trained apart
+    own.electra.load_state_dict(gen.electra.state_dict())
+    own.save_pretrained(tmp_path / "untied")
+    with pytest.raises(ValueError, match="output layer \\(generator_lm_head.weight\\) is its own, not tied"):
+        hf.load_electra(tmp_path / "disc", tmp_path / "untied")
+    assert hf.load_electra(tmp_path / "disc", tmp_path / "gen").import_notes == []  # tied: loads as before
