@@ -136,7 +136,8 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         missing = sorted(set(range(manifest["config"]["num_parts"])) - set(manifest["config"]["parts_merged"]))
         if missing:
             print(
-                f"warning: parts {', '.join(map(str, missing))} of {manifest['config']['num_parts']} were not merged",
+                f"warning: {'part' if len(missing) == 1 else 'parts'} {', '.join(map(str, missing))} of "
+                f"{manifest['config']['num_parts']} {'was' if len(missing) == 1 else 'were'} not merged",
                 file=sys.stderr,
             )
         return
@@ -1082,7 +1083,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="default 8000 (0: any free port)")
     p.add_argument(
         "--api-key-file",
-        help="answer only requests with the header 'Authorization: Bearer KEY', KEY being this file's one line "
+        help="answer only requests with the header 'Authorization: Bearer KEY', KEY being this file's one word "
         "(a file, so that the key stays out of the process list and shell history)",
     )
     p.set_defaults(func=cmd_serve)
@@ -1093,8 +1094,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Plot losses, accuracies, learning rate and tokens/s from metrics.jsonl; "
         "several runs are overlaid.",
     )
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders of electra pretrain")
-    p.add_argument("--out", help="PNG path (default: RUN_DIR/report.png of the first run)")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="a run folder of electra pretrain, or its metrics.jsonl")
+    p.add_argument("--out", help="a .png file, or DIR/ for DIR/report.png (default: report.png in the first run)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(

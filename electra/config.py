@@ -19,8 +19,8 @@ def _whole(v) -> bool:
 _RULES = {
     "count": (lambda v: _whole(v) and v >= 1, "a whole number of at least 1"),
     "count0": (lambda v: _whole(v) and v >= 0, "a whole number of at least 0"),
-    "positive": (lambda v: _number(v) and v > 0, "a number above 0"),
-    "non-negative": (lambda v: _number(v) and v >= 0, "a number of at least 0"),
+    "positive": (lambda v: _number(v) and v > 0, "a finite number above 0"),
+    "non-negative": (lambda v: _number(v) and v >= 0, "a finite number of at least 0"),
     "fraction": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
     "open fraction": (lambda v: _number(v) and 0 < v < 1, "a number between 0 and 1"),
     "share": (lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1]"),

@@ -558,8 +558,8 @@ def _run(
     B, steps = settings["batch_size"], settings["max_steps"]
     if B % (d.world_size * cfg.micro_batches):
         raise ValueError(
-            f"batch size {B} does not split into {d.world_size} processes x {cfg.micro_batches} "
-            "micro-batches; choose a multiple"
+            f"batch size {B} does not split into {d.world_size} process{'es' * (d.world_size > 1)} x "
+            f"{cfg.micro_batches} micro-batches; choose a multiple"
         )
 
     if cfg.cuda_graph == "on" and (device.type != "cuda" or d.enabled):
@@ -861,7 +861,7 @@ def steps_for_budget(cfg: PretrainConfig, minutes: float, probe_steps: int = 60,
     )
     print(f"timing up to {probe_steps} steps to fit the schedule into a {minutes:g}-minute budget", file=sys.stderr)
     try:
-        run(probe, quiet=True, announce_stop=False)  # its checkpoint is removed below: not worth announcing
+        run(probe, announce_stop=False)  # with its bar: up to minutes of work; its checkpoint is removed below
     except Interrupted as e:  # the checkpoint it names would be thrown away: the probe starts over
         shutil.rmtree(cfg.out, ignore_errors=True)
         raise Interrupted(e.signum, "during the timing probe, whose steps are not kept") from e

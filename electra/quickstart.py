@@ -23,8 +23,8 @@ from electra.tasks import TaskError
 
 EXAMPLES = ["A gripping, beautifully acted film.", "The plot is dull and the jokes fall flat."]
 HUB_HINT = (
-    "pass local files instead: electra quickstart --corpus '../shared/data/corpus/gutenberg/*.txt' "
-    "--task-data ../shared/data/glue/SST-2"
+    "pass local files instead: electra quickstart --corpus 'BOOKS/*.txt' --task-data SST-2 (any text files, and "
+    "a folder with GLUE's SST-2 train.tsv and dev.tsv)"
 )
 
 

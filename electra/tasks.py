@@ -125,7 +125,8 @@ def entity_spans(tags: Sequence[str]) -> set[tuple[str, int, int]]:
 
 
 def entity_scores(pred: Sequence[Sequence[str]], gold: Sequence[Sequence[str]]) -> dict[str, float]:
-    """Entity-level precision, recall and F1: a predicted entity counts only on an exact span match."""
+    """Entity-level F1 (the main figure, first), precision and recall: a predicted entity counts
+    only on an exact span match."""
     tp = n_pred = n_gold = 0
     for p, g in zip(pred, gold, strict=True):
         ps, gs = entity_spans(p), entity_spans(g)
@@ -135,9 +136,9 @@ def entity_scores(pred: Sequence[Sequence[str]], gold: Sequence[Sequence[str]]) 
     precision = tp / n_pred if n_pred else 0.0
     recall = tp / n_gold if n_gold else 0.0
     return {
+        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
         "precision": precision,
         "recall": recall,
-        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
     }
 
 

@@ -275,7 +275,9 @@ def test_gold_entities_the_model_does_not_see_count_as_missed(tokenizer):
     enc, truncated = encode(own, task, examples, labels, 5, True, "dev")  # cuts bob lee
     assert truncated == 1 and 3 not in enc.words[0] and 0 not in enc.words[1]
     seen = [[max(t, 0) for t in tags] for tags in enc.labels]  # right wherever the model sees a word
-    assert score(task, enc, labels, seen) == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3)}
+    scores = score(task, enc, labels, seen)
+    assert scores == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3)}
+    assert list(scores) == ["f1", "precision", "recall"]  # the main figure first, as every task prints it
     assert word_tags(seen[1], enc.words[1], enc.tags[1], labels) == (["O", "O", "B-PER"], ["B-PER", "O", "B-PER"])
 
 
@@ -1192,7 +1194,7 @@ def test_bad_task_input_is_refused_with_a_message(sentiment_tokenizer_dir, tmp_p
 
     refused("epochs must be a whole number of at least 1, got 0", out=str(tmp_path / "o"), epochs=0)  # not "3"
     refused("batch-size must be a whole number of at least 1", out=str(tmp_path / "o"), batch_size=0)
-    refused("lr must be a number above 0", out=str(tmp_path / "o"), lr=0.0)
+    refused("lr must be a finite number above 0", out=str(tmp_path / "o"), lr=0.0)
     refused("max-train-examples must be a whole number of at least 1", out=str(tmp_path / "o"), max_train_examples=0)
     refused("layer-decay must be a number in \\(0, 1\\]", out=str(tmp_path / "o"), layer_decay=-1.0)
     (tmp_path / "afile").write_text("x")

@@ -370,7 +370,7 @@ def test_parts_prepared_apart_merge_into_one_folder(tmp_path, prep):
     r = prep("--corpus", str(src), "--dataset-split", "test", "--out", str(tmp_path / "bad"))
     assert r.returncode == 2 and "--dataset-split chooses what --dataset reads" in r.stderr
     r = prep("--merge", str(tmp_path / "p1"), "--out", str(tmp_path / "half"))
-    assert r.returncode == 0 and "warning: parts 0 of 2 were not merged" in r.stderr
+    assert r.returncode == 0 and "warning: part 0 of 2 was not merged" in r.stderr
 
 
 def test_a_corrupt_shard_fails_verification(tmp_path):

@@ -486,7 +486,9 @@ def test_a_budget_probe_sizes_the_schedule_and_leaves_nothing_behind(tiny_data, 
     steps = steps_for_budget(_cfg(tiny_data, tmp_path / "run"), minutes=0.25)
     took = time.perf_counter() - started
     assert not (tmp_path / "run").exists()
-    said = re.search(r"([\d,]+) tokens/s, ([\d,]+) per step: the schedule runs ([\d,]+) steps", capsys.readouterr().err)
+    err = capsys.readouterr().err
+    assert re.search(r"pretrain: +\d+%\|.*\| \d+/60 ", err)  # the probe's steps show in a bar: it may take minutes
+    said = re.search(r"([\d,]+) tokens/s, ([\d,]+) per step: the schedule runs ([\d,]+) steps", err)
     rate, per_step, announced = (int(g.replace(",", "")) for g in said.groups())
     assert announced == steps and 0.5 * 8 * 32 < per_step <= 8 * 32  # rows of 8 x 32, padding not counted
     # the rate is taken over steps 5-60 of the probe, which ran inside the call
@@ -750,9 +752,9 @@ def test_a_runs_config_reads_back_from_another_folder(tiny_data, tmp_path, cli, 
     [
         ("max_steps", 0, "max-steps must be a whole number of at least 1, got 0"),  # never "the preset's 1M"
         ("batch_size", -4, "batch-size must be a whole number of at least 1"),
-        ("lr", 0.0, "lr must be a number above 0"),
-        ("lr", float("inf"), "lr must be a number above 0, got inf"),  # the first update would make every weight NaN
-        ("rtd_weight", float("inf"), "rtd-weight must be a number of at least 0, got inf"),
+        ("lr", 0.0, "lr must be a finite number above 0"),
+        ("lr", float("inf"), "lr must be a finite number above 0, got inf"),  # one update would make weights NaN
+        ("rtd_weight", float("inf"), "rtd-weight must be a finite number of at least 0, got inf"),
         ("mask_prob", 1.0, "mask-prob must be a number between 0 and 1"),
         ("dropout", 1.5, "dropout must be a number in \\[0, 1\\)"),
         ("keep_checkpoints", -1, "keep-checkpoints must be a whole number of at least 1"),

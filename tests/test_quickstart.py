@@ -89,7 +89,7 @@ def test_quickstart_checks_its_inputs_before_any_work(tmp_path, cli):
     result = quickstart(*corpus, "--task-data", str(tmp_path / "nodev"))
     assert result.returncode == 2 and "dev.tsv does not exist" in result.stderr
     result = quickstart(*corpus, "--task-data", str(tmp_path / "nodev"), "--minutes", "0")
-    assert result.returncode == 2 and "minutes must be a number above 0" in result.stderr
+    assert result.returncode == 2 and "minutes must be a finite number above 0" in result.stderr
     assert not (tmp_path / "qs").exists() and "[1/5]" not in result.stderr
     result = quickstart(*corpus, "--task-data", str(tmp_path / "nothing"))
     assert result.returncode == 2 and "point --task-data at the task's GLUE folder" in result.stderr
