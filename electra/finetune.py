@@ -995,8 +995,8 @@ def _wait_for_seeds(store: Path, seeds: list[int], key: dict, quiet: bool, poll_
     found = {s: kept for s in seeds if (kept := _kept_seed(store, s, key, quiet=True)) is not None}
     if len(found) < len(seeds) and not quiet:
         missing = [s for s in seeds if s not in found]
-        seeds = "seed" if len(missing) == 1 else "seeds"
-        print(f"waiting for {seeds} {', '.join(map(str, missing))} from the other processes", file=sys.stderr)
+        which = f"seed{'s' * (len(missing) > 1)} {', '.join(map(str, missing))}"
+        print(f"waiting for {which} from the other processes", file=sys.stderr)
     while len(found) < len(seeds):
         time.sleep(poll_s)
         found |= {s: kept for s in seeds if s not in found and (kept := _kept_seed(store, s, key, quiet=True))}
