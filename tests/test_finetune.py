@@ -1373,3 +1373,24 @@ def test_fine_tuning_an_electra_generator_gets_a_note(tmp_path, capsys):
     (tmp_path / "mlm").rename(tmp_path / "electra-small-generator")  # a released one, by its name
     load_pretrained(tmp_path / "electra-small-generator")
     assert "electra-small-generator is an ELECTRA generator" in capsys.readouterr().err
+
+
+def test_a_process_waits_for_the_seeds_another_one_trains(tmp_path, capsys):
+    import threading
+
+    from electra.finetune import _keep_seed, _wait_for_seeds
+
+    key = {"task": "sst2", "lr": 1e-4}
+    weights = {"w": torch.zeros(2)}
+    _keep_seed(tmp_path, 0, key, {"dev": {"accuracy": 0.5}}, weights, [])
+    later = threading.Timer(0.3, _keep_seed, (tmp_path, 2, key, {"dev": {"accuracy": 0.75}}, weights, []))
+    later.start()  # as another process finishes its seed
+    runs = []
+    waiting = threading.Thread(
+        target=lambda: runs.extend(_wait_for_seeds(tmp_path, [0, 2], key, False, poll_s=0.05)), daemon=True
+    )
+    waiting.start()
+    waiting.join(timeout=20)
+    assert not waiting.is_alive(), "still waiting after every seed was there"
+    assert [(r["seed"], r["metrics"]["dev"]["accuracy"]) for r in runs] == [(0, 0.5), (2, 0.75)]
+    assert "waiting for seed 2 from the other processes" in capsys.readouterr().err
