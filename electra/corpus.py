@@ -432,6 +432,15 @@ def expand(paths: Iterable[str | os.PathLike], fmt: str = "auto") -> list[Path]:
     return list(unique.values())
 
 
+_NOTED: set[str] = set()
+
+
+def _note_once(text: str) -> None:
+    if text not in _NOTED:
+        _NOTED.add(text)
+        print(text, file=sys.stderr)
+
+
 def read_source(
     path: Path, stats: ReadStats, fmt: str = "auto", text_field: str = "text", doc_per_file: bool = False
 ) -> Iterator[str | None]:
@@ -448,8 +457,8 @@ def read_source(
                     f"{path} holds the splits {', '.join(ds)} and no 'train'; pass one split's folder, "
                     f"e.g. {path / next(iter(ds))}"
                 )
-            if "train" not in ds:
-                print(f"note: {path} has no 'train' split; reading its only split, {next(iter(ds))!r}", file=sys.stderr)
+            if "train" not in ds:  # said once, though a prepare reads its sources up to three times
+                _note_once(f"note: {path} has no 'train' split; reading its only split, {next(iter(ds))!r}")
             ds = ds["train"] if "train" in ds else ds[next(iter(ds))]
         return read_records(ds, text_field, str(path))
     kind = format_of(path) if fmt == "auto" else fmt

@@ -405,8 +405,8 @@ def encode(
         if enc.overflowing:
             if not truncate:
                 raise TaskError(
-                    f"{where} example {n} is longer than --max-length {max_length} tokens; raise it (up to the "
-                    "model's positions), shorten the example, or drop --no-truncate"
+                    f"{where} example {n} (counted from 1 in its file) is longer than --max-length {max_length} "
+                    "tokens; raise it (up to the model's positions), shorten the example, or drop --no-truncate"
                 )
             truncated += 1
         out.ids.append(np.array(ids, dtype=np.int32))  # a tenth of a list's memory on MNLI-sized sets

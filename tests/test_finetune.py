@@ -1172,7 +1172,7 @@ def test_bad_task_input_is_refused_with_a_message(sentiment_tokenizer_dir, tmp_p
     # in a sampled subset the message still names the example's place in the file (the 7th row)
     rows = [f"film {i},{'pos' if i % 2 else 'neg'}" if i != 7 else "good " * 300 + ",pos" for i in range(1, 11)]
     (data / "train.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
-    with pytest.raises(TaskError, match="train example 7 is longer"):
+    with pytest.raises(TaskError, match="train example 7 \\(counted from 1 in its file\\) is longer"):
         run(
             FinetuneConfig(
                 model=str(root / "model"),
