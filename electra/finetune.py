@@ -159,6 +159,9 @@ def _is_generator(folder: Path, name: str) -> bool:
 # --------------------------------------------------------------------------------------
 
 
+DEV_NAMES = ("dev", "validation", "valid")
+
+
 def _present(folder: Path, stem: str) -> list[Path]:
     """The task files named `stem` (train, dev, validation, test) in `folder`."""
     return [f for x in ("tsv", "csv", "jsonl", "txt", "conll") if (f := folder / f"{stem}.{x}").exists()]
@@ -169,7 +172,8 @@ def _find(folder: Path, stem: str) -> Path:
     if len(found) > 1:
         raise TaskError(f"{folder} holds {' and '.join(f.name for f in found)}; keep the one to use")
     if not found:
-        raise TaskError(f"{folder} has no {stem}.tsv/.csv/.jsonl (or .txt/.conll for tagging)")
+        names = "/".join(DEV_NAMES) if stem == "dev" else stem
+        raise TaskError(f"{folder} has no {names}.tsv/.csv/.jsonl (or .txt/.conll for tagging)")
     return found[0]
 
 
@@ -246,7 +250,8 @@ def _read_task(cfg: FinetuneConfig, with_train: bool) -> tuple[Task, list[Exampl
         return task, train, {"dev": dev}
     if not data.is_dir():
         raise TaskError(f"{data} is not a folder; put train and dev files in one folder")
-    dev_stem = "validation" if _present(data, "validation") and not _present(data, "dev") else "dev"
+    # the dev file by any of its usual names (CoNLL-2003's text release calls it valid.txt)
+    dev_stem = next((s for s in DEV_NAMES if _present(data, s)), "dev")
     if cfg.task == "ner":
         task = Task("ner", "tagging", ("f1", "precision", "recall"))
         devs = {"dev": read_conll(_find(data, dev_stem))}

@@ -206,8 +206,11 @@ def test_task_folders_that_could_mislead_are_named(tmp_path, capsys):
         return load_task(FinetuneConfig(model="m", task=task, data=str(tmp_path), out="o", **kw))
 
     (tmp_path / "train.csv").write_text("text,label\ngood,pos\nbad,neg\n")
-    with pytest.raises(TaskError, match="has no dev.tsv/.csv/.jsonl"):  # the name the docs give
+    with pytest.raises(TaskError, match="has no dev/validation/valid.tsv/.csv/.jsonl"):  # the names the docs give
         load("csv")
+    (tmp_path / "valid.csv").write_text("text,label\nokay,pos\n")  # as CoNLL-2003's text release names it
+    assert load("csv")[2]["dev"] == [Example("okay", None, "pos")]
+    (tmp_path / "valid.csv").unlink()
     (tmp_path / "dev.csv").write_text("text,label\nfine,pos\n")
     (tmp_path / "test.csv").write_text("text\nunlabelled\n")
     assert "test" not in load("csv")[2]
