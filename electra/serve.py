@@ -36,8 +36,10 @@ class RequestError(ValueError):
     """A request that cannot be answered as sent."""
 
 
-def parse_inputs(body: bytes, kind: str) -> list[tuple[str, str | None]]:
-    """(text, pair) for each input of a /predict body, or a RequestError that says what to send."""
+def parse_inputs(body: bytes, kind: str, own: tuple[str, str | None] | None = None) -> list[tuple[str, str | None]]:
+    """(text, pair) for each input of a /predict body, or a RequestError that says what to send.
+    `own`: the fields a csv-task model was fine-tuned on, read as "text" and "pair" (as predict
+    reads a .jsonl file for it)."""
     try:
         request = json.loads(body)
     except (ValueError, RecursionError) as e:  # RecursionError: nested deeper than Python's parser goes
@@ -49,8 +51,12 @@ def parse_inputs(body: bytes, kind: str) -> list[tuple[str, str | None]]:
     for n, item in enumerate(request["inputs"], 1):
         if isinstance(item, str) and kind != "span":
             item = {"text": item}
+        if own and isinstance(item, dict) and own[0] in item and first not in item:
+            item = {first: item[own[0]], second: item.get(own[1]) if own[1] else None}
         if not isinstance(item, dict) or not isinstance(item.get(first), str):
             want = f'{{"{first}": "...", "{second}": "..."}}' if kind == "span" else f'a string or {{"{first}": "..."}}'
+            if own:
+                want += f' (or {{"{own[0]}": "..."' + (f', "{own[1]}": "..."' if own[1] else "") + "}, as fine-tuned)"
             raise RequestError(f"input {n} is not {want}")
         pair = item.get(second)
         if pair is not None and not isinstance(pair, str):
@@ -165,6 +171,16 @@ class Server(ThreadingHTTPServer):
         self.batcher.close()
 
 
+def _own_fields(folder) -> tuple[str, str | None] | None:
+    """The text and pair fields a csv-task folder was fine-tuned on, where they are not text/pair."""
+    from electra import hf
+
+    results = hf.read_results(folder)
+    fine = hf.fine_tuned_options(results)
+    own = (fine["text_field"] or "text", fine["pair_field"])
+    return own if results.get("task") == "csv" and (own[0] != "text" or own[1] not in (None, "pair")) else None
+
+
 def make_server(
     predictor: Predictor, host: str = "127.0.0.1", port: int = 8000, batch_size: int = 64, api_key: str | None = None
 ) -> Server:
@@ -181,6 +197,9 @@ def make_server(
         "kind": predictor.kind,
         "labels": [predictor.id2label[i] for i in sorted(predictor.id2label)],
     }
+    own = _own_fields(predictor.folder)
+    if own:
+        info["fields"] = {"text": own[0], "pair": own[1]}
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "electra-serve"
@@ -284,7 +303,7 @@ def make_server(
                 self._reply(HTTPStatus.REQUEST_TIMEOUT, {"error": error}, close=True)
                 return
             try:
-                outputs, truncated = batcher(parse_inputs(body, predictor.kind))
+                outputs, truncated = batcher(parse_inputs(body, predictor.kind, own))
             except (RequestError, TaskError) as e:
                 self._reply(HTTPStatus.BAD_REQUEST, {"error": str(e)})
                 return

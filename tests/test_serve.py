@@ -355,3 +355,23 @@ def test_a_client_keeps_its_connection_for_many_requests(folders, serving):
     conn.send(b"0\r\n\r\n")
     reply = conn.getresponse()
     assert reply.status == 411 and "Content-Length" in json.loads(reply.read())["error"]
+
+
+def test_a_model_fine_tuned_on_its_own_columns_is_served_by_them_too(folders, serving, tmp_path):
+    import shutil
+
+    shutil.copytree(folders / "clf", tmp_path / "reviews")  # as `--task csv --text-field review --pair-field title`
+    results = {"task": "csv", "config": {"text_field": "review", "pair_field": "title"}}
+    (tmp_path / "reviews" / "results.json").write_text(json.dumps(results))
+    predictor = Predictor(tmp_path / "reviews", device="cpu")
+    url = serving(predictor)
+    want, _ = predictor([("a great film", "my view"), ("a dull one", None)])
+    own = {"inputs": [{"review": "a great film", "title": "my view"}, {"review": "a dull one"}]}
+    usual = {"inputs": [{"text": "a great film", "pair": "my view"}, "a dull one"]}
+    assert _call(url + "/predict", own) == _call(url + "/predict", usual) == (200, {"outputs": want, "truncated": 0})
+    assert _call(url + "/health")[1]["fields"] == {"text": "review", "pair": "title"}
+    status, said = _call(url + "/predict", {"inputs": [{"body": "x"}]})
+    assert status == 400 and said["error"] == (
+        'input 1 is not a string or {"text": "..."} (or {"review": "...", "title": "..."}, as fine-tuned)'
+    )
+    assert "fields" not in _call(serving(Predictor(folders / "clf", device="cpu")) + "/health")[1]
