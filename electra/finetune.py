@@ -1172,7 +1172,16 @@ def _finished(task_out: Path, wanted: dict) -> dict | None:
     except (ValueError, KeyError, AttributeError) as e:
         raise OutputExistsError(f"{path} is damaged ({e}); remove {task_out}, or pass --force") from e
     if had != wanted:
-        diff = ", ".join(f"{k} {had.get(k)!r} -> {v!r}" for k, v in wanted.items() if had.get(k) != v)
+        resolved = results.get("settings", {})  # what a default came to
+
+        def shown(value, default=None) -> str:
+            if value is not None:
+                return repr(value)
+            return "the default" + ("" if default is None else f" ({default!r})")
+
+        diff = ", ".join(
+            f"{k} {shown(had.get(k), resolved.get(k))} -> {shown(v)}" for k, v in wanted.items() if had.get(k) != v
+        )
         raise OutputExistsError(
             f"{task_out} was fine-tuned with other settings ({diff}); pass --force to redo every task, "
             "or choose another --out"

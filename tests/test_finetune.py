@@ -5,6 +5,7 @@ import io
 import itertools
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -768,6 +769,9 @@ def test_glue_runs_every_task_found_scores_them_and_resumes(sentiment_tokenizer_
     shutil.rmtree(tmp_path / "out" / "sst2")  # as if stopped during sst2: the settings are checked before it runs
     with pytest.raises(OutputExistsError, match="stsb was fine-tuned with other settings \\(epochs 1 -> 2\\)"):
         run_glue(dataclasses.replace(cfg, epochs=2), quiet=True)
+    lr = json.loads((tmp_path / "out" / "stsb" / "results.json").read_text())["settings"]["lr"]
+    with pytest.raises(OutputExistsError, match=re.escape(f"(lr the default ({lr!r}) -> 0.123)")):  # not None
+        run_glue(dataclasses.replace(cfg, lr=0.123), quiet=True)
     assert not (tmp_path / "out" / "sst2").exists()
     assert run_glue(dataclasses.replace(cfg, epochs=2), quiet=True, overwrite=True)["tasks"].keys() == {
         "sst2",
