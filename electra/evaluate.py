@@ -88,7 +88,8 @@ def run(
     metrics, counts, truncated, per_example = {}, {}, 0, {}
     for name, examples in splits.items():
         encoded, cut = encode(tok, task, examples, labels, length, True, name, stride=doc_stride)
-        preds = predictions(model, task, encoded, where, batch_size, precision, null_threshold)
+        shown = {"progress": f"{task.name} {name}", "everywhere": True}  # a long job's bar, in a log file too
+        preds = predictions(model, task, encoded, where, batch_size, precision, null_threshold, **shown)
         metrics[name] = score(task, encoded, labels, preds)
         counts[name], truncated = len(examples), truncated + cut
         if records:

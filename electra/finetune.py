@@ -522,19 +522,26 @@ def predictions(
     precision: str = "fp32",
     null_threshold=0.0,
     dist: parallel.Dist | None = None,
+    progress: str | None = None,
+    everywhere: bool = False,
 ) -> list:
     """Each example's prediction: a label index, a score, a label index per token, or (SQuAD) a qa.Answer.
 
     Under data-parallel fine-tuning (`dist`, every process holding the same weights) each process
-    runs every N-th batch and they exchange the logits: every process returns every prediction."""
+    runs every N-th batch and they exchange the logits: every process returns every prediction.
+    `progress` names a bar over the examples, shown on a terminal (`everywhere`: in a log file too)."""
     dist = dist or parallel.Dist()
     model.eval()
     groups, computed = [], {}
-    for k, (group, ids, types, mask, _) in enumerate(batches(data, batch_size, None)):
-        groups.append(group)
-        if k % dist.world_size == dist.rank:
-            with autocast(device, precision):
-                computed[k] = model(ids.to(device), types.to(device), mask.to(device)).float().cpu()
+    hidden = True if progress is None or not dist.main else False if everywhere else None  # None: on a terminal
+    unit = "window" if task.kind == "span" else "example"
+    with progress_bar(total=len(data.ids), desc=progress, unit=unit, disable=hidden) as bar:
+        for k, (group, ids, types, mask, _) in enumerate(batches(data, batch_size, None)):
+            groups.append(group)
+            if k % dist.world_size == dist.rank:
+                with autocast(device, precision):
+                    computed[k] = model(ids.to(device), types.to(device), mask.to(device)).float().cpu()
+            bar.update(len(group))
     model.train()
     computed = parallel.all_gather_tensors(computed, dist)
     preds: list = [None] * len(data.ids)
@@ -566,8 +573,9 @@ def evaluate(
     precision: str = "fp32",
     null_threshold: float = 0.0,
     dist: parallel.Dist | None = None,
+    progress: str | None = None,
 ) -> dict:
-    preds = predictions(model, task, data, device, batch_size, precision, null_threshold, dist)
+    preds = predictions(model, task, data, device, batch_size, precision, null_threshold, dist, progress)
     return score(task, data, labels, preds)
 
 
@@ -742,6 +750,7 @@ def train_one(
                     precision=cfg.precision,
                     null_threshold=cfg.null_threshold,
                     dist=dist,
+                    progress=None if quiet else f"{task.name} seed {seed} {name}",
                 )
                 for name, dev in devs.items()
             }
@@ -897,14 +906,23 @@ def _run(cfg: FinetuneConfig, quiet: bool, overwrite: bool) -> dict | None:
     files = {}  # written into the folder with the model
     if task.kind == "span":  # the exported seed's dev answers, in the official evaluation's format
         dev = devs["dev"]
-        answers = predictions(model, task, dev, device, precision=cfg.precision, null_threshold=cfg.null_threshold)
+        answers = predictions(
+            model,
+            task,
+            dev,
+            device,
+            precision=cfg.precision,
+            null_threshold=cfg.null_threshold,
+            progress=None if quiet else f"{task.name} dev answers",
+        )
         ids = [e.id or str(n) for n, e in enumerate(dev.questions)]
         files["predictions.json"] = json.dumps(dict(zip(ids, (a.text for a in answers), strict=True)), indent=1) + "\n"
         if task.name == "squad_v2":  # the official script's --na-prob-file: it finds the best null threshold
             odds = dict(zip(ids, (a.null_margin for a in answers), strict=True))
             files["null_odds.json"] = json.dumps(odds, indent=1) + "\n"
     for name, (rows, data) in tests.items():  # GLUE: the exported seed's test predictions
-        files[f"{name}.tsv"] = test_predictions(model, task, rows, data, labels, device, cfg.precision)
+        progress = None if quiet else f"{name} test"
+        files[f"{name}.tsv"] = test_predictions(model, task, rows, data, labels, device, cfg.precision, progress)
         results.setdefault("test_predictions", []).append(f"{name}.tsv")
     files["results.json"] = json.dumps(results, indent=2) + "\n"
     files["README.md"] = finetuned_card(results, task.kind, encoder.cfg, out)  # the hub's model card
@@ -1019,11 +1037,18 @@ def test_sets(cfg: FinetuneConfig, task: Task) -> dict[str, list[Example]]:
 
 
 def test_predictions(
-    model, task: Task, rows: list[Example], data: Encoded, labels: list[str], device, precision: str
+    model,
+    task: Task,
+    rows: list[Example],
+    data: Encoded,
+    labels: list[str],
+    device,
+    precision: str,
+    progress: str | None = None,
 ) -> str:
     """GLUE's submission format: a header, then each row's index (held in its label) and predicted
     label (STS-B: its score, clipped to the task's 0 to 5)."""
-    preds = predictions(model, task, data, device, precision=precision)
+    preds = predictions(model, task, data, device, precision=precision, progress=progress)
     if task.kind == "regression":
         return "index\tprediction\n" + "".join(
             f"{e.label}\t{min(max(p, 0.0), 5.0):.3f}\n" for e, p in zip(rows, preds, strict=True)

@@ -66,4 +66,5 @@ def progress_bar(limit_s: float | None = None, **kwargs) -> tqdm:
     live = sys.stderr.isatty()
     out = sys.stderr if live else _Lines(sys.stderr)
     cls, extra = (tqdm, {}) if limit_s is None else (_TimeLimited, {"limit_s": limit_s})
-    return cls(dynamic_ncols=live, mininterval=0.1 if live else LOG_INTERVAL_S, file=out, **extra, **kwargs)
+    every = {"mininterval": 0.1} if live else {"mininterval": LOG_INTERVAL_S, "maxinterval": LOG_INTERVAL_S}
+    return cls(dynamic_ncols=live, file=out, **every, **extra, **kwargs)

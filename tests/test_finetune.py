@@ -873,6 +873,7 @@ def test_evaluate_scores_a_folder_as_finetune_scored_its_seed(sentiment_tokenize
     assert result.returncode == 0, result.stderr
     accuracy = results["seeds"][0]["metrics"]["dev"]["accuracy"]
     assert f"csv dev (60 examples): accuracy {accuracy:.4f}" in result.stdout
+    assert "csv dev: 100%|" in result.stderr and "| 60/60 " in result.stderr  # a bar, in a log file too
     assert json.loads(out.read_text())["metrics"] == got["metrics"]
     records = [json.loads(line) for line in listed.read_text().splitlines()]  # each example, gold and predicted
     dev_rows = (tmp_path / "dev-only" / "dev.csv").read_text().splitlines()[1:]

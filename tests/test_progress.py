@@ -28,6 +28,14 @@ def test_bars_redraw_live_on_a_terminal_and_sparsely_in_a_log_file(monkeypatch):
     assert len(lines) == 2 and lines[0].startswith("work:   0%") and lines[1].startswith("work: 100%")
 
 
+def test_a_log_file_gets_a_bar_line_at_most_once_a_minute(monkeypatch):
+    from electra.progress import LOG_INTERVAL_S
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    with progress_bar(total=2) as bar:  # tqdm's own default redraws a slow bar every 10 s, whatever mininterval says
+        assert bar.mininterval == bar.maxinterval == LOG_INTERVAL_S == 60
+
+
 def test_a_bar_that_shows_only_on_a_terminal_stays_out_of_a_log_file(monkeypatch):
     log = io.StringIO()
     monkeypatch.setattr(sys, "stderr", log)

@@ -198,7 +198,7 @@ def test_squad_fine_tunes_end_to_end_and_transformers_loads_the_answerer(
 
     seen = []
     monkeypatch.setattr(electra.evaluate, "encode", lambda *a, stride: seen.append(stride) or encode(*a, stride=stride))
-    monkeypatch.setattr(electra.evaluate, "predictions", lambda *a: seen.append(a[-1]) or predictions(*a))
+    monkeypatch.setattr(electra.evaluate, "predictions", lambda *a, **k: seen.append(a[-1]) or predictions(*a, **k))
     record = json.loads((tmp_path / "qa" / "results.json").read_text())
     record["config"].update(doc_stride=7, null_threshold=0.5)
     record["settings"]["max_length"] = 96
