@@ -178,8 +178,9 @@ def pretrained_card(
         meta["datasets"] = [hub["name"]]
         part = ", ".join(str(hub[k]) for k in ("config", "split") if hub.get(k))
         rows.append(("pre-training data", f"`{hub['name']}`" + (f" ({part})" if part else "")))
-    elif corpus.get("files"):
-        rows.append(("pre-training data", f"{corpus['files']:,} files, {corpus['bytes'] / 1e6:,.1f} MB of text"))
+    elif corpus.get("files"):  # files and saved datasets; bytes on disk (compressed, where they are)
+        size = f", {corpus['bytes'] / 1e6:,.1f} MB on disk" if corpus.get("bytes") else ""
+        rows.append(("pre-training data", f"{corpus['files']:,} source{'s' * (corpus['files'] != 1)}{size}"))
     if corpus.get("tokens"):
         rows.append(("tokens per epoch", f"{corpus['tokens']:,}"))
     if step is not None:

@@ -195,7 +195,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         overwrite=args.force,
         quiet=args.quiet,
         dataset=dataset,
-        dataset_source=source if args.dataset else None,
+        dataset_source=source if args.dataset and not Path(args.dataset).exists() else None,  # a hub id, not a folder
     )
     m, s = result.manifest, result.stats
     train, valid = m["splits"]["train"], m["splits"]["valid"]
@@ -240,8 +240,10 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         )
     if not args.tokenizer and m["vocab_size"] < cfg.vocab_size:
         print(
-            f"note: the vocabulary has {m['vocab_size']:,} entries, fewer than the {cfg.vocab_size:,} asked for: this "
-            "corpus has no more pieces that occur at least twice; the model's embedding takes the vocabulary's size"
+            f"note: the vocabulary has {m['vocab_size']:,} entries, fewer than --vocab-size "
+            + ("" if args.vocab_size else "(default) ")
+            + f"{cfg.vocab_size:,}: this corpus has no more pieces that occur at least twice; the model's embedding "
+            "takes the vocabulary's size"
         )
     if not valid["rows"] and cfg.validation_fraction > 0:
         print(f"note: no row was held out for validation ({cfg.validation_fraction:.0%} of a small corpus)")

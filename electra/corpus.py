@@ -56,6 +56,7 @@ class ReadStats:
     bytes: int = 0
     invalid_utf8: int = 0
     skipped: dict[str, str] = field(default_factory=dict)  # path -> reason
+    noted: set[str] = field(default_factory=set)  # notes said: one reading may take several passes
 
 
 class CorpusError(ValueError):
@@ -432,15 +433,6 @@ def expand(paths: Iterable[str | os.PathLike], fmt: str = "auto") -> list[Path]:
     return list(unique.values())
 
 
-_NOTED: set[str] = set()
-
-
-def _note_once(text: str) -> None:
-    if text not in _NOTED:
-        _NOTED.add(text)
-        print(text, file=sys.stderr)
-
-
 def read_source(
     path: Path, stats: ReadStats, fmt: str = "auto", text_field: str = "text", doc_per_file: bool = False
 ) -> Iterator[str | None]:
@@ -457,8 +449,10 @@ def read_source(
                     f"{path} holds the splits {', '.join(ds)} and no 'train'; pass one split's folder, "
                     f"e.g. {path / next(iter(ds))}"
                 )
-            if "train" not in ds:  # said once, though a prepare reads its sources up to three times
-                _note_once(f"note: {path} has no 'train' split; reading its only split, {next(iter(ds))!r}")
+            note = f"note: {path} has no 'train' split; reading its only split, {next(iter(ds))!r}"
+            if "train" not in ds and note not in stats.noted:
+                stats.noted.add(note)
+                print(note, file=sys.stderr)
             ds = ds["train"] if "train" in ds else ds[next(iter(ds))]
         return read_records(ds, text_field, str(path))
     kind = format_of(path) if fmt == "auto" else fmt

@@ -32,6 +32,7 @@ def run(
     pair_field: str | None = None,
     label_field: str | None = None,
     records: bool = False,
+    quiet: bool = False,
 ) -> dict:
     """The task's metrics for the model in `model_dir` on each labelled split of `data` (the dev
     sets, and a labelled test set where csv/ner data has one), or only on `split`.
@@ -40,7 +41,7 @@ def run(
     folder fine-tuned here scores what its results.json says its seed scored. `max_length`,
     `doc_stride`, `null_threshold` and csv's fields default to the ones it was fine-tuned with
     (results.json), else the task's defaults. With `records`, the results also hold each example's prediction
-    beside its gold label, by split (see `example_records`).
+    beside its gold label, by split (see `example_records`). `quiet` hides the progress bars.
     """
     folder = hf.resolve(model_dir)
     head = "span" if task_name in SQUAD else "token" if task_name == "ner" else "sequence"
@@ -88,7 +89,7 @@ def run(
     metrics, counts, truncated, per_example = {}, {}, 0, {}
     for name, examples in splits.items():
         encoded, cut = encode(tok, task, examples, labels, length, True, name, stride=doc_stride)
-        shown = {"progress": f"{task.name} {name}", "everywhere": True}  # a long job's bar, in a log file too
+        shown = {"progress": None if quiet else f"{task.name} {name}", "everywhere": True}  # in a log file too
         preds = predictions(model, task, encoded, where, batch_size, precision, null_threshold, **shown)
         metrics[name] = score(task, encoded, labels, preds)
         counts[name], truncated = len(examples), truncated + cut

@@ -409,7 +409,10 @@ def prepare(
     total_bytes = sum(p.stat().st_size for p in paths if p.is_file())
     check_output(out, overwrite, inputs=[*paths, None if isinstance(tokenizer, Tokenizer) else tokenizer])
 
+    noted: set[str] = set()  # the passes over the corpus share what they said
+
     def read(stats: corpus.ReadStats) -> Iterator[str | None]:
+        stats.noted = noted
         if dataset is not None:
             return corpus.read_records(dataset, cfg.text_field, "the dataset")
         return corpus.stream(paths, stats, cfg.format, cfg.text_field, cfg.doc_per_file)
@@ -591,6 +594,7 @@ def merge(parts: list[str | os.PathLike], out: str | os.PathLike, overwrite: boo
         one = "only parts of one preparation (the same corpus, tokenizer and options) can be merged"
         same = {  # the same rows, packing and noise
             **{k: (m[k], first[k]) for k in ("seq_len", "tokenizer_sha256", "ids_dtype")},
+            "dataset": (m.get("dataset"), first.get("dataset")),  # hub parts read no files to compare
             **{k: (_part_setting(m, k), _part_setting(first, k)) for k in PART_SETTINGS},
         }
         for key, (mine, theirs) in same.items():

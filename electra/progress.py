@@ -51,9 +51,13 @@ class _TimeLimited(tqdm):
     def format_dict(self) -> dict:
         d = super().format_dict
         by_limit = max(self.limit_s - d["elapsed"], 0.0)
-        rate, total, n = d["rate"], d["total"], d["n"]
-        by_total = (total - n) / rate if rate and total else None
-        if by_total is not None and by_total <= by_limit:
+        n, total, done = d["n"], d["total"], d["n"] - d["initial"]
+        rate = d["rate"] or (done / d["elapsed"] if done and d["elapsed"] else None)  # tqdm's, else the mean
+        if total and n >= total:
+            d["time_left"] = self.format_interval(0)
+        elif rate is None or not total:
+            d["time_left"] = "?"
+        elif (by_total := (total - n) / rate) <= by_limit:
             d["time_left"] = self.format_interval(by_total)
         else:
             d["time_left"] = f"{self.format_interval(by_limit)} (time limit)"

@@ -51,8 +51,11 @@ def parse_inputs(body: bytes, kind: str, own: tuple[str, str | None] | None = No
     for n, item in enumerate(request["inputs"], 1):
         if isinstance(item, str) and kind != "span":
             item = {"text": item}
-        if own and isinstance(item, dict) and own[0] in item and first not in item:
-            item = {first: item[own[0]], second: item.get(own[1]) if own[1] else None}
+        if own and isinstance(item, dict):  # each of text and pair by the usual name, else by its own
+            item = {
+                first: item[first] if first in item else item.get(own[0]),
+                second: item[second] if second in item else item.get(own[1]) if own[1] else None,
+            }
         if not isinstance(item, dict) or not isinstance(item.get(first), str):
             want = f'{{"{first}": "...", "{second}": "..."}}' if kind == "span" else f'a string or {{"{first}": "..."}}'
             if own:

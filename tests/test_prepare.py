@@ -250,6 +250,8 @@ def test_saved_hugging_face_dataset_is_a_corpus(tmp_path, capsys):
     datasets.DatasetDict({"validation": ds}).save_to_disk(str(tmp_path / "valid-only"))
     prepare([tmp_path / "valid-only"], tmp_path / "out5", _cfg(), quiet=True)
     assert capsys.readouterr().err.count("no 'train' split; reading its only split, 'validation'") == 1  # 3 reads
+    prepare([tmp_path / "valid-only"], tmp_path / "out6", _cfg(), quiet=True)  # and once again for the next prepare
+    assert capsys.readouterr().err.count("no 'train' split; reading its only split, 'validation'") == 1
     assert read_manifest(tmp_path / "out5")["counts"]["documents"] == 3
 
 
@@ -343,6 +345,10 @@ def test_parts_prepared_apart_merge_into_one_folder(tmp_path, prep):
     del older["config"]["strip_accents"]  # a part prepared before manifests recorded it: BERT's, as it lowercases
     (tmp_path / "p1" / "manifest.json").write_text(json.dumps(older))
     assert merge([tmp_path / "p0", tmp_path / "p1"], tmp_path / "merged-older")["counts"]["documents"] == 30
+    older["dataset"] = {"name": "org/other", "config": None, "split": "train"}  # parts of two hub datasets
+    (tmp_path / "p1" / "manifest.json").write_text(json.dumps(older))
+    with pytest.raises(ValueError, match="p1 was prepared with dataset=.*org/other.*but .*p0 with None"):
+        merge([tmp_path / "p0", tmp_path / "p1"], tmp_path / "bad")
     with pytest.raises(corpus.CorpusError, match="part 40 of 41 got no documents .*fewer than 41 documents; use fewer"):
         prepare([src], tmp_path / "p40", _cfg(num_parts=41, part_index=40), tokenizer=tok, quiet=True)
     other = tmp_path / "other"
@@ -772,6 +778,6 @@ def test_a_vocabulary_smaller_than_asked_for_is_noted(tmp_path, cli):
     result = cli("prepare", "--corpus", corpus, "--out", tmp_path / "out", "--vocab-size", "3000", "--quiet")
     vocab = json.loads((tmp_path / "out" / "manifest.json").read_text())["vocab_size"]
     assert result.returncode == 0 and vocab < 3000
-    assert f"note: the vocabulary has {vocab:,} entries, fewer than the 3,000 asked for" in result.stdout
+    assert f"note: the vocabulary has {vocab:,} entries, fewer than --vocab-size 3,000:" in result.stdout
     reused = cli("prepare", "--corpus", corpus, "--out", tmp_path / "again", "--tokenizer", tmp_path / "out", "--quiet")
     assert reused.returncode == 0 and "fewer than" not in reused.stdout
