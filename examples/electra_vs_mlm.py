@@ -3,6 +3,7 @@ then fine-tuned on GLUE tasks.
 
     python examples/electra_vs_mlm.py [--minutes 15] [--preset small] [--seeds 3] [--work runs/electra-vs-mlm]
     python examples/electra_vs_mlm.py --objectives electra,all-tokens-mlm,replace-mlm,electra-15,mlm  # Table 5
+    python examples/electra_vs_mlm.py --preset tiny --architecture '{"discriminator": {"hidden_size": 64}}'
 
 1. Prepares the Gutenberg books in ../shared/data (WordPiece 16k, 128-token rows).
 2. Pre-trains the same model once per objective for the same wall-clock budget on this machine
@@ -44,6 +45,13 @@ def main() -> None:
     ap.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--lr", type=float, help="peak pre-training learning rate (default: the preset's)")
+    ap.add_argument("--batch-size", type=int, help="pre-training batch in rows (default: the preset's)")
+    ap.add_argument(
+        "--architecture",
+        type=json.loads,
+        help='other sizes than the preset\'s, as JSON: {"discriminator": {"hidden_size": 64, ...}} '
+        "(electra pretrain's architecture option)",
+    )
     ap.add_argument("--sst2-examples", type=int, default=8000)
     ap.add_argument("--work", type=Path, default=Path("runs/electra-vs-mlm"))
     ap.add_argument(
@@ -76,6 +84,8 @@ def main() -> None:
     results = {
         "minutes": args.minutes,
         "preset": args.preset,
+        "architecture": args.architecture,
+        "batch_size": args.batch_size,
         "precision": args.precision,
         "lr": args.lr,
         "frequency_baseline": frequency_baseline(data),
@@ -91,8 +101,12 @@ def main() -> None:
                 objective=objective,
                 precision=args.precision,
                 lr=args.lr,
+                batch_size=args.batch_size,
+                architecture=args.architecture,
             )
             steps = steps_for_budget(base, args.minutes)
+            sizes = work / "architecture.json"  # electra pretrain takes other sizes from a --config file
+            sizes.write_text(json.dumps({"architecture": args.architecture}) + "\n")
             electra(
                 "pretrain",
                 "--data",
@@ -116,6 +130,8 @@ def main() -> None:
                 "--log-every",
                 "5",
                 *(["--lr", str(args.lr)] if args.lr else []),
+                *(["--batch-size", str(args.batch_size)] if args.batch_size else []),
+                *(["--config", str(sizes)] if args.architecture else []),
             )
             electra("export", str(run_dir), "--out", str(model_dir), "--force")
         lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
