@@ -478,11 +478,11 @@ def cmd_predict(args: argparse.Namespace) -> None:
     text_field, pair_field = args.text_field, args.pair_field
     folder = hf.resolve(args.model)
     recorded = hf.read_results(folder)
+    own_text, own_pair = hf.csv_fields(recorded)
     if hf.HF_ARCHITECTURES["span"] in (hf.read_config(folder).get("architectures") or []):
         text_field, pair_field = text_field or "question", pair_field or "context"  # a question answerer's input
-    elif recorded.get("task") == "csv" and input_suffix(args.input, args.format) in FIELDED:  # its own columns
-        fine = hf.fine_tuned_options(recorded)
-        text_field, pair_field = text_field or fine["text_field"], pair_field or fine["pair_field"]
+    elif input_suffix(args.input, args.format) in FIELDED:  # a csv-task model's own columns
+        text_field, pair_field = text_field or own_text, pair_field or own_pair
     inputs, texts = _read_texts(args, text_field, pair_field, "label", args.id_field)
     predictor = Predictor(*_model_settings(args))
     labelled = predictor.stream(texts, args.batch_size, not args.no_truncate)
@@ -495,10 +495,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
             single += text[1] is None
     hint = " (--stride tags them whole)" if predictor.tagger else ""
     task = recorded.get("task")
-    if task == "csv":
-        paired = hf.fine_tuned_options(recorded)["pair_field"]
-    else:
-        paired = GLUE[task].pair if task in GLUE else None
+    paired = own_pair if task == "csv" else GLUE[task].pair if task in GLUE else None
     lone = f"read without a second text, though {args.model} was fine-tuned on pairs ({task}): see --pair-field"
     _say_counts(
         "predict",

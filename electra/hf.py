@@ -305,6 +305,15 @@ def fine_tuned_options(results: dict) -> dict:
     return {"max_length": results.get("settings", {}).get("max_length"), **{k: given.get(k) for k in fields}}
 
 
+def csv_fields(results: dict) -> tuple[str | None, str | None]:
+    """The text and pair columns (or JSONL fields) a `--task csv` model was fine-tuned on, from
+    `read_results`; (None, None) for a model of any other task."""
+    if results.get("task") != "csv":
+        return None, None
+    fine = fine_tuned_options(results)
+    return fine["text_field"], fine["pair_field"]
+
+
 def read_weights(folder: Path) -> dict[str, torch.Tensor]:
     """All tensors of a folder: model.safetensors, its sharded form, or pytorch_model.bin."""
     index = folder / "model.safetensors.index.json"

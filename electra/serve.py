@@ -178,10 +178,9 @@ def _own_fields(folder) -> tuple[str, str | None] | None:
     """The text and pair fields a csv-task folder was fine-tuned on, where they are not text/pair."""
     from electra import hf
 
-    results = hf.read_results(folder)
-    fine = hf.fine_tuned_options(results)
-    own = (fine["text_field"] or "text", fine["pair_field"])
-    return own if results.get("task") == "csv" and (own[0] != "text" or own[1] not in (None, "pair")) else None
+    text, pair = hf.csv_fields(hf.read_results(folder))
+    own = (text or "text", pair)
+    return own if own[0] != "text" or own[1] not in (None, "pair") else None
 
 
 def make_server(
