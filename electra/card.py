@@ -29,6 +29,19 @@ PIPELINE_TAGS = {
 METRIC_TYPES = {"matthews": "matthews_correlation", "spearman": "spearmanr", "pearson": "pearsonr"}
 # the questions of SQuAD's dev sets (dev-v1.1.json, dev-v2.0.json): a dev set of another size is other data
 SQUAD_DEV_QUESTIONS = {"squad": 10_570, "squad_v2": 11_873}
+# examples in each validation split of the GLUE hub dataset (nyu-mll/glue): a dev set of another
+# size (one's own data in GLUE's format) is not GLUE's and is not claimed as it
+GLUE_DEV_EXAMPLES = {
+    "cola": {"dev": 1043},
+    "sst2": {"dev": 872},
+    "mrpc": {"dev": 408},
+    "stsb": {"dev": 1500},
+    "qqp": {"dev": 40_430},
+    "mnli": {"dev_matched": 9815, "dev_mismatched": 9832},
+    "qnli": {"dev": 5463},
+    "rte": {"dev": 277},
+    "wnli": {"dev": 71},
+}
 # our dev sets are the GLUE hub dataset's validation splits, for model-index
 SPLITS = {"dev": "validation", "dev_matched": "validation_matched", "dev_mismatched": "validation_mismatched"}
 
@@ -229,11 +242,15 @@ def finetuned_card(results: dict, kind: str, cfg: EncoderConfig, folder: str | o
     """The card of a fine-tuned export to `folder` from its results.json (`electra.finetune.run`);
     `kind` the task's (electra.tasks.Task.kind), `cfg` its encoder's."""
     task, data, settings = results["task"], str(results["config"]["data"]), results.get("settings", {})
-    if task in GLUE_FOLDERS:
-        dataset = {"name": f"GLUE {GLUE_FOLDERS[task]}", "type": "nyu-mll/glue", "config": task}
-    elif results.get("examples", {}).get("dev") == SQUAD_DEV_QUESTIONS.get(task):  # SQuAD's own dev set
+    examples = results.get("examples", {})
+    sizes = GLUE_DEV_EXAMPLES.get(task, {})
+    glue = [split for split in results["median"] if split in sizes and examples.get(split) == sizes[split]]
+    claimed = list(results["median"])  # the splits whose results are claimed for the hub dataset
+    if glue:  # GLUE's own dev sets
+        dataset, claimed = {"name": f"GLUE {GLUE_FOLDERS[task]}", "type": "nyu-mll/glue", "config": task}, glue
+    elif task in SQUAD_DEV_QUESTIONS and examples.get("dev") == SQUAD_DEV_QUESTIONS[task]:  # SQuAD's own dev set
         dataset = {"name": "SQuAD 2.0" if task == "squad_v2" else "SQuAD 1.1", "type": f"rajpurkar/{task}"}
-    else:  # data of one's own, named by its folder; a SQuAD-format dataset of one's own is not SQuAD
+    else:  # data of one's own, named by its folder; a dataset in GLUE's or SQuAD's format is not theirs
         dataset = {"name": Path(data).name or data}
     pipeline, seeds = PIPELINE_TAGS[kind], len(results["seeds"])
     meta: dict = {"library_name": "transformers", "pipeline_tag": pipeline, "tags": ["electra"]}
@@ -253,6 +270,7 @@ def finetuned_card(results: dict, kind: str, cfg: EncoderConfig, folder: str | o
                 ],
             }
             for split, metrics in results["median"].items()
+            if split in claimed
         ]
         meta["model-index"] = [{"name": Path(folder).name, "results": entries}]
 

@@ -156,6 +156,34 @@ def test_a_card_names_a_hub_encoder_as_its_base_model_and_scores_each_split():
 
 
 @pytest.mark.parametrize(
+    "examples, claimed",
+    [
+        ({"dev_matched": 9815, "dev_mismatched": 9832}, {"validation_matched", "validation_mismatched"}),
+        ({"dev_matched": 9815, "dev_mismatched": 500}, {"validation_matched"}),
+        ({"dev_matched": 400, "dev_mismatched": 500}, set()),  # GLUE's format, other examples: not GLUE
+    ],
+)
+def test_a_glue_card_claims_only_the_dev_sets_of_glues_own_size(examples, claimed):
+    from electra.card import finetuned_card
+
+    results = {
+        "task": "mnli",
+        "model": "models/disc",
+        "config": {"data": "data/my-nli"},
+        "median": {"dev_matched": {"accuracy": 0.8}, "dev_mismatched": {"accuracy": 0.7}},
+        "seeds": [{}],
+        "exported_seed": 0,
+        "examples": {"train": 100, **examples},
+    }
+    card = finetuned_card(results, "classification", tiny().discriminator, "models/nli")
+    meta = yaml.safe_load(card.split("---")[1])
+    got = {r["dataset"]["split"] for r in meta.get("model-index", [{"results": []}])[0]["results"]}
+    assert got == claimed and ("datasets" in meta) == bool(claimed)
+    assert ("# ELECTRA fine-tuned on GLUE MNLI" in card) == bool(claimed)
+    assert "| dev_matched | " in card and "| dev_mismatched | " in card  # the text tables every score
+
+
+@pytest.mark.parametrize(
     "task, dev, dataset",
     [
         ("squad", 10_570, {"name": "SQuAD 1.1", "type": "rajpurkar/squad"}),

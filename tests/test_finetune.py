@@ -845,8 +845,7 @@ def test_mnli_labels_both_test_sets_and_glues_diagnostic(sentiment_tokenizer_dir
         "dev_mismatched": scored["dev_mismatched"]
     }
     card = pytest.importorskip("huggingface_hub").ModelCard.load(tmp_path / "mnli" / "README.md")
-    got = {(r.dataset_type, r.dataset_config, r.dataset_split) for r in card.data.eval_results}
-    assert got == {("nyu-mll/glue", "mnli", "validation_matched"), ("nyu-mll/glue", "mnli", "validation_mismatched")}
+    assert not card.data.eval_results  # 15 dev examples in GLUE's format are not GLUE's 9,815 (test_card)
 
     (glue / "diagnostic" / "diagnostic.tsv").rename(mnli / "AX.tsv")  # a copy in MNLI's own folder is found too
     assert [e.pair for e in glue_test(GLUE["mnli"], mnli)["AX"]] == ["it was"] * 12
