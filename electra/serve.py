@@ -1,7 +1,8 @@
 """`electra serve`: a fine-tuned model behind HTTP, loaded once, answering JSON requests.
 
     POST /predict  {"inputs": ["a text", ...]}                                classifier, tagger
-                   {"inputs": [{"text": "...", "pair": "..."}, ...]}          sentence pairs
+                   {"inputs": [{"text": "...", "pair": "..."}, ...]}          sentence pairs ("pair"
+                                                                              also as "text_pair")
                    {"inputs": [{"question": "...", "context": "..."}, ...]}   question answerer
                ->  {"outputs": [record, ...], "truncated": n}, records as `electra predict` writes them
     GET  /health   ->  {"model": ..., "kind": "sequence" | "token" | "span", "labels": [...],
@@ -46,11 +47,26 @@ def parse_inputs(body: bytes, kind: str, own: tuple[str, str | None] | None = No
         raise RequestError(f'the body is not JSON ({e}); send {{"inputs": [...]}}') from None
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
         raise RequestError('send a JSON object with a list "inputs"')
+    if other := [k for k in request if k != "inputs"]:  # e.g. "parameters": nothing here would read it
+        raise RequestError(f'the body has {_names(other)} besides "inputs", which this server does not read')
     first, second = ("question", "context") if kind == "span" else ("text", "pair")
+    # a pair also as "text_pair", transformers' pipeline's name for it (the model card's example)
+    known = {first, second} | ({"text_pair"} if kind != "span" else set()) | {f for f in own or () if f}
     out = []
     for n, item in enumerate(request["inputs"], 1):
         if isinstance(item, str) and kind != "span":
             item = {"text": item}
+        if isinstance(item, dict):  # a misspelt field would give another answer than asked: refused
+            if unknown := [k for k in item if k not in known]:
+                fields = [first] if kind == "token" else sorted(known)
+                raise RequestError(
+                    f"input {n} has {_names(unknown)}, which this model does not read: "
+                    f"send {', '.join(map(json.dumps, fields))}"
+                )
+            if "text_pair" in item:
+                if second in item:
+                    raise RequestError(f'input {n} has both "pair" and "text_pair"; send one of them')
+                item = {k: v for k, v in item.items() if k != "text_pair"} | {second: item["text_pair"]}
         if own and isinstance(item, dict):  # each of text and pair by the usual name, else by its own
             item = {
                 first: item[first] if first in item else item.get(own[0]),
@@ -73,6 +89,11 @@ def parse_inputs(body: bytes, kind: str, own: tuple[str, str | None] | None = No
                 raise RequestError(f"input {n} holds a lone surrogate ({ascii(m.group())}), not Unicode text")
         out.append((item[first], pair))
     return out
+
+
+def _names(keys: list[str]) -> str:
+    quoted = ", ".join(json.dumps(k) for k in keys)
+    return f"the field {quoted}" if len(keys) == 1 else f"the fields {quoted}"
 
 
 class _Request:
@@ -274,6 +295,8 @@ def make_server(
         def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
             """http.server's own refusals (a method it has no handler for, a malformed request line)
             in JSON, as every other error."""
+            if self.request_version == "HTTP/0.9":  # the request line was not understood: still a full reply,
+                self.request_version = "HTTP/1.1"  # with a status line and headers, not a bare body
             self._reply(code, {"error": message or HTTPStatus(code).phrase}, close=True)
 
         def do_POST(self) -> None:  # noqa: N802
@@ -285,11 +308,16 @@ def make_server(
                 else:
                     self._reply(HTTPStatus.NOT_FOUND, {"error": f"no {self._route()}; use POST /predict"}, close=True)
                 return
-            length = self.headers.get("Content-Length")
-            if self.headers.get("Transfer-Encoding") or length is None:  # where the body ends is unknown
+            lengths = {v.strip() for v in self.headers.get_all("Content-Length", [])}
+            if self.headers.get("Transfer-Encoding") or not lengths:  # where the body ends is unknown
                 error = "send the body with a Content-Length, not chunked"
                 self._reply(HTTPStatus.LENGTH_REQUIRED, {"error": error}, close=True)
                 return
+            if len(lengths) > 1:  # a proxy that reads the other one would see another request (RFC 9112 6.3)
+                error = f"the request has Content-Lengths {', '.join(sorted(lengths))}; send one"
+                self._reply(HTTPStatus.BAD_REQUEST, {"error": error}, close=True)
+                return
+            (length,) = lengths
             if not (length.isascii() and length.isdigit()):  # read(-1) would wait for a kept connection to close
                 self._reply(HTTPStatus.BAD_REQUEST, {"error": f"Content-Length {length!r} is not a size"}, close=True)
                 return

@@ -3,6 +3,7 @@
 import http.client
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -74,6 +75,8 @@ def test_served_answers_equal_predict(folders, serving):
             "served": {"inputs": 3, "model_runs": 1},
         },
     )
+    piped = {"inputs": [*texts[:2], {"text": texts[2], "text_pair": "the plot"}]}  # transformers' name for a pair
+    assert _call(url + "/predict", piped) == (200, got)
 
     answerer = Predictor(folders / "qa", device="cpu")
     url = serving(answerer)
@@ -92,6 +95,10 @@ def test_served_answers_equal_predict(folders, serving):
         ({"texts": ["a"]}, 'send a JSON object with a list "inputs"'),
         ({"inputs": ["a", 5]}, 'input 2 is not a string or {"text": "..."}'),
         ({"inputs": [{"text": "a", "pair": 3}]}, 'input 1: "pair" is not a string'),
+        # a misspelt field would answer another question than was asked: refused, as is what nothing reads
+        ({"inputs": ["a", {"text": "a", "pairr": "b"}]}, 'input 2 has the field "pairr", which this model does not '),
+        ({"inputs": [{"text": "a", "pair": "b", "text_pair": "c"}]}, 'input 1 has both "pair" and "text_pair"'),
+        ({"inputs": ["a"], "parameters": {}}, 'the body has the field "parameters" besides "inputs"'),
     ],
 )
 def test_bad_requests_say_what_to_send(folders, serving, body, error):
@@ -357,6 +364,31 @@ def test_a_client_keeps_its_connection_for_many_requests(folders, serving):
     assert reply.status == 411 and "Content-Length" in json.loads(reply.read())["error"]
 
 
+def _raw(port: int, request: bytes) -> bytes:
+    """Everything the server sends back for `request`, written as is, until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.sendall(request)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    return reply
+
+
+def test_requests_whose_framing_is_unclear_get_full_http_replies(folders, serving):
+    port = int(serving(Predictor(folders / "clf", device="cpu")).rsplit(":", 1)[1])
+    body = b'{"inputs": ["a"]}'
+    two = b"POST /predict HTTP/1.1\r\nContent-Length: 17\r\nContent-Length: 5\r\nConnection: close\r\n\r\n" + body
+    reply = _raw(port, two)  # which length is meant is unclear: a proxy may have read the other one
+    assert reply.startswith(b"HTTP/1.1 400 ") and b"Content-Lengths 17, 5; send one" in reply
+    same = b"POST /predict HTTP/1.1\r\nContent-Length: 17 \r\nContent-Length: 17\r\nConnection: close\r\n\r\n"
+    assert _raw(port, same + body).startswith(b"HTTP/1.1 200 ")  # the same length twice, spaces around it: one
+    for line in (b"\x00\xff\xfe garbage\r\n\r\n", b"PRI * HTTP/2.0\r\n\r\n"):  # not a request line
+        reply = _raw(port, line)
+        head, _, rest = reply.partition(b"\r\n\r\n")
+        assert head.split(b" ")[0] == b"HTTP/1.1" and b"Content-Type: application/json" in head, reply
+        assert "error" in json.loads(rest)
+
+
 def test_a_model_fine_tuned_on_its_own_columns_is_served_by_them_too(folders, serving, tmp_path):
     import shutil
 
@@ -372,8 +404,13 @@ def test_a_model_fine_tuned_on_its_own_columns_is_served_by_them_too(folders, se
     answers = [_call(url + "/predict", body) for body in (own, usual, mixed)]
     assert answers == [(200, {"outputs": want, "truncated": 0})] * 3
     assert _call(url + "/health")[1]["fields"] == {"text": "review", "pair": "title"}
-    status, said = _call(url + "/predict", {"inputs": [{"body": "x"}]})
+    status, said = _call(url + "/predict", {"inputs": [{"title": "x"}]})
     assert status == 400 and said["error"] == (
         'input 1 is not a string or {"text": "..."} (or {"review": "...", "title": "..."}, as fine-tuned)'
+    )
+    status, said = _call(url + "/predict", {"inputs": [{"body": "x"}]})
+    assert status == 400 and said["error"] == (
+        'input 1 has the field "body", which this model does not read: '
+        'send "pair", "review", "text", "text_pair", "title"'
     )
     assert "fields" not in _call(serving(Predictor(folders / "clf", device="cpu")) + "/health")[1]
