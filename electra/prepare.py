@@ -39,6 +39,7 @@ from electra.atomic import check_output, file_sha256, publish_dir
 from electra.config import check_options
 from electra.progress import progress_bar
 from electra.tokenizer import (
+    TOKENIZER_FILES,
     check_special_tokens,
     is_lowercase,
     load_tokenizer,
@@ -47,6 +48,7 @@ from electra.tokenizer import (
     strips_accents,
     tokenizer_hash,
     train_wordpiece,
+    vocab_in_order,
 )
 
 MANIFEST_FORMAT = "electra-shards-v1"
@@ -549,9 +551,12 @@ def read_manifest(folder: str | os.PathLike) -> dict:
 
 
 def verify(folder: str | os.PathLike) -> dict:
-    """Check every shard file against its sha256 in the manifest; returns the manifest."""
+    """Check every shard file against its sha256 in the manifest, its shape against the manifest's
+    rows and length, and the tokenizer files against the tokenizer the rows were encoded with;
+    returns the manifest. Damage is named here, before a run is started on it, not steps later."""
     folder = Path(folder)
     manifest = read_manifest(folder)
+    again = "the data folder is damaged or mixed up; prepare the data again"
     for split in manifest["splits"].values():
         for shard in split["shards"]:
             for f in shard["files"].values():
@@ -560,7 +565,53 @@ def verify(folder: str | os.PathLike) -> dict:
                     raise FileNotFoundError(f"{path} is missing; the data folder is incomplete")
                 if file_sha256(path) != f["sha256"]:
                     raise ValueError(f"{path} does not match its sha256 in manifest.json; it is corrupt")
+            files = shard["files"]
+            want = {"ids": (shard["rows"], manifest["seq_len"]), "types": (shard["rows"], manifest["seq_len"])}
+            for name, shape in {**want, "lengths": (shard["rows"],)}.items():
+                array = np.load(folder / files[name]["path"], mmap_mode="r")
+                if array.shape != shape or (name == "ids" and array.dtype != np.dtype(manifest["ids_dtype"])):
+                    raise ValueError(
+                        f"{folder / files[name]['path']} holds {array.dtype} rows of shape {array.shape}, but "
+                        f"manifest.json says {shape}"
+                        + (f" of {manifest['ids_dtype']}" if name == "ids" else "")
+                        + f"; {again}"
+                    )
+    _verify_tokenizer(folder, manifest, again)
     return manifest
+
+
+def _verify_tokenizer(folder: Path, manifest: dict, again: str) -> None:
+    """tokenizer.json is the tokenizer the rows were encoded with, and vocab.txt and
+    tokenizer_config.json (which transformers reads, and checkpoints and exports copy) go with it."""
+    for name in TOKENIZER_FILES:
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder / name} is missing; the data folder is incomplete: prepare it again")
+    try:
+        tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    except Exception as e:  # tokenizers raises a bare Exception on malformed files
+        raise ValueError(f"{folder / 'tokenizer.json'} is not a valid tokenizer.json ({e}); {again}") from e
+    if tokenizer_hash(tok) != manifest["tokenizer_sha256"]:
+        raise ValueError(
+            f"{folder / 'tokenizer.json'} is not the tokenizer the rows were encoded with "
+            f"(manifest.json's tokenizer_sha256); {again}"
+        )
+    if tok.get_vocab_size() != manifest["vocab_size"]:
+        raise ValueError(
+            f"{folder / 'manifest.json'} says vocab_size {manifest['vocab_size']}, but tokenizer.json has "
+            f"{tok.get_vocab_size()} entries; {again}"
+        )
+    try:
+        listed = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{folder / 'vocab.txt'} is not UTF-8 text ({e}); {again}") from e
+    if listed[:-1] != vocab_in_order(tok) or listed[-1]:
+        raise ValueError(f"{folder / 'vocab.txt'} does not list tokenizer.json's vocabulary in order; {again}")
+    try:
+        config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{folder / 'tokenizer_config.json'} is not JSON ({e}); {again}") from e
+    if not isinstance(config, dict):
+        raise ValueError(f"{folder / 'tokenizer_config.json'} is not a JSON object; {again}")
 
 
 # settings every part of one preparation shares (rows_per_shard may differ: shards are renumbered)

@@ -389,6 +389,34 @@ def test_a_corrupt_shard_fails_verification(tmp_path):
         verify(tmp_path / "out")
 
 
+def _edit_manifest(out, **changes):
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**manifest, **changes}))
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda out: (out / "tokenizer.json").unlink(), "tokenizer.json is missing; the data folder is incomplete"),
+        (lambda out: _edit_manifest(out, seq_len=256), r"holds uint16 rows of shape \(\d+, 128\), but manifest.json "),
+        (lambda out: _edit_manifest(out, vocab_size=50), "says vocab_size 50, but tokenizer.json has"),
+        (lambda out: _edit_manifest(out, tokenizer_sha256="0" * 64), "is not the tokenizer the rows were encoded with"),
+        (  # transformers reads vocab.txt, and checkpoints and exports copy it
+            lambda out: (out / "vocab.txt").write_text("\n".join((out / "vocab.txt").read_text().split("\n")[:20])),
+            "vocab.txt does not list tokenizer.json's vocabulary in order",
+        ),
+        (lambda out: (out / "tokenizer_config.json").write_text("{"), "tokenizer_config.json is not JSON"),
+    ],
+)
+def test_a_data_folder_whose_parts_disagree_fails_verification(tmp_path, damage, message):
+    # each of these trained (or ran until the first checkpoint copied the tokenizer) before verify looked
+    prepare([_write_txt(tmp_path / "c.txt")], tmp_path / "out", _cfg(seq_len=128), quiet=True)
+    verify(tmp_path / "out")
+    damage(tmp_path / "out")
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        verify(tmp_path / "out")
+
+
 def test_large_vocabularies_use_uint32_ids(tmp_path):
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"tok{i}" for i in range(70_000)] + ["hello"]
     prepare(
