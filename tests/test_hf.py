@@ -257,6 +257,40 @@ def test_predict_scores_as_the_pipeline_does_for_each_problem_type(tmp_path, tok
         assert all(0 < o["score"] < 1 for o in ours)
 
 
+def test_a_long_text_read_from_its_head_gets_the_answer_of_the_whole_text(tmp_path, tokenizer, tokenizer_dir):
+    from electra.predict import Predictor
+
+    cfg = tiny(vocab_size=tokenizer.get_vocab_size()).discriminator
+    torch.manual_seed(0)
+    clf = hf.export_sequence_classifier(
+        perturb(SequenceClassifier(cfg, 2)), tmp_path / "clf", ["A", "B"], tokenizer_dir
+    )
+    tagger = hf.export_token_classifier(
+        perturb(TokenClassifier(cfg, 3)), tmp_path / "tag", ["O", "B-X", "I-X"], tokenizer_dir
+    )
+    words = "the movie was great and a lot of fun but the plot was dull".split()
+    long = " ".join(words[i % len(words)] for i in range(60))
+    texts = [
+        long,
+        "   " * 40 + long,  # spaces the tokenizer drops: the head is short of a window, so the whole is read
+        long[:36] + long[36:].replace(" ", "\x1c", 3),  # a control character the normalizer deletes, joining words
+        long.replace(" ", " \u0301", 5) + " caf\u00e9",  # combining marks after spaces, accents
+        long.replace(" ", "\t\n ", 8),
+        "x" * 400 + " " + long,  # a word too long for the vocabulary
+        "great fun",  # short texts as they were
+    ]
+    for folder, pairs in ((clf, [None, long, "a short one"]), (tagger, [None])):
+        inputs = [(t, p) for t in texts for p in pairs]
+        whole = Predictor(folder, max_length=16, device="cpu")
+        assert whole.head_chars == 64 * 16
+        whole.head_chars = None
+        want, cut = whole(inputs)
+        heads = Predictor(folder, max_length=16, device="cpu")
+        heads.head_chars = 40  # most of these texts are read from their heads
+        assert [heads._head(t) == t for t in texts] == [False] * 5 + [True] * 2  # no space to cut at in one
+        assert heads(inputs) == (want, cut) and cut == len(inputs) - len(pairs) + (folder == clf)
+
+
 def test_auto_tokenizer_encodes_like_ours(tokenizer, tokenizer_dir):
     auto = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
     for a, b in [
