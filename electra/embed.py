@@ -15,7 +15,7 @@ import torch
 from electra.finetune import Encoded, batches, load_pretrained
 from electra.parallel import autocast, pick_device, resolve_precision
 from electra.progress import progress_bar
-from electra.tokenizer import load_model_tokenizer
+from electra.tokenizer import encode_cut, head_chars, load_model_tokenizer
 
 POOLINGS = ("mean", "cls")
 
@@ -50,6 +50,7 @@ class Embedder:
         if not 3 <= self.limit <= positions:
             raise ValueError(f"max-length must be 3 ([CLS], a token, [SEP]) to the model's {positions} positions")
         self.tok.enable_truncation(self.limit)
+        self.head_chars = head_chars(self.tok, self.limit)
         self.pooling, self.normalize = pooling, normalize
         self.dim = self.encoder.cfg.hidden_size
 
@@ -77,7 +78,7 @@ class Embedder:
         disable = None if progress is None else not progress
         with progress_bar(total=total, desc="embed", unit="text", disable=disable) as bar:
             while part := list(itertools.islice(texts, chunk_size)):
-                encodings = self.tok.encode_batch([t if p is None else (t, p) for t, p in part])
+                encodings = encode_cut(self.tok, part, self.head_chars)
                 data = Encoded([e.ids for e in encodings], [e.type_ids for e in encodings], [0] * len(part))
                 out = np.zeros((len(part), self.dim), np.float32)
                 for group, ids, types, mask, _ in batches(data, batch_size, None, self.pad_id):

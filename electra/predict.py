@@ -17,7 +17,7 @@ from electra.finetune import Encoded, batches
 from electra.parallel import autocast, pick_device, resolve_precision
 from electra.progress import progress_bar
 from electra.tasks import Example, TaskError, jsonl_records, table_rows, unicode_text, utf8
-from electra.tokenizer import bert_departures, load_model_tokenizer
+from electra.tokenizer import encode_cut, head_chars, load_model_tokenizer
 
 FORMATS = ("lines", "csv", "tsv", "jsonl")
 FIELDED = (".csv", ".tsv", ".jsonl")  # inputs read by column or field
@@ -186,9 +186,7 @@ class Predictor:
             if not 0 <= stride < room:
                 raise ValueError(f"stride must be 0 to {room - 1} (a window holds {room} text tokens), got {stride}")
         self.tok.enable_truncation(self.limit, stride=stride or 0, strategy="longest_first")
-        # a text far longer than one window is encoded from its head (see `_head`): the tokenizer
-        # would build every window of it, all thrown away (an 8 MB text took 20 s and 1.1 GB)
-        self.head_chars = 64 * self.limit if stride is None and not bert_departures(self.tok) else None
+        self.head_chars = head_chars(self.tok, self.limit) if stride is None else None  # see encode_cut
 
     def __call__(
         self,
@@ -239,12 +237,7 @@ class Predictor:
             raise TaskError(
                 'a token classifier tags single texts, not pairs; drop --pair-field (or the "pair" of .jsonl records)'
             )
-        heads = [(self._head(t), None if p is None else self._head(p)) for t, p in part]
-        encodings = self.tok.encode_batch([t if p is None else (t, p) for t, p in heads])
-        for i, ((t, p), (head, pair_head)) in enumerate(zip(part, heads, strict=True)):
-            shortened = [h for h, full in ((head, t), (pair_head, p)) if h is not None and len(h) < len(full)]
-            if any(not self.tok.encode(h).overflowing for h in shortened):  # a head short of a window
-                encodings[i] = self.tok.encode(t, p)
+        encodings = encode_cut(self.tok, part, self.head_chars)
         if self.stride is None:  # one row per text, cut at the limit
             cut = [bool(enc.overflowing) for enc in encodings]
             rows = list(enumerate(encodings))
@@ -266,20 +259,6 @@ class Predictor:
         for (i, enc), x in zip(rows, logits, strict=True):
             windows[i].append(self._entities(part[i][0], enc, x.numpy()))
         return [{"entities": w[0] if len(w) == 1 else overlapping(sum(w, []))} for w in windows], cut
-
-    def _head(self, text: str) -> str:
-        """`text`, or where it is longer than `head_chars`, its words up to the last space before that.
-
-        The BERT pipeline reads words apart (a space stays a word boundary through its normalizer,
-        the rest of it acts on single characters), so a head's tokens are the first tokens of the
-        whole text. Where the head fills a window on its own (checked, else the whole text is
-        encoded), the window is the whole text's first, and, in a pair cut longest first, each
-        side keeps what it would: both are cut at the window either way.
-        """
-        if self.head_chars is None or len(text) <= self.head_chars:
-            return text
-        end = text.rfind(" ", 0, self.head_chars)
-        return text[:end] if end > 0 else text
 
     def _answers(self, part: list[tuple[str, str | None]], batch_size: int, truncate: bool, done: int, bar):
         """Question answerer records of one chunk, and which questions were cut."""

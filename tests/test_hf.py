@@ -258,7 +258,9 @@ def test_predict_scores_as_the_pipeline_does_for_each_problem_type(tmp_path, tok
 
 
 def test_a_long_text_read_from_its_head_gets_the_answer_of_the_whole_text(tmp_path, tokenizer, tokenizer_dir):
+    from electra.embed import Embedder
     from electra.predict import Predictor
+    from electra.tokenizer import _head
 
     cfg = tiny(vocab_size=tokenizer.get_vocab_size()).discriminator
     torch.manual_seed(0)
@@ -287,8 +289,13 @@ def test_a_long_text_read_from_its_head_gets_the_answer_of_the_whole_text(tmp_pa
         want, cut = whole(inputs)
         heads = Predictor(folder, max_length=16, device="cpu")
         heads.head_chars = 40  # most of these texts are read from their heads
-        assert [heads._head(t) == t for t in texts] == [False] * 5 + [True] * 2  # no space to cut at in one
+        assert [_head(t, 40) == t for t in texts] == [False] * 5 + [True] * 2  # no space to cut at in one
         assert heads(inputs) == (want, cut) and cut == len(inputs) - len(pairs) + (folder == clf)
+        whole, heads = Embedder(folder, max_length=16, device="cpu"), Embedder(folder, max_length=16, device="cpu")
+        whole.head_chars, heads.head_chars = None, 40
+        vectors, cut = whole(inputs)
+        got, got_cut = heads(inputs)
+        assert got_cut == cut and (got == vectors).all()
 
 
 def test_auto_tokenizer_encodes_like_ours(tokenizer, tokenizer_dir):
