@@ -579,8 +579,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from electra.predict import Predictor
     from electra.serve import make_server
 
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.batch_size < 1 or args.max_inputs < 1:
+        raise UsageError(
+            f"--batch-size and --max-inputs must be at least 1, got {args.batch_size} and {args.max_inputs}"
+        )
     api_key = None
     if args.api_key_file is not None:
         try:
@@ -592,7 +594,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         if len(api_key.split()) > 1:  # a header cannot carry a line break, and a key with spaces is likely a mistake
             raise UsageError(f"{args.api_key_file} holds more than one word; write only the API key into it (one line)")
     predictor = Predictor(*_model_settings(args))
-    server = make_server(predictor, args.host, args.port, args.batch_size, api_key)
+    server = make_server(predictor, args.host, args.port, args.batch_size, api_key, args.max_inputs)
     print(
         f"serving {predictor.folder} ({predictor.kind}) on {server.url}: POST /predict, GET /health"
         + (" (with the API key)" if api_key else ""),
@@ -1080,6 +1082,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="address to listen on (default 127.0.0.1; 0.0.0.0 for all; IPv6 such as ::1 or ::)",
     )
     p.add_argument("--port", type=int, default=8000, help="default 8000 (0: any free port)")
+    p.add_argument(
+        "--max-inputs",
+        type=int,
+        default=1024,
+        help="inputs per request, more refused with 413 (default 1024: a request holds up the others while it runs)",
+    )
     p.add_argument(
         "--api-key-file",
         help="answer only requests with the header 'Authorization: Bearer KEY', KEY being this file's one word "

@@ -78,7 +78,7 @@ class Embedder:
         disable = None if progress is None else not progress
         with progress_bar(total=total, desc="embed", unit="text", disable=disable) as bar:
             while part := list(itertools.islice(texts, chunk_size)):
-                encodings = encode_cut(self.tok, part, self.head_chars)
+                encodings = encode_cut(self.tok, part, self.head_chars, self.limit)
                 data = Encoded([e.ids for e in encodings], [e.type_ids for e in encodings], [0] * len(part))
                 out = np.zeros((len(part), self.dim), np.float32)
                 for group, ids, types, mask, _ in batches(data, batch_size, None, self.pad_id):

@@ -237,7 +237,7 @@ class Predictor:
             raise TaskError(
                 'a token classifier tags single texts, not pairs; drop --pair-field (or the "pair" of .jsonl records)'
             )
-        encodings = encode_cut(self.tok, part, self.head_chars)
+        encodings = encode_cut(self.tok, part, self.head_chars, self.limit)
         if self.stride is None:  # one row per text, cut at the limit
             cut = [bool(enc.overflowing) for enc in encodings]
             rows = list(enumerate(encodings))

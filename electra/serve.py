@@ -17,10 +17,12 @@ every request must carry `Authorization: Bearer KEY` (else 401).
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import queue
 import socket
+import sys
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,6 +33,11 @@ from electra.predict import Predictor
 from electra.tasks import TaskError
 
 MAX_BODY = 16 * 2**20  # bytes; a request above this is refused (send fewer texts at a time)
+# a refused body up to this size is still read (and dropped), so that a client that sends the
+# whole body before it reads (urllib, requests) gets the 413 rather than a broken pipe
+DRAIN_BODY = 4 * MAX_BODY
+MAX_INPUTS = 1024  # inputs per request, by default: one request holds up every other while it runs
+STOP_WAIT = 30  # seconds a stopping server waits for the answers already being computed
 
 
 class RequestError(ValueError):
@@ -96,6 +103,10 @@ def _names(keys: list[str]) -> str:
     return f"the field {quoted}" if len(keys) == 1 else f"the fields {quoted}"
 
 
+class Stopping(RuntimeError):
+    """A request that came after the server began to stop."""
+
+
 class _Request:
     def __init__(self, texts: list[tuple[str, str | None]]):
         self.texts = texts
@@ -119,21 +130,28 @@ class Batcher:
         self.predictor, self.batch_size = predictor, batch_size
         self.queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self.inputs = self.runs = 0  # served so far: inputs / runs is the mean batch
+        self.lock, self.closed = threading.Lock(), False
         self.thread = threading.Thread(target=self._serve, name="electra-serve-model", daemon=True)
         self.thread.start()
 
     def __call__(self, texts: list[tuple[str, str | None]]) -> tuple[list[dict], int]:
-        """The records of `texts` in order, and how many were truncated, as Predictor gives them."""
+        """The records of `texts` in order, and how many were truncated, as Predictor gives them;
+        Stopping once `close` has begun."""
         request = _Request(texts)
-        self.queue.put(request)
+        with self.lock:  # every request queued before close's end mark is answered
+            if self.closed:
+                raise Stopping("the server is stopping")
+            self.queue.put(request)
         request.done.wait()
         if request.error is not None:
             raise request.error
         return request.outputs, request.truncated
 
     def close(self) -> None:
-        """Answer what is queued, then stop the model thread."""
-        self.queue.put(None)
+        """Answer what is queued, refuse what comes later, then stop the model thread."""
+        with self.lock:
+            self.closed = True
+            self.queue.put(None)
         self.thread.join()
 
     def _serve(self) -> None:
@@ -182,8 +200,21 @@ class Server(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], handler, batcher: Batcher):
         self.batcher = batcher  # first: a failed bind calls server_close from inside __init__
+        self.answering, self.idle = 0, threading.Condition()
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET  # "::1", "::": IPv6
         super().__init__(address, handler)
+
+    @contextlib.contextmanager
+    def answer(self):
+        """Around each request to the model, so that a stop waits for its reply to be written."""
+        with self.idle:
+            self.answering += 1
+        try:
+            yield
+        finally:
+            with self.idle:
+                self.answering -= 1
+                self.idle.notify_all()
 
     @property
     def url(self) -> str:
@@ -191,8 +222,20 @@ class Server(ThreadingHTTPServer):
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     def server_close(self) -> None:
+        """Stop listening, answer the requests already received, then stop the model thread. The
+        handler threads die with the process, so the stop waits (up to STOP_WAIT) for their replies."""
         super().server_close()
+        with self.idle:
+            if self.answering:
+                print(
+                    f"stopping: answering the {self.answering} request{'s' * (self.answering > 1)} "
+                    "received (Ctrl-C again to stop at once)",
+                    file=sys.stderr,
+                    flush=True,
+                )
         self.batcher.close()
+        with self.idle:
+            self.idle.wait_for(lambda: not self.answering, timeout=STOP_WAIT)
 
 
 def _own_fields(folder) -> tuple[str, str | None] | None:
@@ -205,12 +248,20 @@ def _own_fields(folder) -> tuple[str, str | None] | None:
 
 
 def make_server(
-    predictor: Predictor, host: str = "127.0.0.1", port: int = 8000, batch_size: int = 64, api_key: str | None = None
+    predictor: Predictor,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    batch_size: int = 64,
+    api_key: str | None = None,
+    max_inputs: int = MAX_INPUTS,
 ) -> Server:
     """An HTTP server (not yet serving: call serve_forever) around a loaded Predictor; with
-    `api_key`, only requests that carry it as a bearer token are answered."""
+    `api_key`, only requests that carry it as a bearer token are answered; a request of more
+    than `max_inputs` inputs is refused (413)."""
     if api_key is not None and not api_key:
         raise ValueError("the API key is empty; give one with at least one character, or none")
+    if max_inputs < 1:
+        raise ValueError(f"max inputs per request must be at least 1, got {max_inputs}")
     if not 0 <= port <= 65535:
         raise ValueError(f"port {port} is not a TCP port; choose one from 1 to 65535 (0: any free one)")
     expected = None if api_key is None else api_key.encode()
@@ -324,6 +375,8 @@ def make_server(
             size = int(length)
             if size > MAX_BODY:
                 error = f"the body has {size} bytes, above {MAX_BODY}; send fewer inputs at a time"
+                if size <= DRAIN_BODY:
+                    self._drain(size)
                 self._reply(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": error}, close=True)
                 return
             try:
@@ -332,16 +385,39 @@ def make_server(
                 error = f"the body did not arrive: fewer than its Content-Length of {size} bytes"
                 self._reply(HTTPStatus.REQUEST_TIMEOUT, {"error": error}, close=True)
                 return
+            with self.server.answer():
+                self._predict(body)
+
+        def _predict(self, body: bytes) -> None:
             try:
-                outputs, truncated = batcher(parse_inputs(body, predictor.kind, own))
+                texts = parse_inputs(body, predictor.kind, own)
+                if len(texts) > max_inputs:
+                    error = (
+                        f"the request has {len(texts)} inputs, above the server's {max_inputs} (--max-inputs); "
+                        "send fewer at a time (electra predict labels whole files)"
+                    )
+                    self._reply(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": error})
+                    return
+                outputs, truncated = batcher(texts)
             except (RequestError, TaskError) as e:
                 self._reply(HTTPStatus.BAD_REQUEST, {"error": str(e)})
+                return
+            except Stopping as e:  # a kept connection's request after the stop began
+                self._reply(HTTPStatus.SERVICE_UNAVAILABLE, {"error": str(e)}, close=True)
                 return
             except Exception as e:  # noqa: BLE001 (the client gets a reply that names it, the log too)
                 self.log_error("the model failed: %r", e)
                 self._reply(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"the model failed: {e}"})
                 return
             self._reply(HTTPStatus.OK, {"outputs": outputs, "truncated": truncated})
+
+        def _drain(self, size: int) -> None:
+            """Read and drop `size` bytes of body (or what arrives before the connection's timeout)."""
+            try:
+                while size > 0 and (chunk := self.rfile.read(min(size, 2**20))):
+                    size -= len(chunk)
+            except OSError:
+                pass
 
     try:
         return Server((host, port), Handler, batcher)

@@ -374,29 +374,44 @@ def head_chars(tok: Tokenizer, limit: int) -> int | None:
 
 
 def _head(text: str, chars: int | None) -> str:
-    """`text`, or where it is longer than `chars`, its words up to the last space before that."""
+    """`text`, or where it is longer than `chars`, its words up to the last space, tab or line break
+    before that (the characters BERT's normalizer turns into spaces; others it deletes, joining words)."""
     if chars is None or len(text) <= chars:
         return text
-    end = text.rfind(" ", 0, chars)
+    end = max(text.rfind(c, 0, chars) for c in " \t\n\r")
     return text[:end] if end > 0 else text
 
 
-def encode_cut(tok: Tokenizer, texts: list[tuple[str, str | None]], chars: int | None) -> list:
-    """`tok.encode_batch` of (text, pair or None) for a tokenizer that truncates without a stride,
-    reading a text far longer than a window from its head: the tokenizer would build every
-    window of it, all thrown away (an 8 MB text took a minute and 1.9 GB).
+def _count(tok: Tokenizer, text: str) -> int:
+    """Tokens of `text` alone, specials not counted, for a tokenizer that truncates without a stride."""
+    enc = tok.encode(text)
+    return sum(len(e.ids) - sum(e.special_tokens_mask) for e in (enc, *enc.overflowing))
+
+
+def encode_cut(tok: Tokenizer, texts: list[tuple[str, str | None]], chars: int | None, limit: int) -> list:
+    """`tok.encode_batch` of (text, pair or None) for a tokenizer that truncates at `limit` tokens
+    without a stride, reading a text far longer than a window from its head (`chars`, see
+    `head_chars`): the tokenizer would build every window of it, all thrown away (an 8 MB text
+    took a minute and 1.9 GB).
 
     The BERT pipeline reads words apart (a space stays a word boundary through its normalizer, the
     rest of which acts on single characters), so a head's tokens are the first tokens of the whole
-    text. Where the head fills a window on its own (checked, else the whole text is encoded), the
-    window is the whole text's first, and in a pair cut longest first each side keeps what it
-    would: both are cut at the window either way.
+    text. A head of at least `limit` tokens then gives the whole text's window. In a pair, cut
+    longest first, what each side keeps depends on which is the longer: a head is used only where
+    it is longer than the other, uncut side. Anything else is encoded whole.
     """
     heads = [(_head(t, chars), None if p is None else _head(p, chars)) for t, p in texts]
     encodings = tok.encode_batch([t if p is None else (t, p) for t, p in heads])
     for i, ((t, p), (head, pair_head)) in enumerate(zip(texts, heads, strict=True)):
-        shortened = [h for h, whole in ((head, t), (pair_head, p)) if h is not None and len(h) < len(whole)]
-        if any(not tok.encode(h).overflowing for h in shortened):  # a head short of a window
+        cut = [len(head) < len(t), p is not None and len(pair_head) < len(p)]
+        if not any(cut):
+            continue
+        if all(cut):  # which whole side is the longer is unknown
+            encodings[i] = tok.encode(t, p)
+            continue
+        shortened, other = (head, p) if cut[0] else (pair_head, t)
+        tokens = _count(tok, shortened)
+        if tokens < limit or (other is not None and tokens <= _count(tok, other)):
             encodings[i] = tok.encode(t, p)
     return encodings
 

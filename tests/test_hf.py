@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import random
 import subprocess
 import sys
 
@@ -278,6 +279,8 @@ def test_a_long_text_read_from_its_head_gets_the_answer_of_the_whole_text(tmp_pa
         long[:36] + long[36:].replace(" ", "\x1c", 3),  # a control character the normalizer deletes, joining words
         long.replace(" ", " \u0301", 5) + " caf\u00e9",  # combining marks after spaces, accents
         long.replace(" ", "\t\n ", 8),
+        long.replace(" ", "\n"),
+        long.replace(" ", "\r\x1c\t"),
         "x" * 400 + " " + long,  # a word too long for the vocabulary
         "great fun",  # short texts as they were
     ]
@@ -289,8 +292,18 @@ def test_a_long_text_read_from_its_head_gets_the_answer_of_the_whole_text(tmp_pa
         want, cut = whole(inputs)
         heads = Predictor(folder, max_length=16, device="cpu")
         heads.head_chars = 40  # most of these texts are read from their heads
-        assert [_head(t, 40) == t for t in texts] == [False] * 5 + [True] * 2  # no space to cut at in one
+        assert [_head(t, 40) == t for t in texts] == [False] * 7 + [True] * 2  # no space to cut at in one
         assert heads(inputs) == (want, cut) and cut == len(inputs) - len(pairs) + (folder == clf)
+        if folder == clf:  # pairs of every proportion: which side is the longer decides what each keeps
+            rng = random.Random(0)
+            mixed = [
+                (
+                    " ".join(rng.choices(words + ["a"], k=rng.randint(1, 40))),
+                    " ".join(rng.choices(words, k=rng.randint(0, 40))),
+                )
+                for _ in range(300)
+            ]
+            assert heads(mixed) == whole(mixed)
         whole, heads = Embedder(folder, max_length=16, device="cpu"), Embedder(folder, max_length=16, device="cpu")
         whole.head_chars, heads.head_chars = None, 40
         vectors, cut = whole(inputs)

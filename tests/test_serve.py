@@ -47,8 +47,8 @@ def _call(url, body=None, headers=None):
 def serving():
     servers = []
 
-    def start(predictor, api_key=None, host="127.0.0.1"):
-        server = make_server(predictor, host, port=0, batch_size=3, api_key=api_key)
+    def start(predictor, api_key=None, host="127.0.0.1", max_inputs=1024):
+        server = make_server(predictor, host, port=0, batch_size=3, api_key=api_key, max_inputs=max_inputs)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
         return server.url
@@ -387,6 +387,65 @@ def test_requests_whose_framing_is_unclear_get_full_http_replies(folders, servin
         head, _, rest = reply.partition(b"\r\n\r\n")
         assert head.split(b" ")[0] == b"HTTP/1.1" and b"Content-Type: application/json" in head, reply
         assert "error" in json.loads(rest)
+
+
+def test_too_many_inputs_or_too_large_a_body_get_a_413_the_client_can_read(folders, serving, monkeypatch):
+    from electra import serve
+
+    url = serving(Predictor(folders / "clf", device="cpu"), max_inputs=2)
+    assert _call(url + "/predict", {"inputs": ["a", "b"]})[0] == 200
+    status, said = _call(url + "/predict", {"inputs": ["a", "b", "c"]})
+    assert status == 413 and said["error"].startswith("the request has 3 inputs, above the server's 2 (--max-inputs)")
+    # a client that writes the whole body before it reads (urllib) got a broken pipe, not the 413
+    monkeypatch.setattr(serve, "MAX_BODY", 2**20)
+    monkeypatch.setattr(serve, "DRAIN_BODY", 16 * 2**20)
+    status, said = _call(url + "/predict", {"inputs": ["a" * 8 * 2**20]})
+    assert status == 413 and said["error"].startswith(f"the body has {8 * 2**20 + 16} bytes, above {2**20}")
+
+
+def test_a_stop_delivers_the_answers_it_computed_and_refuses_later_requests(folders):
+    model = Gated(folders / "clf")
+    server = make_server(model, port=0)
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    port = int(server.url.rsplit(":", 1)[1])
+    kept = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    model.gate.set()
+    kept.request("POST", "/predict", json.dumps({"inputs": ["warm"]}))
+    assert kept.getresponse().read()  # a kept connection, idle when the stop begins
+    model.gate.clear()
+    model.busy.clear()
+    answers = {}
+
+    def ask(key, text):
+        answers[key] = _call(server.url + "/predict", {"inputs": [text]})
+
+    asking = [threading.Thread(target=ask, args=(0, "great fun"))]
+    asking[0].start()
+    assert model.busy.wait(timeout=60)
+    asking += [threading.Thread(target=ask, args=(i, t)) for i, t in enumerate(("a dull one", "so so"), 1)]
+    for thread in asking[1:]:
+        thread.start()
+    while server.batcher.queue.qsize() < 2:  # both wait behind the busy model
+        threading.Event().wait(0.01)
+    server.shutdown()
+    stopping = threading.Thread(target=server.server_close)
+    stopping.start()  # the model is still busy: the stop waits for it
+    while not server.batcher.closed:
+        threading.Event().wait(0.01)
+    kept.request("POST", "/predict", json.dumps({"inputs": ["late"]}))  # after the stop began
+    late = kept.getresponse()
+    assert late.status == 503 and json.loads(late.read()) == {"error": "the server is stopping"}
+    model.gate.set()
+    stopping.join(timeout=60)
+    assert server.answering == 0  # every reply was written before server_close returned (then the process may end)
+    for thread in asking:
+        thread.join(timeout=60)
+    alone = Predictor(folders / "clf", device="cpu")
+    for i, text in enumerate(("great fun", "a dull one", "so so")):
+        status, got = answers[i]
+        assert status == 200
+        _close_enough(got["outputs"], alone([(text, None)])[0])
 
 
 def test_a_model_fine_tuned_on_its_own_columns_is_served_by_them_too(folders, serving, tmp_path):
