@@ -29,7 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from electra.corpus import LONE_SURROGATE
-from electra.predict import Predictor
+from electra.predict import NO_ID, Predictor, Text
 from electra.tasks import TaskError
 
 MAX_BODY = 16 * 2**20  # bytes; a request above this is refused (send fewer texts at a time)
@@ -44,8 +44,9 @@ class RequestError(ValueError):
     """A request that cannot be answered as sent."""
 
 
-def parse_inputs(body: bytes, kind: str, own: tuple[str, str | None] | None = None) -> list[tuple[str, str | None]]:
-    """(text, pair) for each input of a /predict body, or a RequestError that says what to send.
+def parse_inputs(body: bytes, kind: str, own: tuple[str, str | None] | None = None) -> list[Text]:
+    """(text, pair) for each input of a /predict body, with its "id" if it has one (`Text`), or a
+    RequestError that says what to send.
     `own`: the fields a csv-task model was fine-tuned on, read as "text" and "pair" (as predict
     reads a .jsonl file for it)."""
     try:
@@ -58,14 +59,14 @@ def parse_inputs(body: bytes, kind: str, own: tuple[str, str | None] | None = No
         raise RequestError(f'the body has {_names(other)} besides "inputs", which this server does not read')
     first, second = ("question", "context") if kind == "span" else ("text", "pair")
     # a pair also as "text_pair", transformers' pipeline's name for it (the model card's example)
-    known = {first, second} | ({"text_pair"} if kind != "span" else set()) | {f for f in own or () if f}
+    known = {first, second, "id"} | ({"text_pair"} if kind != "span" else set()) | {f for f in own or () if f}
     out = []
     for n, item in enumerate(request["inputs"], 1):
         if isinstance(item, str) and kind != "span":
             item = {"text": item}
         if isinstance(item, dict):  # a misspelt field would give another answer than asked: refused
             if unknown := [k for k in item if k not in known]:
-                fields = [first] if kind == "token" else sorted(known)
+                fields = [first, "id"] if kind == "token" else sorted(known)
                 raise RequestError(
                     f"input {n} has {_names(unknown)}, which this model does not read: "
                     f"send {', '.join(map(json.dumps, fields))}"
@@ -94,7 +95,7 @@ def parse_inputs(body: bytes, kind: str, own: tuple[str, str | None] | None = No
         for value in (item[first], pair or ""):
             if m := LONE_SURROGATE.search(value):
                 raise RequestError(f"input {n} holds a lone surrogate ({ascii(m.group())}), not Unicode text")
-        out.append((item[first], pair))
+        out.append(Text(item[first], pair, item.get("id", NO_ID)))  # an "id" comes back with the answer
     return out
 
 
@@ -221,6 +222,14 @@ class Server(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
+    def handle_error(self, request, client_address) -> None:
+        """A client that went away before its answer is one line in the log, not a traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):
+            print(f"{client_address[0]} closed the connection before its answer ({error})", file=sys.stderr)
+        else:
+            super().handle_error(request, client_address)
+
     def server_close(self) -> None:
         """Stop listening, answer the requests already received, then stop the model thread. The
         handler threads die with the process, so the stop waits (up to STOP_WAIT) for their replies."""
@@ -260,6 +269,10 @@ def make_server(
     than `max_inputs` inputs is refused (413)."""
     if api_key is not None and not api_key:
         raise ValueError("the API key is empty; give one with at least one character, or none")
+    if api_key is not None and not (api_key.isascii() and api_key.isprintable()):
+        raise ValueError(
+            "the API key holds characters other than printable ASCII, which no header carries as is; choose another"
+        )
     if max_inputs < 1:
         raise ValueError(f"max inputs per request must be at least 1, got {max_inputs}")
     if not 0 <= port <= 65535:
@@ -399,6 +412,9 @@ def make_server(
                     self._reply(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": error})
                     return
                 outputs, truncated = batcher(texts)
+                outputs = [
+                    {**({} if t.id is NO_ID else {"id": t.id}), **r} for t, r in zip(texts, outputs, strict=True)
+                ]
             except (RequestError, TaskError) as e:
                 self._reply(HTTPStatus.BAD_REQUEST, {"error": str(e)})
                 return

@@ -77,6 +77,11 @@ def test_served_answers_equal_predict(folders, serving):
     )
     piped = {"inputs": [*texts[:2], {"text": texts[2], "text_pair": "the plot"}]}  # transformers' name for a pair
     assert _call(url + "/predict", piped) == (200, got)
+    named = {"inputs": [{"text": texts[0], "id": "r-7"}, {"text": texts[1], "id": None}, texts[2]]}
+    status, echoed = _call(url + "/predict", named)  # an id comes back first in its record, as predict writes it
+    assert status == 200 and [list(r)[0] for r in echoed["outputs"]] == ["id", "id", "label"]
+    assert [r.pop("id", "none") for r in echoed["outputs"]] == ["r-7", None, "none"]
+    assert echoed["outputs"][:2] == got["outputs"][:2]
 
     answerer = Predictor(folders / "qa", device="cpu")
     url = serving(answerer)
@@ -155,6 +160,20 @@ def test_with_an_api_key_only_requests_that_carry_it_are_answered(folders, servi
     conn.close()
     with pytest.raises(ValueError, match="the API key is empty"):
         make_server(Predictor(folders / "clf", device="cpu"), port=0, api_key="")
+    with pytest.raises(ValueError, match="characters other than printable ASCII"):  # could never match a header
+        make_server(Predictor(folders / "clf", device="cpu"), port=0, api_key="schlüssel")
+
+
+def test_a_client_that_leaves_before_its_answer_is_one_line_in_the_log(folders, capsys):
+    server = make_server(Predictor(folders / "clf", device="cpu"), port=0)
+    try:
+        try:
+            raise BrokenPipeError(32, "Broken pipe")
+        except BrokenPipeError:
+            server.handle_error(None, ("127.0.0.1", 5555))
+    finally:
+        server.server_close()
+    assert capsys.readouterr().err == "127.0.0.1 closed the connection before its answer ([Errno 32] Broken pipe)\n"
 
 
 def test_serves_on_an_ipv6_address(folders, serving):
@@ -470,6 +489,6 @@ def test_a_model_fine_tuned_on_its_own_columns_is_served_by_them_too(folders, se
     status, said = _call(url + "/predict", {"inputs": [{"body": "x"}]})
     assert status == 400 and said["error"] == (
         'input 1 has the field "body", which this model does not read: '
-        'send "pair", "review", "text", "text_pair", "title"'
+        'send "id", "pair", "review", "text", "text_pair", "title"'
     )
     assert "fields" not in _call(serving(Predictor(folders / "clf", device="cpu")) + "/health")[1]
