@@ -411,6 +411,16 @@ def prepare(
     total_bytes = sum(p.stat().st_size for p in paths if p.is_file())
     check_output(out, overwrite, inputs=[*paths, None if isinstance(tokenizer, Tokenizer) else tokenizer])
 
+    def forms(path) -> set[Path]:
+        return {Path(path).resolve(), Path(os.path.abspath(path))}
+
+    for folder in (p for p in (corpus_paths if dataset is None else ()) if Path(p).is_dir()):
+        if any(f in w.parents for f in forms(folder) for w in forms(out)):
+            raise ValueError(
+                f"the output {out} is inside the corpus folder {folder}: preparing that folder again would read "
+                "the shards' tokenizer files as text; choose an output outside it"
+            )
+
     noted: set[str] = set()  # the passes over the corpus share what they said
 
     def read(stats: corpus.ReadStats) -> Iterator[str | None]:

@@ -379,6 +379,15 @@ def test_parts_prepared_apart_merge_into_one_folder(tmp_path, prep):
     assert r.returncode == 0 and "warning: part 0 of 2 was not merged" in r.stderr
 
 
+def test_an_output_inside_the_corpus_folder_is_refused(tmp_path):
+    (tmp_path / "books").mkdir()
+    _write_txt(tmp_path / "books" / "c.txt")
+    with pytest.raises(ValueError, match="is inside the corpus folder .*books: preparing that folder again would read"):
+        prepare([tmp_path / "books"], tmp_path / "books" / "data", _cfg(), quiet=True)
+    assert list((tmp_path / "books").iterdir()) == [tmp_path / "books" / "c.txt"]
+    prepare([tmp_path / "books"], tmp_path / "data", _cfg(), quiet=True)  # beside it is fine
+
+
 def test_a_corrupt_shard_fails_verification(tmp_path):
     prepare([_write_txt(tmp_path / "c.txt")], tmp_path / "out", _cfg(), quiet=True)
     shard = tmp_path / "out" / "train-00000.ids.npy"
