@@ -338,6 +338,11 @@ def label_set(task: Task, train: list[Example], devs: dict[str, list[Example]]) 
                         f"(known: {', '.join(sorted(map(str, known)))})"
                         + ("; if the labels are scores, pass --regression" if scores else "")
                     )
+    if task.labels and len(seen) < 2:  # a GLUE task's labels are fixed: its data may still hold only one
+        raise TaskError(
+            f"train has only one of {task.name}'s labels ({', '.join(map(repr, sorted(seen, key=str))) or 'none'}); "
+            f"a classifier learns to tell at least two apart: add examples of {', '.join(sorted(known - seen))}"
+        )
     return labels
 
 

@@ -1131,6 +1131,13 @@ def test_bad_task_input_is_refused_with_a_message(sentiment_tokenizer_dir, tmp_p
     (data / "train.csv").write_text("text,label\na good film,pos\na fine film,pos\n")
     with pytest.raises(TaskError, match="train has only one label \\('pos'\\); a classifier learns to tell"):
         run(cfg, quiet=True)  # one output would be exported as a regression
+    sst = tmp_path / "sst"  # a GLUE task knows its labels: its data may still hold only one of them
+    sst.mkdir()
+    (sst / "train.tsv").write_text("sentence\tlabel\na good film\t1\na fine film\t1\n")
+    (sst / "dev.tsv").write_text("sentence\tlabel\nan odd film\t0\n")
+    glue_cfg = FinetuneConfig(model=str(root / "model"), task="sst2", data=str(sst), out=str(tmp_path / "o"))
+    with pytest.raises(TaskError, match=r"train has only one of sst2's labels \('1'\); .* add examples of 0$"):
+        run(glue_cfg, quiet=True)
     (data / "train.csv").write_text("text,label\na good film,pos\na bad film,neg\n")
     (data / "dev.csv").write_text("sentence,label\nan odd film,pos\n")
     with pytest.raises(TaskError, match="has no column 'text' .*; name the text column with --text-field"):
