@@ -275,7 +275,17 @@ def publishing_file(target: str | os.PathLike, binary: bool = False) -> Iterator
     name = f".{target.name}.%s-{uuid.uuid4().hex[:8]}"
     new, tmp = target.parent / (name % "new"), target.parent / (name % "tmp")
     try:
-        with open(new, "wb") if binary else open(new, "w", encoding="utf-8") as f:
+        opened = open(new, "wb") if binary else open(new, "w", encoding="utf-8")  # noqa: SIM115 (entered below)
+    except OSError as e:  # named as the file asked for, not as the temporary one beside it
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise PermissionError(
+                f"cannot write {target}: {target.parent} is not writable here ({e.strerror})"
+            ) from None
+        if (full := write_error(e, target)) is not None:
+            raise full from e
+        raise
+    try:
+        with opened as f:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX)
             os.rename(new, tmp)  # held before a sweep could see it
             yield f

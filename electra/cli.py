@@ -520,6 +520,9 @@ def _writable(option: str, path: str, inputs: dict[str, str | None]) -> None:
         if target == source or source in target.parents:
             what = "is the" if target == source else "is inside the"
             raise UsageError(f"{option} {path} {what} {name} {given}: write it elsewhere, so that no input is replaced")
+    from electra.atomic import check_writable
+
+    check_writable(path)  # a read-only folder named now, not after the work (and not by a temporary file's name)
 
 
 def _read_texts(args: argparse.Namespace, text_field, pair_field, verb: str, id_field=None):

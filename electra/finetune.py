@@ -34,6 +34,7 @@ from electra import hf, parallel, qa
 from electra.atomic import (
     OutputExistsError,
     check_output,
+    check_writable,
     folder_lock,
     publish_file,
     publishing_file,
@@ -799,6 +800,8 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
     a second is refused while the first runs.
     """
     out = Path(cfg.out)
+    if parallel.from_env().main:
+        check_writable(out)  # before the lock beside it: named as OUT, not as the seed store
     held = folder_lock(seed_store(out), "fine-tuning", out) if parallel.from_env().main else contextlib.nullcontext()
     with held:
         return _run(cfg, quiet, overwrite)

@@ -98,6 +98,27 @@ def test_a_file_write_removes_what_a_killed_write_left_and_spares_a_live_one(tmp
     assert (tmp_path / "out.jsonl").read_text() == "a\n"  # the last to finish
 
 
+def test_a_folder_that_cannot_be_written_is_named_with_the_output_not_its_temporary_file(tmp_path, monkeypatch):
+    import builtins
+    import errno
+
+    from electra.atomic import publishing_file
+
+    real_open = builtins.open
+
+    def read_only(path, *args, **kwargs):  # a read-only mount (root ignores chmod, so it is simulated)
+        if str(path).startswith(str(tmp_path / "ro")) and args and args[0].startswith("w"):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, *args, **kwargs)
+
+    (tmp_path / "ro").mkdir()
+    monkeypatch.setattr(builtins, "open", read_only)
+    refused = pytest.raises(PermissionError, match=f"^cannot write {tmp_path / 'ro' / 'r.json'}: .* not writable here")
+    with refused, publishing_file(tmp_path / "ro" / "r.json") as f:
+        f.write("{}")
+    assert list((tmp_path / "ro").iterdir()) == []
+
+
 def test_no_room_to_write_is_named_with_the_output_and_what_to_do(tmp_path):
     import errno
 
