@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import codecs
 import contextlib
+import errno
 import itertools
 import json
 import os
@@ -1181,6 +1182,23 @@ def _say(line: str) -> None:
     sys.stderr.flush()
 
 
+# what an operating system error on a path means for the path a user gave
+_OS_ERRORS = {
+    errno.EISDIR: "is a folder, not a file: name the file",
+    errno.ENOTDIR: "has a file where a folder is expected",
+    errno.ENOENT: "does not exist",
+    errno.EACCES: "cannot be read or written by this user (permission denied)",
+}
+
+
+def _plain(e: BaseException) -> str:
+    """An error as said to the user: Python's "[Errno 21] Is a directory: 'x'" as "x is a folder,
+    not a file: name the file"; every other error as its own message."""
+    if isinstance(e, OSError) and e.filename and str(e).startswith("[Errno"):
+        return f"{e.filename} {_OS_ERRORS.get(e.errno, f'cannot be used ({e.strerror})')}"
+    return str(e)
+
+
 def main(argv: list[str] | None = None) -> int:
     from electra.signals import Interrupted, Terminated, terminate_unwinds
 
@@ -1218,7 +1236,7 @@ def main(argv: list[str] | None = None) -> int:
         from electra.atomic import WriteFailed
 
         again = " with --resume (the checkpoints before are complete)" if args.command == "pretrain" else ""
-        _say(f"{who}error: {e}{again if isinstance(e, WriteFailed) else ''}")
+        _say(f"{who}error: {_plain(e)}{again if isinstance(e, WriteFailed) else ''}")
         return 2
     except KeyboardInterrupt:
         _say(f"{who}interrupted")

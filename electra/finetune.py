@@ -10,6 +10,7 @@ encoder (our run / checkpoint, or any ELECTRA HF folder) + task data
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import hashlib
@@ -345,6 +346,30 @@ def label_set(task: Task, train: list[Example], devs: dict[str, list[Example]]) 
             f"a classifier learns to tell at least two apart: add examples of {', '.join(sorted(known - seen))}"
         )
     return labels
+
+
+def label_notes(task: Task, train: list[Example]) -> list[str]:
+    """Labels of one's own data that look like slips: names that differ only in case or spacing
+    ("Pos" beside "pos"), or numbers among words ("3" beside "pos"). Each becomes a class
+    of its own (and more than two classes change the main metric to macro-F1), so they are said."""
+    if task.labels or task.kind != "classification":
+        return []
+    counts = collections.Counter(e.label for e in train)
+    notes = []
+    alike = collections.defaultdict(list)
+    for label in counts:
+        alike[" ".join(str(label).split()).casefold()].append(label)
+    for group in alike.values():
+        if len(group) > 1:
+            named = ", ".join(f"{x!r} ({counts[x]:,} example{'s' * (counts[x] != 1)})" for x in sorted(group, key=str))
+            notes.append(
+                f"labels {named} differ only in case or spacing and are separate classes; "
+                "if they are one, write them alike"
+            )
+    if {_is_number(x) for x in counts} == {True, False}:
+        numbers = sorted((x for x in counts if _is_number(x)), key=str)
+        notes.append(f"labels mix numbers ({', '.join(map(repr, numbers[:5]))}) with texts; each is a class of its own")
+    return notes
 
 
 def _example_at(task: Task, e: Example, i: int, word: int) -> str:
@@ -813,6 +838,9 @@ def _run(cfg: FinetuneConfig, quiet: bool, overwrite: bool) -> dict | None:
     task, train_examples, dev_examples = load_task(cfg)
     data_sha256 = examples_sha256(train_examples, dev_examples)
     labels = label_set(task, train_examples, dev_examples)
+    if parallel.from_env().main:
+        for note in label_notes(task, train_examples):
+            print(f"note: {note}", file=sys.stderr)
     numbers = None  # the sampled examples' places in the file, for messages
     if cfg.max_train_examples is not None and cfg.max_train_examples < len(train_examples):
         picked = random.Random(cfg.seed).sample(range(len(train_examples)), cfg.max_train_examples)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import os
@@ -82,9 +83,15 @@ class Inputs:
         self.blank = 0
 
     def __iter__(self) -> Iterator[tuple[str, str | None]]:
-        if self.stdin:
-            with utf8("stdin"):
-                yield from self._read(sys.stdin)
+        if self.stdin:  # read as a file is: strict UTF-8 (not Python's escapes of bad bytes), any line end
+            raw = getattr(sys.stdin, "buffer", None)
+            stream = sys.stdin if raw is None else io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+            try:
+                with utf8("stdin"):
+                    yield from self._read(stream)
+            finally:
+                if raw is not None:
+                    stream.detach()  # stdin stays open
             return
         with open(self.name, encoding="utf-8-sig", newline="") as f, utf8(self.name):
             yield from self._read(f)

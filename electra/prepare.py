@@ -611,7 +611,7 @@ def _verify_tokenizer(folder: Path, manifest: dict, again: str) -> None:
             f"{tok.get_vocab_size()} entries; {again}"
         )
     try:
-        listed = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")
+        listed = (folder / "vocab.txt").read_bytes().decode("utf-8").split("\n")  # as written: no newline translation
     except UnicodeDecodeError as e:
         raise ValueError(f"{folder / 'vocab.txt'} is not UTF-8 text ({e}); {again}") from e
     if listed[:-1] != vocab_in_order(tok) or listed[-1]:

@@ -167,6 +167,28 @@ def run(cfg: QuickstartConfig) -> dict:
         raise
 
 
+def _damaged(out: Path, stage: str) -> str | None:
+    """What is wrong with the folder of a stage recorded as done, or None when it can be used."""
+    from electra.checkpoint import list_checkpoints
+    from electra.prepare import verify
+
+    if stage == "prepare":
+        try:
+            verify(out / "data")
+        except (OSError, ValueError) as e:
+            return str(e)
+        return None
+    if stage == "pretrain":
+        run = out / "pretrain"
+        if not list_checkpoints(run) or not (run / "metrics.jsonl").is_file():
+            return f"{run} holds no complete checkpoint or no metrics.jsonl"
+        return None
+    folder = out / ("discriminator" if stage == "export" else "sst2")
+    files = ["config.json", "model.safetensors", "tokenizer.json"] + (["results.json"] if stage == "finetune" else [])
+    missing = [name for name in files if not (folder / name).is_file()]
+    return f"{folder} has no {', '.join(missing)}" if missing else None
+
+
 def _pipeline(cfg: QuickstartConfig, out: Path, record: dict) -> dict:
     from electra import hf
     from electra.checkpoint import list_checkpoints
@@ -178,6 +200,14 @@ def _pipeline(cfg: QuickstartConfig, out: Path, record: dict) -> dict:
 
     preset, examples = record["settings"]["preset"], record["settings"]["finetune_examples"]
     done = record["done"]
+    for stage in list(done):  # a stage's folder damaged since (deleted files, a partial copy): it and the later again
+        if why := _damaged(out, stage):
+            print(f"note: {why}; doing the {stage} stage and the ones after it again", file=sys.stderr)
+            del done[done.index(stage) :]
+            if stage == "pretrain":
+                shutil.rmtree(out / "pretrain")
+            _save(out, record)
+            break
 
     def finished(stage: str) -> None:
         done.append(stage)

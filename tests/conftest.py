@@ -40,8 +40,9 @@ def cli(capsys, monkeypatch):
 
     from electra.cli import main
 
-    def run(*args, input: str = ""):
-        monkeypatch.setattr("sys.stdin", io.StringIO(input))
+    def run(*args, input: str | bytes = ""):
+        raw = io.BytesIO(input if isinstance(input, bytes) else input.encode())  # stdin has bytes below its text
+        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape"))
         capsys.readouterr()
         try:
             code = main([str(a) for a in args])

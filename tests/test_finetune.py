@@ -695,6 +695,9 @@ def test_pipeline_and_electra_predict_agree(sentiment_tokenizer_dir, tmp_path, c
     out = tmp_path / "written" / "out.jsonl"
     failed = cli(*predict_cli, "--input", tmp_path / "in.jsonl", "--output", out)
     assert failed.returncode == 2 and "in.jsonl:4 has no field 'text'" in failed.stderr
+    for fmt in ("lines", "jsonl"):  # bytes that are not UTF-8 on stdin: named as in a file, not a traceback
+        bad = cli(*predict_cli, "--format", fmt, input=b'{"text": "hi \xff there"}\n')
+        assert bad.returncode == 2 and "stdin is not UTF-8 text (invalid start byte)" in bad.stderr, bad.stderr
     assert "name the text field with --text-field" in failed.stderr  # predict has no --label-field
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
 
@@ -1131,6 +1134,15 @@ def test_bad_task_input_is_refused_with_a_message(sentiment_tokenizer_dir, tmp_p
     (data / "train.csv").write_text("text,label\na good film,pos\na fine film,pos\n")
     with pytest.raises(TaskError, match="train has only one label \\('pos'\\); a classifier learns to tell"):
         run(cfg, quiet=True)  # one output would be exported as a regression
+    from electra.finetune import label_notes, load_task
+
+    (data / "train.csv").write_text("text,label\na good film,pos\na fine film,pos\na bad film,neg\nok,Pos \nso,3\n")
+    task, train, _ = load_task(cfg)
+    assert label_notes(task, train) == [  # each a class of its own, as written: said, not refused
+        "labels 'Pos' (1 example), 'pos' (2 examples) differ only in case or spacing and are separate classes; "
+        "if they are one, write them alike",
+        "labels mix numbers ('3') with texts; each is a class of its own",
+    ]
     sst = tmp_path / "sst"  # a GLUE task knows its labels: its data may still hold only one of them
     sst.mkdir()
     (sst / "train.tsv").write_text("sentence\tlabel\na good film\t1\na fine film\t1\n")
@@ -1138,6 +1150,10 @@ def test_bad_task_input_is_refused_with_a_message(sentiment_tokenizer_dir, tmp_p
     glue_cfg = FinetuneConfig(model=str(root / "model"), task="sst2", data=str(sst), out=str(tmp_path / "o"))
     with pytest.raises(TaskError, match=r"train has only one of sst2's labels \('1'\); .* add examples of 0$"):
         run(glue_cfg, quiet=True)
+    (sst / "train.tsv").unlink()
+    (sst / "train.tsv").mkdir()  # a folder where the file should be: said so, not "[Errno 21] Is a directory"
+    folder = cli("finetune", "--model", root / "model", "--task", "sst2", "--data", sst, "--out", tmp_path / "o")
+    assert folder.returncode == 2 and f"error: {sst / 'train.tsv'} is a folder, not a file" in folder.stderr
     (data / "train.csv").write_text("text,label\na good film,pos\na bad film,neg\n")
     (data / "dev.csv").write_text("sentence,label\nan odd film,pos\n")
     with pytest.raises(TaskError, match="has no column 'text' .*; name the text column with --text-field"):

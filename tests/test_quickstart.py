@@ -73,6 +73,15 @@ def test_quickstart_runs_every_stage(tmp_path):
     # past the checkpoint it resumed from (up to the same step, unless this slower run met the time budget first)
     resumed_at = int(re.search(r"\d+", checkpoints[-2].name).group())
     assert json.loads((out / "summary.json").read_text())["pretrain_steps"] > resumed_at
+    # a finished quickstart whose classifier lost a file: that stage again, not "done before" and a failure
+    (out / "sst2" / "model.safetensors").unlink()
+    repaired = subprocess.run(args, capture_output=True, text=True)
+    assert repaired.returncode == 0, repaired.stderr[-3000:]
+    assert (
+        f"note: {out / 'sst2'} has no model.safetensors; doing the finetune stage and the ones after it"
+        in repaired.stderr
+    )
+    assert f"done before: {out / 'discriminator'}" in repaired.stderr and (out / "sst2" / "model.safetensors").is_file()
     # other settings are refused before any work, naming them
     other = subprocess.run([*args[:-2], "--minutes", "1", "--out", str(out)], capture_output=True, text=True)
     assert other.returncode == 2 and "holds a quickstart with other settings (minutes 0.25 → 1.0)" in other.stderr
