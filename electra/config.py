@@ -24,6 +24,9 @@ _RULES = {
     "fraction": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
     "open fraction": (lambda v: _number(v) and 0 < v < 1, "a number between 0 and 1"),
     "share": (lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "seed": (lambda v: _whole(v) and 0 <= v < 2**32, "a whole number from 0 to 4294967295"),
+    # fine-tuning seeds: each keeps a model on disk until the best is chosen (the paper takes 10)
+    "seeds": (lambda v: _whole(v) and 1 <= v <= 1000, "a whole number from 1 to 1000"),
 }
 
 

@@ -106,8 +106,9 @@ class FinetuneConfig:
         check_flags(self)
         check_options(
             self,
-            **dict.fromkeys(("seeds", "epochs", "batch_size", "max_train_examples"), "count"),
-            seed="count0",
+            **dict.fromkeys(("epochs", "batch_size", "max_train_examples"), "count"),
+            seeds="seeds",
+            seed="seed",
             doc_stride="count0",
             lr="positive",
             layer_decay="share",

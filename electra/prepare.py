@@ -79,7 +79,8 @@ class PrepareConfig:
         check_options(
             self,
             **dict.fromkeys(("num_parts", "vocab_size", "rows_per_shard", "limit_alphabet"), "count"),
-            **dict.fromkeys(("part_index", "seed"), "count0"),
+            part_index="count0",
+            seed="seed",
             validation_fraction="fraction",
         )
         if not 0 <= self.part_index < self.num_parts:

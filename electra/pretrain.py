@@ -184,7 +184,7 @@ class PretrainConfig:
             **dict.fromkeys(("eval_every", "eval_batches", "checkpoint_every", "keep_checkpoints"), "count"),
             max_bad_steps="count",
             warmup_steps="count0",
-            seed="count0",
+            seed="seed",
             **dict.fromkeys(("max_minutes", "lr", "clip_norm", "temperature"), "positive"),
             weight_decay="non-negative",
             rtd_weight="non-negative",

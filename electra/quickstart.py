@@ -44,7 +44,7 @@ class QuickstartConfig:
 
     def __post_init__(self) -> None:
         check_options(
-            self, minutes="positive", vocab_size="count", batch_size="count", finetune_examples="count", seed="count0"
+            self, minutes="positive", vocab_size="count", batch_size="count", finetune_examples="count", seed="seed"
         )
 
 

@@ -1227,6 +1227,8 @@ def test_bad_task_input_is_refused_with_a_message(sentiment_tokenizer_dir, tmp_p
     refused("lr must be a finite number above 0", out=str(tmp_path / "o"), lr=0.0)
     refused("max-train-examples must be a whole number of at least 1", out=str(tmp_path / "o"), max_train_examples=0)
     refused("layer-decay must be a number in \\(0, 1\\]", out=str(tmp_path / "o"), layer_decay=-1.0)
+    refused("seeds must be a whole number from 1 to 1000", out=str(tmp_path / "o"), seeds=10**20)  # a traceback, or GBs
+    refused("seed must be a whole number from 0 to 4294967295", out=str(tmp_path / "o"), seed=-1)
     (tmp_path / "afile").write_text("x")
     refused("afile exists and is not a folder", out=str(tmp_path / "afile"))  # before any training
     with pytest.raises(OSError, match="would replace that input"):

@@ -758,6 +758,7 @@ def test_a_runs_config_reads_back_from_another_folder(tiny_data, tmp_path, cli, 
         ("mask_prob", 1.0, "mask-prob must be a number between 0 and 1"),
         ("dropout", 1.5, "dropout must be a number in \\[0, 1\\)"),
         ("keep_checkpoints", -1, "keep-checkpoints must be a whole number of at least 1"),
+        ("seed", 2**63 - 1, "seed must be a whole number from 0 to 4294967295"),  # was an overflow, config.json left
         ("warmup_steps", 12, "warmup-steps 12 is not below max-steps 12: the learning rate would never reach"),
         ("device", "cuda:7" if torch.cuda.is_available() else "cuda", "device 'cuda"),
         ("device", "tpu", "unknown device 'tpu'"),
