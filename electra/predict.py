@@ -101,14 +101,28 @@ class Inputs:
         if self.suffix == ".jsonl":  # without --pair-field, a record's "pair" is its second text, as serve reads it
             required = {"text": text, "pair": pair, "id": ident}
             for n, r in jsonl_records(stream, self.name, required, null_pair=True):
-                second = r.get("pair") if pair is None else r[pair]
+                second = (r.get("pair") if text != "pair" else None) if pair is None else r[pair]
                 if pair is None and second is not None:
                     unicode_text(second, f"{self.name}:{n}: 'pair'")
                 yield Text(r[text], second, r.get(ident or "id", NO_ID))
         elif self.suffix in (".csv", ".tsv"):  # read as fine-tuning reads them (GLUE's TSVs are unquoted)
             tsv, optional = self.suffix == ".tsv", ident is None
-            for e in table_rows(stream, self.name, tsv, text, pair, None, ident=ident or "id", ident_optional=optional):
-                yield Text(e.text, e.pair, NO_ID if e.id is None else e.id)
+            found = pair is None and text != "pair"  # without --pair-field, a "pair" column, as in .jsonl
+            second_field = "pair" if found else pair
+            rows = table_rows(
+                stream,
+                self.name,
+                tsv,
+                text,
+                second_field,
+                None,
+                ident=ident or "id",
+                ident_optional=optional,
+                pair_optional=found,
+            )
+            for e in rows:  # a found "pair" column's empty cell is a single text, as a null pair is
+                second = e.pair if pair is not None or e.pair else None
+                yield Text(e.text, second, NO_ID if e.id is None else e.id)
         else:
             for line in stream:
                 line = line.rstrip("\r\n")

@@ -480,15 +480,18 @@ def table_rows(
     fixed: str | None = None,
     ident: str | None = None,
     ident_optional: bool = False,
+    pair_optional: bool = False,
 ) -> Iterator[Example]:
     """Rows of a CSV or TSV stream as examples, as they are read; blank rows skipped, short ones named.
 
     `ident` names a column whose value is each example's id (with `ident_optional`, only where
-    the header has it)."""
+    the header has it); with `pair_optional`, the `pair` column is read only where the header has it."""
     rows = _csv_rows(stream, name, tsv)
     head = next(rows, None) if header else None
     if header and head is None:
         raise TaskError(f"{name} is empty")
+    if pair_optional and not (head and pair in head):
+        pair = None
     t = _column(head, text, name, "text", fixed)
     p = None if pair is None else _column(head, pair, name, "pair", fixed)
     y = None if label is None else _column(head, label, name, "label", fixed)

@@ -977,6 +977,9 @@ def test_predict_reads_tables_as_finetune_does(tmp_path):
     assert texts == [(e.text, e.pair) for e in read_table(tmp_path / "in.tsv", "text", "pair", None)]
     (tmp_path / "in.csv").write_text('text,pair\n"a, quoted",b\n')
     assert list(Inputs(tmp_path / "in.csv", "text", "pair")) == [("a, quoted", "b")]
+    (tmp_path / "two.csv").write_text("text,pair\na,b\nc,\n")  # a "pair" column is read as .jsonl's "pair" is
+    assert list(Inputs(tmp_path / "two.csv")) == [("a", "b"), ("c", None)]  # an empty cell: a single text
+    assert list(Inputs(tmp_path / "two.csv", "pair")) == [("b", None), ("", None)]  # named otherwise: not read twice
     (tmp_path / "short.tsv").write_text("text\tpair\nonly\n")
     with pytest.raises(TaskError, match="short.tsv:2 has 1 columns, expected at least 2"):
         list(Inputs(tmp_path / "short.tsv", "text", "pair"))
