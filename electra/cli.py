@@ -1195,7 +1195,8 @@ def _plain(e: BaseException) -> str:
     """An error as said to the user: Python's "[Errno 21] Is a directory: 'x'" as "x is a folder,
     not a file: name the file"; every other error as its own message."""
     if isinstance(e, OSError) and e.filename and str(e).startswith("[Errno"):
-        return f"{e.filename} {_OS_ERRORS.get(e.errno, f'cannot be used ({e.strerror})')}"
+        path = e.filename2 or e.filename  # a rename's destination is the path given, its source a temporary one
+        return f"{path} {_OS_ERRORS.get(e.errno, f'cannot be used ({e.strerror})')}"
     return str(e)
 
 

@@ -541,7 +541,7 @@ def _dropout_seed(seed: int, rank: int, step: int) -> int:
     """Data-parallel fine-tuning reseeds every step: each process draws its own dropout masks (the
     same seed would repeat one process's masks on another's rows), and a resumed seed draws the
     same ones as an uninterrupted run, with no random state to save per process."""
-    return (seed * 1_000_003 + rank) * 1_000_003 + step
+    return ((seed * 1_000_003 + rank) * 1_000_003 + step) % 2**63  # torch seeds are 64-bit signed
 
 
 @torch.no_grad()

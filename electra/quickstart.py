@@ -205,7 +205,7 @@ def _pipeline(cfg: QuickstartConfig, out: Path, record: dict) -> dict:
             print(f"note: {why}; doing the {stage} stage and the ones after it again", file=sys.stderr)
             del done[done.index(stage) :]
             if stage == "pretrain":
-                shutil.rmtree(out / "pretrain")
+                shutil.rmtree(out / "pretrain", ignore_errors=True)
             _save(out, record)
             break
 

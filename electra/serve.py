@@ -79,6 +79,7 @@ def parse_inputs(body: bytes, kind: str, own: tuple[str, str | None] | None = No
             item = {
                 first: item[first] if first in item else item.get(own[0]),
                 second: item[second] if second in item else item.get(own[1]) if own[1] else None,
+                **({"id": item["id"]} if "id" in item else {}),
             }
         if not isinstance(item, dict) or not isinstance(item.get(first), str):
             want = f'{{"{first}": "...", "{second}": "..."}}' if kind == "span" else f'a string or {{"{first}": "..."}}'

@@ -370,7 +370,10 @@ def head_chars(tok: Tokenizer, limit: int) -> int | None:
     """Characters past which `encode_cut` reads a text from its head, for a tokenizer that cuts
     at `limit` tokens; None (whole texts) for pipelines other than BERT's, whose word boundaries
     this does not know."""
-    return None if bert_departures(tok) else 64 * limit
+    # an added token is matched in the raw text before words are split: one holding a space could
+    # span the cut
+    spans = any(any(c.isspace() for c in a.content) for a in tok.get_added_tokens_decoder().values())
+    return None if bert_departures(tok) or spans else 64 * limit
 
 
 def _head(text: str, chars: int | None) -> str:

@@ -1,6 +1,7 @@
 """Fine-tuning, evaluation and prediction: metrics, task readers, training, export, predict."""
 
 import dataclasses
+import errno
 import io
 import itertools
 import json
@@ -1157,6 +1158,10 @@ def test_bad_task_input_is_refused_with_a_message(sentiment_tokenizer_dir, tmp_p
     (sst / "train.tsv").mkdir()  # a folder where the file should be: said so, not "[Errno 21] Is a directory"
     folder = cli("finetune", "--model", root / "model", "--task", "sst2", "--data", sst, "--out", tmp_path / "o")
     assert folder.returncode == 2 and f"error: {sst / 'train.tsv'} is a folder, not a file" in folder.stderr
+    from electra.cli import _plain
+
+    renamed = OSError(errno.EISDIR, "Is a directory", "/x/.plots.png.tmp-1", None, "/x/plots.png")
+    assert _plain(renamed) == "/x/plots.png is a folder, not a file: name the file"  # a rename: its destination
     (data / "train.csv").write_text("text,label\na good film,pos\na bad film,neg\n")
     (data / "dev.csv").write_text("sentence,label\nan odd film,pos\n")
     with pytest.raises(TaskError, match="has no column 'text' .*; name the text column with --text-field"):
@@ -1232,6 +1237,9 @@ def test_bad_task_input_is_refused_with_a_message(sentiment_tokenizer_dir, tmp_p
     refused("layer-decay must be a number in \\(0, 1\\]", out=str(tmp_path / "o"), layer_decay=-1.0)
     refused("seeds must be a whole number from 1 to 1000", out=str(tmp_path / "o"), seeds=10**20)  # a traceback, or GBs
     refused("seed must be a whole number from 0 to 4294967295", out=str(tmp_path / "o"), seed=-1)
+    from electra.finetune import _dropout_seed
+
+    torch.manual_seed(_dropout_seed(2**32 - 1, 7, 10**6))  # the largest seed reseeds data-parallel steps too
     (tmp_path / "afile").write_text("x")
     refused("afile exists and is not a folder", out=str(tmp_path / "afile"))  # before any training
     with pytest.raises(OSError, match="would replace that input"):

@@ -261,7 +261,7 @@ def test_predict_scores_as_the_pipeline_does_for_each_problem_type(tmp_path, tok
 def test_a_long_text_read_from_its_head_gets_the_answer_of_the_whole_text(tmp_path, tokenizer, tokenizer_dir):
     from electra.embed import Embedder
     from electra.predict import Predictor
-    from electra.tokenizer import _head
+    from electra.tokenizer import _head, head_chars
 
     cfg = tiny(vocab_size=tokenizer.get_vocab_size()).discriminator
     torch.manual_seed(0)
@@ -304,6 +304,9 @@ def test_a_long_text_read_from_its_head_gets_the_answer_of_the_whole_text(tmp_pa
                 for _ in range(300)
             ]
             assert heads(mixed) == whole(mixed)
+        spaced = Predictor(folder, max_length=16, device="cpu")
+        spaced.tok.add_tokens(["great fun"])  # matched in the raw text before words are split: it could span a cut
+        assert head_chars(spaced.tok, 16) is None
         whole, heads = Embedder(folder, max_length=16, device="cpu"), Embedder(folder, max_length=16, device="cpu")
         whole.head_chars, heads.head_chars = None, 40
         vectors, cut = whole(inputs)

@@ -477,6 +477,8 @@ def test_a_model_fine_tuned_on_its_own_columns_is_served_by_them_too(folders, se
     url = serving(predictor)
     want, _ = predictor([("a great film", "my view"), ("a dull one", None)])
     own = {"inputs": [{"review": "a great film", "title": "my view"}, {"review": "a dull one"}]}
+    status, named = _call(url + "/predict", {"inputs": [{"review": "a dull one", "id": 3}, {"text": "a", "id": "b"}]})
+    assert status == 200 and [r["id"] for r in named["outputs"]] == [3, "b"]  # ids come back by either name
     usual = {"inputs": [{"text": "a great film", "pair": "my view"}, "a dull one"]}
     mixed = {"inputs": [{"text": "a great film", "title": "my view"}, {"text": "a dull one"}]}  # each field either way
     answers = [_call(url + "/predict", body) for body in (own, usual, mixed)]
