@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -366,22 +367,36 @@ def save_tokenizer(tok: Tokenizer, folder: str | Path, model_max_length: int = 5
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
+# BERT's Chinese-character ranges (its normalizer's handle_chinese_chars puts spaces around them)
+_CJK = (
+    "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002a6df\U0002a700-\U0002b73f"
+    "\U0002b740-\U0002b81f\U0002b820-\U0002ceaf\U0002f800-\U0002fa1f"
+)
+# where BERT's pipeline starts a word whatever comes before: at a space, tab or line break (its
+# normalizer turns them into spaces; other characters it deletes, joining words) and, where it
+# reads Chinese characters apart, before each of them
+_WORD_STARTS = re.compile(r"[ \t\n\r]")
+_WORD_STARTS_CJK = re.compile(f"[ \\t\\n\\r]|(?=[{_CJK}])")
+
+
 def head_chars(tok: Tokenizer, limit: int) -> int | None:
     """Characters past which `encode_cut` reads a text from its head, for a tokenizer that cuts
     at `limit` tokens; None (whole texts) for pipelines other than BERT's, whose word boundaries
     this does not know."""
-    # an added token is matched in the raw text before words are split: one holding a space could
-    # span the cut
-    spans = any(any(c.isspace() for c in a.content) for a in tok.get_added_tokens_decoder().values())
+    # an added token is matched in the raw text before words are split: one holding a space (or a
+    # Chinese character) could span a cut
+    spans = any(re.search(f"[\\s{_CJK}]", a.content) for a in tok.get_added_tokens_decoder().values())
     return None if bert_departures(tok) or spans else 64 * limit
 
 
-def _head(text: str, chars: int | None) -> str:
-    """`text`, or where it is longer than `chars`, its words up to the last space, tab or line break
-    before that (the characters BERT's normalizer turns into spaces; others it deletes, joining words)."""
+def _head(text: str, chars: int | None, starts: re.Pattern = _WORD_STARTS) -> str:
+    """`text`, or where it is longer than `chars`, its words up to the last word start (`starts`)
+    before that."""
     if chars is None or len(text) <= chars:
         return text
-    end = max(text.rfind(c, 0, chars) for c in " \t\n\r")
+    end = 0
+    for m in starts.finditer(text, 0, chars):
+        end = m.start()
     return text[:end] if end > 0 else text
 
 
@@ -397,13 +412,18 @@ def encode_cut(tok: Tokenizer, texts: list[tuple[str, str | None]], chars: int |
     `head_chars`): the tokenizer would build every window of it, all thrown away (an 8 MB text
     took a minute and 1.9 GB).
 
-    The BERT pipeline reads words apart (a space stays a word boundary through its normalizer, the
-    rest of which acts on single characters), so a head's tokens are the first tokens of the whole
-    text. A head of at least `limit` tokens then gives the whole text's window. In a pair, cut
-    longest first, what each side keeps depends on which is the longer: a head is used only where
-    it is longer than the other, uncut side. Anything else is encoded whole.
+    The BERT pipeline reads words apart (a space, or a Chinese character, stays a word boundary
+    through its normalizer, the rest of which acts on single characters), so a head's tokens are
+    the first tokens of the whole text. A head of at least `limit` tokens then gives the whole
+    text's window. In a pair, cut longest first, what each side keeps depends on which is the
+    longer: a head is used only where it is longer than the other, uncut side. Anything else is
+    encoded whole.
     """
-    heads = [(_head(t, chars), None if p is None else _head(p, chars)) for t, p in texts]
+    starts = _WORD_STARTS
+    if chars is not None and any(len(x) > chars for pair in texts for x in pair if x is not None):
+        bert = _bert_normalizer(tok) or {}
+        starts = _WORD_STARTS_CJK if bert.get("handle_chinese_chars", True) else _WORD_STARTS
+    heads = [(_head(t, chars, starts), None if p is None else _head(p, chars, starts)) for t, p in texts]
     encodings = tok.encode_batch([t if p is None else (t, p) for t, p in heads])
     for i, ((t, p), (head, pair_head)) in enumerate(zip(texts, heads, strict=True)):
         cut = [len(head) < len(t), p is not None and len(pair_head) < len(p)]

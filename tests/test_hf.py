@@ -261,7 +261,7 @@ def test_predict_scores_as_the_pipeline_does_for_each_problem_type(tmp_path, tok
 def test_a_long_text_read_from_its_head_gets_the_answer_of_the_whole_text(tmp_path, tokenizer, tokenizer_dir):
     from electra.embed import Embedder
     from electra.predict import Predictor
-    from electra.tokenizer import _head, head_chars
+    from electra.tokenizer import _WORD_STARTS_CJK, _head, head_chars
 
     cfg = tiny(vocab_size=tokenizer.get_vocab_size()).discriminator
     torch.manual_seed(0)
@@ -282,6 +282,10 @@ def test_a_long_text_read_from_its_head_gets_the_answer_of_the_whole_text(tmp_pa
         long.replace(" ", "\n"),
         long.replace(" ", "\r\x1c\t"),
         "x" * 400 + " " + long,  # a word too long for the vocabulary
+        "\u4e2d\u6587\u5b57" * 30 + " " + long,  # Chinese characters, each a word of its own
+        "great\u4e2dfun\u6587" * 30,  # cut before a Chinese character inside a run of letters
+        "\u4e2d\u0301\u6587" * 40,  # a combining mark after one
+        "\uff76\uff80\u4e2d" * 40,  # half-width katakana, which is not split apart
         "great fun",  # short texts as they were
     ]
     for folder, pairs in ((clf, [None, long, "a short one"]), (tagger, [None])):
@@ -292,7 +296,7 @@ def test_a_long_text_read_from_its_head_gets_the_answer_of_the_whole_text(tmp_pa
         want, cut = whole(inputs)
         heads = Predictor(folder, max_length=16, device="cpu")
         heads.head_chars = 40  # most of these texts are read from their heads
-        assert [_head(t, 40) == t for t in texts] == [False] * 7 + [True] * 2  # no space to cut at in one
+        assert [_head(t, 40, _WORD_STARTS_CJK) == t for t in texts] == [False] * 7 + [True] + [False] * 4 + [True]
         assert heads(inputs) == (want, cut) and cut == len(inputs) - len(pairs) + (folder == clf)
         if folder == clf:  # pairs of every proportion: which side is the longer decides what each keeps
             rng = random.Random(0)
