@@ -228,7 +228,7 @@ def _read_task(cfg: FinetuneConfig, with_train: bool) -> tuple[Task, list[Exampl
             return task, train, devs
         folder = glue_folder(data, task)
         own = f"GLUE's {GLUE_FOLDERS[task.name]}"
-        read = lambda f: read_table(folder / f, task.text, task.pair, task.label, task.header, own)  # noqa: E731
+        read = lambda f: read_table(folder / f, task.text, task.pair, task.label, task.header, own, task.labels)  # noqa: E731
         return task, read(task.train) if with_train else [], {Path(f).stem: read(f) for f in task.dev}
     if cfg.task in SQUAD:
         task = Task(cfg.task, "span", ("f1", "exact_match"), epochs=2)  # the paper's 2 epochs for SQuAD

@@ -434,15 +434,16 @@ def read_table(
     label: str | int | None,
     header: bool = True,
     fixed: str | None = None,
+    labels: tuple[str, ...] = (),
 ) -> list[Example]:
     """Rows of a CSV/TSV (GLUE's TSVs are unquoted) or JSONL file as examples. `fixed` names the
-    dataset whose files have these columns (no --text-field to set them)."""
+    dataset whose files have these columns (no --text-field to set them), `labels` its labels."""
     if not path.exists():
         raise TaskError(f"{path} does not exist")
     if path.suffix == ".jsonl":
         return _read_jsonl(path, text, pair, label)
     with open(path, encoding="utf-8-sig", newline="") as f, utf8(str(path)):
-        return list(table_rows(f, str(path), path.suffix == ".tsv", text, pair, label, header, fixed))
+        return list(table_rows(f, str(path), path.suffix == ".tsv", text, pair, label, header, fixed, labels=labels))
 
 
 def _csv_rows(stream, name: str, tsv: bool) -> Iterator[list[str]]:
@@ -481,6 +482,7 @@ def table_rows(
     ident: str | None = None,
     ident_optional: bool = False,
     pair_optional: bool = False,
+    labels: tuple[str, ...] = (),
 ) -> Iterator[Example]:
     """Rows of a CSV or TSV stream as examples, as they are read; blank rows skipped, short ones named.
 
@@ -505,7 +507,10 @@ def table_rows(
         if len(row) <= need:
             mine = f"; {fixed} files have {need + 1} or more: is this the task's own file?" if fixed else ""
             raise TaskError(f"{name}:{n} has {len(row)} columns, expected at least {need + 1}{mine}")
-        if head is not None and not fixed and len(row) > len(head):  # its columns would shift: a label from the text
+        # its columns would shift: a label from the text (a fixed dataset's row, where the label it
+        # would get is not one: some of GLUE's files are wider than their headers)
+        wrong = not fixed or (labels and y is not None and row[y].strip() not in labels)
+        if head is not None and wrong and len(row) > len(head):
             sep = "tab" if tsv else "comma"
             raise TaskError(
                 f"{name}:{n} has {len(row)} columns, its header {len(head)}: a field holds a {sep}; "

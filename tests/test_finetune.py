@@ -1154,6 +1154,9 @@ def test_bad_task_input_is_refused_with_a_message(sentiment_tokenizer_dir, tmp_p
     glue_cfg = FinetuneConfig(model=str(root / "model"), task="sst2", data=str(sst), out=str(tmp_path / "o"))
     with pytest.raises(TaskError, match=r"train has only one of sst2's labels \('1'\); .* add examples of 0$"):
         run(glue_cfg, quiet=True)
+    (sst / "train.tsv").write_text("sentence\tlabel\na good film\t1\na bad\tfilm\t0\n")  # a stray tab
+    with pytest.raises(TaskError, match=r"train.tsv:3 has 3 columns, its header 2: a field holds a tab; remove"):
+        run(glue_cfg, quiet=True)  # was: "train example 2 ('a bad') has label 'film'"
     (sst / "train.tsv").unlink()
     (sst / "train.tsv").mkdir()  # a folder where the file should be: said so, not "[Errno 21] Is a directory"
     folder = cli("finetune", "--model", root / "model", "--task", "sst2", "--data", sst, "--out", tmp_path / "o")
