@@ -57,18 +57,21 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether `path` is `folder` or below it, compared both as written and with links followed:
+    a corpus of symlinks inside an output folder resolves elsewhere, yet replacing the folder
+    would delete it."""
+
+    def forms(p) -> set[Path]:
+        return {Path(p).resolve(), Path(os.path.abspath(p))}
+
+    return any(f == q or f in q.parents for f in forms(folder) for q in forms(path))
+
+
 def refuse_overlap(target: str | os.PathLike, inputs) -> None:
-    """Refuse an output folder that is, or holds, one of `inputs` (None entries are skipped).
-
-    Paths are compared both as written and with links followed: a corpus of symlinks inside
-    the output folder resolves elsewhere, yet replacing the folder would delete it.
-    """
-
-    def forms(path) -> set[Path]:
-        return {Path(path).resolve(), Path(os.path.abspath(path))}
-
+    """Refuse an output folder that is, or holds, one of `inputs` (None entries are skipped)."""
     for item in inputs:
-        if item is not None and any(w == i or w in i.parents for w in forms(target) for i in forms(item)):
+        if item is not None and within(item, target):
             raise OutputExistsError(
                 f"the output {target} is or holds the input {item}; writing it would replace that input, "
                 "so choose another output folder"

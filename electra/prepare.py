@@ -35,7 +35,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from electra import corpus
-from electra.atomic import check_output, file_sha256, publish_dir
+from electra.atomic import check_output, file_sha256, publish_dir, within
 from electra.config import check_options
 from electra.progress import progress_bar
 from electra.tokenizer import (
@@ -412,11 +412,8 @@ def prepare(
     total_bytes = sum(p.stat().st_size for p in paths if p.is_file())
     check_output(out, overwrite, inputs=[*paths, None if isinstance(tokenizer, Tokenizer) else tokenizer])
 
-    def forms(path) -> set[Path]:
-        return {Path(path).resolve(), Path(os.path.abspath(path))}
-
     for folder in (p for p in (corpus_paths if dataset is None else ()) if Path(p).is_dir()):
-        if any(f in w.parents for f in forms(folder) for w in forms(out)):
+        if within(out, folder):  # (the folder itself as the output is refused above, as an input)
             raise ValueError(
                 f"the output {out} is inside the corpus folder {folder}: preparing that folder again would read "
                 "the shards' tokenizer files as text; choose an output outside it"
@@ -563,7 +560,7 @@ def read_manifest(folder: str | os.PathLike) -> dict:
 
 def verify(folder: str | os.PathLike) -> dict:
     """Check every shard file against its sha256 in the manifest, its shape against the manifest's
-    rows and length, and the tokenizer files against the tokenizer the rows were encoded with;
+    rows and length, and the tokenizer files against each other and the manifest's vocab_size;
     returns the manifest. Damage is named here, before a run is started on it, not steps later."""
     folder = Path(folder)
     manifest = read_manifest(folder)
@@ -592,7 +589,7 @@ def verify(folder: str | os.PathLike) -> dict:
 
 
 def _verify_tokenizer(folder: Path, manifest: dict, again: str) -> None:
-    """tokenizer.json is the tokenizer the rows were encoded with, and vocab.txt and
+    """tokenizer.json is readable and of the manifest's vocab_size, and vocab.txt and
     tokenizer_config.json (which transformers reads, and checkpoints and exports copy) go with it."""
     for name in TOKENIZER_FILES:
         if not (folder / name).is_file():

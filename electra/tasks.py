@@ -507,8 +507,8 @@ def table_rows(
         if len(row) <= need:
             mine = f"; {fixed} files have {need + 1} or more: is this the task's own file?" if fixed else ""
             raise TaskError(f"{name}:{n} has {len(row)} columns, expected at least {need + 1}{mine}")
-        # its columns would shift: a label from the text (a fixed dataset's row, where the label it
-        # would get is not one: some of GLUE's files are wider than their headers)
+        # its columns would shift: a label from the text (a fixed dataset's row only where the label
+        # it would get is not one: its files are read by their known columns)
         wrong = not fixed or (labels and y is not None and row[y].strip() not in labels)
         if head is not None and wrong and len(row) > len(head):
             sep = "tab" if tsv else "comma"

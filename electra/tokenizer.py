@@ -419,10 +419,8 @@ def encode_cut(tok: Tokenizer, texts: list[tuple[str, str | None]], chars: int |
     longer: a head is used only where it is longer than the other, uncut side. Anything else is
     encoded whole.
     """
-    starts = _WORD_STARTS
-    if chars is not None and any(len(x) > chars for pair in texts for x in pair if x is not None):
-        bert = _bert_normalizer(tok) or {}
-        starts = _WORD_STARTS_CJK if bert.get("handle_chinese_chars", True) else _WORD_STARTS
+    # with `chars`, the normalizer is BERT's (head_chars): its own setting, not a serialisation of the tokenizer
+    starts = _WORD_STARTS_CJK if getattr(tok.normalizer, "handle_chinese_chars", False) else _WORD_STARTS
     heads = [(_head(t, chars, starts), None if p is None else _head(p, chars, starts)) for t, p in texts]
     encodings = tok.encode_batch([t if p is None else (t, p) for t, p in heads])
     for i, ((t, p), (head, pair_head)) in enumerate(zip(texts, heads, strict=True)):
