@@ -120,3 +120,13 @@ def test_objective_cost_times_every_objective(tmp_path):
 def test_checkpoint_io_times_saves_and_loads_with_and_without_hashes():
     result = _run("benchmarks/checkpoint_io.py", "--presets", "tiny", "--repeats", "1")
     assert _table(result.stdout) == ["preset", "tiny"]
+
+
+def test_long_text_benchmark_reads_heads_and_wholes_alike(tmp_path):
+    if not (ROOT.parent / "shared" / "data" / "glue" / "SST-2").is_dir():
+        pytest.skip("needs ../shared/data/glue/SST-2")
+    args = ("--preset", "tiny", "--words", "20000", "--chinese", "30000", "--work", str(tmp_path))
+    result = _run("benchmarks/long_text.py", *args)
+    rows = [line.split("|") for line in result.stdout.splitlines() if line.startswith("| 2") or line.startswith("| 3")]
+    assert [r[1].strip() for r in rows] == ["20,000 words", "30,000 chinese"]
+    assert all(r[7].strip() == "True" for r in rows)  # the same record either way
