@@ -21,6 +21,7 @@ from electra.tasks import GLUE, GLUE_FOLDERS
 # task kind (electra.tasks.Task.kind) -> the hub's pipeline tag
 PIPELINE_TAGS = {
     "classification": "text-classification",
+    "multilabel": "text-classification",
     "regression": "text-classification",
     "tagging": "token-classification",
     "span": "question-answering",
@@ -274,11 +275,13 @@ def finetuned_card(results: dict, kind: str, cfg: EncoderConfig, folder: str | o
         ]
         meta["model-index"] = [{"name": Path(folder).name, "results": entries}]
 
-    about = f"Fine-tuned from `{results['model']}` with `electra finetune --task {task}`"
+    many = " --multi-label" if results["config"].get("multi_label") else ""  # any number of labels per text
+    about = f"Fine-tuned from `{results['model']}` with `electra finetune --task {task}{many}`"
     if "train" in results.get("examples", {}):
         about += f" on {results['examples']['train']:,} training examples"
     labels = results.get("label_names") or results.get("labels") or []
-    about += f"; labels: {', '.join(f'`{x}`' for x in labels)}." if kind in ("classification", "tagging") else "."
+    named = kind in ("classification", "multilabel", "tagging")
+    about += f"; labels: {', '.join(f'`{x}`' for x in labels)}." if named else "."
     scores = "| split | examples | metric | median | min | max |\n|---|---|---|---|---|---|\n"
     for split, metrics in results["median"].items():
         n = results.get("examples", {}).get(split)
@@ -300,7 +303,7 @@ def finetuned_card(results: dict, kind: str, cfg: EncoderConfig, folder: str | o
             "`AutoModelForQuestionAnswering` loads it too: a start and an end logit for every token.",
         ]
     else:
-        extra = ', aggregation_strategy="first"' if kind == "tagging" else ""
+        extra = {"tagging": ', aggregation_strategy="first"', "multilabel": ", top_k=None"}.get(kind, "")
         pair = GLUE[task].pair if task in GLUE else results["config"].get("pair_field")
         example = {
             "tagging": '"George Eliot was born in Warwickshire."',
@@ -314,6 +317,11 @@ def finetuned_card(results: dict, kind: str, cfg: EncoderConfig, folder: str | o
                 f"model({example})",
             )
         ]
+        if kind == "multilabel":
+            use.append(
+                "Each label is a yes or no of its own: `top_k=None` gives every label's probability (a sigmoid "
+                "each), and the labels above 0.5 are the text's. `electra predict` lists them as `labels`."
+            )
         if kind == "tagging":
             use.append(
                 'Fine-tuning trained the tag of each word\'s first piece only, as BERT and ELECTRA tag: use `"first"` '

@@ -351,6 +351,8 @@ TASK_OPTIONS = {
     "--pair-field": ("csv",),
     "--label-field": ("csv",),
     "--regression": ("csv",),
+    "--multi-label": ("csv",),
+    "--label-separator": ("csv",),
 }
 
 
@@ -365,6 +367,8 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     from electra.finetune import FinetuneConfig, run, run_glue
 
     _task_options(args)
+    if args.label_separator is not None and not args.multi_label:
+        raise UsageError("--label-separator splits the labels of a multi-label cell; add --multi-label or drop it")
     cfg = FinetuneConfig(
         model=args.model,
         task=args.task,
@@ -383,6 +387,8 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         pair_field=args.pair_field,
         label_field=args.label_field,
         regression=args.regression,
+        multi_label=bool(args.multi_label),
+        label_separator=args.label_separator or ",",
         max_train_examples=args.max_train_examples,
         device=args.device,
         precision=args.precision,
@@ -447,6 +453,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         text_field=args.text_field,
         pair_field=args.pair_field,
         label_field=args.label_field,
+        label_separator=args.label_separator,
         records=args.predictions is not None,
     )
     if results["fine_tuned_on"] not in (None, results["task"]):
@@ -971,6 +978,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="csv: labels are scores (default: inferred; numbers with fractions are scores)",
     )
+    p.add_argument(
+        "--multi-label",
+        action="store_true",
+        default=None,
+        help="csv: each text has any number of the labels: a JSONL list, or a cell of labels joined by "
+        "--label-separator (an empty cell is none); sigmoid per label, micro-F1",
+    )
+    p.add_argument("--label-separator", help="csv, --multi-label: what joins a cell's labels (default ,)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto", help=PRECISION)
     p.add_argument(
@@ -1023,6 +1038,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-field", help="csv: the text column (default: as fine-tuned, else text)")
     p.add_argument("--pair-field", help="csv: a second text column (default: as fine-tuned)")
     p.add_argument("--label-field", help="csv: the label column (default: as fine-tuned, else label)")
+    p.add_argument(
+        "--label-separator", help="csv, multi-label model: what joins a cell's labels (default: as fine-tuned, else ,)"
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto", help=PRECISION)
     p.add_argument("--output", help="also write the results to this JSON file")

@@ -10,6 +10,8 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from electra import hf, qa
 from electra.finetune import SQUAD, Encoded, FinetuneConfig, encode, load_task, predictions, score, word_tags
 from electra.parallel import pick_device
@@ -31,6 +33,7 @@ def run(
     text_field: str | None = None,
     pair_field: str | None = None,
     label_field: str | None = None,
+    label_separator: str | None = None,
     records: bool = False,
     quiet: bool = False,
 ) -> dict:
@@ -39,9 +42,10 @@ def run(
 
     Data is read and encoded as `electra finetune` reads it, and scored by the same code, so a
     folder fine-tuned here scores what its results.json says its seed scored. `max_length`,
-    `doc_stride`, `null_threshold` and csv's fields default to the ones it was fine-tuned with
-    (results.json), else the task's defaults. With `records`, the results also hold each example's prediction
-    beside its gold label, by split (see `example_records`). `quiet` hides the progress bars.
+    `doc_stride`, `null_threshold`, csv's fields and a multi-label model's `label_separator` default
+    to the ones it was fine-tuned with (results.json), else the task's defaults. With `records`,
+    the results also hold each example's prediction beside its gold label, by split (see
+    `example_records`). `quiet` hides the progress bars.
     """
     folder = hf.resolve(model_dir)
     head = "span" if task_name in SQUAD else "token" if task_name == "ner" else "sequence"
@@ -55,6 +59,13 @@ def run(
     if task_name == "csv" and recorded.get("task") == "csv":  # the columns it was fine-tuned on
         text_field, pair_field = text_field or fine["text_field"], pair_field or fine["pair_field"]
         label_field = label_field or fine["label_field"]
+    multi_label = hf.read_config(folder).get("problem_type") == "multi_label_classification"
+    if multi_label and task_name != "csv":
+        raise TaskError(f"{folder} is a multi-label classifier; {task_name} has one label per example: use --task csv")
+    if label_separator is not None and not multi_label:
+        raise TaskError(f"--label-separator is for multi-label classifiers; {folder} is not one: drop it")
+    if multi_label and recorded.get("task") == "csv":
+        label_separator = label_separator or fine["label_separator"]
     cfg = FinetuneConfig(
         model=str(folder),
         task=task_name,
@@ -67,6 +78,8 @@ def run(
         pair_field=pair_field,
         label_field=label_field,
         regression=len(id2label) == 1 if task_name == "csv" else None,  # as the model scores
+        multi_label=multi_label,
+        label_separator=label_separator or ",",
         device=device,
         precision=precision,
     )
@@ -112,8 +125,8 @@ def run(
 
 def example_records(task: Task, examples: list[Example], data: Encoded, labels: list[str], preds: list) -> list[dict]:
     """Each example with its gold label and the model's prediction, for reading the errors:
-    {"text", "pair", "label", "prediction"} (a tagger: "words", and a tag per word; a question
-    answerer: "id", "question", "answers", "prediction" and its "score")."""
+    {"text", "pair", "label", "prediction"} (a tagger: "words", and a tag per word; multi-label:
+    lists of labels; a question answerer: "id", "question", "answers", "prediction" and its "score")."""
     if task.kind == "span":
         return [
             {"id": e.id, "question": e.text, "answers": [t for t, _ in e.label], "prediction": a.text, "score": a.score}
@@ -125,6 +138,11 @@ def example_records(task: Task, examples: list[Example], data: Encoded, labels: 
             predicted, gold = word_tags(p, w, g, labels)
             out.append({"words": e.text, "label": gold, "prediction": predicted})
         return out
+    if task.kind == "multilabel":
+        return [
+            {"text": e.text, "pair": e.pair, "label": e.label, "prediction": [labels[j] for j in np.flatnonzero(p)]}
+            for e, p in zip(examples, preds, strict=True)
+        ]
     if task.kind == "regression":
         return [
             {"text": e.text, "pair": e.pair, "label": float(e.label), "prediction": p}
@@ -160,9 +178,8 @@ def model_labels(
             f"{folder} has {len(id2label)} outputs; {task.name} has {len(task.labels)} labels "
             f"({', '.join(task.labels)}): point at a model fine-tuned for {task.name}"
         )
-    gold = {
-        t for examples in splits.values() for e in examples for t in (e.label if task.kind == "tagging" else [e.label])
-    }
+    many = task.kind in ("tagging", "multilabel")  # labels per example
+    gold = {t for examples in splits.values() for e in examples for t in (e.label if many else [e.label])}
     names = [id2label[i] for i in range(len(id2label))]
     # a folder fine-tuned here knows its labels: never guess its outputs' order then
     for labels in [recorded] if recorded is not None else [names, [str(i) for i in range(len(names))]]:

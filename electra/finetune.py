@@ -1,6 +1,7 @@
 """`electra finetune`: a pre-trained encoder -> a task model, evaluated on the dev set, over seeds.
 
-Classification, regression and tagging here; SQuAD's windows and answer spans in electra.qa.
+Classification (one label per text, or any number: multi-label), regression and tagging here;
+SQuAD's windows and answer spans in electra.qa.
 
 encoder (our run / checkpoint, or any ELECTRA HF folder) + task data
   ──tokenize (truncate and count)──▶ length-grouped, dynamically padded batches
@@ -64,6 +65,7 @@ from electra.tasks import (
     glue_test,
     glue_test_from_datasets,
     hub_glue,
+    label_list,
     read_conll,
     read_table,
     through_datasets,
@@ -96,6 +98,8 @@ class FinetuneConfig:
     pair_field: str | None = None
     label_field: str | None = None
     regression: bool | None = None  # csv: None infers it (all labels numbers, some with a fraction)
+    multi_label: bool = False  # csv: each text has any number of the labels (a JSON list, or a cell of them)
+    label_separator: str = ","  # csv, multi-label: what separates the labels in a table cell
     device: str = "auto"
     precision: str = "auto"  # as in pre-training: bf16 on CUDA (fp16, loss-scaled, before Ampere), fp32 on CPU
     save_minutes: float = 30.0  # a seed's progress is saved this often: a stopped run resumes mid-seed
@@ -118,6 +122,12 @@ class FinetuneConfig:
         )
         if self.max_length is not None and self.max_length < 3:
             raise ValueError(f"max-length must be at least 3 ([CLS], a token, [SEP]), got {self.max_length}")
+        if self.multi_label and self.task != "csv":
+            raise ValueError(f"multi-label is for --task csv (one's own data), not {self.task}")
+        if self.multi_label and self.regression:
+            raise ValueError("regression and multi-label exclude each other: a multi-label task classifies")
+        if not isinstance(self.label_separator, str) or not self.label_separator.strip():
+            raise ValueError(f"label-separator must be a character such as ',' or '|', got {self.label_separator!r}")
         if self.precision not in parallel.PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(parallel.PRECISIONS)}, got {self.precision!r}")
 
@@ -273,14 +283,26 @@ def _read_task(cfg: FinetuneConfig, with_train: bool) -> tuple[Task, list[Exampl
             )
         return task, train, devs
     if cfg.task == "csv":
-        text, label = cfg.text_field or "text", cfg.label_field or "label"
-        train = read_table(_find(data, "train"), text, cfg.pair_field, label) if with_train else []
-        devs = {"dev": read_table(_find(data, dev_stem), text, cfg.pair_field, label)}
+        text, label, many = cfg.text_field or "text", cfg.label_field or "label", cfg.multi_label
+        read = lambda f: read_table(f, text, cfg.pair_field, label, empty_label=many)  # noqa: E731
+        train = read(train_file := _find(data, "train")) if with_train else []
+        devs = {"dev": read(dev_file := _find(data, dev_stem))}
         if test := _test_file(data):
             try:
-                devs["test"] = read_table(test, text, cfg.pair_field, label)
+                devs["test"] = read(test)
             except TaskError as e:  # an unlabelled test set is not scored, nor a partly labelled one
                 print(f"{test.name} {_unscored(e, test, text, cfg.pair_field, label)}", file=sys.stderr)
+        if many:
+            train, devs = (
+                _label_lists(train, cfg.label_separator),
+                {k: _label_lists(v, cfg.label_separator) for k, v in devs.items()},
+            )
+            return Task("csv", "multilabel", ("micro_f1", "macro_f1", "subset_accuracy")), train, devs
+        for path, examples in ((train_file if with_train else None, train), (dev_file, devs["dev"])):
+            if n := next((i + 1 for i, e in enumerate(examples) if isinstance(e.label, list)), None):
+                raise TaskError(
+                    f"{path} example {n} has a list of labels; for texts with any number of labels pass --multi-label"
+                )
         labelled = train or devs["dev"]
         regression = cfg.regression
         if regression is None:  # numbers with a fraction somewhere are scores; "0"/"1" are classes
@@ -295,6 +317,10 @@ def _read_task(cfg: FinetuneConfig, with_train: bool) -> tuple[Task, list[Exampl
         )
         return task, train, devs
     raise TaskError(f"unknown task {cfg.task!r}; use one of {', '.join([*GLUE, 'csv', 'ner', *SQUAD])}")
+
+
+def _label_lists(examples: list[Example], separator: str) -> list[Example]:
+    return [replace(e, label=label_list(e.label, separator)) for e in examples]
 
 
 def _squad_file(folder: Path, split: str) -> Path:
@@ -319,7 +345,8 @@ def label_set(task: Task, train: list[Example], devs: dict[str, list[Example]]) 
         return ["score"]
     if task.kind == "span":
         return []
-    seen = {t for e in train for t in (e.label if task.kind == "tagging" else [e.label])}
+    many = task.kind in ("tagging", "multilabel")  # labels per example
+    seen = {t for e in train for t in (e.label if many else [e.label])}
     labels = list(task.labels) if task.labels else sorted(seen, key=str)  # key: 1.0 and "pos" in one file
     if len(labels) < 2:  # one label is nothing to learn, and one output would read as a regression score
         raise TaskError(
@@ -332,7 +359,7 @@ def label_set(task: Task, train: list[Example], devs: dict[str, list[Example]]) 
     known = set(labels)
     for name, examples in {"train": train, **devs}.items():
         for i, e in enumerate(examples):
-            for w, t in enumerate(e.label if task.kind == "tagging" else [e.label]):
+            for w, t in enumerate(e.label if many else [e.label]):
                 if t not in known:
                     what = f"not one of {task.name}'s labels" if task.labels else "unseen in training"
                     scores = not task.labels and all(map(_is_number, [t, *labels]))
@@ -457,6 +484,10 @@ def encode(
             out.labels.append(tags)
             out.words.append(words)
             out.tags.append([index[t] for t in e.label])
+        elif task.kind == "multilabel":  # one 0/1 target per label
+            hot = np.zeros(len(labels), dtype=np.float32)
+            hot[[index[t] for t in e.label]] = 1
+            out.labels.append(hot)
         elif task.kind == "regression":
             if not (_is_number(e.label) and math.isfinite(float(e.label))):
                 raise TaskError(f"{where} example {n} has score {e.label!r}, not a finite number")
@@ -496,6 +527,8 @@ def batches(data: Encoded, batch_size: int, seed: int | None, pad_id: int = 0, s
             labels = torch.full((len(group), T), -100, dtype=torch.long)
             for row, i in enumerate(group):
                 labels[row, : len(data.labels[i])] = torch.tensor(data.labels[i])
+        elif isinstance(data.labels[group[0]], np.ndarray):  # multi-label: (B, labels) of 0/1
+            labels = torch.from_numpy(np.stack([data.labels[i] for i in group]))
         else:
             labels = torch.tensor([data.labels[i] for i in group])
         yield group, ids, types, mask, labels
@@ -523,6 +556,8 @@ def _loss(task: Task, logits: torch.Tensor, labels: torch.Tensor, total: torch.T
     if task.kind == "regression":  # on targets / scale, the units the head learns in (the model multiplies back)
         scale = task.target_scale
         loss = F.mse_loss(logits.squeeze(-1).float() / scale, labels.float() / scale, reduction=reduction)
+    elif task.kind == "multilabel":  # each label a yes/no: transformers' BCEWithLogitsLoss, mean over all of them
+        loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction=reduction)
     elif task.kind == "span":  # (B, T, 2) against (B, 2): the mean of the start and end cross-entropies
         loss = F.cross_entropy(logits.float().transpose(1, 2).flatten(0, 1), labels.flatten(), reduction=reduction)
     else:
@@ -531,7 +566,8 @@ def _loss(task: Task, logits: torch.Tensor, labels: torch.Tensor, total: torch.T
 
 
 def _loss_terms(task: Task, labels: torch.Tensor) -> torch.Tensor:
-    """How many terms `_loss` averages over: rows (span: their starts and ends), or labelled words."""
+    """How many terms `_loss` averages over: rows (span: their starts and ends; multi-label: every
+    row's every label), or labelled words."""
     if task.kind == "tagging":
         return (labels != -100).sum().clamp(min=1)
     return torch.tensor(labels.numel())
@@ -557,7 +593,8 @@ def predictions(
     progress: str | None = None,
     everywhere: bool = False,
 ) -> list:
-    """Each example's prediction: a label index, a score, a label index per token, or (SQuAD) a qa.Answer.
+    """Each example's prediction: a label index, a score, 0/1 per label (multi-label), a label index
+    per token, or (SQuAD) a qa.Answer.
 
     Under data-parallel fine-tuning (`dist`, every process holding the same weights) each process
     runs every N-th batch and they exchange the logits: every process returns every prediction.
@@ -587,6 +624,8 @@ def predictions(
                 preds[i] = logits[row, :n].argmax(-1).tolist()
             elif task.kind == "span":
                 preds[i] = logits[row, : len(data.ids[i])].numpy()  # (T, 2): start and end logits
+            elif task.kind == "multilabel":  # every label whose probability is above one half
+                preds[i] = (logits[row] > 0).numpy().astype(np.float32)
             else:
                 preds[i] = int(logits[row].argmax())
     if task.kind == "span":
@@ -969,8 +1008,12 @@ def _run(cfg: FinetuneConfig, quiet: bool, overwrite: bool) -> dict | None:
     if task.kind == "span":
         hf.export_question_answerer(model, out, tokenizer_dir, overwrite, files)
     else:
-        export = hf.export_token_classifier if task.kind == "tagging" else hf.export_sequence_classifier
-        export(model, out, list(task.names) or labels, tokenizer_dir, overwrite, files)
+        names = list(task.names) or labels
+        if task.kind == "tagging":
+            hf.export_token_classifier(model, out, names, tokenizer_dir, overwrite, files)
+        else:
+            multi = task.kind == "multilabel"
+            hf.export_sequence_classifier(model, out, names, tokenizer_dir, overwrite, files, multi_label=multi)
     shutil.rmtree(store, ignore_errors=True)  # the seeds are in OUT now
     return results
 

@@ -298,10 +298,10 @@ def read_results(folder: Path) -> dict:
 
 def fine_tuned_options(results: dict) -> dict:
     """The max_length, doc_stride, null_threshold and csv columns (text_field, pair_field,
-    label_field) a model was fine-tuned and scored with (from `read_results`; None where not
-    recorded): evaluating or answering with them scores its way."""
+    label_field, label_separator) a model was fine-tuned and scored with (from `read_results`;
+    None where not recorded): evaluating or answering with them scores its way."""
     given = results.get("config", {})
-    fields = ("doc_stride", "null_threshold", "text_field", "pair_field", "label_field")
+    fields = ("doc_stride", "null_threshold", "text_field", "pair_field", "label_field", "label_separator")
     return {"max_length": results.get("settings", {}).get("max_length"), **{k: given.get(k) for k in fields}}
 
 
@@ -439,12 +439,21 @@ def _label_config(id2label: dict[int, str] | list[str], kind: str, cfg: EncoderC
 
 
 def export_sequence_classifier(
-    model: SequenceClassifier, folder, id2label, tokenizer_dir=None, overwrite: bool = False, extra_files=None
+    model: SequenceClassifier,
+    folder,
+    id2label,
+    tokenizer_dir=None,
+    overwrite: bool = False,
+    extra_files=None,
+    multi_label: bool = False,
 ) -> Path:
-    """An `ElectraForSequenceClassification` folder; one label means regression."""
+    """An `ElectraForSequenceClassification` folder; one label means regression. `multi_label`:
+    each label a yes/no of its own (problem_type multi_label_classification: transformers'
+    pipeline then scores each label with a sigmoid)."""
     if len(id2label) != model.num_labels:
         raise ValueError(f"id2label has {len(id2label)} labels but the model predicts {model.num_labels}")
-    problem = "regression" if model.num_labels == 1 else "single_label_classification"
+    problem = "multi_label_classification" if multi_label else "single_label_classification"
+    problem = "regression" if model.num_labels == 1 else problem
     config = _label_config(id2label, "sequence", model.cfg, problem_type=problem)
     state = to_hf_state(model.state_dict(), "sequence", model.cfg)
     return _write(folder, state, config, tokenizer_dir, overwrite, extra_files)

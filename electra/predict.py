@@ -137,7 +137,8 @@ class Predictor:
 
     A sequence classifier gives each text {"label", "score"} ({"score"} for regression), as
     pipeline("sentiment-analysis") does, scores included: softmax over the labels, or sigmoid
-    for a multi-label folder or a single logit not marked regression (`scores_function`).
+    for a multi-label folder or a single logit not marked regression (`scores_function`); a
+    multi-label folder's records also hold "labels": every label scored above 0.5, likeliest first.
     A token classifier gives {"entities": [...]}, each
     {"entity_group", "score", "word", "start", "end"}, as pipeline("token-classification",
     aggregation_strategy="first") does: a word takes the tag of its first piece (the piece
@@ -180,7 +181,9 @@ class Predictor:
             if allow_no_answer is None:
                 allow_no_answer = recorded.get("task") == "squad_v2"
         self.tagger = self.kind == "token"
-        self.scores = scores_function(hf.read_config(folder).get("problem_type"), len(self.id2label))
+        problem = hf.read_config(folder).get("problem_type")
+        self.scores = scores_function(problem, len(self.id2label))
+        self.multi_label = problem == "multi_label_classification"
         self.device = pick_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.model.to(self.device).eval()
@@ -320,7 +323,10 @@ class Predictor:
             return {"score": float(logits[0])}
         probs = {"softmax": logits.softmax(-1), "sigmoid": logits.sigmoid(), "none": logits}[self.scores]
         k = int(probs.argmax())
-        return {"label": self.id2label[k], "score": float(probs[k])}
+        record = {"label": self.id2label[k], "score": float(probs[k])}
+        if self.multi_label:  # every label the model gives above one half, likeliest first
+            record["labels"] = [self.id2label[int(j)] for j in probs.argsort(descending=True) if probs[j] > 0.5]
+        return record
 
     def _entities(self, text: str, enc, logits: np.ndarray) -> list[dict]:
         """The entities of one text from its token logits (T, labels), as the pipeline groups them."""

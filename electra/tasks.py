@@ -70,11 +70,27 @@ def f1(pred: Sequence[int], gold: Sequence[int], positive: int = 1) -> float:
     return 2 * tp / (p.sum() + g.sum()) if p.sum() + g.sum() else 0.0
 
 
-def macro_f1(pred: Sequence[int], gold: Sequence[int]) -> float:
+def macro_f1(pred: Sequence, gold: Sequence) -> float:
     """The mean of every class's F1 (each class in turn the positive one), over the classes that
-    occur in the predictions or the gold labels: the F1 of a task with more than two classes."""
-    classes = sorted(set(np.asarray(pred).tolist()) | set(np.asarray(gold).tolist()))
+    occur in the predictions or the gold labels: the F1 of a task with more than two classes.
+    Multi-label (rows of 0/1 per label): the mean of each label's F1, over the labels that occur."""
+    p, g = np.asarray(pred), np.asarray(gold)
+    if p.ndim == 2:
+        used = (p != 0).any(0) | (g != 0).any(0)
+        return float(np.mean([f1(p[:, j], g[:, j]) for j in np.flatnonzero(used)])) if used.any() else 0.0
+    classes = sorted(set(p.tolist()) | set(g.tolist()))
     return float(np.mean([f1(pred, gold, c) for c in classes])) if classes else 0.0
+
+
+def micro_f1(pred: Sequence, gold: Sequence) -> float:
+    """Multi-label F1 over every (example, label) decision: rows of 0/1 per label."""
+    return f1(np.asarray(pred).ravel(), np.asarray(gold).ravel())
+
+
+def subset_accuracy(pred: Sequence, gold: Sequence) -> float:
+    """Multi-label: the share of examples whose predicted set of labels is exactly the gold one."""
+    p, g = np.asarray(pred) != 0, np.asarray(gold) != 0
+    return float(np.mean((p == g).all(-1))) if len(g) else 0.0
 
 
 def matthews(pred: Sequence[int], gold: Sequence[int]) -> float:
@@ -156,7 +172,7 @@ def both_orders(examples: list[Example]) -> list[Example]:
 @dataclass(frozen=True)
 class Task:
     name: str
-    kind: str  # "classification", "regression" or "tagging"
+    kind: str  # "classification", "multilabel" (any number of labels per text), "regression", "tagging" or "span"
     metrics: tuple[str, ...]  # the first is the one model selection uses
     epochs: int = 3
     labels: tuple[str, ...] = ()  # empty: learned from the training data
@@ -384,6 +400,8 @@ METRICS: dict[str, Callable] = {
     "accuracy": accuracy,
     "f1": f1,
     "macro_f1": macro_f1,
+    "micro_f1": micro_f1,
+    "subset_accuracy": subset_accuracy,
     "matthews": matthews,
     "pearson": pearson,
     "spearman": spearman,
@@ -435,15 +453,20 @@ def read_table(
     header: bool = True,
     fixed: str | None = None,
     labels: tuple[str, ...] = (),
+    empty_label: bool = False,
 ) -> list[Example]:
     """Rows of a CSV/TSV (GLUE's TSVs are unquoted) or JSONL file as examples. `fixed` names the
-    dataset whose files have these columns (no --text-field to set them), `labels` its labels."""
+    dataset whose files have these columns (no --text-field to set them), `labels` its labels;
+    with `empty_label` an empty label is read as "" (a multi-label example of no label), else refused."""
     if not path.exists():
         raise TaskError(f"{path} does not exist")
     if path.suffix == ".jsonl":
-        return _read_jsonl(path, text, pair, label)
+        return _read_jsonl(path, text, pair, label, empty_label)
     with open(path, encoding="utf-8-sig", newline="") as f, utf8(str(path)):
-        return list(table_rows(f, str(path), path.suffix == ".tsv", text, pair, label, header, fixed, labels=labels))
+        tsv = path.suffix == ".tsv"
+        return list(
+            table_rows(f, str(path), tsv, text, pair, label, header, fixed, labels=labels, empty_label=empty_label)
+        )
 
 
 def _csv_rows(stream, name: str, tsv: bool) -> Iterator[list[str]]:
@@ -483,6 +506,7 @@ def table_rows(
     ident_optional: bool = False,
     pair_optional: bool = False,
     labels: tuple[str, ...] = (),
+    empty_label: bool = False,
 ) -> Iterator[Example]:
     """Rows of a CSV or TSV stream as examples, as they are read; blank rows skipped, short ones named.
 
@@ -516,7 +540,7 @@ def table_rows(
                 f"{name}:{n} has {len(row)} columns, its header {len(head)}: a field holds a {sep}; "
                 + ("remove the tab" if tsv else 'quote the field ("a, b")')
             )
-        if y is not None and not row[y].strip():
+        if y is not None and not row[y].strip() and not empty_label:
             raise TaskError(f"{name}:{n} has an empty label; label the row or remove it")
         yield Example(
             row[t],
@@ -557,23 +581,37 @@ def jsonl_records(stream, name: str, required: dict[str, str | None], null_pair:
         yield n, r
 
 
-def _read_jsonl(path: Path, text, pair, label) -> list[Example]:
+def _read_jsonl(path: Path, text, pair, label, empty_label: bool = False) -> list[Example]:
     out = []
     with open(path, encoding="utf-8-sig") as f, utf8(str(path)):  # -sig: a byte order mark is not text
         for n, r in jsonl_records(f, str(path), {"text": text, "pair": pair, "label": label}):
             value = None if label is None else r[label]
-            if label is not None and (value is None or (isinstance(value, str) and not value.strip())):
+            empty = value is None or (isinstance(value, str) and not value.strip())
+            if label is not None and empty and not (empty_label and isinstance(value, str)):
                 raise TaskError(f"{path}:{n}: {label!r} is {value!r}; label the record or remove it")
             if isinstance(value, float) and value.is_integer():  # 1.0 is the class 1 (or, among fractions, a score)
                 value = int(value)
+            if isinstance(value, list):  # a multi-label record's labels
+                if not all(isinstance(x, str | int) and not isinstance(x, bool) for x in value):
+                    raise TaskError(f"{path}:{n}: {label!r} is {value!r}; a list of labels holds strings or integers")
+                value = [str(x).strip() for x in value]
+            elif isinstance(value, dict):
+                raise TaskError(f"{path}:{n}: {label!r} is {value!r}; a label is a string, a number or a list")
             out.append(
                 Example(
                     r[text],
                     None if pair is None else r[pair],
-                    None if value is None else value if isinstance(value, float) else str(value).strip(),
+                    None if value is None else value if isinstance(value, float | list) else str(value).strip(),
                 )
             )
     return out
+
+
+def label_list(value: str | list[str], separator: str) -> list[str]:
+    """A multi-label example's labels, each once, in order: a JSON list, or a table cell of
+    labels joined by `separator` ("sports,politics"; an empty cell is no label)."""
+    labels = value if isinstance(value, list) else str(value).split(separator)
+    return list(dict.fromkeys(x.strip() for x in labels if x.strip()))
 
 
 def read_conll(path: Path, token_column: int = 0, tag_column: int = -1) -> list[Example]:

@@ -31,9 +31,11 @@ from electra.tasks import (
     glue_folder,
     macro_f1,
     matthews,
+    micro_f1,
     pearson,
     read_table,
     spearman,
+    subset_accuracy,
 )
 from tests.conftest import SHARED_DATA
 
@@ -58,6 +60,17 @@ def test_metrics_equal_hand_computed_values():
     # three classes, F1 = 2 tp / (predicted + gold) each: class 0 2/4, class 1 2/3, class 2 2/3
     assert macro_f1([0, 0, 1, 2, 2], [0, 1, 1, 2, 0]) == pytest.approx((1 / 2 + 2 / 3 + 2 / 3) / 3)
     assert macro_f1([0, 0, 1, 2, 2], [0, 2, 1, 2, 2]) == pytest.approx((2 / 3 + 1.0 + 4 / 5) / 3)
+
+
+def test_multi_label_metrics_equal_hand_computed_values():
+    # three examples, four labels; the last label occurs nowhere and is left out of the macro mean
+    pred = [[1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 1, 0]]
+    gold = [[1, 0, 0, 0], [0, 1, 0, 0], [1, 0, 0, 0]]
+    assert micro_f1(pred, gold) == pytest.approx(2 * 3 / (5 + 3))  # tp 3, 5 predicted, 3 gold
+    # label 0: tp 2 (2 predicted, 2 gold) -> 1; label 1: tp 1 (2, 1) -> 2/3; label 2: tp 0 (1, 0) -> 0
+    assert macro_f1(pred, gold) == pytest.approx((1 + 2 / 3 + 0) / 3)
+    assert subset_accuracy(pred, gold) == pytest.approx(1 / 3)  # only the second set is exactly right
+    assert subset_accuracy([[0, 0]], [[0, 0]]) == 1.0 and micro_f1([[0, 0]], [[0, 0]]) == 0.0
 
 
 def test_csv_tasks_pick_their_metrics_from_the_labels(tmp_path):
@@ -857,6 +870,107 @@ def test_mnli_labels_both_test_sets_and_glues_diagnostic(sentiment_tokenizer_dir
     assert list(glue_test(GLUE["mnli"], mnli)) == ["MNLI-m", "MNLI-mm"]
 
 
+def _topics(folder, n_train=240, n_dev=60):
+    """Texts holding any number of two labels: "pos" where a positive word is in it, "neg" where
+    a negative one is; the labels of a row joined by | (an empty cell where neither)."""
+    import random
+
+    rng = random.Random(0)
+    filler = "the a movie film plot story was is and it this".split()
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, n in (("train", n_train), ("dev", n_dev)):
+        lines = ["text,label"]
+        for _ in range(n):
+            labels = [label for label in ("pos", "neg") if rng.random() < 0.5]
+            words = [rng.choice(filler) for _ in range(rng.randint(3, 8))]
+            for label in labels:
+                words.insert(rng.randint(0, len(words)), rng.choice(POSITIVE if label == "pos" else NEGATIVE))
+            lines.append(f"{' '.join(words)},{'|'.join(labels)}")
+        (folder / f"{name}.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_multi_label_fine_tuning_scores_and_predicts_as_transformers_does(sentiment_tokenizer_dir, tmp_path, cli):
+    transformers = pytest.importorskip("transformers")
+    from electra.finetune import _loss
+
+    data, clf = _topics(tmp_path / "data"), tmp_path / "clf"
+    args = ["--task", "csv", "--data", data, "--out", clf, "--epochs", "30", "--lr", "5e-3", "--batch-size", "16"]
+    args += ["--multi-label", "--label-separator", "|"]
+    result = cli("finetune", "--model", sentiment_tokenizer_dir / "model", *args)
+    assert result.returncode == 0, result.stderr
+    results = json.loads((clf / "results.json").read_text())
+    assert results["labels"] == ["neg", "pos"] and results["main_metric"] == "dev/micro_f1"
+    gold = [[int("neg" in row), int("pos" in row)] for row in (data / "dev.csv").read_text().splitlines()[1:]]
+    dev = results["median"]["dev"]  # above answering every label everywhere, or none
+    assert dev["micro_f1"] > micro_f1([[1, 1]] * len(gold), gold) + 0.1
+    assert dev["subset_accuracy"] > 2 * subset_accuracy([[0, 0]] * len(gold), gold)
+
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(clf)
+    assert model.config.problem_type == "multi_label_classification"
+    texts = ["a great film", "an awful plot", "the movie", "a good and bad story"]
+    batch = transformers.AutoTokenizer.from_pretrained(clf)(texts, padding=True, return_tensors="pt")
+    targets = torch.tensor([[0, 1], [1, 0], [0, 0], [1, 1]], dtype=torch.float)
+    with torch.no_grad():
+        out = model(**batch, labels=targets)  # transformers' loss for this problem_type is the one trained
+    torch.testing.assert_close(_loss(Task("csv", "multilabel", ("micro_f1",)), out.logits, targets), out.loss)
+
+    pipe = transformers.pipeline("text-classification", model=str(clf), top_k=None)
+    predicted = cli("predict", "--model", clf, input="\n".join(texts) + "\n")
+    records = [json.loads(line) for line in predicted.stdout.splitlines()]
+    for record, scores in zip(records, pipe(texts), strict=True):  # the pipeline's top label, then every one above 1/2
+        assert record["label"] == scores[0]["label"] and record["score"] == pytest.approx(scores[0]["score"], abs=1e-5)
+        assert record["labels"] == [s["label"] for s in scores if s["score"] > 0.5]
+    assert [r["labels"] for r in records[:3]] == [["pos"], ["neg"], []]
+
+    scored = cli("evaluate", "--model", clf, "--task", "csv", "--data", data, "--output", tmp_path / "scores.json")
+    assert scored.returncode == 0, scored.stderr  # the separator as fine-tuned
+    scores = json.loads((tmp_path / "scores.json").read_text())["metrics"]
+    assert scores == {"dev": results["seeds"][0]["metrics"]["dev"]}
+    card = (clf / "README.md").read_text()
+    assert "`electra finetune --task csv --multi-label`" in card and "labels: `neg`, `pos`." in card
+    scope = {}  # the card's example runs as written
+    exec(card.split("```python\n")[1].split("```")[0], scope)
+    assert scope["model"]("a great film") == pipe("a great film")
+
+
+def test_multi_label_data_is_read_as_lists_and_misuse_is_named(tokenizer, tmp_path, cli):
+    from electra.finetune import load_task
+
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "train.csv").write_text('text,label\nthe cat,"x, y"\na dog,\nthe bird,y\n')
+    records = [{"text": "a cat", "label": ["y", "x", "y"]}, {"text": "a dog", "label": []}, {"text": "x", "label": "x"}]
+    (data / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    cfg = FinetuneConfig(model="m", task="csv", data=str(data), out="o", multi_label=True)
+    task, train, devs = load_task(cfg)
+    assert task.kind == "multilabel" and task.metrics == ("micro_f1", "macro_f1", "subset_accuracy")
+    assert [e.label for e in train] == [["x", "y"], [], ["y"]]
+    assert [e.label for e in devs["dev"]] == [["y", "x"], [], ["x"]]  # each once
+    labels = label_set(task, train, devs)
+    assert labels == ["x", "y"]
+    encoded, _ = encode(tokenizer, task, train, labels, 16, True, "train")
+    assert [x.tolist() for x in encoded.labels] == [[1, 1], [0, 0], [0, 1]]
+    with pytest.raises(TaskError, match="dev example 1 \\('a cat'\\) has label 'z', unseen in training"):
+        label_set(task, train, {"dev": [Example("a cat", None, ["x", "z"])]})
+
+    (data / "train.csv").write_text("text,label\nthe cat,x\nthe bird,y\n")  # one label a row, but lists in dev
+    with pytest.raises(TaskError, match="dev.jsonl example 1 has a list of labels; .* pass --multi-label"):
+        load_task(dataclasses.replace(cfg, multi_label=False))
+    (data / "dev.jsonl").write_text('{"text": "a cat", "label": {"x": 1}}\n')
+    with pytest.raises(TaskError, match="jsonl:1: 'label' is \\{'x': 1\\}; a label is a string, a number or a list"):
+        load_task(cfg)
+    with pytest.raises(ValueError, match="regression and multi-label exclude each other"):
+        dataclasses.replace(cfg, regression=True)
+    with pytest.raises(ValueError, match="multi-label is for --task csv"):
+        dataclasses.replace(cfg, task="sst2")
+    finetune = ["finetune", "--model", "m", "--data", data, "--out", tmp_path / "o"]
+    result = cli(*finetune, "--task", "sst2", "--multi-label")
+    assert result.returncode == 2 and "--multi-label is for --task csv, not sst2; drop it" in result.stderr
+    result = cli(*finetune, "--task", "csv", "--label-separator", "|")
+    assert result.returncode == 2 and "add --multi-label or drop it" in result.stderr
+
+
 def test_evaluate_scores_a_folder_as_finetune_scored_its_seed(sentiment_tokenizer_dir, tmp_path, cli):
     from electra.evaluate import run as evaluate_folder
 
@@ -1340,7 +1454,7 @@ def test_glue_through_datasets_matches_the_tsv_labels(sentiment_tokenizer_dir, t
     assert submitted == ["index\tprediction", *(f"{100 + i}\t{c}" for i, c in enumerate(codes))]
 
 
-@pytest.mark.parametrize("kind", ["classification", "regression", "tagging", "span"])
+@pytest.mark.parametrize("kind", ["classification", "multilabel", "regression", "tagging", "span"])
 def test_slices_of_a_batch_add_up_to_its_mean_loss(kind):
     """What data-parallel fine-tuning relies on: each process's slice, divided by the whole
     batch's terms, sums to the single-process loss (tagging: a mean over labelled words)."""
@@ -1354,6 +1468,8 @@ def test_slices_of_a_batch_add_up_to_its_mean_loss(kind):
         logits, labels = torch.randn(B, 3, generator=g), torch.randint(0, 3, (B,), generator=g)
     elif kind == "regression":
         logits, labels = torch.randn(B, 1, generator=g), torch.rand(B, generator=g) * 5
+    elif kind == "multilabel":
+        logits, labels = torch.randn(B, 4, generator=g), (torch.rand(B, 4, generator=g) < 0.3).float()
     elif kind == "tagging":  # rows with different numbers of labelled words
         logits, labels = torch.randn(B, T, 4, generator=g), torch.randint(0, 4, (B, T), generator=g)
         labels[torch.rand(B, T, generator=g) < 0.4] = -100
