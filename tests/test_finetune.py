@@ -1,5 +1,6 @@
 """Fine-tuning, evaluation and prediction: metrics, task readers, training, export, predict."""
 
+import copy
 import dataclasses
 import errno
 import io
@@ -274,7 +275,7 @@ def test_layer_scales_follow_googles_depths():
 def test_word_piece_labels_go_to_the_first_piece_of_each_word(tokenizer):
     task = Task("ner", "tagging", ("f1",))
     examples = [Example(["the", "moviegoers", "loved"], None, ["O", "B-X", "O"])]
-    enc, truncated = encode(tokenizer, task, examples, ["O", "B-X"], 64, True, "test")
+    enc, truncated = encode(copy.deepcopy(tokenizer), task, examples, ["O", "B-X"], 64, True, "test")
     pieces = [tokenizer.id_to_token(i) for i in enc.ids[0]]
     assert truncated == 0 and len(pieces) > 5  # [CLS] the movie ##go ##ers ... [SEP]
     labelled = [(p, t) for p, t in zip(pieces, enc.labels[0], strict=True) if t != -100]
@@ -949,7 +950,7 @@ def test_multi_label_data_is_read_as_lists_and_misuse_is_named(tokenizer, tmp_pa
     assert [e.label for e in devs["dev"]] == [["y", "x"], [], ["x"]]  # each once
     labels = label_set(task, train, devs)
     assert labels == ["x", "y"]
-    encoded, _ = encode(tokenizer, task, train, labels, 16, True, "train")
+    encoded, _ = encode(copy.deepcopy(tokenizer), task, train, labels, 16, True, "train")  # encode sets truncation
     assert [x.tolist() for x in encoded.labels] == [[1, 1], [0, 0], [0, 1]]
     with pytest.raises(TaskError, match="dev example 1 \\('a cat'\\) has label 'z', unseen in training"):
         label_set(task, train, {"dev": [Example("a cat", None, ["x", "z"])]})
