@@ -293,10 +293,8 @@ def _read_task(cfg: FinetuneConfig, with_train: bool) -> tuple[Task, list[Exampl
             except TaskError as e:  # an unlabelled test set is not scored, nor a partly labelled one
                 print(f"{test.name} {_unscored(e, test, text, cfg.pair_field, label)}", file=sys.stderr)
         if many:
-            train, devs = (
-                _label_lists(train, cfg.label_separator),
-                {k: _label_lists(v, cfg.label_separator) for k, v in devs.items()},
-            )
+            train = _label_lists(train, cfg.label_separator)
+            devs = {k: _label_lists(v, cfg.label_separator) for k, v in devs.items()}
             return Task("csv", "multilabel", ("micro_f1", "macro_f1", "subset_accuracy")), train, devs
         for path, examples in ((train_file if with_train else None, train), (dev_file, devs["dev"])):
             if n := next((i + 1 for i, e in enumerate(examples) if isinstance(e.label, list)), None):
