@@ -15,7 +15,7 @@ import numpy as np
 from electra import hf, qa
 from electra.finetune import SQUAD, Encoded, FinetuneConfig, encode, load_task, predictions, score, word_tags
 from electra.parallel import pick_device
-from electra.tasks import Example, Task, TaskError
+from electra.tasks import Example, Task, TaskError, joined_labels
 from electra.tokenizer import load_model_tokenizer
 
 
@@ -77,7 +77,7 @@ def run(
         text_field=text_field,
         pair_field=pair_field,
         label_field=label_field,
-        regression=len(id2label) == 1 if task_name == "csv" else None,  # as the model scores
+        regression=len(id2label) == 1 and not multi_label if task_name == "csv" else None,  # as the model scores
         multi_label=multi_label,
         label_separator=label_separator or ",",
         device=device,
@@ -170,7 +170,7 @@ def model_labels(
         if len(id2label) != 1:
             raise TaskError(f"{folder} is a classifier with {len(id2label)} labels; {task.name} scores a regression")
         return ["score"]
-    if len(id2label) == 1:
+    if len(id2label) == 1 and task.kind != "multilabel":
         raise TaskError(f"{folder} is a regression model (one score); {task.name} is a classification task")
     if task.labels and task.kind == "classification" and len(id2label) != len(task.labels):
         # an output no label names would count its predictions as wrong, and score the data all the same
@@ -185,7 +185,10 @@ def model_labels(
     for labels in [recorded] if recorded is not None else [names, [str(i) for i in range(len(names))]]:
         if len(labels) == len(names) and gold <= set(labels):
             return list(labels)
+    hint = ""
+    if task.kind == "multilabel" and (joined := joined_labels(gold - set(recorded or names), recorded or names)):
+        hint = f"; are labels such as {joined[0]!r} joined by {joined[1]!r}? pass --label-separator {joined[1]!r}"
     raise TaskError(
         f"the labels of {folder} ({', '.join(map(str, recorded or names))}) do not name the data's "
-        f"({', '.join(sorted(map(str, gold)))}); evaluate it on data labelled as it was trained"
+        f"({', '.join(sorted(map(str, gold)))}); evaluate it on data labelled as it was trained{hint}"
     )

@@ -65,6 +65,7 @@ from electra.tasks import (
     glue_test,
     glue_test_from_datasets,
     hub_glue,
+    joined_labels,
     label_list,
     read_conll,
     read_table,
@@ -126,7 +127,7 @@ class FinetuneConfig:
             raise ValueError(f"multi-label is for --task csv (one's own data), not {self.task}")
         if self.multi_label and self.regression:
             raise ValueError("regression and multi-label exclude each other: a multi-label task classifies")
-        if not isinstance(self.label_separator, str) or not self.label_separator.strip():
+        if not isinstance(self.label_separator, str) or not self.label_separator:
             raise ValueError(f"label-separator must be a character such as ',' or '|', got {self.label_separator!r}")
         if self.precision not in parallel.PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(parallel.PRECISIONS)}, got {self.precision!r}")
@@ -292,15 +293,20 @@ def _read_task(cfg: FinetuneConfig, with_train: bool) -> tuple[Task, list[Exampl
                 devs["test"] = read(test)
             except TaskError as e:  # an unlabelled test set is not scored, nor a partly labelled one
                 print(f"{test.name} {_unscored(e, test, text, cfg.pair_field, label)}", file=sys.stderr)
+        files = {"train": train_file if with_train else None, "dev": dev_file, "test": test}
         if many:
-            train = _label_lists(train, cfg.label_separator)
-            devs = {k: _label_lists(v, cfg.label_separator) for k, v in devs.items()}
+            train = _label_lists(train, cfg.label_separator, files["train"])
+            devs = {k: _label_lists(v, cfg.label_separator, files[k]) for k, v in devs.items()}
+            if devs["dev"] and not any(e.label for e in devs["dev"]):
+                raise TaskError(f"{dev_file} has no label in any row: a dev set without labels scores nothing")
+            if "test" in devs and not any(e.label for e in devs["test"]):  # empty cells: a test set not labelled
+                print(f"{test.name} is not scored: no row has a label", file=sys.stderr)
+                del devs["test"]
             return Task("csv", "multilabel", ("micro_f1", "macro_f1", "subset_accuracy")), train, devs
-        for path, examples in ((train_file if with_train else None, train), (dev_file, devs["dev"])):
+        for name, examples in {"train": train, **devs}.items():
             if n := next((i + 1 for i, e in enumerate(examples) if isinstance(e.label, list)), None):
-                raise TaskError(
-                    f"{path} example {n} has a list of labels; for texts with any number of labels pass --multi-label"
-                )
+                fix = "pass --multi-label" if with_train else "evaluate a model fine-tuned with --multi-label"
+                raise TaskError(f"{files[name]} example {n} has a list of labels (multi-label data); {fix}")
         labelled = train or devs["dev"]
         regression = cfg.regression
         if regression is None:  # numbers with a fraction somewhere are scores; "0"/"1" are classes
@@ -317,8 +323,8 @@ def _read_task(cfg: FinetuneConfig, with_train: bool) -> tuple[Task, list[Exampl
     raise TaskError(f"unknown task {cfg.task!r}; use one of {', '.join([*GLUE, 'csv', 'ner', *SQUAD])}")
 
 
-def _label_lists(examples: list[Example], separator: str) -> list[Example]:
-    return [replace(e, label=label_list(e.label, separator)) for e in examples]
+def _label_lists(examples: list[Example], separator: str, path: Path) -> list[Example]:
+    return [replace(e, label=label_list(e.label, separator, f"{path} example {i}")) for i, e in enumerate(examples, 1)]
 
 
 def _squad_file(folder: Path, split: str) -> Path:
@@ -346,6 +352,12 @@ def label_set(task: Task, train: list[Example], devs: dict[str, list[Example]]) 
     many = task.kind in ("tagging", "multilabel")  # labels per example
     seen = {t for e in train for t in (e.label if many else [e.label])}
     labels = list(task.labels) if task.labels else sorted(seen, key=str)  # key: 1.0 and "pos" in one file
+    if task.kind == "multilabel" and len(labels) < 2:  # one label is a yes/no: a classifier of two classes
+        named = f"one label ({labels[0]!r})" if labels else "no label in any row"
+        raise TaskError(
+            f"train has {named}; multi-label fine-tuning learns two labels or more: for one, label each row "
+            "with it or another class (such as 'none') and fine-tune without --multi-label"
+        )
     if len(labels) < 2:  # one label is nothing to learn, and one output would read as a regression score
         raise TaskError(
             f"train has only one label ({', '.join(map(repr, labels)) or 'none'}); a classifier learns to tell "
@@ -377,11 +389,18 @@ def label_set(task: Task, train: list[Example], devs: dict[str, list[Example]]) 
 def label_notes(task: Task, train: list[Example]) -> list[str]:
     """Labels of one's own data that look like slips: names that differ only in case or spacing
     ("Pos" beside "pos"), or numbers among words ("3" beside "pos"). Each becomes a class
-    of its own (and more than two classes change the main metric to macro-F1), so they are said."""
-    if task.labels or task.kind != "classification":
+    of its own (and more than two classes change the main metric to macro-F1), so they are said.
+    Multi-label: also names that look like several labels joined by another separator."""
+    if task.labels or task.kind not in ("classification", "multilabel"):
         return []
-    counts = collections.Counter(e.label for e in train)
+    many = task.kind == "multilabel"
+    counts = collections.Counter(t for e in train for t in (e.label if many else [e.label]))
     notes = []
+    if many and (joined := joined_labels(counts, counts)):
+        name, c = joined
+        notes.append(
+            f"labels such as {name!r} look like several joined by {c!r}; if they are, pass --label-separator {c!r}"
+        )
     alike = collections.defaultdict(list)
     for label in counts:
         alike[" ".join(str(label).split()).casefold()].append(label)
@@ -1143,7 +1162,8 @@ def test_predictions(
 # main metric, on its (first) dev set.
 GLUE_SCORE_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte")
 _PER_TASK = ("task", "out", "device")  # settings that may differ between the tasks of one benchmark run
-_NO_EFFECT = ("save_minutes", "activation_checkpointing")  # settings that do not change what a run computes
+# settings that do not change what a run computes (the separator's effect is in the data's hash)
+_NO_EFFECT = ("save_minutes", "activation_checkpointing", "label_separator")
 
 
 def glue_tasks(data: str) -> list[str]:

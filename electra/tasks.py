@@ -6,6 +6,7 @@ labels, as GLUE defines it.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import csv
 import json
@@ -588,13 +589,12 @@ def _read_jsonl(path: Path, text, pair, label, empty_label: bool = False) -> lis
             value = None if label is None else r[label]
             empty = value is None or (isinstance(value, str) and not value.strip())
             if label is not None and empty and not (empty_label and isinstance(value, str)):
-                raise TaskError(f"{path}:{n}: {label!r} is {value!r}; label the record or remove it")
+                none = " (a list, [] for none)" if empty_label else ""
+                raise TaskError(f"{path}:{n}: {label!r} is {json.dumps(value)}; label the record{none} or remove it")
             if isinstance(value, float) and value.is_integer():  # 1.0 is the class 1 (or, among fractions, a score)
                 value = int(value)
             if isinstance(value, list):  # a multi-label record's labels
-                if not all(isinstance(x, str | int) and not isinstance(x, bool) for x in value):
-                    raise TaskError(f"{path}:{n}: {label!r} is {value!r}; a list of labels holds strings or integers")
-                value = [str(x).strip() for x in value]
+                value = _list_labels(value, f"{path}:{n}: {label!r}")
             elif isinstance(value, dict):
                 raise TaskError(f"{path}:{n}: {label!r} is {value!r}; a label is a string, a number or a list")
             out.append(
@@ -607,11 +607,57 @@ def _read_jsonl(path: Path, text, pair, label, empty_label: bool = False) -> lis
     return out
 
 
-def label_list(value: str | list[str], separator: str) -> list[str]:
+def _list_labels(items: list, where: str) -> list[str]:
+    """The labels of a list (a JSON record's, or a cell holding one): strings or integers."""
+    out = []
+    for x in items:
+        if isinstance(x, float) and x.is_integer():
+            x = int(x)
+        if not isinstance(x, str | int) or isinstance(x, bool):
+            raise TaskError(f"{where} is {items!r}; a list of labels holds strings or integers")
+        out.append(str(x).strip())
+    return out
+
+
+def label_list(value: str | list[str], separator: str, where: str) -> list[str]:
     """A multi-label example's labels, each once, in order: a JSON list, or a table cell of
-    labels joined by `separator` ("sports,politics"; an empty cell is no label)."""
-    labels = value if isinstance(value, list) else str(value).split(separator)
+    labels joined by `separator` ("sports,politics"; an empty cell is no label). A cell that
+    holds a list written out (`['sports', 'politics']`, as pandas' to_csv writes a list column)
+    is read as that list, and one quoted whole in a TSV file (as spreadsheets save a cell that
+    holds a comma) without its quotes. `where` names the example for messages."""
+    if isinstance(value, list):
+        labels = value
+    else:
+        cell = str(value).strip()
+        if len(cell) >= 2 and cell[0] == cell[-1] == '"':
+            cell = cell[1:-1].replace('""', '"').strip()
+        if cell.startswith("[") and cell.endswith("]"):
+            try:
+                items = ast.literal_eval(cell)
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                items = None
+            if not isinstance(items, list | tuple):
+                raise TaskError(
+                    f"{where} has label {cell!r}, which looks like a list but is not one; write "
+                    f"['a', 'b'] (or join the labels with {separator!r})"
+                )
+            labels = _list_labels(list(items), f"{where}: label")
+        else:
+            labels = cell.split(separator)
     return list(dict.fromkeys(x.strip() for x in labels if x.strip()))
+
+
+def joined_labels(names, known) -> tuple[str, str] | None:
+    """(a name, a character) where label `names` look like several labels joined by that
+    character ("food|politics" beside "music|food", or whose parts are all `known` labels):
+    a separator other than --label-separator. None where none do."""
+    names = [str(n) for n in names]
+    for c in ",|;/+":
+        joined = [n for n in names if c in n]
+        parts = {p.strip() for n in joined for p in n.split(c)} - {""}
+        if joined and (len(joined) >= 2 or parts <= set(map(str, known))):
+            return joined[0], c
+    return None
 
 
 def read_conll(path: Path, token_column: int = 0, tag_column: int = -1) -> list[Example]:

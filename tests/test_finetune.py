@@ -928,6 +928,16 @@ def test_multi_label_fine_tuning_scores_and_predicts_as_transformers_does(sentim
     assert scored.returncode == 0, scored.stderr  # the separator as fine-tuned
     scores = json.loads((tmp_path / "scores.json").read_text())["metrics"]
     assert scores == {"dev": results["seeds"][0]["metrics"]["dev"]}
+    commas = tmp_path / "commas"  # the same rows, their labels joined by commas
+    commas.mkdir()
+    rows = (data / "dev.csv").read_text().splitlines()
+    (commas / "dev.csv").write_text(
+        "\n".join([rows[0], *(f'{t},"{y.replace("|", ",")}"' for t, y in (r.split(",") for r in rows[1:]))])
+    )
+    scored = cli("evaluate", "--model", clf, "--task", "csv", "--data", commas)
+    assert scored.returncode == 2 and "joined by ','? pass --label-separator ','" in scored.stderr
+    scored = cli("evaluate", "--model", clf, "--task", "csv", "--data", commas, "--label-separator", ",")
+    assert scored.returncode == 0 and f"micro_f1 {scores['dev']['micro_f1']:.4f}" in scored.stdout
     card = (clf / "README.md").read_text()
     assert "`electra finetune --task csv --multi-label`" in card and "labels: `neg`, `pos`." in card
     scope = {}  # the card's example runs as written
@@ -936,7 +946,7 @@ def test_multi_label_fine_tuning_scores_and_predicts_as_transformers_does(sentim
 
 
 def test_multi_label_data_is_read_as_lists_and_misuse_is_named(tokenizer, tmp_path, cli):
-    from electra.finetune import load_task
+    from electra.finetune import label_notes, load_task
 
     data = tmp_path / "d"
     data.mkdir()
@@ -955,12 +965,49 @@ def test_multi_label_data_is_read_as_lists_and_misuse_is_named(tokenizer, tmp_pa
     with pytest.raises(TaskError, match="dev example 1 \\('a cat'\\) has label 'z', unseen in training"):
         label_set(task, train, {"dev": [Example("a cat", None, ["x", "z"])]})
 
-    (data / "train.csv").write_text("text,label\nthe cat,x\nthe bird,y\n")  # one label a row, but lists in dev
-    with pytest.raises(TaskError, match="dev.jsonl example 1 has a list of labels; .* pass --multi-label"):
-        load_task(dataclasses.replace(cfg, multi_label=False))
+    # lists as pandas' to_csv writes them, a TSV cell quoted by a spreadsheet, a space as separator
+    (data / "train.csv").write_text("text,label\nthe cat,\"['x', 'y']\"\na dog,[]\n")
+    assert [e.label for e in load_task(cfg)[1]] == [["x", "y"], []]
+    (data / "train.tsv").write_text('text\tlabel\nthe cat\t"x,y"\n')
+    (data / "train.csv").unlink()
+    assert [e.label for e in load_task(cfg)[1]] == [["x", "y"]]
+    assert [e.label for e in load_task(dataclasses.replace(cfg, label_separator=" "))[1]] == [["x,y"]]
+    (data / "train.tsv").write_text("text\tlabel\nthe cat\t[x y]\n")
+    with pytest.raises(TaskError, match="tsv example 1 has label '\\[x y\\]', which looks like a list but is not"):
+        load_task(cfg)
+    (data / "train.tsv").unlink()
+    (data / "train.csv").write_text('text,label\nthe cat,"x|y"\na dog,"y|x"\na cow,x\n')  # another separator
+    task, train, _ = load_task(cfg)
+    assert label_notes(task, train) == [
+        "labels such as 'x|y' look like several joined by '|'; if they are, pass --label-separator '|'"
+    ]
+    (data / "train.csv").write_text("text,label\nthe cat,x\na dog,\n")
+    with pytest.raises(TaskError, match="train has one label \\('x'\\); .* fine-tune without --multi-label"):
+        label_set(*load_task(cfg))
+    (data / "train.csv").write_text("text,label\nthe cat,\n")
+    with pytest.raises(TaskError, match="train has no label in any row"):
+        label_set(*load_task(cfg))
+    (data / "test.csv").write_text("text,label\nthe cat,\n")  # a test set of empty cells is unlabelled
+    assert list(load_task(cfg)[2]) == ["dev"]
+    (data / "dev.jsonl").write_text('{"text": "a cat", "label": []}\n')
+    with pytest.raises(TaskError, match="dev.jsonl has no label in any row"):
+        load_task(cfg)
+    (data / "dev.jsonl").write_text('{"text": "a cat", "label": null}\n')
+    with pytest.raises(TaskError, match="dev.jsonl:1: 'label' is null; label the record \\(a list, \\[\\] for none\\)"):
+        load_task(cfg)
     (data / "dev.jsonl").write_text('{"text": "a cat", "label": {"x": 1}}\n')
     with pytest.raises(TaskError, match="jsonl:1: 'label' is \\{'x': 1\\}; a label is a string, a number or a list"):
         load_task(cfg)
+
+    (data / "train.csv").write_text("text,label\nthe cat,x\nthe bird,y\n")  # one label a row, but lists elsewhere
+    (data / "dev.jsonl").write_text('{"text": "a cat", "label": "x"}\n')
+    (data / "test.csv").unlink()
+    (data / "test.jsonl").write_text('{"text": "a cat", "label": ["x"]}\n')
+    single = dataclasses.replace(cfg, multi_label=False)
+    with pytest.raises(TaskError, match="test.jsonl example 1 has a list of labels \\(multi-label data\\); pass"):
+        load_task(single)
+    with pytest.raises(TaskError, match="\\(multi-label data\\); evaluate a model fine-tuned with --multi-label"):
+        load_task(single, with_train=False)
     with pytest.raises(ValueError, match="regression and multi-label exclude each other"):
         dataclasses.replace(cfg, regression=True)
     with pytest.raises(ValueError, match="multi-label is for --task csv"):
@@ -1300,7 +1347,7 @@ def test_bad_task_input_is_refused_with_a_message(sentiment_tokenizer_dir, tmp_p
     with pytest.raises(TaskError, match="dev.csv:3: a quoted field opened on this row never closes"):
         run(cfg, quiet=True)  # not one example holding the rest of the file
     (data / "dev.csv").unlink()
-    for label, shown in (("null", "None"), ('""', "''")):
+    for label, shown in (("null", "null"), ('""', '""')):
         (data / "dev.jsonl").write_text(f'{{"text": "fine", "label": "pos"}}\n{{"text": "odd", "label": {label}}}\n')
         with pytest.raises(TaskError, match=f"dev.jsonl:2: 'label' is {shown}; label the record or remove it"):
             run(cfg, quiet=True)
