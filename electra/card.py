@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shlex
 from pathlib import Path
 
@@ -43,6 +44,32 @@ GLUE_DEV_EXAMPLES = {
     "rte": {"dev": 277},
     "wnli": {"dev": 71},
 }
+# the hub's spellings: license ids (apache-2.0, mit, cc-by-4.0, other ...), ISO 639 language codes
+LICENSE = re.compile(r"[a-z0-9][a-z0-9.+-]*")
+LANGUAGE = re.compile(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})*|multilingual")
+
+
+def hub_metadata(license: str | None = None, language=()) -> dict:
+    """The license and languages a card declares to the hub (its license filter and language
+    pages), checked: {} when neither is given."""
+    out: dict = {}
+    if license is not None:
+        if not isinstance(license, str) or not LICENSE.fullmatch(license):
+            raise ValueError(
+                f"license {license!r} is not a hub license id; write it as the hub does: apache-2.0, mit, "
+                "cc-by-4.0, cc-by-sa-4.0, openrail, other ..."
+            )
+        out["license"] = license
+    if isinstance(language, str):
+        language = [language]
+    for code in language:
+        if not isinstance(code, str) or not LANGUAGE.fullmatch(code):
+            raise ValueError(f"language {code!r} is not an ISO 639 code such as en, fr, zh or multilingual")
+    if language:
+        out["language"] = list(dict.fromkeys(language))
+    return out
+
+
 # our dev sets are the GLUE hub dataset's validation splits, for model-index
 SPLITS = {"dev": "validation", "dev_matched": "validation_matched", "dev_mismatched": "validation_mismatched"}
 
@@ -131,7 +158,7 @@ def run_metrics(checkpoint: str | os.PathLike, step: int | None = None) -> dict:
     return out
 
 
-def checkpoint_card(checkpoint, model: str, folder: str | os.PathLike) -> str:
+def checkpoint_card(checkpoint, model: str, folder: str | os.PathLike, hub: dict | None = None) -> str:
     """`pretrained_card` of an `electra.checkpoint.Checkpoint` exported to `folder`."""
     meta = checkpoint.meta
     step = meta.get("step", _step_of(checkpoint.path.name))  # its own record: the folder may be renamed
@@ -139,7 +166,7 @@ def checkpoint_card(checkpoint, model: str, folder: str | os.PathLike) -> str:
     metrics = run_metrics(checkpoint.path, step)
     if "tokens" in meta:  # the count at the checkpoint's step, not at the log line before it
         metrics["tokens"] = meta["tokens"]
-    return pretrained_card(model, cfg, meta.get("settings", {}), step, metrics, folder)
+    return pretrained_card(model, cfg, meta.get("settings", {}), step, metrics, folder, hub)
 
 
 def _step_of(name: str) -> int | None:
@@ -157,15 +184,21 @@ def _python(*lines: str) -> str:
 
 
 def pretrained_card(
-    model: str, cfg: EncoderConfig, settings: dict, step: int | None, metrics: dict, folder: str | os.PathLike
+    model: str,
+    cfg: EncoderConfig,
+    settings: dict,
+    step: int | None,
+    metrics: dict,
+    folder: str | os.PathLike,
+    hub: dict | None = None,
 ) -> str:
     """The card of a pre-trained export: `model` is "discriminator" (ElectraForPreTraining), "generator"
     (ElectraForMaskedLM), "mlm" (the MLM baseline's ElectraForMaskedLM) or "replace-mlm" / "all-tokens-mlm"
     (the main network of those comparison runs, an ElectraForMaskedLM); `settings` the run's
     resolved settings (a checkpoint's meta), `metrics` what `run_metrics` found; `folder` where it goes
-    (named in the examples)."""
+    (named in the examples); `hub` its `hub_metadata`."""
     masked_lm = model != "discriminator"
-    meta: dict = {"library_name": "transformers"}
+    meta: dict = {"library_name": "transformers", **(hub or {})}
     if masked_lm:
         meta["pipeline_tag"] = "fill-mask"
     trained_as_lm = model in ("mlm", "replace-mlm", "all-tokens-mlm")
@@ -254,7 +287,8 @@ def finetuned_card(results: dict, kind: str, cfg: EncoderConfig, folder: str | o
     else:  # data of one's own, named by its folder; a dataset in GLUE's or SQuAD's format is not theirs
         dataset = {"name": Path(data).name or data}
     pipeline, seeds = PIPELINE_TAGS[kind], len(results["seeds"])
-    meta: dict = {"library_name": "transformers", "pipeline_tag": pipeline, "tags": ["electra"]}
+    declared = hub_metadata(results["config"].get("license"), results["config"].get("language") or ())
+    meta: dict = {"library_name": "transformers", **declared, "pipeline_tag": pipeline, "tags": ["electra"]}
     if _is_hub_name(str(results["model"])):
         meta["base_model"] = str(results["model"])
     # the hub links a result to the dataset its type names, so only a hub dataset's results are

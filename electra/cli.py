@@ -28,9 +28,13 @@ def _count(n: int, noun: str) -> str:
 def cmd_export(args: argparse.Namespace) -> None:
     from electra import hf
     from electra.atomic import check_output
-    from electra.card import checkpoint_card
+    from electra.card import checkpoint_card, hub_metadata
     from electra.checkpoint import load_checkpoint
 
+    try:
+        hub = hub_metadata(args.license, args.language or ())
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     ckpt = load_checkpoint(args.checkpoint)
     tokenizer_dir = args.tokenizer or (ckpt.path if ckpt.has_tokenizer else None)
     objective = ckpt.meta.get("objective", "electra")
@@ -67,7 +71,7 @@ def cmd_export(args: argparse.Namespace) -> None:
         )
 
     def card(model: str, out: str) -> dict[str, str]:
-        return {"README.md": checkpoint_card(ckpt, model, out)}
+        return {"README.md": checkpoint_card(ckpt, model, out, hub)}
 
     if mlm:  # the BERT-style baseline: the masked LM is the model
         out = hf.export_generator(ckpt.model, args.out, tokenizer_dir, args.force, card("mlm", args.out))
@@ -343,6 +347,14 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     run(cfg, resume=args.resume, quiet=args.quiet)
 
 
+def _hub_arguments(p: argparse.ArgumentParser) -> None:
+    """What the model card declares to the Hugging Face hub (README.md's metadata)."""
+    p.add_argument("--license", help="the model card's license, as the hub names it: apache-2.0, mit, cc-by-4.0 ...")
+    p.add_argument(
+        "--language", action="append", help="a language of the model's text (ISO 639: en, fr, zh ...); repeat for more"
+    )
+
+
 # options that only some tasks read: elsewhere they would be ignored
 TASK_OPTIONS = {
     "--doc-stride": ("squad", "squad_v2"),
@@ -395,6 +407,8 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         save_minutes=args.save_minutes,
         data_parallel=args.data_parallel,
         activation_checkpointing=args.activation_checkpointing,
+        license=args.license,
+        language=tuple(args.language or ()),
     )
     if cfg.data_parallel:
         _alone("--data-parallel")
@@ -923,6 +937,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generator-out", help="also export the generator (ElectraForMaskedLM) here")
     p.add_argument("--tokenizer", help="tokenizer folder to include (default: the checkpoint's own)")
     p.add_argument("--force", action="store_true", help="replace output folders that already hold files")
+    _hub_arguments(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
@@ -1008,6 +1023,7 @@ def build_parser() -> argparse.ArgumentParser:
         "far less memory (Large models, 512-token SQuAD windows) for about a third more compute; the same results",
     )
     p.add_argument("--force", action="store_true", help="replace an output folder that holds files")
+    _hub_arguments(p)
     p.add_argument(
         "--quiet", action="store_true", help="no progress bar or progress lines (epoch scores); notes still show"
     )

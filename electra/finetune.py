@@ -42,7 +42,7 @@ from electra.atomic import (
     publishing_file,
     refuse_overlap,
 )
-from electra.card import finetuned_card
+from electra.card import finetuned_card, hub_metadata
 from electra.checkpoint import is_checkpoint, list_checkpoints, load_checkpoint
 from electra.config import check_flags, check_options
 from electra.model import Encoder, QuestionAnswerer, SequenceClassifier, TokenClassifier, checkpoint_activations
@@ -106,6 +106,8 @@ class FinetuneConfig:
     save_minutes: float = 30.0  # a seed's progress is saved this often: a stopped run resumes mid-seed
     data_parallel: bool = False  # under torchrun: every process trains every seed, on a slice of each batch
     activation_checkpointing: bool = False  # recompute each block in backward: less memory, the same results
+    license: str | None = None  # what the model card declares to the hub (electra.card.hub_metadata)
+    language: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_flags(self)
@@ -131,6 +133,7 @@ class FinetuneConfig:
             raise ValueError(f"label-separator must be a character such as ',' or '|', got {self.label_separator!r}")
         if self.precision not in parallel.PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(parallel.PRECISIONS)}, got {self.precision!r}")
+        hub_metadata(self.license, self.language)
 
 
 # --------------------------------------------------------------------------------------
@@ -1163,7 +1166,7 @@ def test_predictions(
 GLUE_SCORE_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte")
 _PER_TASK = ("task", "out", "device")  # settings that may differ between the tasks of one benchmark run
 # settings that do not change what a run computes (the separator's effect is in the data's hash)
-_NO_EFFECT = ("save_minutes", "activation_checkpointing", "label_separator")
+_NO_EFFECT = ("save_minutes", "activation_checkpointing", "label_separator", "license", "language")
 
 
 def glue_tasks(data: str) -> list[str]:

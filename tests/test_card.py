@@ -87,6 +87,16 @@ def test_exported_folders_carry_a_card_with_the_run(tmp_path, tokenizer, tokeniz
     assert f"`electra finetune --model '{out[0]}' --task sst2" in disc.text  # a shell line that runs as written
     gen = ModelCard.load(tmp_path / "gen" / "README.md")
     assert gen.data.pipeline_tag == "fill-mask" and "| hidden size | 16 |" in gen.text
+    declared = ["--license", "apache-2.0", "--language", "en", "--language", "fr"]  # the hub's filters read these
+    assert cli("export", tmp_path / "run", "--out", tmp_path / "declared", *declared).returncode == 0
+    data = ModelCard.load(tmp_path / "declared" / "README.md").data
+    assert data.license == "apache-2.0" and data.language == ["en", "fr"]
+    for bad, message in [
+        (["--license", "Apache 2.0"], "license 'Apache 2.0' is not a hub license id; write it as the hub does"),
+        (["--language", "English"], "language 'English' is not an ISO 639 code such as en"),
+    ]:
+        result = cli("export", tmp_path / "run", "--out", tmp_path / "refused", *bad)
+        assert result.returncode == 2 and message in result.stderr and not (tmp_path / "refused").exists()
 
     # a checkpoint records its own step and tokens: the card holds them when its step was not logged
     meta = {"settings": settings, "step": 6, "tokens": 14000}  # logged last at step 5
@@ -129,7 +139,7 @@ def test_a_card_names_a_hub_encoder_as_its_base_model_and_scores_each_split():
     results = {
         "task": "stsb",
         "model": "google/electra-small-discriminator",
-        "config": {"data": "glue", "batch_size": 32},
+        "config": {"data": "glue", "batch_size": 32, "license": "mit", "language": ["en"]},
         "settings": {"epochs": 10, "lr": 3e-4},
         "median": {"dev": {"spearman": 0.8712345, "pearson": float("nan")}},
         "spread": {"dev": {"spearman": {"min": 0.86, "max": 0.88}}},
@@ -140,6 +150,7 @@ def test_a_card_names_a_hub_encoder_as_its_base_model_and_scores_each_split():
     card = finetuned_card(results, "regression", tiny().discriminator, "models/stsb")
     meta = yaml.safe_load(card.split("---")[1])
     assert meta["base_model"] == "google/electra-small-discriminator" and meta["datasets"] == ["nyu-mll/glue"]
+    assert meta["license"] == "mit" and meta["language"] == ["en"]
     (entry,) = meta["model-index"][0]["results"]
     assert entry["dataset"] == {"name": "GLUE STS-B", "type": "nyu-mll/glue", "config": "stsb", "split": "validation"}
     spearman, pearson = entry["metrics"]

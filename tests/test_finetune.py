@@ -897,7 +897,7 @@ def test_multi_label_fine_tuning_scores_and_predicts_as_transformers_does(sentim
 
     data, clf = _topics(tmp_path / "data"), tmp_path / "clf"
     args = ["--task", "csv", "--data", data, "--out", clf, "--epochs", "30", "--lr", "5e-3", "--batch-size", "16"]
-    args += ["--multi-label", "--label-separator", "|"]
+    args += ["--multi-label", "--label-separator", "|", "--license", "mit", "--language", "en"]
     result = cli("finetune", "--model", sentiment_tokenizer_dir / "model", *args)
     assert result.returncode == 0, result.stderr
     results = json.loads((clf / "results.json").read_text())
@@ -940,6 +940,7 @@ def test_multi_label_fine_tuning_scores_and_predicts_as_transformers_does(sentim
     assert scored.returncode == 0 and f"micro_f1 {scores['dev']['micro_f1']:.4f}" in scored.stdout
     card = (clf / "README.md").read_text()
     assert "`electra finetune --task csv --multi-label`" in card and "labels: `neg`, `pos`." in card
+    assert card.startswith('---\nlibrary_name: "transformers"\nlicense: "mit"\nlanguage:\n  - "en"\n')
     scope = {}  # the card's example runs as written
     exec(card.split("```python\n")[1].split("```")[0], scope)
     assert scope["model"]("a great film") == pipe("a great film")
@@ -1012,6 +1013,8 @@ def test_multi_label_data_is_read_as_lists_and_misuse_is_named(tokenizer, tmp_pa
         dataclasses.replace(cfg, regression=True)
     with pytest.raises(ValueError, match="multi-label is for --task csv"):
         dataclasses.replace(cfg, task="sst2")
+    with pytest.raises(ValueError, match="license 'MIT License' is not a hub license id"):
+        dataclasses.replace(cfg, license="MIT License")
     finetune = ["finetune", "--model", "m", "--data", data, "--out", tmp_path / "o"]
     result = cli(*finetune, "--task", "sst2", "--multi-label")
     assert result.returncode == 2 and "--multi-label is for --task csv, not sst2; drop it" in result.stderr
