@@ -31,6 +31,8 @@ def folders(tmp_path_factory, tokenizer, tokenizer_dir):
         perturb(SequenceClassifier(cfg, 2)), root / "clf", ["NEGATIVE", "POSITIVE"], tokenizer_dir=tokenizer_dir
     )
     hf.export_question_answerer(perturb(QuestionAnswerer(cfg)), root / "qa", tokenizer_dir=tokenizer_dir)
+    three = perturb(SequenceClassifier(cfg, 3), scale=2.0)  # scores far from 1/2: some labels above it, some below
+    hf.export_sequence_classifier(three, root / "tags", ["a", "b", "c"], tokenizer_dir=tokenizer_dir, multi_label=True)
     return root
 
 
@@ -82,6 +84,13 @@ def test_served_answers_equal_predict(folders, serving):
     assert status == 200 and [list(r)[0] for r in echoed["outputs"]] == ["id", "id", "label"]
     assert [r.pop("id", "none") for r in echoed["outputs"]] == ["r-7", None, "none"]
     assert echoed["outputs"][:2] == got["outputs"][:2]
+
+    tagger = Predictor(folders / "tags", device="cpu")  # multi-label: every label above 1/2 as well
+    url = serving(tagger)
+    status, got = _call(url + "/predict", {"inputs": texts})
+    want, _ = tagger([(t, None) for t in texts])
+    assert status == 200 and got == {"outputs": want, "truncated": 0}
+    assert {len(r["labels"]) for r in want} != {0} and _call(url + "/health")[1]["multi_label"] is True
 
     answerer = Predictor(folders / "qa", device="cpu")
     url = serving(answerer)
