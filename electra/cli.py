@@ -400,7 +400,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         label_field=args.label_field,
         regression=args.regression,
         multi_label=bool(args.multi_label),
-        label_separator=args.label_separator or ",",
+        label_separator="," if args.label_separator is None else args.label_separator,
         max_train_examples=args.max_train_examples,
         device=args.device,
         precision=args.precision,
