@@ -100,7 +100,8 @@ def test_compiled_ddp_equals_one_eager_process(tiny_data, single, tmp_path):
     """torch.compile under DDP (graphs split at gradient buckets) changes nothing. aot_eager traces,
     splits and partitions the step as inductor does, with ATen's kernels: inductor's kernels are
     test_pretrain's compiled test (a cold inductor compile costs minutes on 2 CPU cores)."""
-    _pretrain(tiny_data, tmp_path / "run", 2, "--max-steps", "6", "--compile", "--compile-backend", "aot_eager")
+    done = _pretrain(tiny_data, tmp_path / "run", 2, "--max-steps", "6", "--compile", "--compile-backend", "aot_eager")
+    assert "the first step compiles the training step" in done.stderr  # compiled, not an eager run again
     assert _max_diff(_weights(list_checkpoints(single)[-1]), _weights(list_checkpoints(tmp_path / "run")[-1])) < 1e-6
     _same_figures(tmp_path / "run", single)
 
@@ -138,10 +139,13 @@ def test_checkpoints_resume_across_world_sizes(tiny_data, single, tmp_path):
     # written by 2 processes, resumed by 1
     _pretrain(tiny_data, tmp_path / "two", 2, "--max-steps", "6")
     _resume_from_step_3(tmp_path / "two", tmp_path / "two_then_one")
-    _pretrain(tiny_data, tmp_path / "two_then_one", 1, "--max-steps", "6", "--resume")
+    resumed = _pretrain(tiny_data, tmp_path / "two_then_one", 1, "--max-steps", "6", "--resume")
+    assert "step-00000003 (step 3 of 6) on 1 process(es)" in resumed.stderr  # not a new run that ends the same
     # written by 1 process, resumed by 2 under FSDP2
     _resume_from_step_3(single, tmp_path / "one_then_two")
-    _pretrain(tiny_data, tmp_path / "one_then_two", 2, "--max-steps", "6", "--resume", "--strategy", "fsdp")
+    args = ["--max-steps", "6", "--resume", "--strategy", "fsdp"]
+    resumed = _pretrain(tiny_data, tmp_path / "one_then_two", 2, *args)
+    assert "step-00000003 (step 3 of 6) on 2 process(es)" in resumed.stderr
     want = _weights(list_checkpoints(single)[-1])
     for run in ("two_then_one", "one_then_two"):
         assert _max_diff(want, _weights(list_checkpoints(tmp_path / run)[-1])) < 1e-6, run

@@ -1539,14 +1539,22 @@ def test_data_parallel_dropout_is_a_function_of_seed_rank_and_step():
 
     seeds = {_dropout_seed(seed, rank, step) for seed in range(3) for rank in range(4) for step in range(1000)}
     assert len(seeds) == 3 * 4 * 1000
-    assert _dropout_seed(2, 1, 517) == _dropout_seed(2, 1, 517)
+    # a pure function of its arguments, the same in every process and every interpreter (no hash())
+    assert _dropout_seed(2, 1, 517) == 2_000_013_000_538
+    assert _dropout_seed(2**32 - 1, 7, 123) == 6_125_067_704_960_955_079  # wrapped into torch's 64-bit seeds
 
 
-def test_activation_checkpointing_fine_tunes_to_the_same_weights(sentiment_tokenizer_dir, tmp_path):
+def test_activation_checkpointing_fine_tunes_to_the_same_weights(sentiment_tokenizer_dir, tmp_path, monkeypatch):
+    from electra import model as model_module
+
     root = sentiment_tokenizer_dir
     cfg = FinetuneConfig(model=str(root / "model"), task="csv", data=str(root / "data"), out="", epochs=1)
     plain = run(dataclasses.replace(cfg, out=str(tmp_path / "a")), quiet=True)
+    recomputed = []  # each block run under torch.utils.checkpoint: the setting reached the model
+    original = model_module.checkpoint
+    monkeypatch.setattr(model_module, "checkpoint", lambda *a, **k: recomputed.append(1) or original(*a, **k))
     ckpt = run(dataclasses.replace(cfg, out=str(tmp_path / "b"), activation_checkpointing=True), quiet=True)
+    assert len(recomputed) == 8 * 2  # 8 training steps (240 examples, 32 a batch) x 2 blocks
     assert ckpt["seeds"] == plain["seeds"]  # dropout on: the recomputation replays its masks
     from safetensors.torch import load_file
 

@@ -91,7 +91,7 @@ def test_tokens_per_s_leaves_out_validation_and_checkpoints(tiny_data, tmp_path,
     assert lines[-1]["elapsed_s"] > 5 * 1000  # the run's own clock keeps the 5 pauses before its last line
 
 
-def test_resume_after_kill_9_equals_an_uninterrupted_run(tiny_data, tmp_path):
+def test_resume_after_kill_9_equals_an_uninterrupted_run(tiny_data, tmp_path, capsys):
     run(_cfg(tiny_data, tmp_path / "straight"), quiet=True)
 
     cmd = [
@@ -136,7 +136,10 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tiny_data, tmp_path):
     done = list_checkpoints(tmp_path / "cut")
     assert done and done[-1].name != "step-00000012", "the run finished before it could be killed"
 
+    capsys.readouterr()
     run(_cfg(tiny_data, tmp_path / "cut"), resume=True, quiet=True)
+    # from the last complete checkpoint, not a new run that would end the same
+    assert f"resuming from {done[-1]} (step {int(done[-1].name[5:])} of 12)" in capsys.readouterr().err
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "cut")
     assert a.keys() == b.keys()
     for k in a:
@@ -144,7 +147,7 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tiny_data, tmp_path):
     assert _losses(tmp_path / "cut") == _losses(tmp_path / "straight")
 
 
-def test_ctrl_c_saves_the_step_and_resume_ends_as_an_uninterrupted_run(tiny_data, tmp_path):
+def test_ctrl_c_saves_the_step_and_resume_ends_as_an_uninterrupted_run(tiny_data, tmp_path, capsys):
     """Ctrl-C (or a scheduler's SIGTERM: test_distributed) stops the run at its next step, with a
     checkpoint there (not only at --checkpoint-every), and exits 128 + the signal's number."""
     sig = signal.SIGINT
@@ -168,7 +171,9 @@ def test_ctrl_c_saves_the_step_and_resume_ends_as_an_uninterrupted_run(tiny_data
     assert 2 <= stopped < 40 and f"stopped by {sig.name} at step {stopped}; checkpoint {saved}" in stderr
     assert "the same command with --resume continues it" in stderr
 
+    capsys.readouterr()
     run(_cfg(tiny_data, tmp_path / "cut", **kw), resume=True, quiet=True)
+    assert f"resuming from {saved} (step {stopped} of 40)" in capsys.readouterr().err
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "cut")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert _losses(tmp_path / "cut") == _losses(tmp_path / "straight")
@@ -349,11 +354,13 @@ def test_a_token_budget_alone_sets_the_steps_by_the_datas_real_tokens(tiny_data,
     assert f"stopped at step {last['step']} (max tokens)" in capsys.readouterr().err
 
 
-def test_a_compiled_run_trains_exactly_like_an_eager_one(tiny_data, tmp_path):
+def test_a_compiled_run_trains_exactly_like_an_eager_one(tiny_data, tmp_path, capsys):
     """torch.compile (the default on CUDA) changes the kernels, not the training."""
     kw = dict(max_steps=6, dropout=0.0)  # compiled code draws its own dropout masks
     run(_cfg(tiny_data, tmp_path / "eager", compile=False, **kw), quiet=True)
+    capsys.readouterr()
     run(_cfg(tiny_data, tmp_path / "compiled", compile=True, **kw), quiet=True)
+    assert "the first step compiles the training step" in capsys.readouterr().err  # not an eager run again
     eager, compiled = _losses(tmp_path / "eager"), _losses(tmp_path / "compiled")
     assert [s for s, _, _ in compiled] == [s for s, _, _ in eager] == list(range(1, 7))
     for (_, a, va), (_, b, vb) in zip(eager, compiled, strict=True):
@@ -448,7 +455,7 @@ def test_non_finite_steps_are_skipped_then_stop_with_the_last_good_checkpoint(ti
     assert [m["skipped"] for m in metrics] == [0, 0, 0, 0, 1, 2]
 
 
-def test_fp16_scales_the_loss_skips_overflows_and_resumes_exactly(tiny_data, tmp_path):
+def test_fp16_scales_the_loss_skips_overflows_and_resumes_exactly(tiny_data, tmp_path, capsys):
     import shutil
 
     from electra.step import GROWTH_INTERVAL, next_loss_scale
@@ -475,7 +482,9 @@ def test_fp16_scales_the_loss_skips_overflows_and_resumes_exactly(tiny_data, tmp
     shutil.copytree(tmp_path / "whole", tmp_path / "resumed")  # stopped after the step-3 checkpoint
     for later in ("step-00000006", "step-00000009"):
         shutil.rmtree(tmp_path / "resumed" / "checkpoints" / later)
+    capsys.readouterr()
     run(_cfg(tiny_data, tmp_path / "resumed", max_steps=9, precision="fp16", eval_every=100), resume=True, quiet=True)
+    assert "step-00000003 (step 3 of 9)" in capsys.readouterr().err  # resumed at the loss scale it kept
     assert _losses(tmp_path / "resumed") == _losses(tmp_path / "whole")
     ours, theirs = _weights(tmp_path / "resumed"), _weights(tmp_path / "whole")
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
@@ -919,11 +928,17 @@ def test_report_tells_runs_apart_and_fits_its_titles():
         matplotlib.pyplot.close(fig)
 
 
-def test_activation_checkpointing_trains_exactly_as_without(tiny_data, tmp_path):
+def test_activation_checkpointing_trains_exactly_as_without(tiny_data, tmp_path, monkeypatch):
     """Eager, dropout's masks replay in the recomputation: the same weights bit for bit. Compiled
     (aot_eager: dynamo's checkpoint regions and the partitioner's recomputation), equal too."""
+    from electra import model as model_module
+
     run(_cfg(tiny_data, tmp_path / "plain", max_steps=3), quiet=True)
-    run(_cfg(tiny_data, tmp_path / "ckpt", max_steps=3, activation_checkpointing=True), quiet=True)
+    recomputed, original = [], model_module.checkpoint  # each block run under torch.utils.checkpoint
+    with monkeypatch.context() as m:
+        m.setattr(model_module, "checkpoint", lambda *a, **k: recomputed.append(1) or original(*a, **k))
+        run(_cfg(tiny_data, tmp_path / "ckpt", max_steps=3, activation_checkpointing=True), quiet=True)
+    assert recomputed  # the setting reached both networks' blocks
     a, b = _weights(tmp_path / "plain"), _weights(tmp_path / "ckpt")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert _losses(tmp_path / "ckpt") == _losses(tmp_path / "plain")
