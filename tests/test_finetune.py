@@ -272,6 +272,31 @@ def test_layer_scales_follow_googles_depths():
     assert s["encoder.embeddings."] == s["encoder.transformer.project."] == pytest.approx(0.4096)
 
 
+def test_fine_tuning_gives_each_parameter_its_layers_learning_rate(sentiment_tokenizer_dir, tmp_path, monkeypatch):
+    """The scales reach the optimizer: every parameter of the encoder under one depth's prefix."""
+    from electra import finetune
+
+    original, built = finetune.adamw, []
+
+    def adamw(model, *args, **kwargs):  # the model, its optimizer, and the rates as built (before the schedule's)
+        optimizer = original(model, *args, **kwargs)
+        built.append((model, optimizer, {g["lr"] for g in optimizer.param_groups}))
+        return optimizer
+
+    monkeypatch.setattr(finetune, "adamw", adamw)
+    root = sentiment_tokenizer_dir
+    cfg = FinetuneConfig(model=str(root / "model"), task="csv", data=str(root / "data"), out=str(tmp_path / "o"))
+    run(dataclasses.replace(cfg, lr=1e-3, epochs=1, max_train_examples=8), quiet=True)
+    ((model, optimizer, lrs),) = built
+    scale = {id(p): g["lr_scale"] for g in optimizer.param_groups for p in g["params"]}
+    want = {"encoder.embeddings": 0.8**4, "encoder.transformer.project": 0.8**4, "encoder.transformer.layers.0": 0.8**3}
+    want |= {"encoder.transformer.layers.1": 0.8**2, "dense": 1.0, "out": 1.0}  # the head: the base rate
+    for name, p in model.named_parameters():
+        (where,) = [w for w in want if name.startswith(w + ".")]
+        assert scale[id(p)] == pytest.approx(want[where]), name
+    assert sorted(lrs) == pytest.approx(sorted({1e-3 * s for s in scale.values()}))
+
+
 def test_word_piece_labels_go_to_the_first_piece_of_each_word(tokenizer):
     task = Task("ner", "tagging", ("f1",))
     examples = [Example(["the", "moviegoers", "loved"], None, ["O", "B-X", "O"])]
