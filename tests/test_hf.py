@@ -258,6 +258,24 @@ def test_predict_scores_as_the_pipeline_does_for_each_problem_type(tmp_path, tok
         assert all(0 < o["score"] < 1 for o in ours)
 
 
+class _Reading:
+    """A tokenizer that keeps the texts it is handed to encode."""
+
+    def __init__(self, tok):
+        self.tok, self.read = tok, []
+
+    def __getattr__(self, name):
+        return getattr(self.tok, name)
+
+    def encode(self, text, pair=None, *args, **kwargs):
+        self.read += [text, pair]
+        return self.tok.encode(text, pair, *args, **kwargs)
+
+    def encode_batch(self, items, *args, **kwargs):
+        self.read += [x for item in items for x in ([item] if isinstance(item, str) else item)]
+        return self.tok.encode_batch(items, *args, **kwargs)
+
+
 def test_a_long_text_read_from_its_head_gets_the_answer_of_the_whole_text(tmp_path, tokenizer, tokenizer_dir):
     from electra.embed import Embedder
     from electra.predict import Predictor
@@ -298,6 +316,10 @@ def test_a_long_text_read_from_its_head_gets_the_answer_of_the_whole_text(tmp_pa
         heads.head_chars = 40  # most of these texts are read from their heads
         assert [_head(t, 40, _WORD_STARTS_CJK) == t for t in texts] == [False] * 7 + [True] + [False] * 4 + [True]
         assert heads(inputs) == (want, cut) and cut == len(inputs) - len(pairs) + (folder == clf)
+        heads.head_chars, heads.tok = 100, _Reading(heads.tok)  # heads that fill the window are what is encoded
+        assert heads([(t, None) for t in texts])[0] == want[:: len(pairs)]
+        whole_read = [i for i, t in enumerate(texts) if t in heads.tok.read]
+        assert whole_read == [1, 7, 12]  # its head holds no token; a first word of 400 letters; a short text
         if folder == clf:  # pairs of every proportion: which side is the longer decides what each keeps
             rng = random.Random(0)
             mixed = [
