@@ -177,6 +177,18 @@ def wrap(step: TrainStep, d: Dist, strategy: str, device: torch.device) -> nn.Mo
     raise ValueError(f"unknown strategy {strategy!r}; use {' or '.join(STRATEGIES)}")
 
 
+def layout(step: nn.Module, d: Dist) -> str:
+    """How `wrap` spread the step, read from the module it returned: for the run's first lines."""
+    if not d.enabled:
+        return "one process"
+    from torch.distributed.fsdp import FSDPModule
+    from torch.nn.parallel import DistributedDataParallel
+
+    kind = "FSDP2, parameters sharded" if isinstance(step, FSDPModule) else ""
+    kind = "DDP, parameters replicated" if isinstance(step, DistributedDataParallel) else kind
+    return f"{d.world_size} processes ({kind or type(step).__name__})"
+
+
 class Agreement:
     """Flags every process acts on at the same step (stop for a signal, the time budget), agreed
     without waiting for the others: each call posts this process's flags to a background

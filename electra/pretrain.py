@@ -724,6 +724,8 @@ def _run(
         whole_word=ocfg.whole_word,
     )
     batches = Prefetcher(loader, cfg.micro_batches, pin=device.type == "cuda")
+    split = f"{batches.micro_batches} micro-batches" if batches.micro_batches > 1 else "one batch"
+    say(f"each step: {B:,} rows of {seq_len} tokens, {parallel.layout(eval_step, d)}, {split} a process")
 
     def check_health() -> int:
         """Updates skipped so far; stops the run once `max_bad_steps` of them came in a row."""

@@ -89,7 +89,9 @@ def single(tiny_data, tmp_path_factory):
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_two_processes_equal_one_with_the_same_global_batch(tiny_data, single, tmp_path, strategy):
-    _pretrain(tiny_data, tmp_path / "run", 2, "--max-steps", "6", "--strategy", strategy)
+    done = _pretrain(tiny_data, tmp_path / "run", 2, "--max-steps", "6", "--strategy", strategy)
+    spread = {"ddp": "DDP, parameters replicated", "fsdp": "FSDP2, parameters sharded"}[strategy]
+    assert f"each step: 8 rows of 32 tokens, 2 processes ({spread}), one batch a process" in done.stderr
     one, two = list_checkpoints(single), list_checkpoints(tmp_path / "run")
     assert [p.name for p in one] == [p.name for p in two] == ["step-00000003", "step-00000006"]
     assert _max_diff(_weights(one[-1]), _weights(two[-1])) < 1e-6
@@ -107,7 +109,8 @@ def test_compiled_ddp_equals_one_eager_process(tiny_data, single, tmp_path):
 
 
 def test_gradient_accumulation_equals_the_whole_batch(tiny_data, single, tmp_path):
-    _pretrain(tiny_data, tmp_path / "run", 1, "--max-steps", "6", "--micro-batches", "4")
+    done = _pretrain(tiny_data, tmp_path / "run", 1, "--max-steps", "6", "--micro-batches", "4")
+    assert "one process, 4 micro-batches a process" in done.stderr  # the step was split, not run whole
     assert _max_diff(_weights(list_checkpoints(single)[-1]), _weights(list_checkpoints(tmp_path / "run")[-1])) < 1e-6
     _same_figures(tmp_path / "run", single)
 
@@ -122,7 +125,8 @@ def test_other_objectives_and_whole_words_split_over_processes_and_micro_batches
     """Their losses divide by the whole step's counts, so any split of the batch adds up to it."""
     flags = ["--max-steps", "3", "--objective", objective, *(["--whole-word-masking"] if words else [])]
     _pretrain(tiny_data, tmp_path / "one", 1, *flags)
-    _pretrain(tiny_data, tmp_path / "other", 2 if "--strategy" in split else 1, *flags, *split)
+    done = _pretrain(tiny_data, tmp_path / "other", 2 if "--strategy" in split else 1, *flags, *split)
+    assert ("(FSDP2, parameters sharded), one batch" if "--strategy" in split else "4 micro-batches") in done.stderr
     one = _weights(list_checkpoints(tmp_path / "one")[-1])
     assert _max_diff(one, _weights(list_checkpoints(tmp_path / "other")[-1])) < 1e-6
     _same_figures(tmp_path / "other", tmp_path / "one")
