@@ -102,12 +102,16 @@ def test_a_non_finite_update_is_skipped_inside_the_graph():
 
 def test_compiled_graph_update_matches_eager():
     batches = _batches(8)
-    _, eager_out, _ = _train(batches, cuda_graph=False)
-    _, out, _ = _train(batches, cuda_graph=True, compile=True)
-    torch.testing.assert_close(out, eager_out, rtol=2e-3, atol=2e-3)
+    eager, eager_out, _ = _train(batches, cuda_graph=False)
+    model, out, update = _train(batches, cuda_graph=True, compile=True)
+    assert update.graph is not None  # captured and replayed, not an eager fallback
+    torch.testing.assert_close(out, eager_out, rtol=2e-3, atol=2e-3)  # inductor's kernels round otherwise
+    want = eager.state_dict()
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, want[name], rtol=2e-3, atol=2e-3, msg=name)
 
 
-def test_cuda_graph_run_resumes_exactly(tiny_data, tmp_path):
+def test_cuda_graph_run_resumes_exactly(tiny_data, tmp_path, capsys):
     from electra.checkpoint import list_checkpoints
     from electra.pretrain import PretrainConfig, run
 
@@ -134,7 +138,9 @@ def test_cuda_graph_run_resumes_exactly(tiny_data, tmp_path):
     cut = tmp_path / "cut"
     run(cfg(cut, max_tokens=straight[5]["tokens"]), quiet=True)  # the same schedule, stopped after step 6
     assert list_checkpoints(cut)[-1].name == "step-00000006"
+    capsys.readouterr()
     run(cfg(cut), resume=True, quiet=True)
+    assert "step-00000006 (step 6 of 12)" in capsys.readouterr().err  # resumed, not a new run that ends the same
     resumed = lines(cut)
     assert [(m["step"], m["loss"], m.get("valid_loss")) for m in resumed] == [
         (m["step"], m["loss"], m.get("valid_loss")) for m in straight
