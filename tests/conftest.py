@@ -24,6 +24,16 @@ def tokenizer():
     return train_wordpiece(SENTENCES * 20, vocab_size=120, show_progress=False)
 
 
+@pytest.fixture(autouse=True)
+def _session_tokenizer_untouched(request):
+    """The session's tokenizer is shared: a test that sets its truncation or padding (as encode
+    does) changes what later tests read. Such a test must work on a copy."""
+    yield
+    if "tokenizer" in request.fixturenames:
+        tok = request.getfixturevalue("tokenizer")
+        assert tok.truncation is None and tok.padding is None, "this test changed the session's tokenizer: copy it"
+
+
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory, tokenizer):
     folder = tmp_path_factory.mktemp("tokenizer")
