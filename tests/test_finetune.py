@@ -343,7 +343,10 @@ POSITIVE = ["great", "good", "lovely", "fine"]
 NEGATIVE = ["bad", "awful", "poor", "dull"]
 
 
-def _sentiment(folder, n_train=240, n_dev=60):
+def _sentiment(folder, n_train=240, n_dev=60, multi_label=False):
+    """Short texts whose one sentiment word decides the label, pos or neg. With `multi_label`,
+    texts holding any number of the two labels: "pos" where a positive word is in it, "neg"
+    where a negative one is, joined by | (an empty cell where neither)."""
     import random
 
     rng = random.Random(0)
@@ -352,10 +355,14 @@ def _sentiment(folder, n_train=240, n_dev=60):
     for name, n in (("train", n_train), ("dev", n_dev)):
         lines = ["text,label"]
         for _ in range(n):
-            label = rng.randint(0, 1)
+            if multi_label:
+                labels = [label for label in ("pos", "neg") if rng.random() < 0.5]
+            else:
+                labels = ["pos" if rng.randint(0, 1) else "neg"]
             words = [rng.choice(filler) for _ in range(rng.randint(3, 8))]
-            words.insert(rng.randint(0, len(words)), rng.choice(POSITIVE if label else NEGATIVE))
-            lines.append(f"{' '.join(words)},{'pos' if label else 'neg'}")
+            for label in labels:
+                words.insert(rng.randint(0, len(words)), rng.choice(POSITIVE if label == "pos" else NEGATIVE))
+            lines.append(f"{' '.join(words)},{'|'.join(labels)}")
         (folder / f"{name}.csv").write_text("\n".join(lines) + "\n")
     return folder
 
@@ -896,31 +903,11 @@ def test_mnli_labels_both_test_sets_and_glues_diagnostic(sentiment_tokenizer_dir
     assert list(glue_test(GLUE["mnli"], mnli)) == ["MNLI-m", "MNLI-mm"]
 
 
-def _topics(folder, n_train=240, n_dev=60):
-    """Texts holding any number of two labels: "pos" where a positive word is in it, "neg" where
-    a negative one is; the labels of a row joined by | (an empty cell where neither)."""
-    import random
-
-    rng = random.Random(0)
-    filler = "the a movie film plot story was is and it this".split()
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, n in (("train", n_train), ("dev", n_dev)):
-        lines = ["text,label"]
-        for _ in range(n):
-            labels = [label for label in ("pos", "neg") if rng.random() < 0.5]
-            words = [rng.choice(filler) for _ in range(rng.randint(3, 8))]
-            for label in labels:
-                words.insert(rng.randint(0, len(words)), rng.choice(POSITIVE if label == "pos" else NEGATIVE))
-            lines.append(f"{' '.join(words)},{'|'.join(labels)}")
-        (folder / f"{name}.csv").write_text("\n".join(lines) + "\n")
-    return folder
-
-
 def test_multi_label_fine_tuning_scores_and_predicts_as_transformers_does(sentiment_tokenizer_dir, tmp_path, cli):
     transformers = pytest.importorskip("transformers")
     from electra.finetune import _loss
 
-    data, clf = _topics(tmp_path / "data"), tmp_path / "clf"
+    data, clf = _sentiment(tmp_path / "data", multi_label=True), tmp_path / "clf"
     args = ["--task", "csv", "--data", data, "--out", clf, "--epochs", "30", "--lr", "5e-3", "--batch-size", "16"]
     args += ["--multi-label", "--label-separator", "|", "--license", "mit", "--language", "en"]
     result = cli("finetune", "--model", sentiment_tokenizer_dir / "model", *args)
