@@ -477,6 +477,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     for split, metrics in results["metrics"].items():
         text = ", ".join(f"{m} {v:.4f}" for m, v in metrics.items())
         print(f"{results['task']} {split} ({results['examples'][split]:,} examples): {text}")
+        if args.per_label and split in results["per_label"]:
+            print(_label_table(results["per_label"][split], "entity" if args.task == "ner" else "label"))
+    if args.per_label and not results["per_label"]:
+        print(f"note: {args.task} has no labels to break the scores down by", file=sys.stderr)
     if results["truncated"]:
         print(f"{results['truncated']} examples truncated to {results['max_length']} tokens", file=sys.stderr)
     records = results.pop("records", {})
@@ -487,6 +491,17 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         lines = (json.dumps({"split": split, **r}) + "\n" for split, rs in records.items() for r in rs)
         publish_file(args.predictions, "".join(lines))
         print(f"wrote {args.predictions}: each example's gold label and prediction")
+
+
+def _label_table(scores: dict[str, dict], what: str) -> str:
+    """Each label's precision, recall, F1 and support as aligned columns."""
+    width = max(len(what), *(len(label) for label in scores))
+    lines = [f"  {what:<{width}}  precision  recall      f1  support"]
+    for label, s in scores.items():
+        lines.append(
+            f"  {label:<{width}}  {s['precision']:>9.4f}  {s['recall']:>6.4f}  {s['f1']:>6.4f}  {s['support']:>7,}"
+        )
+    return "\n".join(lines)
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -1062,6 +1077,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="also write the results to this JSON file")
     p.add_argument(
         "--predictions", help="write each example's gold label and prediction to this JSONL file (to read the errors)"
+    )
+    p.add_argument(
+        "--per-label",
+        action="store_true",
+        help="also print each label's (a tagger: each entity type's) precision, recall, F1 and support; "
+        "--output holds them always",
     )
     p.set_defaults(func=cmd_evaluate)
 

@@ -15,7 +15,7 @@ import numpy as np
 from electra import hf, qa
 from electra.finetune import SQUAD, Encoded, FinetuneConfig, encode, load_task, predictions, score, word_tags
 from electra.parallel import pick_device
-from electra.tasks import Example, Task, TaskError, joined_labels
+from electra.tasks import Example, Task, TaskError, entity_type_scores, joined_labels, label_scores
 from electra.tokenizer import load_model_tokenizer
 
 
@@ -99,12 +99,14 @@ def run(
     tok = load_model_tokenizer(folder, model.cfg.vocab_size)
     where = pick_device(device)
     model.to(where)
-    metrics, counts, truncated, per_example = {}, {}, 0, {}
+    metrics, per_label, counts, truncated, per_example = {}, {}, {}, 0, {}
     for name, examples in splits.items():
         encoded, cut = encode(tok, task, examples, labels, length, True, name, stride=doc_stride)
         shown = {"progress": None if quiet else f"{task.name} {name}", "everywhere": True}  # in a log file too
         preds = predictions(model, task, encoded, where, batch_size, precision, null_threshold, **shown)
         metrics[name] = score(task, encoded, labels, preds)
+        if (scores := label_breakdown(task, encoded, labels, preds)) is not None:
+            per_label[name] = scores
         counts[name], truncated = len(examples), truncated + cut
         if records:
             per_example[name] = example_records(task, examples, encoded, labels, preds)
@@ -114,6 +116,7 @@ def run(
         "task": task.name,
         "data": str(data),
         "metrics": metrics,
+        "per_label": per_label,
         "examples": counts,
         "truncated": truncated,
         "max_length": length,
@@ -121,6 +124,17 @@ def run(
     if records:
         out["records"] = per_example
     return out
+
+
+def label_breakdown(task: Task, data: Encoded, labels: list[str], preds: list) -> dict | None:
+    """Each label's (a tagger: each entity type's) precision, recall, F1 and support; None for
+    regression and question answering."""
+    if task.kind in ("classification", "multilabel"):
+        return label_scores(preds, data.labels, labels)
+    if task.kind == "tagging":
+        tags = [word_tags(p, w, g, labels) for p, w, g in zip(preds, data.words, data.tags, strict=True)]
+        return entity_type_scores([predicted for predicted, _ in tags], [gold for _, gold in tags])
+    return None
 
 
 def example_records(task: Task, examples: list[Example], data: Encoded, labels: list[str], preds: list) -> list[dict]:

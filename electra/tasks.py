@@ -141,6 +141,37 @@ def entity_spans(tags: Sequence[str]) -> set[tuple[str, int, int]]:
     return spans
 
 
+def _prf(tp: int, predicted: int, gold: int) -> dict:
+    precision = tp / predicted if predicted else 0.0
+    recall = tp / gold if gold else 0.0
+    f = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f, "support": gold}
+
+
+def label_scores(pred: Sequence, gold: Sequence, labels: Sequence[str]) -> dict[str, dict]:
+    """Precision, recall, F1 and support (gold count) of each label, for reading where a
+    classifier errs: `pred` and `gold` are label indices, or rows of 0/1 per label (multi-label)."""
+    p, g = np.asarray(pred), np.asarray(gold)
+    if p.ndim == 1:  # one label each: label j is the positive class in turn
+        p, g = p[:, None] == np.arange(len(labels)), g[:, None] == np.arange(len(labels))
+    p, g = p != 0, g != 0
+    return {
+        str(label): _prf(int((p[:, j] & g[:, j]).sum()), int(p[:, j].sum()), int(g[:, j].sum()))
+        for j, label in enumerate(labels)
+    }
+
+
+def entity_type_scores(pred: Sequence[Sequence[str]], gold: Sequence[Sequence[str]]) -> dict[str, dict]:
+    """`label_scores` of a tagger: each entity type's precision, recall and F1 (exact spans)."""
+    counts: dict[str, list[int]] = {}
+    for p, g in zip(pred, gold, strict=True):
+        ps, gs = entity_spans(p), entity_spans(g)
+        for kind, spans in ((0, ps & gs), (1, ps), (2, gs)):
+            for t, _, _ in spans:
+                counts.setdefault(t, [0, 0, 0])[kind] += 1
+    return {t: _prf(*counts[t]) for t in sorted(counts)}
+
+
 def entity_scores(pred: Sequence[Sequence[str]], gold: Sequence[Sequence[str]]) -> dict[str, float]:
     """Entity-level F1 (the main figure, first), precision and recall: a predicted entity counts
     only on an exact span match."""

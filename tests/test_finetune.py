@@ -74,6 +74,24 @@ def test_multi_label_metrics_equal_hand_computed_values():
     assert subset_accuracy([[0, 0]], [[0, 0]]) == 1.0 and micro_f1([[0, 0]], [[0, 0]]) == 0.0
 
 
+def test_scores_of_each_label_equal_hand_computed_values():
+    from electra.tasks import entity_type_scores, label_scores
+
+    # class indices: label b predicted 3 times (2 right), gold 2 times; c never predicted, gold once
+    got = label_scores([0, 1, 1, 1, 0], [0, 1, 1, 2, 0], ["a", "b", "c"])
+    assert got["b"] == {"precision": 2 / 3, "recall": 1.0, "f1": pytest.approx(0.8), "support": 2}
+    assert got["a"]["f1"] == 1.0 and got["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    many = label_scores([[1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 1, 0]], [[1, 0, 0, 0], [0, 1, 0, 0], [1, 0, 0, 0]], "wxyz")
+    assert [many[x]["f1"] for x in "wxyz"] == pytest.approx([1.0, 2 / 3, 0.0, 0.0])  # as macro_f1's terms above
+    assert [many[x]["support"] for x in "wxyz"] == [2, 1, 0, 0]
+    pred = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O"]]
+    gold = [["B-PER", "I-PER", "O", "B-ORG"], ["B-ORG", "O"]]  # PER right, a LOC that is an ORG, ORG right
+    types = entity_type_scores(pred, gold)
+    assert list(types) == ["LOC", "ORG", "PER"]
+    assert types["ORG"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2}
+    assert types["LOC"]["precision"] == 0.0 and types["LOC"]["support"] == 0 and types["PER"]["f1"] == 1.0
+
+
 def test_csv_tasks_pick_their_metrics_from_the_labels(tmp_path):
     from electra.finetune import load_task
 
@@ -1049,10 +1067,14 @@ def test_evaluate_scores_a_folder_as_finetune_scored_its_seed(sentiment_tokenize
     cmd = ["evaluate", "--model", str(tmp_path / "clf"), "--task", "csv"]
     listed = tmp_path / "predictions.jsonl"
     args = ["--data", str(tmp_path / "dev-only"), "--output", str(out), "--predictions", str(listed)]
-    result = cli(*cmd, *args)
+    result = cli(*cmd, *args, "--per-label")
     assert result.returncode == 0, result.stderr
     accuracy = results["seeds"][0]["metrics"]["dev"]["accuracy"]
     assert f"csv dev (60 examples): accuracy {accuracy:.4f}" in result.stdout
+    per_label = json.loads(out.read_text())["per_label"]["dev"]  # the positive label's F1 is the task's F1
+    assert per_label["pos"]["f1"] == pytest.approx(got["metrics"]["dev"]["f1"])
+    assert per_label["neg"]["support"] + per_label["pos"]["support"] == 60
+    assert f"  pos       {per_label['pos']['precision']:.4f}  {per_label['pos']['recall']:.4f}" in result.stdout
     assert "csv dev: 100%|" in result.stderr and "| 60/60 " in result.stderr  # a bar, in a log file too
     assert json.loads(out.read_text())["metrics"] == got["metrics"]
     records = [json.loads(line) for line in listed.read_text().splitlines()]  # each example, gold and predicted
