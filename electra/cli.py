@@ -708,6 +708,7 @@ def _model_settings(args: argparse.Namespace) -> tuple:
         args.allow_no_answer,
         args.null_threshold,
         args.precision,
+        args.all_scores,
     )
 
 
@@ -754,6 +755,12 @@ def _model_options(p: argparse.ArgumentParser, serve: bool = False) -> None:
         default="fp32",
         help="fp32 (default: the numbers pipeline() gives), or bf16 / fp16 autocast: faster on GPUs, scores to about "
         "three digits; auto: bf16 or fp16 on CUDA as the GPU computes, fp32 on CPU",
+    )
+    p.add_argument(
+        "--all-scores",
+        action="store_true",
+        help='sequence classifiers: also every label\'s score, likeliest first ("scores", as pipeline(top_k=None) '
+        "gives them): to rank, or to choose one's own thresholds for a multi-label model",
     )
 
 

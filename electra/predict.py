@@ -139,6 +139,8 @@ class Predictor:
     pipeline("sentiment-analysis") does, scores included: softmax over the labels, or sigmoid
     for a multi-label folder or a single logit not marked regression (`scores_function`); a
     multi-label folder's records also hold "labels": every label scored above 0.5, likeliest first.
+    With `all_scores`, a sequence classifier's records hold "scores" too: every label's
+    {"label", "score"}, likeliest first, as pipeline(top_k=None) gives them.
     A token classifier gives {"entities": [...]}, each
     {"entity_group", "score", "word", "start", "end"}, as pipeline("token-classification",
     aggregation_strategy="first") does: a word takes the tag of its first piece (the piece
@@ -163,6 +165,7 @@ class Predictor:
         allow_no_answer: bool | None = None,
         null_threshold: float | None = None,
         precision: str = "fp32",
+        all_scores: bool = False,
     ):
         self.folder = folder = hf.resolve(model_dir)
         self.model, self.id2label, self.kind = hf.load_classifier(folder)
@@ -181,6 +184,9 @@ class Predictor:
             if allow_no_answer is None:
                 allow_no_answer = recorded.get("task") == "squad_v2"
         self.tagger = self.kind == "token"
+        if all_scores and self.kind != "sequence":
+            raise ValueError(f"--all-scores is for sequence classifiers; {folder} is a {self.kind} model: drop it")
+        self.all_scores = all_scores
         problem = hf.read_config(folder).get("problem_type")
         self.scores = scores_function(problem, len(self.id2label))
         self.multi_label = problem == "multi_label_classification"
@@ -324,8 +330,11 @@ class Predictor:
         probs = {"softmax": logits.softmax(-1), "sigmoid": logits.sigmoid(), "none": logits}[self.scores]
         k = int(probs.argmax())
         record = {"label": self.id2label[k], "score": float(probs[k])}
+        order = probs.argsort(descending=True, stable=True)
         if self.multi_label:  # every label the model gives above one half, likeliest first
-            record["labels"] = [self.id2label[int(j)] for j in probs.argsort(descending=True) if probs[j] > 0.5]
+            record["labels"] = [self.id2label[int(j)] for j in order if probs[j] > 0.5]
+        if self.all_scores:
+            record["scores"] = [{"label": self.id2label[int(j)], "score": float(probs[j])} for j in order]
         return record
 
     def _entities(self, text: str, enc, logits: np.ndarray) -> list[dict]:
@@ -422,9 +431,10 @@ def predict(
     allow_no_answer: bool | None = None,
     null_threshold: float | None = None,
     precision: str = "fp32",
+    all_scores: bool = False,
 ) -> tuple[list[dict], int]:
     """Load `model_dir` and label, tag or answer `texts` (see `Predictor`)."""
-    predictor = Predictor(model_dir, max_length, device, stride, allow_no_answer, null_threshold, precision)
+    predictor = Predictor(model_dir, max_length, device, stride, allow_no_answer, null_threshold, precision, all_scores)
     return predictor(texts, batch_size, truncate, chunk_size)
 
 

@@ -679,6 +679,13 @@ def test_pipeline_and_electra_predict_agree(sentiment_tokenizer_dir, tmp_path, c
     for o, t in zip(ours, theirs, strict=True):
         assert o["label"] == t["label"]
         assert o["score"] == pytest.approx(t["score"], abs=1e-5)
+    from electra.predict import Predictor
+
+    every, _ = Predictor(tmp_path / "clf", device="cpu", all_scores=True)([(t, None) for t in texts])
+    theirs = transformers.pipeline("sentiment-analysis", model=str(tmp_path / "clf"), top_k=None)(texts)
+    for o, t in zip(every, theirs, strict=True):  # softmax over the labels, likeliest first
+        assert [s["label"] for s in o["scores"]] == [s["label"] for s in t] and "labels" not in o
+        assert [s["score"] for s in o["scores"]] == pytest.approx([s["score"] for s in t], abs=1e-5)
     predict_cli = ["predict", "--model", str(tmp_path / "clf")]
     (tmp_path / "accents.txt").write_text("très great, grüße\n", encoding="utf-8")
     assert cli(*predict_cli, "--input", tmp_path / "accents.txt", "--output", tmp_path / "a.jsonl").returncode == 0
@@ -947,11 +954,13 @@ def test_multi_label_fine_tuning_scores_and_predicts_as_transformers_does(sentim
     torch.testing.assert_close(_loss(Task("csv", "multilabel", ("micro_f1",)), out.logits, targets), out.loss)
 
     pipe = transformers.pipeline("text-classification", model=str(clf), top_k=None)
-    predicted = cli("predict", "--model", clf, input="\n".join(texts) + "\n")
+    predicted = cli("predict", "--model", clf, "--all-scores", input="\n".join(texts) + "\n")
     records = [json.loads(line) for line in predicted.stdout.splitlines()]
     for record, scores in zip(records, pipe(texts), strict=True):  # the pipeline's top label, then every one above 1/2
         assert record["label"] == scores[0]["label"] and record["score"] == pytest.approx(scores[0]["score"], abs=1e-5)
         assert record["labels"] == [s["label"] for s in scores if s["score"] > 0.5]
+        assert [s["label"] for s in record["scores"]] == [s["label"] for s in scores]  # every label, as top_k=None
+        assert [s["score"] for s in record["scores"]] == pytest.approx([s["score"] for s in scores], abs=1e-5)
     assert [r["labels"] for r in records[:3]] == [["pos"], ["neg"], []]
 
     scored = cli("evaluate", "--model", clf, "--task", "csv", "--data", data, "--output", tmp_path / "scores.json")
@@ -1255,6 +1264,12 @@ def test_token_classification_end_to_end(tokenizer_dir, pretrained, tmp_path):
     (tmp_path / "tagger" / "results.json").unlink()
     scored = evaluate_folder(tmp_path / "tagger", "ner", str(data), records=True)
     assert scored["metrics"] == results["median"]
+    (aspect,) = scored["per_label"]["dev"].items()  # one entity type: its scores are the tagger's
+    assert aspect[0] == "ASPECT" and aspect[1]["f1"] == pytest.approx(scored["metrics"]["dev"]["f1"])
+    from electra.predict import Predictor
+
+    with pytest.raises(ValueError, match="--all-scores is for sequence classifiers; .* is a token model"):
+        Predictor(tmp_path / "tagger", device="cpu", all_scores=True)
     first = scored["records"]["dev"][0]  # a tag per word, gold and predicted
     assert first["words"] == [w for w, _ in rows] and first["label"] == [t for _, t in rows]
     assert len(first["prediction"]) == len(rows) and set(first["prediction"]) <= {"O", "B-ASPECT", "I-ASPECT"}
