@@ -257,19 +257,21 @@ def test_finetune_seeds_shared_among_processes_equal_one_process(tmp_path, token
     assert not (tmp_path / ".two.seeds").exists()  # the seed store is gone once OUT is written
 
 
-def test_data_parallel_finetuning_equals_one_process_and_resumes_exactly(tmp_path, tokenizer, tokenizer_dir):
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_data_parallel_finetuning_equals_one_process_and_resumes_exactly(tmp_path, tokenizer, tokenizer_dir, dropout):
     """Two processes train one seed together: each takes half of every batch (the last batch of
     each epoch, 8 rows of 88, splits too). Stopped by SIGTERM to torchrun, they agree on a step
     (the one after the signal) and save it; the same command continues, and the run ends as
-    one process ends, up to the order gradients are summed in (dropout off: each process draws
-    its own masks, a pure function of seed, rank and step)."""
+    one process ends, up to the order gradients are summed in. With dropout on (each process
+    draws its own masks: one process cannot be matched) the resumed run ends as an
+    uninterrupted run of two processes ends: its masks after the stop are the ones it would have drawn."""
     from electra import hf
     from electra.config import tiny
     from electra.model import Electra
     from tests.test_finetune import _sentiment
 
     torch.manual_seed(0)
-    model = Electra(tiny(vocab_size=tokenizer.get_vocab_size()).with_dropout(0.0))
+    model = Electra(tiny(vocab_size=tokenizer.get_vocab_size()).with_dropout(dropout))
     hf.export_discriminator(model, tmp_path / "disc", tokenizer_dir=tokenizer_dir)
     data = _sentiment(tmp_path / "data", n_train=88, n_dev=32)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -277,7 +279,9 @@ def test_data_parallel_finetuning_equals_one_process_and_resumes_exactly(tmp_pat
     args = ["-m", "electra", "finetune", "--model", str(tmp_path / "disc"), "--task", "csv", "--data", str(data)]
     args += ["--seeds", "1", "--epochs", "4", "--batch-size", "16"]  # 6 steps an epoch
 
-    one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], capture_output=True, env=env)
+    straight = [sys.executable] if not dropout else [*launcher]  # the run the resumed one must equal
+    straight += [*args, "--out", str(tmp_path / "one")] + (["--data-parallel"] if dropout else [])
+    one = subprocess.run(straight, capture_output=True, env=env)
     assert one.returncode == 0, one.stderr[-3000:]
     two = [*launcher, *args, "--out", str(tmp_path / "two"), "--data-parallel"]
     proc = subprocess.Popen([*two, "--save-minutes", "0"], stderr=subprocess.PIPE, text=True, env=env)
