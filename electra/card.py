@@ -9,6 +9,7 @@ and metrics.jsonl, a fine-tuning's results.json), so writing one needs no extra 
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import os
@@ -44,30 +45,65 @@ GLUE_DEV_EXAMPLES = {
     "rte": {"dev": 277},
     "wnli": {"dev": 71},
 }
-# the hub's spellings: license ids (apache-2.0, mit, cc-by-4.0, other ...), ISO 639 language codes
+# the hub's spellings: license ids, lower case (an upload whose id the hub does not know is
+# refused), and ISO 639 language codes, optionally with a region or script (en-US, zh-Hans)
 LICENSE = re.compile(r"[a-z0-9][a-z0-9.+-]*")
 LANGUAGE = re.compile(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})*|multilingual")
+# the hub's license ids as its documentation lists them (docs/hub/repositories-licenses.md of
+# huggingface/hub-docs); the hub adds ids now and then, so an unknown one gets a note, not a refusal
+HUB_LICENSES = frozenset(
+    """apache-2.0 mit openrail bigscience-openrail-m creativeml-openrail-m bigscience-bloom-rail-1.0
+    bigcode-openrail-m afl-3.0 artistic-2.0 bsl-1.0 bsd bsd-2-clause bsd-3-clause bsd-3-clause-clear c-uda cc
+    cc0-1.0 cc-by-2.0 cc-by-2.5 cc-by-3.0 cc-by-4.0 cc-by-sa-3.0 cc-by-sa-4.0 cc-by-nc-2.0 cc-by-nc-3.0
+    cc-by-nc-4.0 cc-by-nd-4.0 cc-by-nc-nd-3.0 cc-by-nc-nd-4.0 cc-by-nc-sa-2.0 cc-by-nc-sa-3.0 cc-by-nc-sa-4.0
+    cdla-sharing-1.0 cdla-permissive-1.0 cdla-permissive-2.0 wtfpl ecl-2.0 epl-1.0 epl-2.0 etalab-2.0 eupl-1.1
+    agpl-3.0 gfdl gpl gpl-2.0 gpl-3.0 lgpl lgpl-2.1 lgpl-3.0 isc lppl-1.3c ms-pl mpl-2.0 odc-by odbl openrail++
+    osl-3.0 postgresql ofl-1.1 ncsa unlicense zlib pddl lgpl-lr deepfloyd-if-license llama2 gemma unknown
+    other""".split()
+)
+
+
+def _closest(value: str, known) -> str:
+    close = difflib.get_close_matches(value.lower(), sorted(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def hub_metadata(license: str | None = None, language=()) -> dict:
     """The license and languages a card declares to the hub (its license filter and language
-    pages), checked: {} when neither is given."""
+    pages), checked: {} when neither is given. See `license_note` for ids the hub may not know."""
     out: dict = {}
     if license is not None:
         if not isinstance(license, str) or not LICENSE.fullmatch(license):
             raise ValueError(
-                f"license {license!r} is not a hub license id; write it as the hub does: apache-2.0, mit, "
-                "cc-by-4.0, cc-by-sa-4.0, openrail, other ..."
+                f"license {license!r} is not a hub license id (lower case, such as apache-2.0, mit, cc-by-4.0 "
+                f"or other){_closest(str(license), HUB_LICENSES)}"
             )
         out["license"] = license
     if isinstance(language, str):
         language = [language]
     for code in language:
         if not isinstance(code, str) or not LANGUAGE.fullmatch(code):
-            raise ValueError(f"language {code!r} is not an ISO 639 code such as en, fr, zh or multilingual")
+            lower = code.lower() if isinstance(code, str) else ""
+            fix = f"; did you mean {lower!r}?" if LANGUAGE.fullmatch(lower) else ""
+            raise ValueError(
+                f"language {code!r} is not an ISO 639 code such as en, fr, zh (or en-US, multilingual){fix}"
+            )
     if language:
         out["language"] = list(dict.fromkeys(language))
     return out
+
+
+def license_note(license: str | None) -> str | None:
+    """What to know about a well-formed license id: one the hub's list lacks (it would refuse the
+    upload, unless the id is newer than that list), or `other`, which wants a name and a text."""
+    if license is None or license in HUB_LICENSES - {"other"}:
+        return None
+    if license == "other":
+        return "license 'other': before uploading, add license_name (and license_link) to README.md's metadata"
+    return (
+        f"license {license!r} is not among the hub's license ids known here{_closest(license, HUB_LICENSES)} "
+        "The hub refuses an upload whose license id it does not know."
+    )
 
 
 # our dev sets are the GLUE hub dataset's validation splits, for model-index

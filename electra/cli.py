@@ -28,13 +28,15 @@ def _count(n: int, noun: str) -> str:
 def cmd_export(args: argparse.Namespace) -> None:
     from electra import hf
     from electra.atomic import check_output
-    from electra.card import checkpoint_card, hub_metadata
+    from electra.card import checkpoint_card, hub_metadata, license_note
     from electra.checkpoint import load_checkpoint
 
     try:
         hub = hub_metadata(args.license, args.language or ())
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if note := license_note(args.license):
+        print(f"note: {note}", file=sys.stderr)
     ckpt = load_checkpoint(args.checkpoint)
     tokenizer_dir = args.tokenizer or (ckpt.path if ckpt.has_tokenizer else None)
     objective = ckpt.meta.get("objective", "electra")
@@ -351,7 +353,7 @@ def _hub_arguments(p: argparse.ArgumentParser) -> None:
     """What the model card declares to the Hugging Face hub (README.md's metadata)."""
     p.add_argument("--license", help="the model card's license, as the hub names it: apache-2.0, mit, cc-by-4.0 ...")
     p.add_argument(
-        "--language", action="append", help="a language of the model's text (ISO 639: en, fr, zh ...); repeat for more"
+        "--language", action="append", help="a language of the model's text (ISO 639: en, fr, zh, or en-US ...); repeat for more"
     )
 
 
@@ -376,6 +378,7 @@ def _task_options(args: argparse.Namespace) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
+    from electra.card import license_note
     from electra.finetune import FinetuneConfig, run, run_glue
 
     _task_options(args)
@@ -410,6 +413,8 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         license=args.license,
         language=tuple(args.language or ()),
     )
+    if (note := license_note(cfg.license)) and os.environ.get("RANK", "0") == "0":  # once under torchrun
+        print(f"note: {note}", file=sys.stderr)
     if cfg.data_parallel:
         _alone("--data-parallel")
     if args.task == "glue":
@@ -480,7 +485,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         if args.per_label and split in results["per_label"]:
             print(_label_table(results["per_label"][split], "entity" if args.task == "ner" else "label"))
     if args.per_label and not results["per_label"]:
-        print(f"note: {args.task} has no labels to break the scores down by", file=sys.stderr)
+        print("note: no per-label scores: this model gives scores or answers, not labels", file=sys.stderr)
     if results["truncated"]:
         print(f"{results['truncated']} examples truncated to {results['max_length']} tokens", file=sys.stderr)
     records = results.pop("records", {})

@@ -128,9 +128,10 @@ class FinetuneConfig:
         if self.multi_label and self.task != "csv":
             raise ValueError(f"multi-label is for --task csv (one's own data), not {self.task}")
         if self.multi_label and self.regression:
-            raise ValueError("regression and multi-label exclude each other: a multi-label task classifies")
+            raise ValueError("--regression and --multi-label exclude each other (multi-label classifies): drop one")
         if not isinstance(self.label_separator, str) or not self.label_separator:
-            raise ValueError(f"label-separator must be a character such as ',' or '|', got {self.label_separator!r}")
+            given = self.label_separator
+            raise ValueError(f"label-separator must be one character or more, such as ',' or '|', got {given!r}")
         if self.precision not in parallel.PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(parallel.PRECISIONS)}, got {self.precision!r}")
         hub_metadata(self.license, self.language)
@@ -301,7 +302,10 @@ def _read_task(cfg: FinetuneConfig, with_train: bool) -> tuple[Task, list[Exampl
             train = _label_lists(train, cfg.label_separator, files["train"])
             devs = {k: _label_lists(v, cfg.label_separator, files[k]) for k, v in devs.items()}
             if devs["dev"] and not any(e.label for e in devs["dev"]):
-                raise TaskError(f"{dev_file} has no label in any row: a dev set without labels scores nothing")
+                raise TaskError(
+                    f"{dev_file} has no label in any row: a dev set without labels scores nothing; label it "
+                    "(or check --label-field)"
+                )
             if "test" in devs and not any(e.label for e in devs["test"]):  # empty cells: a test set not labelled
                 print(f"{test.name} is not scored: no row has a label", file=sys.stderr)
                 del devs["test"]

@@ -184,12 +184,14 @@ class Predictor:
             if allow_no_answer is None:
                 allow_no_answer = recorded.get("task") == "squad_v2"
         self.tagger = self.kind == "token"
-        if all_scores and self.kind != "sequence":
-            raise ValueError(f"--all-scores is for sequence classifiers; {folder} is a {self.kind} model: drop it")
         self.all_scores = all_scores
         problem = hf.read_config(folder).get("problem_type")
         self.scores = scores_function(problem, len(self.id2label))
         self.multi_label = problem == "multi_label_classification"
+        regression = self.scores == "none" and len(self.id2label) == 1
+        if all_scores and (self.kind != "sequence" or regression):
+            what = "a regression model (one score)" if regression else f"a {self.kind} model"
+            raise ValueError(f"--all-scores is for classifiers' labels; {folder} is {what}: drop it")
         self.device = pick_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.model.to(self.device).eval()

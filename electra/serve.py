@@ -6,7 +6,7 @@
                    {"inputs": [{"question": "...", "context": "..."}, ...]}   question answerer
                ->  {"outputs": [record, ...], "truncated": n}, records as `electra predict` writes them
     GET  /health   ->  {"model": ..., "kind": "sequence" | "token" | "span", "labels": [...],
-                        "served": {"inputs": n, "model_runs": m}}  (a multi-label model: "multi_label": true)
+                        "served": {"inputs": n, "model_runs": m}}  (a classifier: "multi_label", "all_scores")
 
 Standard library only (http.server), HTTP/1.1: a client may keep its connection open for
 more requests. One thread runs the model; requests that arrive while it is busy wait and then
@@ -285,8 +285,8 @@ def make_server(
         "kind": predictor.kind,
         "labels": [predictor.id2label[i] for i in sorted(predictor.id2label)],
     }
-    if predictor.multi_label:  # its records list every label above 0.5
-        info["multi_label"] = True
+    if predictor.kind == "sequence":  # a multi-label model's records list every label above 0.5
+        info |= {"multi_label": predictor.multi_label, "all_scores": predictor.all_scores}
     own = _own_fields(predictor.folder)
     if own:
         info["fields"] = {"text": own[0], "pair": own[1]}

@@ -92,11 +92,20 @@ def test_exported_folders_carry_a_card_with_the_run(tmp_path, tokenizer, tokeniz
     data = ModelCard.load(tmp_path / "declared" / "README.md").data
     assert data.license == "apache-2.0" and data.language == ["en", "fr"]
     for bad, message in [
-        (["--license", "Apache 2.0"], "license 'Apache 2.0' is not a hub license id; write it as the hub does"),
+        (["--license", "Apache 2.0"], "license 'Apache 2.0' is not a hub license id (lower case, such as apache-2.0"),
+        (["--license", "MIT"], "; did you mean 'mit'?"),
         (["--language", "English"], "language 'English' is not an ISO 639 code such as en"),
+        (["--language", "EN"], "; did you mean 'en'?"),
     ]:
         result = cli("export", tmp_path / "run", "--out", tmp_path / "refused", *bad)
         assert result.returncode == 2 and message in result.stderr and not (tmp_path / "refused").exists()
+    # an id the hub's list lacks is written, with a note: the hub may have added it since
+    result = cli("export", tmp_path / "run", "--out", tmp_path / "noted", "--license", "apache2")
+    assert result.returncode == 0 and ModelCard.load(tmp_path / "noted" / "README.md").data.license == "apache2"
+    assert "note: license 'apache2' is not among the hub's license ids known here; did you mean 'apache-2.0'?" in (
+        result.stderr
+    )
+    assert "license" not in cli("export", tmp_path / "run", "--out", tmp_path / "mit", "--license", "mit").stderr
 
     # a checkpoint records its own step and tokens: the card holds them when its step was not logged
     meta = {"settings": settings, "step": 6, "tokens": 14000}  # logged last at step 5

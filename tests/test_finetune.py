@@ -206,6 +206,10 @@ def test_stsb_learns_scores_over_5_as_google_does_and_exports_a_plain_head(tmp_p
     theirs = transformers.ElectraForSequenceClassification.from_pretrained(tmp_path / "stsb").eval()
     with torch.no_grad():
         torch.testing.assert_close(theirs(input_ids=ids, token_type_ids=types, attention_mask=mask).logits, scores)
+    from electra.predict import Predictor
+
+    with pytest.raises(ValueError, match="--all-scores is for classifiers' labels; .* is a regression model"):
+        Predictor(tmp_path / "stsb", device="cpu", all_scores=True)  # one score has no labels to list
 
 
 def test_another_glue_tasks_file_is_named_as_such(tmp_path):
@@ -1048,7 +1052,7 @@ def test_multi_label_data_is_read_as_lists_and_misuse_is_named(tokenizer, tmp_pa
         load_task(single)
     with pytest.raises(TaskError, match="\\(multi-label data\\); evaluate a model fine-tuned with --multi-label"):
         load_task(single, with_train=False)
-    with pytest.raises(ValueError, match="regression and multi-label exclude each other"):
+    with pytest.raises(ValueError, match="--regression and --multi-label exclude each other .*: drop one"):
         dataclasses.replace(cfg, regression=True)
     with pytest.raises(ValueError, match="multi-label is for --task csv"):
         dataclasses.replace(cfg, task="sst2")
@@ -1268,7 +1272,7 @@ def test_token_classification_end_to_end(tokenizer_dir, pretrained, tmp_path):
     assert aspect[0] == "ASPECT" and aspect[1]["f1"] == pytest.approx(scored["metrics"]["dev"]["f1"])
     from electra.predict import Predictor
 
-    with pytest.raises(ValueError, match="--all-scores is for sequence classifiers; .* is a token model"):
+    with pytest.raises(ValueError, match="--all-scores is for classifiers' labels; .* is a token model: drop it"):
         Predictor(tmp_path / "tagger", device="cpu", all_scores=True)
     first = scored["records"]["dev"][0]  # a tag per word, gold and predicted
     assert first["words"] == [w for w, _ in rows] and first["label"] == [t for _, t in rows]

@@ -74,6 +74,8 @@ def test_served_answers_equal_predict(folders, serving):
             "model": str(folders / "clf"),
             "kind": "sequence",
             "labels": ["NEGATIVE", "POSITIVE"],
+            "multi_label": False,
+            "all_scores": False,
             "served": {"inputs": 3, "model_runs": 1},
         },
     )
