@@ -353,7 +353,9 @@ def _hub_arguments(p: argparse.ArgumentParser) -> None:
     """What the model card declares to the Hugging Face hub (README.md's metadata)."""
     p.add_argument("--license", help="the model card's license, as the hub names it: apache-2.0, mit, cc-by-4.0 ...")
     p.add_argument(
-        "--language", action="append", help="a language of the model's text (ISO 639: en, fr, zh, or en-US ...); repeat for more"
+        "--language",
+        action="append",
+        help="a language of the model's text (ISO 639: en, fr, zh, or en-US ...); repeat for more",
     )
 
 
