@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from electra import hf, qa
-from electra.finetune import SQUAD, Encoded, FinetuneConfig, encode, load_task, predictions, score, word_tags
+from electra.finetune import SQUAD, Encoded, FinetuneConfig, encode, load_task, predictions, score, sentence_tags
 from electra.parallel import pick_device
 from electra.tasks import Example, Task, TaskError, entity_type_scores, joined_labels, label_scores
 from electra.tokenizer import load_model_tokenizer
@@ -132,8 +132,7 @@ def label_breakdown(task: Task, data: Encoded, labels: list[str], preds: list) -
     if task.kind in ("classification", "multilabel"):
         return label_scores(preds, data.labels, labels)
     if task.kind == "tagging":
-        tags = [word_tags(p, w, g, labels) for p, w, g in zip(preds, data.words, data.tags, strict=True)]
-        return entity_type_scores([predicted for predicted, _ in tags], [gold for _, gold in tags])
+        return entity_type_scores(*sentence_tags(data, labels, preds))
     return None
 
 
@@ -147,11 +146,10 @@ def example_records(task: Task, examples: list[Example], data: Encoded, labels: 
             for e, a in zip(data.questions, preds, strict=True)
         ]
     if task.kind == "tagging":
-        out = []
-        for e, p, w, g in zip(examples, preds, data.words, data.tags, strict=True):
-            predicted, gold = word_tags(p, w, g, labels)
-            out.append({"words": e.text, "label": gold, "prediction": predicted})
-        return out
+        predicted, gold = sentence_tags(data, labels, preds)
+        return [
+            {"words": e.text, "label": g, "prediction": p} for e, p, g in zip(examples, predicted, gold, strict=True)
+        ]
     if task.kind == "multilabel":
         return [
             {"text": e.text, "pair": e.pair, "label": e.label, "prediction": [labels[j] for j in np.flatnonzero(p)]}

@@ -679,9 +679,14 @@ def score(task: Task, data: Encoded, labels: list[str], preds: list) -> dict:
     if task.kind == "span":
         return qa.answer_scores([a.text for a in preds], [[text for text, _ in e.label] for e in data.questions])
     if task.kind == "tagging":
-        tags = [word_tags(p, w, g, labels) for p, w, g in zip(preds, data.words, data.tags, strict=True)]
-        return entity_scores([predicted for predicted, _ in tags], [gold for _, gold in tags])
+        return entity_scores(*sentence_tags(data, labels, preds))
     return {m: METRICS[m](preds, data.labels) for m in task.metrics}
+
+
+def sentence_tags(data: Encoded, labels: list[str], preds: list) -> tuple[list[list[str]], list[list[str]]]:
+    """A tagger's predicted and gold tags of every word, sentence by sentence (`word_tags`)."""
+    tags = [word_tags(p, w, g, labels) for p, w, g in zip(preds, data.words, data.tags, strict=True)]
+    return [predicted for predicted, _ in tags], [gold for _, gold in tags]
 
 
 def word_tags(

@@ -332,6 +332,8 @@ class Predictor:
         probs = {"softmax": logits.softmax(-1), "sigmoid": logits.sigmoid(), "none": logits}[self.scores]
         k = int(probs.argmax())
         record = {"label": self.id2label[k], "score": float(probs[k])}
+        if not (self.multi_label or self.all_scores):
+            return record
         order = probs.argsort(descending=True, stable=True)
         if self.multi_label:  # every label the model gives above one half, likeliest first
             record["labels"] = [self.id2label[int(j)] for j in order if probs[j] > 0.5]

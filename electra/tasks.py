@@ -161,33 +161,29 @@ def label_scores(pred: Sequence, gold: Sequence, labels: Sequence[str]) -> dict[
     }
 
 
-def entity_type_scores(pred: Sequence[Sequence[str]], gold: Sequence[Sequence[str]]) -> dict[str, dict]:
-    """`label_scores` of a tagger: each entity type's precision, recall and F1 (exact spans)."""
+def _entity_counts(pred: Sequence[Sequence[str]], gold: Sequence[Sequence[str]]) -> dict[str, list[int]]:
+    """Each entity type's [exact span matches, predicted, gold] over every sentence."""
     counts: dict[str, list[int]] = {}
     for p, g in zip(pred, gold, strict=True):
         ps, gs = entity_spans(p), entity_spans(g)
-        for kind, spans in ((0, ps & gs), (1, ps), (2, gs)):
+        for kind, spans in enumerate((ps & gs, ps, gs)):
             for t, _, _ in spans:
                 counts.setdefault(t, [0, 0, 0])[kind] += 1
+    return counts
+
+
+def entity_type_scores(pred: Sequence[Sequence[str]], gold: Sequence[Sequence[str]]) -> dict[str, dict]:
+    """`label_scores` of a tagger: each entity type's precision, recall and F1 (exact spans)."""
+    counts = _entity_counts(pred, gold)
     return {t: _prf(*counts[t]) for t in sorted(counts)}
 
 
 def entity_scores(pred: Sequence[Sequence[str]], gold: Sequence[Sequence[str]]) -> dict[str, float]:
     """Entity-level F1 (the main figure, first), precision and recall: a predicted entity counts
-    only on an exact span match."""
-    tp = n_pred = n_gold = 0
-    for p, g in zip(pred, gold, strict=True):
-        ps, gs = entity_spans(p), entity_spans(g)
-        tp += len(ps & gs)
-        n_pred += len(ps)
-        n_gold += len(gs)
-    precision = tp / n_pred if n_pred else 0.0
-    recall = tp / n_gold if n_gold else 0.0
-    return {
-        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
-        "precision": precision,
-        "recall": recall,
-    }
+    only on an exact span match. The counts of every type together (`entity_type_scores` per type)."""
+    counts = list(_entity_counts(pred, gold).values())
+    s = _prf(*(sum(c[k] for c in counts) for k in range(3)))
+    return {"f1": s["f1"], "precision": s["precision"], "recall": s["recall"]}
 
 
 # --------------------------------------------------------------------------------------
