@@ -597,13 +597,6 @@ def _loss_terms(task: Task, labels: torch.Tensor) -> torch.Tensor:
     return torch.tensor(labels.numel())
 
 
-def _dropout_seed(seed: int, rank: int, step: int) -> int:
-    """Data-parallel fine-tuning reseeds every step: each process draws its own dropout masks (the
-    same seed would repeat one process's masks on another's rows), and a resumed seed draws the
-    same ones as an uninterrupted run, with no random state to save per process."""
-    return ((seed * 1_000_003 + rank) * 1_000_003 + step) % 2**63  # torch seeds are 64-bit signed
-
-
 @torch.no_grad()
 def predictions(
     model,
@@ -815,7 +808,7 @@ def train_one(
             for _, ids, types, mask, y in batches(train, cfg.batch_size, seed * 1000 + epoch, skip=step % per_epoch):
                 set_lr(optimizer, lr, lr_factor(step, warmup, total))
                 if dist.enabled:  # this process's rows; DDP averages the processes' gradients, so N x
-                    torch.manual_seed(_dropout_seed(seed, dist.rank, step))
+                    torch.manual_seed(parallel.dropout_seed(seed, dist.rank, step))
                     total_terms, rows = _loss_terms(task, y).to(device), slice(dist.rank, None, dist.world_size)
                     weight = float(dist.world_size)
                     if len(y) <= dist.rank:  # a last batch smaller than N: a zero-weight row keeps DDP in step

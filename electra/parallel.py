@@ -95,6 +95,13 @@ def from_env() -> Dist:
     return Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def dropout_seed(seed: int, rank: int, step: int) -> int:
+    """The seed of a training step's dropout masks in one process. Each process draws its own
+    masks (one seed in all of them would repeat the first process's masks on the others' rows),
+    and a resumed run draws the ones an uninterrupted run drew, with no random state to save."""
+    return ((seed * 1_000_003 + rank) * 1_000_003 + step) % 2**63  # torch seeds are 64-bit signed
+
+
 def process_device(device_name: str, d: Dist) -> torch.device:
     """The device this process runs on: under torchrun on CUDA, the GPU of its local rank."""
     picked = pick_device(device_name)

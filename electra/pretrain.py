@@ -4,7 +4,7 @@
     loss ──backward (accumulated)──▶ clip 1.0 ──AdamW, warmup × linear decay──▶ checkpoint
 
 Exact resume: every random draw is a function of (seed, step) (the objective's hash noise;
-dropout re-seeded each step), the loader's state is two integers, and checkpoints are
+dropout re-seeded each step and process), the loader's state is two integers, and checkpoints are
 atomic folders. A run resumed from any checkpoint reproduces an uninterrupted one bitwise.
 """
 
@@ -754,7 +754,7 @@ def _run(
                 stop_reason = "max tokens"
                 break
             seed = cfg.seed * 1_000_003 + step  # with the global row numbers, this fixes every random draw
-            torch.manual_seed(seed)  # dropout: a function of the step, for exact resume
+            torch.manual_seed(parallel.dropout_seed(cfg.seed, d.rank, step))  # each process its own masks
             lr = set_lr(optimizer, settings["lr"], lr_factor(step, settings["warmup_steps"], steps))
             micro, batch_tokens = batches.next()
             out_metrics = update(micro, seed)  # stays on the device until a log line needs it

@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from electra import hf
 from electra.checkpoint import list_checkpoints, load_checkpoint
 
 ARGS = [
@@ -220,7 +221,6 @@ def test_a_dead_worker_stops_the_run_promptly_and_keeps_the_last_checkpoint(tiny
 
 
 def test_finetune_seeds_shared_among_processes_equal_one_process(tmp_path, tokenizer, tokenizer_dir):
-    from electra import hf
     from electra.config import tiny
     from electra.model import Electra
     from tests.test_finetune import _sentiment
@@ -265,7 +265,6 @@ def test_data_parallel_finetuning_equals_one_process_and_resumes_exactly(tmp_pat
     one process ends, up to the order gradients are summed in. With dropout on (each process
     draws its own masks: one process cannot be matched) the resumed run ends as an
     uninterrupted run of two processes ends: its masks after the stop are the ones it would have drawn."""
-    from electra import hf
     from electra.config import tiny
     from electra.model import Electra
     from tests.test_finetune import _sentiment
@@ -302,6 +301,63 @@ def test_data_parallel_finetuning_equals_one_process_and_resumes_exactly(tmp_pat
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
     metrics = [json.loads((tmp_path / n / "results.json").read_text())["median"] for n in ("one", "two")]
     assert metrics[0] == metrics[1]
+
+
+def _first_dropout_masks(rank, world, port, out, argv):
+    """One process of `test_each_process_draws_its_own_dropout_masks`: `electra ARGV` under a
+    torchrun-like environment, keeping where the first few dropout calls of training zeroed."""
+    import electra.model
+    from electra.cli import main
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), OMP_NUM_THREADS="1")
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    drawn, plain = [], electra.model.dropout
+
+    def kept(x, p, training):
+        y = plain(x, p, training)
+        if training and p > 0 and len(drawn) < 4:
+            drawn.append(((y == 0) & (x != 0)).flatten().nonzero().flatten().tolist())
+        return y
+
+    electra.model.dropout = kept
+    code = main(argv)
+    (out / f"{rank}.json").write_text(json.dumps({"code": code, "masks": drawn}))
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune"])
+def test_each_process_draws_its_own_dropout_masks(tiny_data, tmp_path, tokenizer, tokenizer_dir, command):
+    """Two processes' rows of a step are different rows: one seed in both would drop the same
+    positions of each (the first process's masks repeated on the second's rows), so dropout's
+    noise would be shared across the batch, which one process's would never be."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from electra.config import tiny
+    from electra.model import Electra
+    from tests.test_finetune import _sentiment
+
+    if command == "pretrain":
+        argv = ["pretrain", "--data", str(tiny_data), "--out", str(tmp_path / "run"), "--preset", "tiny"]
+        argv += ["--batch-size", "8", "--max-steps", "1", "--dropout", "0.1", "--quiet"]
+    else:
+        torch.manual_seed(0)
+        model = Electra(tiny(vocab_size=tokenizer.get_vocab_size()).with_dropout(0.1))
+        hf.export_discriminator(model, tmp_path / "disc", tokenizer_dir=tokenizer_dir)
+        data = _sentiment(tmp_path / "data", n_train=32, n_dev=8)
+        argv = ["finetune", "--model", str(tmp_path / "disc"), "--task", "csv", "--data", str(data)]
+        argv += ["--out", str(tmp_path / "clf"), "--seeds", "1", "--epochs", "1", "--batch-size", "16"]
+        argv += ["--data-parallel", "--quiet"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_first_dropout_masks, args=(2, port, tmp_path, argv), nprocs=2)
+    first, second = (json.loads((tmp_path / f"{r}.json").read_text()) for r in range(2))
+    assert first["code"] == second["code"] == 0
+    assert len(first["masks"]) == len(second["masks"]) == 4
+    assert all(first["masks"]) and all(second["masks"])  # the masks dropped something
+    for a, b in zip(first["masks"], second["masks"], strict=True):
+        assert a != b
 
 
 def _shared_predictions(rank, world, init, out):

@@ -1458,9 +1458,9 @@ def test_bad_task_input_is_refused_with_a_message(sentiment_tokenizer_dir, tmp_p
     refused("layer-decay must be a number in \\(0, 1\\]", out=str(tmp_path / "o"), layer_decay=-1.0)
     refused("seeds must be a whole number from 1 to 1000", out=str(tmp_path / "o"), seeds=10**20)  # a traceback, or GBs
     refused("seed must be a whole number from 0 to 4294967295", out=str(tmp_path / "o"), seed=-1)
-    from electra.finetune import _dropout_seed
+    from electra.parallel import dropout_seed
 
-    torch.manual_seed(_dropout_seed(2**32 - 1, 7, 10**6))  # the largest seed reseeds data-parallel steps too
+    torch.manual_seed(dropout_seed(2**32 - 1, 7, 10**6))  # the largest seed reseeds data-parallel steps too
     (tmp_path / "afile").write_text("x")
     refused("afile exists and is not a folder", out=str(tmp_path / "afile"))  # before any training
     with pytest.raises(OSError, match="would replace that input"):
@@ -1588,13 +1588,13 @@ def test_slices_of_a_batch_add_up_to_its_mean_loss(kind):
 def test_data_parallel_dropout_is_a_function_of_seed_rank_and_step():
     """Each process draws its own masks (one seed would repeat a process's masks on another's rows)
     and a resumed seed draws the ones an uninterrupted run drew, with no random state saved."""
-    from electra.finetune import _dropout_seed
+    from electra.parallel import dropout_seed
 
-    seeds = {_dropout_seed(seed, rank, step) for seed in range(3) for rank in range(4) for step in range(1000)}
+    seeds = {dropout_seed(seed, rank, step) for seed in range(3) for rank in range(4) for step in range(1000)}
     assert len(seeds) == 3 * 4 * 1000
     # a pure function of its arguments, the same in every process and every interpreter (no hash())
-    assert _dropout_seed(2, 1, 517) == 2_000_013_000_538
-    assert _dropout_seed(2**32 - 1, 7, 123) == 6_125_067_704_960_955_079  # wrapped into torch's 64-bit seeds
+    assert dropout_seed(2, 1, 517) == 2_000_013_000_538
+    assert dropout_seed(2**32 - 1, 7, 123) == 6_125_067_704_960_955_079  # wrapped into torch's 64-bit seeds
 
 
 def test_activation_checkpointing_fine_tunes_to_the_same_weights(sentiment_tokenizer_dir, tmp_path, monkeypatch):
