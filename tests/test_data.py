@@ -86,6 +86,56 @@ def test_batches_carry_masks_types_and_padding(tiny_data):
     assert rows == Shards(tiny_data, "valid").sizes.sum() > 0
 
 
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory):
+    """tiny_data's corpus in shards of 10 rows: 27 train shards, 3 validation shards."""
+    from electra.prepare import PrepareConfig, prepare
+    from tests.conftest import synthetic_corpus
+
+    root = tmp_path_factory.mktemp("sharded")
+    cfg = PrepareConfig(seq_len=32, vocab_size=200, validation_fraction=0.1, rows_per_shard=10)
+    prepare([synthetic_corpus(root / "corpus.txt")], root / "data", cfg, quiet=True)
+    return root / "data"
+
+
+def test_every_shard_pads_with_pad_ids_and_type_zero(sharded):
+    """A shard written after another starts from clean buffers: its short rows end in [PAD] of type 0."""
+    for split in ("train", "valid"):
+        shards = Shards(sharded, split)
+        assert len(shards.sizes) > 2
+        padded = []
+        for ids, types, lengths in zip(shards.ids, shards.types, shards.lengths, strict=True):
+            pad = np.arange(shards.seq_len)[None, :] >= np.asarray(lengths)[:, None]
+            assert (np.asarray(ids)[pad] == 0).all() and (np.asarray(types)[pad] == 0).all()
+            padded.append(pad.sum())
+        assert sum(padded[1:]) > 0  # shards after the first have short rows
+
+
+def test_an_epoch_of_whole_batches_uses_every_row_and_shards_come_in_a_seeded_order(sharded):
+    shards = Shards(sharded)
+    n = len(shards)
+    assert n % 2 == 0
+    loader = Loader(shards, global_batch=n // 2, seed=0)
+    epoch = np.concatenate([np.stack(loader.next_global(), 1) for _ in range(2)])
+    assert loader.epoch == 0 and len({tuple(x) for x in epoch}) == n  # the last whole batch is kept
+    loader.next_global()
+    assert loader.epoch == 1
+    first = {int(Loader(shards, global_batch=4, seed=seed).next_global()[0][0]) for seed in range(10)}
+    assert len(first) > 3  # the shard read first depends on the seed
+
+
+def test_validation_rows_are_numbered_across_shards(sharded):
+    """The row numbers key the masking noise: each validation row draws its own positions."""
+    shards = Shards(sharded, "valid")
+    rows = torch.cat([b.rows for b in iterate(shards, 4)])
+    assert torch.equal(rows, torch.arange(len(shards)))
+
+
+def test_a_global_batch_that_does_not_divide_over_the_processes_is_refused(tiny_data):
+    with pytest.raises(ValueError, match="global batch 9 does not divide over 2 processes"):
+        Loader(Shards(tiny_data), global_batch=9, world_size=2)
+
+
 def test_too_little_data_is_refused(tiny_data):
     with pytest.raises(ValueError, match="fewer than one batch"):
         Loader(Shards(tiny_data), global_batch=100_000)
