@@ -352,6 +352,9 @@ def test_auto_tokenizer_encodes_like_ours(tokenizer, tokenizer_dir):
         theirs = auto(a, b)
         assert theirs["input_ids"] == enc.ids
         assert theirs["token_type_ids"] == enc.type_ids
+        if b is not None:  # the second segment and its [SEP] are of type 1, as BERT and ELECTRA were trained
+            first = len(tokenizer.encode(a).ids)
+            assert enc.type_ids == [0] * first + [1] * (len(enc.ids) - first)
 
 
 def test_exports_take_any_transformers_tokenizer_and_pipelines_truncate_to_the_models_positions(

@@ -76,6 +76,25 @@ def test_masking_picks_round_p_n_real_tokens_never_specials_or_padding():
     assert set(m.input_ids[changed].tolist()) <= {MASK}  # ELECTRA: [MASK] or unchanged, no random tokens
 
 
+def test_masking_edge_rows_short_rows_and_rows_of_few_candidates():
+    """A row too short for round(p * n) to reach 1 still gets one prediction; a row with fewer
+    candidates than round(p * n) predicts each candidate once and nothing else; a full row of
+    any length gets its round(p * n), whatever the slot count rounds to."""
+    short = torch.tensor([[CLS, 50, SEP, PAD, PAD, PAD, PAD, PAD, PAD, PAD]])  # round(0.15 * 3) = 0
+    few = torch.tensor([[CLS, 50, 51, SEP, SEP, SEP, SEP, SEP, SEP, SEP]])  # round(1.5) = 2 of 2 candidates
+    fewer = torch.tensor([[CLS, 50, SEP, SEP, SEP, SEP, SEP, SEP, SEP, SEP]])  # 1 candidate for 2 slots
+    ids = torch.cat([short, few, fewer])
+    mask = (ids != PAD).long()
+    m = mask_tokens(ids, mask, SPECIAL, torch.arange(3), seed=0, mask_id=MASK)
+    assert m.weights.sum(1).tolist() == [1.0, 2.0, 1.0]
+    assert m.targets[m.weights.bool()].sort().values.tolist() == [50, 50, 50, 51]
+    assert loss_counts(ids, mask, SPECIAL, 0.15).tolist() == [4.0, 23.0]
+    for T in (10, 17, 30, 57, 128, 512):
+        ids = torch.randint(5, 100, (8, T))
+        m = mask_tokens(ids, torch.ones_like(ids), SPECIAL, torch.arange(8), seed=T, mask_id=MASK)
+        assert m.weights.sum(1).tolist() == [float(round(0.15 * T))] * 8, T
+
+
 def test_masking_is_85_percent_mask_15_percent_unchanged():
     ids, mask = _rows(B=2000, T=64)
     m = mask_tokens(ids, mask, SPECIAL, torch.arange(len(ids)), seed=3, mask_id=MASK)

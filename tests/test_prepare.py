@@ -481,11 +481,32 @@ def test_bad_corpora_are_refused_with_a_message(tmp_path, prep, setup, message):
     result = prep("--corpus", str(target), "--out", str(tmp_path / "out"), "--vocab-size", "100")
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
-    import re
 
     assert re.search(message, result.stderr, re.S), result.stderr
     assert not (tmp_path / "out").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_a_file_that_fails_while_shards_are_written_leaves_nothing(tmp_path, prep, tokenizer_dir):
+    """With a tokenizer given there is no vocabulary pass: the corpus is first read by the thread
+    that feeds the shards, and its error stops prepare as the main thread's would."""
+    (tmp_path / "books").mkdir()
+    (tmp_path / "books" / "a.txt").write_text("A whole first book.\n\nIts second document.\n")
+    (tmp_path / "books" / "b.txt.gz").write_bytes(gzip.compress(_words(20_000))[:-100])
+    out = tmp_path / "out"
+    result = prep("--corpus", str(tmp_path / "books"), "--out", str(out), "--tokenizer", str(tokenizer_dir))
+    assert result.returncode == 2, result.stderr
+    assert re.search("b.txt.gz could not be read \\(EOFError", result.stderr), result.stderr
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_documents_are_dealt_whole_to_parts():
+    from electra.prepare import _own_part
+
+    items = ["a1", "a2", None, "b1", None, "c1", None, "d1", "d2", None]
+    assert list(_own_part(iter(items), 2, 0)) == ["a1", "a2", None, "c1", None]
+    assert list(_own_part(iter(items), 2, 1)) == ["b1", None, "d1", "d2", None]
+    assert list(_own_part(iter(items), 1, 0)) == items
 
 
 def test_missing_paths_tokenizers_without_specials_and_busy_outputs_are_refused(tmp_path, prep):
