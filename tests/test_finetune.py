@@ -112,6 +112,55 @@ def test_entity_scores_need_exact_spans():
     assert s["precision"] == pytest.approx(1 / 3) and s["recall"] == pytest.approx(1 / 3)
     assert s["f1"] == pytest.approx(1 / 3)
     assert entity_spans(["I-PER", "I-PER", "B-PER"]) == {("PER", 0, 2), ("PER", 2, 3)}  # IOB1-style start
+    assert entity_spans(["B-LOC", "I-PER", "I-PER"]) == {("LOC", 0, 1), ("PER", 1, 3)}  # a new type, a new span
+
+
+def test_conll_files_read_the_last_column_and_skip_document_markers(tmp_path):
+    from electra.tasks import read_conll
+
+    (tmp_path / "c.txt").write_text(
+        "-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\n-DOCSTART- -X- -X- O\nPeter NNP B-NP B-PER\n"
+    )  # CoNLL-2003: token, part of speech, chunk, entity; a marker line need not have a blank line after it
+    assert read_conll(tmp_path / "c.txt") == [
+        Example(["EU", "rejects"], None, ["B-ORG", "O"]),
+        Example(["Peter"], None, ["B-PER"]),
+    ]
+
+
+def test_glue_label_codes_name_what_glue_and_the_hubs_glue_dataset_mean():
+    """GLUE's files label CoLA 1 = acceptable, MRPC 1 = equivalent, QQP 1 = duplicate, SST-2 1 =
+    positive; the hub's `glue` dataset numbers MNLI entailment, neutral, contradiction and
+    QNLI/RTE entailment, not_entailment. A swapped pair would export id2label naming the opposite."""
+    from electra.tasks import HUB_GLUE
+
+    named = {name: dict(zip(t.labels, t.names, strict=True)) for name, t in GLUE.items() if t.names}
+    assert named == {
+        "sst2": {"0": "NEGATIVE", "1": "POSITIVE"},
+        "cola": {"0": "unacceptable", "1": "acceptable"},
+        "mrpc": {"0": "not_equivalent", "1": "equivalent"},
+        "qqp": {"0": "not_duplicate", "1": "duplicate"},
+        "wnli": {"0": "not_entailment", "1": "entailment"},
+    }
+    hub = {name: names for name, (_, _, names) in HUB_GLUE.items() if names}
+    assert hub == {
+        "rte": ("entailment", "not_entailment"),
+        "qnli": ("entailment", "not_entailment"),
+        "mnli": ("entailment", "neutral", "contradiction"),
+    }
+
+
+def test_glue_test_files_are_read_by_their_own_headers(tmp_path):
+    """GLUE's test files differ from their training files: CoLA's has a header and a `sentence`
+    column, QQP's index is `id`; each submission is named as GLUE's server expects."""
+    from electra.tasks import glue_test
+
+    (tmp_path / "CoLA").mkdir()
+    (tmp_path / "CoLA" / "test.tsv").write_text("index\tsentence\n0\tThe book was read.\n1\tRead book the.\n")
+    (tmp_path / "QQP").mkdir()
+    (tmp_path / "QQP" / "test.tsv").write_text("id\tquestion1\tquestion2\n7\tWhy?\tHow?\n")
+    cola = glue_test(GLUE["cola"], tmp_path / "CoLA")
+    assert cola == {"CoLA": [Example("The book was read.", None, "0"), Example("Read book the.", None, "1")]}
+    assert glue_test(GLUE["qqp"], tmp_path / "QQP") == {"QQP": [Example("Why?", "How?", "7")]}
 
 
 @pytest.mark.skipif(not GLUE_DATA.is_dir(), reason="../shared/data/glue is not present")
@@ -882,6 +931,23 @@ def test_glue_runs_every_task_found_scores_them_and_resumes(sentiment_tokenizer_
         run_glue(cfg, quiet=True, overwrite=True)  # never deleted, even with --force
     with pytest.raises(TaskError, match="holds none of GLUE's task folders"):
         run_glue(dataclasses.replace(cfg, data=str(glue / "SST-2"), out=str(tmp_path / "o2")), quiet=True)
+
+
+def test_sts_b_submissions_clip_scores_to_glues_range():
+    """GLUE scores STS-B test predictions on its 0-5 scale: a model's score beyond it is clipped."""
+    from electra.finetune import Encoded, test_predictions
+    from electra.model import SequenceClassifier
+
+    model = SequenceClassifier(tiny().discriminator, 1).eval()
+    ids = [[2, 10, 3], [2, 11, 12, 3]]
+    rows = [Example("a", "b", "4"), Example("c", "d", "9")]
+    data = Encoded(ids=ids, types=[[0] * len(x) for x in ids], labels=[0.0, 0.0])
+    for bias, shown in ((100.0, "5.000"), (-100.0, "0.000")):
+        with torch.no_grad():
+            model.out.weight.zero_()
+            model.out.bias.fill_(bias)
+        written = test_predictions(model, GLUE["stsb"], rows, data, ["score"], torch.device("cpu"), "fp32")
+        assert written == f"index\tprediction\n4\t{shown}\n9\t{shown}\n"
 
 
 def test_mnli_labels_both_test_sets_and_glues_diagnostic(sentiment_tokenizer_dir, tmp_path):
