@@ -73,6 +73,47 @@ def test_exported_sequence_classifier_matches_transformers(tmp_path, num_labels)
         )
 
 
+def test_every_encoder_setting_survives_the_config_both_ways():
+    """Each setting is written to its own transformers field and read back from it (values that
+    all differ from the defaults and from each other); a field a config leaves out reads as
+    transformers reads it."""
+    cfg = dataclasses.replace(
+        tiny().discriminator, dropout=0.15, attention_dropout=0.05, layer_norm_eps=1e-5, initializer_range=0.03
+    )
+    cfg = dataclasses.replace(cfg, max_positions=96, type_vocab_size=3, pad_token_id=1)
+    written = hf.to_hf_config(cfg, "sequence", id2label={"0": "neg", "1": "pos"}, label2id={"neg": 0, "pos": 1})
+    assert hf.from_hf_config(written) == cfg
+    theirs = transformers.ElectraConfig(**written)
+    assert (theirs.hidden_dropout_prob, theirs.attention_probs_dropout_prob) == (0.15, 0.05)
+    assert (theirs.layer_norm_eps, theirs.initializer_range) == (1e-5, 0.03)
+    assert (theirs.max_position_embeddings, theirs.type_vocab_size, theirs.pad_token_id) == (96, 3, 1)
+    head = transformers.ElectraForSequenceClassification(theirs).classifier
+    assert head.dropout.p == cfg.dropout  # the head's dropout is the encoder's, as ours
+    least = {k: written[k] for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads")}
+    least["intermediate_size"] = written["intermediate_size"]
+    defaults = transformers.ElectraConfig(**least)
+    read = hf.from_hf_config(least)
+    assert (read.max_positions, read.type_vocab_size, read.layer_norm_eps) == (
+        defaults.max_position_embeddings,
+        defaults.type_vocab_size,
+        defaults.layer_norm_eps,
+    )
+    assert (read.dropout, read.attention_dropout, read.initializer_range) == (
+        defaults.hidden_dropout_prob,
+        defaults.attention_probs_dropout_prob,
+        defaults.initializer_range,
+    )
+    assert read.embedding_size == defaults.embedding_size == 128
+
+
+def test_exported_labels_map_both_ways(tmp_path):
+    model = SequenceClassifier(tiny().discriminator, 3)
+    hf.export_sequence_classifier(model, tmp_path / "clf", ["sad", "calm", "glad"])
+    config = json.loads((tmp_path / "clf" / "config.json").read_text())
+    assert config["id2label"] == {"0": "sad", "1": "calm", "2": "glad"}
+    assert config["label2id"] == {"sad": 0, "calm": 1, "glad": 2}
+
+
 def test_exported_token_classifier_matches_transformers(tmp_path):
     model = perturb(TokenClassifier(tiny().discriminator, 5))
     hf.export_token_classifier(model, tmp_path / "tok", ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])
