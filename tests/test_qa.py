@@ -69,6 +69,9 @@ def test_metrics_follow_the_official_squad_evaluation():
     )
     # exact: 1, 1, 1 (no answer, none given), 0, 0; F1: 1, 1, 1, 0, 0
     assert scores == {"f1": pytest.approx(0.6), "exact_match": pytest.approx(0.6)}
+    # a gold answer that normalizes to nothing ("The") is dropped, as the official script drops it
+    assert qa.answer_scores([""], [["The", "Paris"]]) == {"f1": 0.0, "exact_match": 0.0}
+    assert qa.answer_scores([""], [["The"]]) == {"f1": 1.0, "exact_match": 1.0}  # none left: no answer
 
 
 def test_windows_cover_long_contexts_and_label_the_answer_in_each(squad_model, tmp_path):
@@ -138,6 +141,11 @@ def test_the_best_span_wins_over_windows_and_no_answer_needs_a_better_score():
     backwards = [logits([0, 0, 5, 0], [0, 5, 1, 0])]  # the best start lies after the best end: not a span
     one = qa.Windows([], [], [], [0], [offsets_a], [False])
     assert qa.best_answers(backwards, one, contexts[:1], allow_none=False)[0].text == "beta"  # 5 + 1 beats 0 + 5
+    long = [None, *((i, i + 1) for i in range(40)), None]  # 40 one-character tokens
+    start, end = np.zeros(42), np.zeros(42)
+    start[1], end[40], end[10] = 9.0, 9.0, 1.0  # a 40-token span scores best, but answers are at most 30
+    (answer,) = qa.best_answers([logits(start, end)], qa.Windows([], [], [], [0], [long], [False]), ["x" * 40], False)
+    assert (answer.start, answer.end) == (0, 10)
     empty = qa.Windows([], [], [], [0], [[None, None, None]], [False])  # [CLS] question... [SEP] [SEP]: no context
     for allow_none, score in ((False, 0.0), (True, 1.0)):  # no span: certain only where "no answer" is one
         (answer,) = qa.best_answers([logits([1, 0, 0], [1, 0, 0])], empty, [""], allow_none=allow_none)
