@@ -60,3 +60,44 @@ def test_sentence_splitting():
     pieces = corpus.split_sentences(long.strip())
     assert all(len(p) <= corpus.MAX_SENTENCE_CHARS for p in pieces)
     assert " ".join(pieces).split() == long.split()
+
+
+def _items(tmp_path, name, content, **kw):
+    (tmp_path / name).write_text(content, encoding="utf-8")
+    return list(corpus.stream([tmp_path / name], corpus.ReadStats(), **kw))
+
+
+def test_each_format_ends_documents_where_its_documents_end(tmp_path):
+    # a line of spaces is a blank line; with --doc-per-file it ends a paragraph, the file the document
+    assert _items(tmp_path, "a.txt", "One. Two.\n   \t\nThree.\n") == ["One.", "Two.", None, "Three.", None]
+    assert _items(tmp_path, "a.txt", "One.\n  \nTwo.\n", doc_per_file=True) == ["One.", "Two.", None]
+    # a record's own blank lines (spaces on them too) separate paragraphs, not documents
+    assert _items(tmp_path, "r.jsonl", json.dumps({"text": "A title\n \nIts text."}) + "\n") == [
+        "A title",
+        "Its text.",
+        None,
+    ]
+    # an empty record or cell is no document; a row short of the text column is an empty cell
+    records = [{"text": ""}, {"text": "A."}, {"text": None}]
+    assert _items(tmp_path, "r.jsonl", "".join(json.dumps(r) + "\n" for r in records)) == ["A.", None]
+    assert _items(tmp_path, "r.csv", "id,text\n1\n2,Hello.\n3,\n") == ["Hello.", None]
+    # a JSON file holds a list of records, or {"data": [records]}
+    wrapped = json.dumps({"data": [{"text": "X."}, {"text": "Y."}]})
+    assert _items(tmp_path, "d.json", wrapped) == ["X.", None, "Y.", None]
+    # TSV cells are taken as they are: a quote mark opens no quoted field across rows
+    rows = 'text\n"Stop," she said.\nNext row.\n'
+    assert _items(tmp_path, "t.tsv", rows) == ['"Stop," she said.', None, "Next row.", None]
+
+
+def test_corpus_paths_expand_sorted_recursive_without_hidden_files_and_each_once(tmp_path, capsys):
+    names = ["m.txt", "b.txt", "z.txt", "a.txt", "sub/c.txt", "sub/deeper/d.jsonl", ".hidden.txt", "notes.md"]
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("Text.\n")
+    want = ["a.txt", "b.txt", "m.txt", "sub/c.txt", "sub/deeper/d.jsonl", "z.txt"]
+    assert [p.relative_to(tmp_path).as_posix() for p in corpus.expand([tmp_path])] == want
+    found = corpus.expand([str(tmp_path / "**" / "*.txt")])
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == ["a.txt", "b.txt", "m.txt", "sub/c.txt", "z.txt"]
+    again = corpus.expand([tmp_path / "a.txt", tmp_path / "sub" / ".." / "a.txt", tmp_path])
+    assert again[0] == tmp_path / "a.txt" and len(again) == len(want)  # each file once, where first named
+    assert "2 corpus name(s) repeat a file named before" in capsys.readouterr().err
