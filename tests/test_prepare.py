@@ -99,6 +99,21 @@ def test_sentences_longer_than_a_row_are_cut_not_dropped():
     assert p.truncated == 0
 
 
+def test_the_first_segment_aims_at_half_a_row_and_cut_tokens_are_counted():
+    """Segment A's target is (target - 3) // 2, Google's: 6 tokens of a 16-token row. A 5-token
+    sentence leaves 1: the next sentence, 2 tokens, overflows A and takes A or B by a coin flip."""
+    second_in_a = []
+    for seed in range(20):
+        p = _packer(seq_len=16, seed=seed)
+        (ids, _), *_ = p.add([10] * 5) + p.add([20] * 2) + p.add([30] * 9)
+        second_in_a.append(ids[6] == 20)  # [CLS], 5 tokens, then the second sentence (else [SEP])
+    assert 0 < sum(second_in_a) < 20
+    p = _packer(seq_len=16, one=1.0)
+    rows = p.add(list(range(10, 20))) + p.add(list(range(20, 32)))  # 22 tokens in one segment of at most 14
+    assert rows == [([CLS, *range(10, 24), SEP], [0] * 16)]
+    assert p.truncated == 8
+
+
 def test_recipe_frequencies_over_many_rows():
     p = _packer(seq_len=64, one=0.1, short=0.05, seed=1)
     rng = random.Random(0)
@@ -333,6 +348,7 @@ def test_parts_prepared_apart_merge_into_one_folder(tmp_path, prep):
     assert [p["counts"]["documents"] for p in parts] == [15, 15]
     merged = merge([tmp_path / "p0", tmp_path / "p1"], tmp_path / "merged")
     assert merged["splits"]["train"]["rows"] == sum(p["splits"]["train"]["rows"] for p in parts)
+    assert merged["splits"]["train"]["tokens"] == sum(p["splits"]["train"]["tokens"] for p in parts) > 0
     assert merged["counts"]["documents"] == 30
     full = read_manifest(tmp_path / "full")["counts"]  # each part read the whole file once: so did the merge
     assert (
@@ -341,6 +357,11 @@ def test_parts_prepared_apart_merge_into_one_folder(tmp_path, prep):
         == (src.stat().st_size, 1)
     )
     verify(tmp_path / "merged")
+    for setting, value in (("validation_fraction", 0.2), ("doc_per_file", True)):  # the whole file: part 0's
+        cfg = _cfg(num_parts=2, part_index=0, **{setting: value})
+        prepare([src], tmp_path / setting, cfg, tokenizer=tok, quiet=True)
+        with pytest.raises(ValueError, match=f"{setting} was prepared with {setting}={value}, but .*p1 with"):
+            merge([tmp_path / "p1", tmp_path / setting], tmp_path / "bad")
     older = json.loads((tmp_path / "p1" / "manifest.json").read_text())
     del older["config"]["strip_accents"]  # a part prepared before manifests recorded it: BERT's, as it lowercases
     (tmp_path / "p1" / "manifest.json").write_text(json.dumps(older))
@@ -398,6 +419,17 @@ def test_a_corrupt_shard_fails_verification(tmp_path):
         verify(tmp_path / "out")
 
 
+def _widen_ids(out):
+    """A shard rewritten with other ids (int32) and its checksum updated: only its type is wrong."""
+    from electra.prepare import file_sha256
+
+    path = out / "train-00000.ids.npy"
+    np.save(path, np.load(path).astype(np.int32))
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["splits"]["train"]["shards"][0]["files"]["ids"]["sha256"] = file_sha256(path)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+
+
 def _edit_manifest(out, **changes):
     manifest = json.loads((out / "manifest.json").read_text())
     (out / "manifest.json").write_text(json.dumps({**manifest, **changes}))
@@ -418,6 +450,7 @@ def _edit_manifest(out, **changes):
             "vocab.txt does not list tokenizer.json's vocabulary in order",
         ),
         (lambda out: (out / "tokenizer_config.json").write_text("{"), "tokenizer_config.json is not JSON"),
+        (_widen_ids, r"holds int32 rows of shape \(\d+, 128\), but manifest.json"),
     ],
 )
 def test_a_data_folder_whose_parts_disagree_fails_verification(tmp_path, damage, message):
@@ -427,6 +460,16 @@ def test_a_data_folder_whose_parts_disagree_fails_verification(tmp_path, damage,
     damage(tmp_path / "out")
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         verify(tmp_path / "out")
+
+
+def test_the_vocabulary_has_the_size_asked_and_long_rows_raise_the_tokenizers_limit(tmp_path):
+    from electra.tokenizer import train_wordpiece
+    from tests.conftest import SENTENCES
+
+    assert train_wordpiece(SENTENCES * 20, vocab_size=120, show_progress=False).get_vocab_size() == 120
+    prepare([_write_txt(tmp_path / "c.txt")], tmp_path / "out", _cfg(seq_len=1024), quiet=True)
+    config = json.loads((tmp_path / "out" / "tokenizer_config.json").read_text())
+    assert config["model_max_length"] == 1024  # rows longer than BERT's 512 are not cut by transformers
 
 
 def test_large_vocabularies_use_uint32_ids(tmp_path):
