@@ -101,3 +101,24 @@ def test_corpus_paths_expand_sorted_recursive_without_hidden_files_and_each_once
     again = corpus.expand([tmp_path / "a.txt", tmp_path / "sub" / ".." / "a.txt", tmp_path])
     assert again[0] == tmp_path / "a.txt" and len(again) == len(want)  # each file once, where first named
     assert "2 corpus name(s) repeat a file named before" in capsys.readouterr().err
+
+
+def test_a_paragraph_longer_than_a_read_reads_as_a_short_one(tmp_path):
+    """A paragraph is read in pieces of about a megabyte: the sentence cut at a piece's end is
+    carried into the next, and the document still ends at its blank line."""
+    sentences = [f"Sentence number {i} of the one long paragraph." for i in range(60_000)]  # ~2.9 MB
+    text = " ".join(sentences) + "\n\nThe next document.\n"
+    assert len(text) > 2.5 * corpus._READ_CHUNK
+    assert _items(tmp_path, "long.txt", text) == [*sentences, None, "The next document.", None]
+    one = " ".join(["word"] * 300_000) + ".\n\nNext.\n"  # one sentence of 1.5 MB: cut only at the sentence limit
+    items = _items(tmp_path, "one.txt", one)
+    assert items[-3:] == [None, "Next.", None] and None not in items[:-3]
+    assert " ".join(items[:-3]) == one.split("\n")[0]
+
+
+def test_invalid_utf8_counts_bytes_and_byte_order_marks_inside_text_are_dropped(tmp_path):
+    (tmp_path / "bad.txt").write_bytes(b"Caf\xe2\x82 au \xf0\x9f\x98 lait \xff.\n")  # cut sequences, a stray byte
+    stats = corpus.ReadStats()
+    assert list(corpus.stream([tmp_path / "bad.txt"], stats)) == ["Caf\ufffd au \ufffd lait \ufffd.", None]
+    assert stats.invalid_utf8 == 6
+    assert _items(tmp_path, "bom.txt", "Joined\ufeff files.\n") == ["Joined files.", None]

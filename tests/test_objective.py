@@ -48,6 +48,8 @@ def _rows(B=64, T=40, seed=0):
 
 
 def test_uniform_is_a_pure_function_of_seed_and_row():
+    far = uniform(7, torch.tensor([3, 3 + 2**16, 3 + 2**31, 3 + 2**32 - 1]), 50)  # every bit of a row number counts
+    assert len({tuple(r) for r in far.tolist()}) == 4
     rows = torch.arange(100)
     u = uniform(7, rows, 50)
     assert u.shape == (100, 50) and 0 < u.min() and u.max() < 1
@@ -205,6 +207,9 @@ def test_bert_masking_is_80_10_10():
     same = (shown == target).float().mean().item()
     assert abs(masked - 0.8) < 0.01
     assert abs(same - 0.1 - 0.1 / 100) < 0.01  # random tokens equal the original 1% of the time
+    random_ids = shown[(shown != MASK) & (shown != target)]
+    counts = torch.bincount(random_ids, minlength=100)  # any token of the vocabulary, evenly
+    assert counts[:50].sum() > 0.4 * len(random_ids) and counts[50:].sum() > 0.4 * len(random_ids)
 
 
 def test_sampling_follows_the_generator_softmax():
@@ -233,6 +238,15 @@ def test_sampling_is_the_inverse_cdf_of_the_whole_vocabulary(V):
     got = sample_tokens(logits, 7, rows)
     assert (got == expected).float().mean() >= 0.99  # apart from summation-order ties
     assert_inverse_cdf(logits, 7, rows, got)
+
+
+def test_sampling_from_bf16_logits_draws_in_fp32():
+    """Under bf16 autocast the generator's logits are bf16: the softmax and its search run in
+    fp32, as from the same logits in fp32 (bf16 sums of 30,522 probabilities would lose mass)."""
+    torch.manual_seed(0)
+    logits = (torch.randn(32, 8, 3000) * 3).to(torch.bfloat16)
+    rows = torch.arange(32)
+    assert torch.equal(sample_tokens(logits, 5, rows), sample_tokens(logits.float(), 5, rows))
 
 
 def test_sampling_never_picks_what_the_softmax_rules_out():
