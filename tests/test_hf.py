@@ -427,9 +427,26 @@ def test_a_domains_own_special_tokens_stay_special_for_transformers(tmp_path):
     tok = from_vocab([*SPECIAL_TOKENS, "a", "b", "[DOMAIN]"])
     tok.add_special_tokens(["[DOMAIN]"])
     save_tokenizer(tok, tmp_path / "tok")
-    auto = transformers.AutoTokenizer.from_pretrained(tmp_path / "tok")
-    assert "[DOMAIN]" in auto.all_special_tokens and "[MASK]" in auto.all_special_tokens
-    assert auto("a [DOMAIN] b")["input_ids"] == tok.encode("a [DOMAIN] b").ids
+    for fast in (True, False):  # the slow tokenizer reads vocab.txt and tokenizer_config.json alone
+        auto = transformers.AutoTokenizer.from_pretrained(tmp_path / "tok", use_fast=fast)
+        assert "[DOMAIN]" in auto.all_special_tokens and "[MASK]" in auto.all_special_tokens
+        assert auto("a [DOMAIN] b")["input_ids"] == tok.encode("a [DOMAIN] b").ids
+
+
+def test_a_cased_tokenizer_without_chinese_splitting_reads_alike_from_every_file(tmp_path):
+    """tokenizer_config.json says how text is read (case, accents, Chinese characters): transformers'
+    slow tokenizer and a vocab.txt loaded here rebuild BERT's normalizer from it alone."""
+    from electra.tokenizer import SPECIAL_TOKENS, from_vocab, load_tokenizer, save_tokenizer
+
+    vocab = [*SPECIAL_TOKENS, "Hello", "hello", "中文", "中", "文", "café", "cafe"]
+    tok = from_vocab(vocab, lowercase=False, strip_accents=False, chinese=False)
+    save_tokenizer(tok, tmp_path / "tok")
+    text = "Hello hello 中文 café"
+    want = tok.encode(text).ids
+    assert [vocab[i] for i in want[1:-1]] == ["Hello", "hello", "中文", "café"]
+    assert load_tokenizer(tmp_path / "tok" / "vocab.txt").encode(text).ids == want
+    for fast in (True, False):
+        assert transformers.AutoTokenizer.from_pretrained(tmp_path / "tok", use_fast=fast)(text)["input_ids"] == want
 
 
 def test_import_errors_name_the_problem(tmp_path, electra):
