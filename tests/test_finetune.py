@@ -1033,10 +1033,22 @@ def test_multi_label_fine_tuning_scores_and_predicts_as_transformers_does(sentim
         assert [s["score"] for s in record["scores"]] == pytest.approx([s["score"] for s in scores], abs=1e-5)
     assert [r["labels"] for r in records[:3]] == [["pos"], ["neg"], []]
 
-    scored = cli("evaluate", "--model", clf, "--task", "csv", "--data", data, "--output", tmp_path / "scores.json")
+    scored = cli(
+        "evaluate", "--model", clf, "--task", "csv", "--data", data, "--output", tmp_path / "scores.json",
+        "--predictions", tmp_path / "predictions.jsonl",
+    )  # fmt: skip
     assert scored.returncode == 0, scored.stderr  # the separator as fine-tuned
-    scores = json.loads((tmp_path / "scores.json").read_text())["metrics"]
+    written = json.loads((tmp_path / "scores.json").read_text())
+    scores = written["metrics"]
     assert scores == {"dev": results["seeds"][0]["metrics"]["dev"]}
+    rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    said = [[int(y in r["prediction"]) for y in ("neg", "pos")] for r in rows]  # each row's labels, as scored
+    assert [[int(y in r["label"]) for y in ("neg", "pos")] for r in rows] == gold
+    assert micro_f1(said, gold) == pytest.approx(scores["dev"]["micro_f1"])
+    for j, y in enumerate(("neg", "pos")):  # each label's own scores, from the same predictions
+        hits = sum(p[j] and g[j] for p, g in zip(said, gold, strict=True))
+        shown = written["per_label"]["dev"][y]
+        assert (shown["support"], shown["recall"]) == (sum(g[j] for g in gold), hits / sum(g[j] for g in gold))
     commas = tmp_path / "commas"  # the same rows, their labels joined by commas
     commas.mkdir()
     rows = (data / "dev.csv").read_text().splitlines()
