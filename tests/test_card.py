@@ -252,3 +252,19 @@ def test_a_tagger_card_shows_the_aggregation_that_reads_what_was_trained():
     assert "each word's first piece only" in card and "never trained" in card
     sentiment = finetuned_card({**results, "task": "csv"}, "classification", tiny().discriminator, "models/clf")
     assert "aggregation" not in sentiment
+
+
+def test_the_glue_dev_sizes_cards_check_are_those_of_glues_files():
+    """A card claims GLUE's dev set only for a dev set of GLUE's size: the sizes are the files'."""
+    from electra.card import GLUE_DEV_EXAMPLES
+    from electra.finetune import FinetuneConfig, load_task
+    from tests.conftest import SHARED_DATA
+
+    glue = SHARED_DATA / "glue"
+    folders = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "rte": "RTE"}
+    if not all((glue / f).is_dir() for f in folders.values()):
+        pytest.skip("../shared/data/glue is not present")
+    for task, folder in folders.items():
+        cfg = FinetuneConfig(model="", task=task, data=str(glue / folder), out="")
+        _, _, devs = load_task(cfg, with_train=False)
+        assert {name: len(rows) for name, rows in devs.items()} == GLUE_DEV_EXAMPLES[task], task
