@@ -112,6 +112,17 @@ def test_windows_cover_long_contexts_and_label_the_answer_in_each(squad_model, t
     assert dev.questions == [*examples, moved] and len(dev.windows.offsets) == len(dev.ids)
 
 
+def test_windows_share_128_tokens_or_half_their_context_and_starts_may_be_written_as_text(tmp_path):
+    assert qa.window_stride(512, None) == (64, 128)  # BERT's and ELECTRA's doc_stride at 512 tokens
+    assert qa.window_stride(384, None) == (64, 128)
+    assert qa.window_stride(128, None) == (62, 31)  # a question of up to 62 leaves 63: half of it
+    doc = {"data": [{"paragraphs": [{"context": "The sky is blue.", "qas": [
+        {"id": "q", "question": "What color?", "answers": [{"text": "blue", "answer_start": "11"}]},
+    ]}]}]}  # fmt: skip
+    (tmp_path / "s.json").write_text(json.dumps(doc))
+    assert qa.read_squad(tmp_path / "s.json")[0].label == [("blue", 11)]
+
+
 def test_the_best_span_wins_over_windows_and_no_answer_needs_a_better_score():
     contexts = ["alpha beta gamma", "one two"]
     offsets_a = [None, (0, 5), (6, 10), None]  # [CLS] alpha beta [SEP]
