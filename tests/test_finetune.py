@@ -870,6 +870,13 @@ def test_glue_runs_every_task_found_scores_them_and_resumes(sentiment_tokenizer_
     stsb = json.loads((tmp_path / "out" / "stsb" / "results.json").read_text())
     mains["stsb"] = stsb["median"]["dev"]["spearman"]
     assert stsb["examples"]["train"] == 120 and stsb["examples"]["dev"] == len(rows) - 60  # its pairs both ways
+    from electra.evaluate import run as evaluate_folder
+
+    scored = evaluate_folder(tmp_path / "out" / "stsb", "stsb", str(glue / "STS-B"), records=True)
+    shown = scored["records"]["dev"]  # scores as numbers, gold and predicted, scored as the metrics say
+    assert [r["label"] for r in shown] == [4.5 if y == "pos" else 0.5 for _, y in rows[60:]]
+    pred, gold = [r["prediction"] for r in shown], [r["label"] for r in shown]
+    assert pearson(pred, gold) == pytest.approx(scored["metrics"]["dev"]["pearson"])
     assert summary["score"] == pytest.approx(100 * (mains["sst2"] + mains["stsb"] + mains["rte"]) / 3)
     assert json.loads((tmp_path / "out" / "glue.json").read_text()) == summary
     # the exported seed's test predictions, in GLUE's submission format, as predict labels the rows
