@@ -1,3 +1,4 @@
+import signal
 import subprocess
 from pathlib import Path
 
@@ -5,6 +6,11 @@ import pytest
 import torch
 
 from electra.tokenizer import save_tokenizer, train_wordpiece
+
+# Started in the background (`nohup ... &`), a shell leaves Ctrl-C ignored, and every process the
+# tests start would inherit that: the tests that press Ctrl-C would find it ignored
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

@@ -122,3 +122,17 @@ def test_invalid_utf8_counts_bytes_and_byte_order_marks_inside_text_are_dropped(
     assert list(corpus.stream([tmp_path / "bad.txt"], stats)) == ["Caf\ufffd au \ufffd lait \ufffd.", None]
     assert stats.invalid_utf8 == 6
     assert _items(tmp_path, "bom.txt", "Joined\ufeff files.\n") == ["Joined files.", None]
+
+
+def test_every_frame_of_a_zstandard_file_is_read(tmp_path):
+    """Files joined with `cat`, or written by pzstd, hold several frames: each is part of the text."""
+    import pytest
+
+    zstd = pytest.importorskip("zstandard").ZstdCompressor()
+    (tmp_path / "two.txt.zst").write_bytes(zstd.compress(b"First document.\n\n") + zstd.compress(b"Second one.\n"))
+    assert list(corpus.stream([tmp_path / "two.txt.zst"], corpus.ReadStats())) == [
+        "First document.",
+        None,
+        "Second one.",
+        None,
+    ]
