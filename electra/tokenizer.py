@@ -339,9 +339,10 @@ def vocab_in_order(tok: Tokenizer) -> list[str]:
 def save_tokenizer(tok: Tokenizer, folder: str | Path, model_max_length: int = 512) -> None:
     """Write tokenizer.json, vocab.txt and tokenizer_config.json into `folder`."""
     folder = Path(folder)
+    ordered = vocab_in_order(tok)  # refused before anything is written
     folder.mkdir(parents=True, exist_ok=True)
     tok.save(str(folder / "tokenizer.json"))
-    (folder / "vocab.txt").write_text("\n".join(vocab_in_order(tok)) + "\n", encoding="utf-8")
+    (folder / "vocab.txt").write_text("\n".join(ordered) + "\n", encoding="utf-8")
     config = {
         "tokenizer_class": "ElectraTokenizer",
         "do_lower_case": is_lowercase(tok),

@@ -433,6 +433,15 @@ def test_a_domains_own_special_tokens_stay_special_for_transformers(tmp_path):
         assert auto("a [DOMAIN] b")["input_ids"] == tok.encode("a [DOMAIN] b").ids
 
 
+def test_a_tokenizer_whose_ids_have_gaps_is_not_written_as_a_shifted_vocab_txt(tmp_path):
+    from electra.tokenizer import SPECIAL_TOKENS, from_vocab, save_tokenizer
+
+    tok = from_vocab({t: i for i, t in enumerate([*SPECIAL_TOKENS, "a"])} | {"b": 9})  # vocab.txt gives b id 6
+    with pytest.raises(ValueError, match="ids are not contiguous from 0; it cannot be written as vocab.txt"):
+        save_tokenizer(tok, tmp_path / "tok")
+    assert not (tmp_path / "tok").exists()
+
+
 def test_a_cased_tokenizer_without_chinese_splitting_reads_alike_from_every_file(tmp_path):
     """tokenizer_config.json says how text is read (case, accents, Chinese characters): transformers'
     slow tokenizer and a vocab.txt loaded here rebuild BERT's normalizer from it alone."""

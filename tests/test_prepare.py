@@ -294,6 +294,9 @@ def test_normalisation_bom_crlf_controls_and_invalid_utf8_are_handled_and_counte
     stats = corpus.ReadStats()
     assert list(corpus.stream([tmp_path / "b.txt", tmp_path / "c.txt"], stats)) == items
     assert (stats.files, stats.bytes, list(stats.skipped)) == (1, len(raw), [str(tmp_path / "b.txt")])
+    (tmp_path / "p.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + b"pixels " * 500)  # one NUL run
+    stats = corpus.ReadStats()
+    assert list(corpus.stream([tmp_path / "p.txt"], stats)) == [] and list(stats.skipped) == [str(tmp_path / "p.txt")]
     (tmp_path / "s.jsonl").write_text('{"text": "Lone \\ud800 escape."}\n')  # JSON that decodes to no Unicode text
     stats = corpus.ReadStats()
     assert list(corpus.stream([tmp_path / "s.jsonl"], stats)) == ["Lone \ufffd escape.", None]
