@@ -206,7 +206,7 @@ def from_hf_config(d: dict, where: str = "config.json") -> EncoderConfig:
         raise ValueError(f"{where} has no {', '.join(missing)}: not a transformers ELECTRA config")
     return EncoderConfig(
         vocab_size=d["vocab_size"],
-        embedding_size=d.get("embedding_size", d["hidden_size"]),
+        embedding_size=d.get("embedding_size", 128),  # transformers' default, as it reads such a config
         hidden_size=d["hidden_size"],
         num_layers=d["num_hidden_layers"],
         num_heads=d["num_attention_heads"],
