@@ -268,3 +268,28 @@ def test_the_glue_dev_sizes_cards_check_are_those_of_glues_files():
         cfg = FinetuneConfig(model="", task=task, data=str(glue / folder), out="")
         _, _, devs = load_task(cfg, with_train=False)
         assert {name: len(rows) for name, rows in devs.items()} == GLUE_DEV_EXAMPLES[task], task
+
+
+def test_a_glue_pair_task_card_names_its_labels_shows_a_pair_and_the_hubs_metric_type():
+    from electra.card import finetuned_card
+
+    results = {
+        "task": "cola",
+        "model": "models/disc",
+        "config": {"data": "data/CoLA"},
+        "labels": ["0", "1"],
+        "label_names": ["unacceptable", "acceptable"],
+        "median": {"dev": {"matthews": 0.5, "accuracy": 0.8}},
+        "seeds": [{}],
+        "exported_seed": 0,
+        "examples": {"train": 8551, "dev": 1043},
+    }
+    card = finetuned_card(results, "classification", tiny().discriminator, "models/cola")
+    assert "labels: `unacceptable`, `acceptable`." in card  # what its pipeline answers, not the data's codes
+    metrics = yaml.safe_load(card.split("---")[1])["model-index"][0]["results"]
+    assert {m["type"] for r in metrics for m in r["metrics"]} == {"matthews_correlation", "accuracy"}
+    assert "text_pair" not in card
+    mrpc = finetuned_card({**results, "task": "mrpc"}, "classification", tiny().discriminator, "models/mrpc")
+    assert '{"text": "A man is playing a guitar.", "text_pair": "Someone plays music."}' in mrpc
+    pairs = {**results, "task": "csv", "config": {"data": "data/mine", "pair_field": "second"}}
+    assert "text_pair" in finetuned_card(pairs, "classification", tiny().discriminator, "models/mine")

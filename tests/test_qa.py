@@ -116,6 +116,8 @@ def test_windows_share_128_tokens_or_half_their_context_and_starts_may_be_writte
     assert qa.window_stride(512, None) == (64, 128)  # BERT's and ELECTRA's doc_stride at 512 tokens
     assert qa.window_stride(384, None) == (64, 128)
     assert qa.window_stride(128, None) == (62, 31)  # a question of up to 62 leaves 63: half of it
+    offsets = [None, (0, 3), (4, 8), None]  # [CLS] "The sky" [SEP]: an answer may end at the window's end
+    assert qa.answer_tokens(offsets, 4, 8) == (2, 2) and qa.answer_tokens(offsets, 4, 9) == (0, 0)
     doc = {"data": [{"paragraphs": [{"context": "The sky is blue.", "qas": [
         {"id": "q", "question": "What color?", "answers": [{"text": "blue", "answer_start": "11"}]},
     ]}]}]}  # fmt: skip
