@@ -99,3 +99,21 @@ def test_a_tokenizer_larger_than_the_models_vocabulary_is_refused(tmp_path, toke
         shutil.copy(f, tmp_path / "disc" / f.name)
     with pytest.raises(ValueError, match=overrun):
         Embedder(tmp_path / "disc", device="cpu")
+
+
+def test_a_model_of_more_positions_reads_longer_texts_by_default(tmp_path, tokenizer, tokenizer_dir):
+    """Without --max-length, embed and predict read as many tokens as the model has positions."""
+    import dataclasses
+
+    from electra.predict import predict
+
+    cfg = dataclasses.replace(tiny(vocab_size=tokenizer.get_vocab_size()).discriminator, max_positions=256)
+    torch.manual_seed(0)
+    clf = SequenceClassifier(cfg, 2)
+    hf.export_sequence_classifier(clf, tmp_path / "clf", ["neg", "pos"], tokenizer_dir=tokenizer_dir)
+    long = " ".join(["the movie was great"] * 33)  # past 128 tokens, within 256
+    assert 128 < len(tokenizer.encode(long).ids) <= 256
+    vectors, cut = Embedder(tmp_path / "clf", device="cpu")([(long, None)])
+    assert cut == 0
+    np.testing.assert_allclose(vectors, _theirs(tmp_path / "clf", [long], "mean"), atol=1e-5)
+    assert predict(tmp_path / "clf", [(long, None)], device="cpu")[1] == 0  # nothing truncated
