@@ -2,6 +2,7 @@
 
 import json
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -233,6 +234,9 @@ def test_squad_fine_tunes_end_to_end_and_transformers_loads_the_answerer(
     assert (asked.limit, asked.stride, asked.null_threshold, asked.allow_no_answer) == (96, 7, 0.5, version == "2.0")
     told = Predictor(tmp_path / "qa", max_length=64, stride=9, null_threshold=0.25, allow_no_answer=False)
     assert (told.limit, told.stride, told.null_threshold, told.allow_no_answer) == (64, 9, 0.25, False)
+    shutil.copytree(tmp_path / "qa", tmp_path / "foreign")  # a folder from elsewhere: no record of SQuAD 2.0,
+    (tmp_path / "foreign" / "results.json").unlink()  # so a span, unless --allow-no-answer says otherwise
+    assert Predictor(tmp_path / "foreign").allow_no_answer is False
     # a stride fine-tuned at 96 tokens that windows of 48 cannot share: the default for 48, said
     record["config"]["doc_stride"] = 40
     (tmp_path / "qa" / "results.json").write_text(json.dumps(record))
