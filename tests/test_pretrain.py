@@ -586,7 +586,8 @@ def test_electra_15_trains_and_exports_a_discriminator(tiny_data, tmp_path, caps
     assert "| objective | electra-15 |" in (tmp_path / "hf" / "README.md").read_text()
 
 
-def test_whole_word_masking_is_a_setting_of_the_run(tiny_data, tmp_path):
+def test_whole_word_masking_is_a_setting_of_the_run(tiny_data, tmp_path, monkeypatch):
+    import electra.step
     from electra.pretrain import _check_resume, token_kinds
     from electra.tokenizer import load_tokenizer
 
@@ -596,7 +597,15 @@ def test_whole_word_masking_is_a_setting_of_the_run(tiny_data, tmp_path):
     assert kinds[vocab["##" + next(t[2:] for t in vocab if t.startswith("##"))]] == 2
     assert kinds[vocab["[MASK]"]] == 1 and kinds[vocab["[CLS]"]] == 1 and (kinds == 2).sum() > 10
 
+    counted, plain = [], electra.step.loss_counts
+
+    def counts(*args):  # the step divides its losses by whole words chosen, as its objective chooses them
+        counted.append(args[6])
+        return plain(*args)
+
+    monkeypatch.setattr(electra.step, "loss_counts", counts)
     run(_cfg(tiny_data, tmp_path / "run", max_steps=3, whole_word_masking=True), quiet=True)
+    assert counted == [True] * 3
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["objective"]["whole_word"] is True
     from electra.card import checkpoint_card
