@@ -89,8 +89,8 @@ def test_every_encoder_setting_survives_the_config_both_ways():
     assert (theirs.max_position_embeddings, theirs.type_vocab_size, theirs.pad_token_id) == (96, 3, 1)
     head = transformers.ElectraForSequenceClassification(theirs).classifier
     assert head.dropout.p == cfg.dropout  # the head's dropout is the encoder's, as ours
-    least = {k: written[k] for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads")}
-    least["intermediate_size"] = written["intermediate_size"]
+    required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+    least = {k: written[k] for k in required}
     defaults = transformers.ElectraConfig(**least)
     read = hf.from_hf_config(least)
     assert (read.max_positions, read.type_vocab_size, read.layer_norm_eps) == (
