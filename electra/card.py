@@ -346,6 +346,8 @@ def finetuned_card(results: dict, kind: str, cfg: EncoderConfig, folder: str | o
         meta["model-index"] = [{"name": Path(folder).name, "results": entries}]
 
     many = " --multi-label" if results["config"].get("multi_label") else ""  # any number of labels per text
+    if columns := results["config"].get("label_columns"):  # one 0/1 column each
+        many = f" --label-columns {','.join(columns)}"
     about = f"Fine-tuned from `{results['model']}` with `electra finetune --task {task}{many}`"
     if "train" in results.get("examples", {}):
         about += f" on {results['examples']['train']:,} training examples"

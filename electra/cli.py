@@ -369,7 +369,16 @@ TASK_OPTIONS = {
     "--regression": ("csv",),
     "--multi-label": ("csv",),
     "--label-separator": ("csv",),
+    "--label-columns": ("csv",),
 }
+
+
+def _column_names(value: str) -> tuple[str, ...]:
+    """--label-columns: column names joined by commas."""
+    names = tuple(name.strip() for name in value.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"{value!r} has an empty name; name the columns joined by commas: a,b,c")
+    return names
 
 
 def _task_options(args: argparse.Namespace) -> None:
@@ -384,6 +393,8 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     from electra.finetune import FinetuneConfig, run, run_glue
 
     _task_options(args)
+    if args.label_separator is not None and args.label_columns:
+        raise UsageError("--label-separator splits a cell of labels; --label-columns reads a column a label: drop one")
     if args.label_separator is not None and not args.multi_label:
         raise UsageError("--label-separator splits the labels of a multi-label cell; add --multi-label or drop it")
     cfg = FinetuneConfig(
@@ -404,8 +415,9 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         pair_field=args.pair_field,
         label_field=args.label_field,
         regression=args.regression,
-        multi_label=bool(args.multi_label),
+        multi_label=bool(args.multi_label or args.label_columns),
         label_separator="," if args.label_separator is None else args.label_separator,
+        label_columns=args.label_columns or (),
         max_train_examples=args.max_train_examples,
         device=args.device,
         precision=args.precision,
@@ -475,6 +487,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         pair_field=args.pair_field,
         label_field=args.label_field,
         label_separator=args.label_separator,
+        label_columns=args.label_columns,
         records=args.predictions is not None,
     )
     if results["fine_tuned_on"] not in (None, results["task"]):
@@ -1030,6 +1043,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--label-separator (an empty cell is none); sigmoid per label, micro-F1",
     )
     p.add_argument("--label-separator", help="csv, --multi-label: what joins a cell's labels (default ,)")
+    p.add_argument(
+        "--label-columns",
+        type=_column_names,
+        help="csv: multi-label data with one column (or JSONL field) per label, holding 1 where the label "
+        "applies and 0 where not: those columns' names, joined by commas (implies --multi-label)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto", help=PRECISION)
     p.add_argument(
@@ -1085,6 +1104,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-field", help="csv: the label column (default: as fine-tuned, else label)")
     p.add_argument(
         "--label-separator", help="csv, multi-label model: what joins a cell's labels (default: as fine-tuned, else ,)"
+    )
+    p.add_argument(
+        "--label-columns",
+        type=_column_names,
+        help="csv, multi-label model: its labels' 0/1 columns, joined by commas (default: as fine-tuned)",
     )
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto", help=PRECISION)

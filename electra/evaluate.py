@@ -34,6 +34,7 @@ def run(
     pair_field: str | None = None,
     label_field: str | None = None,
     label_separator: str | None = None,
+    label_columns: tuple[str, ...] | None = None,
     records: bool = False,
     quiet: bool = False,
 ) -> dict:
@@ -42,10 +43,10 @@ def run(
 
     Data is read and encoded as `electra finetune` reads it, and scored by the same code, so a
     folder fine-tuned here scores what its results.json says its seed scored. `max_length`,
-    `doc_stride`, `null_threshold`, csv's fields and a multi-label model's `label_separator` default
-    to the ones it was fine-tuned with (results.json), else the task's defaults. With `records`,
-    the results also hold each example's prediction beside its gold label, by split (see
-    `example_records`). `quiet` hides the progress bars.
+    `doc_stride`, `null_threshold`, csv's fields and a multi-label model's `label_separator` or
+    `label_columns` default to the ones it was fine-tuned with (results.json), else the task's
+    defaults. With `records`, the results also hold each example's prediction beside its gold
+    label, by split (see `example_records`). `quiet` hides the progress bars.
     """
     folder = hf.resolve(model_dir)
     head = "span" if task_name in SQUAD else "token" if task_name == "ner" else "sequence"
@@ -56,15 +57,17 @@ def run(
         length = fine["max_length"] if max_length is None else max_length
         doc_stride = fine["doc_stride"] if length is None else qa.fine_tuned_stride(length, fine["doc_stride"])
     null_threshold = (fine["null_threshold"] or 0.0) if null_threshold is None else null_threshold
-    if task_name == "csv" and recorded.get("task") == "csv":  # the columns it was fine-tuned on
-        text_field, pair_field = text_field or fine["text_field"], pair_field or fine["pair_field"]
-        label_field = label_field or fine["label_field"]
     multi_label = hf.read_config(folder).get("problem_type") == "multi_label_classification"
     if multi_label and task_name != "csv":
         raise TaskError(f"{folder} is a multi-label classifier; {task_name} has one label per example: use --task csv")
-    if label_separator is not None and not multi_label:
-        raise TaskError(f"--label-separator is for multi-label classifiers; {folder} is not one: drop it")
-    if multi_label and recorded.get("task") == "csv":
+    for option, given in (("--label-separator", label_separator), ("--label-columns", label_columns)):
+        if given is not None and not multi_label:
+            raise TaskError(f"{option} is for multi-label classifiers; {folder} is not one: drop it")
+    if task_name == "csv" and recorded.get("task") == "csv":  # the columns it was fine-tuned on, unless told others
+        text_field, pair_field = text_field or fine["text_field"], pair_field or fine["pair_field"]
+        if label_columns is None and label_field is None:
+            label_field = fine["label_field"]
+            label_columns = None if label_separator is not None else fine["label_columns"]
         label_separator = label_separator or fine["label_separator"]
     cfg = FinetuneConfig(
         model=str(folder),
@@ -80,6 +83,7 @@ def run(
         regression=len(id2label) == 1 and not multi_label if task_name == "csv" else None,  # as the model scores
         multi_label=multi_label,
         label_separator=label_separator or ",",
+        label_columns=tuple(label_columns or ()),
         device=device,
         precision=precision,
     )

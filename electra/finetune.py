@@ -101,6 +101,7 @@ class FinetuneConfig:
     regression: bool | None = None  # csv: None infers it (all labels numbers, some with a fraction)
     multi_label: bool = False  # csv: each text has any number of the labels (a JSON list, or a cell of them)
     label_separator: str = ","  # csv, multi-label: what separates the labels in a table cell
+    label_columns: tuple[str, ...] = ()  # csv, multi-label: one 0/1 column per label, not label_field
     device: str = "auto"
     precision: str = "auto"  # as in pre-training: bf16 on CUDA (fp16, loss-scaled, before Ampere), fp32 on CPU
     save_minutes: float = 30.0  # a seed's progress is saved this often: a stopped run resumes mid-seed
@@ -129,12 +130,32 @@ class FinetuneConfig:
             raise ValueError(f"multi-label is for --task csv (one's own data), not {self.task}")
         if self.multi_label and self.regression:
             raise ValueError("--regression and --multi-label exclude each other (multi-label classifies): drop one")
+        if self.label_columns:
+            _check_label_columns(self)
         if not isinstance(self.label_separator, str) or not self.label_separator:
             given = self.label_separator
             raise ValueError(f"label-separator must be one character or more, such as ',' or '|', got {given!r}")
         if self.precision not in parallel.PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(parallel.PRECISIONS)}, got {self.precision!r}")
         hub_metadata(self.license, self.language)
+
+
+def _check_label_columns(cfg: FinetuneConfig) -> None:
+    columns = cfg.label_columns
+    if not isinstance(columns, tuple | list) or not all(isinstance(c, str) and c.strip() for c in columns):
+        raise ValueError(f"label-columns must be column names, such as ('toxic', 'insult'), got {columns!r}")
+    if not cfg.multi_label:
+        raise ValueError("label-columns are a multi-label task's 0/1 columns, one per label: set multi-label too")
+    if cfg.label_field is not None:
+        raise ValueError("--label-field and --label-columns exclude each other (one column of labels, or one a label)")
+    if len(columns) < 2:
+        raise ValueError(
+            f"label-columns names one column ({columns[0]!r}); a yes/no is a single-label task: fine-tune with "
+            f"--label-field {columns[0]} and without --multi-label"
+        )
+    if len(set(columns)) < len(columns):
+        twice = next(c for c in columns if columns.count(c) > 1)
+        raise ValueError(f"label-columns names {twice!r} twice; name each column once")
 
 
 # --------------------------------------------------------------------------------------
@@ -207,12 +228,12 @@ def _entities_opened_by_inside_tags(examples: list[Example]) -> int:
     return count
 
 
-def _unscored(error: TaskError, test: Path, text: str, pair: str | None, label: str) -> str:
-    """Why a test file that could not be read with labels is not scored."""
+def _unscored(error: TaskError, test: Path, text: str, pair: str | None, labels: str) -> str:
+    """Why a test file that could not be read with labels (`labels` names their column) is not scored."""
     if isinstance(error, MissingColumn):
         try:
             read_table(test, text, pair, None)
-            return f"has no {label!r} labels: it is not scored"
+            return f"has no {labels} labels: it is not scored"
         except TaskError:
             pass
     return f"is not scored: {error}"
@@ -288,15 +309,17 @@ def _read_task(cfg: FinetuneConfig, with_train: bool) -> tuple[Task, list[Exampl
             )
         return task, train, devs
     if cfg.task == "csv":
-        text, label, many = cfg.text_field or "text", cfg.label_field or "label", cfg.multi_label
-        read = lambda f: read_table(f, text, cfg.pair_field, label, empty_label=many)  # noqa: E731
+        text, many, columns = cfg.text_field or "text", cfg.multi_label, tuple(cfg.label_columns)
+        label = None if columns else cfg.label_field or "label"
+        read = lambda f: read_table(f, text, cfg.pair_field, label, empty_label=many, label_columns=columns)  # noqa: E731
         train = read(train_file := _find(data, "train")) if with_train else []
         devs = {"dev": read(dev_file := _find(data, dev_stem))}
         if test := _test_file(data):
             try:
                 devs["test"] = read(test)
             except TaskError as e:  # an unlabelled test set is not scored, nor a partly labelled one
-                print(f"{test.name} {_unscored(e, test, text, cfg.pair_field, label)}", file=sys.stderr)
+                named = ", ".join(map(repr, columns)) if columns else repr(label)
+                print(f"{test.name} {_unscored(e, test, text, cfg.pair_field, named)}", file=sys.stderr)
         files = {"train": train_file if with_train else None, "dev": dev_file, "test": test}
         if many:
             train = _label_lists(train, cfg.label_separator, files["train"])
@@ -304,12 +327,13 @@ def _read_task(cfg: FinetuneConfig, with_train: bool) -> tuple[Task, list[Exampl
             if devs["dev"] and not any(e.label for e in devs["dev"]):
                 raise TaskError(
                     f"{dev_file} has no label in any row: a dev set without labels scores nothing; label it "
-                    "(or check --label-field)"
+                    f"(or check {'--label-columns' if columns else '--label-field'})"
                 )
             if "test" in devs and not any(e.label for e in devs["test"]):  # empty cells: a test set not labelled
                 print(f"{test.name} is not scored: no row has a label", file=sys.stderr)
                 del devs["test"]
-            return Task("csv", "multilabel", ("micro_f1", "macro_f1", "subset_accuracy")), train, devs
+            metrics = ("micro_f1", "macro_f1", "subset_accuracy")
+            return Task("csv", "multilabel", metrics, labels=columns), train, devs  # columns: the labels, in order
         for name, examples in {"train": train, **devs}.items():
             if n := next((i + 1 for i, e in enumerate(examples) if isinstance(e.label, list)), None):
                 fix = "pass --multi-label" if with_train else "evaluate a model fine-tuned with --multi-label"

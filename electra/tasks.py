@@ -454,13 +454,38 @@ def glue_folder(data: str | os.PathLike, task: Task) -> Path:
     )
 
 
+def _advice(role: str, kind: str, key: str) -> str:
+    """How to point the option of `role` (text, pair, label or labels: --label-columns) at
+    another column or field (`kind`) than `key`."""
+    if role == "labels":
+        return f"list the label {kind}s with --label-columns (now {key!r} among them)"
+    return f"name the {role} {kind} with --{role}-field (now {key!r})"
+
+
+def label_flags(cells: Sequence, columns: Sequence[str], where: str) -> list[str]:
+    """The labels of a row with one column per label (`columns`, a multi-label task's), each
+    cell 1 where its label applies and 0 where not (also true/false, 1.0/0.0); anything else
+    is refused, an empty cell or -1 (how some test sets mark rows left unscored) included."""
+    out = []
+    for column, cell in zip(columns, cells, strict=True):
+        value = cell.strip().lower() if isinstance(cell, str) else cell
+        if value in (1, "1", "1.0", "true"):  # True == 1, and 1.0
+            out.append(column)
+        elif value not in (0, "0", "0.0", "false"):
+            raise TaskError(
+                f"{where}: label column {column!r} holds {cell!r}; each label column holds 1 (the label "
+                "applies) or 0 (it does not)"
+            )
+    return out
+
+
 def _column(header: list[str] | None, key: str | int, path: str | Path, role: str, fixed: str | None) -> int:
-    """The index of column `key`; `role` (text, pair or label) names the option that sets it, or
+    """The index of column `key`; `role` (text, pair, label; labels) names the option that sets it, or
     `fixed` names the dataset whose own columns these are (GLUE's)."""
     if isinstance(key, int):
         return key
     if header is None or key not in header:
-        advice = f"name the {role} column with --{role}-field (now {key!r})"
+        advice = _advice(role, "column", key)
         if header and len(header) == 1 and (seps := [c for c in ",\t;|" if c in header[0]]):
             fix = {",": "name it .csv", "\t": "name it .tsv"}.get(seps[0], "convert it to commas (.csv) or tabs (.tsv)")
             raise MissingColumn(
@@ -482,19 +507,21 @@ def read_table(
     fixed: str | None = None,
     labels: tuple[str, ...] = (),
     empty_label: bool = False,
+    label_columns: tuple[str, ...] = (),
 ) -> list[Example]:
     """Rows of a CSV/TSV (GLUE's TSVs are unquoted) or JSONL file as examples. `fixed` names the
     dataset whose files have these columns (no --text-field to set them), `labels` its labels;
-    with `empty_label` an empty label is read as "" (a multi-label example of no label), else refused."""
+    with `empty_label` an empty label is read as "" (a multi-label example of no label), else refused.
+    With `label_columns` (and no `label`) each example's label is the list of those columns that
+    hold 1 (`label_flags`)."""
     if not path.exists():
         raise TaskError(f"{path} does not exist")
     if path.suffix == ".jsonl":
-        return _read_jsonl(path, text, pair, label, empty_label)
+        return _read_jsonl(path, text, pair, label, empty_label, label_columns)
     with open(path, encoding="utf-8-sig", newline="") as f, utf8(str(path)):
         tsv = path.suffix == ".tsv"
-        return list(
-            table_rows(f, str(path), tsv, text, pair, label, header, fixed, labels=labels, empty_label=empty_label)
-        )
+        options = {"labels": labels, "empty_label": empty_label, "label_columns": label_columns}
+        return list(table_rows(f, str(path), tsv, text, pair, label, header, fixed, **options))
 
 
 def _csv_rows(stream, name: str, tsv: bool) -> Iterator[list[str]]:
@@ -535,11 +562,13 @@ def table_rows(
     pair_optional: bool = False,
     labels: tuple[str, ...] = (),
     empty_label: bool = False,
+    label_columns: tuple[str, ...] = (),
 ) -> Iterator[Example]:
     """Rows of a CSV or TSV stream as examples, as they are read; blank rows skipped, short ones named.
 
     `ident` names a column whose value is each example's id (with `ident_optional`, only where
-    the header has it); with `pair_optional`, the `pair` column is read only where the header has it."""
+    the header has it); with `pair_optional`, the `pair` column is read only where the header has it.
+    With `label_columns` each example's label is the list of those columns that hold 1."""
     rows = _csv_rows(stream, name, tsv)
     head = next(rows, None) if header else None
     if header and head is None:
@@ -552,7 +581,9 @@ def table_rows(
     if ident_optional and not (head and ident in head):
         ident = None
     i = None if ident is None else _column(head, ident, name, "id", fixed)
-    need = max(c for c in (t, p, y, None if ident_optional else i) if c is not None)  # an optional id may be left out
+    ys = [_column(head, c, name, "labels", fixed) for c in label_columns]
+    # the columns each row needs (an optional id may be left out)
+    need = max(c for c in (t, p, y, *ys, None if ident_optional else i) if c is not None)
     for n, row in enumerate(rows, 2 if header else 1):
         if not row or not any(cell.strip() for cell in row):
             continue
@@ -570,10 +601,11 @@ def table_rows(
             )
         if y is not None and not row[y].strip() and not empty_label:
             raise TaskError(f"{name}:{n} has an empty label; label the row or remove it")
+        label = label_flags([row[j] for j in ys], label_columns, f"{name}:{n}") if ys else None
         yield Example(
             row[t],
             None if p is None else row[p],
-            None if y is None else row[y].strip(),
+            label if y is None else row[y].strip(),
             None if i is None or i >= len(row) else row[i],
         )
 
@@ -599,8 +631,7 @@ def jsonl_records(stream, name: str, required: dict[str, str | None], null_pair:
         if missing:
             role, k = missing[0]
             raise (MissingColumn if first else TaskError)(
-                f"{name}:{n} has no field {k!r} (fields: {', '.join(r)}); name the {role} field with --{role}-field "
-                f"(now {k!r})"
+                f"{name}:{n} has no field {k!r} (fields: {', '.join(r)}); {_advice(role, 'field', k)}"
             )
         for role in ("text", "pair"):
             if (k := required.get(role)) is not None and not (role == "pair" and null_pair and r[k] is None):
@@ -609,10 +640,19 @@ def jsonl_records(stream, name: str, required: dict[str, str | None], null_pair:
         yield n, r
 
 
-def _read_jsonl(path: Path, text, pair, label, empty_label: bool = False) -> list[Example]:
+def _read_jsonl(path: Path, text, pair, label, empty_label: bool = False, label_columns=()) -> list[Example]:
     out = []
     with open(path, encoding="utf-8-sig") as f, utf8(str(path)):  # -sig: a byte order mark is not text
         for n, r in jsonl_records(f, str(path), {"text": text, "pair": pair, "label": label}):
+            if missing := [c for c in label_columns if c not in r]:
+                raise (MissingColumn if not out else TaskError)(
+                    f"{path}:{n} has no field {missing[0]!r} (fields: {', '.join(r)}); "
+                    + _advice("labels", "field", missing[0])
+                )
+            if label_columns:
+                flags = label_flags([r[c] for c in label_columns], label_columns, f"{path}:{n}")
+                out.append(Example(r[text], None if pair is None else r[pair], flags))
+                continue
             value = None if label is None else r[label]
             empty = value is None or (isinstance(value, str) and not value.strip())
             if label is not None and empty and not (empty_label and isinstance(value, str)):

@@ -1150,6 +1150,105 @@ def test_multi_label_data_is_read_as_lists_and_misuse_is_named(tokenizer, tmp_pa
     assert result.returncode == 2 and "add --multi-label or drop it" in result.stderr
 
 
+def _one_column_per_label(joined, wide, columns=("neg", "pos"), jsonl=False):
+    """`joined`'s csv files (labels joined by | in one cell) with one 0/1 column per label instead,
+    or (`jsonl`) as JSON lines whose label fields are true or false."""
+    wide.mkdir()
+    for f in joined.glob("*.csv"):
+        rows = [r.split(",") for r in f.read_text().splitlines()[1:]]
+        if jsonl:
+            records = [{"text": t, **{c: c in y.split("|") for c in columns}} for t, y in rows]
+            (wide / f"{f.stem}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        else:
+            lines = [",".join((t, *(str(int(c in y.split("|"))) for c in columns))) for t, y in rows]
+            (wide / f.name).write_text("\n".join([",".join(("text", *columns)), *lines]) + "\n")
+    return wide
+
+
+def test_one_column_per_label_trains_as_the_same_labels_joined_in_one_cell(sentiment_tokenizer_dir, tmp_path, cli):
+    joined = _sentiment(tmp_path / "joined", multi_label=True)
+    common = ["finetune", "--model", sentiment_tokenizer_dir / "model", "--task", "csv", "--epochs", "2"]
+    common += ["--lr", "5e-3", "--batch-size", "16"]
+    result = cli(*common, "--data", joined, "--out", tmp_path / "a", "--multi-label", "--label-separator", "|")
+    assert result.returncode == 0, result.stderr
+    expected = json.loads((tmp_path / "a" / "results.json").read_text())
+    for name, jsonl in (("csv", False), ("jsonl", True)):
+        wide = _one_column_per_label(joined, tmp_path / name, jsonl=jsonl)
+        result = cli(*common, "--data", wide, "--out", tmp_path / f"clf-{name}", "--label-columns", "neg,pos")
+        assert result.returncode == 0, result.stderr
+        results = json.loads((tmp_path / f"clf-{name}" / "results.json").read_text())
+        assert results["labels"] == ["neg", "pos"] and results["config"]["multi_label"]
+        assert results["median"] == expected["median"] and results["seeds"] == expected["seeds"]
+    card = (tmp_path / "clf-csv" / "README.md").read_text()
+    assert "`electra finetune --task csv --label-columns neg,pos`" in card
+
+    scored = cli("evaluate", "--model", tmp_path / "clf-csv", "--task", "csv", "--data", tmp_path / "csv")
+    assert scored.returncode == 0, scored.stderr  # the columns as fine-tuned
+    assert f"micro_f1 {expected['median']['dev']['micro_f1']:.4f}" in scored.stdout
+    micro = f"micro_f1 {expected['median']['dev']['micro_f1']:.4f}"
+    assert micro in scored.stdout
+    evaluate = ["evaluate", "--task", "csv", "--model"]
+    scored = cli(*evaluate, tmp_path / "clf-csv", "--data", joined, "--label-separator", "|")  # its labels in a cell
+    assert scored.returncode == 0 and micro in scored.stdout
+    swapped = _one_column_per_label(joined, tmp_path / "swapped", columns=("pos", "neg"))  # columns in another order
+    scored = cli(*evaluate, tmp_path / "a", "--data", swapped, "--label-columns", "pos,neg")
+    assert scored.returncode == 0 and micro in scored.stdout
+
+
+def test_label_columns_read_ones_and_zeros_and_name_what_else_they_hold(tmp_path, cli):
+    from electra.finetune import load_task
+
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "train.csv").write_text("id,text,toxic,insult,threat\n1,a,1,0,0\n2,b,0,0,0\n3,c,true,1.0,False\n")
+    records = [{"text": "a", "toxic": 1, "insult": False, "threat": "1"}]
+    records += [{"text": "b", "toxic": 0, "insult": True, "threat": 0.0}]
+    (data / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    columns = ("threat", "toxic", "insult")
+    cfg = FinetuneConfig(model="m", task="csv", data=str(data), out="o", multi_label=True, label_columns=columns)
+    task, train, devs = load_task(cfg)
+    assert task.kind == "multilabel" and task.labels == ("threat", "toxic", "insult")
+    assert [e.label for e in train] == [["toxic"], [], ["toxic", "insult"]]
+    assert [e.label for e in devs["dev"]] == [["threat", "toxic"], ["insult"]]
+    assert label_set(task, train, devs) == ["threat", "toxic", "insult"]  # the columns' order, unseen ones too
+
+    for cell, shown in (("-1", "'-1'"), ("", "''"), ("yes", "'yes'"), ("2", "'2'")):
+        (data / "train.csv").write_text(f"text,toxic,insult,threat\na,1,0,0\nb,0,{cell},0\n")
+        message = f"train.csv:3: label column 'insult' holds {shown}; each label column holds 1 .* or 0"
+        with pytest.raises(TaskError, match=message):
+            load_task(cfg)
+    (data / "train.csv").write_text("text,toxic,insult\na,1,0\n")
+    with pytest.raises(TaskError, match="train.csv has no column 'threat' .*; list the label columns with --label-col"):
+        load_task(cfg)
+    (data / "train.csv").write_text("text,toxic,insult,threat\na,1,0,0\n")
+    (data / "dev.jsonl").write_text('{"text": "a", "toxic": 1, "threat": 0}\n')
+    with pytest.raises(TaskError, match="dev.jsonl:1 has no field 'insult' .*; list the label fields with --label-col"):
+        load_task(cfg)
+    (data / "dev.jsonl").write_text('{"text": "a", "toxic": 1, "insult": null, "threat": 0}\n')
+    with pytest.raises(TaskError, match="dev.jsonl:1: label column 'insult' holds None"):
+        load_task(cfg)
+    (data / "dev.jsonl").write_text('{"text": "a", "toxic": 1, "insult": 0, "threat": 0}\n')
+    (data / "test.csv").write_text("text\nan unlabelled row\n")
+    assert list(load_task(cfg)[2]) == ["dev"]  # a test file without the columns is not scored
+
+    for bad, message in (
+        ({"label_columns": ("toxic",)}, "names one column \\('toxic'\\); a yes/no is a single-label task"),
+        ({"label_columns": ("toxic", "insult", "toxic")}, "names 'toxic' twice"),
+        ({"label_columns": ("toxic", " ")}, "label-columns must be column names"),
+        ({"label_field": "label"}, "--label-field and --label-columns exclude each other"),
+        ({"multi_label": False}, "label-columns are a multi-label task's 0/1 columns, one per label: set multi-label"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            dataclasses.replace(cfg, **bad)
+    finetune = ["finetune", "--model", "m", "--data", data, "--out", tmp_path / "o"]
+    result = cli(*finetune, "--task", "sst2", "--label-columns", "a,b")
+    assert result.returncode == 2 and "--label-columns is for --task csv, not sst2; drop it" in result.stderr
+    result = cli(*finetune, "--task", "csv", "--label-columns", "a,b", "--label-separator", "|")
+    assert result.returncode == 2 and "--label-separator splits a cell of labels; --label-columns" in result.stderr
+    result = cli(*finetune, "--task", "csv", "--label-columns", "a,,b")
+    assert result.returncode == 2 and "'a,,b' has an empty name" in result.stderr
+
+
 def test_evaluate_scores_a_folder_as_finetune_scored_its_seed(sentiment_tokenizer_dir, tmp_path, cli):
     from electra.evaluate import run as evaluate_folder
 
