@@ -488,6 +488,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         label_field=args.label_field,
         label_separator=args.label_separator,
         label_columns=args.label_columns,
+        threshold=args.threshold,
         records=args.predictions is not None,
     )
     if results["fine_tuned_on"] not in (None, results["task"]):
@@ -496,7 +497,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         )
     for split, metrics in results["metrics"].items():
         text = ", ".join(f"{m} {v:.4f}" for m, v in metrics.items())
-        print(f"{results['task']} {split} ({results['examples'][split]:,} examples): {text}")
+        above = f", labels above {results['threshold']}" if "threshold" in results else ""  # multi-label
+        print(f"{results['task']} {split} ({results['examples'][split]:,} examples{above}): {text}")
         if args.per_label and split in results["per_label"]:
             print(_label_table(results["per_label"][split], "entity" if args.task == "ner" else "label"))
     if args.per_label and not results["per_label"]:
@@ -718,6 +720,12 @@ NULL_THRESHOLD = (
 )
 
 
+THRESHOLD = (
+    "multi-label classifiers: a label is given where its probability is above this (default 0.5, as fine-tuning "
+    "scores); `electra evaluate --threshold` scores another on dev data"
+)
+
+
 def _model_settings(args: argparse.Namespace) -> tuple:
     """Predictor's arguments from the options `_model_options` adds."""
     return (
@@ -729,6 +737,7 @@ def _model_settings(args: argparse.Namespace) -> tuple:
         args.null_threshold,
         args.precision,
         args.all_scores,
+        args.threshold,
     )
 
 
@@ -782,6 +791,7 @@ def _model_options(p: argparse.ArgumentParser, serve: bool = False) -> None:
         help='sequence classifiers: also every label\'s score, likeliest first ("scores", as pipeline(top_k=None) '
         "gives them): to rank, or to choose one's own thresholds for a multi-label model",
     )
+    p.add_argument("--threshold", type=float, help=THRESHOLD)
 
 
 def _text_inputs(p: argparse.ArgumentParser, predict: bool = False) -> None:
@@ -1109,6 +1119,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--label-columns",
         type=_column_names,
         help="csv, multi-label model: its labels' 0/1 columns, joined by commas (default: as fine-tuned)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        help="multi-label model: predict the labels whose probability is above this (default 0.5, as fine-tuned)",
     )
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto", help=PRECISION)

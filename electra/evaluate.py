@@ -35,6 +35,7 @@ def run(
     label_field: str | None = None,
     label_separator: str | None = None,
     label_columns: tuple[str, ...] | None = None,
+    threshold: float | None = None,
     records: bool = False,
     quiet: bool = False,
 ) -> dict:
@@ -45,8 +46,9 @@ def run(
     folder fine-tuned here scores what its results.json says its seed scored. `max_length`,
     `doc_stride`, `null_threshold`, csv's fields and a multi-label model's `label_separator` or
     `label_columns` default to the ones it was fine-tuned with (results.json), else the task's
-    defaults. With `records`, the results also hold each example's prediction beside its gold
-    label, by split (see `example_records`). `quiet` hides the progress bars.
+    defaults. A multi-label model predicts the labels above `threshold` (default 0.5, as
+    fine-tuning scores). With `records`, the results also hold each example's prediction beside
+    its gold label, by split (see `example_records`). `quiet` hides the progress bars.
     """
     folder = hf.resolve(model_dir)
     head = "span" if task_name in SQUAD else "token" if task_name == "ner" else "sequence"
@@ -60,7 +62,11 @@ def run(
     multi_label = hf.read_config(folder).get("problem_type") == "multi_label_classification"
     if multi_label and task_name != "csv":
         raise TaskError(f"{folder} is a multi-label classifier; {task_name} has one label per example: use --task csv")
-    for option, given in (("--label-separator", label_separator), ("--label-columns", label_columns)):
+    for option, given in (
+        ("--label-separator", label_separator),
+        ("--label-columns", label_columns),
+        ("--threshold", threshold),
+    ):
         if given is not None and not multi_label:
             raise TaskError(f"{option} is for multi-label classifiers; {folder} is not one: drop it")
     if task_name == "csv" and recorded.get("task") == "csv":  # the columns it was fine-tuned on, unless told others
@@ -104,10 +110,11 @@ def run(
     where = pick_device(device)
     model.to(where)
     metrics, per_label, counts, truncated, per_example = {}, {}, {}, 0, {}
+    above = {"threshold": 0.5 if threshold is None else threshold} if multi_label else {}
     for name, examples in splits.items():
         encoded, cut = encode(tok, task, examples, labels, length, True, name, stride=doc_stride)
         shown = {"progress": None if quiet else f"{task.name} {name}", "everywhere": True}  # in a log file too
-        preds = predictions(model, task, encoded, where, batch_size, precision, null_threshold, **shown)
+        preds = predictions(model, task, encoded, where, batch_size, precision, null_threshold, **shown, **above)
         metrics[name] = score(task, encoded, labels, preds)
         if (scores := label_breakdown(task, encoded, labels, preds)) is not None:
             per_label[name] = scores
@@ -124,6 +131,7 @@ def run(
         "examples": counts,
         "truncated": truncated,
         "max_length": length,
+        **above,
     }
     if records:
         out["records"] = per_example

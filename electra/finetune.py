@@ -633,9 +633,10 @@ def predictions(
     dist: parallel.Dist | None = None,
     progress: str | None = None,
     everywhere: bool = False,
+    threshold: float = 0.5,
 ) -> list:
-    """Each example's prediction: a label index, a score, 0/1 per label (multi-label), a label index
-    per token, or (SQuAD) a qa.Answer.
+    """Each example's prediction: a label index, a score, 0/1 per label (multi-label: 1 where its
+    probability is above `threshold`), a label index per token, or (SQuAD) a qa.Answer.
 
     Under data-parallel fine-tuning (`dist`, every process holding the same weights) each process
     runs every N-th batch and they exchange the logits: every process returns every prediction.
@@ -654,6 +655,7 @@ def predictions(
             bar.update(len(group))
     model.train()
     computed = parallel.all_gather_tensors(computed, dist)
+    cut = math.log(check_threshold(threshold) / (1 - threshold))  # sigmoid(x) > p where x > log(p / (1 - p))
     preds: list = [None] * len(data.ids)
     for k, group in enumerate(groups):
         logits = computed[k]
@@ -665,14 +667,21 @@ def predictions(
                 preds[i] = logits[row, :n].argmax(-1).tolist()
             elif task.kind == "span":
                 preds[i] = logits[row, : len(data.ids[i])].numpy()  # (T, 2): start and end logits
-            elif task.kind == "multilabel":  # every label whose probability is above one half
-                preds[i] = (logits[row] > 0).numpy().astype(np.float32)
+            elif task.kind == "multilabel":
+                preds[i] = (logits[row] > cut).numpy().astype(np.float32)
             else:
                 preds[i] = int(logits[row].argmax())
     if task.kind == "span":
         contexts = [e.pair for e in data.questions]
         return qa.best_answers(preds, data.windows, contexts, task.name == "squad_v2", null_threshold)
     return preds
+
+
+def check_threshold(p: float) -> float:
+    """A multi-label model's threshold: a label is predicted where its probability is above it."""
+    if not (isinstance(p, int | float) and 0 < p < 1):
+        raise ValueError(f"--threshold is a probability between 0 and 1 (not either), got {p!r}")
+    return float(p)
 
 
 def evaluate(

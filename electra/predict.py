@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from electra import hf, qa
-from electra.finetune import Encoded, batches
+from electra.finetune import Encoded, batches, check_threshold
 from electra.parallel import autocast, pick_device, resolve_precision
 from electra.progress import progress_bar
 from electra.tasks import Example, TaskError, jsonl_records, table_rows, unicode_text, utf8
@@ -138,7 +138,8 @@ class Predictor:
     A sequence classifier gives each text {"label", "score"} ({"score"} for regression), as
     pipeline("sentiment-analysis") does, scores included: softmax over the labels, or sigmoid
     for a multi-label folder or a single logit not marked regression (`scores_function`); a
-    multi-label folder's records also hold "labels": every label scored above 0.5, likeliest first.
+    multi-label folder's records also hold "labels": every label scored above `threshold` (default
+    0.5, as fine-tuning scores), likeliest first.
     With `all_scores`, a sequence classifier's records hold "scores" too: every label's
     {"label", "score"}, likeliest first, as pipeline(top_k=None) gives them.
     A token classifier gives {"entities": [...]}, each
@@ -166,6 +167,7 @@ class Predictor:
         null_threshold: float | None = None,
         precision: str = "fp32",
         all_scores: bool = False,
+        threshold: float | None = None,
     ):
         self.folder = folder = hf.resolve(model_dir)
         self.model, self.id2label, self.kind = hf.load_classifier(folder)
@@ -192,6 +194,10 @@ class Predictor:
         if all_scores and (self.kind != "sequence" or regression):
             what = "a regression model (one score)" if regression else f"a {self.kind} model"
             raise ValueError(f"--all-scores is for classifiers' labels; {folder} is {what}: drop it")
+        if threshold is not None and not self.multi_label:
+            what = "a regression model" if regression else f"a {self.kind} classifier of one label per input"
+            raise ValueError(f"--threshold is for multi-label classifiers; {folder} is {what}: drop it")
+        self.threshold = check_threshold(0.5 if threshold is None else threshold)
         self.device = pick_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.model.to(self.device).eval()
@@ -335,8 +341,8 @@ class Predictor:
         if not (self.multi_label or self.all_scores):
             return record
         order = probs.argsort(descending=True, stable=True)
-        if self.multi_label:  # every label the model gives above one half, likeliest first
-            record["labels"] = [self.id2label[int(j)] for j in order if probs[j] > 0.5]
+        if self.multi_label:  # every label the model scores above the threshold, likeliest first
+            record["labels"] = [self.id2label[int(j)] for j in order if probs[j] > self.threshold]
         if self.all_scores:
             record["scores"] = [{"label": self.id2label[int(j)], "score": float(probs[j])} for j in order]
         return record
@@ -436,9 +442,11 @@ def predict(
     null_threshold: float | None = None,
     precision: str = "fp32",
     all_scores: bool = False,
+    threshold: float | None = None,
 ) -> tuple[list[dict], int]:
     """Load `model_dir` and label, tag or answer `texts` (see `Predictor`)."""
-    predictor = Predictor(model_dir, max_length, device, stride, allow_no_answer, null_threshold, precision, all_scores)
+    settings = (max_length, device, stride, allow_no_answer, null_threshold, precision, all_scores, threshold)
+    predictor = Predictor(model_dir, *settings)
     return predictor(texts, batch_size, truncate, chunk_size)
 
 

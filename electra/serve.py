@@ -6,7 +6,8 @@
                    {"inputs": [{"question": "...", "context": "..."}, ...]}   question answerer
                ->  {"outputs": [record, ...], "truncated": n}, records as `electra predict` writes them
     GET  /health   ->  {"model": ..., "kind": "sequence" | "token" | "span", "labels": [...],
-                        "served": {"inputs": n, "model_runs": m}}  (a classifier: "multi_label", "all_scores")
+                        "served": {"inputs": n, "model_runs": m}}  (a classifier: "multi_label", "all_scores";
+                                                                    a multi-label one: "threshold")
 
 Standard library only (http.server), HTTP/1.1: a client may keep its connection open for
 more requests. One thread runs the model; requests that arrive while it is busy wait and then
@@ -287,6 +288,8 @@ def make_server(
     }
     if predictor.kind == "sequence":  # a multi-label model's records list every label above 0.5
         info |= {"multi_label": predictor.multi_label, "all_scores": predictor.all_scores}
+        if predictor.multi_label:
+            info["threshold"] = predictor.threshold
     own = _own_fields(predictor.folder)
     if own:
         info["fields"] = {"text": own[0], "pair": own[1]}

@@ -1039,6 +1039,18 @@ def test_multi_label_fine_tuning_scores_and_predicts_as_transformers_does(sentim
         assert [s["label"] for s in record["scores"]] == [s["label"] for s in scores]  # every label, as top_k=None
         assert [s["score"] for s in record["scores"]] == pytest.approx([s["score"] for s in scores], abs=1e-5)
     assert [r["labels"] for r in records[:3]] == [["pos"], ["neg"], []]
+    dev = [r.rsplit(",", 1)[0] for r in (data / "dev.csv").read_text().splitlines()[1:]]
+    scored = [{s["label"]: s["score"] for s in r} for r in pipe(dev)]
+    cut = sorted(s for r in scored for s in r.values())[len(dev)] + 1e-4  # below it, a quarter of the scores
+    predicted = cli("predict", "--model", clf, "--threshold", str(cut), input="\n".join(dev) + "\n")
+    labels = [json.loads(line)["labels"] for line in predicted.stdout.splitlines()]
+    assert labels == [sorted((y for y in s if s[y] > cut), key=s.get, reverse=True) for s in scored]
+    assert labels != [sorted((y for y in s if s[y] > 0.5), key=s.get, reverse=True) for s in scored]
+    said = [[int(s[y] > cut) for y in ("neg", "pos")] for s in scored]
+    evaluated = cli("evaluate", "--model", clf, "--task", "csv", "--data", data, "--threshold", str(cut))
+    assert f"dev (60 examples, labels above {cut}): micro_f1 {micro_f1(said, gold):.4f}" in evaluated.stdout
+    evaluated = cli("evaluate", "--model", clf, "--task", "csv", "--data", data, "--threshold", "1")
+    assert evaluated.returncode == 2 and "--threshold is a probability between 0 and 1" in evaluated.stderr
 
     scored = cli(
         "evaluate", "--model", clf, "--task", "csv", "--data", data, "--output", tmp_path / "scores.json",

@@ -93,6 +93,12 @@ def test_served_answers_equal_predict(folders, serving):
     want, _ = tagger([(t, None) for t in texts])
     assert status == 200 and got == {"outputs": want, "truncated": 0}
     assert {len(r["labels"]) for r in want} != {0} and _call(url + "/health")[1]["multi_label"] is True
+    assert _call(url + "/health")[1]["threshold"] == 0.5
+    assert _call(serving(Predictor(folders / "tags", device="cpu", threshold=0.25)) + "/health")[1]["threshold"] == 0.25
+    with pytest.raises(ValueError, match="--threshold is for multi-label classifiers; .* of one label per input"):
+        Predictor(folders / "clf", device="cpu", threshold=0.3)
+    with pytest.raises(ValueError, match="--threshold is a probability between 0 and 1 \\(not either\\), got 1.0"):
+        Predictor(folders / "tags", device="cpu", threshold=1.0)
 
     answerer = Predictor(folders / "qa", device="cpu")
     url = serving(answerer)
