@@ -246,11 +246,11 @@ def publish_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[
     held = os.open(new, os.O_RDONLY)
     fcntl.flock(held, fcntl.LOCK_EX)
     os.rename(new, tmp)  # held before a sweep could see it
+    old = None
     try:
         yield tmp
         _usual_modes(tmp)
         _fsync_tree(tmp)
-        old = None
         if target.exists():
             old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
             os.rename(target, old)
@@ -259,6 +259,8 @@ def publish_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[
         if old is not None:
             shutil.rmtree(old)
     except BaseException as e:
+        if old is not None and old.exists() and not target.exists():  # stopped between the two renames
+            os.rename(old, target)
         shutil.rmtree(tmp, ignore_errors=True)
         if (full := write_error(e, target)) is not None:
             raise full from e
@@ -295,6 +297,7 @@ def publishing_file(target: str | os.PathLike, binary: bool = False) -> Iterator
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
+        _fsync_dir(target.parent)  # the rename too survives a power cut
     except BaseException as e:
         new.unlink(missing_ok=True)
         tmp.unlink(missing_ok=True)

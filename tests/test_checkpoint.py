@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -178,6 +179,23 @@ def test_a_failed_publish_leaves_nothing(tmp_path):
         (tmp / "half.bin").write_bytes(b"x")
         raise RuntimeError("killed mid-write")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_replacement_stopped_between_its_renames_leaves_the_old_folder_in_place(tmp_path, monkeypatch):
+    with publish_dir(tmp_path / "out") as tmp:
+        (tmp / "a.txt").write_text("old")
+    rename = os.rename
+
+    def interrupted(src, dst):  # Ctrl-C after the old folder moved aside, before the new one moved in
+        if ".tmp-" in str(src):
+            raise KeyboardInterrupt
+        rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", interrupted)
+    with pytest.raises(KeyboardInterrupt), publish_dir(tmp_path / "out", overwrite=True) as tmp:
+        (tmp / "a.txt").write_text("new")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert (tmp_path / "out" / "a.txt").read_text() == "old"
 
 
 def test_a_write_removes_what_a_killed_write_left_and_spares_a_live_one(tmp_path, capsys):
