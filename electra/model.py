@@ -202,6 +202,9 @@ class Electra(nn.Module):
         # Replace MLM and All-Tokens MLM: the main network also predicts tokens, tied to its embeddings
         self.discriminator_lm_head = GeneratorHead(cfg.discriminator) if cfg.discriminator_lm_head else None
         init_weights(self, cfg.discriminator.initializer_range)
+        if (std := cfg.generator.initializer_range) != cfg.discriminator.initializer_range:  # a config's own
+            init_weights(self.generator, std)
+            init_weights(self.generator_head, std)
         if cfg.disentangled_embeddings:  # zero at the start: both networks begin from one embedding
             self.embedding_delta = nn.Parameter(torch.zeros_like(self.embeddings.word.weight))
         else:

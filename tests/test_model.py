@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -98,6 +100,15 @@ def test_initialisation_follows_googles():
     assert model.discriminator.layers[0].ffn_in.bias.abs().sum() == 0
     assert torch.all(model.discriminator.layers[0].attn_norm.weight == 1)
     assert model.embeddings.word.weight[0].abs().sum() == 0  # the [PAD] row
+
+    cfg = tiny()  # a config may give the generator a scale of its own (architecture.generator.initializer_range)
+    wide = ModelConfig(cfg.discriminator, dataclasses.replace(cfg.generator, initializer_range=0.2))
+    torch.manual_seed(0)
+    model = Electra(wide)
+    for net, std in ((model.generator, 0.2), (model.generator_head, 0.2), (model.discriminator, 0.02)):
+        w = torch.cat([p.flatten() for p in net.parameters() if p.dim() == 2])  # the weights of its linear layers
+        assert abs(w.std().item() / std - 0.8796) < 0.1
+    assert model.embeddings.word.weight.abs().max() <= 0.04  # shared: the discriminator's
 
 
 def test_too_long_input_is_refused():
