@@ -5,7 +5,7 @@ import torch
 from electra.config import tiny
 from electra.data import Loader, Prefetcher, Shards, iterate
 from electra.model import Electra
-from electra.optim import adamw, lr_factor, param_groups
+from electra.optim import adamw, lr_factor, param_groups, set_lr
 
 
 def _ids(batches):
@@ -158,3 +158,9 @@ def test_schedule_is_linear_warmup_times_linear_decay():
     assert lr_factor(50, 10, 100) == pytest.approx(0.5)
     assert lr_factor(100, 10, 100) == 0.0
     assert lr_factor(3, 0, 10) == pytest.approx(0.7)
+
+
+def test_setting_the_rate_keeps_each_groups_layer_scale_and_returns_the_base_rate():
+    opt = adamw(Electra(tiny()), 1e-3, lr_scale={"embeddings.": 0.5})  # fine-tuning's layer-wise decay, say
+    assert set_lr(opt, 1e-3, 0.25) == pytest.approx(2.5e-4)  # what the logs show as "lr"
+    assert sorted({g["lr"] for g in opt.param_groups}) == pytest.approx([1.25e-4, 2.5e-4])

@@ -18,12 +18,10 @@ def test_presets_match_the_paper():
         s.discriminator.embedding_size,
     ) == (12, 256, 4, 1024, 128)
     assert (s.generator.hidden_size, s.generator.num_heads, s.generator.ffn_size) == (64, 1, 256)
-    b = base()
-    assert (b.discriminator.hidden_size, b.discriminator.num_heads, b.discriminator.ffn_size) == (768, 12, 3072)
-    assert (b.generator.hidden_size, b.generator.num_heads, b.generator.ffn_size) == (256, 4, 1024)
-    lg = large()
-    assert (lg.discriminator.num_layers, lg.discriminator.hidden_size, lg.discriminator.num_heads) == (24, 1024, 16)
-    assert (lg.generator.hidden_size, lg.generator.num_heads, lg.generator.ffn_size) == (256, 4, 1024)
+    sizes = lambda c: (c.num_layers, c.hidden_size, c.num_heads, c.ffn_size, c.embedding_size)  # noqa: E731
+    b, lg = base(), large()  # Table 6: layers, hidden, heads, FFN, embedding; generators 1/3 and 1/4 wide
+    assert (sizes(b.discriminator), sizes(b.generator)) == ((12, 768, 12, 3072, 768), (12, 256, 4, 1024, 768))
+    assert (sizes(lg.discriminator), sizes(lg.generator)) == ((24, 1024, 16, 4096, 1024), (24, 256, 4, 1024, 1024))
     for cfg in (s, b, lg):
         assert cfg.generator.num_layers == cfg.discriminator.num_layers
         assert cfg.discriminator.vocab_size == 30522
@@ -204,3 +202,70 @@ def test_activation_checkpointing_keeps_less_and_gives_the_same_gradients_under_
         calls.clear()
         model.discriminator_logits(ids, types, mask)
         assert len(calls) == model.cfg.discriminator.num_layers
+
+
+def test_cpu_attention_dropout_path_computes_the_same_attention_as_sdpa(monkeypatch):
+    """CPU training with attention dropout takes its own attention (SDPA's CPU dropout is slow):
+    with dropout keeping everything it is SDPA's (scaled by 1/sqrt(head size), padding keys masked)."""
+    import electra.model as model_mod
+
+    cfg = tiny(vocab_size=100).with_dropout(0.0)
+    cfg = dataclasses.replace(
+        cfg,
+        discriminator=cfg.discriminator.replace(attention_dropout=0.1),
+        generator=cfg.generator.replace(attention_dropout=0.1),
+    )
+    model = perturb(Electra(cfg))
+    ids, types, mask = batch(100)
+    with torch.no_grad():
+        want = model.discriminator_logits(ids, types, mask)  # eval: SDPA, no dropout
+        monkeypatch.setattr(model_mod, "dropout", lambda x, p, training: x)  # keep every attention weight
+        model.train()
+        got = model.discriminator_logits(ids, types, mask)  # train: the CPU dropout path
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+def test_padding_does_not_change_real_positions_in_training_either():
+    model = perturb(Electra(tiny())).train()
+    ids, types, mask = batch(100)
+    other = ids.clone()
+    other[mask == 0] = 57
+    torch.manual_seed(0)
+    a = model.discriminator_logits(ids, types, mask)
+    torch.manual_seed(0)
+    b = model.discriminator_logits(other, types, mask)
+    torch.testing.assert_close(a[mask.bool()], b[mask.bool()], rtol=0, atol=1e-5)
+
+
+def test_a_disentangled_discriminators_encoder_carries_its_delta():
+    """`encoder()` is what fine-tuning from a run folder trains: sg(shared) + delta, as exported."""
+    model = perturb(Electra(dataclasses.replace(tiny(), disentangled_embeddings=True)))  # delta off zero
+    ids, types, mask = batch(100)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.encoder()(ids, types, mask), model.discriminator_hidden(ids, types, mask), rtol=0, atol=0
+        )
+
+
+def test_a_scaled_regression_head_scales_and_folds_its_bias_too():
+    from electra.model import SequenceClassifier
+
+    cfg = tiny().discriminator
+    model = perturb(SequenceClassifier(cfg, 1, scale=5.0))  # a trained head: its bias is not 0
+    plain = SequenceClassifier(cfg, 1).eval()
+    plain.load_state_dict(model.state_dict())
+    ids, types, mask = batch(100)
+    with torch.no_grad():
+        scores = model(ids, types, mask)
+        torch.testing.assert_close(scores, 5 * plain(ids, types, mask))
+        model.fold_scale()
+        torch.testing.assert_close(model(ids, types, mask), scores)
+
+
+def test_the_generator_never_trains_the_discriminators_embedding_delta():
+    """The generator (input and tied output layer) trains the shared embeddings, never the delta."""
+    model = perturb(Electra(dataclasses.replace(tiny(), disentangled_embeddings=True))).train()
+    ids, types, mask = batch(100)
+    model.generator_logits(ids, types, mask).logsumexp(-1).sum().backward()
+    assert model.embedding_delta.grad is None
+    assert model.embeddings.word.weight.grad.abs().sum() > 0

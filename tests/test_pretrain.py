@@ -774,7 +774,9 @@ def test_a_runs_config_reads_back_from_another_folder(tiny_data, tmp_path, cli, 
         ("lr", float("inf"), "lr must be a finite number above 0, got inf"),  # one update would make weights NaN
         ("rtd_weight", float("inf"), "rtd-weight must be a finite number of at least 0, got inf"),
         ("mask_prob", 1.0, "mask-prob must be a number between 0 and 1"),
+        ("mask_prob", 0.0, "mask-prob must be a number between 0 and 1"),  # nothing masked: nothing to learn
         ("dropout", 1.5, "dropout must be a number in \\[0, 1\\)"),
+        ("dropout", 1.0, "dropout must be a number in \\[0, 1\\)"),  # would divide by 1 - p = 0 at the first step
         ("keep_checkpoints", -1, "keep-checkpoints must be a whole number of at least 1"),
         ("seed", 2**63 - 1, "seed must be a whole number from 0 to 4294967295"),  # was an overflow, config.json left
         ("warmup_steps", 12, "warmup-steps 12 is not below max-steps 12: the learning rate would never reach"),
