@@ -1,12 +1,13 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from electra.atomic import folder_lock, publish_dir
+from electra.atomic import folder_lock, publish_dir, publish_file, publishing_file
 from electra.checkpoint import (
     find_checkpoint,
     list_checkpoints,
@@ -336,3 +337,75 @@ def test_cli_help_lists_the_public_subcommands(cli):
         "report",
     ):
         assert name in result.stdout
+
+
+class NotATensor:  # any class: a pickle that names it can name any callable
+    pass
+
+
+def test_a_train_state_that_would_run_code_is_refused_not_unpickled(tmp_path):
+    save_checkpoint(step_dir(tmp_path, 1), Electra(tiny()), train_state={"step": 1, "x": NotATensor()})
+    with pytest.raises(ValueError, match="is damaged"):
+        load_checkpoint(tmp_path, with_train_state=True)
+
+
+def test_publishing_fsyncs_every_file_before_the_rename_and_the_folder_after_it(tmp_path, monkeypatch):
+    synced, real = [], os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with publish_dir(tmp_path / "out") as tmp:
+        (tmp / "a.bin").write_bytes(b"x")
+    assert any(p.endswith("a.bin") and ".tmp-" in p for p in synced)  # the bytes, before the rename
+    assert synced[-1] == str(tmp_path)  # the rename itself, after it
+    synced.clear()
+    with publishing_file(tmp_path / "f.txt") as f:
+        f.write("x")
+    assert any(".f.txt.tmp-" in p for p in synced)
+
+
+def test_replacing_a_folder_leaves_no_old_copy_beside_it(tmp_path):
+    for text in ("old", "new"):
+        with publish_dir(tmp_path / "out", overwrite=True) as tmp:
+            (tmp / "a.txt").write_text(text)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert (tmp_path / "out" / "a.txt").read_text() == "new"
+
+
+def test_a_train_state_changed_since_it_was_saved_is_named_when_resuming(tmp_path):
+    save_checkpoint(step_dir(tmp_path, 1), Electra(tiny()), train_state={"step": 1, "t": torch.zeros(8)})
+    torch.save({"step": 1, "t": torch.ones(8)}, step_dir(tmp_path, 1) / "train_state.pt")  # still loads
+    with pytest.raises(ValueError, match=r"train_state.pt changed since it was saved"):
+        load_checkpoint(tmp_path, with_train_state=True)
+    assert load_checkpoint(tmp_path).train_state is None  # the weights alone still load (export)
+
+
+def test_a_step_folder_without_weights_is_passed_over_for_the_one_before(tmp_path, capsys):
+    save_checkpoint(step_dir(tmp_path, 2), Electra(tiny()))
+    step_dir(tmp_path, 3).mkdir()
+    shutil.copy(step_dir(tmp_path, 2) / "config.json", step_dir(tmp_path, 3) / "config.json")  # weights lost
+    assert load_checkpoint(tmp_path).path == step_dir(tmp_path, 2)
+    assert "step-00000003 is newer but not a complete checkpoint (no model.safetensors)" in capsys.readouterr().err
+
+
+def test_a_config_edit_that_adds_or_drops_tensors_is_refused_not_filled_in(tmp_path):
+    save_checkpoint(step_dir(tmp_path, 1), Electra(tiny()))
+    config = step_dir(tmp_path, 1) / "config.json"
+    record = json.loads(config.read_text())
+    record["model"]["discriminator_lm_head"] = True  # a head the file does not hold: it would stay random
+    config.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=r"model.safetensors does not fit config.json's \"model\" record"):
+        load_checkpoint(tmp_path)
+
+
+def test_a_published_file_is_replaced_by_a_rename_never_rewritten_in_place(tmp_path):
+    target = tmp_path / "metrics.jsonl"
+    publish_file(target, "old\n")
+    inode = target.stat().st_ino
+    with publishing_file(target) as f:
+        f.write("new\n")
+        assert target.read_text() == "old\n"  # readers see the old file while the new one is written
+    assert target.read_text() == "new\n" and target.stat().st_ino != inode  # a new file renamed over it
