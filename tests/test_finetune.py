@@ -9,6 +9,7 @@ import json
 import math
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 
@@ -1259,6 +1260,128 @@ def test_label_columns_read_ones_and_zeros_and_name_what_else_they_hold(tmp_path
     assert result.returncode == 2 and "--label-separator splits a cell of labels; --label-columns" in result.stderr
     result = cli(*finetune, "--task", "csv", "--label-columns", "a,,b")
     assert result.returncode == 2 and "'a,,b' has an empty name" in result.stderr
+
+
+def test_the_best_seed_is_exported_and_the_median_is_the_middle_seeds(sentiment_tokenizer_dir, tmp_path, monkeypatch):
+    """Three seeds with known dev scores: the best on the main metric is exported (its weights,
+    its number in results.json); the median is the middle score, not the mean."""
+    from electra import finetune
+
+    real = finetune.train_one
+    accuracy = {3: 0.5, 4: 0.9, 5: 0.6}  # seeds 3, 4, 5 (--seed 3): the best is the middle seed
+
+    def scored(cfg, task, encoder, labels, train, devs, seed, *rest):
+        final, state, _ = real(cfg, task, encoder, labels, train, devs, seed, *rest)
+        final = {"dev": {**final["dev"], "accuracy": accuracy[seed]}}
+        return final, state, [final]
+
+    monkeypatch.setattr(finetune, "train_one", scored)
+    root = sentiment_tokenizer_dir
+    cfg = FinetuneConfig(
+        model=str(root / "model"),
+        task="csv",
+        data=str(root / "data"),
+        out=str(tmp_path / "o"),
+        seeds=3,
+        seed=3,
+        epochs=1,
+        batch_size=16,
+    )
+    results = run(cfg, quiet=True)
+    assert [s["seed"] for s in results["seeds"]] == [3, 4, 5]
+    assert results["exported_seed"] == 4 and results["main_metric"] == "dev/accuracy"
+    assert results["median"]["dev"]["accuracy"] == 0.6  # the mean would be 0.667
+    spread = results["spread"]["dev"]["accuracy"]
+    assert spread["min"] == 0.5 and spread["max"] == 0.9
+    assert spread["std"] == pytest.approx(statistics.pstdev([0.5, 0.9, 0.6]))
+    # the exported folder holds seed 4's weights: those of seed 4 fine-tuned alone
+    monkeypatch.setattr(finetune, "train_one", real)
+    run(dataclasses.replace(cfg, seeds=1, seed=4, out=str(tmp_path / "alone")), quiet=True)
+    ours, alone = hf.read_weights(tmp_path / "o"), hf.read_weights(tmp_path / "alone")
+    assert all(torch.equal(ours[k], alone[k]) for k in alone)
+
+
+def test_each_step_follows_the_schedule_clips_gradients_and_reshuffles_every_epoch(
+    sentiment_tokenizer_dir, tmp_path, monkeypatch
+):
+    """232 examples at batch 16: 15 steps an epoch (the last batch of 8 counts), 30 in all, 3 of
+    warmup (10%): the LR factor of every step is the paper's warmup times linear decay, every
+    step's gradients are clipped to norm 1, --weight-decay reaches the optimizer, and each epoch
+    draws another order."""
+    from electra import finetune
+    from electra.optim import lr_factor
+
+    factors, clipped, optimizers, orders = [], [], [], {}
+    real_set_lr, real_clip, real_adamw, real_batches = (
+        finetune.set_lr,
+        torch.nn.utils.clip_grad_norm_,
+        finetune.adamw,
+        finetune.batches,
+    )
+    monkeypatch.setattr(finetune, "set_lr", lambda opt, lr, f: factors.append(f) or real_set_lr(opt, lr, f))
+
+    def clip(params, max_norm, *a, **k):
+        clipped.append(max_norm)
+        return real_clip(params, max_norm, *a, **k)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+    monkeypatch.setattr(finetune, "adamw", lambda *a, **k: optimizers.append(real_adamw(*a, **k)) or optimizers[-1])
+
+    def batches(data, batch_size, seed, *a, **k):
+        for b in real_batches(data, batch_size, seed, *a, **k):
+            if seed is not None:  # training: the seed is seed * 1000 + epoch
+                orders.setdefault(seed, []).append(tuple(b[0]))
+            yield b
+
+    monkeypatch.setattr(finetune, "batches", batches)
+    root = sentiment_tokenizer_dir
+    cfg = FinetuneConfig(
+        model=str(root / "model"),
+        task="csv",
+        data=str(root / "data"),
+        out=str(tmp_path / "o"),
+        epochs=2,
+        batch_size=16,
+        max_train_examples=232,
+        weight_decay=0.05,
+    )
+    results = run(cfg, quiet=True)
+    assert len(results["seeds"][0]["per_epoch"]) == 2
+    assert factors == pytest.approx([lr_factor(s, 3, 30) for s in range(30)])
+    assert factors[0] == pytest.approx(1 / 3) and factors[2] == pytest.approx(28 / 30)
+    assert factors[-1] == pytest.approx(1 / 30)  # the last step still learns: decay reaches 0 after it
+    assert clipped == [1.0] * 30
+    ((optimizer,),) = [optimizers]
+    assert {g["weight_decay"] for g in optimizer.param_groups} == {0.05, 0.0}  # biases and LayerNorm: none
+    assert sorted(orders) == [0, 1] and [len(o) for o in orders.values()] == [15, 15]
+    assert orders[0] != orders[1]  # reshuffled: not the same batches in the same order every epoch
+
+
+@pytest.mark.parametrize(
+    "width, layers, lr, decay",
+    [
+        (64, 2, 2e-3, 0.8),
+        (128, 12, 3e-4, 0.8),
+        (256, 12, 3e-4, 0.8),
+        (257, 12, 1e-4, 0.8),
+        (768, 12, 1e-4, 0.8),
+        (1024, 24, 5e-5, 0.9),
+        (1024, 23, 5e-5, 0.8),
+    ],
+)
+def test_default_settings_are_the_papers_by_size(width, layers, lr, decay):
+    """ELECTRA-Small (256 wide) 3e-4, Base (768) 1e-4, Large (1024, 24 layers) 5e-5 and layer decay 0.9;
+    below 128 wide 2e-3 (docs/finetuning.md); 128 tokens, SQuAD 512 or the model's positions."""
+    from types import SimpleNamespace
+
+    from electra.finetune import settings
+    from electra.tasks import GLUE
+
+    encoder = SimpleNamespace(cfg=SimpleNamespace(hidden_size=width, num_layers=layers, max_positions=384))
+    cfg = FinetuneConfig(model="m", task="rte", data="d", out="o")
+    assert settings(cfg, GLUE["rte"], encoder) == {"lr": lr, "layer_decay": decay, "epochs": 10, "max_length": 128}
+    squad = Task("squad", "span", ("f1", "exact_match"), epochs=2)
+    assert settings(dataclasses.replace(cfg, task="squad"), squad, encoder)["max_length"] == 384  # not 512
 
 
 def test_evaluate_scores_a_folder_as_finetune_scored_its_seed(sentiment_tokenizer_dir, tmp_path, cli):
