@@ -2,6 +2,7 @@
 
 import http.client
 import json
+import shutil
 import signal
 import socket
 import subprocess
@@ -511,3 +512,43 @@ def test_a_model_fine_tuned_on_its_own_columns_is_served_by_them_too(folders, se
         'send "id", "pair", "review", "text", "text_pair", "title"'
     )
     assert "fields" not in _call(serving(Predictor(folders / "clf", device="cpu")) + "/health")[1]
+
+
+def test_a_head_reply_has_no_body_so_a_kept_connection_reads_the_next_reply_whole(folders, serving):
+    """HEAD /health: a GET's headers and no body bytes on the wire; http.client never reads a HEAD
+    reply's body, so only the raw bytes (or the next reply on the same connection) show one."""
+    port = int(serving(Predictor(folders / "clf", device="cpu")).rsplit(":", 1)[1])
+    two = b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    reply = _raw(port, two)
+    head, _, rest = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"Content-Length: " in head
+    assert rest.startswith(b"HTTP/1.1 200 "), rest[:80]  # the next reply follows the headers at once
+    assert json.loads(rest.partition(b"\r\n\r\n")[2])["kind"] == "sequence"
+
+
+def test_a_chunked_body_is_refused_even_with_a_content_length(folders, serving):
+    """Transfer-Encoding overrides Content-Length (RFC 9112 6.1): a server that reads by the length
+    while a proxy reads the chunks sees another request (smuggling); both present is refused."""
+    port = int(serving(Predictor(folders / "clf", device="cpu")).rsplit(":", 1)[1])
+    body = b'{"inputs": ["a"]}'
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    request = (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(chunked)
+    ) + chunked
+    reply = _raw(port, request)
+    assert reply.startswith(b"HTTP/1.1 411 ") and b"not chunked" in reply
+
+
+def test_a_model_fine_tuned_with_only_its_own_pair_column_is_served_by_it(folders, serving, tmp_path):
+    """`--task csv --pair-field hypothesis` (the text column keeps its default name): the pair
+    is read by that name too, as predict reads a .jsonl file for it."""
+    shutil.copytree(folders / "clf", tmp_path / "nli")
+    fine_tuned = {"task": "csv", "config": {"pair_field": "hypothesis"}}
+    (tmp_path / "nli" / "results.json").write_text(json.dumps(fine_tuned))
+    predictor = Predictor(tmp_path / "nli", device="cpu")
+    url = serving(predictor)
+    want, _ = predictor([("a great film", "it is good")])
+    status, got = _call(url + "/predict", {"inputs": [{"text": "a great film", "hypothesis": "it is good"}]})
+    assert status == 200 and got == {"outputs": want, "truncated": 0}
+    assert _call(url + "/health")[1]["fields"] == {"text": "text", "pair": "hypothesis"}
