@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 
 import pytest
 import torch
@@ -486,6 +487,8 @@ def test_fp16_scales_the_loss_skips_overflows_and_resumes_exactly(tiny_data, tmp
     run(_cfg(tiny_data, tmp_path / "resumed", max_steps=9, precision="fp16", eval_every=100), resume=True, quiet=True)
     assert "step-00000003 (step 3 of 9)" in capsys.readouterr().err  # resumed at the loss scale it kept
     assert _losses(tmp_path / "resumed") == _losses(tmp_path / "whole")
+    skipped = lambda run: [json.loads(x)["skipped"] for x in (run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    assert skipped(tmp_path / "resumed") == skipped(tmp_path / "whole")  # the count goes on from the checkpoint's
     ours, theirs = _weights(tmp_path / "resumed"), _weights(tmp_path / "whole")
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
 
@@ -961,3 +964,74 @@ def test_activation_checkpointing_trains_exactly_as_without(tiny_data, tmp_path,
         torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError, match="runs without a CUDA graph; drop --cuda-graph on"):
         PretrainConfig(data="d", out="o", cuda_graph="on", activation_checkpointing=True)
+
+
+def test_the_optimizer_settings_given_reach_the_update_and_the_log(tiny_data, tmp_path, monkeypatch):
+    from electra import pretrain
+
+    seen, real = {}, pretrain.Update
+
+    def capture(*args, **kwargs):
+        seen["update"] = real(*args, **kwargs)
+        return seen["update"]
+
+    monkeypatch.setattr(pretrain, "Update", capture)
+    given = {"max_steps": 4, "lr": 2e-3, "warmup_steps": 2, "weight_decay": 0.05, "clip_norm": 0.5}
+    run(_cfg(tiny_data, tmp_path / "run", **given), quiet=True)
+    update = seen["update"]
+    assert update.clip_norm == 0.5
+    assert {g["weight_decay"] for g in update.optimizer.param_groups} == {0.0, 0.05}
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    # step s (0-based) runs at lr x min(1, (s+1)/warmup) x (1 - s/steps)
+    assert [m["lr"] for m in lines] == pytest.approx([2e-3 * f for f in (0.5, 0.75, 0.5, 0.25)])
+
+
+def test_validation_losses_are_means_over_rows_like_the_training_loss(tiny_data):
+    """valid_loss of a model on held-out rows is the per-batch loss averaged by rows."""
+    from electra.config import tiny
+    from electra.data import Shards, iterate
+    from electra.model import Electra
+    from electra.objective import OBJECTIVES, ObjectiveConfig
+    from electra.parallel import TrainStep
+    from electra.pretrain import evaluate, token_kinds
+
+    manifest = json.loads((tiny_data / "manifest.json").read_text())
+    torch.manual_seed(0)
+    step = TrainStep(Electra(tiny(vocab_size=manifest["vocab_size"])), OBJECTIVES["electra"], ObjectiveConfig())
+    special = token_kinds(str(tiny_data), manifest, False)
+    mask_id = manifest["special_tokens"]["mask"]
+    step.train()
+    got = evaluate(step, Shards(str(tiny_data), "valid"), special, mask_id, 4, 1, torch.device("cpu"), nullcontext)
+    assert all(m.training for m in step.modules())  # training goes on with dropout after validating
+    b = next(iter(iterate(Shards(str(tiny_data), "valid"), 4)))
+    step.eval()
+    with torch.no_grad():
+        loss, _ = step(
+            b.input_ids,
+            b.token_type_ids,
+            b.attention_mask,
+            special,
+            b.rows,
+            torch.full((), 1_000_003, dtype=torch.int64),  # the first validation batch's noise
+            mask_id,
+        )
+    assert got["valid_loss"] == pytest.approx(loss.item(), rel=1e-5)
+
+
+def test_resume_refuses_another_lr_weight_decay_or_seed(tiny_data, tmp_path):
+    run(_cfg(tiny_data, tmp_path / "run", max_steps=3), quiet=True)
+    for change, message in (
+        ({"lr": 5e-3}, r"lr: checkpoint 0.001, now 0.005"),
+        ({"weight_decay": 0.1}, r"weight_decay: checkpoint 0.01, now 0.1"),
+        ({"seed": 1}, r"seed: checkpoint 0, now 1"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            run(_cfg(tiny_data, tmp_path / "run", max_steps=6, **change), resume=True, quiet=True)
+
+
+def test_preset_training_settings_are_the_papers():  # Clark et al. 2020, Table 6
+    from electra.pretrain import PRESET_TRAINING
+
+    assert PRESET_TRAINING["small"] == {"lr": 5e-4, "batch_size": 128, "max_steps": 1_000_000, "mask_prob": 0.15}
+    assert PRESET_TRAINING["base"] == {"lr": 2e-4, "batch_size": 256, "max_steps": 766_000, "mask_prob": 0.15}
+    assert PRESET_TRAINING["large"] == {"lr": 2e-4, "batch_size": 2048, "max_steps": 400_000, "mask_prob": 0.25}
