@@ -394,7 +394,10 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
     _task_options(args)
     if args.label_separator is not None and args.label_columns:
-        raise UsageError("--label-separator splits a cell of labels; --label-columns reads a column a label: drop one")
+        raise UsageError(
+            "--label-separator and --label-columns exclude each other (labels joined in a cell, or a 0/1 column "
+            "each): drop one"
+        )
     if args.label_separator is not None and not args.multi_label:
         raise UsageError("--label-separator splits the labels of a multi-label cell; add --multi-label or drop it")
     cfg = FinetuneConfig(

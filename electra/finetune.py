@@ -147,7 +147,7 @@ def _check_label_columns(cfg: FinetuneConfig) -> None:
     if not cfg.multi_label:
         raise ValueError("label-columns are a multi-label task's 0/1 columns, one per label: set multi-label too")
     if cfg.label_field is not None:
-        raise ValueError("--label-field and --label-columns exclude each other (one column of labels, or one a label)")
+        raise ValueError("--label-field and --label-columns exclude each other (a column of labels, or a column each)")
     if len(columns) < 2:
         raise ValueError(
             f"label-columns names one column ({columns[0]!r}); a yes/no is a single-label task: fine-tune with "

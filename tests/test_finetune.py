@@ -1257,7 +1257,7 @@ def test_label_columns_read_ones_and_zeros_and_name_what_else_they_hold(tmp_path
     result = cli(*finetune, "--task", "sst2", "--label-columns", "a,b")
     assert result.returncode == 2 and "--label-columns is for --task csv, not sst2; drop it" in result.stderr
     result = cli(*finetune, "--task", "csv", "--label-columns", "a,b", "--label-separator", "|")
-    assert result.returncode == 2 and "--label-separator splits a cell of labels; --label-columns" in result.stderr
+    assert result.returncode == 2 and "--label-separator and --label-columns exclude each other" in result.stderr
     result = cli(*finetune, "--task", "csv", "--label-columns", "a,,b")
     assert result.returncode == 2 and "'a,,b' has an empty name" in result.stderr
 
