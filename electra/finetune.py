@@ -1312,7 +1312,8 @@ def _comparable(config: dict) -> dict:
     """A task's settings, less those that may differ between tasks; local paths resolved, so
     that `runs/x` and `./runs/x` are the same model. An option newer than the folder counts at its default."""
     defaults = {f.name: f.default for f in fields(FinetuneConfig) if f.default is not MISSING}
-    out = {k: v for k, v in {**defaults, **config}.items() if k not in (*_PER_TASK, *_NO_EFFECT)}
+    out = {k: list(v) if isinstance(v, tuple) else v for k, v in {**defaults, **config}.items()}  # as JSON keeps them
+    out = {k: v for k, v in out.items() if k not in (*_PER_TASK, *_NO_EFFECT)}
     out["max_length"] = out["max_length"] or 128  # GLUE's default, which older folders wrote out
     for key in ("model", "data"):
         if isinstance(out.get(key), str) and Path(out[key]).exists():
