@@ -1262,6 +1262,11 @@ def test_label_columns_read_ones_and_zeros_and_name_what_else_they_hold(tmp_path
     assert result.returncode == 2 and "'a,,b' has an empty name" in result.stderr
 
 
+def _sentiment_cfg(root, out, **settings) -> FinetuneConfig:
+    """Fine-tuning `sentiment_tokenizer_dir`'s model on its sentiment data into `out`."""
+    return FinetuneConfig(model=str(root / "model"), task="csv", data=str(root / "data"), out=str(out), **settings)
+
+
 def test_the_best_seed_is_exported_and_the_median_is_the_middle_seeds(sentiment_tokenizer_dir, tmp_path, monkeypatch):
     """Three seeds with known dev scores: the best on the main metric is exported (its weights,
     its number in results.json); the median is the middle score, not the mean."""
@@ -1276,17 +1281,7 @@ def test_the_best_seed_is_exported_and_the_median_is_the_middle_seeds(sentiment_
         return final, state, [final]
 
     monkeypatch.setattr(finetune, "train_one", scored)
-    root = sentiment_tokenizer_dir
-    cfg = FinetuneConfig(
-        model=str(root / "model"),
-        task="csv",
-        data=str(root / "data"),
-        out=str(tmp_path / "o"),
-        seeds=3,
-        seed=3,
-        epochs=1,
-        batch_size=16,
-    )
+    cfg = _sentiment_cfg(sentiment_tokenizer_dir, tmp_path / "o", seeds=3, seed=3, epochs=1, batch_size=16)
     results = run(cfg, quiet=True)
     assert [s["seed"] for s in results["seeds"]] == [3, 4, 5]
     assert results["exported_seed"] == 4 and results["main_metric"] == "dev/accuracy"
@@ -1334,17 +1329,8 @@ def test_each_step_follows_the_schedule_clips_gradients_and_reshuffles_every_epo
             yield b
 
     monkeypatch.setattr(finetune, "batches", batches)
-    root = sentiment_tokenizer_dir
-    cfg = FinetuneConfig(
-        model=str(root / "model"),
-        task="csv",
-        data=str(root / "data"),
-        out=str(tmp_path / "o"),
-        epochs=2,
-        batch_size=16,
-        max_train_examples=232,
-        weight_decay=0.05,
-    )
+    settings = {"epochs": 2, "batch_size": 16, "max_train_examples": 232, "weight_decay": 0.05}
+    cfg = _sentiment_cfg(sentiment_tokenizer_dir, tmp_path / "o", **settings)
     results = run(cfg, quiet=True)
     assert len(results["seeds"][0]["per_epoch"]) == 2
     assert factors == pytest.approx([lr_factor(s, 3, 30) for s in range(30)])
