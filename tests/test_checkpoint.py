@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from electra.atomic import folder_lock, publish_dir, publish_file, publishing_file
+from electra.atomic import OutputExistsError, folder_lock, publish_dir, publish_file, publishing_file
 from electra.checkpoint import (
     find_checkpoint,
     list_checkpoints,
@@ -409,3 +409,15 @@ def test_a_published_file_is_replaced_by_a_rename_never_rewritten_in_place(tmp_p
         f.write("new\n")
         assert target.read_text() == "old\n"  # readers see the old file while the new one is written
     assert target.read_text() == "new\n" and target.stat().st_ino != inode  # a new file renamed over it
+
+
+def test_a_forced_output_that_holds_the_current_folder_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "a" / "b")
+    for target in (tmp_path / "a" / "b", tmp_path / "a"):  # replacing it would delete the folder we are in
+        with (
+            pytest.raises(OutputExistsError, match="is the current folder or holds it"),
+            publish_dir(target, overwrite=True),
+        ):
+            pass
+    assert (tmp_path / "a" / "b").is_dir()

@@ -118,7 +118,11 @@ def test_gradient_accumulation_equals_the_whole_batch(tiny_data, single, tmp_pat
 
 @pytest.mark.parametrize(
     "objective,words,split",  # replace-mlm divides as the generator does
-    [("electra-15", True, ["--micro-batches", "4"]), ("all-tokens-mlm", False, ["--strategy", "fsdp"])],
+    [
+        ("electra-15", True, ["--micro-batches", "4"]),
+        ("all-tokens-mlm", False, ["--strategy", "fsdp"]),
+        ("replace-mlm", False, ["--strategy", "ddp"]),  # DDP must expect the unused replaced-token head
+    ],
 )
 def test_other_objectives_and_whole_words_split_over_processes_and_micro_batches_exactly(
     tiny_data, tmp_path, objective, words, split
@@ -127,7 +131,8 @@ def test_other_objectives_and_whole_words_split_over_processes_and_micro_batches
     flags = ["--max-steps", "3", "--objective", objective, *(["--whole-word-masking"] if words else [])]
     _pretrain(tiny_data, tmp_path / "one", 1, *flags)
     done = _pretrain(tiny_data, tmp_path / "other", 2 if "--strategy" in split else 1, *flags, *split)
-    assert ("(FSDP2, parameters sharded), one batch" if "--strategy" in split else "4 micro-batches") in done.stderr
+    layout = {"fsdp": "(FSDP2, parameters sharded), one batch", "ddp": "(DDP, parameters replicated), one batch"}
+    assert (layout[split[1]] if "--strategy" in split else "4 micro-batches") in done.stderr
     one = _weights(list_checkpoints(tmp_path / "one")[-1])
     assert _max_diff(one, _weights(list_checkpoints(tmp_path / "other")[-1])) < 1e-6
     _same_figures(tmp_path / "other", tmp_path / "one")
@@ -467,3 +472,43 @@ def test_under_torchrun_the_first_process_speaks_and_one_process_commands_refuse
         assert result.returncode == 2
         refusal = "electra export: error: export runs in one process; run it without torchrun (under torchrun: pre"
         assert result.stderr.startswith(refusal) if rank == "0" else result.stderr == ""
+
+
+def test_gpus_before_ampere_compute_fp16_not_emulated_bf16(monkeypatch):
+    from electra import parallel
+
+    for capability, native in (((7, 0), False), ((7, 5), False), ((8, 0), True), ((9, 0), True)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i, c=capability: c)
+        parallel._native_bf16.cache_clear()
+        assert parallel._native_bf16(0) is native, capability
+    parallel._native_bf16.cache_clear()
+
+
+def _agree(rank, port, results):
+    import torch.distributed as dist
+
+    from electra.parallel import Agreement, Dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    agree = Agreement(Dist(rank, 2, rank))
+    first = agree([rank == 1])  # only process 1 is signalled
+    second = agree([False])
+    agree.close()
+    results[rank] = (first, second)
+    dist.destroy_process_group()
+
+
+def test_a_stop_flag_raised_in_one_process_is_taken_by_all_one_call_later():
+    """The stop flags (a signal, the time budget) of one process reach every process at the next
+    step's agreement, so that all stop at the same step and save it together."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    results = mp.Manager().dict()
+    mp.spawn(_agree, args=(port, results), nprocs=2)
+    assert dict(results) == {0: ([False], [True]), 1: ([False], [True])}

@@ -269,3 +269,16 @@ def test_the_generator_never_trains_the_discriminators_embedding_delta():
     model.generator_logits(ids, types, mask).logsumexp(-1).sum().backward()
     assert model.embedding_delta.grad is None
     assert model.embeddings.word.weight.grad.abs().sum() > 0
+
+
+def test_training_drops_out_where_transformers_electra_does(monkeypatch):
+    """Embeddings output, attention probabilities, attention output and FFN output: 1 + 3 per layer."""
+    import electra.model as model_mod
+    from electra.model import Encoder
+
+    calls, real = [], model_mod.dropout
+    monkeypatch.setattr(model_mod, "dropout", lambda x, p, training: calls.append(p) or real(x, p, training))
+    enc = Encoder(tiny().discriminator).train()
+    ids, types, mask = batch(100)
+    enc(ids, types, mask)
+    assert len([p for p in calls if p > 0]) == 1 + 3 * enc.cfg.num_layers

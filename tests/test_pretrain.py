@@ -31,6 +31,12 @@ def _losses(run_dir):
     return [(m["step"], m["loss"], m.get("valid_loss")) for m in lines]
 
 
+def _record(run_dir):
+    """What a resumed run logs exactly as an uninterrupted one: its losses, and the counts its state carries."""
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(m["step"], m["loss"], m.get("valid_loss"), m["tokens"], m["skipped"]) for m in lines]
+
+
 def _weights(run_dir):
     return load_file(list_checkpoints(run_dir)[-1] / "model.safetensors")
 
@@ -145,7 +151,7 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tiny_data, tmp_path, ca
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    assert _losses(tmp_path / "cut") == _losses(tmp_path / "straight")
+    assert _record(tmp_path / "cut") == _record(tmp_path / "straight")
 
 
 def test_ctrl_c_saves_the_step_and_resume_ends_as_an_uninterrupted_run(tiny_data, tmp_path, capsys):
@@ -177,7 +183,7 @@ def test_ctrl_c_saves_the_step_and_resume_ends_as_an_uninterrupted_run(tiny_data
     assert f"resuming from {saved} (step {stopped} of 40)" in capsys.readouterr().err
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "cut")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert _losses(tmp_path / "cut") == _losses(tmp_path / "straight")
+    assert _record(tmp_path / "cut") == _record(tmp_path / "straight")
     elapsed = [json.loads(x)["elapsed_s"] for x in metrics.read_text().splitlines()]
     assert elapsed == sorted(elapsed)  # the time goes on across the resume, never back to 0
 
@@ -486,9 +492,7 @@ def test_fp16_scales_the_loss_skips_overflows_and_resumes_exactly(tiny_data, tmp
     capsys.readouterr()
     run(_cfg(tiny_data, tmp_path / "resumed", max_steps=9, precision="fp16", eval_every=100), resume=True, quiet=True)
     assert "step-00000003 (step 3 of 9)" in capsys.readouterr().err  # resumed at the loss scale it kept
-    assert _losses(tmp_path / "resumed") == _losses(tmp_path / "whole")
-    skipped = lambda run: [json.loads(x)["skipped"] for x in (run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
-    assert skipped(tmp_path / "resumed") == skipped(tmp_path / "whole")  # the count goes on from the checkpoint's
+    assert _record(tmp_path / "resumed") == _record(tmp_path / "whole")  # the skipped count goes on too
     ours, theirs = _weights(tmp_path / "resumed"), _weights(tmp_path / "whole")
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
 
@@ -1035,3 +1039,19 @@ def test_preset_training_settings_are_the_papers():  # Clark et al. 2020, Table 
     assert PRESET_TRAINING["small"] == {"lr": 5e-4, "batch_size": 128, "max_steps": 1_000_000, "mask_prob": 0.15}
     assert PRESET_TRAINING["base"] == {"lr": 2e-4, "batch_size": 256, "max_steps": 766_000, "mask_prob": 0.15}
     assert PRESET_TRAINING["large"] == {"lr": 2e-4, "batch_size": 2048, "max_steps": 400_000, "mask_prob": 0.25}
+
+
+def test_a_run_keeps_only_its_newest_checkpoints(tiny_data, tmp_path):
+    run(
+        _cfg(tiny_data, tmp_path / "run", max_steps=9, checkpoint_every=3, keep_checkpoints=2, eval_every=100),
+        quiet=True,
+    )
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step-00000006", "step-00000009"]
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-00000006", "step-00000009"]
+
+
+def test_elapsed_time_adds_up_over_every_resume(tiny_data, tmp_path):
+    for steps in (3, 6, 9):  # two resumes: the second must count the first two runs' time
+        run(_cfg(tiny_data, tmp_path / "run", max_steps=steps, eval_every=100), resume=steps > 3, quiet=True)
+    elapsed = [json.loads(x)["elapsed_s"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert elapsed == sorted(elapsed), elapsed
