@@ -1370,6 +1370,120 @@ def test_default_settings_are_the_papers_by_size(width, layers, lr, decay):
     assert settings(dataclasses.replace(cfg, task="squad"), squad, encoder)["max_length"] == 384  # not 512
 
 
+def test_a_train_subset_is_a_seeded_random_draw_not_the_files_head(sentiment_tokenizer_dir, tmp_path, monkeypatch):
+    """--max-train-examples on a file sorted by label (all neg, then all pos): the subset holds
+    both classes, drawn by the seed, not the first rows."""
+    import random
+
+    from electra import finetune
+
+    data = tmp_path / "sorted"
+    data.mkdir()
+    texts = [f"film {i}" for i in range(240)]
+    rows = "".join(f"{t},{'neg' if i < 120 else 'pos'}\n" for i, t in enumerate(texts))
+    (data / "train.csv").write_text("text,label\n" + rows)
+    shutil.copy(sentiment_tokenizer_dir / "data" / "dev.csv", data / "dev.csv")
+    real, seen = finetune.encode, {}
+
+    def encode(tok, task, examples, labels, *rest, **kw):
+        seen.setdefault(rest[2], examples)  # rest: max_length, truncate, where, ...
+        return real(tok, task, examples, labels, *rest, **kw)
+
+    monkeypatch.setattr(finetune, "encode", encode)
+    cfg = _sentiment_cfg(sentiment_tokenizer_dir, tmp_path / "o", epochs=1, max_train_examples=20)
+    cfg = dataclasses.replace(cfg, data=str(data))
+    results = run(cfg, quiet=True)
+    assert results["examples"]["train"] == 20
+    assert {e.label for e in seen["train"]} == {"neg", "pos"}
+    assert [e.text for e in seen["train"]] == [texts[i] for i in random.Random(0).sample(range(240), 20)]
+
+
+def test_seeds_kept_by_a_stopped_run_are_trained_again_when_the_data_changed(
+    sentiment_tokenizer_dir, tmp_path, monkeypatch
+):
+    """A run stopped after seed 0, then its train file edited in place (same path, other rows): the
+    kept seed is not reused (the seed store is keyed by the data's and weights' hashes, not paths)."""
+    from electra import finetune
+
+    data = tmp_path / "data"
+    shutil.copytree(sentiment_tokenizer_dir / "data", data)
+    real, trained = finetune.train_one, []
+
+    def stopped_at_seed_1(cfg, task, encoder, labels, train, devs, seed, *rest):
+        trained.append(seed)
+        if seed == 1:
+            raise KeyboardInterrupt
+        return real(cfg, task, encoder, labels, train, devs, seed, *rest)
+
+    monkeypatch.setattr(finetune, "train_one", stopped_at_seed_1)
+    cfg = _sentiment_cfg(sentiment_tokenizer_dir, tmp_path / "o", seeds=2, epochs=1)
+    cfg = dataclasses.replace(cfg, data=str(data))
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, quiet=True)
+    lines = (data / "train.csv").read_text().splitlines()
+    (data / "train.csv").write_text("\n".join(lines[:1] + lines[2:]) + "\n")  # one row fewer, same path
+    trained.clear()
+    monkeypatch.setattr(finetune, "train_one", lambda *a: trained.append(a[6]) or real(*a))
+    run(cfg, quiet=True)
+    assert trained == [0, 1]
+
+
+def test_multi_label_dev_predictions_take_every_label_above_one_half():
+    """Fine-tuning scores a multi-label dev set as predict labels it: every label whose
+    probability is above 0.5 (logit > 0), as transformers' multi-label pipeline does."""
+    import numpy as np
+
+    from electra.finetune import Encoded, predictions
+
+    class Fixed(torch.nn.Module):
+        def forward(self, ids, types, mask):
+            return torch.tensor([[0.3, -0.3, 0.0]]).expand(len(ids), 3)
+
+    data = Encoded([np.array([1, 5, 2], dtype=np.int32)], [np.zeros(3, dtype=np.int8)], [np.zeros(3, dtype=np.float32)])
+    (p,) = predictions(Fixed(), Task("csv", "multilabel", ("micro_f1",)), data, torch.device("cpu"))
+    assert p.tolist() == [1.0, 0.0, 0.0]  # sigmoid(0.3) = 0.57 is a yes; sigmoid(0) = 0.5 is not
+
+
+def test_each_seed_starts_its_task_head_from_its_own_initialisation(sentiment_tokenizer_dir, tmp_path, monkeypatch):
+    """Seeds differ in the head's random initialisation (torch.manual_seed(seed)), not only in data order."""
+    from electra import finetune
+
+    real, heads = finetune.task_model, []
+
+    def task_model(task, cfg, labels, encoder=None):
+        model = real(task, cfg, labels, encoder)
+        if encoder is not None:  # training (the export builds one without an encoder)
+            heads.append(model.out.weight.detach().clone())
+        return model
+
+    monkeypatch.setattr(finetune, "task_model", task_model)
+    run(_sentiment_cfg(sentiment_tokenizer_dir, tmp_path / "o", seeds=2, epochs=1, max_train_examples=16), quiet=True)
+    assert len(heads) == 2 and not torch.equal(heads[0], heads[1])
+
+
+def test_finetune_flags_and_defaults_reach_the_config(monkeypatch, tmp_path):
+    from electra import cli, finetune
+
+    got = []
+    monkeypatch.setattr(finetune, "run", lambda cfg, quiet=False, overwrite=False: got.append(cfg))
+
+    def parsed(*flags):
+        args = cli.build_parser().parse_args(
+            ["finetune", "--model", "m", "--data", "d", "--out", str(tmp_path / "o"), *flags]
+        )
+        args.func(args)
+        return got[-1]
+
+    cfg = parsed("--task", "squad_v2", "--null-threshold", "1.5", "--doc-stride", "64", "--no-truncate")
+    assert (cfg.null_threshold, cfg.doc_stride, cfg.truncate) == (1.5, 64, False)
+    cfg = parsed("--task", "squad_v2", "--max-length", "256")
+    assert cfg.max_length == 256
+    cfg = parsed("--task", "sst2")  # the documented defaults
+    assert (cfg.seeds, cfg.seed, cfg.batch_size, cfg.save_minutes) == (1, 0, 32, 30.0)
+    assert (cfg.null_threshold, cfg.truncate) == (0.0, True)
+    assert (cfg.epochs, cfg.lr, cfg.layer_decay, cfg.max_length, cfg.precision) == (None, None, None, None, "auto")
+
+
 def test_evaluate_scores_a_folder_as_finetune_scored_its_seed(sentiment_tokenizer_dir, tmp_path, cli):
     from electra.evaluate import run as evaluate_folder
 

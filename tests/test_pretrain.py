@@ -909,6 +909,9 @@ def test_report_draws_a_png_of_one_or_several_runs(tiny_data, tmp_path, cli):
     assert [p.name for p in (tmp_path / "figs").iterdir()] == ["report.png"]
     result = cli("report", tmp_path / "a" / "metrics.jsonl", "--out", f"{tmp_path / 'new'}/")  # the log, a new folder
     assert result.returncode == 0 and f"wrote {tmp_path / 'new' / 'report.png'}" in result.stdout
+    result = cli("report", tmp_path / "a", "--out", tmp_path / "plain")  # a name without a suffix: a PNG
+    assert result.returncode == 0 and f"wrote {tmp_path / 'plain.png'}" in result.stdout
+    assert (tmp_path / "plain.png").read_bytes().startswith(b"\x89PNG")
     result = cli("report", tmp_path / "a" / "config.json")
     assert (
         result.returncode == 2

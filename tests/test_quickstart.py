@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from tests.conftest import SHARED_DATA
 
@@ -107,3 +108,15 @@ def test_quickstart_checks_its_inputs_before_any_work(tmp_path, cli):
     result = quickstart("--corpus", str(tmp_path / "empty.txt"), "--task-data", str(tmp_path / "nodev"))
     assert result.returncode == 2 and "no text found" in result.stderr and "[1/5]" in result.stderr
     assert not (tmp_path / "qs").exists() and "holds the stages" not in result.stderr  # nothing finished: no folder
+
+
+def test_quickstart_defaults_are_tiny_and_8000_sentences_on_cpu_small_and_all_on_cuda(monkeypatch):
+    from electra.quickstart import QuickstartConfig, _settings
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cpu = _settings(QuickstartConfig())
+    assert (cpu["preset"], cpu["finetune_examples"], cpu["minutes"], cpu["vocab_size"]) == ("tiny", 8000, 5.0, 16000)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    cuda = _settings(QuickstartConfig())
+    assert (cuda["preset"], cuda["finetune_examples"]) == ("small", None)
+    assert _settings(QuickstartConfig(finetune_examples=500))["finetune_examples"] == 500

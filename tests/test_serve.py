@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -440,6 +441,13 @@ def test_too_many_inputs_or_too_large_a_body_get_a_413_the_client_can_read(folde
     assert status == 413 and said["error"].startswith(f"the body has {8 * 2**20 + 16} bytes, above {2**20}")
 
 
+def _wait_until(condition, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "waited a minute"
+        time.sleep(0.01)
+
+
 def test_a_stop_delivers_the_answers_it_computed_and_refuses_later_requests(folders):
     model = Gated(folders / "clf")
     server = make_server(model, port=0)
@@ -457,23 +465,24 @@ def test_a_stop_delivers_the_answers_it_computed_and_refuses_later_requests(fold
     def ask(key, text):
         answers[key] = _call(server.url + "/predict", {"inputs": [text]})
 
-    asking = [threading.Thread(target=ask, args=(0, "great fun"))]
-    asking[0].start()
-    assert model.busy.wait(timeout=60)
-    asking += [threading.Thread(target=ask, args=(i, t)) for i, t in enumerate(("a dull one", "so so"), 1)]
-    for thread in asking[1:]:
-        thread.start()
-    while server.batcher.queue.qsize() < 2:  # both wait behind the busy model
-        threading.Event().wait(0.01)
-    server.shutdown()
-    stopping = threading.Thread(target=server.server_close)
-    stopping.start()  # the model is still busy: the stop waits for it
-    while not server.batcher.closed:
-        threading.Event().wait(0.01)
-    kept.request("POST", "/predict", json.dumps({"inputs": ["late"]}))  # after the stop began
-    late = kept.getresponse()
-    assert late.status == 503 and json.loads(late.read()) == {"error": "the server is stopping"}
-    model.gate.set()
+    asking = [threading.Thread(target=ask, args=(0, "great fun"), daemon=True)]
+    try:  # a failed check never leaves the model (and so pytest) waiting at its gate
+        asking[0].start()
+        assert model.busy.wait(timeout=60)
+        later = enumerate(("a dull one", "so so"), 1)
+        asking += [threading.Thread(target=ask, args=(i, t), daemon=True) for i, t in later]
+        for thread in asking[1:]:
+            thread.start()
+        _wait_until(lambda: server.batcher.queue.qsize() == 2)  # both wait behind the busy model
+        server.shutdown()
+        stopping = threading.Thread(target=server.server_close, daemon=True)
+        stopping.start()  # the model is still busy: the stop waits for it
+        _wait_until(lambda: server.batcher.closed)
+        kept.request("POST", "/predict", json.dumps({"inputs": ["late"]}))  # after the stop began
+        late = kept.getresponse()
+        assert late.status == 503 and json.loads(late.read()) == {"error": "the server is stopping"}
+    finally:
+        model.gate.set()
     stopping.join(timeout=60)
     assert server.answering == 0  # every reply was written before server_close returned (then the process may end)
     for thread in asking:
