@@ -893,18 +893,25 @@ def train_one(
     return history[-1], {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, history
 
 
+def _ranked(score: float) -> float:
+    """A score as seeds are ranked by it: NaN (a seed whose training diverged) below every number."""
+    return -math.inf if math.isnan(score) else score
+
+
 def summarize(per_seed: list[dict]) -> tuple[dict, dict]:
-    """Median and spread (min, max, std) of every metric over seeds."""
+    """Median and spread (min, max, std) of every metric over seeds; a NaN ranks lowest, so
+    the figures do not depend on the seeds' order."""
     median, spread = {}, {}
     for name in per_seed[0]:
         median[name], spread[name] = {}, {}
         for metric in per_seed[0][name]:
-            values = [s[name][metric] for s in per_seed]
-            median[name][metric] = statistics.median(values)
+            values = sorted((s[name][metric] for s in per_seed), key=_ranked)
+            mid = len(values) // 2
+            median[name][metric] = values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
             spread[name][metric] = {
-                "min": min(values),
-                "max": max(values),
-                "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
+                "min": values[0],
+                "max": values[-1],
+                "std": float(np.std(values)),  # of the population (statistics.pstdev fails on a NaN)
             }
     return median, spread
 
@@ -1007,7 +1014,7 @@ def _run(cfg: FinetuneConfig, quiet: bool, overwrite: bool) -> dict | None:
     runs = _wait_for_seeds(store, seeds, key, quiet)
     median, spread = summarize([r["metrics"] for r in runs])
     main_dev, main = next(iter(devs)), task.metrics[0]
-    chosen = max(runs, key=lambda r: r["metrics"][main_dev][main])
+    chosen = max(runs, key=lambda r: _ranked(r["metrics"][main_dev][main]))
     results = {
         "task": task.name,
         "model": str(cfg.model),

@@ -1267,13 +1267,30 @@ def _sentiment_cfg(root, out, **settings) -> FinetuneConfig:
     return FinetuneConfig(model=str(root / "model"), task="csv", data=str(root / "data"), out=str(out), **settings)
 
 
+def test_seeds_are_summarised_by_rank_whatever_their_order():
+    from electra.finetune import summarize
+
+    scores = [0.5, 0.9, math.nan, 0.6]
+    for order in itertools.permutations(scores):
+        median, spread = summarize([{"dev": {"accuracy": x}} for x in order])
+        assert median == {"dev": {"accuracy": (0.5 + 0.6) / 2}}  # NaN ranks lowest: between 0.5 and 0.6
+        assert math.isnan(spread["dev"]["accuracy"]["min"]) and spread["dev"]["accuracy"]["max"] == 0.9
+    median, spread = summarize([{"dev": {"f1": x}} for x in (0.5, 0.9, 0.6)])
+    assert median["dev"]["f1"] == 0.6 and spread["dev"]["f1"] == {
+        "min": 0.5,
+        "max": 0.9,
+        "std": pytest.approx(statistics.pstdev([0.5, 0.9, 0.6])),
+    }
+
+
 def test_the_best_seed_is_exported_and_the_median_is_the_middle_seeds(sentiment_tokenizer_dir, tmp_path, monkeypatch):
     """Three seeds with known dev scores: the best on the main metric is exported (its weights,
-    its number in results.json); the median is the middle score, not the mean."""
+    its number in results.json); the median is the middle score, not the mean. A seed whose
+    training diverged (a NaN score) ranks lowest, wherever it comes."""
     from electra import finetune
 
     real = finetune.train_one
-    accuracy = {3: 0.5, 4: 0.9, 5: 0.6}  # seeds 3, 4, 5 (--seed 3): the best is the middle seed
+    accuracy = {3: math.nan, 4: 0.9, 5: 0.6}  # seeds 3, 4, 5 (--seed 3): the best is the middle one
 
     def scored(cfg, task, encoder, labels, train, devs, seed, *rest):
         final, state, _ = real(cfg, task, encoder, labels, train, devs, seed, *rest)
@@ -1285,10 +1302,9 @@ def test_the_best_seed_is_exported_and_the_median_is_the_middle_seeds(sentiment_
     results = run(cfg, quiet=True)
     assert [s["seed"] for s in results["seeds"]] == [3, 4, 5]
     assert results["exported_seed"] == 4 and results["main_metric"] == "dev/accuracy"
-    assert results["median"]["dev"]["accuracy"] == 0.6  # the mean would be 0.667
+    assert results["median"]["dev"]["accuracy"] == 0.6  # not the mean
     spread = results["spread"]["dev"]["accuracy"]
-    assert spread["min"] == 0.5 and spread["max"] == 0.9
-    assert spread["std"] == pytest.approx(statistics.pstdev([0.5, 0.9, 0.6]))
+    assert math.isnan(spread["min"]) and spread["max"] == 0.9
     # the exported folder holds seed 4's weights: those of seed 4 fine-tuned alone
     monkeypatch.setattr(finetune, "train_one", real)
     run(dataclasses.replace(cfg, seeds=1, seed=4, out=str(tmp_path / "alone")), quiet=True)
