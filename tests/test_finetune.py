@@ -657,6 +657,16 @@ def test_a_seed_stopped_part_way_continues_from_its_saved_progress_exactly(
     assert len(calls) == 30 and again["seeds"] == whole["seeds"]
     assert "seed 0's progress in" in capsys.readouterr().err
 
+    other = tmp_path / "other"  # a seed stopped part-way, then run with another rate: it starts over
+    monkeypatch.setattr(finetune, "_loss", stopped_at_step_20)
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        run(FinetuneConfig(**common, out=str(other), save_minutes=0), quiet=True)
+    calls.clear()
+    monkeypatch.setattr(finetune, "_loss", lambda *args: calls.append(1) or real_loss(*args))
+    run(FinetuneConfig(**common, out=str(other), lr=1e-3), quiet=True)
+    assert len(calls) == 30 and "with other settings; starting it over" in capsys.readouterr().err
+
 
 def test_a_stop_signal_saves_the_seed_in_progress_and_the_same_command_continues_it(
     sentiment_tokenizer_dir, tmp_path, monkeypatch, cli
@@ -1414,6 +1424,20 @@ def test_a_train_subset_is_a_seeded_random_draw_not_the_files_head(sentiment_tok
     assert [e.text for e in seen["train"]] == [texts[i] for i in random.Random(0).sample(range(240), 20)]
 
 
+def test_results_count_the_truncated_examples_of_each_split(sentiment_tokenizer_dir, tmp_path):
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(sentiment_tokenizer_dir / "tok" / "tokenizer.json"))  # [CLS] text [SEP]
+
+    def longer(split: str, limit: int = 9) -> int:
+        rows = (sentiment_tokenizer_dir / "data" / f"{split}.csv").read_text().splitlines()[1:]
+        return sum(len(tok.encode(row.rsplit(",", 1)[0]).ids) > limit for row in rows)
+
+    results = run(_sentiment_cfg(sentiment_tokenizer_dir, tmp_path / "o", epochs=1, max_length=9), quiet=True)
+    assert results["truncated"] == {"train": longer("train"), "dev": longer("dev")}
+    assert 0 < longer("dev") < longer("train")
+
+
 def test_seeds_kept_by_a_stopped_run_are_trained_again_when_the_data_changed(
     sentiment_tokenizer_dir, tmp_path, monkeypatch
 ):
@@ -1625,6 +1649,8 @@ def test_predict_reads_tables_as_finetune_does(tmp_path):
     assert texts == [(e.text, e.pair) for e in read_table(tmp_path / "in.tsv", "text", "pair", None)]
     (tmp_path / "in.csv").write_text('text,pair\n"a, quoted",b\n')
     assert list(Inputs(tmp_path / "in.csv", "text", "pair")) == [("a, quoted", "b")]
+    shutil.copy(tmp_path / "in.csv", tmp_path / "IN.CSV")  # as some spreadsheets name their exports
+    assert list(Inputs(tmp_path / "IN.CSV", "text", "pair")) == [("a, quoted", "b")]
     (tmp_path / "two.csv").write_text("text,pair\na,b\nc,\n")  # a "pair" column is read as .jsonl's "pair" is
     assert list(Inputs(tmp_path / "two.csv")) == [("a", "b"), ("c", None)]  # an empty cell: a single text
     assert list(Inputs(tmp_path / "two.csv", "pair")) == [("b", None), ("", None)]  # named otherwise: not read twice
