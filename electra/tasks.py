@@ -480,8 +480,8 @@ def label_flags(cells: Sequence, columns: Sequence[str], where: str) -> list[str
 
 
 def _column(header: list[str] | None, key: str | int, path: str | Path, role: str, fixed: str | None) -> int:
-    """The index of column `key`; `role` (text, pair, label; labels) names the option that sets it, or
-    `fixed` names the dataset whose own columns these are (GLUE's)."""
+    """The index of column `key`; `role` (text, pair, label, or labels: --label-columns) names the
+    option that sets it, or `fixed` names the dataset whose own columns these are (GLUE's)."""
     if isinstance(key, int):
         return key
     if header is None or key not in header:
