@@ -205,9 +205,8 @@ class Prefetcher:
 def iterate(shards: Shards, batch_size: int):
     """Every row once, in order (validation), numbered across shards: each row draws its own
     masking noise."""
-    T = shards.seq_len
+    T, before = shards.seq_len, 0  # the rows of the shards before this one
     for s in range(len(shards.sizes)):
-        before = int(shards.sizes[:s].sum())
         for start in range(0, int(shards.sizes[s]), batch_size):
             ids = np.asarray(shards.ids[s][start : start + batch_size], dtype=np.int64)
             types = np.asarray(shards.types[s][start : start + batch_size], dtype=np.int64)
@@ -215,3 +214,4 @@ def iterate(shards: Shards, batch_size: int):
             mask = (np.arange(T)[None, :] < lengths[:, None]).astype(np.int64)
             rows = np.arange(before + start, before + start + len(ids), dtype=np.int64)
             yield Batch(*(torch.from_numpy(a) for a in (ids, types, mask, rows)))
+        before += int(shards.sizes[s])

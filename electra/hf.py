@@ -298,11 +298,18 @@ def read_results(folder: Path) -> dict:
 
 def fine_tuned_options(results: dict) -> dict:
     """The max_length, doc_stride, null_threshold and csv columns (text_field, pair_field,
-    label_field, label_separator, label_columns) a model was fine-tuned and scored with (from `read_results`;
-    None where not recorded): evaluating or answering with them scores its way."""
+    label_field, label_separator, label_columns) a model was fine-tuned and scored with (from
+    `read_results`; None where not recorded): evaluating or answering with them scores its way."""
     given = results.get("config", {})
-    fields = ("doc_stride", "null_threshold", "text_field", "pair_field", "label_field", "label_separator")
-    fields += ("label_columns",)
+    fields = (
+        "doc_stride",
+        "null_threshold",
+        "text_field",
+        "pair_field",
+        "label_field",
+        "label_separator",
+        "label_columns",
+    )
     return {"max_length": results.get("settings", {}).get("max_length"), **{k: given.get(k) for k in fields}}
 
 
