@@ -2,15 +2,14 @@
 # Every GPU check and figure in one call, for a machine with one NVIDIA GPU, most important first:
 #   1. tests/test_cuda.py (graph replay == eager, skip inside the graph, compiled, exact resume)
 #   2. ELECTRA-Small at the paper's batch 128 x 128, bf16: the transformers-built step against ours
-#   3. ELECTRA-Base at 32 x 512, bf16: throughput and peak memory against the same baseline
-#   4. a kernel profile of the compiled Base step
-#   5. inductor's combo_kernels (horizontal fusion of the many small kernels) on Small, against
-#      stage 2's default; the generator's vocabulary stage, previous formulation against current;
-#      aggressive_fusion on Small; --compile-mode max-autotune on Small (minutes of compiling);
-#      then while time is left:
-#      `electra pretrain` itself on prepared data (DATA=folder), a Small profile, autotuned Base,
-#      the eager variants, Base with activation checkpointing (memory against stage 3), fine-tuning
-#      Base on SST-2 in fp32 and bf16 (SST2=folder)
+#   3. the same with --compile-mode max-autotune (minutes of compiling), then with inductor's
+#      combo_kernels (horizontal fusion of the many small kernels), against stage 2
+#   4. the generator's vocabulary stage, previous formulation against current
+#   5. ELECTRA-Base at 32 x 512, bf16: throughput and peak memory against the same baseline, then
+#      with activation checkpointing (memory against stage 5's)
+#   6. a kernel profile of the compiled Small step; then while time is left: aggressive_fusion
+#      on Small, `electra pretrain` itself on prepared data (DATA=folder), a Base profile,
+#      autotuned Base, the eager variants, fine-tuning Base on SST-2 in fp32 and bf16 (SST2=folder)
 # Results (tables, JSON, logs) go under $OUT (default ./gpu-results); the last thing printed is
 # benchmarks/gpu_summary.py's digest of all of them (also $OUT/summary.md). Each stage has its
 # own time limit and the whole suite a budget (BUDGET seconds, default 480): a stage that would
@@ -48,34 +47,34 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm 
 "$py" -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda,
     torch.cuda.get_device_name(), 'transformers', transformers.__version__)" 2>&1 | tee -a "$log"
 
-stage cuda-tests 150 "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py
-bench small 200 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 150 \
+stage cuda-tests 120 "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py
+bench small 160 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 150 \
     --variants transformers,ours-compiled-graph
-bench base 200 --preset base --batch 32 --seq 512 --steps 20 --warmup 5 --timeout 150 \
-    --variants transformers,ours-compiled-graph
-bench base-profile 150 --preset base --batch 32 --seq 512 --steps 20 --warmup 5 --timeout 140 \
-    --variants ours-compiled --profile "$out/profile-base"
+bench small-autotuned 230 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 220 \
+    --variants ours-autotuned-graph
 bench small-combo 120 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 110 \
     --variants ours-compiled-graph --inductor combo_kernels=True
-stage vocab-stage 120 "$py" benchmarks/vocab_stage.py --compile --steps 100 --json "$out/vocab-stage.json"
+stage vocab-stage 90 "$py" benchmarks/vocab_stage.py --compile --steps 100 --json "$out/vocab-stage.json"
+bench base 160 --preset base --batch 32 --seq 512 --steps 20 --warmup 5 --timeout 150 \
+    --variants transformers,ours-compiled-graph
+bench base-checkpointed 120 --preset base --batch 32 --seq 512 --steps 20 --warmup 5 --timeout 110 \
+    --variants ours-compiled-checkpointed
+bench small-profile 90 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 80 \
+    --variants ours-compiled --profile "$out/profile-small"
 bench small-aggressive 120 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 110 \
     --variants ours-compiled-graph --inductor aggressive_fusion=True
-bench small-autotuned 300 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 290 \
-    --variants ours-autotuned-graph
 if [[ -n "${DATA:-}" ]]; then
     run="$(mktemp -d)/run"
     stage pretrain-loop 150 "$py" -m electra pretrain --data "$DATA" --out "$run" --preset small --max-steps 1000 \
         --log-every 100 --eval-every 1000000 --checkpoint-every 1000000 --compile --quiet
     [[ -f "$run/metrics.jsonl" ]] && cp "$run/metrics.jsonl" "$out/pretrain-loop.jsonl"
 fi
-bench small-profile 150 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 140 \
-    --variants ours-compiled --profile "$out/profile-small"
+bench base-profile 150 --preset base --batch 32 --seq 512 --steps 20 --warmup 5 --timeout 140 \
+    --variants ours-compiled --profile "$out/profile-base"
 bench base-autotuned 300 --preset base --batch 32 --seq 512 --steps 20 --warmup 5 --timeout 290 \
     --variants ours-autotuned-graph
 bench small-eager 200 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 150 \
     --variants ours,ours-graph
-bench base-checkpointed 150 --preset base --batch 32 --seq 512 --steps 20 --warmup 5 --timeout 140 \
-    --variants ours-compiled-checkpointed
 if [[ -f "${SST2:-}/train.tsv" ]]; then
     stage finetune-base 120 "$py" benchmarks/finetune_throughput.py --preset base --examples 8192 --data "$SST2"
 fi
