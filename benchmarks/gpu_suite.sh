@@ -2,8 +2,9 @@
 # Every GPU check and figure in one call, for a machine with one NVIDIA GPU, most important first:
 #   1. tests/test_cuda.py (graph replay == eager, skip inside the graph, compiled, exact resume)
 #   2. ELECTRA-Small at the paper's batch 128 x 128, bf16: the transformers-built step against ours
-#   3. the same with --compile-mode max-autotune (minutes of compiling), then with inductor's
-#      combo_kernels (horizontal fusion of the many small kernels), against stage 2
+#   3. the same without inductor's combo_kernels (horizontal fusion of the many small kernels, on
+#      by default on CUDA), then with --compile-mode max-autotune but without coordinate-descent
+#      tuning (which alone outlasted 114 s of compiling), against stage 2
 #   4. the generator's vocabulary stage, previous formulation against current
 #   5. ELECTRA-Base at 32 x 512, bf16: throughput and peak memory against the same baseline, then
 #      with activation checkpointing (memory against stage 5's)
@@ -47,13 +48,13 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm 
 "$py" -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda,
     torch.cuda.get_device_name(), 'transformers', transformers.__version__)" 2>&1 | tee -a "$log"
 
-stage cuda-tests 120 "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py
+stage cuda-tests 120 "$py" -m pytest -q -p no:cacheprovider -p no:logging tests/test_cuda.py
 bench small 160 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 150 \
     --variants transformers,ours-compiled-graph
+bench small-nocombo 120 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 110 \
+    --variants ours-compiled-graph --inductor combo_kernels=False
 bench small-autotuned 230 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 220 \
-    --variants ours-autotuned-graph
-bench small-combo 120 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 110 \
-    --variants ours-compiled-graph --inductor combo_kernels=True
+    --variants ours-autotuned-graph --inductor coordinate_descent_tuning=False
 stage vocab-stage 90 "$py" benchmarks/vocab_stage.py --compile --steps 100 --json "$out/vocab-stage.json"
 bench base 160 --preset base --batch 32 --seq 512 --steps 20 --warmup 5 --timeout 150 \
     --variants transformers,ours-compiled-graph

@@ -296,6 +296,7 @@ _PRETRAIN_FLAGS = (
     "compile_backend",
     "cuda_graph",
     "activation_checkpointing",
+    "deterministic",
     "tensorboard",
 )
 
@@ -427,6 +428,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         save_minutes=args.save_minutes,
         data_parallel=args.data_parallel,
         activation_checkpointing=args.activation_checkpointing,
+        deterministic=args.deterministic,
         license=args.license,
         language=tuple(args.language or ()),
     )
@@ -973,6 +975,13 @@ def build_parser() -> argparse.ArgumentParser:
         "far less activation memory (larger batches, longer rows, Large models) for about a third more "
         "compute; the same results. Runs without a CUDA graph",
     )
+    r.add_argument(
+        "--deterministic",
+        action=argparse.BooleanOptionalAction,
+        help="kernels that add in a fixed order, so that a run repeats (and a resume continues) bit for bit "
+        "on CUDA too; by default cuDNN's attention backward adds in a varying order there, and such runs "
+        "agree to rounding only. CPU runs repeat bit for bit either way",
+    )
     r.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, help="also log to OUT/tensorboard")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_pretrain)
@@ -1082,6 +1091,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="recompute each Transformer block in the backward pass instead of keeping its activations: "
         "far less memory (Large models, 512-token SQuAD windows) for about a third more compute; the same results",
+    )
+    p.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="kernels that add in a fixed order, so that a seed repeats (and a stopped one continues) bit for "
+        "bit on CUDA too; by default cuDNN's attention backward adds in a varying order there",
     )
     p.add_argument("--force", action="store_true", help="replace an output folder that holds files")
     _hub_arguments(p)

@@ -107,6 +107,7 @@ class FinetuneConfig:
     save_minutes: float = 30.0  # a seed's progress is saved this often: a stopped run resumes mid-seed
     data_parallel: bool = False  # under torchrun: every process trains every seed, on a slice of each batch
     activation_checkpointing: bool = False  # recompute each block in backward: less memory, the same results
+    deterministic: bool = False  # kernels that add in a fixed order: bitwise-repeatable seeds on CUDA too
     license: str | None = None  # what the model card declares to the hub (electra.card.hub_metadata)
     language: tuple[str, ...] = ()
 
@@ -930,7 +931,7 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
     if parallel.from_env().main:
         check_writable(out)  # before the lock beside it: named as OUT, not as the seed store
     held = folder_lock(seed_store(out), "fine-tuning", out) if parallel.from_env().main else contextlib.nullcontext()
-    with held:
+    with held, parallel.deterministic(cfg.deterministic):
         return _run(cfg, quiet, overwrite)
 
 
@@ -1208,7 +1209,7 @@ def test_predictions(
 GLUE_SCORE_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte")
 _PER_TASK = ("task", "out", "device")  # settings that may differ between the tasks of one benchmark run
 # settings that do not change what a run computes (the separator's effect is in the data's hash)
-_NO_EFFECT = ("save_minutes", "activation_checkpointing", "label_separator", "license", "language")
+_NO_EFFECT = ("save_minutes", "activation_checkpointing", "deterministic", "label_separator", "license", "language")
 
 
 def glue_tasks(data: str) -> list[str]:

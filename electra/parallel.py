@@ -6,6 +6,7 @@ what DDP and FSDP2 hook into; the unwrapped `Electra` is always kept for saving.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -68,6 +69,27 @@ def allow_tf32(device: torch.device) -> None:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+
+
+@contextlib.contextmanager
+def deterministic(on: bool = True):
+    """Within it, kernels add in a fixed order: the same run twice (or a run and its resume) gives
+    the same numbers bit for bit on CUDA too, where cuDNN's attention backward otherwise adds in
+    a varying order (CPU kernels already do). cuBLAS needs a fixed workspace for this
+    (CUBLAS_WORKSPACE_CONFIG, set when unset). Restores the previous setting on the way out."""
+    if not on:
+        yield
+        return
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    workspace = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        if workspace is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -1522,6 +1522,18 @@ def test_finetune_flags_and_defaults_reach_the_config(monkeypatch, tmp_path):
     assert (cfg.seeds, cfg.seed, cfg.batch_size, cfg.save_minutes) == (1, 0, 32, 30.0)
     assert (cfg.null_threshold, cfg.truncate) == (0.0, True)
     assert (cfg.epochs, cfg.lr, cfg.layer_decay, cfg.max_length, cfg.precision) == (None, None, None, None, "auto")
+    assert not cfg.deterministic and parsed("--task", "sst2", "--deterministic").deterministic
+
+
+def test_deterministic_fine_tunes_under_fixed_order_kernels_and_restores_the_setting(monkeypatch, tmp_path):
+    from electra import finetune
+
+    seen = []
+    monkeypatch.setattr(finetune, "_run", lambda *a: seen.append(torch.are_deterministic_algorithms_enabled()))
+    cfg = FinetuneConfig(model="m", task="sst2", data="d", out=str(tmp_path / "o"))
+    finetune.run(cfg)
+    finetune.run(dataclasses.replace(cfg, deterministic=True))
+    assert seen == [False, True] and not torch.are_deterministic_algorithms_enabled()
 
 
 def test_evaluate_scores_a_folder_as_finetune_scored_its_seed(sentiment_tokenizer_dir, tmp_path, cli):

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import re
 import shutil
 import signal
@@ -1058,3 +1059,70 @@ def test_elapsed_time_adds_up_over_every_resume(tiny_data, tmp_path):
         run(_cfg(tiny_data, tmp_path / "run", max_steps=steps, eval_every=100), resume=steps > 3, quiet=True)
     elapsed = [json.loads(x)["elapsed_s"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert elapsed == sorted(elapsed), elapsed
+
+
+def test_deterministic_trains_under_fixed_order_kernels_and_restores_the_setting(tiny_data, tmp_path, cli, monkeypatch):
+    """--deterministic turns on torch's deterministic algorithms (and cuBLAS's fixed workspace)
+    for the run only; on CPU the run is the same as without it, bit for bit."""
+    from electra import pretrain
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    seen, real = [], pretrain.evaluate
+    monkeypatch.setattr(
+        pretrain,
+        "evaluate",
+        lambda *a, **k: (
+            seen.append((torch.are_deterministic_algorithms_enabled(), os.environ.get("CUBLAS_WORKSPACE_CONFIG")))
+            or real(*a, **k)
+        ),
+    )
+    run(_cfg(tiny_data, tmp_path / "plain", max_steps=4), quiet=True)
+    assert set(seen) == {(False, None)}
+    seen.clear()
+    args = ["--data", tiny_data, "--out", tmp_path / "fixed", "--preset", "tiny", "--batch-size", 8, "--max-steps", 4]
+    r = cli("pretrain", *args, "--log-every", 1, "--eval-every", 4, "--eval-batches", 2, "--deterministic", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert set(seen) == {(True, ":4096:8")}
+    assert not torch.are_deterministic_algorithms_enabled() and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    assert json.loads((tmp_path / "fixed" / "config.json").read_text())["deterministic"] is True
+    assert _losses(tmp_path / "fixed") == _losses(tmp_path / "plain")
+    a, b = _weights(tmp_path / "plain"), _weights(tmp_path / "fixed")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_deterministic_keeps_a_cublas_workspace_already_chosen_and_the_previous_mode(monkeypatch):
+    from electra.parallel import deterministic
+
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        with deterministic():
+            assert torch.are_deterministic_algorithms_enabled()
+            assert not torch.is_deterministic_algorithms_warn_only_enabled()  # strict: no silent fallback
+            assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+        assert torch.is_deterministic_algorithms_warn_only_enabled()  # the caller's setting, back
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+def test_the_compiled_step_gets_the_modes_inductor_options_and_combo_kernels_on_cuda(tiny_data, tmp_path, monkeypatch):
+    from electra.pretrain import compile_options
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert compile_options("default", cuda) == {"combo_kernels": True}  # measured faster on an H200
+    assert compile_options("default", cpu) == {}
+    assert compile_options("max-autotune", cuda) == {
+        "max_autotune": True,
+        "coordinate_descent_tuning": True,
+        "combo_kernels": True,
+    }
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: calls.append(kw) or module)  # traced, not compiled
+    for i, kw in enumerate([{}, {"compile_mode": "max-autotune"}, {"compile_backend": "aot_eager"}]):
+        run(_cfg(tiny_data, tmp_path / str(i), max_steps=1, compile=True, **kw), quiet=True)
+    assert [(c["backend"], c["options"], c["dynamic"]) for c in calls] == [
+        ("inductor", None, False),
+        ("inductor", {"max_autotune": True, "coordinate_descent_tuning": True}, False),
+        ("aot_eager", None, False),
+    ]
