@@ -5,7 +5,8 @@
 #   3. the same without inductor's combo_kernels (horizontal fusion of the many small kernels, on
 #      by default on CUDA), then with --compile-mode max-autotune but without coordinate-descent
 #      tuning (which alone outlasted 114 s of compiling), against stage 2
-#   4. the generator's vocabulary stage, previous formulation against current
+#   4. the same under --deterministic (fixed-order kernels); the generator's vocabulary stage,
+#      previous formulation against current
 #   5. ELECTRA-Base at 32 x 512, bf16: throughput and peak memory against the same baseline, then
 #      with activation checkpointing (memory against stage 5's)
 #   6. a kernel profile of the compiled Small step; then while time is left: aggressive_fusion
@@ -55,6 +56,8 @@ bench small-nocombo 120 --preset small --batch 128 --seq 128 --steps 100 --warmu
     --variants ours-compiled-graph --inductor combo_kernels=False
 bench small-autotuned 230 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 220 \
     --variants ours-autotuned-graph --inductor coordinate_descent_tuning=False
+bench small-deterministic 120 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 110 \
+    --variants ours-compiled-graph --deterministic
 stage vocab-stage 90 "$py" benchmarks/vocab_stage.py --compile --steps 100 --json "$out/vocab-stage.json"
 bench base 160 --preset base --batch 32 --seq 512 --steps 20 --warmup 5 --timeout 150 \
     --variants transformers,ours-compiled-graph

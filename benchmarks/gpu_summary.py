@@ -27,7 +27,7 @@ def throughput(files: list[tuple[str, dict]]) -> list[str]:
     ]
     for stage, d in files:
         a = d["args"]
-        options = "".join(f" +{o}" for o in a.get("inductor", []))
+        options = "".join(f" +{o}" for o in a.get("inductor", [])) + " +deterministic" * bool(a.get("deterministic"))
         for r in d["results"]:
             base = baselines.get(shape(a))
             ratio = f"{r['tokens_per_s'] / base:.2f}x" if base else "-"

@@ -3,7 +3,7 @@ from transformers' ElectraForMaskedLM + ElectraForPreTraining with shared embedd
 
     python benchmarks/pretrain_throughput.py --preset small --batch 128 --seq 128 [--precision bf16|fp16]
         [--variants transformers,ours,ours-graph,ours-compiled,ours-compiled-graph,ours-autotuned-graph,
-                    ours-checkpointed,ours-compiled-checkpointed]
+                    ours-checkpointed,ours-compiled-checkpointed] [--deterministic]
 
 Each variant runs in its own subprocess so that peak memory (RSS on CPU, allocator peak on
 CUDA) belongs to it alone. All do the whole step: mask, generator, sample, discriminator,
@@ -21,7 +21,8 @@ elsewhere). `--precision fp16` trains both with loss scaling: ours on the device
 the training loop's own (`electra.pretrain.compile_options`: combo_kernels on CUDA, so
 `--inductor combo_kernels=False` measures the step without it), and `--profile PREFIX` writes
 each variant's top kernels and its time per step grouped by kind (matmul, attention,
-LayerNorm/dropout, GELU, vocabulary, optimizer).
+LayerNorm/dropout, GELU, vocabulary, optimizer). `--deterministic` runs every variant under
+fixed-order kernels (`electra pretrain --deterministic`), to measure what they cost.
 
 TFLOP/s counts the model's useful work: 6 x multiply-adds per token of every linear layer
 and attention product, with the LM head on the masked 15% only, the same for every variant.
@@ -310,12 +311,20 @@ def main() -> None:
         help="an inductor option (torch._inductor.config.KEY, e.g. combo_kernels=False, "
         "triton.cooperative_reductions=True) for the compiled variants, over the training loop's own; repeatable",
     )
+    ap.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="run every variant under fixed-order kernels, as `electra pretrain --deterministic` does",
+    )
     ap.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     args = ap.parse_args()
     inductor = parse_inductor(args.inductor)
     if args.variant:
         args.inductor_options = inductor  # given to torch.compile over the training loop's own options
-        print(json.dumps(measure(args)))
+        from electra.parallel import deterministic
+
+        with deterministic(args.deterministic):
+            print(json.dumps(measure(args)))
         return
 
     results = []
@@ -342,6 +351,7 @@ def main() -> None:
         f"\npreset {args.preset}, batch {args.batch} x seq {args.seq}, {args.precision}, "
         f"device {results[0]['device']}, {os.cpu_count()} cores, torch {torch.__version__}"
         + "".join(f", inductor {k}={v!r}" for k, v in inductor.items())
+        + ", deterministic" * args.deterministic
         + "\n"
     )
     base = next((r["tokens_per_s"] for r in results if r["variant"] == "transformers"), None)

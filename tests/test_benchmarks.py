@@ -31,7 +31,7 @@ def results(tmp_path_factory):
         "benchmarks/pretrain_throughput.py",
         *("--preset", "tiny", "--batch", "4", "--seq", "16", "--steps", "2", "--warmup", "1", "--precision", "fp16"),
         *("--variants", "transformers,ours,ours-checkpointed", "--profile", str(out / "profile")),
-        *("--json", str(out / "small.json")),
+        *("--json", str(out / "small.json"), "--deterministic"),
     )
     vocab = _run(
         "benchmarks/vocab_stage.py",
@@ -45,7 +45,7 @@ def results(tmp_path_factory):
 def test_pretrain_throughput_table_and_grouped_profile(results):
     out, stdout, _ = results
     assert _table(stdout) == ["variant", "transformers", "ours", "ours-checkpointed"]
-    assert ", fp16," in stdout
+    assert ", fp16," in stdout and ", deterministic" in stdout
     groups = json.loads((out / "small.json").read_text())["results"][1]["profile_ms_per_step"]
     assert groups["matmul"] > 0 and groups["total"] > groups["matmul"] and list(groups)[-1] == "total"
     assert "every kernel grouped by name" in (out / "profile.ours.txt").read_text()
@@ -57,7 +57,7 @@ def test_vocab_stage_compares_both_formulations(results):
 
 def test_the_summary_gathers_every_stage(results):
     summary = _run("benchmarks/gpu_summary.py", str(results[0])).stdout
-    assert "| small | tiny 4x16 fp16 | transformers |" in summary and "| 1.00x |" in summary
+    assert "| small | tiny 4x16 fp16 | transformers +deterministic |" in summary and "| 1.00x |" in summary
     assert "small ours (ms per step): " in summary
     assert "vocabulary stage (CPU" in summary
     assert "median 60 tokens/s over 3 log windows" in summary  # the first window (compiling) left out
