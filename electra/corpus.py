@@ -242,6 +242,8 @@ def _read_txt(path: Path, stats: ReadStats, doc_per_file: bool) -> Iterator[str 
                 if size > _READ_CHUNK:  # a huge paragraph: emit all but the last partial sentence
                     sentences = split_sentences(" ".join(normalize("".join(buffer)).split()))
                     tail = sentences.pop() if len(sentences) > 1 else ""
+                    if tail and buffer[-1][-1:].isspace():  # the piece ended between words: keep them apart
+                        tail += " "
                     yield from sentences
                     in_doc = True
                     buffer, size = ([tail], len(tail)) if tail else ([], 0)

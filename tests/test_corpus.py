@@ -116,6 +116,17 @@ def test_a_paragraph_longer_than_a_read_reads_as_a_short_one(tmp_path):
     assert " ".join(items[:-3]) == one.split("\n")[0]
 
 
+def test_a_paragraph_of_many_lines_longer_than_a_read_keeps_its_words_apart(tmp_path):
+    """The sentence carried from one piece into the next stays a word apart from the text after
+    it: a line break, or a space where a read ended, separates words there as anywhere else."""
+    lines = [f"Sentence number {i} of the one long paragraph." for i in range(30_000)]  # ~1.4 MB, one per line
+    assert _items(tmp_path, "lines.txt", "\n".join(lines) + "\n") == [*lines, None]
+    unpunctuated = "\n".join(["alpha beta gamma delta"] * 70_000) + "\n"  # ~1.6 MB, no sentence ends
+    assert " ".join(_items(tmp_path, "words.txt", unpunctuated)[:-1]).split() == unpunctuated.split()
+    spaced = "abc " * 600_000 + "\n"  # one line: the read that ends at 2 MiB falls just after a space
+    assert " ".join(_items(tmp_path, "one.txt", spaced)[:-1]).split() == spaced.split()
+
+
 def test_invalid_utf8_counts_bytes_and_byte_order_marks_inside_text_are_dropped(tmp_path):
     (tmp_path / "bad.txt").write_bytes(b"Caf\xe2\x82 au \xf0\x9f\x98 lait \xff.\n")  # cut sequences, a stray byte
     stats = corpus.ReadStats()
