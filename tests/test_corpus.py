@@ -1,7 +1,9 @@
 """Readers never crash on arbitrary input: they yield sentences or raise a CorpusError."""
 
+import codecs
 import json
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -63,7 +65,8 @@ def test_sentence_splitting():
 
 
 def _items(tmp_path, name, content, **kw):
-    (tmp_path / name).write_text(content, encoding="utf-8")
+    path = tmp_path / name
+    path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content, encoding="utf-8")
     return list(corpus.stream([tmp_path / name], corpus.ReadStats(), **kw))
 
 
@@ -147,3 +150,48 @@ def test_every_frame_of_a_zstandard_file_is_read(tmp_path):
         "Second one.",
         None,
     ]
+
+
+def test_a_sentence_with_no_space_to_cut_at_keeps_every_character():
+    """Text written without spaces or sentence marks (a URL, base64, unpunctuated Thai) is cut at the
+    limit itself: the pieces join back into the text."""
+    text = "".join(chr(0x0E01 + i % 40) for i in range(5 * corpus.MAX_SENTENCE_CHARS + 7))
+    pieces = corpus.split_sentences(text)
+    assert len(pieces) == 6 and all(len(p) <= corpus.MAX_SENTENCE_CHARS for p in pieces)
+    assert "".join(pieces) == text
+
+
+def test_files_saved_with_a_utf8_byte_order_mark_read_in_every_format(tmp_path):
+    """Windows editors and Excel's "CSV UTF-8" open files with a BOM: it is no part of the first record."""
+    bom = codecs.BOM_UTF8
+    assert _items(tmp_path, "a.jsonl", bom + json.dumps({"text": "One."}).encode() + b"\n") == ["One.", None]
+    assert _items(tmp_path, "b.json", bom + json.dumps([{"text": "Two."}]).encode()) == ["Two.", None]
+    assert _items(tmp_path, "c.csv", bom + b"text,id\nThree.,1\n") == ["Three.", None]
+    assert _items(tmp_path, "d.txt", bom + b"Four.\n") == ["Four.", None]
+
+
+def test_blank_lines_in_a_jsonl_file_are_skipped(tmp_path):
+    lines = "\n" + json.dumps({"text": "A."}) + "\n\n  \n" + json.dumps({"text": "B."}) + "\n\n"
+    assert _items(tmp_path, "r.jsonl", lines) == ["A.", None, "B.", None]
+
+
+def test_a_csv_cell_longer_than_the_csv_modules_default_limit_is_read(tmp_path):
+    """Python's csv refuses fields over 128 KiB by default; a whole book in one cell is a document."""
+    words = " ".join(f"w{i % 50}" for i in range(60_000))  # ~240 KB, one sentence per 2000 characters
+    items = _items(tmp_path, "big.csv", f'id,text\n1,"{words}."\n2,Next.\n')
+    assert items[-3:] == [None, "Next.", None] and " ".join(items[:-3]) == words + "."
+
+
+def test_a_corpus_path_that_does_not_exist_is_named_as_missing(tmp_path):
+    with pytest.raises(corpus.CorpusError, match="nope.txt does not exist"):
+        corpus.expand([tmp_path / "nope.txt"])
+
+
+def test_a_saved_dataset_dict_is_read_from_its_train_split_whatever_its_order(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    splits = {"test": ["Held out."], "train": ["Train one.", "Train two."]}  # test first
+    datasets.DatasetDict({k: datasets.Dataset.from_dict({"text": v}) for k, v in splits.items()}).save_to_disk(
+        str(tmp_path / "ds")
+    )
+    items = list(corpus.stream(corpus.expand([tmp_path / "ds"]), corpus.ReadStats()))
+    assert items == ["Train one.", None, "Train two.", None]

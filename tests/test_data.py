@@ -164,3 +164,22 @@ def test_setting_the_rate_keeps_each_groups_layer_scale_and_returns_the_base_rat
     opt = adamw(Electra(tiny()), 1e-3, lr_scale={"embeddings.": 0.5})  # fine-tuning's layer-wise decay, say
     assert set_lr(opt, 1e-3, 0.25) == pytest.approx(2.5e-4)  # what the logs show as "lr"
     assert sorted({g["lr"] for g in opt.param_groups}) == pytest.approx([1.25e-4, 2.5e-4])
+
+
+def test_validation_batches_mask_exactly_each_rows_tokens(tiny_data):
+    """iterate's attention mask covers a row's real tokens and none of its padding, as the loader's does."""
+    shards = Shards(tiny_data, "valid")
+    lengths = np.concatenate([np.asarray(x) for x in shards.lengths])
+    assert (lengths < shards.seq_len).any()  # some rows are padded
+    batches = list(iterate(shards, 5))
+    mask = np.concatenate([b.attention_mask.numpy() for b in batches])
+    ids = np.concatenate([b.input_ids.numpy() for b in batches])
+    assert (mask.sum(1) == lengths).all()
+    assert (ids[mask == 0] == 0).all() and (ids[mask == 1] != 0).all()
+
+
+def test_rows_per_process_that_do_not_split_into_micro_batches_are_refused(tiny_data):
+    """8 rows cannot be 3 equal micro-batches: refused, not 2 rows silently left out of the step."""
+    loader = Loader(Shards(tiny_data), global_batch=8)
+    with pytest.raises(ValueError, match="8 rows per process do not split into 3 micro-batches"):
+        loader.next(micro_batches=3)

@@ -15,12 +15,12 @@ import time
 
 import numpy as np
 import pytest
-from tokenizers import Tokenizer
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
 from electra import corpus
-from electra.prepare import PrepareConfig, RowPacker, merge, prepare, read_manifest, verify
-from electra.tokenizer import SPECIAL_TOKENS, from_vocab, load_tokenizer
-from tests.conftest import SHARED_DATA, synthetic_corpus
+from electra.prepare import PrepareConfig, RowPacker, merge, prepare, read_manifest, too_long_words, verify
+from electra.tokenizer import SPECIAL_TOKENS, from_vocab, is_lowercase, load_tokenizer, save_tokenizer, train_wordpiece
+from tests.conftest import SENTENCES, SHARED_DATA, synthetic_corpus
 
 CLS, SEP = 2, 3
 
@@ -888,3 +888,116 @@ def test_a_vocabulary_smaller_than_asked_for_is_noted(tmp_path, cli):
     assert f"note: the vocabulary has {vocab:,} entries, fewer than --vocab-size 3,000:" in result.stdout
     reused = cli("prepare", "--corpus", corpus, "--out", tmp_path / "again", "--tokenizer", tmp_path / "out", "--quiet")
     assert reused.returncode == 0 and "fewer than" not in reused.stdout
+
+
+def _shard_lengths(folder, split="train"):
+    m = read_manifest(folder)
+    return [np.load(folder / s["files"]["lengths"]["path"]) for s in m["splits"][split]["shards"]]
+
+
+def test_rows_longer_than_255_tokens_keep_their_lengths(tmp_path):
+    """ELECTRA-Base and Large train on 512-token rows: a row's length is stored whole."""
+    words = " ".join(f"w{i % 40}" for i in range(1500))  # one document, one sentence of 1500 words
+    (tmp_path / "c.txt").write_text(words + ".\n", encoding="utf-8")
+    prepare([tmp_path / "c.txt"], tmp_path / "out", _cfg(seq_len=512), quiet=True)
+    m = read_manifest(tmp_path / "out")
+    folder = tmp_path / "out"
+    ids = np.concatenate([np.load(folder / s["files"]["ids"]["path"]) for s in m["splits"]["train"]["shards"]])
+    lengths = np.concatenate(_shard_lengths(folder))
+    assert lengths.max() == 512
+    for row, n in zip(ids, lengths, strict=True):
+        assert row[n - 1] == m["special_tokens"]["sep"] and (row[n:] == m["special_tokens"]["pad"]).all()
+    assert lengths.sum() == m["splits"]["train"]["tokens"]
+
+
+def test_each_shards_token_count_is_that_of_its_own_rows(tmp_path):
+    """The manifest's per-shard tokens (which a merge adds up) count the shard's rows only, also in
+    a last shard shorter than the others."""
+    synthetic_corpus(tmp_path / "c.txt", documents=40)
+    prepare([tmp_path / "c.txt"], tmp_path / "out", _cfg(rows_per_shard=7), quiet=True)
+    m = read_manifest(tmp_path / "out")
+    shards = m["splits"]["train"]["shards"]
+    assert len(shards) > 2 and shards[-1]["rows"] < 7
+    for shard, lengths in zip(shards, _shard_lengths(tmp_path / "out"), strict=True):
+        assert shard["tokens"] == int(lengths.sum())
+    assert sum(s["tokens"] for s in shards) == m["splits"]["train"]["tokens"]
+
+
+def test_counts_of_sentences_and_unknown_tokens_are_exact(tmp_path):
+    """tokens_unknown counts [UNK] tokens (the share the CLI warns about), not sentences holding one."""
+    vocab = [*SPECIAL_TOKENS, "a", "b", "."]
+    (tmp_path / "c.txt").write_text("a zz yy b xx. a b.\n\nb qq.\n", encoding="utf-8")
+    prepare([tmp_path / "c.txt"], tmp_path / "out", _cfg(), tokenizer=from_vocab(vocab), quiet=True)
+    counts = read_manifest(tmp_path / "out")["counts"]
+    assert (counts["documents"], counts["sentences"], counts["tokens_unknown"]) == (2, 3, 4)
+    assert counts["tokens_encoded"] == 6 + 3 + 3
+
+
+def test_a_tokenizer_object_given_to_prepare_is_left_as_it_was(tmp_path):
+    """prepare reads "[MASK]" in corpus text as text; the caller's tokenizer still reads it as the mask."""
+    tok = from_vocab([*SPECIAL_TOKENS, "a", "b", "."])
+    (tmp_path / "c.txt").write_text("a [MASK] b.\n", encoding="utf-8")
+    before = tok.to_str()
+    prepare([tmp_path / "c.txt"], tmp_path / "out", _cfg(), tokenizer=tok, quiet=True)
+    assert tok.encode("a [MASK] b", add_special_tokens=False).ids == [5, 4, 6]
+    assert tok.to_str() == before
+
+
+def test_parts_prepared_with_different_tokenizers_do_not_merge(tmp_path, tokenizer_dir):
+    src = synthetic_corpus(tmp_path / "c.txt", documents=20)
+    other = tmp_path / "other-tok"
+    prepare([src], other, _cfg(vocab_size=150), quiet=True)  # a second vocabulary, trained on the corpus
+    for i, tok in enumerate((tokenizer_dir, other)):
+        prepare([src], tmp_path / f"p{i}", _cfg(num_parts=2, part_index=i), tokenizer=tok, quiet=True)
+    with pytest.raises(ValueError, match="p1 was prepared with tokenizer_sha256="):
+        merge([tmp_path / "p0", tmp_path / "p1"], tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
+
+
+def test_a_part_index_outside_the_parts_is_refused_at_once():
+    with pytest.raises(ValueError, match="part index 2 is outside 0..1"):
+        PrepareConfig(num_parts=2, part_index=2)
+
+
+def test_limit_alphabet_with_a_reused_tokenizer_is_refused(tmp_path, tokenizer_dir):
+    (tmp_path / "c.txt").write_text("The movie was great.\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="limit_alphabet shapes a vocabulary to train"):
+        prepare([tmp_path / "c.txt"], tmp_path / "out", _cfg(limit_alphabet=10), tokenizer=tokenizer_dir, quiet=True)
+    assert not (tmp_path / "out").exists()
+
+
+def test_words_too_long_are_those_over_wordpieces_limit_not_at_it():
+    tok = train_wordpiece(SENTENCES * 20, vocab_size=120, show_progress=False)
+    at, over = "a" * 100, "b" * 101
+    assert too_long_words(tok, f"{at} {over}") == [over]
+
+
+def test_a_folder_is_read_through_its_tokenizer_json_not_its_vocab_txt(tmp_path):
+    """A saved folder holds both files; a pipeline other than BERT's lives only in tokenizer.json."""
+    vocab = [*SPECIAL_TOKENS, "l'été,", "paris!", "l", "##'", "été", ",", "paris", "!"]
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(handle_chinese_chars=False, lowercase=True, strip_accents=False)
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()  # BERT's would cut at the quote and the punctuation
+    save_tokenizer(tok, tmp_path / "tok")
+    assert (tmp_path / "tok" / "vocab.txt").exists()
+    assert load_tokenizer(tmp_path / "tok").encode("L'été, Paris!").tokens == ["[CLS]", "l'été,", "paris!", "[SEP]"]
+
+
+def test_a_vocab_txt_whose_config_does_not_mention_chinese_characters_splits_them_as_transformers_does(tmp_path):
+    """transformers' default is tokenize_chinese_chars=True; many older configs hold only do_lower_case."""
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "vocab.txt").write_text(
+        "\n".join([*SPECIAL_TOKENS, "中", "文", "hello"]) + "\n", encoding="utf-8"
+    )
+    (tmp_path / "hf" / "tokenizer_config.json").write_text('{"do_lower_case": true}')
+    tok = load_tokenizer(tmp_path / "hf")
+    assert tok.encode("hello中文").tokens == ["[CLS]", "hello", "中", "文", "[SEP]"]
+
+
+def test_a_sequence_normalizer_that_lowercases_is_known_as_lowercasing():
+    """is_lowercase reads a Sequence normalizer's parts (the manifest records it as `lowercase`)."""
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(SPECIAL_TOKENS)}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.Sequence([normalizers.NFD(), normalizers.Lowercase(), normalizers.StripAccents()])
+    assert is_lowercase(tok)
+    tok.normalizer = normalizers.Sequence([normalizers.NFD(), normalizers.StripAccents()])
+    assert not is_lowercase(tok)
