@@ -7,7 +7,7 @@ from unittest.mock import ANY
 
 import pytest
 
-from electra.card import front_matter, run_metrics
+from electra.card import finetuned_card, front_matter, pretrained_card, run_metrics
 from electra.checkpoint import save_checkpoint, step_dir
 from electra.config import tiny
 from electra.model import Electra
@@ -293,3 +293,66 @@ def test_a_glue_pair_task_card_names_its_labels_shows_a_pair_and_the_hubs_metric
     assert '{"text": "A man is playing a guitar.", "text_pair": "Someone plays music."}' in mrpc
     pairs = {**results, "task": "csv", "config": {"data": "data/mine", "pair_field": "second"}}
     assert "text_pair" in finetuned_card(pairs, "classification", tiny().discriminator, "models/mine")
+
+
+def _meta(card: str) -> dict:
+    return yaml.safe_load(card.split("---")[1])
+
+
+def test_a_local_folder_that_looks_like_a_hub_name_is_no_base_model(tmp_path, monkeypatch):
+    """Fine-tuned from ./models/disc: the hub would link base_model to a repository "models/disc"
+    (someone else's, or none); a folder here is named in the text only."""
+    (tmp_path / "models" / "disc").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    results = {
+        "task": "sst2",
+        "model": "models/disc",
+        "config": {"data": "data/SST-2"},
+        "median": {"dev": {"accuracy": 0.9}},
+        "seeds": [{}],
+        "exported_seed": 0,
+    }
+    card = finetuned_card(results, "classification", tiny().discriminator, "out")
+    assert "base_model" not in _meta(card) and "Fine-tuned from `models/disc`" in card
+    assert (
+        _meta(finetuned_card({**results, "model": "someone/disc"}, "classification", tiny().discriminator, "out"))[
+            "base_model"
+        ]
+        == "someone/disc"
+    )
+
+
+@pytest.mark.parametrize("model", ["mlm", "replace-mlm", "all-tokens-mlm", "generator"])
+def test_every_masked_lm_export_is_tagged_for_the_fill_mask_widget(model):
+    card = pretrained_card(model, tiny().discriminator, {}, 5, {}, "out")
+    meta = _meta(card)
+    assert meta["pipeline_tag"] == "fill-mask" and "AutoModelForMaskedLM" in card
+    trained = "replaced-token-detection" if model == "generator" else "masked-lm"  # what the network learned
+    assert meta["tags"] == ["electra", trained]
+    assert ("electra finetune --model" in card) == (model != "generator")  # a generator is no encoder to fine-tune
+
+
+def test_a_tagger_card_names_its_tags():
+    results = {
+        "task": "ner",
+        "model": "models/disc",
+        "config": {"data": "data/conll"},
+        "labels": ["O", "B-PER", "I-PER"],
+        "median": {"dev": {"f1": 0.9}},
+        "seeds": [{}],
+        "exported_seed": 0,
+    }
+    card = finetuned_card(results, "tagging", tiny().discriminator, "models/ner")
+    assert "; labels: `O`, `B-PER`, `I-PER`." in card
+
+
+def test_a_card_declares_each_language_once():
+    results = {
+        "task": "csv",
+        "model": "models/disc",
+        "config": {"data": "data/mine", "language": ["en", "fr", "en"]},
+        "median": {"dev": {"accuracy": 0.9}},
+        "seeds": [{}],
+        "exported_seed": 0,
+    }
+    assert _meta(finetuned_card(results, "classification", tiny().discriminator, "out"))["language"] == ["en", "fr"]

@@ -117,3 +117,17 @@ def test_a_model_of_more_positions_reads_longer_texts_by_default(tmp_path, token
     assert cut == 0
     np.testing.assert_allclose(vectors, _theirs(tmp_path / "clf", [long], "mean"), atol=1e-5)
     assert predict(tmp_path / "clf", [(long, None)], device="cpu")[1] == 0  # nothing truncated
+
+
+def test_max_length_outside_3_to_the_models_positions_is_refused(tmp_path, tokenizer, tokenizer_dir):
+    """Fewer than 3 tokens hold no text between [CLS] and [SEP]; more than the model's positions overrun them."""
+    torch.manual_seed(0)
+    hf.export_discriminator(
+        Electra(tiny(vocab_size=tokenizer.get_vocab_size())), tmp_path / "d", tokenizer_dir=tokenizer_dir
+    )
+    for bad in (2, 129):
+        with pytest.raises(
+            ValueError, match="max-length must be 3 \\(\\[CLS\\], a token, \\[SEP\\]\\) to the model's 128"
+        ):
+            Embedder(tmp_path / "d", max_length=bad, device="cpu")
+    assert Embedder(tmp_path / "d", max_length=3, device="cpu")([("a long film about the music", None)])[1] == 1

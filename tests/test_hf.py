@@ -6,6 +6,7 @@ import os
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -624,3 +625,62 @@ def test_a_generator_with_its_own_output_layer_is_refused_not_silently_tied(tmp_
     with pytest.raises(ValueError, match="output layer \\(generator_lm_head.weight\\) is its own, not tied"):
         hf.load_electra(tmp_path / "disc", tmp_path / "untied")
     assert hf.load_electra(tmp_path / "disc", tmp_path / "gen").import_notes == []  # tied: loads as before
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("position_embedding_type", "relative_key"), ("is_decoder", True), ("model_type", "bert")],
+)
+def test_configs_our_encoder_cannot_reproduce_are_refused(field, value):
+    """A relative-position, causal (decoder) or non-ELECTRA config would load into our absolute,
+    bidirectional ELECTRA encoder and give other outputs than transformers: refused by name."""
+    written = hf.to_hf_config(tiny().discriminator, "discriminator")
+    with pytest.raises(ValueError, match=f"{value!r}" if field != "model_type" else "describes a 'bert' model"):
+        hf.from_hf_config({**written, field: value})
+
+
+def test_a_sharded_safetensors_folder_loads_every_shard(tmp_path):
+    """transformers writes model.safetensors.index.json and several shards for a large model."""
+    cfg = tiny().discriminator
+    theirs = perturb(
+        transformers.ElectraForPreTraining(transformers.ElectraConfig(**hf.to_hf_config(cfg, "discriminator")))
+    )
+    theirs.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+    shards = sorted(p.name for p in (tmp_path / "sharded").glob("model-*.safetensors"))
+    assert len(shards) > 1 and (tmp_path / "sharded" / "model.safetensors.index.json").exists()
+    ids, types, mask = batch(100)
+    with torch.no_grad():
+        want = theirs.electra(input_ids=ids, token_type_ids=types, attention_mask=mask).last_hidden_state
+        got = hf.load_encoder(tmp_path / "sharded").eval()(ids, types, mask)
+    torch.testing.assert_close(got[mask.bool()], want[mask.bool()], rtol=0, atol=1e-5)
+
+
+class _Touch:
+    """Unpickling this creates a file: what a pickle's code could do instead."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return Path.touch, (Path(self.path),)
+
+
+def test_a_pytorch_model_bin_runs_no_pickled_code(tmp_path):
+    """pytorch_model.bin is a pickle: it is read with weights_only, so code in it is refused, never run."""
+    folder = tmp_path / "m"
+    hf.export_sequence_classifier(SequenceClassifier(tiny().discriminator, 2), folder, ["a", "b"])
+    (folder / "model.safetensors").unlink()
+    marker = tmp_path / "ran"
+    torch.save({"electra.x": torch.zeros(1), "payload": _Touch(marker)}, folder / "pytorch_model.bin")
+    with pytest.raises(ValueError, match="pytorch_model.bin cannot be read as weights"):
+        hf.load_sequence_classifier(folder)
+    assert not marker.exists()
+
+
+def test_export_refuses_labels_that_do_not_match_the_head(tmp_path):
+    """id2label with more or fewer names than outputs would make transformers' pipeline name the wrong label."""
+    model = SequenceClassifier(tiny().discriminator, 3)
+    for labels in (["a", "b"], ["a", "b", "c", "d"]):
+        with pytest.raises(ValueError, match=f"id2label has {len(labels)} labels but the model predicts 3"):
+            hf.export_sequence_classifier(model, tmp_path / "clf", labels)
+    assert not (tmp_path / "clf").exists()

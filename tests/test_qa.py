@@ -1,5 +1,7 @@
 """Extractive question answering: SQuAD metrics, windows over long contexts, answer spans, end to end."""
 
+import copy
+import itertools
 import json
 import random
 import shutil
@@ -13,6 +15,7 @@ from electra.config import tiny
 from electra.finetune import FinetuneConfig, encode, predictions, run
 from electra.model import Electra
 from electra.tasks import Example, TaskError
+from tests.conftest import SENTENCES
 
 TEXT = dict(capture_output=True, text=True)
 COLORS = "red green blue black white yellow orange purple".split()
@@ -342,3 +345,73 @@ def test_squad_through_datasets_reads_as_the_json_files(tmp_path):
     bad.save_to_disk(str(tmp_path / "bad"))
     with pytest.raises(TaskError, match="bad train lacks 'answers': SQuAD rows have question, context and answers"):
         qa.squad_from_datasets(str(tmp_path / "bad"))
+
+
+def _logits(start, end):
+    return np.array([start, end], dtype=np.float32).T  # (T, 2)
+
+
+def test_f1_counts_repeated_tokens_as_often_as_both_sides_hold_them():
+    """The official script intersects token multisets: "red red" shares 2 tokens with "red red car"."""
+    assert qa.answer_f1("red red", "red red car") == pytest.approx(2 * 1 * (2 / 3) / (1 + 2 / 3))  # 0.8
+    assert qa.answer_f1("red red red", "red") == pytest.approx(2 * (1 / 3) * 1 / (1 / 3 + 1))  # 0.5
+
+
+def test_an_answer_at_the_first_context_token_of_a_window_is_labelled():
+    """A context that starts with its answer ("Normans ..." at character 0), or a window whose
+    context part starts with it, labels that token, not [CLS]."""
+    offsets = [None, (0, 3), (4, 8), None]  # [CLS] "The sky" [SEP]
+    assert qa.answer_tokens(offsets, 0, 3) == (1, 1)
+    assert qa.answer_tokens(offsets, 0, 8) == (1, 2)
+
+
+def test_answers_are_at_most_30_tokens_long():
+    """BERT's and ELECTRA's rule: end - start + 1 <= max_answer_length (30), so a 31-token span is never given."""
+    long = [None, *((i, i + 1) for i in range(40)), None]  # 40 one-character tokens
+    start, end = np.zeros(42), np.zeros(42)
+    start[1], end[31], end[30] = 9.0, 9.0, 1.0  # tokens 1..31 (31 tokens) score best; 1..30 is the longest allowed
+    windows = qa.Windows([], [], [], [0], [long], [False])
+    (answer,) = qa.best_answers([_logits(start, end)], windows, ["x" * 40], allow_none=False)
+    assert (answer.start, answer.end) == (0, 30)
+
+
+def test_no_answer_must_beat_the_best_span_not_tie_it():
+    """The official SQuAD 2.0 rule: predict "" only where null score - best span score > threshold."""
+    offsets = [None, (0, 3), (4, 7), None]
+    windows = qa.Windows([], [], [], [0], [offsets], [False])
+    tie = [_logits([2, 1, 0, 0], [2, 3, 0, 0])]  # [CLS] 2 + 2 == "one" 1 + 3
+    (answer,) = qa.best_answers(tie, windows, ["one two"], allow_none=True, null_threshold=0.0)
+    assert (answer.text, answer.null_margin) == ("one", 0.0)
+
+
+def test_neighbouring_windows_share_exactly_stride_context_tokens(tokenizer):
+    tok = copy.deepcopy(tokenizer)  # encode_windows sets truncation on it
+    context = " ".join(SENTENCES * 3)
+    w = qa.encode_windows(tok, [Example("the movie", context, [])], max_length=24, stride=4)
+    parts = [[o for o in offsets if o is not None] for offsets in w.offsets]
+    assert len(parts) > 3
+    for before, after in itertools.pairwise(parts):
+        assert before[-4:] == after[:4] and before[-5] != after[0]
+
+
+def test_a_question_of_exactly_the_limit_is_not_cut_and_a_longer_word_is_cut_to_the_limit(tokenizer):
+    """At max_length 16 a question keeps (16 - 3) // 2 = 6 tokens: six words of one token each are
+    whole (not counted as cut); one word of 14 pieces is cut to its first 6."""
+    tok = copy.deepcopy(tokenizer)
+    context = "the movie was great and a lot of fun"
+    exact = Example(" ".join(["the"] * 6), context, [])
+    one_word = Example("great" * 5, context, [])  # grea ##t ##g ##rea ##t ...: 14 pieces, one word
+    w = qa.encode_windows(tok, [exact, one_word], max_length=16)
+    assert w.cut == [False, True]
+    for n in (0, 1):
+        first = w.question.index(n)
+        assert int((w.types[first] == 0).sum()) == 1 + 6 + 1  # [CLS], the question's 6 tokens, [SEP]
+
+
+def test_the_best_span_may_start_at_a_start_that_is_not_the_top_one():
+    """The top start logit (5, "beta") has only a weak end after it (0); starting one token earlier
+    ("alpha", 4 + 4) scores more: the N_BEST starts are searched, not the first one only."""
+    offsets = [None, (0, 5), (6, 10), None]  # [CLS] alpha beta [SEP]
+    windows = qa.Windows([], [], [], [0], [offsets], [False])
+    (answer,) = qa.best_answers([_logits([0, 4, 5, 0], [0, 4, 0, 0])], windows, ["alpha beta"], allow_none=False)
+    assert (answer.text, answer.logit) == ("alpha", 8.0)

@@ -1,0 +1,81 @@
+"""`electra evaluate`: refusals of a model whose head or options do not fit the task, and its defaults."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from electra import hf
+from electra.config import tiny
+from electra.evaluate import model_labels
+from electra.evaluate import run as evaluate_folder
+from electra.model import QuestionAnswerer, SequenceClassifier
+from electra.tasks import GLUE, Example, Task, TaskError
+
+
+@pytest.fixture
+def sst(tmp_path):
+    (tmp_path / "sst").mkdir()
+    (tmp_path / "sst" / "dev.tsv").write_text("sentence\tlabel\nthe movie was great\t1\nthe worst plot\t0\n")
+    return tmp_path / "sst"
+
+
+def test_a_multi_label_classifier_is_not_scored_on_a_single_label_task(tmp_path, tokenizer, tokenizer_dir, sst):
+    cfg = tiny(vocab_size=tokenizer.get_vocab_size()).discriminator
+    torch.manual_seed(0)
+    folder = hf.export_sequence_classifier(
+        SequenceClassifier(cfg, 2), tmp_path / "multi", ["0", "1"], tokenizer_dir, multi_label=True
+    )
+    with pytest.raises(TaskError, match="is a multi-label classifier; sst2 has one label per example: use --task csv"):
+        evaluate_folder(folder, "sst2", str(sst), device="cpu", quiet=True)
+
+
+def test_max_length_beyond_the_models_positions_is_refused(tmp_path, tokenizer, tokenizer_dir, sst):
+    cfg = tiny(vocab_size=tokenizer.get_vocab_size()).discriminator
+    folder = hf.export_sequence_classifier(SequenceClassifier(cfg, 2), tmp_path / "clf", ["0", "1"], tokenizer_dir)
+    with pytest.raises(ValueError, match="--max-length 129 exceeds the model's 128 positions"):
+        evaluate_folder(folder, "sst2", str(sst), max_length=129, device="cpu", quiet=True)
+
+
+def test_a_question_answerer_from_elsewhere_reads_windows_of_up_to_512_tokens(tmp_path, tokenizer, tokenizer_dir):
+    """Without a results.json, SQuAD is read in windows of min(512, the model's positions), as
+    fine-tuning reads it by default; other tasks in 128."""
+    cfg = dataclasses.replace(tiny(vocab_size=tokenizer.get_vocab_size()).discriminator, max_positions=256)
+    torch.manual_seed(0)
+    folder = hf.export_question_answerer(QuestionAnswerer(cfg), tmp_path / "qa", tokenizer_dir)
+    context = "the movie was great and a lot of fun"
+    qas = [{"id": "1", "question": "what was great", "answers": [{"text": "the movie", "answer_start": 0}]}]
+    (tmp_path / "dev.json").write_text(json.dumps({"data": [{"paragraphs": [{"context": context, "qas": qas}]}]}))
+    scored = evaluate_folder(folder, "squad", str(tmp_path / "dev.json"), device="cpu", quiet=True)
+    assert scored["max_length"] == 256 and scored["examples"] == {"dev": 1}
+
+
+def test_a_head_of_the_wrong_kind_for_the_task_is_named(tmp_path):
+    dev = {"dev": [Example("a", None, "1.5")]}
+    with pytest.raises(TaskError, match="m is a classifier with 2 labels; stsb scores a regression"):
+        model_labels(GLUE["stsb"], {0: "a", 1: "b"}, None, dev, tmp_path / "m")
+    csv = Task("csv", "classification", ("accuracy",))
+    with pytest.raises(TaskError, match="m is a regression model \\(one score\\); csv is a classification task"):
+        model_labels(csv, {0: "score"}, None, {"dev": [Example("a", None, "pos")]}, tmp_path / "m")
+
+
+def test_multi_label_options_are_refused_for_a_single_label_model(tmp_path, tokenizer, tokenizer_dir, sst):
+    cfg = tiny(vocab_size=tokenizer.get_vocab_size()).discriminator
+    folder = hf.export_sequence_classifier(SequenceClassifier(cfg, 2), tmp_path / "clf", ["0", "1"], tokenizer_dir)
+    for option, given in (("threshold", 0.3), ("label_separator", "|"), ("label_columns", ("a", "b"))):
+        flag = "--" + option.replace("_", "-")
+        with pytest.raises(TaskError, match=f"{flag} is for multi-label classifiers; .*clf is not one: drop it"):
+            evaluate_folder(folder, "csv", str(sst), device="cpu", quiet=True, **{option: given})
+
+
+def test_a_regression_model_scores_csv_data_whose_scores_are_all_whole_numbers(tmp_path, tokenizer, tokenizer_dir):
+    """Ratings 1 to 5 would read as five classes; the model's one output says it is a regression."""
+    cfg = tiny(vocab_size=tokenizer.get_vocab_size()).discriminator
+    torch.manual_seed(0)
+    folder = hf.export_sequence_classifier(SequenceClassifier(cfg, 1), tmp_path / "reg", ["score"], tokenizer_dir)
+    (tmp_path / "d").mkdir()
+    rows = ["the movie was great,5", "the worst plot,1", "a lot of fun,4", "a weak plot,2", "the music,3"]
+    (tmp_path / "d" / "dev.csv").write_text("\n".join(["text,label", *rows]) + "\n")
+    scored = evaluate_folder(folder, "csv", str(tmp_path / "d"), device="cpu", quiet=True)
+    assert set(scored["metrics"]["dev"]) == {"pearson", "spearman"}
