@@ -250,6 +250,7 @@ def test_a_tagger_card_shows_the_aggregation_that_reads_what_was_trained():
     card = finetuned_card(results, "tagging", tiny().discriminator, "models/ner")
     assert 'pipeline("token-classification", model="models/ner", aggregation_strategy="first")' in card
     assert "each word's first piece only" in card and "never trained" in card
+    assert "; labels: `O`, `B-PER`, `I-PER`." in card
     sentiment = finetuned_card({**results, "task": "csv"}, "classification", tiny().discriminator, "models/clf")
     assert "aggregation" not in sentiment
 
@@ -330,20 +331,6 @@ def test_every_masked_lm_export_is_tagged_for_the_fill_mask_widget(model):
     trained = "replaced-token-detection" if model == "generator" else "masked-lm"  # what the network learned
     assert meta["tags"] == ["electra", trained]
     assert ("electra finetune --model" in card) == (model != "generator")  # a generator is no encoder to fine-tune
-
-
-def test_a_tagger_card_names_its_tags():
-    results = {
-        "task": "ner",
-        "model": "models/disc",
-        "config": {"data": "data/conll"},
-        "labels": ["O", "B-PER", "I-PER"],
-        "median": {"dev": {"f1": 0.9}},
-        "seeds": [{}],
-        "exported_seed": 0,
-    }
-    card = finetuned_card(results, "tagging", tiny().discriminator, "models/ner")
-    assert "; labels: `O`, `B-PER`, `I-PER`." in card
 
 
 def test_a_card_declares_each_language_once():
