@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Every GPU check and figure in one call, for a machine with one NVIDIA GPU, most important first:
-#   1. tests/test_cuda.py (graph replay == eager, skip inside the graph, compiled, exact resume)
+#   1. tests/test_cuda.py (graph replay == eager, skip inside the graph, compiled, exact resume
+#      under --deterministic)
 #   2. ELECTRA-Small at the paper's batch 128 x 128, bf16: the transformers-built step against ours
-#   3. the same without inductor's combo_kernels (horizontal fusion of the many small kernels, on
-#      by default on CUDA), then with --compile-mode max-autotune but without coordinate-descent
-#      tuning (which alone outlasted 114 s of compiling), against stage 2
-#   4. the same under --deterministic (fixed-order kernels); the generator's vocabulary stage,
-#      previous formulation against current
-#   5. ELECTRA-Base at 32 x 512, bf16: throughput and peak memory against the same baseline, then
-#      with activation checkpointing (memory against stage 5's)
-#   6. a kernel profile of the compiled Small step; then while time is left: aggressive_fusion
-#      on Small, `electra pretrain` itself on prepared data (DATA=folder), a Base profile,
-#      autotuned Base, the eager variants, fine-tuning Base on SST-2 in fp32 and bf16 (SST2=folder)
+#   3. the same under --deterministic (fixed-order kernels): what exact repeatability costs
+#   4. ELECTRA-Base at 32 x 512, bf16: throughput and peak memory against the same baseline
+#   5. Small with --compile-mode max-autotune but without coordinate-descent tuning (which alone
+#      outlasted 114 s of compiling; the whole mode, 220 s), against stage 2
+#   6. while time is left: the generator's vocabulary stage (previous formulation against
+#      current), Base with activation checkpointing (memory against stage 4's), Small without
+#      inductor's combo_kernels (on by default on CUDA), a kernel profile of the compiled Small
+#      step, aggressive_fusion on Small, `electra pretrain` itself on prepared data (DATA=folder),
+#      a Base profile, autotuned Base, the eager variants, fine-tuning Base on SST-2 in fp32 and
+#      bf16 (SST2=folder)
 # Results (tables, JSON, logs) go under $OUT (default ./gpu-results); the last thing printed is
 # benchmarks/gpu_summary.py's digest of all of them (also $OUT/summary.md). Each stage has its
 # own time limit and the whole suite a budget (BUDGET seconds, default 480): a stage that would
@@ -52,17 +53,17 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm 
 stage cuda-tests 120 "$py" -m pytest -q -p no:cacheprovider -p no:logging tests/test_cuda.py
 bench small 160 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 150 \
     --variants transformers,ours-compiled-graph
-bench small-nocombo 120 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 110 \
-    --variants ours-compiled-graph --inductor combo_kernels=False
-bench small-autotuned 230 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 220 \
-    --variants ours-autotuned-graph --inductor coordinate_descent_tuning=False
 bench small-deterministic 120 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 110 \
     --variants ours-compiled-graph --deterministic
-stage vocab-stage 90 "$py" benchmarks/vocab_stage.py --compile --steps 100 --json "$out/vocab-stage.json"
 bench base 160 --preset base --batch 32 --seq 512 --steps 20 --warmup 5 --timeout 150 \
     --variants transformers,ours-compiled-graph
+bench small-autotuned 230 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 220 \
+    --variants ours-autotuned-graph --inductor coordinate_descent_tuning=False
+stage vocab-stage 90 "$py" benchmarks/vocab_stage.py --compile --steps 100 --json "$out/vocab-stage.json"
 bench base-checkpointed 120 --preset base --batch 32 --seq 512 --steps 20 --warmup 5 --timeout 110 \
     --variants ours-compiled-checkpointed
+bench small-nocombo 120 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 110 \
+    --variants ours-compiled-graph --inductor combo_kernels=False
 bench small-profile 90 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 80 \
     --variants ours-compiled --profile "$out/profile-small"
 bench small-aggressive 120 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 110 \
