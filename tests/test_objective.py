@@ -12,6 +12,8 @@ from electra.objective import (
     CONTINUES,
     Masked,
     ObjectiveConfig,
+    _copy_accuracy,
+    _discriminator_metrics,
     _generator_metrics,
     copy_mlm_loss,
     electra_loss,
@@ -447,3 +449,216 @@ def test_the_objective_compiles_to_one_graph_that_a_new_seed_does_not_recompile(
     traced, _ = compiled(*args, torch.tensor(7), MASK)
     torch._dynamo.reset()  # the step's code object keeps no compiled entries for later tests
     assert torch.equal(eager, traced)
+
+
+def test_what_a_chosen_position_shows_is_its_slots_own_stream_2_draw():
+    """[MASK] exactly where the slot's stream-2 uniform is under 0.85: a draw of its own, not
+    the stream-1 scores that chose the positions (which would tie the two choices together)."""
+    ids, mask = _rows()
+    rows = torch.arange(64)
+    m = mask_tokens(ids, mask, SPECIAL, rows, seed=1, mask_id=MASK)
+    u = uniform(1, rows, num_slots(40, 0.15), stream=2)
+    want = torch.where(m.weights.bool() & (u < 0.85), MASK, m.targets)
+    assert torch.equal(m.input_ids.gather(1, m.positions), want)
+
+
+def test_padding_is_never_chosen_even_when_its_ids_are_ordinary_tokens():
+    """The attention mask alone marks padding: a row packed after its end with real-looking ids
+    still predicts only inside it (and counts only those in its denominators)."""
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 100, (64, 40), generator=g)
+    mask = (torch.arange(40)[None] < 12).long().expand(64, 40)
+    m = mask_tokens(ids, mask, SPECIAL, torch.arange(64), seed=2, mask_id=MASK)
+    assert (m.positions[m.weights.bool()] < 12).all()
+    assert m.weights.sum(1).tolist() == [2.0] * 64  # round(0.15 * 12)
+    assert torch.equal(m.input_ids[:, 12:], ids[:, 12:])
+    assert loss_counts(ids, mask, SPECIAL, 0.15).tolist() == [128.0, 768.0]
+
+
+def test_rows_shorter_than_seven_tokens_still_get_one_slot():
+    """K = round(p * T) is at least 1, so a batch of 3-token rows still trains the generator."""
+    assert [num_slots(T, 0.15) for T in (1, 2, 3, 4, 7)] == [1, 1, 1, 1, 1]
+    ids = torch.tensor([[CLS, 50, SEP], [CLS, 51, SEP]])
+    m = mask_tokens(ids, torch.ones_like(ids), SPECIAL, torch.arange(2), seed=0, mask_id=MASK)
+    assert m.positions.tolist() == [[1], [1]] and m.weights.tolist() == [[1.0], [1.0]]
+
+
+@pytest.mark.parametrize("T,first_piece", [(128, 15), (300, 30), (512, 60)])
+def test_whole_words_in_long_rows_are_berts_loop_too(T, first_piece):
+    """Rows longer than 2^5 positions: the doubling steps must compose every map before a
+    position (log2(T) rounded up), not only the last half of them."""
+    g = torch.Generator().manual_seed(T)
+    B = 16
+    ids = torch.randint(5, 100, (B, T), generator=g)
+    ids[:, 0], ids[:, -1] = CLS, SEP
+    mask = torch.ones_like(ids)
+    kinds = SPECIAL.to(torch.int8)
+    kinds[first_piece:] = CONTINUES
+    rows = torch.arange(B)
+    m = mask_tokens(ids, mask, kinds, rows, seed=4, mask_id=MASK, whole_word=True)
+    k = round(0.15 * T)
+    keys = hash32(4, rows, T, stream=1).tolist()
+    for b, words in enumerate(_words(ids, mask, first_piece)):
+        want = _bert_whole_words(words, keys[b], k)
+        assert m.positions[b, : len(want)].tolist() == want and m.weights[b].sum().item() == len(want), b
+
+
+def test_random_tokens_cover_the_whole_vocabulary_even_when_the_uniform_rounds_to_one():
+    """BERT's random token is any of the V ids, the last one included; a uniform so close to 1
+    that fp32 rounds it to 1.0 (row 14964905, seed 0, stream 3) still draws an id below V."""
+    ids, mask = _rows(B=2000, T=64)
+    m = mask_tokens(
+        ids, mask, SPECIAL, torch.arange(2000), 3, MASK, mask_token_prob=0.0, random_token_prob=1.0, vocab_size=100
+    )
+    shown = m.input_ids.gather(1, m.positions)[m.weights.bool()]
+    assert (torch.bincount(shown, minlength=100) > 0).all() and shown.max() == 99
+    row = torch.tensor([14964905])
+    assert uniform(0, row, 1, stream=3).item() == 1.0
+    ids = torch.tensor([[CLS, 50, SEP]])
+    m = mask_tokens(
+        ids, torch.ones_like(ids), SPECIAL, row, 0, MASK, mask_token_prob=0.0, random_token_prob=1.0, vocab_size=100
+    )
+    assert m.input_ids.tolist() == [[CLS, 99, SEP]]
+
+
+def test_losses_of_nothing_are_zero_not_nan():
+    """A batch with no prediction slot used (rows of specials only) or no real token adds 0."""
+    logits = torch.zeros(2, 1, 5)
+    ids = torch.tensor([[CLS, SEP, PAD], [CLS, SEP, SEP]])
+    m = mask_tokens(ids, (ids != PAD).long(), SPECIAL, torch.arange(2), 0, MASK)
+    assert m.weights.sum() == 0
+    assert masked_lm_loss(logits, m).item() == 0.0
+    assert replaced_token_loss(torch.ones(2, 3), torch.ones(2, 3), torch.zeros(2, 3)).item() == 0.0
+
+
+def test_the_mlm_loss_of_bf16_logits_is_computed_in_fp32():
+    torch.manual_seed(0)
+    logits = (torch.randn(8, 6, 3000) * 3).to(torch.bfloat16)
+    ids, mask = _rows(B=8, T=40)
+    m = mask_tokens(ids, mask, SPECIAL, torch.arange(8), 0, MASK)
+    m = dataclasses.replace(m, targets=torch.randint(0, 3000, (8, 6)))
+    got = masked_lm_loss(logits, m)
+    assert got.dtype == torch.float32 and got.item() == masked_lm_loss(logits.float(), m).item()
+
+
+def test_discriminator_metrics_are_exact_counts_over_the_weighted_positions():
+    logits = torch.tensor([[2.0, -1.0, 3.0, 1.0, -2.0, 5.0]])
+    labels = torch.tensor([[1.0, 1.0, 0.0, 0.0, 0.0, 1.0]])
+    weights = torch.tensor([[1, 1, 1, 1, 1, 0]])  # the last position is padding
+    got = {k: v.tolist() for k, v in _discriminator_metrics(logits, labels, weights).items()}
+    assert got == {
+        "disc_accuracy": [2.0, 5.0],
+        "disc_precision": [1.0, 3.0],  # of the 3 predicted replaced, 1 was
+        "disc_recall": [1.0, 2.0],  # of the 2 replaced, 1 was found
+        "replaced_fraction": [2.0, 5.0],
+    }
+
+
+def test_copy_accuracy_counts_the_mixtures_most_likely_token():
+    """p = D one_hot(shown) + (1 - D) softmax: right where the original scores highest."""
+    logits = torch.log(
+        torch.tensor([[[0.1, 0.9, 1e-9], [0.1, 0.9, 1e-9], [0.1, 0.9, 1e-9], [0.8, 0.1, 0.1], [1.0, 1.0, 1.0]]])
+    )
+    replaced = torch.logit(1 - torch.tensor([[0.9, 0.6, 0.3, 0.99, 0.5]]))  # D = 0.9, 0.6, 0.3, 0.99, 0.5
+    shown = torch.tensor([[1, 0, 0, 2, 0]])
+    targets = torch.tensor([[1, 1, 1, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 0]])
+    # 0: shown is the original (right); 1: copying the wrong shown token wins, 0.64 > 0.36 (wrong);
+    # 2: the softmax's original wins, 0.63 > 0.37 (right); 3: D trusts a wrong copy (wrong); 4: padding
+    assert _copy_accuracy(logits, replaced, shown, targets, mask).tolist() == [2.0, 4.0]
+
+
+def _model(kind):
+    torch.manual_seed(0)
+    return Electra(dataclasses.replace(tiny(), discriminator_lm_head=kind in ("replace-mlm", "all-tokens-mlm"))).eval()
+
+
+def _corrupt_by_hand(model, ids, mask, rows, seed, temperature=1.0):
+    masked = mask_tokens(ids, mask, SPECIAL, rows, seed, MASK)
+    gen = model.generator_logits(masked.input_ids, None, mask, masked.positions)
+    return masked, *replace_tokens(ids, masked, sample_tokens(gen, seed, rows, temperature))
+
+
+def test_the_paper_settings_are_the_defaults_and_the_temperature_reaches_the_sampler():
+    assert ObjectiveConfig() == ObjectiveConfig("electra", 0.15, 50.0, 1.0, False)
+    with pytest.raises(ValueError, match="temperature"):
+        ObjectiveConfig(temperature=0.0)
+    model = _model("electra")
+    ids, mask = _rows(B=8, T=24)
+    rows, types = torch.arange(8), torch.zeros_like(ids)
+    for t in (1.0, 3.0):
+        _, metrics = electra_loss(model, ids, types, mask, SPECIAL, rows, 5, MASK, ObjectiveConfig(temperature=t))
+        _, corrupted, labels = _corrupt_by_hand(model, ids, mask, rows, 5, t)
+        want = replaced_token_loss(model.discriminator_logits(corrupted, types, mask), labels, mask)
+        torch.testing.assert_close(metrics["disc_loss"], want)
+
+
+def test_replace_mlm_logs_its_main_networks_accuracy_and_the_replaced_fraction_of_real_tokens():
+    model = _model("replace-mlm")
+    ids, mask = _rows(B=8, T=24)
+    rows, types = torch.arange(8), torch.zeros_like(ids)
+    _, metrics = replace_mlm_loss(model, ids, types, mask, SPECIAL, rows, 9, MASK, ObjectiveConfig(kind="replace-mlm"))
+    masked, corrupted, labels = _corrupt_by_hand(model, ids, mask, rows, 9)
+    assert metrics["replaced_fraction"].tolist() == [labels.sum().item(), mask.sum().item()]
+    # a main network that knows every original token is right at every used slot, whatever the generator
+    real = model.discriminator_lm_logits
+
+    def knows(h, positions):
+        return real(h, positions) + 100.0 * torch.nn.functional.one_hot(ids.gather(1, positions), 100)
+
+    model.discriminator_lm_logits = knows
+    _, metrics = replace_mlm_loss(model, ids, types, mask, SPECIAL, rows, 9, MASK, ObjectiveConfig(kind="replace-mlm"))
+    assert metrics["disc_accuracy"].tolist() == [masked.weights.sum().item()] * 2
+    assert rates(metrics)["gen_accuracy"] < 0.1  # the untrained generator is not
+
+
+def test_the_mlm_baseline_masks_80_10_10_with_the_generators_vocabulary():
+    model = _model("mlm")
+    ids, mask = _rows(B=8, T=24)
+    seen = {}
+    real = model.generator_logits
+
+    def spy(input_ids, *args):
+        seen["input_ids"] = input_ids
+        return real(input_ids, *args)
+
+    model.generator_logits = spy
+    mlm_loss(model, ids, torch.zeros_like(ids), mask, SPECIAL, torch.arange(8), 1, MASK, ObjectiveConfig(kind="mlm"))
+    want = mask_tokens(ids, mask, SPECIAL, torch.arange(8), 1, MASK, 0.15, 0.8, 0.1, model.cfg.generator.vocab_size)
+    assert torch.equal(seen["input_ids"], want.input_ids)
+
+
+@pytest.mark.parametrize("kind", ["electra", "electra-15", "replace-mlm", "all-tokens-mlm", "mlm"])
+def test_a_batch_split_in_two_with_the_whole_batchs_counts_adds_up_to_the_whole(kind):
+    """loss_counts are (predicted slots, real tokens): each loss divides by its own count."""
+    from electra.objective import OBJECTIVES
+
+    model = _model(kind)
+    ids, mask = _rows(B=8, T=24)
+    types, rows, cfg = torch.zeros_like(ids), torch.arange(8), ObjectiveConfig(kind=kind)
+    whole, _ = OBJECTIVES[kind](model, ids, types, mask, SPECIAL, rows, 3, MASK, cfg)
+    totals = loss_counts(ids, mask, SPECIAL, 0.15)
+    parts = [
+        OBJECTIVES[kind](model, ids[s], types[s], mask[s], SPECIAL, rows[s], 3, MASK, cfg, totals)[0]
+        for s in (slice(0, 3), slice(3, 8))
+    ]
+    torch.testing.assert_close(parts[0] + parts[1], whole)
+
+
+def test_rates_divide_out_pairs_and_a_rate_of_nothing_is_zero():
+    got = rates(
+        {"gen_loss": torch.tensor(1.5), "gen_accuracy": torch.tensor([3.0, 4.0]), "disc_recall": torch.zeros(2)}
+    )
+    assert {k: v.item() for k, v in got.items()} == {"gen_loss": 1.5, "gen_accuracy": 0.75, "disc_recall": 0.0}
+
+
+def test_a_uniform_of_exactly_one_still_samples_inside_the_softmaxs_support():
+    """Row 39562717's stream-4 uniform rounds to 1.0 in fp32; scaled by the CDF's own fp32 total it
+    lands on the last token with mass, never past it on tokens the softmax rules out (-inf)."""
+    row = torch.tensor([39562717])
+    assert uniform(0, row, 1, stream=4).item() == 1.0
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        logits = torch.full((1, 1, 300), float("-inf"))
+        logits[..., :200] = torch.randn(200, generator=g) * 3  # tokens 200-299 (and block 2's tail) impossible
+        assert sample_tokens(logits, 0, row).item() < 200
