@@ -8,7 +8,7 @@
 #   5. Small with --compile-mode max-autotune but without coordinate-descent tuning (which alone
 #      outlasted 114 s of compiling; the whole mode, 220 s), against stage 2
 #   6. while time is left: the generator's vocabulary stage (previous formulation against
-#      current), Base with activation checkpointing (memory against stage 4's), Small without
+#      current), two runs of the same settings with and without --deterministic, Base with activation checkpointing (memory against stage 4's), Small without
 #      inductor's combo_kernels (on by default on CUDA), a kernel profile of the compiled Small
 #      step, aggressive_fusion on Small, `electra pretrain` itself on prepared data (DATA=folder),
 #      a Base profile, autotuned Base, the eager variants, fine-tuning Base on SST-2 in fp32 and
@@ -60,6 +60,7 @@ bench base 160 --preset base --batch 32 --seq 512 --steps 20 --warmup 5 --timeou
 bench small-autotuned 230 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 220 \
     --variants ours-autotuned-graph --inductor coordinate_descent_tuning=False
 stage vocab-stage 90 "$py" benchmarks/vocab_stage.py --compile --steps 100 --json "$out/vocab-stage.json"
+stage determinism 120 "$py" benchmarks/determinism.py --device cuda
 bench base-checkpointed 120 --preset base --batch 32 --seq 512 --steps 20 --warmup 5 --timeout 110 \
     --variants ours-compiled-checkpointed
 bench small-nocombo 120 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 110 \

@@ -78,7 +78,8 @@ def ours_step(args, device):
     train_step = TrainStep(model, electra_loss, ObjectiveConfig())
     if "compiled" in args.variant or "autotuned" in args.variant:
         options = compile_options("max-autotune" if "autotuned" in args.variant else "default", device)
-        train_step = torch.compile(train_step, options={**options, **args.inductor_options} or None, dynamic=False)
+        options |= parse_inductor(args.inductor)  # --inductor over the training loop's own options
+        train_step = torch.compile(train_step, options=options or None, dynamic=False)
     opt = adamw(model, 5e-4, fused=True)
     special = torch.zeros(model.cfg.discriminator.vocab_size, dtype=torch.bool, device=device)
     special[[PAD, CLS, SEP, MASK]] = True
@@ -320,7 +321,6 @@ def main() -> None:
     args = ap.parse_args()
     inductor = parse_inductor(args.inductor)
     if args.variant:
-        args.inductor_options = inductor  # given to torch.compile over the training loop's own options
         from electra.parallel import deterministic
 
         with deterministic(args.deterministic):

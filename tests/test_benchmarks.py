@@ -130,3 +130,8 @@ def test_long_text_benchmark_reads_heads_and_wholes_alike(tmp_path):
     rows = [line.split("|") for line in result.stdout.splitlines() if line.startswith("| 2") or line.startswith("| 3")]
     assert [r[1].strip() for r in rows] == ["20,000 words", "30,000 chinese"]
     assert all(r[7].strip() == "True" for r in rows)  # the same record either way
+
+
+def test_determinism_finds_two_cpu_runs_equal_with_and_without_the_flag():
+    result = _run("benchmarks/determinism.py", "--device", "cpu", "--steps", "4")
+    assert "| off | equal at every step |" in result.stdout and "| on | equal at every step |" in result.stdout
