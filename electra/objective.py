@@ -216,14 +216,27 @@ def sample_tokens(
     B, K, V = logits.shape
     probs = torch.softmax(logits.float() / temperature, dim=-1)
     blocks = F.pad(probs, (0, -V % block)).view(B, K, -1, block)  # (B, K, N, block), zero-padded
-    outer = blocks.sum(-1).cumsum(-1)  # (B, K, N)
+    outer = prefix_sum(blocks.sum(-1))  # (B, K, N)
     u = uniform(seed, rows, K, stream=4)[..., None] * outer[..., -1:]  # (B, K, 1), in (0, total)
     b = torch.searchsorted(outer, u).clamp_(max=outer.shape[-1] - 1)  # first block whose CDF reaches u
     lo = torch.where(b > 0, outer.gather(-1, (b - 1).clamp(min=0)), 0.0)
     r = (u - lo) / (outer.gather(-1, b) - lo)  # where u falls inside the block, in (0, 1]
-    inner = blocks.gather(2, b[..., None].expand(-1, -1, -1, block)).squeeze(2).cumsum(-1)  # (B, K, block)
+    inner = prefix_sum(blocks.gather(2, b[..., None].expand(-1, -1, -1, block)).squeeze(2))  # (B, K, block)
     j = torch.searchsorted(inner, r * inner[..., -1:]).clamp_(max=block - 1)
     return (b * block + j).squeeze(-1).clamp_(max=V - 1)
+
+
+def prefix_sum(x: torch.Tensor) -> torch.Tensor:
+    """`x.cumsum(-1)`; under torch's deterministic algorithms (`--deterministic`) a scan whose
+    additions come in a fixed order, on every device: CUDA's floating-point cumsum has no
+    deterministic kernel, and refuses to run in that mode (RuntimeError), eagerly or captured."""
+    if not torch.are_deterministic_algorithms_enabled():
+        return x.cumsum(-1)
+    shift = 1
+    while shift < x.shape[-1]:  # Hillis-Steele: after the step with shift s, each entry sums 2s inputs
+        x = torch.cat([x[..., :shift], x[..., shift:] + x[..., :-shift]], -1)
+        shift *= 2
+    return x
 
 
 def replace_tokens(input_ids: torch.Tensor, masked: Masked, sampled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -151,8 +151,10 @@ def test_cuda_graph_run_resumes_exactly(tiny_data, tmp_path, capsys):
 
 
 def test_sampling_on_the_gpu_compiled_or_not_picks_the_cpu_tokens():
-    """The same uniforms pick the same tokens: CPU, CUDA eager and CUDA compiled (bar fp32 ties)."""
+    """The same uniforms pick the same tokens: CPU, CUDA eager and CUDA compiled (bar fp32 ties),
+    and CUDA eager under --deterministic (where CUDA's float cumsum would refuse to run)."""
     from electra.objective import sample_tokens
+    from electra.parallel import deterministic
 
     torch.manual_seed(0)
     logits = torch.randn(128, 19, 30522) * 3
@@ -160,7 +162,9 @@ def test_sampling_on_the_gpu_compiled_or_not_picks_the_cpu_tokens():
     cpu = sample_tokens(logits, seed, rows)
     gpu = sample_tokens(logits.cuda(), seed.cuda(), rows.cuda()).cpu()
     compiled = torch.compile(sample_tokens)(logits.cuda(), seed.cuda(), rows.cuda()).cpu()
-    for got in (gpu, compiled):
+    with deterministic():
+        fixed = sample_tokens(logits.cuda(), seed.cuda(), rows.cuda()).cpu()
+    for got in (gpu, compiled, fixed):
         assert (got == cpu).float().mean() >= 0.99
         assert_inverse_cdf(logits, seed, rows, got)
 

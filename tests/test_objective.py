@@ -23,6 +23,7 @@ from electra.objective import (
     masked_lm_loss,
     mlm_loss,
     num_slots,
+    prefix_sum,
     rates,
     replace_mlm_loss,
     replace_tokens,
@@ -30,6 +31,7 @@ from electra.objective import (
     sample_tokens,
     uniform,
 )
+from electra.parallel import deterministic
 from tests.conftest import assert_inverse_cdf
 
 PAD, CLS, SEP, MASK = 0, 2, 3, 4
@@ -240,6 +242,38 @@ def test_sampling_is_the_inverse_cdf_of_the_whole_vocabulary(V):
     got = sample_tokens(logits, 7, rows)
     assert (got == expected).float().mean() >= 0.99  # apart from summation-order ties
     assert_inverse_cdf(logits, 7, rows, got)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 127, 128, 129, 239])
+def test_prefix_sums_under_deterministic_algorithms_are_cumulative_sums(n):
+    x = torch.rand(4, 3, n, dtype=torch.float64)
+    with deterministic():
+        torch.testing.assert_close(prefix_sum(x), x.cumsum(-1), rtol=1e-12, atol=1e-12)
+
+
+def test_sampling_under_deterministic_algorithms_scans_without_cumsum():
+    """CUDA's floating-point cumsum refuses to run under torch's deterministic algorithms
+    (`--deterministic`): there sampling adds its CDF in a fixed order, and picks the same tokens."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Calls(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.float_cumsums = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.float_cumsums += func is torch.ops.aten.cumsum.default and args[0].is_floating_point()
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    logits, rows = torch.randn(32, 8, 3000) * 3, torch.arange(32)
+    with Calls() as plain:
+        expected = sample_tokens(logits, 5, rows)
+    with deterministic(), Calls() as fixed:
+        got = sample_tokens(logits, 5, rows)
+    assert plain.float_cumsums > 0 and fixed.float_cumsums == 0
+    assert torch.equal(got, expected)
+    assert_inverse_cdf(logits, 5, rows, got)
 
 
 def test_sampling_from_bf16_logits_draws_in_fp32():
