@@ -1,3 +1,4 @@
+import contextlib
 import signal
 import subprocess
 from pathlib import Path
@@ -111,6 +112,59 @@ def assert_inverse_cdf(logits, seed, rows, tokens, tol: float = 1e-4) -> None:
     lo = hi - p
     assert (p > 0).all(), "a zero-probability or padded token"
     assert ((lo - tol <= u) & (u <= hi + tol)).all(), "a token away from where its uniform falls in the CDF"
+
+
+# What torch.use_deterministic_algorithms refuses on CUDA (RuntimeError: no deterministic kernel),
+# from its documented list, by aten name, with the arguments that make a call refused
+_REFUSED_ON_CUDA = {
+    "cumsum": lambda a, k: a[0].is_floating_point() or a[0].is_complex(),
+    "nll_loss2d_forward": lambda a, k: a[3] != 0,  # reduced (mean or sum)
+    "histc": None,
+    "bincount": lambda a, k: (a[1] if len(a) > 1 else k.get("weights")) is not None,
+    "median": lambda a, k: len(a) > 1,  # the overloads with a dim return indices
+    "nanmedian": lambda a, k: len(a) > 1,
+    "kthvalue": None,
+    "put": None,
+    "scatter_reduce": lambda a, k: a[4] == "prod",
+    "avg_pool3d_backward": None,
+    "_adaptive_avg_pool2d_backward": None,
+    "_adaptive_avg_pool3d_backward": None,
+    "adaptive_max_pool2d_backward": None,
+    "fractional_max_pool2d_backward": None,
+    "fractional_max_pool3d_backward": None,
+    "max_unpool2d": None,
+    "max_unpool3d": None,
+    "upsample_linear1d_backward": None,
+    "upsample_bilinear2d_backward": None,
+    "upsample_bicubic2d_backward": None,
+    "upsample_trilinear3d_backward": None,
+    "reflection_pad1d_backward": None,
+    "reflection_pad2d_backward": None,
+    "reflection_pad3d_backward": None,
+    "_ctc_loss_backward": None,
+    "_embedding_bag_backward": None,
+    "grid_sampler_2d_backward": None,
+    "grid_sampler_3d_backward": None,
+}
+
+
+@contextlib.contextmanager
+def refused_on_cuda_when_deterministic():
+    """Yields a list of the operations this thread runs (forward and backward) that a CUDA
+    device would refuse under torch's deterministic algorithms: `--deterministic` on a GPU must
+    find none, and on a CPU (whose kernels all run in that mode) only this can tell."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Watch(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__.rstrip("_")
+            if name in _REFUSED_ON_CUDA and (_REFUSED_ON_CUDA[name] or (lambda a, k: True))(args, kwargs or {}):
+                refused.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    refused = []
+    with Watch():
+        yield refused
 
 
 def synthetic_corpus(path, documents: int = 120, seed: int = 0):

@@ -1536,6 +1536,26 @@ def test_deterministic_fine_tunes_under_fixed_order_kernels_and_restores_the_set
     assert seen == [False, True] and not torch.are_deterministic_algorithms_enabled()
 
 
+@pytest.mark.parametrize("kind", ["single-label", "multi-label", "regression"])
+def test_deterministic_fine_tuning_calls_nothing_a_gpu_refuses_in_that_mode(sentiment_tokenizer_dir, tmp_path, kind):
+    """Training steps and evaluation under --deterministic: on a GPU torch would stop at an
+    operation without a deterministic CUDA kernel."""
+    from tests.conftest import refused_on_cuda_when_deterministic
+
+    root, settings = sentiment_tokenizer_dir, {}
+    data = _sentiment(tmp_path / "data", n_train=32, n_dev=16, multi_label=kind == "multi-label")
+    if kind == "multi-label":
+        settings = dict(multi_label=True, label_separator="|")
+    if kind == "regression":
+        rows = [f"{'good ' * (i % 5 + 1)}film,{(i % 5) * 1.25:.2f}" for i in range(32)]
+        (data / "train.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
+        (data / "dev.csv").write_text("text,label\n" + "\n".join(rows[:16]) + "\n")
+    cfg = FinetuneConfig(model=str(root / "model"), task="csv", data=str(data), out=str(tmp_path / "o"), epochs=1)
+    with refused_on_cuda_when_deterministic() as refused:
+        run(dataclasses.replace(cfg, deterministic=True, **settings), quiet=True)
+    assert refused == []
+
+
 def test_evaluate_scores_a_folder_as_finetune_scored_its_seed(sentiment_tokenizer_dir, tmp_path, cli):
     from electra.evaluate import run as evaluate_folder
 

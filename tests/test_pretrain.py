@@ -1,5 +1,6 @@
 """The training loop: exact resume (through kill -9), refusals, non-finite steps, both objectives."""
 
+import dataclasses
 import json
 import math
 import os
@@ -1088,6 +1089,22 @@ def test_deterministic_trains_under_fixed_order_kernels_and_restores_the_setting
     assert _losses(tmp_path / "fixed") == _losses(tmp_path / "plain")
     a, b = _weights(tmp_path / "plain"), _weights(tmp_path / "fixed")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize(
+    "objective, whole_word",
+    [("electra", True), ("electra-15", False), ("replace-mlm", False), ("all-tokens-mlm", False), ("mlm", True)],
+)
+def test_deterministic_runs_call_nothing_a_gpu_refuses_in_that_mode(tiny_data, tmp_path, objective, whole_word):
+    """Eager training steps and validation under --deterministic, with every objective: on a GPU
+    torch would stop the run at an operation without a deterministic CUDA kernel (the sampler's
+    float cumsum was one)."""
+    from tests.conftest import refused_on_cuda_when_deterministic
+
+    cfg = _cfg(tiny_data, tmp_path / "run", max_steps=2, eval_every=2, deterministic=True, objective=objective)
+    with refused_on_cuda_when_deterministic() as refused:
+        run(dataclasses.replace(cfg, whole_word_masking=whole_word), quiet=True)
+    assert refused == []
 
 
 def test_deterministic_keeps_a_cublas_workspace_already_chosen_and_the_previous_mode(monkeypatch):
