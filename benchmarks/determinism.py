@@ -1,11 +1,13 @@
 """Does a pre-training run repeat itself? The same settings run twice, without and with
 `--deterministic`, and the first logged figure where the two runs differ.
 
-    python benchmarks/determinism.py [--device cuda] [--steps 12]
+    python benchmarks/determinism.py [--device cuda] [--steps 12] [--eager]
 
 A tiny model on synthetic text (no data needed), 8 rows of 32 tokens a step, validation every
 4 steps. On CPU both pairs are equal at every step; on CUDA cuDNN's attention backward adds in a
-varying order unless `--deterministic` is on.
+varying order unless `--deterministic` is on. `--eager`: without torch.compile (which CUDA runs
+use by default in one process; runs under torchrun do not), where each operation runs its own
+kernel and torch refuses those that have no deterministic one.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--eager", action="store_true", help="do not compile the training step")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp())
     data = root / "data"
@@ -55,6 +58,7 @@ def main() -> None:
         cfg = PretrainConfig(
             data=str(data), out=str(out), preset="tiny", batch_size=8, max_steps=args.steps, log_every=1,
             eval_every=4, eval_batches=2, device=args.device, deterministic=deterministic,
+            compile=False if args.eager else None,
         )  # fmt: skip
         run(cfg, quiet=True, announce_stop=False)
         return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

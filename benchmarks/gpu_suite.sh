@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU check and figure in one call, for a machine with one NVIDIA GPU, most important first:
 #   1. tests/test_cuda.py (graph replay == eager, skip inside the graph, compiled, exact resume
-#      under --deterministic)
+#      under --deterministic), then two eager runs of the same settings with and without
+#      --deterministic (where torch refuses any kernel that has no deterministic form)
 #   2. ELECTRA-Small at the paper's batch 128 x 128, bf16: the transformers-built step against ours
 #   3. the same under --deterministic (fixed-order kernels): what exact repeatability costs
 #   4. ELECTRA-Base at 32 x 512, bf16: throughput and peak memory against the same baseline
@@ -51,6 +52,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm 
     torch.cuda.get_device_name(), 'transformers', transformers.__version__)" 2>&1 | tee -a "$log"
 
 stage cuda-tests 120 "$py" -m pytest -q -p no:cacheprovider -p no:logging tests/test_cuda.py
+stage determinism-eager 60 "$py" benchmarks/determinism.py --device cuda --eager
 bench small 160 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 150 \
     --variants transformers,ours-compiled-graph
 bench small-deterministic 120 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 110 \

@@ -2,7 +2,8 @@
 
     python benchmarks/gpu_summary.py gpu-results
 
-Throughput tables of every stage (each variant against the transformers baseline of the same
+The checking stages' conclusions (CUDA tests, runs repeated with and without
+--deterministic), throughput tables of every stage (each variant against the transformers baseline of the same
 preset, batch and precision, from whichever stage measured it), kernel time by kind for the
 profiled variants, the vocabulary stage, and the training loop's own tokens/s. The suite prints
 it last, so the figures survive even where only the end of its output comes back.
@@ -49,6 +50,30 @@ def profiles(files: list[tuple[str, dict]]) -> list[str]:
     return lines
 
 
+CHECKS = ("cuda-tests", "determinism", "determinism-eager")  # stages that check rather than measure
+
+
+def checks(log: str) -> list[str]:
+    """What the checking stages concluded, from suite.log: pytest's last line, the determinism
+    table's rows, and each stage's exit status."""
+    found: dict[str, list[str]] = {}
+    stage = None
+    for line in log.splitlines():
+        if line.startswith("== "):
+            name = line[3:].split(" ", 1)[0].rstrip(":")
+            stage = name if name in CHECKS else None
+            if stage and ": exit " in line:
+                found.setdefault(stage, []).append("exit " + line.split(": exit ", 1)[1].split(" ", 1)[0])
+            elif stage and ": skipped" in line:
+                found.setdefault(stage, []).append("skipped")
+        elif stage and (" passed" in line or " failed" in line or " error" in line) and " in " in line:
+            found.setdefault(stage, []).append(line.strip("= "))
+        elif stage and line.startswith(("| off |", "| on |")):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            found.setdefault(stage, []).append(f"--deterministic {cells[0]}: {cells[1]}")
+    return [f"{name}: " + "; ".join(parts) for name, parts in found.items()]
+
+
 def main() -> None:
     if len(sys.argv) != 2:
         raise SystemExit("usage: python benchmarks/gpu_summary.py RESULTS_FOLDER")
@@ -66,6 +91,9 @@ def main() -> None:
             vocab.append(d)
         elif "results" in d and "args" in d:
             files.append((path.stem, d))
+    if (out / "suite.log").exists():
+        for line in checks((out / "suite.log").read_text(errors="replace")):
+            print(line)
     print("\n".join(throughput(files)) if files else "no throughput results")
     for line in profiles(files):
         print(line)

@@ -38,6 +38,17 @@ def results(tmp_path_factory):
         *("--batch", "4", "--seq", "32", "--vocab", "1000", "--steps", "2", "--warmup", "1", "--precision", "fp32"),
         *("--json", str(out / "vocab-stage.json")),
     )
+    (out / "suite.log").write_text(  # as gpu_suite.sh's stage() writes it
+        "== cuda-tests (at 3s, limit 120s): python3 -m pytest -q tests/test_cuda.py\n"
+        "........F\nFAILED tests/test_cuda.py::test_x - AssertionError\n"
+        "1 failed, 8 passed in 95.20s (0:01:35)\n== cuda-tests: exit 1 at 99s\n"
+        "== determinism-eager (at 99s, limit 60s): python3 benchmarks/determinism.py --device cuda --eager\n"
+        "| --deterministic | two runs of the same settings |\n|---|---|\n"
+        "| off | step 5, loss: 39.04170227 against 39.04169464 |\n| on | equal at every step |\n"
+        "== determinism-eager: exit 0 at 130s\n"
+        "== small (at 130s, limit 160s): python3 benchmarks/pretrain_throughput.py\n"
+        "| on | not a check |\n== small: exit 0 at 290s\n== determinism: skipped, 530s of 555s used\n"
+    )
     (out / "pretrain-loop.jsonl").write_text("".join(json.dumps({"tokens_per_s": r}) + "\n" for r in (1, 50, 70, 60)))
     return out, step.stdout, vocab.stdout
 
@@ -61,6 +72,12 @@ def test_the_summary_gathers_every_stage(results):
     assert "small ours (ms per step): " in summary
     assert "vocabulary stage (CPU" in summary
     assert "median 60 tokens/s over 3 log windows" in summary  # the first window (compiling) left out
+    assert "cuda-tests: 1 failed, 8 passed in 95.20s (0:01:35); exit 1\n" in summary
+    assert (
+        "determinism-eager: --deterministic off: step 5, loss: 39.04170227 against 39.04169464; "
+        "--deterministic on: equal at every step; exit 0\n"
+    ) in summary
+    assert "determinism: skipped\n" in summary and "not a check" not in summary
 
 
 def test_bad_options_are_refused_with_a_reason(tmp_path):
@@ -133,5 +150,5 @@ def test_long_text_benchmark_reads_heads_and_wholes_alike(tmp_path):
 
 
 def test_determinism_finds_two_cpu_runs_equal_with_and_without_the_flag():
-    result = _run("benchmarks/determinism.py", "--device", "cpu", "--steps", "4")
+    result = _run("benchmarks/determinism.py", "--device", "cpu", "--steps", "4", "--eager")
     assert "| off | equal at every step |" in result.stdout and "| on | equal at every step |" in result.stdout
