@@ -513,12 +513,16 @@ def evaluate(
     return {f"valid_{k}": float(v) for k, v in values.items()}
 
 
-def run(cfg: PretrainConfig, resume: bool = False, quiet: bool = False, *, announce_stop: bool = True) -> dict:
+def run(
+    cfg: PretrainConfig, resume: bool = False, quiet: bool = False, *, announce_stop: bool = True, clock_from: int = 0
+) -> dict:
     """Train until the step, token or time budget; returns the last logged metrics.
 
     Under `torchrun` every process runs this; each reads its slice of every global batch,
     and only rank 0 prints, logs and writes checkpoints. `quiet` hides the progress bar,
     `announce_stop=False` the closing line (where it stopped, the last checkpoint).
+    `clock_from`: the time budget counts from the end of this many steps, not from the start
+    (the timing probe's: compiling the step must not use up its minutes).
     """
 
     d, device = parallel.init(cfg.device)
@@ -527,13 +531,19 @@ def run(cfg: PretrainConfig, resume: bool = False, quiet: bool = False, *, annou
             check_writable(cfg.out)  # before any work: not below a file, not read-only
         lock = folder_lock(cfg.out) if d.main else contextlib.nullcontext()
         with lock, parallel.deterministic(cfg.deterministic):
-            return _run(cfg, resume, quiet or not d.main, d, device, announce_stop)
+            return _run(cfg, resume, quiet or not d.main, d, device, announce_stop, clock_from)
     finally:
         parallel.shutdown()
 
 
 def _run(
-    cfg: PretrainConfig, resume: bool, quiet: bool, d: parallel.Dist, device: torch.device, announce_stop: bool
+    cfg: PretrainConfig,
+    resume: bool,
+    quiet: bool,
+    d: parallel.Dist,
+    device: torch.device,
+    announce_stop: bool,
+    clock_from: int = 0,
 ) -> dict:
     from electra.prepare import verify
 
@@ -746,7 +756,8 @@ def _run(
             )
         return skipped
 
-    start_time = time.perf_counter()
+    start_time = budget_start = time.perf_counter()
+    first_step = step
     last = {"time": start_time, "tokens": tokens, "skipped": skipped}
     logged: dict = {}
     saved_step = step if state is not None else None
@@ -769,6 +780,8 @@ def _run(
             step += 1
             tokens += batch_tokens
             bar.update(1)
+            if step - first_step == clock_from:
+                budget_start = time.perf_counter()
 
             # the last step of a run is logged, validated and saved, whichever budget ends it
             stop = "max steps" if step == steps else None
@@ -776,7 +789,8 @@ def _run(
             if max_tokens is not None and (tokens >= max_tokens or (stop and by_tokens)):
                 stop = "max tokens"
             # the time budget and a stop signal are agreed by all processes, so they stop at the same step
-            late = cfg.max_minutes is not None and time.perf_counter() - start_time > cfg.max_minutes * 60
+            clocked = cfg.max_minutes is not None and step - first_step >= clock_from
+            late = clocked and time.perf_counter() - budget_start > cfg.max_minutes * 60
             late, signalled = agreement([late, request.signum is not None])
             if stop is None:
                 stop = "time budget" if late else "signal" if signalled else None
@@ -849,19 +863,27 @@ def _run(
     return logged
 
 
-def steps_for_budget(cfg: PretrainConfig, minutes: float, probe_steps: int = 60, warmup_steps: int = 5) -> int:
+def steps_for_budget(
+    cfg: PretrainConfig,
+    minutes: float,
+    probe_steps: int = 60,
+    warmup_steps: int = 5,
+    probe_minutes: float | None = None,
+) -> int:
     """Optimizer steps that fit `minutes`, from a timed run of the same settings in `cfg.out`
     (removed afterwards), so that a time-budgeted run's schedule still decays to zero.
 
     The rate is measured over the probe's steps after `warmup_steps` (compilation, graph
     capture and the loader's start stay out of it), as tokens over elapsed time across the
     whole window: single-step timings on a busy machine are too noisy to take a median of.
-    The probe stops after `probe_steps`, or after max(2 minutes, 10% of the budget).
+    The probe stops after `probe_steps`, or after `probe_minutes` (default max(2 minutes, 10%
+    of the budget)) counted from the end of its warm-up steps: compiling the step (a minute on an
+    H200, several with few CPU cores or --compile-mode max-autotune) is not counted against it.
     """
     probe = dataclasses.replace(
         cfg,
         max_steps=probe_steps,
-        max_minutes=max(2.0, 0.1 * minutes),
+        max_minutes=max(2.0, 0.1 * minutes) if probe_minutes is None else probe_minutes,
         max_tokens=None,
         warmup_steps=1,
         log_every=1,
@@ -871,7 +893,8 @@ def steps_for_budget(cfg: PretrainConfig, minutes: float, probe_steps: int = 60,
     )
     print(f"timing up to {probe_steps} steps to fit the schedule into a {minutes:g}-minute budget", file=sys.stderr)
     try:
-        run(probe, announce_stop=False)  # with its bar: up to minutes of work; its checkpoint is removed below
+        # with its bar: up to minutes of work; its checkpoint is removed below
+        run(probe, announce_stop=False, clock_from=warmup_steps)
     except Interrupted as e:  # the checkpoint it names would be thrown away: the probe starts over
         shutil.rmtree(cfg.out, ignore_errors=True)
         raise Interrupted(e.signum, "during the timing probe, whose steps are not kept") from e

@@ -515,6 +515,24 @@ def test_a_budget_probe_sizes_the_schedule_and_leaves_nothing_behind(tiny_data, 
     assert steps == pytest.approx(max(10, 15 * rate / per_step * 0.9), rel=0.005, abs=1)
 
 
+def test_the_budget_probe_leaves_a_slow_first_step_out_of_its_minutes(tiny_data, tmp_path, monkeypatch):
+    """Compiling the step (minutes with few CPU cores) happens in the first step: it must not use
+    up the probe's time, or the probe ends after that one step and cannot time anything."""
+    from electra.step import Update
+
+    first_call = Update.__call__
+
+    def compiling(self, *args):
+        if not getattr(self, "compiled", False):
+            time.sleep(6.0)  # longer than the probe's minutes below
+            self.compiled = True
+        return first_call(self, *args)
+
+    monkeypatch.setattr(Update, "__call__", compiling)
+    steps = steps_for_budget(_cfg(tiny_data, tmp_path / "run"), minutes=0.25, probe_steps=12, probe_minutes=5 / 60)
+    assert steps >= 10 and not (tmp_path / "run").exists()
+
+
 def test_a_signal_during_the_budget_probe_says_so_and_leaves_nothing(tiny_data, tmp_path):
     import os
     import threading
