@@ -804,7 +804,7 @@ def train_one(
         scaler.load_state_dict(progress["scaler"])
         history, step = json.loads(progress["history"]), progress["step"]
         torch.set_rng_state(progress["rng"])  # dropout continues its stream
-        if device.type == "cuda":
+        if device.type == "cuda" and progress["cuda_rng"] is not None:  # None: saved by a run on the CPU
             torch.cuda.set_rng_state(progress["cuda_rng"], device)
         if not quiet:
             print(f"{task.name} seed {seed}: continuing from step {step} of {total}", file=sys.stderr)

@@ -21,6 +21,7 @@ from electra.optim import adamw, lr_factor, set_lr
 from electra.parallel import Dist, TrainStep
 from electra.step import Update
 from tests.conftest import assert_inverse_cdf
+from tests.test_finetune import sentiment_tokenizer_dir  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 PAD, CLS, SEP, MASK = 0, 2, 3, 4
@@ -167,6 +168,34 @@ def test_sampling_on_the_gpu_compiled_or_not_picks_the_cpu_tokens():
     for got in (gpu, compiled, fixed):
         assert (got == cpu).float().mean() >= 0.99
         assert_inverse_cdf(logits, seed, rows, got)
+
+
+def test_fine_tuning_progress_saved_on_the_cpu_continues_on_the_gpu(
+    sentiment_tokenizer_dir,  # noqa: F811 (the fixture imported above)
+    tmp_path,
+    monkeypatch,
+):
+    """A seed stopped part way on the CPU (whose progress holds no CUDA random state) goes on
+    from its step on a GPU."""
+    from electra import finetune
+    from electra.finetune import FinetuneConfig, run
+
+    root = sentiment_tokenizer_dir  # 240 examples at batch 16: 15 steps
+    common = dict(model=str(root / "model"), task="csv", data=str(root / "data"), epochs=1, batch_size=16)
+    real_loss, calls = finetune._loss, []
+
+    def counted(*args):
+        calls.append(1)
+        if len(calls) == 5 and args[1].device.type == "cpu":  # as a kill during the CPU run's 5th step
+            raise KeyboardInterrupt
+        return real_loss(*args)
+
+    monkeypatch.setattr(finetune, "_loss", counted)
+    with pytest.raises(KeyboardInterrupt):
+        run(FinetuneConfig(**common, out=str(tmp_path / "o"), save_minutes=0, device="cpu"), quiet=True)
+    calls.clear()
+    results = run(FinetuneConfig(**common, out=str(tmp_path / "o"), save_minutes=0, device="cuda"), quiet=True)
+    assert len(calls) == 11 and "accuracy" in results["median"]["dev"]  # steps 5 to 15 only
 
 
 def test_finetuning_on_cuda_under_the_default_bf16_learns_question_answering(tmp_path):
