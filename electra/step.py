@@ -98,14 +98,18 @@ class Update:
                 out = self._update(self.static, self.seed)
             torch.cuda.current_stream(self.device).wait_stream(self.side)
             return out
-        if self.graph is None:
-            for g in self.optimizer.param_groups:  # AdamW refuses to be captured otherwise
-                g["capturable"] = True
-            self.graph = torch.cuda.CUDAGraph()
-            # thread_local: the prefetching thread may pin memory while this one captures
-            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
-                self.out = self._update(self.static, self.seed)
-        self.graph.replay()
+        # a graph captures and replays on the current device's streams: make it this step's GPU
+        # (`--device cuda:1` in one process leaves the current device at 0)
+        with torch.cuda.device(self.device):
+            if self.graph is None:
+                for g in self.optimizer.param_groups:  # AdamW refuses to be captured otherwise
+                    g["capturable"] = True
+                self.graph = torch.cuda.CUDAGraph()
+                # thread_local: the prefetching thread may pin memory while this one captures
+                capture = torch.cuda.Stream(self.device)
+                with torch.cuda.graph(self.graph, stream=capture, capture_error_mode="thread_local"):
+                    self.out = self._update(self.static, self.seed)
+            self.graph.replay()
         return self.out
 
     def _update(self, micro: list[Batch], seed: torch.Tensor) -> torch.Tensor:

@@ -41,11 +41,17 @@ def _batches(n: int, B: int = 8, T: int = 64, vocab: int = 500) -> list[Batch]:
 
 
 def _train(
-    batches, cuda_graph: bool, compile: bool = False, dropout: float = 0.0, poison_at: int | None = None, fp16=False
+    batches,
+    cuda_graph: bool,
+    compile: bool = False,
+    dropout: float = 0.0,
+    poison_at: int | None = None,
+    fp16=False,
+    device: str = "cuda",
 ):
     torch.manual_seed(0)
     cfg = tiny(vocab_size=500).with_dropout(dropout)
-    device = torch.device("cuda")
+    device = torch.device(device)
     model = Electra(cfg).to(device).train()
     step = TrainStep(model, electra_loss, ObjectiveConfig())
     if compile:
@@ -65,7 +71,7 @@ def _train(
         torch.manual_seed(100 + i)
         set_lr(opt, 1e-3, lr_factor(i, 2, 10))
         outs.append(update([b], 100 + i).clone())
-    torch.cuda.synchronize()
+    torch.cuda.synchronize(device)
     return model, torch.stack(outs), update
 
 
@@ -74,6 +80,19 @@ def test_graph_replay_equals_eager_steps_with_dropout_and_a_changing_learning_ra
     eager, eager_out, _ = _train(batches, cuda_graph=False, dropout=0.1)
     graph, graph_out, update = _train(batches, cuda_graph=True, dropout=0.1)
     assert update.graph is not None  # steps 4.. were replays
+    torch.testing.assert_close(graph_out, eager_out, rtol=1e-6, atol=1e-6)
+    for (name, a), b in zip(eager.state_dict().items(), graph.state_dict().values(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6, msg=name)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs a second GPU")
+def test_a_graph_on_the_second_gpu_replays_there():
+    """`--device cuda:1` in one process: the current device stays 0, yet the graph must capture
+    and replay the step on GPU 1."""
+    batches = _batches(8)
+    eager, eager_out, _ = _train(batches, cuda_graph=False, dropout=0.1, device="cuda:1")
+    graph, graph_out, update = _train(batches, cuda_graph=True, dropout=0.1, device="cuda:1")
+    assert torch.cuda.current_device() == 0 and update.graph is not None
     torch.testing.assert_close(graph_out, eager_out, rtol=1e-6, atol=1e-6)
     for (name, a), b in zip(eager.state_dict().items(), graph.state_dict().values(), strict=True):
         torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6, msg=name)
