@@ -76,7 +76,9 @@ def deterministic(on: bool = True):
     """Within it, kernels add in a fixed order: the same run twice (or a run and its resume) gives
     the same numbers bit for bit on CUDA too, where cuDNN's attention backward otherwise adds in
     a varying order (CPU kernels already do). cuBLAS needs a fixed workspace for this
-    (CUBLAS_WORKSPACE_CONFIG, set when unset). Restores the previous setting on the way out."""
+    (CUBLAS_WORKSPACE_CONFIG, set when unset; torch reads it at the process's first cuBLAS call,
+    so in a process that already ran one on the GPU, set it before). Restores the previous
+    setting on the way out."""
     if not on:
         yield
         return
