@@ -421,3 +421,39 @@ def test_a_forced_output_that_holds_the_current_folder_is_refused(tmp_path, monk
         ):
             pass
     assert (tmp_path / "a" / "b").is_dir()
+
+
+def test_a_folder_of_another_format_is_not_taken_for_a_checkpoint(tmp_path, capsys, monkeypatch):
+    """A transformers folder (config.json + model.safetensors) is not a checkpoint of ours; only
+    folders newer than the one chosen are noted."""
+    save_checkpoint(step_dir(tmp_path, 1), Electra(tiny()))
+    older, other = step_dir(tmp_path, 0), step_dir(tmp_path, 2)
+    older.mkdir()
+    (older / "config.json").write_text("{")  # cut short before step 1: nothing to say of it
+    shutil.copytree(step_dir(tmp_path, 1), other)
+    (other / "config.json").write_text(json.dumps({"model_type": "electra", "format": "hf"}))
+    assert find_checkpoint(tmp_path) == step_dir(tmp_path, 1)
+    assert capsys.readouterr().err == (
+        f"note: {other} is newer but not a complete checkpoint "
+        "(config.json is not an electra-checkpoint-v1 record); using step-00000001\n"
+    )
+    with pytest.raises(FileNotFoundError, match="is neither a checkpoint folder nor a run folder"):
+        find_checkpoint(other)
+    monkeypatch.setenv("RANK", "1")  # under torchrun the note is rank 0's alone
+    assert find_checkpoint(tmp_path) == step_dir(tmp_path, 1) and capsys.readouterr().err == ""
+
+
+def test_pruning_takes_a_checkpoint_out_of_sight_before_deleting_its_files(tmp_path, monkeypatch):
+    """A reader never sees a checkpoint half deleted: it is gone from the listing before its files go."""
+    for step in (1, 2):
+        save_checkpoint(step_dir(tmp_path, step), Electra(tiny()))
+    listed, real = [], shutil.rmtree
+
+    def rmtree(path, *args, **kwargs):
+        listed.append([p.name for p in list_checkpoints(tmp_path)])
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    prune_checkpoints(tmp_path, keep=1)
+    assert listed == [["step-00000002"]]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000002"]

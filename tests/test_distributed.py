@@ -116,6 +116,14 @@ def test_gradient_accumulation_equals_the_whole_batch(tiny_data, single, tmp_pat
     _same_figures(tmp_path / "run", single)
 
 
+def test_ddp_with_micro_batches_syncs_the_whole_step_and_equals_one_process(tiny_data, single, tmp_path):
+    """Gradient accumulation under DDP: gradients sync once, after the last micro-batch, over all of them."""
+    done = _pretrain(tiny_data, tmp_path / "run", 2, "--max-steps", "6", "--micro-batches", "2")
+    assert "2 processes (DDP, parameters replicated), 2 micro-batches a process" in done.stderr
+    assert _max_diff(_weights(list_checkpoints(single)[-1]), _weights(list_checkpoints(tmp_path / "run")[-1])) < 1e-6
+    _same_figures(tmp_path / "run", single)
+
+
 @pytest.mark.parametrize(
     "objective,words,split",  # replace-mlm divides as the generator does
     [

@@ -100,6 +100,27 @@ def test_tokens_per_s_leaves_out_validation_and_checkpoints(tiny_data, tmp_path,
     assert lines[-1]["elapsed_s"] > 5 * 1000  # the run's own clock keeps the 5 pauses before its last line
 
 
+def test_tokens_per_s_is_the_rate_since_the_line_before(tiny_data, tmp_path, monkeypatch):
+    """A slow step shows in its own line's tokens_per_s and not in the next one's: not a run-long average."""
+    import types
+
+    from electra import pretrain
+
+    clock, calls = {"s": 0.0}, []
+    monkeypatch.setattr(pretrain, "time", types.SimpleNamespace(perf_counter=lambda: time.perf_counter() + clock["s"]))
+
+    class SlowThird(pretrain.Update):
+        def __call__(self, micro, seed):
+            calls.append(seed)
+            clock["s"] += 1000.0 if len(calls) == 3 else 0.0
+            return super().__call__(micro, seed)
+
+    monkeypatch.setattr(pretrain, "Update", SlowThird)
+    run(_cfg(tiny_data, tmp_path / "run", max_steps=5, eval_every=100), quiet=True)
+    rates = [json.loads(x)["tokens_per_s"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rates[2] < rates[1] / 100 and rates[3] > 100 * rates[2], rates
+
+
 def test_resume_after_kill_9_equals_an_uninterrupted_run(tiny_data, tmp_path, capsys):
     run(_cfg(tiny_data, tmp_path / "straight"), quiet=True)
 
@@ -360,6 +381,7 @@ def test_a_token_budget_alone_sets_the_steps_by_the_datas_real_tokens(tiny_data,
     assert steps == math.ceil(budget / (8 * per_row))
     last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert abs(last["tokens"] - budget) < 8 * 32  # within a step of the budget, which ended it
+    assert last["tokens"] < last["step"] * 8 * 32  # the real tokens counted, not the padded rows
     assert f"stopped at step {last['step']} (max tokens)" in capsys.readouterr().err
 
 
@@ -531,6 +553,27 @@ def test_the_budget_probe_leaves_a_slow_first_step_out_of_its_minutes(tiny_data,
     monkeypatch.setattr(Update, "__call__", compiling)
     steps = steps_for_budget(_cfg(tiny_data, tmp_path / "run"), minutes=0.25, probe_steps=12, probe_minutes=5 / 60)
     assert steps >= 10 and not (tmp_path / "run").exists()
+
+
+def test_a_budget_probe_leaves_its_slow_first_steps_out_of_the_rate(tiny_data, tmp_path, monkeypatch):
+    """Compiling and graph capture slow the probe's first steps; the schedule is sized by the steady rate after them."""
+    import types
+
+    from electra import pretrain
+
+    clock, calls = {"s": 0.0}, []
+    monkeypatch.setattr(pretrain, "time", types.SimpleNamespace(perf_counter=lambda: time.perf_counter() + clock["s"]))
+
+    class SlowStart(pretrain.Update):
+        def __call__(self, micro, seed):
+            calls.append(seed)
+            clock["s"] += 1000.0 if len(calls) <= 3 else 0.0  # as a first compile would
+            return super().__call__(micro, seed)
+
+    monkeypatch.setattr(pretrain, "Update", SlowStart)
+    steps = steps_for_budget(_cfg(tiny_data, tmp_path / "run"), minutes=1000, probe_steps=20)
+    assert len(calls) == 20 and not (tmp_path / "run").exists()
+    assert steps > 20_000  # counting the 3,000 s of the first steps would give about 400
 
 
 def test_a_signal_during_the_budget_probe_says_so_and_leaves_nothing(tiny_data, tmp_path):
@@ -817,6 +860,8 @@ def test_a_runs_config_reads_back_from_another_folder(tiny_data, tmp_path, cli, 
             "the generator's hidden_size 16 is not divisible by num_heads 3",
         ),
         ("architecture", {"discriminator": {"max_positions": 8}}, "exceed the model's 8 positions; .* or set"),
+        ("architecture", {"discriminator": {"max_positions": 31}}, "rows of 32 tokens exceed the model's 31 positions"),
+        ("micro_batches", 3, "batch size 8 does not split into 1 process x 3 micro-batches; choose a multiple"),
         ("architecture", {"discriminator": {"vocab_size": 50}}, "sets vocab_size, which the data's tokenizer decides"),
         ("architecture", {"generator": {"max_positions": 64}}, "set max_positions under architecture.discriminator"),
         ("architecture", {"discriminator": {"layers": 6}}, "unknown size 'layers'; choose from embedding_size,"),
@@ -1161,3 +1206,100 @@ def test_the_compiled_step_gets_the_modes_inductor_options_and_combo_kernels_on_
         ("inductor", {"max_autotune": True, "coordinate_descent_tuning": True}, False),
         ("aot_eager", None, False),
     ]
+
+
+def test_flags_given_on_the_command_line_reach_the_run(tiny_data, tmp_path, cli):
+    """--micro-batches splits each step (gradient accumulation: the weights come out as without it),
+    and --seed, --warmup-steps, --keep-checkpoints, --weight-decay are the run's, not their defaults."""
+    kw = dict(max_steps=3, dropout=0.0, eval_every=100, checkpoint_every=1)  # dropout: other masks for other shapes
+    given = dict(seed=3, warmup_steps=1, keep_checkpoints=1, weight_decay=0.05)
+    run(_cfg(tiny_data, tmp_path / "whole", **kw, **given), quiet=True)
+    args = ["--data", tiny_data, "--out", tmp_path / "split", "--preset", "tiny", "--batch-size", 8, "--max-steps", 3]
+    args += ["--log-every", 1, "--eval-every", 100, "--checkpoint-every", 1, "--dropout", 0.0]
+    args += ["--seed", 3, "--warmup-steps", 1, "--keep-checkpoints", 1, "--weight-decay", 0.05]
+    r = cli("pretrain", *args, "--micro-batches", 2, "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "one process, 2 micro-batches a process" in r.stderr
+    config = json.loads((tmp_path / "split" / "config.json").read_text())
+    assert {k: config[k] for k in (*given, "micro_batches")} == {**given, "micro_batches": 2}
+    assert [p.name for p in list_checkpoints(tmp_path / "split")] == ["step-00000003"]
+    for (s, a, va), (t, b, vb) in zip(_losses(tmp_path / "whole"), _losses(tmp_path / "split"), strict=True):
+        assert s == t and b == pytest.approx(a, rel=1e-5) and (vb is None) == (va is None)
+    a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "split")
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-6)
+
+
+def test_a_resume_past_a_newer_step_folder_that_lost_its_weights_saves_over_it(tiny_data, tmp_path, capsys):
+    cfg = _cfg(tiny_data, tmp_path / "run", max_steps=6, eval_every=100)
+    run(cfg, quiet=True)
+    broken = tmp_path / "run" / "checkpoints" / "step-00000006"
+    (broken / "model.safetensors").unlink()  # damage after the fact: passed over for step 3
+    capsys.readouterr()
+    run(cfg, resume=True, quiet=True)
+    assert "(step 3 of 6)" in capsys.readouterr().err
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step-00000003", "step-00000006"]
+    run(_cfg(tiny_data, tmp_path / "straight", max_steps=6, eval_every=100), quiet=True)
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "run")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resuming_a_run_that_reached_its_steps_trains_nothing_more(tiny_data, tmp_path):
+    cfg = _cfg(tiny_data, tmp_path / "run", max_steps=3, eval_every=100)
+    run(cfg, quiet=True)
+    logged = (tmp_path / "run" / "metrics.jsonl").read_text()
+    run(cfg, resume=True, quiet=True)  # the same command again: done, not refused
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step-00000003"]
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == logged
+    assert load_checkpoint(tmp_path / "run").has_tokenizer  # export takes the run's tokenizer from it
+
+
+def test_every_step_trains_on_the_next_batch_with_its_own_masks_and_dropout(tiny_data, tmp_path, monkeypatch):
+    """Random draws are functions of (seed, step): no step repeats the masking noise or the dropout
+    stream of another (rows are numbered by their place in the batch, the same every step)."""
+    from electra import objective
+    from electra.data import Loader, Shards
+
+    draws, real = [], objective.OBJECTIVES["electra"]
+
+    def recording(model, *args):  # ids, types, mask, special, rows, seed, ...
+        if model.training:
+            draws.append((args[0].clone(), int(args[5]), torch.initial_seed()))
+        return real(model, *args)
+
+    monkeypatch.setitem(objective.OBJECTIVES, "electra", recording)
+    run(_cfg(tiny_data, tmp_path / "run", max_steps=4, eval_every=100), quiet=True)
+    ids, noise, dropout = zip(*draws, strict=True)
+    assert len(draws) == 4 and len(set(noise)) == 4 and len(set(dropout)) == 4
+    loader = Loader(Shards(str(tiny_data), "train"), 8, seed=0)  # the loader's batches in order, none left out
+    assert all(torch.equal(a, loader.next()[0].input_ids) for a in ids)
+
+
+def test_a_short_last_validation_batch_counts_for_its_rows(tiny_data):
+    """valid_* are means over rows: a shard's short last batch weighs its rows, not a whole batch's."""
+    from electra.config import tiny
+    from electra.data import Shards, iterate
+    from electra.model import Electra
+    from electra.objective import OBJECTIVES, ObjectiveConfig
+    from electra.parallel import TrainStep
+    from electra.pretrain import evaluate, token_kinds
+
+    manifest = json.loads((tiny_data / "manifest.json").read_text())
+    torch.manual_seed(0)
+    step = TrainStep(Electra(tiny(vocab_size=manifest["vocab_size"])), OBJECTIVES["electra"], ObjectiveConfig())
+    special = token_kinds(str(tiny_data), manifest, False)
+    mask_id = manifest["special_tokens"]["mask"]
+    shards = Shards(str(tiny_data), "valid")
+    size = next(k for k in (3, 5, 7, 11, 13) if int(shards.sizes[-1]) % k and int(shards.sizes[-1]) > k)
+    got = evaluate(step, shards, special, mask_id, size, 10**6, torch.device("cpu"), nullcontext)
+    step.eval()
+    losses, rows = [], []
+    with torch.no_grad():
+        for i, b in enumerate(iterate(shards, size)):
+            seed = torch.full((), 1_000_003 + i, dtype=torch.int64)  # each batch's own noise
+            loss, _ = step(b.input_ids, b.token_type_ids, b.attention_mask, special, b.rows, seed, mask_id)
+            losses.append(loss.item())
+            rows.append(len(b.rows))
+    assert len(rows) > 1 and min(rows) < size
+    expected = sum(x * n for x, n in zip(losses, rows, strict=True)) / sum(rows)
+    assert got["valid_loss"] == pytest.approx(expected, rel=1e-5)

@@ -102,3 +102,56 @@ def test_scaled_gradients_are_unscaled_before_clipping_and_the_logged_norm():
     assert b[i].item() == pytest.approx(a[i].item(), rel=1e-4)
     for p, q in zip(model.parameters(), scaled_model.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)  # the same step was taken
+
+
+def _rows(*seeds):
+    """One batch of 3 x len(seeds) rows, padded differently in each part, numbered 0, 1, ..."""
+    parts = [batch(100, B=3, T=12, seed=s) for s in seeds]
+    ids, types, mask = (torch.cat(t) for t in zip(*parts, strict=True))
+    return Batch(ids, types, mask, torch.arange(len(ids)))
+
+
+def _split(b, size):
+    return [Batch(*(t[i : i + size] for t in b.tensors())) for i in range(0, len(b.rows), size)]
+
+
+def test_micro_batches_take_the_step_of_the_whole_batch():
+    """Gradient accumulation: a step split into micro-batches logs and applies what the whole batch would."""
+    whole_model, _, whole = _update()
+    split_model, _, split = _update()
+    rows = _rows(5, 6)
+    a = whole([rows], 11)
+    b = split(_split(rows, 3), 11)
+    assert split.names == whole.names
+    torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    for p, q in zip(whole_model.parameters(), split_model.parameters(), strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
+
+
+def test_logged_rates_are_the_hits_over_the_counts_of_every_micro_batch():
+    seen = []
+
+    def keep(inner):
+        def train_step(*args):
+            loss, metrics = inner(*args)
+            seen.append({k: v.detach().clone() for k, v in metrics.items()})
+            return loss, metrics
+
+        return train_step
+
+    _, _, update = _update(wrap=keep)
+    out = update(_batches(2), 3)
+    rates = [k for k, v in seen[0].items() if v.numel() == 2]  # (hits, count) pairs
+    assert "disc_accuracy" in rates
+    for name in rates:
+        hits, count = (sum(s[name][i] for s in seen).item() for i in (0, 1))
+        assert out[update.names.index(name)].item() == pytest.approx(hits / max(count, 1), rel=1e-6), name
+    assert 0 < out[update.names.index("disc_accuracy")].item() < 1  # a rate, not a count or a constant
+
+
+def test_a_cuda_graph_is_refused_off_cuda():
+    model, opt, _ = _update()
+    kinds = torch.zeros(100, dtype=torch.int8)
+    with pytest.raises(ValueError, match="CUDA graphs need a CUDA device and a single process"):
+        cpu = torch.device("cpu")
+        Update(None, model, opt, kinds, MASK, 0.15, 1.0, Dist(), cpu, contextlib.nullcontext, cuda_graph=True)
