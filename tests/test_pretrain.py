@@ -100,8 +100,9 @@ def test_tokens_per_s_leaves_out_validation_and_checkpoints(tiny_data, tmp_path,
     assert lines[-1]["elapsed_s"] > 5 * 1000  # the run's own clock keeps the 5 pauses before its last line
 
 
-def test_tokens_per_s_is_the_rate_since_the_line_before(tiny_data, tmp_path, monkeypatch):
-    """A slow step shows in its own line's tokens_per_s and not in the next one's: not a run-long average."""
+def _slow_steps(monkeypatch, seconds) -> list:
+    """The training loop's clock runs `seconds(n)` faster during its n-th update (from 1): a slow
+    step without the wait. Returns the updates' seeds as they are called."""
     import types
 
     from electra import pretrain
@@ -109,13 +110,19 @@ def test_tokens_per_s_is_the_rate_since_the_line_before(tiny_data, tmp_path, mon
     clock, calls = {"s": 0.0}, []
     monkeypatch.setattr(pretrain, "time", types.SimpleNamespace(perf_counter=lambda: time.perf_counter() + clock["s"]))
 
-    class SlowThird(pretrain.Update):
+    class Slowed(pretrain.Update):
         def __call__(self, micro, seed):
             calls.append(seed)
-            clock["s"] += 1000.0 if len(calls) == 3 else 0.0
+            clock["s"] += seconds(len(calls))
             return super().__call__(micro, seed)
 
-    monkeypatch.setattr(pretrain, "Update", SlowThird)
+    monkeypatch.setattr(pretrain, "Update", Slowed)
+    return calls
+
+
+def test_tokens_per_s_is_the_rate_since_the_line_before(tiny_data, tmp_path, monkeypatch):
+    """A slow step shows in its own line's tokens_per_s and not in the next one's: not a run-long average."""
+    _slow_steps(monkeypatch, lambda n: 1000.0 if n == 3 else 0.0)
     run(_cfg(tiny_data, tmp_path / "run", max_steps=5, eval_every=100), quiet=True)
     rates = [json.loads(x)["tokens_per_s"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rates[2] < rates[1] / 100 and rates[3] > 100 * rates[2], rates
@@ -540,37 +547,14 @@ def test_a_budget_probe_sizes_the_schedule_and_leaves_nothing_behind(tiny_data, 
 def test_the_budget_probe_leaves_a_slow_first_step_out_of_its_minutes(tiny_data, tmp_path, monkeypatch):
     """Compiling the step (minutes with few CPU cores) happens in the first step: it must not use
     up the probe's time, or the probe ends after that one step and cannot time anything."""
-    from electra.step import Update
-
-    first_call = Update.__call__
-
-    def compiling(self, *args):
-        if not getattr(self, "compiled", False):
-            time.sleep(6.0)  # longer than the probe's minutes below
-            self.compiled = True
-        return first_call(self, *args)
-
-    monkeypatch.setattr(Update, "__call__", compiling)
-    steps = steps_for_budget(_cfg(tiny_data, tmp_path / "run"), minutes=0.25, probe_steps=12, probe_minutes=5 / 60)
-    assert steps >= 10 and not (tmp_path / "run").exists()
+    calls = _slow_steps(monkeypatch, lambda n: 1000.0 if n == 1 else 0.0)  # past the probe's 2 minutes
+    steps = steps_for_budget(_cfg(tiny_data, tmp_path / "run"), minutes=0.25, probe_steps=12)
+    assert len(calls) == 12 and steps >= 10 and not (tmp_path / "run").exists()
 
 
 def test_a_budget_probe_leaves_its_slow_first_steps_out_of_the_rate(tiny_data, tmp_path, monkeypatch):
     """Compiling and graph capture slow the probe's first steps; the schedule is sized by the steady rate after them."""
-    import types
-
-    from electra import pretrain
-
-    clock, calls = {"s": 0.0}, []
-    monkeypatch.setattr(pretrain, "time", types.SimpleNamespace(perf_counter=lambda: time.perf_counter() + clock["s"]))
-
-    class SlowStart(pretrain.Update):
-        def __call__(self, micro, seed):
-            calls.append(seed)
-            clock["s"] += 1000.0 if len(calls) <= 3 else 0.0  # as a first compile would
-            return super().__call__(micro, seed)
-
-    monkeypatch.setattr(pretrain, "Update", SlowStart)
+    calls = _slow_steps(monkeypatch, lambda n: 1000.0 if n <= 3 else 0.0)  # as a first compile would
     steps = steps_for_budget(_cfg(tiny_data, tmp_path / "run"), minutes=1000, probe_steps=20)
     assert len(calls) == 20 and not (tmp_path / "run").exists()
     assert steps > 20_000  # counting the 3,000 s of the first steps would give about 400
@@ -1058,20 +1042,26 @@ def test_the_optimizer_settings_given_reach_the_update_and_the_log(tiny_data, tm
     assert [m["lr"] for m in lines] == pytest.approx([2e-3 * f for f in (0.5, 0.75, 0.5, 0.25)])
 
 
-def test_validation_losses_are_means_over_rows_like_the_training_loss(tiny_data):
-    """valid_loss of a model on held-out rows is the per-batch loss averaged by rows."""
+def _electra_step(data):
+    """A tiny model's ELECTRA TrainStep for a prepared folder, its token kinds and [MASK] id."""
     from electra.config import tiny
-    from electra.data import Shards, iterate
     from electra.model import Electra
     from electra.objective import OBJECTIVES, ObjectiveConfig
     from electra.parallel import TrainStep
-    from electra.pretrain import evaluate, token_kinds
+    from electra.pretrain import token_kinds
 
-    manifest = json.loads((tiny_data / "manifest.json").read_text())
+    manifest = json.loads((data / "manifest.json").read_text())
     torch.manual_seed(0)
     step = TrainStep(Electra(tiny(vocab_size=manifest["vocab_size"])), OBJECTIVES["electra"], ObjectiveConfig())
-    special = token_kinds(str(tiny_data), manifest, False)
-    mask_id = manifest["special_tokens"]["mask"]
+    return step, token_kinds(str(data), manifest, False), manifest["special_tokens"]["mask"]
+
+
+def test_validation_losses_are_means_over_rows_like_the_training_loss(tiny_data):
+    """valid_loss of a model on held-out rows is the per-batch loss averaged by rows."""
+    from electra.data import Shards, iterate
+    from electra.pretrain import evaluate
+
+    step, special, mask_id = _electra_step(tiny_data)
     step.train()
     got = evaluate(step, Shards(str(tiny_data), "valid"), special, mask_id, 4, 1, torch.device("cpu"), nullcontext)
     assert all(m.training for m in step.modules())  # training goes on with dropout after validating
@@ -1277,18 +1267,10 @@ def test_every_step_trains_on_the_next_batch_with_its_own_masks_and_dropout(tiny
 
 def test_a_short_last_validation_batch_counts_for_its_rows(tiny_data):
     """valid_* are means over rows: a shard's short last batch weighs its rows, not a whole batch's."""
-    from electra.config import tiny
     from electra.data import Shards, iterate
-    from electra.model import Electra
-    from electra.objective import OBJECTIVES, ObjectiveConfig
-    from electra.parallel import TrainStep
-    from electra.pretrain import evaluate, token_kinds
+    from electra.pretrain import evaluate
 
-    manifest = json.loads((tiny_data / "manifest.json").read_text())
-    torch.manual_seed(0)
-    step = TrainStep(Electra(tiny(vocab_size=manifest["vocab_size"])), OBJECTIVES["electra"], ObjectiveConfig())
-    special = token_kinds(str(tiny_data), manifest, False)
-    mask_id = manifest["special_tokens"]["mask"]
+    step, special, mask_id = _electra_step(tiny_data)
     shards = Shards(str(tiny_data), "valid")
     size = next(k for k in (3, 5, 7, 11, 13) if int(shards.sizes[-1]) % k and int(shards.sizes[-1]) > k)
     got = evaluate(step, shards, special, mask_id, size, 10**6, torch.device("cpu"), nullcontext)
