@@ -273,6 +273,7 @@ _PRETRAIN_FLAGS = (
     "lr",
     "warmup_steps",
     "weight_decay",
+    "clip_norm",
     "seed",
     "mask_prob",
     "rtd_weight",
@@ -913,6 +914,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
     opt.add_argument("--warmup-steps", type=int, help="default: min(10000, 10%% of the steps)")
     opt.add_argument("--weight-decay", type=float, help="default 0.01 (not on biases and LayerNorm)")
+    opt.add_argument("--clip-norm", type=float, help="gradient norm clipped to this (default 1.0)")
     opt.add_argument("--seed", type=int, help="default 0")
     obj = p.add_argument_group("objective")
     obj.add_argument("--mask-prob", type=float, help="fraction of tokens masked (default 0.15, large 0.25)")

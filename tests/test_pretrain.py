@@ -1200,13 +1200,14 @@ def test_the_compiled_step_gets_the_modes_inductor_options_and_combo_kernels_on_
 
 def test_flags_given_on_the_command_line_reach_the_run(tiny_data, tmp_path, cli):
     """--micro-batches splits each step (gradient accumulation: the weights come out as without it),
-    and --seed, --warmup-steps, --keep-checkpoints, --weight-decay are the run's, not their defaults."""
+    and --seed, --warmup-steps, --keep-checkpoints, --weight-decay, --clip-norm are the run's, not
+    their defaults."""
     kw = dict(max_steps=3, dropout=0.0, eval_every=100, checkpoint_every=1)  # dropout: other masks for other shapes
-    given = dict(seed=3, warmup_steps=1, keep_checkpoints=1, weight_decay=0.05)
+    given = dict(seed=3, warmup_steps=1, keep_checkpoints=1, weight_decay=0.05, clip_norm=0.5)
     run(_cfg(tiny_data, tmp_path / "whole", **kw, **given), quiet=True)
     args = ["--data", tiny_data, "--out", tmp_path / "split", "--preset", "tiny", "--batch-size", 8, "--max-steps", 3]
     args += ["--log-every", 1, "--eval-every", 100, "--checkpoint-every", 1, "--dropout", 0.0]
-    args += ["--seed", 3, "--warmup-steps", 1, "--keep-checkpoints", 1, "--weight-decay", 0.05]
+    args += ["--seed", 3, "--warmup-steps", 1, "--keep-checkpoints", 1, "--weight-decay", 0.05, "--clip-norm", 0.5]
     r = cli("pretrain", *args, "--micro-batches", 2, "--quiet")
     assert r.returncode == 0, r.stderr
     assert "one process, 2 micro-batches a process" in r.stderr
