@@ -2161,3 +2161,206 @@ def test_a_process_waits_for_the_seeds_another_one_trains(tmp_path, capsys):
     assert not waiting.is_alive(), "still waiting after every seed was there"
     assert [(r["seed"], r["metrics"]["dev"]["accuracy"]) for r in runs] == [(0, 0.5), (2, 0.75)]
     assert "waiting for seed 2 from the other processes" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------
+# From a mutation review of fine-tuning: batching, padding, pair truncation, gradients
+# ---------------------------------------------------------------------------------------
+
+
+def test_training_batches_hold_neighbouring_lengths_but_come_in_a_shuffled_order():
+    """Training groups rows of like length (little padding), then shuffles the batches: batches
+    that came shortest first would teach the long examples only at each epoch's end."""
+    import numpy as np
+
+    from electra.finetune import Encoded, batches
+
+    lengths = list(range(3, 43))  # 40 rows, each of its own length: one chunk of 50 batches
+    data = Encoded([np.full(n, 7, dtype=np.int32) for n in lengths], [np.zeros(n, np.int8) for n in lengths], [0] * 40)
+    got = list(batches(data, 4, seed=0))
+    assert sorted(i for group, *_ in got for i in group) == list(range(40))  # every row once
+    for group, *_ in got:
+        assert max(lengths[i] for i in group) - min(lengths[i] for i in group) == 3  # 4 neighbouring lengths
+    widths = [ids.shape[1] for _, ids, *_ in got]
+    assert widths != sorted(widths) and widths != sorted(widths, reverse=True)
+
+
+def test_a_tagging_batch_never_scores_its_padding():
+    """Rows of a tagging batch padded to its longest: the pads' labels are -100, which the loss
+    ignores; a pad labelled 0 ("O") would teach the model to tag padding and outweigh short rows."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    from electra.finetune import Encoded, _loss, batches
+
+    ids = [np.array([2, 7, 8, 9, 3], dtype=np.int32), np.array([2, 7, 3], dtype=np.int32)]
+    data = Encoded(ids, [np.zeros(len(x), np.int8) for x in ids], [[-100, 1, 2, 0, -100], [-100, 1, -100]])
+    ((group, _, _, mask, labels),) = batches(data, 2, None)
+    assert labels[mask == 0].tolist() == [-100, -100]
+    logits = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(0))
+    scored = labels != -100
+    want = F.cross_entropy(logits[scored], labels[scored])  # the mean over the 4 labelled words
+    torch.testing.assert_close(_loss(Task("ner", "tagging", ("f1",)), logits, labels), want)
+
+
+def test_a_pair_too_long_is_cut_from_its_longer_text(tokenizer):
+    """Pairs beyond --max-length lose tokens from the longer of the two texts first (transformers'
+    longest_first), whichever it is: a short first text is never cut away to keep a long second."""
+    task = Task("csv", "classification", ("accuracy",))
+    short, long = "the movie", "a terrible , boring film with a weak plot and the worst acting"
+    own = type(tokenizer).from_str(tokenizer.to_str())  # encode sets truncation: not on the shared fixture
+    whole = len(own.encode(short).ids) - 2  # the short text's tokens, without [CLS] and [SEP]
+    for pair in ((short, long), (long, short)):
+        examples = [Example(pair[0], pair[1], "pos")]
+        enc, truncated = encode(own, task, examples, ["neg", "pos"], 12, True, "train")
+        types = enc.types[0].tolist()
+        assert truncated == 1 and len(enc.ids[0]) == 12
+        kept = (types.count(0) - 2, types.count(1) - 1)  # tokens of each text: [CLS] a [SEP] b [SEP]
+        assert sorted(kept) == [whole, 12 - 3 - whole]
+        assert kept[pair.index(short)] == whole  # the short text whole, the long one cut
+
+
+def test_every_step_trains_with_dropout_on_the_gradient_of_its_own_batch_only(
+    sentiment_tokenizer_dir, tmp_path, monkeypatch
+):
+    """Each step runs in training mode (dropout on), the epochs after a dev evaluation too, and the
+    gradient it clips and applies is its batch's loss's alone: none of the step before's is
+    carried over."""
+    from electra import finetune
+
+    real_loss, real_clip, own, checked = finetune._loss, torch.nn.utils.clip_grad_norm_, {}, []
+
+    def loss(task, logits, labels, *rest):
+        assert own["model"].training, "a training step with dropout off"
+        value = real_loss(task, logits, labels, *rest)
+        params = [p for p in own["model"].parameters() if p.requires_grad]
+        own["grads"] = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
+        return value
+
+    def clip(params, max_norm, *a, **k):
+        params = [p for p in params if p.requires_grad]
+        for p, g in zip(params, own["grads"], strict=True):
+            if g is None:  # a weight this loss does not reach
+                assert p.grad is None or not p.grad.any()
+            else:
+                torch.testing.assert_close(p.grad, g)
+        checked.append(len(params))
+        return real_clip(params, max_norm, *a, **k)
+
+    real_task_model = finetune.task_model
+
+    def task_model(*args, **kwargs):
+        own["model"] = real_task_model(*args, **kwargs)
+        return own["model"]
+
+    monkeypatch.setattr(finetune, "_loss", loss)
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+    monkeypatch.setattr(finetune, "task_model", task_model)
+    cfg = _sentiment_cfg(sentiment_tokenizer_dir, tmp_path / "o", epochs=2, batch_size=8, max_train_examples=16)
+    run(cfg, quiet=True)
+    assert len(checked) == 4  # 16 examples at batch 8, 2 epochs: every step checked
+
+
+def test_a_seed_reports_its_last_epochs_scores_even_when_an_earlier_epoch_scored_higher(
+    sentiment_tokenizer_dir, tmp_path, monkeypatch
+):
+    """The paper reports the dev scores after the last epoch: choosing the best epoch would tune on dev."""
+    from electra import finetune
+
+    scores = iter([0.9, 0.5, 0.7])  # epoch 1 best, epoch 2 worst, epoch 3 between
+    monkeypatch.setattr(finetune, "evaluate", lambda *a, **k: {"accuracy": next(scores), "f1": 0.5})
+    cfg = _sentiment_cfg(sentiment_tokenizer_dir, tmp_path / "o", epochs=3, batch_size=16, max_train_examples=16)
+    (seed,) = run(cfg, quiet=True)["seeds"]
+    assert [e["dev"]["accuracy"] for e in seed["per_epoch"]] == [0.9, 0.5, 0.7]
+    assert seed["metrics"] == {"dev": {"accuracy": 0.7, "f1": 0.5}}
+
+
+def test_a_max_length_beyond_the_models_positions_is_refused_before_training(sentiment_tokenizer_dir, tmp_path):
+    """128 positions: --max-length 128 is the most, 129 is refused with the reason (not an index
+    error in the position embeddings at the first long example); 3 ([CLS], a token, [SEP]) the least."""
+    with pytest.raises(ValueError, match="max-length must be at least 3 \\(\\[CLS\\], a token, \\[SEP\\]\\), got 2"):
+        _sentiment_cfg(sentiment_tokenizer_dir, tmp_path / "o", max_length=2)
+    assert _sentiment_cfg(sentiment_tokenizer_dir, tmp_path / "o", max_length=3).max_length == 3
+    cfg = _sentiment_cfg(sentiment_tokenizer_dir, tmp_path / "o", epochs=1, max_train_examples=8, max_length=129)
+    with pytest.raises(ValueError, match="^--max-length 129 exceeds the model's 128 positions$"):
+        run(cfg, quiet=True)
+    assert run(dataclasses.replace(cfg, max_length=128), quiet=True)["settings"]["max_length"] == 128
+
+
+def test_a_seed_stopped_during_an_epochs_evaluation_continues_with_that_epochs_score(
+    sentiment_tokenizer_dir, tmp_path, monkeypatch
+):
+    """An epoch's last step is saved only with its evaluation: a stop while the dev set is being
+    scored resumes from the step before, so the epoch is scored and the run ends as an uninterrupted one."""
+    from electra import finetune
+
+    cfg = _sentiment_cfg(sentiment_tokenizer_dir, tmp_path / "whole", epochs=2, batch_size=16, max_train_examples=32)
+    cfg = dataclasses.replace(cfg, save_minutes=0)  # progress saved after every step it may be
+    whole = run(cfg, quiet=True)
+    real_evaluate = finetune.evaluate
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt  # as a kill while the first epoch's dev set is scored
+
+    monkeypatch.setattr(finetune, "evaluate", stopped)
+    out = dataclasses.replace(cfg, out=str(tmp_path / "resumed"))
+    with pytest.raises(KeyboardInterrupt):
+        run(out, quiet=True)
+    monkeypatch.setattr(finetune, "evaluate", real_evaluate)
+    resumed = run(out, quiet=True)
+    assert len(resumed["seeds"][0]["per_epoch"]) == 2 and resumed["seeds"] == whole["seeds"]
+
+
+def test_a_glue_task_written_with_max_length_128_is_kept_by_a_run_of_the_default(tmp_path):
+    """Older folders wrote GLUE's default length out (128): the same run without --max-length keeps them."""
+    from electra.finetune import _comparable, _finished
+
+    cfg = FinetuneConfig(model="m", task="sst2", data="d", out=str(tmp_path / "sst2"))
+    (tmp_path / "sst2").mkdir()
+    written = {"config": dataclasses.asdict(dataclasses.replace(cfg, max_length=128)), "task": "sst2"}
+    (tmp_path / "sst2" / "results.json").write_text(json.dumps(written))
+    assert _finished(tmp_path / "sst2", _comparable(dataclasses.asdict(cfg)))["config"]["max_length"] == 128
+
+
+def test_predict_skips_lines_of_only_spaces_and_reads_a_jsonl_pair_field_once(tmp_path):
+    """Plain lines of spaces or tabs are blank (skipped and counted, as empty ones); a .jsonl text
+    field named "pair" is the text, not also the second text (as for a table's column)."""
+    from electra.predict import Inputs
+
+    (tmp_path / "in.txt").write_text("a fine film\n   \n\t\n\nthe end\n")
+    inputs = Inputs(tmp_path / "in.txt")
+    assert list(inputs) == [("a fine film", None), ("the end", None)] and inputs.blank == 3
+    (tmp_path / "in.jsonl").write_text('{"text": "a", "pair": "b"}\n')
+    assert list(Inputs(tmp_path / "in.jsonl", "pair")) == [("b", None)]  # named otherwise: not read twice
+
+
+def test_the_datas_fingerprint_changes_with_any_text_pair_or_label_of_any_split():
+    """Kept seeds and GLUE tasks are reused only for the same examples: a pair edited in place counts too."""
+    from electra.finetune import examples_sha256
+
+    base = [Example("a film", "it was", "pos")]
+    edits = [[Example("a flim", "it was", "pos")], [Example("a film", "it is", "pos")]]
+    edits += [[Example("a film", "it was", "neg")]]
+    prints = {examples_sha256(base, {"dev": base})}
+    prints |= {examples_sha256(edit, {"dev": base}) for edit in edits}
+    prints |= {examples_sha256(base, {"dev": edit}) for edit in edits}
+    assert len(prints) == 7 and examples_sha256(base, {"dev": base}) == examples_sha256(list(base), {"dev": base})
+
+
+def test_finetune_flags_given_reach_the_config(monkeypatch, tmp_path):
+    """Every training flag, given, reaches the run as given (a flag dropped on the way would run the default)."""
+    from electra import cli, finetune
+
+    got = []
+    monkeypatch.setattr(finetune, "run", lambda cfg, quiet=False, overwrite=False: got.append(cfg))
+    flags = ["--seeds", "5", "--epochs", "4", "--lr", "2e-4", "--layer-decay", "0.7", "--batch-size", "8"]
+    flags += ["--max-length", "64", "--max-train-examples", "100", "--precision", "bf16", "--save-minutes", "5"]
+    flags += ["--device", "cpu", "--activation-checkpointing"]
+    args = cli.build_parser().parse_args(
+        ["finetune", "--model", "m", "--task", "sst2", "--data", "d", "--out", str(tmp_path / "o"), *flags]
+    )
+    args.func(args)
+    (cfg,) = got
+    assert (cfg.seeds, cfg.epochs, cfg.lr, cfg.layer_decay, cfg.batch_size) == (5, 4, 2e-4, 0.7, 8)
+    assert (cfg.max_length, cfg.max_train_examples, cfg.precision, cfg.save_minutes) == (64, 100, "bf16", 5.0)
+    assert (cfg.device, cfg.activation_checkpointing) == ("cpu", True)

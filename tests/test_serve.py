@@ -234,8 +234,8 @@ def test_the_command_reads_its_api_key_from_a_file(folders, tmp_path, capsys):
 class Gated(Predictor):
     """A Predictor whose first run waits at a gate, so that requests can queue behind it."""
 
-    def __init__(self, folder):
-        super().__init__(folder, device="cpu")
+    def __init__(self, folder, **settings):
+        super().__init__(folder, device="cpu", **settings)
         self.busy, self.gate, self.runs = threading.Event(), threading.Event(), []
 
     def stream(self, texts, *args, **kwargs):
@@ -484,6 +484,7 @@ def test_a_stop_delivers_the_answers_it_computed_and_refuses_later_requests(fold
     finally:
         model.gate.set()
     stopping.join(timeout=60)
+    assert not stopping.is_alive() and not server.batcher.thread.is_alive()  # the stop ended, the model thread too
     assert server.answering == 0  # every reply was written before server_close returned (then the process may end)
     for thread in asking:
         thread.join(timeout=60)
@@ -561,3 +562,100 @@ def test_a_model_fine_tuned_with_only_its_own_pair_column_is_served_by_it(folder
     status, got = _call(url + "/predict", {"inputs": [{"text": "a great film", "hypothesis": "it is good"}]})
     assert status == 200 and got == {"outputs": want, "truncated": 0}
     assert _call(url + "/health")[1]["fields"] == {"text": "text", "pair": "hypothesis"}
+
+
+def test_a_single_logit_classifier_not_marked_regression_is_scored_as_the_pipeline_scores_it(
+    tmp_path, tokenizer, tokenizer_dir
+):
+    """One logit and no problem_type (a folder from elsewhere): transformers' pipeline takes it for a
+    yes/no and gives its sigmoid with the label; marked regression, the logit itself is the score."""
+    transformers = pytest.importorskip("transformers")
+    cfg = tiny(vocab_size=tokenizer.get_vocab_size()).discriminator
+    torch.manual_seed(0)
+    one = perturb(SequenceClassifier(cfg, 1))
+    hf.export_sequence_classifier(one, tmp_path / "one", ["yes"], tokenizer_dir=tokenizer_dir)
+    text = "the movie was great"
+    ((scored,), _) = Predictor(tmp_path / "one", device="cpu")([(text, None)])
+    assert list(scored) == ["score"]  # regression: the score alone
+    config = json.loads((tmp_path / "one" / "config.json").read_text())
+    del config["problem_type"]
+    (tmp_path / "one" / "config.json").write_text(json.dumps(config))
+    ((record,), _) = Predictor(tmp_path / "one", device="cpu")([(text, None)])
+    (theirs,) = transformers.pipeline("text-classification", model=str(tmp_path / "one"))(text)
+    assert record == {"label": theirs["label"], "score": pytest.approx(theirs["score"], abs=1e-6)}
+    assert record["score"] == pytest.approx(float(torch.sigmoid(torch.tensor(scored["score"]))), abs=1e-6)
+
+
+def test_a_multi_label_probability_of_exactly_the_threshold_is_not_a_label(tmp_path, tokenizer, tokenizer_dir):
+    """Predict gives the labels above the threshold, as fine-tuning scores them: a logit of 0
+    (probability 1/2) is not above the default 1/2."""
+    cfg = tiny(vocab_size=tokenizer.get_vocab_size()).discriminator
+    model = SequenceClassifier(cfg, 3)
+    with torch.no_grad():
+        model.out.weight.zero_()
+        model.out.bias.copy_(torch.tensor([0.0, 1.0, -1.0]))  # probabilities 1/2, 0.73, 0.27 whatever the text
+    hf.export_sequence_classifier(model, tmp_path / "m", ["a", "b", "c"], tokenizer_dir=tokenizer_dir, multi_label=True)
+    ((record,), _) = Predictor(tmp_path / "m", device="cpu")([("the movie was great", None)])
+    assert record["labels"] == ["b"]
+    ((record,), _) = Predictor(tmp_path / "m", device="cpu", threshold=0.3)([("the movie was great", None)])
+    assert record["labels"] == ["b", "a"]  # above 0.3, likeliest first
+
+
+def test_a_question_without_its_context_is_refused_by_its_number_before_running():
+    body = {"inputs": [{"question": "what ?", "context": "this"}, {"question": "why ?"}]}
+    with pytest.raises(RequestError, match='^input 2 has no "context": a question answerer needs the text to answer'):
+        parse_inputs(json.dumps(body).encode(), "span")
+    assert parse_inputs(json.dumps({"inputs": body["inputs"][:1]}).encode(), "span") == [("what ?", "this")]
+
+
+def test_each_request_counts_its_own_truncated_inputs(folders):
+    """Requests that share a model run each get the count of their own inputs cut at the length limit."""
+    model = Gated(folders / "clf", max_length=8)
+    batcher = Batcher(model, batch_size=8)
+    long = "the movie was great and a lot of fun and i loved the acting"
+    requests = {"first": [("great", None)], "two": [(long, None), ("dull", None), (long, None)], "none": [("ok", None)]}
+    answers = _behind_a_busy_model(model, batcher, requests)
+    assert model.runs == [1, 4]  # the two waiting requests shared a run
+    assert {key: truncated for key, (_, truncated) in answers.items()} == {"first": 0, "two": 2, "none": 0}
+
+
+def test_a_model_that_fails_gets_a_500_that_names_the_error_and_the_server_goes_on(folders, serving):
+    """A failure of the model, not of the request, is the server's (500), not a 400 blaming the client."""
+
+    class Failing(Predictor):
+        def stream(self, texts, *args, **kwargs):
+            if any(text == "boom" for text, _ in texts):
+                raise RuntimeError("out of memory")
+            return super().stream(texts, *args, **kwargs)
+
+    url = serving(Failing(folders / "clf", device="cpu"))
+    assert _call(url + "/predict", {"inputs": ["boom"]}) == (500, {"error": "the model failed: out of memory"})
+    assert _call(url + "/predict", {"inputs": ["great fun"]})[0] == 200
+
+
+def test_a_get_of_an_unknown_path_is_a_404_not_the_health_reply(folders, serving):
+    url = serving(Predictor(folders / "clf", device="cpu"))
+    assert _call(url + "/healthz") == (404, {"error": "no /healthz; use GET /health or POST /predict"})
+    assert _call(url + "/health")[0] == 200
+
+
+def test_predict_reads_a_csv_task_models_own_columns_without_flags(folders, tmp_path, cli):
+    """`electra predict` on a folder fine-tuned with --text-field review --pair-field title reads
+    those columns (and JSON fields) by default, as serve does."""
+    shutil.copytree(folders / "clf", tmp_path / "reviews")
+    results = {"task": "csv", "config": {"text_field": "review", "pair_field": "title"}}
+    (tmp_path / "reviews" / "results.json").write_text(json.dumps(results))
+    want, _ = Predictor(tmp_path / "reviews", device="cpu")([("a great film", "my view"), ("a dull one", "meh")])
+    table = "review,title\na great film,my view\na dull one,meh\n"
+    records = '{"review": "a great film", "title": "my view"}\n{"review": "a dull one", "title": "meh"}\n'
+    for fmt, given in (("csv", table), ("jsonl", records)):
+        done = cli("predict", "--model", tmp_path / "reviews", "--format", fmt, "--device", "cpu", input=given)
+        assert done.returncode == 0, done.stderr
+        got = [json.loads(line) for line in done.stdout.splitlines()]
+        assert [g["text"] for g in got] == [["a great film", "my view"], ["a dull one", "meh"]]
+        assert [{k: v for k, v in g.items() if k != "text"} for g in got] == want
+
+
+def test_a_server_that_would_refuse_every_request_is_refused(folders):
+    with pytest.raises(ValueError, match="^max inputs per request must be at least 1, got 0$"):
+        make_server(Predictor(folders / "clf", device="cpu"), port=0, max_inputs=0)
