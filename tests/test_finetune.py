@@ -1536,6 +1536,25 @@ def test_deterministic_fine_tunes_under_fixed_order_kernels_and_restores_the_set
     assert seen == [False, True] and not torch.are_deterministic_algorithms_enabled()
 
 
+def test_a_masked_lm_run_is_fine_tuned_from_its_generator(tiny_data, tmp_path):
+    """An `--objective mlm` run trains its generator alone (BERT's masked LM, full width): that
+    network is the one fine-tuning starts from, not the untrained discriminator beside it."""
+    from electra.checkpoint import load_checkpoint
+    from electra.finetune import load_pretrained
+    from electra.pretrain import PretrainConfig
+    from electra.pretrain import run as pretrain
+
+    cfg = PretrainConfig(data=str(tiny_data), out=str(tmp_path / "mlm"), preset="tiny", objective="mlm")
+    pretrain(dataclasses.replace(cfg, batch_size=8, max_steps=2, eval_every=100), quiet=True)
+    encoder, tokenizer_folder = load_pretrained(tmp_path / "mlm")
+    model = load_checkpoint(tmp_path / "mlm").model
+    ours = encoder.transformer.state_dict()
+    for name, value in model.generator.state_dict().items():
+        assert torch.equal(ours[name], value), name
+    assert any(not torch.equal(ours[k], v) for k, v in model.discriminator.state_dict().items())
+    assert (tokenizer_folder / "tokenizer.json").is_file()
+
+
 @pytest.mark.parametrize("kind", ["single-label", "multi-label", "regression"])
 def test_deterministic_fine_tuning_calls_nothing_a_gpu_refuses_in_that_mode(sentiment_tokenizer_dir, tmp_path, kind):
     """Training steps and evaluation under --deterministic: on a GPU torch would stop at an
