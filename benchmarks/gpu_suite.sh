@@ -4,8 +4,8 @@
 #      under --deterministic), then two eager runs of the same settings with and without
 #      --deterministic (where torch refuses any kernel that has no deterministic form)
 #   2. ELECTRA-Small at the paper's batch 128 x 128, bf16: the transformers-built step against ours
-#   3. the same under --deterministic (fixed-order kernels): what exact repeatability costs
-#   4. ELECTRA-Base at 32 x 512, bf16: throughput and peak memory against the same baseline
+#   3. ELECTRA-Base at 32 x 512, bf16: throughput and peak memory against the same baseline
+#   4. Small under --deterministic (fixed-order kernels): what exact repeatability costs
 #   5. Small with --compile-mode max-autotune but without coordinate-descent tuning (which alone
 #      outlasted 114 s of compiling; the whole mode, 220 s), against stage 2
 #   6. while time is left: the generator's vocabulary stage (previous formulation against
@@ -55,10 +55,10 @@ stage cuda-tests 120 "$py" -m pytest -q -p no:cacheprovider -p no:logging tests/
 stage determinism-eager 60 "$py" benchmarks/determinism.py --device cuda --eager
 bench small 160 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 150 \
     --variants transformers,ours-compiled-graph
-bench small-deterministic 120 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 110 \
-    --variants ours-compiled-graph --deterministic
 bench base 160 --preset base --batch 32 --seq 512 --steps 20 --warmup 5 --timeout 150 \
     --variants transformers,ours-compiled-graph
+bench small-deterministic 120 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 110 \
+    --variants ours-compiled-graph --deterministic
 bench small-autotuned 230 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 220 \
     --variants ours-autotuned-graph --inductor coordinate_descent_tuning=False
 stage vocab-stage 90 "$py" benchmarks/vocab_stage.py --compile --steps 100 --json "$out/vocab-stage.json"
