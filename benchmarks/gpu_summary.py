@@ -2,8 +2,8 @@
 
     python benchmarks/gpu_summary.py gpu-results
 
-The checking stages' conclusions (CUDA tests, runs repeated with and without
---deterministic), throughput tables of every stage (each variant against the transformers baseline of the same
+The checking stages' conclusions (CUDA tests, runs repeated with and without --deterministic),
+throughput tables of every stage (each variant against the transformers baseline of the same
 preset, batch and precision, from whichever stage measured it), kernel time by kind for the
 profiled variants, the vocabulary stage, and the training loop's own tokens/s. The suite prints
 it last, so the figures survive even where only the end of its output comes back.
