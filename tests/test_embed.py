@@ -131,3 +131,39 @@ def test_max_length_outside_3_to_the_models_positions_is_refused(tmp_path, token
         ):
             Embedder(tmp_path / "d", max_length=bad, device="cpu")
     assert Embedder(tmp_path / "d", max_length=3, device="cpu")([("a long film about the music", None)])[1] == 1
+
+
+def test_the_commands_flags_reach_the_embedder(folders, tmp_path, cli, monkeypatch):
+    """--pooling, --format and --text-field change the vectors written; --batch-size, --device and
+    --precision reach the Embedder (seen through a subclass: they change no vector here)."""
+    import json
+
+    import electra.embed
+
+    seen = {}
+
+    class Spy(Embedder):
+        def __init__(self, *args):
+            seen["init"] = args
+            super().__init__(*args)
+
+        def stream(self, texts, batch_size):
+            seen["batch_size"] = batch_size
+            return super().stream(texts, batch_size)
+
+    monkeypatch.setattr(electra.embed, "Embedder", Spy)
+    (tmp_path / "in.data").write_text("".join(json.dumps({"body": t, "text": "fine"}) + "\n" for t in TEXTS))
+    out = tmp_path / "v.npy"
+    cmd = ["embed", "--model", folders / "disc", "--input", tmp_path / "in.data", "--output", out]
+    result = cli(*cmd, "--format", "jsonl", "--text-field", "body", "--pooling", "cls", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert "(cls pooling)" in result.stdout and seen["init"][2:] == ("cpu", "cls", False, "fp32")
+    theirs, _ = Embedder(folders / "disc", device="cpu", pooling="cls")([(t, None) for t in TEXTS])
+    np.testing.assert_allclose(np.load(out), theirs, atol=1e-6)
+    (tmp_path / "in.txt").write_text("\n".join(TEXTS) + "\n")
+    cmd = ["embed", "--model", folders / "disc", "--input", tmp_path / "in.txt", "--output", out]
+    assert cli(*cmd, "--device", "cpu").returncode == 0  # the defaults: mean pooling, fp32, 64 texts a run
+    assert seen == {"init": (str(folders / "disc"), None, "cpu", "mean", False, "fp32"), "batch_size": 64}
+    np.testing.assert_allclose(np.load(out), Embedder(folders / "disc", device="cpu")([(t, None) for t in TEXTS])[0])
+    assert cli(*cmd, "--batch-size", "3", "--precision", "bf16", "--max-length", "16").returncode == 0
+    assert seen == {"init": (str(folders / "disc"), 16, "auto", "mean", False, "bf16"), "batch_size": 3}

@@ -79,3 +79,42 @@ def test_a_regression_model_scores_csv_data_whose_scores_are_all_whole_numbers(t
     (tmp_path / "d" / "dev.csv").write_text("\n".join(["text,label", *rows]) + "\n")
     scored = evaluate_folder(folder, "csv", str(tmp_path / "d"), device="cpu", quiet=True)
     assert set(scored["metrics"]["dev"]) == {"pearson", "spearman"}
+
+
+def test_each_evaluate_flag_reaches_the_scoring_and_the_defaults_are_its_own(tmp_path, cli, monkeypatch):
+    """`electra evaluate`'s flags are passed to electra.evaluate.run (replaced here: most of them,
+    batch size, device, precision, change no score a test could read), and the flags left out
+    pass run's own defaults."""
+    import inspect
+
+    calls = []
+
+    def run(model, task, data, **kwargs):
+        calls.append((model, task, data, kwargs))
+        return {"task": task, "fine_tuned_on": None, "metrics": {}, "examples": {}, "per_label": {}, "truncated": 0}
+
+    monkeypatch.setattr("electra.evaluate.run", run)
+    assert cli("evaluate", "--model", "m", "--task", "sst2", "--data", "d").returncode == 0
+    model, task, data, kwargs = calls.pop()
+    defaults = {k: p.default for k, p in inspect.signature(evaluate_folder).parameters.items() if k in kwargs}
+    assert (model, task, data, kwargs) == ("m", "sst2", "d", defaults)
+    common = ["--split", "test", "--batch-size", "7", "--max-length", "64", "--device", "cpu", "--precision", "bf16"]
+    csv = ["--text-field", "t", "--pair-field", "p", "--label-field", "l", "--label-separator", "|"]
+    csv += ["--label-columns", "a, b", "--threshold", "0.3", "--predictions", tmp_path / "p.jsonl"]
+    result = cli("evaluate", "--model", "m", "--task", "csv", "--data", "d", *common, *csv)
+    assert result.returncode == 0, result.stderr
+    shared = {"split": "test", "batch_size": 7, "max_length": 64, "device": "cpu", "precision": "bf16"}
+    assert calls.pop()[3] == {
+        **defaults,
+        **shared,
+        "text_field": "t",
+        "pair_field": "p",
+        "label_field": "l",
+        "label_separator": "|",
+        "label_columns": ("a", "b"),
+        "threshold": 0.3,
+        "records": True,
+    }
+    squad = ["--doc-stride", "32", "--null-threshold", "-1.5"]
+    assert cli("evaluate", "--model", "m", "--task", "squad_v2", "--data", "d", *common, *squad).returncode == 0
+    assert calls.pop()[3] == {**defaults, **shared, "doc_stride": 32, "null_threshold": -1.5}

@@ -1001,3 +1001,51 @@ def test_a_sequence_normalizer_that_lowercases_is_known_as_lowercasing():
     assert is_lowercase(tok)
     tok.normalizer = normalizers.Sequence([normalizers.NFD(), normalizers.StripAccents()])
     assert not is_lowercase(tok)
+
+
+def test_each_flag_reaches_the_manifests_config_and_the_defaults_are_the_configs(tmp_path, cli, monkeypatch):
+    """What `electra prepare` was told is what its manifest records: every packing and tokenizer
+    flag reaches PrepareConfig, and without flags the config is PrepareConfig's defaults."""
+    from dataclasses import asdict
+
+    def config(out, *args):
+        result = cli("prepare", "--out", tmp_path / out, *args, "--quiet")
+        assert result.returncode == 0, result.stderr
+        return json.loads((tmp_path / out / "manifest.json").read_text())["config"]
+
+    synthetic_corpus(tmp_path / "c.txt", documents=40)
+    defaults = {**asdict(PrepareConfig()), "lowercase": True, "strip_accents": True}
+    assert config("plain", "--corpus", tmp_path / "c.txt") == defaults
+    docs = (tmp_path / "c.txt").read_text().split("\n\n")
+    lines = "".join(json.dumps({"body": d, "text": "ignored"}) + "\n" for d in docs)
+    (tmp_path / "c.data").write_text(lines)  # no suffix to go by: --format says
+    flags = ["--format", "jsonl", "--text-field", "body", "--seq-len", "32", "--seed", "3"]
+    flags += ["--validation-fraction", "0.2", "--rows-per-shard", "5", "--vocab-size", "200", "--limit-alphabet", "40"]
+    assert config("flags", "--corpus", tmp_path / "c.data", *flags, "--no-strip-accents") == {
+        **defaults,
+        "format": "jsonl",
+        "text_field": "body",
+        "seq_len": 32,
+        "seed": 3,
+        "validation_fraction": 0.2,
+        "rows_per_shard": 5,
+        "vocab_size": 200,
+        "limit_alphabet": 40,
+        "strip_accents": False,
+    }
+    parts = ["--doc-per-file", "--num-parts", "2", "--part-index", "1", "--tokenizer", tmp_path / "plain"]
+    (tmp_path / "d.txt").write_text((tmp_path / "c.txt").read_text())  # with --doc-per-file: 2 documents
+    part = config("part", "--corpus", tmp_path / "c.txt", tmp_path / "d.txt", *parts)
+    assert (part["doc_per_file"], part["num_parts"], part["part_index"]) == (True, 2, 1)
+    assert config("cased", "--corpus", tmp_path / "c.txt", "--cased")["lowercase"] is False
+    asked = []
+
+    def hub_dataset(name, config, split):  # no network in tests: what the hub would be asked for
+        asked.append((name, config, split))
+        raise ValueError("offline")
+
+    monkeypatch.setattr("electra.corpus.hub_dataset", hub_dataset)
+    assert cli("prepare", "--dataset", "wikitext", "--out", tmp_path / "hub").returncode == 2
+    hub = ["--dataset-config", "wikitext-2-raw-v1", "--dataset-split", "validation"]
+    assert cli("prepare", "--dataset", "wikitext", *hub, "--out", tmp_path / "hub").returncode == 2
+    assert asked == [("wikitext", None, "train"), ("wikitext", "wikitext-2-raw-v1", "validation")]

@@ -603,10 +603,15 @@ def test_mlm_baseline_trains_the_full_size_masked_lm_and_exports_it(tiny_data, t
     run(_cfg(tiny_data, tmp_path / "run", max_steps=3, objective="mlm"), quiet=True)
     model = load_checkpoint(tmp_path / "run").model
     assert model.cfg.generator == model.cfg.discriminator
+    result = cli("export", tmp_path / "run", "--out", tmp_path / "hf", "--generator-out", tmp_path / "gen")
+    assert result.returncode == 2 and "an MLM run has no generator" in result.stderr, result.stderr
+    assert not (tmp_path / "hf").exists() and not (tmp_path / "gen").exists()
     result = cli("export", tmp_path / "run", "--out", tmp_path / "hf")
     assert result.returncode == 0, result.stderr
     mlm = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "hf")
     assert type(mlm).__name__ == "ElectraForMaskedLM" and mlm.config.hidden_size == 32
+    result = cli("export", tmp_path / "run", "--out", tmp_path / "hf", "--force")  # again, over the first
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize("objective", ["replace-mlm", "all-tokens-mlm"])
@@ -944,6 +949,8 @@ def test_report_draws_a_png_of_one_or_several_runs(tiny_data, tmp_path, cli):
     result = cli("report", tmp_path)
     assert result.returncode == 2 and "has no metrics.jsonl" in result.stderr
     result = cli("report", tmp_path / "nope")
+    assert result.returncode == 2 and "run folder " + str(tmp_path / "nope") + " does not exist" in result.stderr
+    result = cli("report", tmp_path / "a", tmp_path / "nope")  # every RUN is read, not only the first
     assert result.returncode == 2 and "run folder " + str(tmp_path / "nope") + " does not exist" in result.stderr
     (tmp_path / "odd").mkdir()
     (tmp_path / "odd" / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"loss": 1.0}\n')

@@ -120,3 +120,36 @@ def test_quickstart_defaults_are_tiny_and_8000_sentences_on_cpu_small_and_all_on
     cuda = _settings(QuickstartConfig())
     assert (cuda["preset"], cuda["finetune_examples"]) == ("small", None)
     assert _settings(QuickstartConfig(finetune_examples=500))["finetune_examples"] == 500
+
+
+def test_quickstart_passes_each_flag_to_its_config_and_defaults_to_the_configs(tmp_path, cli, monkeypatch):
+    """Every flag reaches QuickstartConfig (the real run takes minutes: its entry point is replaced),
+    and the flags' defaults are the config's own."""
+    from electra.quickstart import QuickstartConfig
+
+    seen = []
+
+    def run(cfg):
+        seen.append(cfg)
+        summary = {"preset": "tiny", "pretrain_steps": 1, "train_rows": 1, "pretrain_loss": 1.0}
+        return {**summary, "sst2_dev_accuracy": 0.5, "folders": {}, "predictions": [], "out": cfg.out}
+
+    monkeypatch.setattr("electra.quickstart.run", run)
+    assert cli("quickstart").returncode == 0
+    assert seen.pop() == QuickstartConfig()
+    flags = ["--corpus", "a.txt", "--corpus", "b.txt", "--task-data", tmp_path / "sst2", "--minutes", "0.5"]
+    flags += ["--out", tmp_path / "qs", "--preset", "base", "--vocab-size", "999", "--batch-size", "24"]
+    flags += ["--finetune-examples", "300", "--force"]
+    result = cli("quickstart", *flags)
+    assert result.returncode == 0, result.stderr
+    assert seen.pop() == QuickstartConfig(
+        out=str(tmp_path / "qs"),
+        corpus=("a.txt", "b.txt"),
+        task_data=str(tmp_path / "sst2"),
+        minutes=0.5,
+        preset="base",
+        vocab_size=999,
+        batch_size=24,
+        finetune_examples=300,
+        force=True,
+    )

@@ -659,3 +659,86 @@ def test_predict_reads_a_csv_task_models_own_columns_without_flags(folders, tmp_
 def test_a_server_that_would_refuse_every_request_is_refused(folders):
     with pytest.raises(ValueError, match="^max inputs per request must be at least 1, got 0$"):
         make_server(Predictor(folders / "clf", device="cpu"), port=0, max_inputs=0)
+
+
+def test_the_serve_commands_flags_reach_the_model_and_the_server(cli, monkeypatch, tmp_path):
+    """Every flag of `electra serve` reaches Predictor or make_server (both replaced: the server
+    stops at once, as Ctrl-C stops it, exit 130), and the defaults are those its help names."""
+    seen = {}
+
+    class FakePredictor:
+        folder, kind = "m", "sequence"
+
+        def __init__(self, *args):
+            seen["predictor"] = args
+
+    class FakeServer:
+        url = "http://127.0.0.1:1"
+
+        def serve_forever(self):
+            raise KeyboardInterrupt
+
+        def server_close(self):
+            seen["closed"] = True
+
+    def fake_make_server(predictor, *args):
+        seen["server"] = args
+        return FakeServer()
+
+    monkeypatch.setattr("electra.predict.Predictor", FakePredictor)
+    monkeypatch.setattr("electra.serve.make_server", fake_make_server)
+    result = cli("serve", "--model", "m")
+    assert result.returncode == 130 and "electra serve: interrupted" in result.stderr and seen.pop("closed")
+    assert seen == {
+        "predictor": ("m", None, "auto", None, None, None, "fp32", False, None),
+        "server": ("127.0.0.1", 8000, 64, None, 1024),
+    }
+    (tmp_path / "key").write_text("s3cret\n")
+    flags = ["--max-length", "16", "--device", "cpu", "--stride", "4", "--no-allow-no-answer", "--null-threshold", "2"]
+    flags += ["--precision", "bf16", "--all-scores", "--threshold", "0.25", "--host", "::1", "--port", "0"]
+    flags += ["--batch-size", "5", "--max-inputs", "9", "--api-key-file", tmp_path / "key"]
+    result = cli("serve", "--model", "m", *flags)
+    assert result.returncode == 130 and "(with the API key)" in result.stdout
+    assert seen["predictor"] == ("m", 16, "cpu", 4, False, 2.0, "bf16", True, 0.25)
+    assert seen["server"] == ("::1", 0, 5, "s3cret", 9)
+    for bad in (["--batch-size", "0"], ["--max-inputs", "0"]):
+        result = cli("serve", "--model", "m", *bad)
+        assert result.returncode == 2 and "--batch-size and --max-inputs must be at least 1" in result.stderr
+
+
+def test_the_predict_commands_flags_reach_the_model(folders, cli, monkeypatch, tmp_path):
+    """Every model flag of `electra predict` reaches Predictor, and --batch-size and --no-truncate
+    its stream (seen through a subclass); the defaults are those its help names."""
+    import electra.predict
+
+    seen = {}
+
+    class Spy(Predictor):
+        def __init__(self, *args):
+            seen["init"] = args
+            super().__init__(*args)
+
+        def stream(self, texts, batch_size, truncate):
+            seen["stream"] = (batch_size, truncate)
+            return super().stream(texts, batch_size, truncate)
+
+    monkeypatch.setattr(electra.predict, "Predictor", Spy)
+    clf = str(folders / "clf")
+    result = cli("predict", "--model", clf, input="great fun\n")
+    assert result.returncode == 0, result.stderr
+    assert seen == {"init": (clf, None, "auto", None, None, None, "fp32", False, None), "stream": (64, True)}
+    out = tmp_path / "out.jsonl"
+    flags = ["--max-length", "16", "--device", "cpu", "--precision", "bf16", "--all-scores", "--batch-size", "3"]
+    result = cli("predict", "--model", clf, *flags, "--no-truncate", "--output", out, input="great fun\n")
+    assert result.returncode == 0, result.stderr
+    assert seen == {"init": (clf, 16, "cpu", None, None, None, "bf16", True, None), "stream": (3, False)}
+    assert "scores" in json.loads(out.read_text())  # --all-scores, written to --output
+    tags = str(folders / "tags")
+    assert cli("predict", "--model", tags, "--threshold", "0.25", "--device", "cpu", input="fun\n").returncode == 0
+    assert seen["init"] == (tags, None, "cpu", None, None, None, "fp32", False, 0.25)
+    qa = ["--stride", "8", "--allow-no-answer", "--null-threshold", "1.5", "--max-length", "64", "--device", "cpu"]
+    given = json.dumps({"key": "q1", "question": "what was great", "context": "the movie was great"}) + "\n"
+    result = cli("predict", "--model", folders / "qa", *qa, "--format", "jsonl", "--id-field", "key", input=given)
+    assert result.returncode == 0, result.stderr
+    assert seen["init"] == (str(folders / "qa"), 64, "cpu", 8, True, 1.5, "fp32", False, None)
+    assert json.loads(result.stdout)["id"] == "q1"  # --id-field
