@@ -9,11 +9,12 @@
 #   5. Small with --compile-mode max-autotune but without coordinate-descent tuning (which alone
 #      outlasted 114 s of compiling; the whole mode, 220 s), against stage 2
 #   6. while time is left: the generator's vocabulary stage (previous formulation against
-#      current), two runs of the same settings with and without --deterministic, Base with activation checkpointing (memory against stage 4's), Small without
-#      inductor's combo_kernels (on by default on CUDA), a kernel profile of the compiled Small
-#      step, aggressive_fusion on Small, `electra pretrain` itself on prepared data (DATA=folder),
-#      a Base profile, autotuned Base, the eager variants, fine-tuning Base on SST-2 in fp32 and
-#      bf16 (SST2=folder)
+#      current), two compiled runs of the same settings with and without --deterministic, Base
+#      with activation checkpointing (memory against stage 3's), Small without inductor's
+#      combo_kernels (on by default on CUDA), a kernel profile of the compiled Small step,
+#      aggressive_fusion on Small, `electra pretrain` itself on prepared data (DATA=folder), a Base
+#      profile, autotuned Base, the eager variants, fine-tuning Base on SST-2 in fp32 and bf16
+#      (SST2=folder)
 # Results (tables, JSON, logs) go under $OUT (default ./gpu-results); the last thing printed is
 # benchmarks/gpu_summary.py's digest of all of them (also $OUT/summary.md). Each stage has its
 # own time limit and the whole suite a budget (BUDGET seconds, default 480): a stage that would

@@ -756,8 +756,8 @@ def _run(
             )
         return skipped
 
-    start_time = budget_start = time.perf_counter()
-    first_step = step
+    start_time = time.perf_counter()
+    first_step, budget_start = step, (start_time if clock_from == 0 else None)  # None: the clock not yet running
     last = {"time": start_time, "tokens": tokens, "skipped": skipped}
     logged: dict = {}
     saved_step = step if state is not None else None
@@ -789,8 +789,11 @@ def _run(
             if max_tokens is not None and (tokens >= max_tokens or (stop and by_tokens)):
                 stop = "max tokens"
             # the time budget and a stop signal are agreed by all processes, so they stop at the same step
-            clocked = cfg.max_minutes is not None and step - first_step >= clock_from
-            late = clocked and time.perf_counter() - budget_start > cfg.max_minutes * 60
+            late = (
+                cfg.max_minutes is not None
+                and budget_start is not None
+                and time.perf_counter() - budget_start > cfg.max_minutes * 60
+            )
             late, signalled = agreement([late, request.signum is not None])
             if stop is None:
                 stop = "time budget" if late else "signal" if signalled else None

@@ -115,36 +115,22 @@ def assert_inverse_cdf(logits, seed, rows, tokens, tol: float = 1e-4) -> None:
 
 
 # What torch.use_deterministic_algorithms refuses on CUDA (RuntimeError: no deterministic kernel),
-# from its documented list, by aten name, with the arguments that make a call refused
+# from its documented list, by aten name: always, or with the arguments that make a call refused
 _REFUSED_ON_CUDA = {
+    "histc", "kthvalue", "put", "avg_pool3d_backward", "_adaptive_avg_pool2d_backward",
+    "_adaptive_avg_pool3d_backward", "adaptive_max_pool2d_backward", "fractional_max_pool2d_backward",
+    "fractional_max_pool3d_backward", "max_unpool2d", "max_unpool3d", "upsample_linear1d_backward",
+    "upsample_bilinear2d_backward", "upsample_bicubic2d_backward", "upsample_trilinear3d_backward",
+    "reflection_pad1d_backward", "reflection_pad2d_backward", "reflection_pad3d_backward",
+    "_ctc_loss_backward", "_embedding_bag_backward", "grid_sampler_2d_backward", "grid_sampler_3d_backward",
+}  # fmt: skip
+_REFUSED_ON_CUDA_WHEN = {
     "cumsum": lambda a, k: a[0].is_floating_point() or a[0].is_complex(),
     "nll_loss2d_forward": lambda a, k: a[3] != 0,  # reduced (mean or sum)
-    "histc": None,
     "bincount": lambda a, k: (a[1] if len(a) > 1 else k.get("weights")) is not None,
     "median": lambda a, k: len(a) > 1,  # the overloads with a dim return indices
     "nanmedian": lambda a, k: len(a) > 1,
-    "kthvalue": None,
-    "put": None,
     "scatter_reduce": lambda a, k: a[4] == "prod",
-    "avg_pool3d_backward": None,
-    "_adaptive_avg_pool2d_backward": None,
-    "_adaptive_avg_pool3d_backward": None,
-    "adaptive_max_pool2d_backward": None,
-    "fractional_max_pool2d_backward": None,
-    "fractional_max_pool3d_backward": None,
-    "max_unpool2d": None,
-    "max_unpool3d": None,
-    "upsample_linear1d_backward": None,
-    "upsample_bilinear2d_backward": None,
-    "upsample_bicubic2d_backward": None,
-    "upsample_trilinear3d_backward": None,
-    "reflection_pad1d_backward": None,
-    "reflection_pad2d_backward": None,
-    "reflection_pad3d_backward": None,
-    "_ctc_loss_backward": None,
-    "_embedding_bag_backward": None,
-    "grid_sampler_2d_backward": None,
-    "grid_sampler_3d_backward": None,
 }
 
 
@@ -157,10 +143,11 @@ def refused_on_cuda_when_deterministic():
 
     class Watch(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            name = func.overloadpacket.__name__.rstrip("_")
-            if name in _REFUSED_ON_CUDA and (_REFUSED_ON_CUDA[name] or (lambda a, k: True))(args, kwargs or {}):
+            name, kwargs = func.overloadpacket.__name__.rstrip("_"), kwargs or {}
+            when = _REFUSED_ON_CUDA_WHEN.get(name)
+            if name in _REFUSED_ON_CUDA or (when is not None and when(args, kwargs)):
                 refused.append(str(func))
-            return func(*args, **(kwargs or {}))
+            return func(*args, **kwargs)
 
     refused = []
     with Watch():
