@@ -295,7 +295,12 @@ def full_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict
 
 
 def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """Load a name-keyed full optimizer state into this process's (possibly sharded) optimizer."""
+    """Load a name-keyed full optimizer state into this process's (possibly sharded) optimizer.
+
+    A parameter with no state in it is one no step has updated yet (AdamW makes its state at the
+    first update): the MLM baseline's unused discriminator, Replace MLM's replaced-token head. It
+    stays without, as in the run that saved it (a strict load, the default, refuses such a state)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+    options = StateDictOptions(full_state_dict=True, strict=False)
+    set_optimizer_state_dict(model, optimizer, state, options=options)

@@ -1293,3 +1293,19 @@ def test_a_short_last_validation_batch_counts_for_its_rows(tiny_data):
     assert len(rows) > 1 and min(rows) < size
     expected = sum(x * n for x, n in zip(losses, rows, strict=True)) / sum(rows)
     assert got["valid_loss"] == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("objective", ["mlm", "replace-mlm"])
+def test_objectives_that_leave_weights_unused_resume_exactly(tiny_data, tmp_path, objective, capsys):
+    """The MLM baseline never updates the discriminator, Replace MLM never its replaced-token head:
+    their optimizer keeps no state for those weights, and a resume takes the checkpoint as it is."""
+    cfg = _cfg(tiny_data, tmp_path / "whole", objective=objective, max_steps=6, eval_every=100)
+    run(cfg, quiet=True)
+    shutil.copytree(tmp_path / "whole", tmp_path / "resumed")  # stopped after the step-3 checkpoint
+    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "step-00000006")
+    capsys.readouterr()
+    run(dataclasses.replace(cfg, out=str(tmp_path / "resumed")), resume=True, quiet=True)
+    assert "step-00000003 (step 3 of 6)" in capsys.readouterr().err
+    assert _record(tmp_path / "resumed") == _record(tmp_path / "whole")
+    ours, theirs = _weights(tmp_path / "resumed"), _weights(tmp_path / "whole")
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
