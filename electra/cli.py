@@ -318,6 +318,12 @@ def _resumed_settings(run_record: Path, flags: dict):
     from electra.pretrain import PretrainConfig
 
     budget = ("max_steps", "max_tokens", "max_minutes") if list_checkpoints(run_record.parent) else ()
+    with contextlib.suppress(ValueError, TypeError):  # unreadable: noted below
+        if "model_type" in json.loads(run_record.read_text(encoding="utf-8")):
+            raise UsageError(
+                f"--resume: {run_record.parent} is a model folder (its config.json is a transformers model's), "
+                "not a pre-training run; pass the run's folder"
+            )
     try:
         cfg = PretrainConfig.from_file(run_record, unset=budget, **flags)
     except ValueError as e:
@@ -343,6 +349,11 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     else:
         cfg = None
     if cfg is None:
+        if args.resume and args.out and not args.data:  # a resume reads the rest from the run's folder
+            raise UsageError(
+                f"--resume: {args.out} holds no pre-training run (no config.json); check the path, or pass --data "
+                "to start a run there"
+            )
         if not (args.data and args.out):
             raise UsageError("pass --data and --out (or a --config file that sets them)")
         cfg = PretrainConfig(**flags)

@@ -202,18 +202,25 @@ def _is_generator(folder: Path, name: str) -> bool:
 DEV_NAMES = ("dev", "validation", "valid")
 
 
-def _present(folder: Path, stem: str) -> list[Path]:
-    """The task files named `stem` (train, dev, validation, test) in `folder`."""
-    return [f for x in ("tsv", "csv", "jsonl", "txt", "conll") if (f := folder / f"{stem}.{x}").exists()]
+TABLES = ("tsv", "csv", "jsonl")  # the file kinds `--task csv` reads
+TAGGED = ("txt", "conll", "tsv")  # CoNLL files, as `--task ner` reads them (token<TAB>tag lines are often .tsv)
 
 
-def _find(folder: Path, stem: str) -> Path:
-    found = _present(folder, stem)
+def _present(folder: Path, stem: str, kinds: tuple[str, ...]) -> list[Path]:
+    """The task files named `stem` (train, dev, validation, test) of these `kinds` in `folder`."""
+    return [f for x in kinds if (f := folder / f"{stem}.{x}").exists()]
+
+
+def _find(folder: Path, stem: str, kinds: tuple[str, ...]) -> Path:
+    found = _present(folder, stem, kinds)
     if len(found) > 1:
         raise TaskError(f"{folder} holds {' and '.join(f.name for f in found)}; keep the one to use")
     if not found:
-        names = "/".join(DEV_NAMES) if stem == "dev" else stem
-        raise TaskError(f"{folder} has no {names}.tsv/.csv/.jsonl (or .txt/.conll for tagging)")
+        stems = DEV_NAMES if stem == "dev" else (stem,)
+        names = "/".join(stems)
+        others = [f.name for n in stems for x in TABLES + TAGGED if (f := folder / f"{n}.{x}").exists()]
+        other = f" ({', '.join(others)} is for --task {'ner' if kinds == TABLES else 'csv'})" if others else ""
+        raise TaskError(f"{folder} has no {names}.{'/.'.join(kinds)}{other}")
     return found[0]
 
 
@@ -240,8 +247,8 @@ def _unscored(error: TaskError, test: Path, text: str, pair: str | None, labels:
     return f"is not scored: {error}"
 
 
-def _test_file(folder: Path) -> Path | None:
-    return _find(folder, "test") if _present(folder, "test") else None
+def _test_file(folder: Path, kinds: tuple[str, ...]) -> Path | None:
+    return _find(folder, "test", kinds) if _present(folder, "test", kinds) else None
 
 
 def load_task(cfg: FinetuneConfig, with_train: bool = True) -> tuple[Task, list[Example], dict[str, list[Example]]]:
@@ -291,16 +298,17 @@ def _read_task(cfg: FinetuneConfig, with_train: bool) -> tuple[Task, list[Exampl
     if not data.is_dir():
         raise TaskError(f"{data} is not a folder; put train and dev files in one folder")
     # the dev file by any of its usual names (CoNLL-2003's text release calls it valid.txt)
-    dev_stem = next((s for s in DEV_NAMES if _present(data, s)), "dev")
+    kinds = TAGGED if cfg.task == "ner" else TABLES
+    dev_stem = next((s for s in DEV_NAMES if _present(data, s, kinds)), "dev")
     if cfg.task == "ner":
         task = Task("ner", "tagging", ("f1", "precision", "recall"))
-        devs = {"dev": read_conll(_find(data, dev_stem))}
-        if test := _test_file(data):  # labelled, as CoNLL-2003's: scored beside dev, never used to choose
+        devs = {"dev": read_conll(_find(data, dev_stem, kinds))}
+        if test := _test_file(data, kinds):  # labelled, as CoNLL-2003's: scored beside dev, never used to choose
             try:
                 devs["test"] = read_conll(test)
             except TaskError as e:  # tokens without tags: nothing to score
                 print(f"{test.name} is not scored: {e}", file=sys.stderr)
-        train = read_conll(train_file := _find(data, "train")) if with_train else []
+        train = read_conll(train_file := _find(data, "train", kinds)) if with_train else []
         if opened := _entities_opened_by_inside_tags(train):
             print(
                 f"note: {opened:,} entities in {train_file.name} begin with an I- tag (IOB1 tagging, or slips): the "
@@ -313,9 +321,9 @@ def _read_task(cfg: FinetuneConfig, with_train: bool) -> tuple[Task, list[Exampl
         text, many, columns = cfg.text_field or "text", cfg.multi_label, tuple(cfg.label_columns)
         label = None if columns else cfg.label_field or "label"
         read = lambda f: read_table(f, text, cfg.pair_field, label, empty_label=many, label_columns=columns)  # noqa: E731
-        train = read(train_file := _find(data, "train")) if with_train else []
-        devs = {"dev": read(dev_file := _find(data, dev_stem))}
-        if test := _test_file(data):
+        train = read(train_file := _find(data, "train", kinds)) if with_train else []
+        devs = {"dev": read(dev_file := _find(data, dev_stem, kinds))}
+        if test := _test_file(data, kinds):
             try:
                 devs["test"] = read(test)
             except TaskError as e:  # an unlabelled test set is not scored, nor a partly labelled one
@@ -1225,7 +1233,9 @@ def glue_tasks(data: str) -> list[str]:
             print(f"note: {root / GLUE_FOLDERS[t]} has no {GLUE[t].train}; {t} is left out", file=sys.stderr)
     if not found:
         names = ", ".join(GLUE_FOLDERS[t] for t in GLUE_SCORE_TASKS)
-        raise TaskError(f"{data} holds none of GLUE's task folders ({names}), each with its {GLUE['sst2'].train}")
+        one = [t for t in GLUE_SCORE_TASKS if root.name == GLUE_FOLDERS[t]]
+        hint = f"; {root} is {one[0]}'s own folder: --task {one[0]} fine-tunes on it alone" if one else ""
+        raise TaskError(f"{data} holds none of GLUE's task folders ({names}), each with its {GLUE['sst2'].train}{hint}")
     return found
 
 

@@ -285,8 +285,20 @@ def _read_json(path: Path) -> dict:
 def read_config(folder: Path) -> dict:
     path = folder / "config.json"
     if not path.exists():
-        raise FileNotFoundError(f"{folder} has no config.json; is it a Hugging Face model folder?")
+        raise FileNotFoundError(f"{folder} has no config.json; {_not_a_model(folder)}")
     return _read_json(path)
+
+
+def _not_a_model(folder: Path) -> str:
+    """What to pass instead of `folder`, a folder from another stage than a model's."""
+    if (folder / "manifest.json").is_file():
+        return (
+            "it is prepared pre-training data (`electra prepare`); pass a model: a pre-training run, "
+            "one of its checkpoints, or an exported or fine-tuned folder"
+        )
+    if any(p.name.startswith("step-") for p in folder.iterdir() if p.is_dir()):
+        return f"it holds a run's checkpoints; pass the run ({folder.parent}) or one checkpoint in it"
+    return "is it a Hugging Face model folder?"
 
 
 def read_results(folder: Path) -> dict:

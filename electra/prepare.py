@@ -570,9 +570,9 @@ def verify(folder: str | os.PathLike) -> dict:
             for f in shard["files"].values():
                 path = folder / f["path"]
                 if not path.exists():
-                    raise FileNotFoundError(f"{path} is missing; the data folder is incomplete")
+                    raise FileNotFoundError(f"{path} is missing; the data folder is incomplete: prepare it again")
                 if file_sha256(path) != f["sha256"]:
-                    raise ValueError(f"{path} does not match its sha256 in manifest.json; it is corrupt")
+                    raise ValueError(f"{path} does not match its sha256 in manifest.json; {again}")
             files = shard["files"]
             want = {"ids": (shard["rows"], manifest["seq_len"]), "types": (shard["rows"], manifest["seq_len"])}
             for name, shape in {**want, "lengths": (shard["rows"],)}.items():

@@ -202,7 +202,10 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
         elif (path / "vocab.txt").exists():
             path = path / "vocab.txt"
         else:
-            raise FileNotFoundError(f"{path} holds neither tokenizer.json nor vocab.txt; point at a tokenizer")
+            where = ""
+            if (path / "checkpoints").is_dir():
+                where = f" (a pre-training run keeps its tokenizer in each checkpoint, {path}/checkpoints/step-*)"
+            raise FileNotFoundError(f"{path} holds neither tokenizer.json nor vocab.txt; point at a tokenizer{where}")
     if not path.exists():
         raise FileNotFoundError(f"tokenizer {path} does not exist")
     if path.suffix == ".json":

@@ -298,6 +298,13 @@ def test_task_folders_that_could_mislead_are_named(tmp_path, capsys):
         load("csv")
     (tmp_path / "valid.csv").write_text("text,label\nokay,pos\n")  # as CoNLL-2003's text release names it
     assert load("csv")[2]["dev"] == [Example("okay", None, "pos")]
+    with pytest.raises(TaskError, match=r"has no dev/validation/valid.txt/.conll/.tsv \(valid.csv is for --task csv\)"):
+        load("ner")  # a table is not read as CoNLL
+    (tmp_path / "valid.tsv").write_text("okay\tO\n")  # token<TAB>tag lines, as many tagging sets ship them
+    (tmp_path / "train.tsv").write_text("good\tB-X\n")
+    assert load("ner")[2]["dev"] == [Example(["okay"], None, ["O"])]
+    (tmp_path / "valid.tsv").unlink()
+    (tmp_path / "train.tsv").unlink()
     (tmp_path / "valid.csv").unlink()
     (tmp_path / "dev.csv").write_text("text,label\nfine,pos\n")
     (tmp_path / "test.csv").write_text("text\nunlabelled\n")
@@ -333,6 +340,10 @@ def test_task_folders_that_could_mislead_are_named(tmp_path, capsys):
     with pytest.raises(TaskError, match="holds none of GLUE's task folders"):
         glue_tasks(str(tmp_path))
     assert "CoLA has no train.tsv; cola is left out" in capsys.readouterr().err
+    (tmp_path / "SST-2").mkdir()  # one task's folder given for all of them
+    (tmp_path / "SST-2" / "dev.tsv").write_text("sentence\tlabel\ngood\t1\n")
+    with pytest.raises(TaskError, match="SST-2 is sst2's own folder: --task sst2 fine-tunes on it alone"):
+        glue_tasks(str(tmp_path / "SST-2"))
 
 
 def test_layer_scales_follow_googles_depths():

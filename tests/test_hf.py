@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -500,8 +501,16 @@ def test_import_errors_name_the_problem(tmp_path, electra):
     bin_file.write_bytes(bin_file.read_bytes()[:100])
     with pytest.raises(ValueError, match="pytorch_model.bin cannot be read as weights"):
         hf.load_encoder(tmp_path / "disc")
-    with pytest.raises(FileNotFoundError, match="has no config.json"):
+    with pytest.raises(FileNotFoundError, match="has no config.json; is it a Hugging Face model folder"):
         hf.load_encoder(tmp_path)
+    (tmp_path / "data").mkdir()  # folders of other stages are named as such
+    (tmp_path / "data" / "manifest.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="it is prepared pre-training data .*pass a model: a pre-training run"):
+        hf.load_encoder(tmp_path / "data")
+    (tmp_path / "run" / "checkpoints" / "step-00000003").mkdir(parents=True)
+    told = re.escape(f"holds a run's checkpoints; pass the run ({tmp_path / 'run'}) or one checkpoint in it")
+    with pytest.raises(FileNotFoundError, match=told):
+        hf.load_encoder(tmp_path / "run" / "checkpoints")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         hf.load_encoder(tmp_path / "nope" / "deeper" / "path")
 

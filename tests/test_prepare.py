@@ -418,7 +418,7 @@ def test_a_corrupt_shard_fails_verification(tmp_path):
     data = bytearray(shard.read_bytes())
     data[-1] ^= 0xFF
     shard.write_bytes(bytes(data))
-    with pytest.raises(ValueError, match="does not match its sha256"):
+    with pytest.raises(ValueError, match="does not match its sha256 in manifest.json; .*; prepare the data again"):
         verify(tmp_path / "out")
 
 
@@ -568,6 +568,9 @@ def test_missing_paths_tokenizers_without_specials_and_busy_outputs_are_refused(
     (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\nhello\n")
     r = prep("--corpus", str(src), "--out", str(tmp_path / "o"), "--tokenizer", str(tmp_path / "vocab.txt"))
     assert r.returncode == 2 and "lacks the special tokens [CLS], [SEP], [MASK]" in r.stderr
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)  # a pre-training run: its tokenizer is in a checkpoint
+    with pytest.raises(FileNotFoundError, match=r"run holds neither .* each checkpoint, .*run/checkpoints/step-\*\)"):
+        load_tokenizer(tmp_path / "run")
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "mine.txt").write_text("keep")
     r = prep("--corpus", str(src), "--out", str(tmp_path / "busy"), "--vocab-size", "100")

@@ -238,6 +238,14 @@ def test_a_resume_takes_the_runs_own_settings_but_for_the_flags_given(tiny_data,
     logged = [json.loads(x)["step"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert logged == [2, 3, 4, 6, 8, 9]  # every 2 steps, validations every 3, on either side of the resume
     assert f"data: {tiny_data}" in resumed.stderr  # which folder a copied run reads
+    typo = cli("pretrain", "--out", tmp_path / "rnu", "--resume", "--quiet")  # no run there, and no --data to start one
+    assert typo.returncode == 2 and f"--resume: {tmp_path / 'rnu'} holds no pre-training run" in typo.stderr
+    assert not (tmp_path / "rnu").exists()
+    (tmp_path / "model").mkdir()  # a fine-tuned or exported folder
+    (tmp_path / "model" / "config.json").write_text('{"model_type": "electra", "hidden_size": 32}')
+    model = cli("pretrain", "--out", tmp_path / "model", "--resume", "--quiet")
+    assert model.returncode == 2 and "note:" not in model.stderr
+    assert f"--resume: {tmp_path / 'model'} is a model folder (its config.json is a transformers" in model.stderr
     assert config["warmup_steps"] == 0  # 10% of 6 steps
     logged = {m["step"]: m["lr"] for m in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())}
     was, now = f"{logged[6]:.3g}", f"{logged[8] * (1 - 6 / 9) / (1 - 7 / 9):.3g}"  # step 7's, from step 8's
