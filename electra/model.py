@@ -278,9 +278,9 @@ class SequenceClassifier(nn.Module):
         x = self.encoder(input_ids, token_type_ids, attention_mask)[:, 0]  # (B, H) at [CLS]
         x = self.dropout(F.gelu(self.dense(self.dropout(x))))
         if self.scale == 1.0:
-            return self.out(x)  # (B, num_labels)
+            return task_output(x, self.out.weight, self.out.bias)  # (B, num_labels)
         # the folded layer's own arithmetic, so the exported model scores exactly as this one did
-        return F.linear(x, self.out.weight * self.scale, self.out.bias * self.scale)
+        return task_output(x, self.out.weight * self.scale, self.out.bias * self.scale)
 
     @torch.no_grad()
     def fold_scale(self) -> None:
@@ -305,7 +305,8 @@ class TokenClassifier(nn.Module):
         init_weights(self.out, cfg.initializer_range)
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
-        return self.out(self.dropout(self.encoder(input_ids, token_type_ids, attention_mask)))  # (B, T, L)
+        h = self.dropout(self.encoder(input_ids, token_type_ids, attention_mask))
+        return task_output(h, self.out.weight, self.out.bias)  # (B, T, L)
 
 
 class QuestionAnswerer(nn.Module):
@@ -319,7 +320,17 @@ class QuestionAnswerer(nn.Module):
         init_weights(self.out, cfg.initializer_range)
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
-        return self.out(self.encoder(input_ids, token_type_ids, attention_mask))  # (B, T, 2): start, end
+        h = self.encoder(input_ids, token_type_ids, attention_mask)
+        return task_output(h, self.out.weight, self.out.bias)  # (B, T, 2): start, end
+
+
+def task_output(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """A task head's last layer, in fp32 under any autocast: bf16 keeps 8 significant bits, so a
+    regression output between 2 and 4 would move in steps of 1/64 (a little-trained STS-B model's
+    scores all fell on one value), and logits or span scores that differ less would tie. The
+    layer is a few hundred multiply-adds per output."""
+    with torch.autocast(x.device.type, enabled=False):
+        return F.linear(x.float(), weight.float(), bias.float())
 
 
 @torch.no_grad()

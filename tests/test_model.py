@@ -282,3 +282,34 @@ def test_training_drops_out_where_transformers_electra_does(monkeypatch):
     ids, types, mask = batch(100)
     enc(ids, types, mask)
     assert len([p for p in calls if p > 0]) == 1 + 3 * enc.cfg.num_layers
+
+
+@pytest.mark.parametrize("head", ["regression", "scaled regression", "classifier", "tagger", "span"])
+def test_task_heads_give_fp32_outputs_under_bf16_autocast(head):
+    """The encoder runs in bf16 and the head's last layer in fp32: a regression output rounded to
+    bf16 moves in steps of 1/64 between 2 and 4, where a little-trained model's scores all tie."""
+    from electra.model import QuestionAnswerer, TokenClassifier
+
+    torch.manual_seed(0)
+    cfg = tiny().discriminator
+    model = {
+        "regression": lambda: SequenceClassifier(cfg, 1),
+        "scaled regression": lambda: SequenceClassifier(cfg, 1, scale=5.0),
+        "classifier": lambda: SequenceClassifier(cfg, 3),
+        "tagger": lambda: TokenClassifier(cfg, 5),
+        "span": lambda: QuestionAnswerer(cfg),
+    }[head]().eval()
+    with torch.no_grad():
+        model.out.bias.fill_(3.0)  # outputs near 3, where bf16's step is 1/64
+        ids, types, mask = batch(cfg.vocab_size, 4, 12)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = model(ids, types, mask)
+            hidden = model.encoder(ids, types, mask)
+        if isinstance(model, SequenceClassifier):
+            hidden = torch.nn.functional.gelu(model.dense(hidden[:, 0].float()))
+        scale = getattr(model, "scale", 1.0)
+        want = torch.nn.functional.linear(hidden.float(), model.out.weight * scale, model.out.bias * scale)
+        full = model(ids, types, mask)  # no autocast: as before
+    assert got.dtype == torch.float32 and full.dtype == torch.float32
+    assert not torch.equal(got, got.bfloat16().float())  # not rounded to bf16
+    assert torch.allclose(got, want, atol=1e-2) and torch.allclose(got, full, atol=0.1)
