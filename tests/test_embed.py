@@ -38,8 +38,8 @@ def _theirs(folder, texts, pooling):
     tok = transformers.AutoTokenizer.from_pretrained(folder)
     model = transformers.AutoModel.from_pretrained(folder).eval()
     out = []
-    for text in texts:  # one at a time: no padding at all
-        enc = tok(text, return_tensors="pt")
+    for text in texts:  # one at a time: no padding at all; a (text, pair) tuple is read as a pair
+        enc = tok(*(text if isinstance(text, tuple) else (text,)), return_tensors="pt")
         with torch.no_grad():
             h = model(**enc).last_hidden_state[0]
         out.append(h[0] if pooling == "cls" else h.mean(0))
@@ -167,3 +167,31 @@ def test_the_commands_flags_reach_the_embedder(folders, tmp_path, cli, monkeypat
     np.testing.assert_allclose(np.load(out), Embedder(folders / "disc", device="cpu")([(t, None) for t in TEXTS])[0])
     assert cli(*cmd, "--batch-size", "3", "--precision", "bf16", "--max-length", "16").returncode == 0
     assert seen == {"init": (str(folders / "disc"), 16, "auto", "mean", False, "bf16"), "batch_size": 3}
+
+
+def test_pairs_read_as_transformers_reads_them_one_text_a_batch(folders):
+    """A (text, pair) reads as [CLS] text [SEP] pair [SEP], the pair's tokens of segment 1."""
+    pairs = [(TEXTS[0], TEXTS[2]), (TEXTS[2], TEXTS[3])]
+    ours, cut = Embedder(folders / "disc", device="cpu")(pairs, batch_size=1)
+    assert cut == 0
+    np.testing.assert_allclose(ours, _theirs(folders / "disc", pairs, "mean"), atol=1e-5)
+
+
+def test_no_texts_give_no_rows_of_the_models_width_and_counts_add_up_over_chunks(folders):
+    embedder = Embedder(folders / "disc", device="cpu", max_length=8)
+    vectors, cut = embedder([])
+    assert vectors.shape == (0, 32) and vectors.dtype == np.float32 and cut == 0
+    texts = [(TEXTS[1], None), (TEXTS[3], None)] + [("fine", None)] * 8191  # past one chunk of 8192 texts
+    vectors, cut = embedder(texts, batch_size=1024)
+    assert vectors.shape == (8193, 32) and cut == 2  # both cut texts are in the first chunk
+    np.testing.assert_allclose(vectors[[0, 1, -1]], embedder(texts[:2] + texts[-1:])[0], atol=1e-6)
+    with pytest.raises(ValueError, match="batch size and chunk size must be at least 1, got 64 and 0"):
+        next(embedder.stream(texts, chunk_size=0))
+
+
+def test_bf16_vectors_are_computed_in_bf16_and_come_back_as_float32(folders):
+    texts = [(t, None) for t in TEXTS]
+    full, _ = Embedder(folders / "disc", device="cpu")(texts)
+    half, _ = Embedder(folders / "disc", device="cpu", precision="bf16")(texts)
+    assert half.dtype == np.float32 and not np.array_equal(half, full)
+    np.testing.assert_allclose(half, full, atol=0.1)

@@ -693,3 +693,55 @@ def test_export_refuses_labels_that_do_not_match_the_head(tmp_path):
         with pytest.raises(ValueError, match=f"id2label has {len(labels)} labels but the model predicts 3"):
             hf.export_sequence_classifier(model, tmp_path / "clf", labels)
     assert not (tmp_path / "clf").exists()
+
+
+@pytest.mark.parametrize("kind", ["discriminator", "sequence", "token"])
+def test_training_drops_out_where_and_at_the_rates_transformers_does(tmp_path, monkeypatch, kind):
+    """With every dropout made a fixed scaling by 1 + 3p (hidden 0.1, attention 0.2, so each
+    place shows which rate it took), our training-mode outputs equal transformers' in training
+    mode: the same places (the embeddings after their LayerNorm, the attention probabilities,
+    each sublayer's output before its residual sum, the classifier heads) at the same rates."""
+    import electra.model as model_mod
+
+    def scale(x, p=0.5, training=True, inplace=False):
+        return x * (1 + 3 * p) if training and p > 0 else x
+
+    cfg = dataclasses.replace(tiny().discriminator, dropout=0.1, attention_dropout=0.2)
+    if kind == "discriminator":
+        model = perturb(Electra(dataclasses.replace(tiny(), discriminator=cfg, generator=cfg)))
+        hf.export_discriminator(model, tmp_path / "m")
+        ours, theirs = model.discriminator_logits, transformers.ElectraForPreTraining
+    elif kind == "sequence":
+        model = ours = perturb(SequenceClassifier(cfg, 3))
+        hf.export_sequence_classifier(model, tmp_path / "m", ["a", "b", "c"])
+        theirs = transformers.ElectraForSequenceClassification
+    else:
+        model = ours = perturb(TokenClassifier(cfg, 3))
+        hf.export_token_classifier(model, tmp_path / "m", ["O", "B-X", "I-X"])
+        theirs = transformers.ElectraForTokenClassification
+    theirs = theirs.from_pretrained(tmp_path / "m", attn_implementation="eager")  # its dropout: F.dropout
+    monkeypatch.setattr(model_mod, "dropout", scale)
+    monkeypatch.setattr(torch.nn.functional, "dropout", scale)  # transformers' nn.Dropout and eager attention
+    model.train()
+    theirs.train()
+    ids, types, mask = batch(100)
+    with torch.no_grad():
+        got, want = ours(ids, types, mask), theirs(input_ids=ids, token_type_ids=types, attention_mask=mask).logits
+    if kind == "sequence":
+        torch.testing.assert_close(got, want, **TOL)
+    else:
+        _assert_real_close(got, want, mask)
+    with torch.no_grad():  # and not the identity: the scaling reached both
+        assert not torch.allclose(got, theirs.eval()(input_ids=ids, token_type_ids=types, attention_mask=mask).logits)
+
+
+def test_a_disentangled_main_networks_masked_lm_predicts_as_exported(tmp_path):
+    """Replace MLM with disentangled embeddings: the main network's LM head is tied to the words
+    it sees, sg(shared) + delta, which is what its ElectraForMaskedLM export holds."""
+    model = perturb(Electra(dataclasses.replace(tiny(), disentangled_embeddings=True, discriminator_lm_head=True)))
+    hf.export_discriminator_lm(model, tmp_path / "lm")
+    theirs = transformers.ElectraForMaskedLM.from_pretrained(tmp_path / "lm").eval()
+    ids, types, mask = batch(100)
+    with torch.no_grad():
+        ours = model.discriminator_lm_logits(model.discriminator_hidden(ids, types, mask))
+        _assert_real_close(ours, theirs(input_ids=ids, token_type_ids=types, attention_mask=mask).logits, mask)

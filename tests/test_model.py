@@ -313,3 +313,85 @@ def test_task_heads_give_fp32_outputs_under_bf16_autocast(head):
     assert got.dtype == torch.float32 and full.dtype == torch.float32
     assert not torch.equal(got, got.bfloat16().float())  # not rounded to bf16
     assert torch.allclose(got, want, atol=1e-2) and torch.allclose(got, full, atol=0.1)
+
+
+def test_cpu_dropout_takes_any_shape():
+    """One 64-bit draw gives four 16-bit uniforms: a tensor whose size is no multiple of 4 still
+    gets a mask of its own shape (a one-head network's attention at an odd length and batch)."""
+    from electra.model import dropout
+
+    x = torch.ones(3, 5, 7)
+    torch.manual_seed(0)
+    y = dropout(x, 0.5, training=True)
+    assert y.shape == x.shape and set(y.unique().tolist()) == {0.0, 2.0}
+
+
+def test_an_input_of_exactly_the_models_positions_is_read():
+    model = Electra(tiny())  # 128 positions
+    assert model.discriminator_logits(torch.full((1, 128), 7)).shape == (1, 128)
+
+
+def test_omitted_token_types_read_as_type_0():
+    """As transformers: no token_type_ids means segment 0 everywhere, not no segment embedding."""
+    model = perturb(Electra(tiny()))  # type embeddings off their initial values, rows 0 and 1 apart
+    ids, _, mask = batch(100)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.discriminator_logits(ids, None, mask),
+            model.discriminator_logits(ids, torch.zeros_like(ids), mask),
+            rtol=0,
+            atol=0,
+        )
+        torch.testing.assert_close(
+            model.generator_logits(ids, None, mask),
+            model.generator_logits(ids, torch.zeros_like(ids), mask),
+            rtol=0,
+            atol=0,
+        )
+
+
+def test_fresh_encoders_heads_and_embeddings_are_initialised_as_googles():
+    """A standalone encoder and each fine-tuning head start as pre-training does: N(0, 0.02) cut at
+    2 std, zero biases; every embedding too, at a config's own initializer_range."""
+    from electra.model import QuestionAnswerer, TokenClassifier
+
+    torch.manual_seed(0)
+    cfg = tiny().discriminator.replace(hidden_size=256, num_heads=4)
+    for layer in (
+        Encoder(cfg).transformer.layers[0].ffn_in,
+        SequenceClassifier(cfg, 3).dense,
+        SequenceClassifier(cfg, 300).out,
+        TokenClassifier(cfg, 300).out,
+        QuestionAnswerer(cfg.replace(hidden_size=2048, num_heads=8)).out,
+    ):
+        assert layer.weight.abs().max() <= 0.04 and abs(layer.weight.std().item() / (0.02 * 0.8796) - 1) < 0.05
+        assert layer.bias.abs().sum() == 0
+    # position embeddings and the projection, at a config's own scale (architecture's initializer_range)
+    disc = cfg.replace(embedding_size=128, initializer_range=0.05)
+    model = Electra(ModelConfig(disc, disc))
+    for w in (model.embeddings.position.weight, model.discriminator.project.weight):
+        assert w.abs().max() <= 0.1 and abs(w.std().item() / (0.05 * 0.8796) - 1) < 0.05
+
+
+def test_the_generators_encoder_is_the_generator_with_the_shared_embeddings():
+    """`encoder("generator")` (what fine-tuning an MLM run starts from) is the generator network as
+    it runs in pre-training: its own sizes, the shared word embeddings (never the discriminator's
+    delta), in the model's training mode; any other part is refused."""
+    model = perturb(Electra(dataclasses.replace(tiny(), disentangled_embeddings=True)))  # delta off zero
+    ids, types, mask = batch(100)
+    enc = model.encoder("generator")
+    assert enc.cfg == model.cfg.generator and not enc.training
+    with torch.no_grad():
+        want = model.generator(model.embeddings(ids, types), mask)
+        torch.testing.assert_close(enc(ids, types, mask), want, rtol=0, atol=0)
+    assert model.train().encoder("generator").training and model.encoder().training
+    with pytest.raises(ValueError, match="part must be discriminator or generator, got 'gen'"):
+        model.encoder("gen")
+
+
+def test_heads_refuse_no_labels():
+    from electra.model import TokenClassifier
+
+    for head in (SequenceClassifier, TokenClassifier):
+        with pytest.raises(ValueError, match="num_labels must be at least 1, got 0"):
+            head(tiny().discriminator, 0)

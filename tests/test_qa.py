@@ -415,3 +415,62 @@ def test_the_best_span_may_start_at_a_start_that_is_not_the_top_one():
     windows = qa.Windows([], [], [], [0], [offsets], [False])
     (answer,) = qa.best_answers([_logits([0, 4, 5, 0], [0, 4, 0, 0])], windows, ["alpha beta"], allow_none=False)
     assert (answer.text, answer.logit) == ("alpha", 8.0)
+
+
+def test_exact_match_and_f1_are_scored_apart():
+    """A partly right answer earns F1 but no exact match."""
+    scores = qa.answer_scores(["blue car", "red"], [["the big blue car"], ["Red."]])
+    assert scores == {"f1": pytest.approx((0.8 + 1) / 2), "exact_match": 0.5}
+
+
+def test_squad_reading_refuses_a_start_that_is_no_position_and_an_impossible_question_has_no_answer(tmp_path):
+    def read(qas):
+        (tmp_path / "s.json").write_text(json.dumps({"data": [{"paragraphs": [{"context": "The sky", "qas": qas}]}]}))
+        return qa.read_squad(tmp_path / "s.json")
+
+    answers = [{"text": "sky", "answer_start": 4}]
+    impossible = {"id": "q", "question": "What?", "is_impossible": True, "answers": answers}
+    assert read([impossible])[0].label == [] and read([{**impossible, "is_impossible": False}])[0].label == [("sky", 4)]
+    for start in ("four", None, 4.0):
+        with pytest.raises(TaskError, match=f"'q' has an answer_start that is no character position: {start!r}"):
+            read([{"id": "q", "question": "What?", "answers": [{"text": "sky", "answer_start": start}]}])
+
+
+def test_windows_label_the_first_answer_and_no_span_for_one_not_at_its_start(tokenizer):
+    """Training labels the first gold answer; an answer whose text is not at its answer_start is
+    labelled [CLS] (0, 0), never the characters it points at."""
+    tok = copy.deepcopy(tokenizer)
+    context = "the movie was great and a lot of fun"
+    two = Example("what was it", context, [("great", 14), ("fun", 33)])
+    moved = Example("what was it", context, [("fun", 14)])
+    w = qa.encode_windows(tok, [two, moved], max_length=32)
+    assert w.question == [0, 1]
+    s, t = w.labels[0]
+    assert context[w.offsets[0][s][0] : w.offsets[0][t][1]] == "great"
+    assert w.labels[1] == (0, 0)
+
+
+def test_an_answer_keeps_a_last_token_of_one_character():
+    offsets = [None, (0, 4), (4, 5), None]  # [CLS] "blue" "." [SEP]: the answer "blue." ends with the "." token
+    assert qa.answer_tokens(offsets, 0, 5) == (1, 2) and qa.answer_tokens(offsets, 0, 4) == (1, 1)
+
+
+def test_windows_may_share_no_tokens_but_never_a_negative_number():
+    assert qa.window_stride(48, 0) == (22, 0)
+    with pytest.raises(TaskError, match="the window stride must be 0 to 22 at max-length 48"):
+        qa.window_stride(48, -1)
+
+
+def test_tokens_outside_the_context_take_none_of_the_n_best_places():
+    """A question of more than N_BEST tokens that all outscore the context (a model may well score
+    them high) still leaves the best span of the context as the answer, as probable as computed
+    without overflowing at large logits."""
+    question = qa.N_BEST + 5
+    offsets = [None] * (1 + question + 1) + [(0, 3), (4, 7), (8, 13)] + [None]  # [CLS] question [SEP] context [SEP]
+    start, end = np.full(len(offsets), 1000.0), np.full(len(offsets), 1000.0)
+    start[-4:-1], end[-4:-1] = [990.0, 992.0, 991.0], [990.0, 991.0, 993.0]  # "two three": 992 + 993
+    windows = qa.Windows([], [], [], [0], [offsets], [False])
+    (answer,) = qa.best_answers([_logits(start, end)], windows, ["one two three"], allow_none=False)
+    assert (answer.text, answer.logit) == ("two three", 1985.0)
+    probs = [np.exp(np.array(p) - 1000.0) for p in ([1000, 990, 992, 991], [1000, 990, 991, 993])]  # [CLS], context
+    assert answer.score == pytest.approx(probs[0][2] / probs[0].sum() * probs[1][3] / probs[1].sum())
