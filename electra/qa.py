@@ -163,6 +163,10 @@ def encode_windows(
     encodings = tok.encode_batch([(q, e.pair) for q, e in zip(questions, examples, strict=True)])
     for n, (e, enc) in enumerate(zip(examples, encodings, strict=True)):
         answer = e.label[0] if e.label and answer_placed(e) else None
+        if answer is not None:  # its characters without the spaces some answers carry around them
+            text, at = answer
+            answer = (at + len(text) - len(text.lstrip()), at + len(text.rstrip()))
+            answer = None if answer[1] <= answer[0] else answer
         for w in (enc, *enc.overflowing):
             in_context = [s == 1 for s in w.sequence_ids]
             offsets = [o if c else None for o, c in zip(w.offsets, in_context, strict=True)]
@@ -171,9 +175,7 @@ def encode_windows(
             out.question.append(n)
             if keep_offsets:
                 out.offsets.append(offsets)
-            out.labels.append(
-                (0, 0) if answer is None else answer_tokens(offsets, answer[1], answer[1] + len(answer[0]))
-            )
+            out.labels.append((0, 0) if answer is None else answer_tokens(offsets, *answer))
     tok.no_truncation()
     return out
 

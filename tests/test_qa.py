@@ -448,6 +448,11 @@ def test_windows_label_the_first_answer_and_no_span_for_one_not_at_its_start(tok
     s, t = w.labels[0]
     assert context[w.offsets[0][s][0] : w.offsets[0][t][1]] == "great"
     assert w.labels[1] == (0, 0)
+    # spaces around an answer's text (SQuAD's files have some) reach no neighbouring word
+    padded = Example("what was it", context, [(" great ", 13)])
+    w = qa.encode_windows(tok, [padded, Example("what was it", context, [(" ", 13)])], max_length=32)
+    s, t = w.labels[0]
+    assert context[w.offsets[0][s][0] : w.offsets[0][t][1]] == "great" and w.labels[1] == (0, 0)
 
 
 def test_an_answer_keeps_a_last_token_of_one_character():
