@@ -296,7 +296,7 @@ def _not_a_model(folder: Path) -> str:
             "it is prepared pre-training data (`electra prepare`); pass a model: a pre-training run, "
             "one of its checkpoints, or an exported or fine-tuned folder"
         )
-    if any(p.name.startswith("step-") for p in folder.iterdir() if p.is_dir()):
+    if folder.is_dir() and any(p.name.startswith("step-") for p in folder.iterdir() if p.is_dir()):
         return f"it holds a run's checkpoints; pass the run ({folder.parent}) or one checkpoint in it"
     return "is it a Hugging Face model folder?"
 

@@ -277,10 +277,8 @@ class SequenceClassifier(nn.Module):
     def forward(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
         x = self.encoder(input_ids, token_type_ids, attention_mask)[:, 0]  # (B, H) at [CLS]
         x = self.dropout(F.gelu(self.dense(self.dropout(x))))
-        if self.scale == 1.0:
-            return task_output(x, self.out.weight, self.out.bias)  # (B, num_labels)
         # the folded layer's own arithmetic, so the exported model scores exactly as this one did
-        return task_output(x, self.out.weight * self.scale, self.out.bias * self.scale)
+        return task_output(x, self.out.weight * self.scale, self.out.bias * self.scale)  # (B, num_labels)
 
     @torch.no_grad()
     def fold_scale(self) -> None:
