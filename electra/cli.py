@@ -315,17 +315,16 @@ def _resumed_settings(run_record: Path, flags: dict):
     cannot be read: the flags alone then, as for a new run. The budget is the one given now
     when there is a checkpoint to go on from (pretrain.run then keeps the run's schedule)."""
     from electra.checkpoint import list_checkpoints
-    from electra.pretrain import PretrainConfig
+    from electra.pretrain import ModelConfigGiven, PretrainConfig
 
     budget = ("max_steps", "max_tokens", "max_minutes") if list_checkpoints(run_record.parent) else ()
-    with contextlib.suppress(ValueError, TypeError):  # unreadable: noted below
-        if "model_type" in json.loads(run_record.read_text(encoding="utf-8")):
-            raise UsageError(
-                f"--resume: {run_record.parent} is a model folder (its config.json is a transformers model's), "
-                "not a pre-training run; pass the run's folder"
-            )
     try:
         cfg = PretrainConfig.from_file(run_record, unset=budget, **flags)
+    except ModelConfigGiven:
+        raise UsageError(
+            f"--resume: {run_record.parent} is a model folder (its config.json is a transformers model's), "
+            "not a pre-training run; pass the run's folder"
+        ) from None
     except ValueError as e:
         print(f"note: the run's settings are not readable ({e}); going on with the flags given", file=sys.stderr)
         return None

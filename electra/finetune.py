@@ -1233,8 +1233,8 @@ def glue_tasks(data: str) -> list[str]:
             print(f"note: {root / GLUE_FOLDERS[t]} has no {GLUE[t].train}; {t} is left out", file=sys.stderr)
     if not found:
         names = ", ".join(GLUE_FOLDERS[t] for t in GLUE_SCORE_TASKS)
-        one = [t for t in GLUE_SCORE_TASKS if root.name == GLUE_FOLDERS[t]]
-        hint = f"; {root} is {one[0]}'s own folder: --task {one[0]} fine-tunes on it alone" if one else ""
+        one = next((t for t in GLUE_SCORE_TASKS if root.name == GLUE_FOLDERS[t]), None)
+        hint = f"; {root} is {one}'s own folder: --task {one} fine-tunes on it alone" if one else ""
         raise TaskError(f"{data} holds none of GLUE's task folders ({names}), each with its {GLUE['sst2'].train}{hint}")
     return found
 

@@ -95,6 +95,10 @@ class TrainingDiverged(RuntimeError):
     """Too many non-finite steps in a row; the last good checkpoint is intact."""
 
 
+class ModelConfigGiven(ValueError):
+    """A model folder's config.json where pre-training options were expected."""
+
+
 @dataclass(frozen=True)
 class PretrainConfig:
     data: str
@@ -211,6 +215,11 @@ class PretrainConfig:
             raise ValueError(f"cannot read config file {path}: {e}") from e
         if not isinstance(values, dict):
             raise ValueError(f'{path} must hold one JSON object of options, like {{"data": ..., "out": ...}}')
+        if "model_type" in values:
+            raise ModelConfigGiven(
+                f"{path} is a transformers model's config.json, not pre-training options; to start from that "
+                "model, pass its folder to --init-discriminator"
+            )
         recorded, run_record = None, "data_sha256" in values
         if run_record:  # a run's RUN/config.json: its settings, minus what a run derives
             base, recorded = values.get("working_dir"), values.get("model")

@@ -246,6 +246,8 @@ def test_a_resume_takes_the_runs_own_settings_but_for_the_flags_given(tiny_data,
     model = cli("pretrain", "--out", tmp_path / "model", "--resume", "--quiet")
     assert model.returncode == 2 and "note:" not in model.stderr
     assert f"--resume: {tmp_path / 'model'} is a model folder (its config.json is a transformers" in model.stderr
+    given = cli("pretrain", "--config", tmp_path / "model" / "config.json", "--quiet")  # not a list of unknown options
+    assert given.returncode == 2 and "is a transformers model's config.json, not pre-training options" in given.stderr
     assert config["warmup_steps"] == 0  # 10% of 6 steps
     logged = {m["step"]: m["lr"] for m in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())}
     was, now = f"{logged[6]:.3g}", f"{logged[8] * (1 - 6 / 9) / (1 - 7 / 9):.3g}"  # step 7's, from step 8's
