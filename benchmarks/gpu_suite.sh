@@ -4,13 +4,15 @@
 #      under --deterministic), then two eager runs of the same settings with and without
 #      --deterministic (where torch refuses any kernel that has no deterministic form)
 #   2. ELECTRA-Small at the paper's batch 128 x 128, bf16: the transformers-built step against ours
-#   3. ELECTRA-Base at 32 x 512, bf16: throughput and peak memory against the same baseline
-#   4. Small under --deterministic (fixed-order kernels): what exact repeatability costs
-#   5. Small with --compile-mode max-autotune but without coordinate-descent tuning (which alone
+#   3. Small with the generator's half on a second CUDA stream (its backward beside the
+#      discriminator's), each half compiled on its own, against stage 2
+#   4. ELECTRA-Base at 32 x 512, bf16: throughput and peak memory against the same baseline
+#   5. Small under --deterministic (fixed-order kernels): what exact repeatability costs
+#   6. Small with --compile-mode max-autotune but without coordinate-descent tuning (which alone
 #      outlasted 114 s of compiling; the whole mode, 220 s), against stage 2
-#   6. while time is left: the generator's vocabulary stage (previous formulation against
+#   7. while time is left: the generator's vocabulary stage (previous formulation against
 #      current), two compiled runs of the same settings with and without --deterministic, Base
-#      with activation checkpointing (memory against stage 3's), Small without inductor's
+#      with activation checkpointing (memory against stage 4's), Small without inductor's
 #      combo_kernels (on by default on CUDA), a kernel profile of the compiled Small step,
 #      aggressive_fusion on Small, `electra pretrain` itself on prepared data (DATA=folder), a Base
 #      profile, autotuned Base, the eager variants, fine-tuning Base on SST-2 in fp32 and bf16
@@ -56,6 +58,8 @@ stage cuda-tests 120 "$py" -m pytest -q -p no:cacheprovider -p no:logging tests/
 stage determinism-eager 60 "$py" benchmarks/determinism.py --device cuda --eager
 bench small 160 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 150 \
     --variants transformers,ours-compiled-graph
+bench small-streams 150 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 140 \
+    --variants ours-graph-streams,ours-compiled-graph-streams
 bench base 160 --preset base --batch 32 --seq 512 --steps 20 --warmup 5 --timeout 150 \
     --variants transformers,ours-compiled-graph
 bench small-deterministic 120 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 110 \

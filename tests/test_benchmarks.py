@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from tests.conftest import ROOT
 
@@ -30,7 +31,7 @@ def results(tmp_path_factory):
     step = _run(
         "benchmarks/pretrain_throughput.py",
         *("--preset", "tiny", "--batch", "4", "--seq", "16", "--steps", "2", "--warmup", "1", "--precision", "fp16"),
-        *("--variants", "transformers,ours,ours-checkpointed", "--profile", str(out / "profile")),
+        *("--variants", "transformers,ours,ours-checkpointed,ours-streams", "--profile", str(out / "profile")),
         *("--json", str(out / "small.json"), "--deterministic"),
     )
     vocab = _run(
@@ -55,11 +56,50 @@ def results(tmp_path_factory):
 
 def test_pretrain_throughput_table_and_grouped_profile(results):
     out, stdout, _ = results
-    assert _table(stdout) == ["variant", "transformers", "ours", "ours-checkpointed"]
+    assert _table(stdout) == ["variant", "transformers", "ours", "ours-checkpointed", "ours-streams"]
     assert ", fp16," in stdout and ", deterministic" in stdout
     groups = json.loads((out / "small.json").read_text())["results"][1]["profile_ms_per_step"]
     assert groups["matmul"] > 0 and groups["total"] > groups["matmul"] and list(groups)[-1] == "total"
     assert "every kernel grouped by name" in (out / "profile.ours.txt").read_text()
+
+
+def test_the_two_stream_step_is_electra_loss_in_two_halves():
+    """TwoStreams (the generator's half on a second CUDA stream, each half compiled on its own)
+    splits the objective without changing it: on one stream, the same loss, metrics and
+    gradients as the training loop's step, bit for bit, dropout included."""
+    import importlib.util
+
+    from electra.config import tiny
+    from electra.model import Electra
+    from electra.objective import ObjectiveConfig, electra_loss, loss_counts
+    from electra.parallel import TrainStep
+
+    spec = importlib.util.spec_from_file_location("pretrain_throughput", ROOT / "benchmarks/pretrain_throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    torch.manual_seed(0)
+    model = Electra(tiny(vocab_size=100)).train()
+    ids = torch.randint(5, 100, (4, 16))
+    ids[:, 0], ids[:, -1] = 2, 3
+    mask = torch.ones_like(ids)
+    mask[1, 12:] = 0
+    special = torch.zeros(100, dtype=torch.bool)
+    special[[0, 2, 3, 4]] = True
+    rows, seed, cfg = torch.arange(4), torch.tensor(7), ObjectiveConfig()
+    totals = loss_counts(ids, mask, special, cfg.mask_prob, rows, seed, False)
+
+    def run(step):
+        model.zero_grad()
+        torch.manual_seed(1)
+        loss, metrics = step(ids, torch.zeros_like(ids), mask, special, rows, seed, 4, totals)
+        loss.backward()
+        return loss, metrics, {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+    loss, metrics, grads = run(TrainStep(model, electra_loss, cfg))
+    loss2, metrics2, grads2 = run(bench.TwoStreams(model, cfg, torch.device("cpu")))
+    assert torch.equal(loss, loss2) and list(metrics) == list(metrics2) and grads.keys() == grads2.keys()
+    assert all(torch.equal(metrics[k], metrics2[k]) for k in metrics)
+    assert all(torch.equal(grads[k], grads2[k]) for k in grads) and len(grads) == len(list(model.parameters()))
 
 
 def test_vocab_stage_compares_both_formulations(results):
