@@ -6,7 +6,8 @@
 #   2. ELECTRA-Small at the paper's batch 128 x 128, bf16: the transformers-built step against ours
 #   3. Small with the generator's half on a second CUDA stream (its backward beside the
 #      discriminator's), each half compiled on its own, against stage 2
-#   4. ELECTRA-Base at 32 x 512, bf16: throughput and peak memory against the same baseline
+#   4. ELECTRA-Base at 32 x 512, bf16: throughput and peak memory against the same baseline, then
+#      where its compiled step's time goes, kernel by kind (Base is further from its target)
 #   5. Small under --deterministic (fixed-order kernels): what exact repeatability costs
 #   6. Small with --compile-mode max-autotune but without coordinate-descent tuning (which alone
 #      outlasted 114 s of compiling; the whole mode, 220 s), against stage 2
@@ -14,8 +15,8 @@
 #      current), two compiled runs of the same settings with and without --deterministic, Base
 #      with activation checkpointing (memory against stage 4's), Small without inductor's
 #      combo_kernels (on by default on CUDA), a kernel profile of the compiled Small step,
-#      aggressive_fusion on Small, `electra pretrain` itself on prepared data (DATA=folder), a Base
-#      profile, autotuned Base, the eager variants, fine-tuning Base on SST-2 in fp32 and bf16
+#      aggressive_fusion on Small, `electra pretrain` itself on prepared data (DATA=folder),
+#      autotuned Base, the eager variants, fine-tuning Base on SST-2 in fp32 and bf16
 #      (SST2=folder)
 # Results (tables, JSON, logs) go under $OUT (default ./gpu-results); the last thing printed is
 # benchmarks/gpu_summary.py's digest of all of them (also $OUT/summary.md). Each stage has its
@@ -62,6 +63,8 @@ bench small-streams 150 --preset small --batch 128 --seq 128 --steps 100 --warmu
     --variants ours-graph-streams,ours-compiled-graph-streams
 bench base 160 --preset base --batch 32 --seq 512 --steps 20 --warmup 5 --timeout 150 \
     --variants transformers,ours-compiled-graph
+bench base-profile 150 --preset base --batch 32 --seq 512 --steps 20 --warmup 5 --timeout 140 \
+    --variants ours-compiled --profile "$out/profile-base"
 bench small-deterministic 120 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 110 \
     --variants ours-compiled-graph --deterministic
 bench small-autotuned 230 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 220 \
@@ -82,8 +85,6 @@ if [[ -n "${DATA:-}" ]]; then
         --log-every 100 --eval-every 1000000 --checkpoint-every 1000000 --compile --quiet
     [[ -f "$run/metrics.jsonl" ]] && cp "$run/metrics.jsonl" "$out/pretrain-loop.jsonl"
 fi
-bench base-profile 150 --preset base --batch 32 --seq 512 --steps 20 --warmup 5 --timeout 140 \
-    --variants ours-compiled --profile "$out/profile-base"
 bench base-autotuned 300 --preset base --batch 32 --seq 512 --steps 20 --warmup 5 --timeout 290 \
     --variants ours-autotuned-graph
 bench small-eager 200 --preset small --batch 128 --seq 128 --steps 100 --warmup 10 --timeout 150 \
