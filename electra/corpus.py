@@ -390,6 +390,15 @@ def source_kind(path: Path, fmt: str = "auto") -> str:
     return "records" if _is_saved_dataset(path) else (format_of(path) if fmt == "auto" else fmt) or "unknown"
 
 
+def _missing(path: Path) -> str:
+    if path.is_symlink():
+        return (
+            f"{path} is a symbolic link to {os.readlink(path)}, which cannot be followed (it does not exist, or "
+            "leads back to itself); fix or remove the link"
+        )
+    return f"{path} does not exist"
+
+
 def expand(paths: Iterable[str | os.PathLike], fmt: str = "auto") -> list[Path]:
     """Files (and saved datasets) named by paths, folders and globs, in a stable order."""
     out: list[Path] = []
@@ -400,7 +409,7 @@ def expand(paths: Iterable[str | os.PathLike], fmt: str = "auto") -> list[Path]:
             raise CorpusError(f"no files match {p!r}")
         for m in map(Path, matches):
             if not m.exists():
-                raise CorpusError(f"{m} does not exist")
+                raise CorpusError(_missing(m))
             if _is_saved_dataset(m):
                 out.append(m)
             elif m.is_dir():
@@ -416,6 +425,8 @@ def expand(paths: Iterable[str | os.PathLike], fmt: str = "auto") -> list[Path]:
                         if not f.name.startswith(".") and format_of(f) and (fmt == "auto" or format_of(f) == fmt)
                     ]
                 found.sort()
+                if broken := next((f for f in found if not f.exists()), None):  # a link to nothing, or a loop
+                    raise CorpusError(_missing(broken))
                 if not found:
                     kinds = ", ".join(f".{k}" for k in FORMATS)
                     if fmt != "auto" and any(format_of(f) for _, _, fs in os.walk(m) for f in map(Path, fs)):

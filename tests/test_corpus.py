@@ -195,3 +195,13 @@ def test_a_saved_dataset_dict_is_read_from_its_train_split_whatever_its_order(tm
     )
     items = list(corpus.stream(corpus.expand([tmp_path / "ds"]), corpus.ReadStats()))
     assert items == ["Train one.", None, "Train two.", None]
+
+
+@pytest.mark.parametrize("target", ["loop.txt", "gone.txt"])
+def test_a_broken_or_looping_link_in_a_corpus_folder_is_named_as_such(tmp_path, target):
+    (tmp_path / "a.txt").write_text("Some text.\n")
+    (tmp_path / "loop.txt").symlink_to(target)
+    with pytest.raises(corpus.CorpusError, match=f"loop.txt is a symbolic link to {target}, which cannot be followed"):
+        corpus.expand([tmp_path])
+    with pytest.raises(corpus.CorpusError, match="loop.txt is a symbolic link"):
+        corpus.expand([str(tmp_path / "*.txt")])
