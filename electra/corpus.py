@@ -319,17 +319,24 @@ def _read_json(path: Path, stats: ReadStats, key: str) -> Iterator[str | None]:
 def _read_csv(path: Path, stats: ReadStats, key: str, delimiter: str) -> Iterator[str | None]:
     def texts():
         with _open_text(path, stats) as f:
-            rows = csv.DictReader(
-                f, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-            )
+            # strict: a quote never closed is an error, not a field that swallows the rest of the file
+            quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+            rows = csv.DictReader(f, delimiter=delimiter, quoting=quoting, strict=True)
             if rows.fieldnames is None:
                 return
             if key not in rows.fieldnames:
                 raise CorpusError(
                     f"{path} has no column {key!r} (columns: {', '.join(rows.fieldnames)}); pass --text-field NAME"
                 )
-            for row in rows:
-                yield row[key] or ""
+            start = rows.line_num + 1  # the line the next row starts on
+            try:
+                for row in rows:
+                    yield row[key] or ""
+                    start = rows.line_num + 1
+            except csv.Error as e:
+                raise CorpusError(
+                    f"{path}:{start} is not valid CSV ({e}); close or double the quotes in that row, or remove it"
+                ) from e
 
     csv.field_size_limit(1 << 30)
     return _documents(texts())

@@ -205,3 +205,10 @@ def test_a_broken_or_looping_link_in_a_corpus_folder_is_named_as_such(tmp_path, 
         corpus.expand([tmp_path])
     with pytest.raises(corpus.CorpusError, match="loop.txt is a symbolic link"):
         corpus.expand([str(tmp_path / "*.txt")])
+
+
+def test_a_csv_quote_never_closed_is_named_with_its_line_not_read_to_the_end(tmp_path):
+    # csv reads on past newlines looking for the closing quote: every later row would become one field
+    content = 'id,text\n1,First row.\n2,"An open quote.\n3,Third row.\n4,Fourth row.\n'
+    with pytest.raises(corpus.CorpusError, match=r"q.csv:3 is not valid CSV \(unexpected end of data\)"):
+        _items(tmp_path, "q.csv", content)
