@@ -331,6 +331,12 @@ def _read_csv(path: Path, stats: ReadStats, key: str, delimiter: str) -> Iterato
             start = rows.line_num + 1  # the line the next row starts on
             try:
                 for row in rows:
+                    if None in row:  # more fields than the header: a delimiter inside unquoted text
+                        n, header = len(rows.fieldnames) + len(row[None]), len(rows.fieldnames)
+                        fix = "replace a tab inside a field" if delimiter == "\t" else "quote a field holding a comma"
+                        raise CorpusError(
+                            f"{path}:{start} has {n} fields, but the header {header}: {fix}, or remove that row"
+                        )
                     yield row[key] or ""
                     start = rows.line_num + 1
             except csv.Error as e:

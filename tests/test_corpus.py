@@ -212,3 +212,11 @@ def test_a_csv_quote_never_closed_is_named_with_its_line_not_read_to_the_end(tmp
     content = 'id,text\n1,First row.\n2,"An open quote.\n3,Third row.\n4,Fourth row.\n'
     with pytest.raises(corpus.CorpusError, match=r"q.csv:3 is not valid CSV \(unexpected end of data\)"):
         _items(tmp_path, "q.csv", content)
+
+
+@pytest.mark.parametrize("name, row", [("r.csv", "2,Cut here, and the rest is lost."), ("r.tsv", "2\tA tab\tinside.")])
+def test_a_row_with_more_fields_than_the_header_is_refused_not_cut(tmp_path, name, row):
+    sep = "\t" if name.endswith(".tsv") else ","
+    content = f"id{sep}text\n1{sep}Fine.\n{row}\n"
+    with pytest.raises(corpus.CorpusError, match=rf"{name}:3 has 3 fields, but the header 2"):
+        _items(tmp_path, name, content)
