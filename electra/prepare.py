@@ -196,15 +196,27 @@ class ShardWriter:
 
     def __init__(self, folder: Path, split: str, seq_len: int, ids_dtype: np.dtype, rows_per_shard: int, pad_id: int):
         self.folder, self.split, self.seq_len, self.rows_per_shard = folder, split, seq_len, rows_per_shard
-        self.ids = np.full((rows_per_shard, seq_len), pad_id, dtype=ids_dtype)
-        self.types = np.zeros((rows_per_shard, seq_len), dtype=np.uint8)
-        self.lengths = np.zeros(rows_per_shard, dtype=np.uint16 if seq_len < 1 << 16 else np.uint32)
-        self.pad_id = pad_id
+        self.ids_dtype, self.pad_id = ids_dtype, pad_id
+        # the buffers grow with the rows given, up to a shard: a whole shard of long rows (65,536 of
+        # 65,536 tokens) would take gigabytes before the first row, for a corpus that may fill a few
+        self._allocate(min(rows_per_shard, 1024))
         self.n = 0
         self.shards: list[dict] = []
         self.rows = self.tokens = 0
 
+    def _allocate(self, rows: int) -> None:
+        self.ids = np.full((rows, self.seq_len), self.pad_id, dtype=self.ids_dtype)
+        self.types = np.zeros((rows, self.seq_len), dtype=np.uint8)
+        self.lengths = np.zeros(rows, dtype=np.uint16 if self.seq_len < 1 << 16 else np.uint32)
+
+    def _grow(self) -> None:
+        ids, types, lengths = self.ids, self.types, self.lengths
+        self._allocate(min(2 * len(lengths), self.rows_per_shard))
+        self.ids[: self.n], self.types[: self.n], self.lengths[: self.n] = ids, types, lengths
+
     def add(self, ids: list[int], types: list[int]) -> None:
+        if self.n == len(self.lengths):
+            self._grow()
         k = len(ids)
         self.ids[self.n, :k] = ids
         self.types[self.n, :k] = types

@@ -1052,3 +1052,21 @@ def test_each_flag_reaches_the_manifests_config_and_the_defaults_are_the_configs
     hub = ["--dataset-config", "wikitext-2-raw-v1", "--dataset-split", "validation"]
     assert cli("prepare", "--dataset", "wikitext", *hub, "--out", tmp_path / "hub").returncode == 2
     assert asked == [("wikitext", None, "train"), ("wikitext", "wikitext-2-raw-v1", "validation")]
+
+
+def test_a_shard_buffer_holds_the_rows_it_is_given_not_a_whole_shard_of_the_longest_rows(tmp_path):
+    """seq_len 65536 is allowed; a buffer of a whole default shard of such rows would take 12 GB
+    per split before the first row, and a small corpus at long rows would be killed for memory."""
+    from electra.prepare import ShardWriter
+
+    big = ShardWriter(tmp_path, "train", 4096, np.dtype(np.uint16), 65536, 0)
+    big.add([2, 7, 3], [0, 0, 0])
+    assert big.ids.nbytes + big.types.nbytes < 64 << 20
+    w = ShardWriter(tmp_path, "valid", 8, np.dtype(np.uint16), 3000, 0)  # grows past its first size
+    rows = [[2, *range(5, 5 + i % 5), 3] for i in range(3500)]
+    for ids in rows:
+        w.add(ids, [0] * len(ids))
+    w.flush()
+    assert [s["rows"] for s in w.shards] == [3000, 500]
+    stored = np.concatenate([np.load(tmp_path / s["files"]["ids"]["path"]) for s in w.shards])
+    assert stored.tolist() == [ids + [0] * (8 - len(ids)) for ids in rows]
