@@ -844,8 +844,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         action="extend",  # --corpus A --corpus B reads both
         metavar="PATH",
-        help="files, folders or globs: .txt .jsonl .json .csv .tsv .parquet (optionally .gz "
-        ".bz2 .xz .zst), or a saved Hugging Face dataset folder",
+        help="files, folders or globs: .txt .jsonl .json .csv .tsv (optionally .gz .bz2 .xz .zst), "
+        ".parquet, or a saved Hugging Face dataset folder",
     )
     src.add_argument("--dataset", metavar="NAME", help="a Hugging Face hub dataset instead of --corpus")
     src.add_argument("--dataset-config", metavar="NAME", help="the hub dataset's configuration")

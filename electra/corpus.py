@@ -353,6 +353,11 @@ def _read_parquet(path: Path, key: str) -> Iterator[str | None]:
         import pyarrow.parquet as pq
     except ImportError as e:
         raise CorpusError(f"{path} is Parquet; pip install pyarrow to read it") from e
+    if path.suffix.lower() in COMPRESSIONS:
+        raise CorpusError(
+            f"{path}: Parquet is read in place, by columns, and compresses its own columns; decompress it first "
+            f"({ {'.gz': 'gunzip', '.bz2': 'bunzip2', '.xz': 'unxz', '.zst': 'unzstd'}[path.suffix.lower()] } {path})"
+        )
     try:
         pf = pq.ParquetFile(path)
     except Exception as e:

@@ -220,3 +220,12 @@ def test_a_row_with_more_fields_than_the_header_is_refused_not_cut(tmp_path, nam
     content = f"id{sep}text\n1{sep}Fine.\n{row}\n"
     with pytest.raises(corpus.CorpusError, match=rf"{name}:3 has 3 fields, but the header 2"):
         _items(tmp_path, name, content)
+
+
+def test_a_compressed_parquet_file_is_refused_with_the_way_to_read_it(tmp_path):
+    pytest.importorskip("pyarrow")
+    (tmp_path / "t.parquet.gz").write_bytes(b"\x1f\x8b" + b"\x00" * 40)
+    with pytest.raises(
+        corpus.CorpusError, match=r"t.parquet.gz: Parquet is read in place.* decompress it first \(gunzip "
+    ):
+        list(corpus.stream([tmp_path / "t.parquet.gz"], corpus.ReadStats()))
