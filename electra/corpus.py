@@ -207,9 +207,10 @@ def _binary_reason(path: Path) -> str | None:
             return _unmarked(f"UTF-32{order}")
     even, odd = head[0::2], head[1::2]
     for order, zeros, text in (("LE", odd, even), ("BE", even, odd)):  # UTF-16: NULs mostly on one side
-        if zeros.count(0) > 4 * text.count(0):  # ASCII's high bytes, against characters such as U+4E00
+        # ASCII's high bytes, against characters such as U+4E00; and more than a stray NUL in UTF-8 text
+        if zeros.count(0) > 4 * text.count(0) and zeros.count(0) >= max(2, len(zeros) // 100):
             return _unmarked(f"UTF-16{order}")
-    return "binary (NUL bytes), not text"
+    return "binary (NUL bytes), not text (text with a few stray NUL bytes can be kept: tr -d '\\000' removes them)"
 
 
 def _unmarked(encoding: str) -> str:

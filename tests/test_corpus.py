@@ -229,3 +229,11 @@ def test_a_compressed_parquet_file_is_refused_with_the_way_to_read_it(tmp_path):
         corpus.CorpusError, match=r"t.parquet.gz: Parquet is read in place.* decompress it first \(gunzip "
     ):
         list(corpus.stream([tmp_path / "t.parquet.gz"], corpus.ReadStats()))
+
+
+def test_a_stray_nul_byte_in_utf8_text_is_not_taken_for_utf16(tmp_path):
+    (tmp_path / "n.txt").write_bytes(b"Plain text here. " * 50 + b"\x00" + b"More plain text. " * 50)
+    stats = corpus.ReadStats()
+    assert list(corpus.stream([tmp_path / "n.txt"], stats)) == []
+    reason = stats.skipped[str(tmp_path / "n.txt")]
+    assert "UTF-16" not in reason and reason.startswith("binary (NUL bytes)") and "tr -d" in reason
