@@ -158,7 +158,14 @@ def check_special_tokens(tok: Tokenizer, where: str) -> None:
 
 
 def _read_vocab_txt(path: Path) -> list[str]:
-    return [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:  # a model's weights, a corpus file: named rather than a bare decode error
+        raise ValueError(
+            f"{path} is not a vocab.txt (not UTF-8 text: {e.reason} at byte {e.start}); pass an HF tokenizer "
+            "folder, a tokenizer.json or vocab.txt"
+        ) from None
+    return [line.rstrip("\n") for line in text.splitlines() if line.strip()]
 
 
 def guess_casing(vocab: list[str]) -> tuple[bool, bool | None, str]:

@@ -1070,3 +1070,12 @@ def test_a_shard_buffer_holds_the_rows_it_is_given_not_a_whole_shard_of_the_long
     assert [s["rows"] for s in w.shards] == [3000, 500]
     stored = np.concatenate([np.load(tmp_path / s["files"]["ids"]["path"]) for s in w.shards])
     assert stored.tolist() == [ids + [0] * (8 - len(ids)) for ids in rows]
+
+
+def test_a_tokenizer_path_to_a_binary_file_is_named_not_a_bare_decode_error(tmp_path, prep):
+    src = _write_txt(tmp_path / "c.txt")
+    (tmp_path / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}\xf6\xff" * 10)
+    r = prep("--corpus", str(src), "--out", str(tmp_path / "o"), "--tokenizer", str(tmp_path / "model.safetensors"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "model.safetensors is not a vocab.txt (not UTF-8 text" in r.stderr, r.stderr
+    assert "tokenizer.json or vocab.txt" in r.stderr and not (tmp_path / "o").exists()
