@@ -409,6 +409,14 @@ def source_kind(path: Path, fmt: str = "auto") -> str:
     return "records" if _is_saved_dataset(path) else (format_of(path) if fmt == "auto" else fmt) or "unknown"
 
 
+def _is_output(folder: Path) -> bool:
+    """Written by a tool, not gathered as text: prepared data, a tokenizer, model or checkpoint
+    (each with a tokenizer_config.json), or a pre-training run (config.json and metrics.jsonl).
+    Their vocab.txt, tokenizer.json, config.json and logs are not corpus."""
+    has = lambda name: (folder / name).is_file()  # noqa: E731
+    return has("tokenizer_config.json") or (has("config.json") and has("metrics.jsonl"))
+
+
 def _missing(path: Path) -> str:
     if path.is_symlink():
         return (
@@ -421,11 +429,15 @@ def _missing(path: Path) -> str:
 def expand(paths: Iterable[str | os.PathLike], fmt: str = "auto") -> list[Path]:
     """Files (and saved datasets) named by paths, folders and globs, in a stable order."""
     out: list[Path] = []
+    skipped: set[Path] = set()  # output folders among the corpus, whose files are not read
     for p in paths:
         p = str(p)
         matches = sorted(glob.glob(p, recursive=True)) if glob.has_magic(p) else [p]
         if not matches:
             raise CorpusError(f"no files match {p!r}")
+        if glob.has_magic(p):  # a name given whole is read, whatever folder it is in
+            skipped |= {m.parent for m in map(Path, matches) if m.is_file() and _is_output(m.parent)}
+            matches = [m for m in matches if not (Path(m).is_file() and _is_output(Path(m).parent))]
         for m in map(Path, matches):
             if not m.exists():
                 raise CorpusError(_missing(m))
@@ -437,7 +449,8 @@ def expand(paths: Iterable[str | os.PathLike], fmt: str = "auto") -> list[Path]:
                     here = Path(where)
                     if fmt == "auto":  # --format FMT reads only that kind of file
                         found += [here / d for d in folders if _is_saved_dataset(here / d)]
-                    folders[:] = [d for d in folders if not _is_saved_dataset(here / d)]
+                    skipped |= {here / d for d in folders if _is_output(here / d)}
+                    folders[:] = [d for d in folders if not _is_saved_dataset(here / d) and not _is_output(here / d)]
                     found += [
                         f
                         for f in map(here.joinpath, files)
@@ -454,6 +467,13 @@ def expand(paths: Iterable[str | os.PathLike], fmt: str = "auto") -> list[Path]:
                 out += found
             else:
                 out.append(m)
+    if skipped:
+        names = ", ".join(map(str, sorted(skipped)[:3])) + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+        print(
+            f"note: not reading {names}: prepared data, a tokenizer, model or pre-training run, not corpus text "
+            "(name a file in it to read it anyway)",
+            file=sys.stderr,
+        )
     if not out:
         raise CorpusError("no corpus given; pass files, folders or globs with --corpus")
     unique: dict[Path, Path] = {}  # each file once, where it is first named

@@ -106,6 +106,35 @@ def test_corpus_paths_expand_sorted_recursive_without_hidden_files_and_each_once
     assert "2 corpus name(s) repeat a file named before" in capsys.readouterr().err
 
 
+def test_prepared_data_models_and_runs_inside_a_corpus_folder_are_not_read_as_text(tmp_path, tiny_data, capsys):
+    """A corpus folder that also holds earlier outputs (data/ with data/prepared/ in it): their
+    vocab.txt, tokenizer.json, config.json and metrics.jsonl are not corpus text, by folder or
+    by glob; a file named whole is still read."""
+    import shutil
+
+    root = tmp_path / "corp"
+    (root / "books").mkdir(parents=True)
+    (root / "books" / "a.txt").write_text("Text.\n")
+    (root / "b.jsonl").write_text('{"text": "More."}\n')
+    shutil.copytree(tiny_data, root / "prepared")  # manifest.json, vocab.txt, tokenizer.json ...
+    (root / "run").mkdir()
+    (root / "run" / "config.json").write_text("{}")
+    (root / "run" / "metrics.jsonl").write_text('{"step": 1}\n')
+    (root / "run" / "model").mkdir()
+    for name in ("config.json", "tokenizer_config.json", "vocab.txt"):
+        (root / "run" / "model" / name).write_text("{}")
+    want = [root / "b.jsonl", root / "books" / "a.txt"]
+    assert corpus.expand([root]) == want
+    assert f"note: not reading {root / 'prepared'}, {root / 'run'}: prepared data" in capsys.readouterr().err
+    assert corpus.expand([str(root / "**" / "*.txt")]) == [root / "books" / "a.txt"]
+    err = capsys.readouterr().err
+    assert f"not reading {root / 'prepared'}, {root / 'run' / 'model'}: " in err
+    assert corpus.expand([str(root / "**" / "*.json*")]) == [root / "b.jsonl"]
+    assert "not reading" in capsys.readouterr().err
+    assert corpus.expand([root / "prepared" / "vocab.txt"]) == [root / "prepared" / "vocab.txt"]
+    assert "not reading" not in capsys.readouterr().err
+
+
 def test_a_paragraph_longer_than_a_read_reads_as_a_short_one(tmp_path):
     """A paragraph is read in pieces of about a megabyte: the sentence cut at a piece's end is
     carried into the next, and the document still ends at its blank line."""
