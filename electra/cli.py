@@ -122,7 +122,7 @@ PART_OPTIONS = (
 
 def cmd_prepare(args: argparse.Namespace) -> None:
     from electra import prepare as prep
-    from electra.corpus import hub_dataset
+    from electra.corpus import COMPRESSIONS, hub_dataset
     from electra.tokenizer import MAX_WORD_CHARS, guessed_reading
 
     defaults = vars(build_parser().parse_args(["prepare", "--out", args.out]))
@@ -255,7 +255,19 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     if not valid["rows"] and cfg.validation_fraction > 0:
         print(f"note: no row was held out for validation ({cfg.validation_fraction:.0%} of a small corpus)")
     if s.invalid_utf8:
-        print(f"replaced {s.invalid_utf8:,} bytes of invalid UTF-8 (or lone surrogate escapes in JSON) with U+FFFD")
+        files = sorted(s.invalid_by_file.items(), key=lambda kv: -kv[1])
+        where = ", ".join(f"{path} ({n:,})" for path, n in files[:3]) + (
+            f" and {len(files) - 3:,} more files" if len(files) > 3 else ""
+        )
+        first, convert = files[0][0], "iconv -f WINDOWS-1252 -t UTF-8"
+        if first.lower().endswith(COMPRESSIONS):  # iconv reads the text, not the archive
+            how = f"decompress {first} and {convert} the text"
+        else:
+            how = f"{convert} {first} > {first}.utf8"
+        print(
+            f"replaced {s.invalid_utf8:,} bytes of invalid UTF-8 (or lone surrogate escapes in JSON) with U+FFFD, in "
+            f"{where}; a file in another encoding reads right once converted, e.g. from Latin-1 or Windows-1252: {how}"
+        )
     for path, why in s.skipped.items():
         print(f"skipped {path}: {why}")
 

@@ -55,8 +55,14 @@ class ReadStats:
     files: int = 0
     bytes: int = 0
     invalid_utf8: int = 0
+    invalid_by_file: dict[str, int] = field(default_factory=dict)  # path -> bytes replaced there
+    reading: str = ""  # the file being decoded (one at a time)
     skipped: dict[str, str] = field(default_factory=dict)  # path -> reason
     noted: set[str] = field(default_factory=set)  # notes said: one reading may take several passes
+
+    def count_invalid(self, n: int) -> None:
+        self.invalid_utf8 += n
+        self.invalid_by_file[self.reading] = self.invalid_by_file.get(self.reading, 0) + n
 
 
 class CorpusError(ValueError):
@@ -106,7 +112,7 @@ class _Counter:
         self.stats = stats
 
     def __call__(self, err: UnicodeDecodeError):
-        self.stats.invalid_utf8 += err.end - err.start
+        self.stats.count_invalid(err.end - err.start)
         return "\ufffd", err.end
 
 
@@ -221,6 +227,7 @@ def _open_text(path: Path, stats: ReadStats) -> io.TextIOWrapper:
     """UTF-8 (a leading BOM dropped), or UTF-16/32 by their BOM; newline=None turns CRLF and CR into LF."""
     with _open_binary(path) as f:
         encoding = _encoding(f.read(4))
+    stats.reading = str(path)
     return io.TextIOWrapper(_open_binary(path), encoding=encoding, errors=_handler_name(stats), newline=None)
 
 
@@ -276,7 +283,8 @@ def _field(record, key: str, where: str, stats: ReadStats):
     if not isinstance(value, str):
         raise CorpusError(f"{where}: field {key!r} holds {type(value).__name__}, not text")
     value, lone = LONE_SURROGATE.subn("\ufffd", value)
-    stats.invalid_utf8 += lone  # counted with invalid UTF-8: replaced by U+FFFD alike
+    if lone:
+        stats.count_invalid(lone)  # counted with invalid UTF-8: replaced by U+FFFD alike
     return value
 
 

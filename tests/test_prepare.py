@@ -893,6 +893,24 @@ def test_a_vocabulary_smaller_than_asked_for_is_noted(tmp_path, cli):
     assert reused.returncode == 0 and "fewer than" not in reused.stdout
 
 
+def test_invalid_utf8_is_counted_per_file_and_a_conversion_is_offered(tmp_path, cli):
+    """Text in another encoding (Latin-1 here) is read with U+FFFD in place of its bytes: the note
+    names the files that had them, most first, and how to convert one."""
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    synthetic_corpus(folder / "a.txt", documents=20)
+    (folder / "b.txt").write_bytes("Café au lait, crème brûlée.\n\nNaïve façade.\n".encode("latin-1"))
+    (folder / "c.txt.gz").write_bytes(gzip.compress("Déjà vu.\n".encode("latin-1")))
+    result = cli("prepare", "--corpus", folder, "--out", tmp_path / "out", "--vocab-size", "300", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert (
+        f"replaced 8 bytes of invalid UTF-8 (or lone surrogate escapes in JSON) with U+FFFD, in {folder / 'b.txt'} "
+        f"(6), {folder / 'c.txt.gz'} (2); a file in another encoding reads right once converted, e.g. from Latin-1 "
+        f"or Windows-1252: iconv -f WINDOWS-1252 -t UTF-8 {folder / 'b.txt'} > {folder / 'b.txt'}.utf8"
+    ) in result.stdout
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["counts"]["invalid_utf8_bytes"] == 8
+
+
 def _shard_lengths(folder, split="train"):
     m = read_manifest(folder)
     return [np.load(folder / s["files"]["lengths"]["path"]) for s in m["splits"][split]["shards"]]
