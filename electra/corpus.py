@@ -281,7 +281,9 @@ def _field(record, key: str, where: str, stats: ReadStats):
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise CorpusError(f"{where}: field {key!r} holds {type(value).__name__}, not text")
+        raise CorpusError(
+            f"{where}: field {key!r} holds {type(value).__name__}, not text; name the text field with --text-field NAME"
+        )
     value, lone = LONE_SURROGATE.subn("\ufffd", value)
     if lone:
         stats.count_invalid(lone)  # counted with invalid UTF-8: replaced by U+FFFD alike
@@ -304,7 +306,9 @@ def _read_jsonl(path: Path, stats: ReadStats, key: str) -> Iterator[str | None]:
                     try:
                         record = json.loads(line)
                     except json.JSONDecodeError as e:
-                        raise CorpusError(f"{path}:{n} is not valid JSON ({e.msg}); fix or remove that line") from e
+                        raise CorpusError(
+                            f"{path}:{n} is not valid JSON ({e.msg} at column {e.colno}); fix or remove that line"
+                        ) from e
                     yield _field(record, key, f"{path}:{n}", stats)
 
     return _documents(texts())
@@ -578,4 +582,6 @@ def stream(
                 stats.bytes += path.stat().st_size if path.is_file() else 0
             yield from items
         except (OSError, EOFError, lzma.LZMAError, csv.Error, zlib.error, _zstd_error()) as e:
-            raise CorpusError(f"{path} could not be read ({type(e).__name__}: {e})") from e
+            damaged = path.suffix.lower() in COMPRESSIONS and not isinstance(e, PermissionError)
+            fix = "; it is damaged or cut short: fetch it again, or leave it out" if damaged else ""
+            raise CorpusError(f"{path} could not be read ({type(e).__name__}: {e}){fix}") from e

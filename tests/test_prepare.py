@@ -515,9 +515,10 @@ def prep(cli):
         (lambda d: (d / "sub").mkdir() or (d / "sub" / "x.bin").write_bytes(b"1"), "holds no corpus files"),
         (lambda d: (d / "r.jsonl").write_text('{"body": "x"}\n'), "has no field 'text'"),
         (lambda d: (d / "r.csv").write_text("a,b\n1,2\n"), "has no column 'text' \\(columns: a, b\\)"),
-        (lambda d: (d / "r.jsonl").write_text('{"text": "ok"}\n{broken\n'), "r.jsonl:2 is not valid JSON"),
+        (lambda d: (d / "r.jsonl").write_text('{"text": 3}\n'), "r.jsonl:1: field 'text' holds int, not text; name"),
+        (lambda d: (d / "r.jsonl").write_text('{"text": "ok"}\n{broken\n'), "r.jsonl:2 is not valid JSON .* column 2"),
         (lambda d: (d / "bin.txt").write_bytes(b"\x00\x01\x02" * 100), "no text found.*skipped .*bin.txt: binary"),
-        (lambda d: (d / "t.txt.zst").write_bytes(_zst(_words(20_000))[:-100]), "t.txt.zst could not .*EOFError"),
+        (lambda d: (d / "t.txt.zst").write_bytes(_zst(_words(20_000))[:-100]), "t.txt.zst .*EOFError.*fetch it again"),
         (lambda d: (d / "c.txt.zst").write_bytes(b"not zstd" * 20), "c.txt.zst could not be read \\(ZstdError"),
     ],
 )
