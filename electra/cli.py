@@ -895,7 +895,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=int, default=128, help="tokens per row (default: 128)")
     p.add_argument("--seed", type=int, default=0, help="seed for packing and the split (default: 0)")
     p.add_argument("--validation-fraction", type=float, default=0.01, help="rows held out (default: 0.01)")
-    p.add_argument("--rows-per-shard", type=int, default=65536, help="rows per shard file (default: 65536)")
+    p.add_argument(
+        "--rows-per-shard",
+        type=int,
+        help="rows per shard file (default: 65,536, fewer for rows over 1,024 tokens: at most 64M tokens a shard)",
+    )
     par = p.add_argument_group("many machines")
     par.add_argument("--num-parts", type=int, default=1, help="split the corpus's documents into this many parts")
     par.add_argument("--part-index", type=int, default=0, help="which part this run prepares (0-based)")

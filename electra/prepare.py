@@ -53,6 +53,7 @@ from electra.tokenizer import (
 
 MANIFEST_FORMAT = "electra-shards-v1"
 SPLITS = ("train", "valid")
+SHARD_TOKENS = 1 << 26  # tokens a default shard holds at most
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class PrepareConfig:
     validation_fraction: float = 0.01
     one_segment_prob: float = 0.1  # paper: 10% of examples are a single segment
     short_target_prob: float = 0.05  # paper: 5% of examples get a random shorter length
-    rows_per_shard: int = 65536
+    rows_per_shard: int | None = None  # None: 65,536 rows, fewer where rows are longer than 1,024 tokens
     vocab_size: int | None = 30522  # size of the vocabulary to train; None when reusing a tokenizer
     limit_alphabet: int | None = None  # keep only this many characters (the most frequent) in a trained one
     lowercase: bool = True
@@ -76,6 +77,8 @@ class PrepareConfig:
     def __post_init__(self) -> None:
         if not 8 <= self.seq_len <= 1 << 16:
             raise ValueError(f"seq_len {self.seq_len} is out of range; use 8 to 65536 (128 or 512 are typical)")
+        if self.rows_per_shard is None:  # a shard holds at most 64M tokens: 128 MB of ids, written from memory
+            object.__setattr__(self, "rows_per_shard", min(65536, max(1024, SHARD_TOKENS // self.seq_len)))
         check_options(
             self,
             **dict.fromkeys(("num_parts", "vocab_size", "rows_per_shard", "limit_alphabet"), "count"),

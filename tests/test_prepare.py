@@ -1025,6 +1025,13 @@ def test_a_sequence_normalizer_that_lowercases_is_known_as_lowercasing():
     assert not is_lowercase(tok)
 
 
+def test_default_shards_hold_65536_rows_or_64m_tokens_of_long_rows():
+    """A shard is built in memory before it is written: long rows get fewer to a shard."""
+    sizes = {n: PrepareConfig(seq_len=n).rows_per_shard for n in (128, 512, 1024, 2048, 8192, 65536)}
+    assert sizes == {128: 65536, 512: 65536, 1024: 65536, 2048: 32768, 8192: 8192, 65536: 1024}
+    assert PrepareConfig(seq_len=8192, rows_per_shard=100_000).rows_per_shard == 100_000
+
+
 def test_each_flag_reaches_the_manifests_config_and_the_defaults_are_the_configs(tmp_path, cli, monkeypatch):
     """What `electra prepare` was told is what its manifest records: every packing and tokenizer
     flag reaches PrepareConfig, and without flags the config is PrepareConfig's defaults."""
