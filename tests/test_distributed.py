@@ -272,12 +272,13 @@ def test_finetune_seeds_shared_among_processes_equal_one_process(tmp_path, token
 
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
 def test_data_parallel_finetuning_equals_one_process_and_resumes_exactly(tmp_path, tokenizer, tokenizer_dir, dropout):
-    """Two processes train one seed together: each takes half of every batch (the last batch of
-    each epoch, 8 rows of 88, splits too). Stopped by SIGTERM to torchrun, they agree on a step
-    (the one after the signal) and save it; the same command continues, and the run ends as
-    one process ends, up to the order gradients are summed in. With dropout on (each process
-    draws its own masks: one process cannot be matched) the resumed run ends as an
-    uninterrupted run of two processes ends: its masks after the stop are the ones it would have drawn."""
+    """Two processes train one seed together: each takes half of every batch; the last batch of
+    each epoch (1 row of 81) is the first process's alone, the second's row in it weighs 0.
+    Stopped by SIGTERM to torchrun, they agree on a step (the one after the signal) and save it;
+    the same command continues, and the run ends as one process ends, up to the order gradients
+    are summed in. With dropout on (each process draws its own masks: one process cannot be
+    matched) the resumed run ends as an uninterrupted run of two processes ends: its masks after
+    the stop are the ones it would have drawn."""
     from electra.config import tiny
     from electra.model import Electra
     from tests.test_finetune import _sentiment
@@ -285,7 +286,7 @@ def test_data_parallel_finetuning_equals_one_process_and_resumes_exactly(tmp_pat
     torch.manual_seed(0)
     model = Electra(tiny(vocab_size=tokenizer.get_vocab_size()).with_dropout(dropout))
     hf.export_discriminator(model, tmp_path / "disc", tokenizer_dir=tokenizer_dir)
-    data = _sentiment(tmp_path / "data", n_train=88, n_dev=32)
+    data = _sentiment(tmp_path / "data", n_train=81, n_dev=32)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     args = ["-m", "electra", "finetune", "--model", str(tmp_path / "disc"), "--task", "csv", "--data", str(data)]
@@ -520,3 +521,43 @@ def test_a_stop_flag_raised_in_one_process_is_taken_by_all_one_call_later():
     results = mp.Manager().dict()
     mp.spawn(_agree, args=(port, results), nprocs=2)
     assert dict(results) == {0: ([False], [True]), 1: ([False], [True])}
+
+
+def _save_and_return_times(rank, world, port, out, argv):
+    """One process of `test_no_process_leaves_before_the_checkpoint_is_written`: `electra ARGV`
+    under a torchrun-like environment, each checkpoint's writing slowed by a second."""
+    from electra import checkpoint
+    from electra.cli import main
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), OMP_NUM_THREADS="1")
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    saved, write = [], checkpoint.save_checkpoint
+
+    def slow(*args, **kwargs):
+        time.sleep(1.0)
+        write(*args, **kwargs)
+        saved.append(time.time())
+
+    checkpoint.save_checkpoint = slow
+    code = main(argv)
+    (out / f"{rank}.json").write_text(json.dumps({"code": code, "saved": saved, "returned": time.time()}))
+
+
+def test_no_process_leaves_before_the_checkpoint_is_written(tiny_data, tmp_path):
+    """The first process writes the checkpoint; the others wait for it before they go on (or
+    leave: torchrun ends every process once one has exited, a checkpoint half written with them)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    argv = ["pretrain", "--data", str(tiny_data), "--out", str(tmp_path / "run"), "--preset", "tiny"]
+    argv += ["--batch-size", "8", "--max-steps", "1", "--quiet"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_save_and_return_times, args=(2, port, tmp_path, argv), nprocs=2)
+    first, second = (json.loads((tmp_path / f"{r}.json").read_text()) for r in range(2))
+    assert first["code"] == second["code"] == 0
+    assert len(first["saved"]) == 1 and second["saved"] == []  # written once, by the first process
+    assert second["returned"] >= first["saved"][0]
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step-00000001"]

@@ -1,4 +1,5 @@
 import contextlib
+from dataclasses import replace
 
 import pytest
 import torch
@@ -6,7 +7,7 @@ import torch
 from electra.config import tiny
 from electra.data import Batch
 from electra.model import Electra
-from electra.objective import SPECIAL, ObjectiveConfig, electra_loss
+from electra.objective import MAIN_LM_HEAD, OBJECTIVES, SPECIAL, ObjectiveConfig
 from electra.optim import adamw
 from electra.parallel import Dist, TrainStep
 from electra.step import Update
@@ -15,16 +16,18 @@ from tests.conftest import batch
 MASK = 4  # the [MASK] id of the tiny vocabulary
 
 
-def _update(clip_norm=1.0, wrap=None, loss_scale=None):
-    """A tiny model's whole update (electra.step.Update), on CPU; `wrap` wraps its train step."""
+def _update(clip_norm=1.0, wrap=None, loss_scale=None, dist=None, objective="electra"):
+    """A tiny model's whole update (electra.step.Update), on CPU; `wrap` wraps its train step, `dist`
+    places it among processes (alone by default)."""
     torch.manual_seed(0)
-    model = Electra(tiny(vocab_size=100).with_dropout(0.0)).train()
-    step = TrainStep(model, electra_loss, ObjectiveConfig())
+    cfg = replace(tiny(vocab_size=100), discriminator_lm_head=objective in MAIN_LM_HEAD)
+    model = Electra(cfg.with_dropout(0.0)).train()
+    step = TrainStep(model, OBJECTIVES[objective], ObjectiveConfig(kind=objective))
     step = wrap(step) if wrap else step
     opt = adamw(model, 1e-3, 0.01, fused=True)
     kinds = torch.zeros(100, dtype=torch.int8)
     kinds[[0, 2, 3, MASK]] = SPECIAL
-    settings = (kinds, MASK, 0.15, clip_norm, Dist(), torch.device("cpu"), contextlib.nullcontext)
+    settings = (kinds, MASK, 0.15, clip_norm, dist or Dist(), torch.device("cpu"), contextlib.nullcontext)
     up = Update(step, model, opt, *settings, fp16=loss_scale is not None, loss_scale=loss_scale)
     return model, opt, up
 
