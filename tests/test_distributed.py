@@ -267,6 +267,7 @@ def test_finetune_seeds_shared_among_processes_equal_one_process(tmp_path, token
     assert outputs["two"][0].count("median of 3 seeds") == 1  # one report, from the first process
     shown = "".join(outputs["two"])  # the first process shows its own seeds' epochs: 0 and 2; the second trained 1
     assert "csv seed 0 epoch 2" in shown and "csv seed 2 epoch 2" in shown and "csv seed 1 epoch" not in shown
+    assert "finished by an earlier run" not in shown  # no process takes up a seed that is another's
     assert not (tmp_path / ".two.seeds").exists()  # the seed store is gone once OUT is written
 
 
