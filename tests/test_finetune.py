@@ -164,6 +164,32 @@ def test_glue_test_files_are_read_by_their_own_headers(tmp_path):
     assert glue_test(GLUE["qqp"], tmp_path / "QQP") == {"QQP": [Example("Why?", "How?", "7")]}
 
 
+def test_glue_tasks_report_glues_metrics_and_the_glue_score_averages_the_papers_eight(tmp_path):
+    """Each task's metrics, the first the one the GLUE score and seed selection use (the ELECTRA
+    paper's dev-set figures: Matthews for CoLA, Spearman for STS-B, accuracy for the rest); the
+    score leaves WNLI out, as BERT and ELECTRA do, even where its folder is there."""
+    from electra.finetune import GLUE_SCORE_TASKS, glue_tasks
+    from electra.tasks import GLUE_FOLDERS
+
+    assert {name: t.metrics for name, t in GLUE.items()} == {
+        "sst2": ("accuracy",),
+        "cola": ("matthews", "accuracy"),
+        "mrpc": ("accuracy", "f1"),
+        "stsb": ("spearman", "pearson"),
+        "rte": ("accuracy",),
+        "qnli": ("accuracy",),
+        "qqp": ("accuracy", "f1"),
+        "mnli": ("accuracy",),
+        "wnli": ("accuracy",),
+    }
+    assert GLUE["mnli"].dev[0] == "dev_matched.tsv"  # the first dev set is the one scored
+    for name, folder in GLUE_FOLDERS.items():
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / GLUE[name].train).write_text("")
+    assert glue_tasks(str(tmp_path)) == list(GLUE_SCORE_TASKS)
+    assert sorted(GLUE_SCORE_TASKS) == sorted(set(GLUE) - {"wnli"})
+
+
 @pytest.mark.skipif(not GLUE_DATA.is_dir(), reason="../shared/data/glue is not present")
 def test_predicted_words_group_into_entities_as_the_pipeline_groups_them():
     from electra.predict import entities_of, overlapping
@@ -1003,6 +1029,7 @@ def test_mnli_labels_both_test_sets_and_glues_diagnostic(sentiment_tokenizer_dir
         )
     cfg = FinetuneConfig(model=str(root / "model"), task="mnli", data=str(glue), out=str(tmp_path / "mnli"), epochs=1)
     results = run(cfg, quiet=True)
+    assert results["main_metric"] == "dev_matched/accuracy"  # matched, as GLUE's MNLI-m
     assert results["test_predictions"] == ["MNLI-m.tsv", "MNLI-mm.tsv", "AX.tsv"]
     answers, _ = predict(tmp_path / "mnli", pairs)  # AX is labelled by the MNLI model, as GLUE's server expects
     submitted = (tmp_path / "mnli" / "AX.tsv").read_text().splitlines()
