@@ -8,8 +8,9 @@ import torch
 
 from electra import hf
 from electra.config import tiny
-from electra.evaluate import model_labels
+from electra.evaluate import example_records, label_breakdown, model_labels
 from electra.evaluate import run as evaluate_folder
+from electra.finetune import Encoded
 from electra.model import QuestionAnswerer, SequenceClassifier
 from electra.tasks import GLUE, Example, Task, TaskError
 
@@ -118,3 +119,32 @@ def test_each_evaluate_flag_reaches_the_scoring_and_the_defaults_are_its_own(tmp
     squad = ["--doc-stride", "32", "--null-threshold", "-1.5"]
     assert cli("evaluate", "--model", "m", "--task", "squad_v2", "--data", "d", *common, *squad).returncode == 0
     assert calls.pop()[3] == {**defaults, **shared, "doc_stride": 32, "null_threshold": -1.5}
+
+
+def test_a_model_from_elsewhere_reads_its_own_label_names_before_its_output_order(tmp_path):
+    """Output names that name the data's labels say which output is which, in any order; names
+    that do not (NEGATIVE/POSITIVE) leave the outputs as the data's labels 0, 1 in order."""
+    dev = {"dev": [Example("a", None, "0"), Example("b", None, "1")]}
+    assert model_labels(GLUE["sst2"], {0: "1", 1: "0"}, None, dev, tmp_path / "m") == ["1", "0"]
+    assert model_labels(GLUE["sst2"], {0: "NEGATIVE", 1: "POSITIVE"}, None, dev, tmp_path / "m") == ["0", "1"]
+    recorded = ["0", "1"]  # a folder fine-tuned here: its results.json decides, not its names
+    assert model_labels(GLUE["sst2"], {0: "1", 1: "0"}, recorded, dev, tmp_path / "m") == ["0", "1"]
+
+
+def test_each_labels_breakdown_and_each_examples_record_name_the_predicted_label():
+    """pos predicted 3 times, 2 of them right, gold twice: precision 2/3, recall 1; neg predicted
+    once (right) of 2 gold: precision 1, recall 1/2. Each record shows the label predicted."""
+    task = Task("csv", "classification", ("accuracy", "f1"))
+    labels, preds = ["neg", "pos"], [1, 1, 1, 0]
+    examples = [Example(t, None, y) for t, y in (("a", "pos"), ("b", "neg"), ("c", "pos"), ("d", "neg"))]
+    data = Encoded(ids=[[2, 3]] * 4, types=[[0, 0]] * 4, labels=[1, 0, 1, 0])
+    scores = label_breakdown(task, data, labels, preds)
+    assert scores["pos"] == {"precision": pytest.approx(2 / 3), "recall": 1.0, "f1": pytest.approx(0.8), "support": 2}
+    assert scores["neg"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2}
+    records = example_records(task, examples, data, labels, preds)
+    assert [(r["text"], r["label"], r["prediction"]) for r in records] == [
+        ("a", "pos", "pos"),
+        ("b", "neg", "pos"),
+        ("c", "pos", "pos"),
+        ("d", "neg", "neg"),
+    ]
