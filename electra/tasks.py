@@ -125,7 +125,12 @@ def _ranks(x: np.ndarray) -> np.ndarray:
 
 
 def spearman(pred: Sequence[float], gold: Sequence[float]) -> float:
-    return pearson(_ranks(np.asarray(pred, dtype=np.float64)), _ranks(np.asarray(gold, dtype=np.float64)))
+    """Pearson of the ranks; NaN where a value is NaN (a diverged model's prediction), as scipy's
+    spearmanr gives it: NaN has no rank, and sorting would give it one by its place in the data."""
+    x, y = np.asarray(pred, dtype=np.float64), np.asarray(gold, dtype=np.float64)
+    if np.isnan(x).any() or np.isnan(y).any():
+        return math.nan
+    return pearson(_ranks(x), _ranks(y))
 
 
 def entity_spans(tags: Sequence[str]) -> set[tuple[str, int, int]]:

@@ -116,3 +116,12 @@ def test_a_glue_row_wider_than_its_header_is_read_by_its_columns_where_its_label
 
 def test_a_quoted_label_cell_reads_its_doubled_quotes_as_one():
     assert label_list('"say ""hi"",other"', ",", "row 1") == ['say "hi"', "other"]
+
+
+def test_a_nan_prediction_makes_the_correlations_nan_not_a_rank():
+    """A diverged model predicts NaN: Spearman is then NaN, as scipy.stats.spearmanr (and Pearson)
+    give it, so such a seed ranks below every other; NaN has no place in an order of scores."""
+    nan = float("nan")
+    for pred in ([nan, nan, nan, nan], [1.0, nan, 3.0, 4.0]):
+        assert math.isnan(spearman(pred, [1, 2, 3, 4])) and math.isnan(pearson(pred, [1, 2, 3, 4]))
+    assert math.isnan(spearman([1, 2, 3, 4], [1, nan, 3, 4]))
