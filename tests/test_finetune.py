@@ -96,8 +96,11 @@ def test_scores_of_each_label_equal_hand_computed_values():
 def test_csv_tasks_pick_their_metrics_from_the_labels(tmp_path):
     from electra.finetune import load_task
 
-    for labels, metrics in [("ab", ("accuracy", "f1")), ("abc", ("accuracy", "macro_f1"))]:
-        rows = "text,label\n" + "".join(f"t{i},{c}\n" for i, c in enumerate(labels * 2))
+    # scores (a number with a fraction somewhere): Pearson first, the one seeds are chosen by
+    cases = [("ab", ("accuracy", "f1")), ("abc", ("accuracy", "macro_f1"))]
+    cases.append((["0.5", "2", "4.25"], ("pearson", "spearman")))
+    for labels, metrics in cases:
+        rows = "text,label\n" + "".join(f"t{i},{c}\n" for i, c in enumerate(list(labels) * 2))
         (tmp_path / "train.csv").write_text(rows)
         (tmp_path / "dev.csv").write_text(rows)
         task, _, _ = load_task(FinetuneConfig(model="", task="csv", data=str(tmp_path), out=""))
