@@ -41,7 +41,7 @@ def test_max_length_beyond_the_models_positions_is_refused(tmp_path, tokenizer, 
 
 def test_a_question_answerer_from_elsewhere_reads_windows_of_up_to_512_tokens(tmp_path, tokenizer, tokenizer_dir):
     """Without a results.json, SQuAD is read in windows of min(512, the model's positions), as
-    fine-tuning reads it by default; other tasks in 128."""
+    fine-tuning reads it by default; other tasks in 128. A question read in several windows counts once."""
     cfg = dataclasses.replace(tiny(vocab_size=tokenizer.get_vocab_size()).discriminator, max_positions=256)
     torch.manual_seed(0)
     folder = hf.export_question_answerer(QuestionAnswerer(cfg), tmp_path / "qa", tokenizer_dir)
@@ -50,6 +50,10 @@ def test_a_question_answerer_from_elsewhere_reads_windows_of_up_to_512_tokens(tm
     (tmp_path / "dev.json").write_text(json.dumps({"data": [{"paragraphs": [{"context": context, "qas": qas}]}]}))
     scored = evaluate_folder(folder, "squad", str(tmp_path / "dev.json"), device="cpu", quiet=True)
     assert scored["max_length"] == 256 and scored["examples"] == {"dev": 1}
+    long = context + " and the plot was weak" * 80  # a context read in several windows: still one question
+    (tmp_path / "dev.json").write_text(json.dumps({"data": [{"paragraphs": [{"context": long, "qas": qas}]}]}))
+    scored = evaluate_folder(folder, "squad", str(tmp_path / "dev.json"), max_length=64, device="cpu", quiet=True)
+    assert scored["examples"] == {"dev": 1}
 
 
 def test_a_head_of_the_wrong_kind_for_the_task_is_named(tmp_path):
