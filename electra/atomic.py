@@ -120,8 +120,8 @@ def check_writable(target: str | os.PathLike) -> None:
         folder = folder.parent
     if not folder.is_dir():
         raise OutputExistsError(f"{target}: {folder} is a file, not a folder; choose another output path")
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".electra-probe-", dir=folder))
+    try:  # a file without a name (O_TMPFILE where the file system has it): a kill leaves nothing behind
+        tempfile.TemporaryFile(dir=folder).close()
     except OSError as e:
         raise PermissionError(f"cannot create {target}: {folder} is not writable here ({e.strerror})") from None
 
@@ -164,11 +164,29 @@ def _unheld(folder: Path) -> bool:
         os.close(fd)
 
 
+def _maker_gone(path: Path) -> bool:
+    """Whether the process that made `path` (a `.new-PID-*` work folder or file, which its writer
+    renames to `.tmp-*` and holds a moment later) has ended: a kill in that moment leaves one
+    that nobody holds or renames. Not yet held, it cannot be told from a live one by its lock."""
+    m = re.search(r"\.new-(\d+)-[0-9a-f]+$", path.name)
+    if m is None:
+        return False
+    try:
+        os.kill(int(m[1]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        pass
+    return False
+
+
 def _remove_leftovers(target: Path) -> None:
     """Remove the hidden work folders or files of earlier writes of `target` that ended without
     cleaning up (kill -9, a power cut): a writer holds its own while it lives, so an unheld one
-    is left over. A replaced folder (`.old-*`) goes only once `target` exists again."""
+    is left over; one killed before it took hold of its work leaves a `.new-*` (`_maker_gone`). A
+    replaced folder (`.old-*`) goes only once `target` exists again."""
     leftovers = [p for p in target.parent.glob(f".{glob.escape(target.name)}.tmp-*") if _unheld(p)]
+    leftovers += [p for p in target.parent.glob(f".{glob.escape(target.name)}.new-*") if _maker_gone(p)]
     if target.exists():
         leftovers += [p for p in target.parent.glob(f".{glob.escape(target.name)}.old-*") if p.is_dir()]
     _remove(leftovers, f"of {target}")
@@ -179,7 +197,8 @@ def remove_leftovers_in(folder: Path) -> None:
     whose output is never written again (a checkpoint of a step a resume does not reach)."""
     if folder.is_dir():
         pruned = list(folder.glob(".*.pruned-*"))  # checkpoints being deleted when a kill came
-        _remove([p for p in folder.glob(".*.tmp-*") if _unheld(p)] + pruned, f"in {folder}")
+        new = [p for p in folder.glob(".*.new-*") if _maker_gone(p)]
+        _remove([p for p in folder.glob(".*.tmp-*") if _unheld(p)] + new + pruned, f"in {folder}")
 
 
 def _remove(leftovers: list[Path], where: str) -> None:
@@ -227,6 +246,16 @@ def write_error(e: BaseException, target: Path) -> WriteFailed | None:
     return WriteFailed(code, f"{os.strerror(code)} while writing {target}; {cause}, then run the command again")
 
 
+def _work_names(target: Path) -> tuple[Path, Path]:
+    """Where a write of `target` is made (named with this process, see `_maker_gone`) and then,
+    once held, written."""
+    token = uuid.uuid4().hex[:8]
+    return (
+        target.parent / f".{target.name}.new-{os.getpid()}-{token}",
+        target.parent / f".{target.name}.tmp-{token}",
+    )
+
+
 @contextlib.contextmanager
 def publish_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield an empty temporary folder; on success it replaces `target` in one rename.
@@ -240,8 +269,7 @@ def publish_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(target)
-    name = f".{target.name}.%s-{uuid.uuid4().hex[:8]}"
-    new, tmp = target.parent / (name % "new"), target.parent / (name % "tmp")
+    new, tmp = _work_names(target)
     new.mkdir()
     held = os.open(new, os.O_RDONLY)
     fcntl.flock(held, fcntl.LOCK_EX)
@@ -277,8 +305,7 @@ def publishing_file(target: str | os.PathLike, binary: bool = False) -> Iterator
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(target)
-    name = f".{target.name}.%s-{uuid.uuid4().hex[:8]}"
-    new, tmp = target.parent / (name % "new"), target.parent / (name % "tmp")
+    new, tmp = _work_names(target)
     try:
         opened = open(new, "wb") if binary else open(new, "w", encoding="utf-8")  # noqa: SIM115 (entered below)
     except OSError as e:  # named as the file asked for, not as the temporary one beside it

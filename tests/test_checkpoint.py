@@ -1,3 +1,4 @@
+import contextlib
 import json
 import os
 import shutil
@@ -457,3 +458,27 @@ def test_pruning_takes_a_checkpoint_out_of_sight_before_deleting_its_files(tmp_p
     prune_checkpoints(tmp_path, keep=1)
     assert listed == [["step-00000002"]]
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000002"]
+
+
+def test_a_write_killed_before_it_held_its_work_folder_leaves_nothing_for_good(tmp_path, monkeypatch, capsys):
+    from electra.atomic import check_writable
+
+    def killed(*args):  # kill -9 after the work folder was made, before it was renamed and held
+        raise SystemExit(137)
+
+    monkeypatch.setattr(os, "rename", killed)
+    with pytest.raises(SystemExit), publish_dir(tmp_path / "out"):
+        pass
+    monkeypatch.setattr(os, "rmdir", killed)  # and after the probe for a writable folder made its own
+    with contextlib.suppress(SystemExit):
+        check_writable(tmp_path / "next")
+    monkeypatch.undo()
+    [made] = [p for p in tmp_path.iterdir()]
+    made.rename(made.with_name(made.name.replace(f".new-{os.getpid()}-", ".new-999999999-")))  # its maker ended
+    (tmp_path / ".out.json.new-999999999-0123abcd").write_text("{")  # a file's, left the same way
+    (tmp_path / f".out.json.new-{os.getpid()}-live").touch()  # a live writer's, about to take hold of it
+    with publish_dir(tmp_path / "out") as tmp:
+        (tmp / "a.txt").write_text("a")
+    publish_file(tmp_path / "out.json", "{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".out.json.new-{os.getpid()}-live", "out", "out.json"]
+    assert capsys.readouterr().err.count("left behind by an interrupted write") == 2
