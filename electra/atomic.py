@@ -10,6 +10,7 @@ import errno
 import fcntl
 import glob
 import hashlib
+import json
 import os
 import re
 import resource
@@ -143,10 +144,64 @@ def _refuse_output(target: str | os.PathLike, overwrite: bool = False, inputs=()
     refuse_overlap(target, inputs)
     if target.exists() and not target.is_dir():
         raise OutputExistsError(f"{target} exists and is not a folder; choose another output path")
+    _undo_unfinished(target)
     if target.is_dir() and any(target.iterdir()) and not overwrite:
         raise OutputExistsError(
             f"{target} already holds files; choose an empty or new folder, or pass --force to replace it"
         )
+
+
+UNFINISHED = ".unfinished"  # in a folder published with others (`Together`) until all are in place
+
+
+class Together(contextlib.ExitStack):
+    """An ExitStack for `publish_dir(..., together=)` folders, renamed into place as it closes,
+    one after another. Each holds a mark (`UNFINISHED`, flocked) from before its rename until all
+    are in place, naming every folder of the write with the inode its work folder has (which the
+    rename keeps). After a kill the next write of one still marked (`_undo_unfinished`) removes
+    it if any of the others is not in place, else only the mark: all of them, or none."""
+
+    def __init__(self):
+        super().__init__()
+        self.parts: dict[str, int] = {}  # each folder's absolute path: its work folder's inode
+        self.marks: list[tuple[Path, int]] = []
+        self.push(self._unmark)  # the first pushed runs last: once every folder is renamed
+
+    def _unmark(self, kind, value, traceback) -> None:
+        try:
+            for folder, _ in self.marks if kind is None else []:  # an error leaves them marked
+                (folder / UNFINISHED).unlink(missing_ok=True)
+                _fsync_dir(folder)
+        finally:
+            for _, fd in self.marks:
+                os.close(fd)
+            self.marks = []
+
+
+def _undo_unfinished(target: Path) -> None:
+    """Finish what a write of `target` with other folders (`Together`) left when it was killed
+    between their renames, or while it removed their marks: `target` is removed unless all of them
+    are in place; the mark goes either way."""
+    mark = target / UNFINISHED
+    if not _unheld(mark):
+        return
+    try:
+        text = mark.read_text(encoding="utf-8")
+        parts = json.loads(text)
+        done = all(os.path.isdir(p) and os.stat(p).st_ino == inode for p, inode in parts.items())
+    except (OSError, ValueError, AttributeError):  # cut short before it was written
+        done = False
+    if done:  # every folder's mark of this write goes, not only this one's
+        for other in [Path(p) / UNFINISHED for p in parts if Path(p) != target.absolute()] + [mark]:
+            with contextlib.suppress(OSError):
+                if _unheld(other) and other.read_text(encoding="utf-8") == text:
+                    other.unlink()
+        return
+    shutil.rmtree(target)
+    print(
+        f"note: removed {target}, published by an interrupted write before the folders written with it",
+        file=sys.stderr,
+    )
 
 
 def _unheld(folder: Path) -> bool:
@@ -257,7 +312,7 @@ def _work_names(target: Path) -> tuple[Path, Path]:
 
 
 @contextlib.contextmanager
-def publish_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+def publish_dir(target: str | os.PathLike, overwrite: bool = False, together: Together | None = None) -> Iterator[Path]:
     """Yield an empty temporary folder; on success it replaces `target` in one rename.
 
     What `check_output` refuses is refused (call it earlier, with the inputs, to fail before
@@ -274,9 +329,16 @@ def publish_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[
     held = os.open(new, os.O_RDONLY)
     fcntl.flock(held, fcntl.LOCK_EX)
     os.rename(new, tmp)  # held before a sweep could see it
+    if together is not None:
+        together.parts[os.path.abspath(target)] = tmp.stat().st_ino
     old = None
     try:
         yield tmp
+        if together is not None:  # marked until `together` has every folder in place
+            mark = os.open(tmp / UNFINISHED, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            together.marks.append((target, mark))
+            fcntl.flock(mark, fcntl.LOCK_EX)
+            os.write(mark, json.dumps(together.parts).encode())
         _usual_modes(tmp)
         _fsync_tree(tmp)
         if target.exists():

@@ -27,7 +27,7 @@ def _count(n: int, noun: str) -> str:
 
 def cmd_export(args: argparse.Namespace) -> None:
     from electra import hf
-    from electra.atomic import check_output
+    from electra.atomic import Together, check_output
     from electra.card import checkpoint_card, hub_metadata, license_note
     from electra.checkpoint import load_checkpoint
 
@@ -79,7 +79,7 @@ def cmd_export(args: argparse.Namespace) -> None:
         out = hf.export_generator(ckpt.model, args.out, tokenizer_dir, args.force, card("mlm", args.out))
         print(f"exported the MLM baseline (ElectraForMaskedLM) from {ckpt.path} to {out}")
         return
-    with contextlib.ExitStack() as together:  # both folders are published at its end, or neither
+    with Together() as together:  # both folders are published at its end, or neither
         if ckpt.model.discriminator_lm_head is not None:  # Replace MLM, All-Tokens MLM: the main network is an MLM
             what = f"the {objective} network (ElectraForMaskedLM)"
             hf.export_discriminator_lm(

@@ -374,11 +374,12 @@ def _write_tokenizer(tokenizer_dir: str | os.PathLike | None, dest: Path, max_po
 
 
 def _write(folder, state: dict, config: dict, tokenizer_dir, overwrite: bool, extra_files=None, together=None) -> Path:
-    """Write the folder atomically. With `together` (a `contextlib.ExitStack`), it is published
-    when that stack closes, with every other folder written into it: all of them, or on an error
-    none (two exports of one run never leave one written and the other not)."""
+    """Write the folder atomically. With `together` (an `atomic.Together`), it is published when
+    that stack closes, with every other folder written into it: all of them, or on an error none
+    (two exports of one run never leave one written and the other not; after a kill between
+    their renames, the next write of either removes the one renamed)."""
     with contextlib.ExitStack() as own:
-        tmp = (own if together is None else together).enter_context(publish_dir(folder, overwrite=overwrite))
+        tmp = (own if together is None else together).enter_context(publish_dir(folder, overwrite, together))
         save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
         # the stored precision, which `from_pretrained(dtype="auto")` and the hub read
         stored = next(t.dtype for t in state.values() if t.is_floating_point())

@@ -268,6 +268,62 @@ def test_cli_export_writes_both_folders_or_neither(tmp_path, cli, monkeypatch):
     assert (tmp_path / "disc" / "model.safetensors").is_file() and (tmp_path / "gen" / "model.safetensors").is_file()
 
 
+def test_cli_export_killed_between_its_two_renames_runs_again_as_it_is(tmp_path, cli, monkeypatch):
+    save_checkpoint(tmp_path / "ckpt", Electra(tiny()))
+    rename = os.rename
+
+    class Killed(BaseException):
+        pass
+
+    def killed(src, dst):  # kill -9 once the generator's folder is in place, before the discriminator's
+        if ".disc.tmp-" in str(src):
+            raise Killed
+        rename(src, dst)
+
+    export = ["export", tmp_path / "ckpt", "--out", tmp_path / "disc", "--generator-out", tmp_path / "gen"]
+    with monkeypatch.context() as patched, pytest.raises(Killed):
+        patched.setattr(os, "rename", killed)
+        cli(*export)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "gen"]
+    result = cli(*export)  # the generator published alone is removed, and both are written
+    assert result.returncode == 0, result.stderr
+    assert f"note: removed {tmp_path / 'gen'}, published by an interrupted write" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "disc", "gen"]
+    assert not list((tmp_path / "disc").glob(".*")) and not list((tmp_path / "gen").glob(".*"))
+    assert cli(*export).returncode == 2  # a complete export is kept, as before
+
+    from electra import atomic
+
+    fsync_dir, calls = atomic._fsync_dir, []
+
+    def killed_unmarking(path):  # kill -9 after both renames, once the first mark is removed
+        calls.append(path)
+        if len(calls) == 3:
+            raise Killed
+        fsync_dir(path)
+
+    with monkeypatch.context() as patched, pytest.raises(Killed):
+        patched.setattr(atomic, "_fsync_dir", killed_unmarking)
+        cli(*export, "--force")
+    assert [len(list(tmp_path.glob(f"{name}/.*"))) for name in ("disc", "gen")] == [1, 0]
+    result = cli(*export)  # both are in place: only the mark goes, and the export is complete
+    assert result.returncode == 2 and "already holds files" in result.stderr
+    assert not list((tmp_path / "disc").glob(".*")) and (tmp_path / "disc" / "model.safetensors").is_file()
+    calls.clear()
+
+    def killed_after_renames(path):  # kill -9 after both renames, before any mark is removed
+        calls.append(path)
+        if len(calls) == 2:
+            raise Killed
+        fsync_dir(path)
+
+    with monkeypatch.context() as patched, pytest.raises(Killed):
+        patched.setattr(atomic, "_fsync_dir", killed_after_renames)
+        cli(*export, "--force")
+    assert cli(*export).returncode == 2  # both in place: complete, and both marks are gone
+    assert not list(tmp_path.glob("*/.unfinished"))
+
+
 def test_cli_export_refuses_bad_input_with_a_message(tmp_path, cli):
     result = cli("export", str(tmp_path / "missing"), "--out", str(tmp_path / "x"))
     assert result.returncode == 2
