@@ -12,6 +12,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -651,6 +652,33 @@ def test_a_run_stopped_between_seeds_keeps_them_and_ends_as_an_uninterrupted_one
     ours, theirs = hf.read_weights(out), hf.read_weights(tmp_path / "whole")
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
     assert not seed_store(out).exists()
+
+
+def test_a_kill_while_the_seed_store_is_removed_leaves_nothing_after_the_next_command(
+    sentiment_tokenizer_dir, tmp_path, monkeypatch, capsys
+):
+    root = sentiment_tokenizer_dir
+    common = dict(model=str(root / "model"), task="csv", data=str(root / "data"), seeds=1, epochs=1, lr=2e-3)
+    cfg = FinetuneConfig(**common, out=str(tmp_path / "out"))
+    rmtree = shutil.rmtree
+
+    class Killed(BaseException):
+        pass
+
+    def killed(path, *args, **kwargs):  # kill -9 part way through deleting the seed store, OUT written
+        if ".seeds" in str(path):
+            (Path(path) / "seed-0.json").unlink()
+            raise Killed
+        rmtree(path, *args, **kwargs)
+
+    with monkeypatch.context() as patched, pytest.raises(Killed):
+        patched.setattr(shutil, "rmtree", killed)
+        run(cfg, quiet=True)
+    assert (tmp_path / "out" / "results.json").is_file()
+    with pytest.raises(FileExistsError, match="already holds files"):  # done: the same command is refused, as before
+        run(cfg, quiet=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # but the store's remains are gone
+    assert "left behind by an interrupted run into" in capsys.readouterr().err
 
 
 def test_a_seed_stopped_part_way_continues_from_its_saved_progress_exactly(
