@@ -341,6 +341,11 @@ def publish_dir(target: str | os.PathLike, overwrite: bool = False, together: To
             os.write(mark, json.dumps(together.parts).encode())
         _usual_modes(tmp)
         _fsync_tree(tmp)
+        if not overwrite and target.is_dir() and any(target.iterdir()):
+            raise OutputExistsError(  # checked at the start: another command wrote it meanwhile
+                f"{target} was written by another command while this one ran; it is kept, and this "
+                "output is not written: run again into another folder, or pass --force to replace it"
+            )
         if target.exists():
             old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
             os.rename(target, old)

@@ -200,6 +200,19 @@ def test_a_replacement_stopped_between_its_renames_leaves_the_old_folder_in_plac
     assert (tmp_path / "out" / "a.txt").read_text() == "old"
 
 
+def test_a_folder_another_command_wrote_meanwhile_is_kept_without_force(tmp_path):
+    meanwhile = "written by another command while this one ran"
+    with pytest.raises(OutputExistsError, match=meanwhile), publish_dir(tmp_path / "out") as tmp:
+        (tmp / "a.txt").write_text("ours")
+        (tmp_path / "out").mkdir()  # a second prepare into the same --out finished first
+        (tmp_path / "out" / "a.txt").write_text("theirs")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert (tmp_path / "out" / "a.txt").read_text() == "theirs"
+    with publish_dir(tmp_path / "out", overwrite=True) as tmp:  # --force replaces it, as before
+        (tmp / "a.txt").write_text("ours")
+    assert (tmp_path / "out" / "a.txt").read_text() == "ours"
+
+
 def test_a_write_removes_what_a_killed_write_left_and_spares_a_live_one(tmp_path, capsys):
     dead, live = tmp_path / ".out.tmp-dead", tmp_path / ".out.tmp-live"
     (dead / "sub").mkdir(parents=True)
