@@ -307,31 +307,28 @@ def test_cli_export_killed_between_its_two_renames_runs_again_as_it_is(tmp_path,
 
     from electra import atomic
 
-    fsync_dir, calls = atomic._fsync_dir, []
+    fsync_dir = atomic._fsync_dir
 
-    def killed_unmarking(path):  # kill -9 after both renames, once the first mark is removed
-        calls.append(path)
-        if len(calls) == 3:
-            raise Killed
-        fsync_dir(path)
+    def killed_at(n):  # kill -9 at the n-th folder sync: 2, after both renames; 3, once the first mark is removed
+        calls = []
+
+        def sync(path):
+            calls.append(path)
+            if len(calls) == n:
+                raise Killed
+            fsync_dir(path)
+
+        return sync
 
     with monkeypatch.context() as patched, pytest.raises(Killed):
-        patched.setattr(atomic, "_fsync_dir", killed_unmarking)
+        patched.setattr(atomic, "_fsync_dir", killed_at(3))
         cli(*export, "--force")
     assert [len(list(tmp_path.glob(f"{name}/.*"))) for name in ("disc", "gen")] == [1, 0]
     result = cli(*export)  # both are in place: only the mark goes, and the export is complete
     assert result.returncode == 2 and "already holds files" in result.stderr
     assert not list((tmp_path / "disc").glob(".*")) and (tmp_path / "disc" / "model.safetensors").is_file()
-    calls.clear()
-
-    def killed_after_renames(path):  # kill -9 after both renames, before any mark is removed
-        calls.append(path)
-        if len(calls) == 2:
-            raise Killed
-        fsync_dir(path)
-
     with monkeypatch.context() as patched, pytest.raises(Killed):
-        patched.setattr(atomic, "_fsync_dir", killed_after_renames)
+        patched.setattr(atomic, "_fsync_dir", killed_at(2))
         cli(*export, "--force")
     assert cli(*export).returncode == 2  # both in place: complete, and both marks are gone
     assert not list(tmp_path.glob("*/.unfinished"))

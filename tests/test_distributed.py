@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -318,6 +319,20 @@ def test_data_parallel_finetuning_equals_one_process_and_resumes_exactly(tmp_pat
     assert metrics[0] == metrics[1]
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _two_processes(fn, out, argv) -> tuple[dict, dict]:
+    """`fn(rank, 2, port, out, argv)` in two processes of one group; what each wrote to OUT/RANK.json."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(fn, args=(2, _free_port(), out, argv), nprocs=2)
+    return tuple(json.loads((out / f"{r}.json").read_text()) for r in range(2))
+
+
 def _first_dropout_masks(rank, world, port, out, argv):
     """One process of `test_each_process_draws_its_own_dropout_masks`: `electra ARGV` under a
     torchrun-like environment, keeping where the first few dropout calls of training zeroed."""
@@ -344,9 +359,6 @@ def test_each_process_draws_its_own_dropout_masks(tiny_data, tmp_path, tokenizer
     """Two processes' rows of a step are different rows: one seed in both would drop the same
     positions of each (the first process's masks repeated on the second's rows), so dropout's
     noise would be shared across the batch, which one process's would never be."""
-    import socket
-
-    import torch.multiprocessing as mp
 
     from electra.config import tiny
     from electra.model import Electra
@@ -363,11 +375,7 @@ def test_each_process_draws_its_own_dropout_masks(tiny_data, tmp_path, tokenizer
         argv = ["finetune", "--model", str(tmp_path / "disc"), "--task", "csv", "--data", str(data)]
         argv += ["--out", str(tmp_path / "clf"), "--seeds", "1", "--epochs", "1", "--batch-size", "16"]
         argv += ["--data-parallel", "--quiet"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_first_dropout_masks, args=(2, port, tmp_path, argv), nprocs=2)
-    first, second = (json.loads((tmp_path / f"{r}.json").read_text()) for r in range(2))
+    first, second = _two_processes(_first_dropout_masks, tmp_path, argv)
     assert first["code"] == second["code"] == 0
     assert len(first["masks"]) == len(second["masks"]) == 4
     assert all(first["masks"]) and all(second["masks"])  # the masks dropped something
@@ -512,15 +520,10 @@ def _agree(rank, port, results):
 def test_a_stop_flag_raised_in_one_process_is_taken_by_all_one_call_later():
     """The stop flags (a signal, the time budget) of one process reach every process at the next
     step's agreement, so that all stop at the same step and save it together."""
-    import socket
-
     import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     results = mp.Manager().dict()
-    mp.spawn(_agree, args=(port, results), nprocs=2)
+    mp.spawn(_agree, args=(_free_port(), results), nprocs=2)
     assert dict(results) == {0: ([False], [True]), 1: ([False], [True])}
 
 
@@ -547,17 +550,10 @@ def _save_and_return_times(rank, world, port, out, argv):
 def test_no_process_leaves_before_the_checkpoint_is_written(tiny_data, tmp_path):
     """The first process writes the checkpoint; the others wait for it before they go on (or
     leave: torchrun ends every process once one has exited, a checkpoint half written with them)."""
-    import socket
-
-    import torch.multiprocessing as mp
 
     argv = ["pretrain", "--data", str(tiny_data), "--out", str(tmp_path / "run"), "--preset", "tiny"]
     argv += ["--batch-size", "8", "--max-steps", "1", "--quiet"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_save_and_return_times, args=(2, port, tmp_path, argv), nprocs=2)
-    first, second = (json.loads((tmp_path / f"{r}.json").read_text()) for r in range(2))
+    first, second = _two_processes(_save_and_return_times, tmp_path, argv)
     assert first["code"] == second["code"] == 0
     assert len(first["saved"]) == 1 and second["saved"] == []  # written once, by the first process
     assert second["returned"] >= first["saved"][0]
