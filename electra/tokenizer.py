@@ -80,7 +80,11 @@ def train_wordpiece(
     encodes as [UNK], as in BERT.
     """
     if vocab_size < len(SPECIAL_TOKENS) + 1:
-        raise ValueError(f"vocab_size {vocab_size} is too small; it must hold the special tokens and more")
+        raise ValueError(
+            f"vocab_size {vocab_size} is too small: the {len(SPECIAL_TOKENS)} special tokens alone take "
+            f"{len(SPECIAL_TOKENS)} entries, and each character of the corpus one or two more; pass thousands "
+            "(30522 is BERT's and ELECTRA's)"
+        )
     if limit_alphabet is not None and limit_alphabet < 1:
         raise ValueError(f"limit_alphabet must be at least 1, got {limit_alphabet}")
     fresh = texts if callable(texts) else lambda: texts

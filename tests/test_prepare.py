@@ -605,6 +605,7 @@ def test_outputs_that_would_replace_their_inputs_or_zeros_for_defaults_are_refus
     assert r.returncode == 2 and "is the current folder" in r.stderr
     for flag, value, message in [
         ("--vocab-size", "0", "vocab-size must be a whole number of at least 1, got 0"),
+        ("--vocab-size", "5", "vocab_size 5 is too small: the 5 special tokens alone take 5 entries"),
         ("--num-parts", "0", "num-parts must be a whole number of at least 1, got 0"),
         ("--limit-alphabet", "0", "limit-alphabet must be a whole number of at least 1, got 0"),
     ]:
