@@ -235,34 +235,46 @@ def _maker_gone(path: Path) -> bool:
     return False
 
 
-def _remove_leftovers(target: Path) -> None:
+def remove_leftovers(target: Path, what: str | None = None) -> None:
     """Remove the hidden work folders or files of earlier writes of `target` that ended without
     cleaning up (kill -9, a power cut): a writer holds its own while it lives, so an unheld one
-    is left over; one killed before it took hold of its work leaves a `.new-*` (`_maker_gone`). A
-    replaced folder (`.old-*`) goes only once `target` exists again."""
-    leftovers = [p for p in target.parent.glob(f".{glob.escape(target.name)}.tmp-*") if _unheld(p)]
-    leftovers += [p for p in target.parent.glob(f".{glob.escape(target.name)}.new-*") if _maker_gone(p)]
+    is left over; one killed before it took hold of its work leaves a `.new-*` (`_maker_gone`), one
+    killed while deleting `target` a `.pruned-*` (`delete_out_of_sight`). A replaced folder
+    (`.old-*`) goes only once `target` exists again. `what` names the interrupted work in the note."""
+    name = glob.escape(target.name)
+    leftovers = [p for p in target.parent.glob(f".{name}.tmp-*") if _unheld(p)]
+    leftovers += [p for p in target.parent.glob(f".{name}.new-*") if _maker_gone(p)]
+    leftovers += list(target.parent.glob(f".{name}.pruned-*"))
     if target.exists():
-        leftovers += [p for p in target.parent.glob(f".{glob.escape(target.name)}.old-*") if p.is_dir()]
-    _remove(leftovers, f"of {target}")
+        leftovers += [p for p in target.parent.glob(f".{name}.old-*") if p.is_dir()]
+    _remove(leftovers, what or f"write of {target}")
+
+
+def delete_out_of_sight(folder: Path, ignore_errors: bool = False) -> None:
+    """Delete `folder` at once for any reader: renamed to a hidden `.NAME.pruned-*` first, then
+    removed file by file. A kill part way leaves that hidden folder, which the next write of
+    `folder` (`remove_leftovers`) or the sweep of its parent (`remove_leftovers_in`) removes."""
+    hidden = folder.with_name(f".{folder.name}.pruned-{uuid.uuid4().hex[:8]}")
+    os.rename(folder, hidden)
+    shutil.rmtree(hidden, ignore_errors=ignore_errors)
 
 
 def remove_leftovers_in(folder: Path) -> None:
-    """`_remove_leftovers` for every output in `folder`: the work folders of writes a kill cut short
+    """`remove_leftovers` for every output in `folder`: the work folders of writes a kill cut short
     whose output is never written again (a checkpoint of a step a resume does not reach)."""
     if folder.is_dir():
         pruned = list(folder.glob(".*.pruned-*"))  # checkpoints being deleted when a kill came
         new = [p for p in folder.glob(".*.new-*") if _maker_gone(p)]
-        _remove([p for p in folder.glob(".*.tmp-*") if _unheld(p)] + new + pruned, f"in {folder}")
+        _remove([p for p in folder.glob(".*.tmp-*") if _unheld(p)] + new + pruned, f"write in {folder}")
 
 
-def _remove(leftovers: list[Path], where: str) -> None:
+def _remove(leftovers: list[Path], what: str) -> None:
     for p in leftovers:
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
         else:
             p.unlink(missing_ok=True)
-        print(f"note: removed {p}, left behind by an interrupted write {where}", file=sys.stderr)
+        print(f"note: removed {p}, left behind by an interrupted {what}", file=sys.stderr)
 
 
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no room to write
@@ -323,7 +335,7 @@ def publish_dir(target: str | os.PathLike, overwrite: bool = False, together: To
     _refuse_output(target, overwrite)  # no probe: the work folder made next is the real test
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_leftovers(target)
+    remove_leftovers(target)
     new, tmp = _work_names(target)
     new.mkdir()
     held = os.open(new, os.O_RDONLY)
@@ -371,7 +383,7 @@ def publishing_file(target: str | os.PathLike, binary: bool = False) -> Iterator
     later write of `target` removes one a killed writer left."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_leftovers(target)
+    remove_leftovers(target)
     new, tmp = _work_names(target)
     try:
         opened = open(new, "wb") if binary else open(new, "w", encoding="utf-8")  # noqa: SIM115 (entered below)

@@ -15,7 +15,6 @@ import pickle
 import re
 import shutil
 import sys
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from electra.atomic import file_sha256, publish_dir
+from electra.atomic import delete_out_of_sight, file_sha256, publish_dir
 from electra.config import ModelConfig
 from electra.model import Electra
 from electra.tokenizer import TOKENIZER_FILES
@@ -190,6 +189,4 @@ def prune_checkpoints(run_dir: str | os.PathLike, keep: int) -> None:
     so that it is gone at once for a reader (`load_checkpoint` then takes the newest again), not
     a file at a time; a kill before it is removed leaves it for the next run to sweep."""
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
-        hidden = old.with_name(f".{old.name}.pruned-{uuid.uuid4().hex[:8]}")
-        os.rename(old, hidden)
-        shutil.rmtree(hidden)
+        delete_out_of_sight(old)

@@ -14,14 +14,12 @@ from __future__ import annotations
 import collections
 import contextlib
 import copy
-import glob
 import hashlib
 import json
 import math
 import os
 import pickle
 import random
-import shutil
 import statistics
 import sys
 import time
@@ -38,10 +36,12 @@ from electra.atomic import (
     OutputExistsError,
     check_output,
     check_writable,
+    delete_out_of_sight,
     folder_lock,
     publish_file,
     publishing_file,
     refuse_overlap,
+    remove_leftovers,
 )
 from electra.card import finetuned_card, hub_metadata
 from electra.checkpoint import is_checkpoint, list_checkpoints, load_checkpoint
@@ -939,9 +939,7 @@ def run(cfg: FinetuneConfig, quiet: bool = False, overwrite: bool = False) -> di
     out = Path(cfg.out)
     if parallel.from_env().main:
         check_writable(out)  # before the lock beside it: named as OUT, not as the seed store
-        for gone in out.parent.glob(f".{glob.escape(out.name)}.seeds.pruned-*"):  # a kill cut its removal short
-            shutil.rmtree(gone, ignore_errors=True)
-            print(f"note: removed {gone}, left behind by an interrupted run into {out}", file=sys.stderr)
+        remove_leftovers(seed_store(out), f"run into {out}")  # a seed store whose removal a kill cut short
     held = folder_lock(seed_store(out), "fine-tuning", out) if parallel.from_env().main else contextlib.nullcontext()
     with held, parallel.deterministic(cfg.deterministic):
         return _run(cfg, quiet, overwrite)
@@ -1089,12 +1087,8 @@ def _run(cfg: FinetuneConfig, quiet: bool, overwrite: bool) -> dict | None:
         else:
             multi = task.kind == "multilabel"
             hf.export_sequence_classifier(model, out, names, tokenizer_dir, overwrite, files, multi_label=multi)
-    # the seeds are in OUT now; the store goes out of sight first, so that a kill while its files are
-    # deleted leaves a .pruned-* folder that the next command for OUT removes, not seeds for good
-    gone = store.with_name(f"{store.name}.pruned-{os.getpid()}")
-    with contextlib.suppress(FileNotFoundError):
-        os.rename(store, gone)
-    shutil.rmtree(gone, ignore_errors=True)
+    if store.exists():  # the seeds are in OUT now (a kill part way leaves what the next command for OUT removes)
+        delete_out_of_sight(store, ignore_errors=True)
     return results
 
 
