@@ -23,7 +23,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
+DECOMPRESS = {".gz": "gunzip", ".bz2": "bunzip2", ".xz": "unxz", ".zst": "unzstd"}  # the command for each
+COMPRESSIONS = tuple(DECOMPRESS)
 FORMATS = ("txt", "jsonl", "json", "csv", "tsv", "parquet")
 _FORMAT_OF = {
     ".txt": "txt",
@@ -369,7 +370,7 @@ def _read_parquet(path: Path, key: str) -> Iterator[str | None]:
     if path.suffix.lower() in COMPRESSIONS:
         raise CorpusError(
             f"{path}: Parquet is read in place, by columns, and compresses its own columns; decompress it first "
-            f"({ {'.gz': 'gunzip', '.bz2': 'bunzip2', '.xz': 'unxz', '.zst': 'unzstd'}[path.suffix.lower()] } {path})"
+            f"({DECOMPRESS[path.suffix.lower()]} {path})"
         )
     try:
         pf = pq.ParquetFile(path)
@@ -448,8 +449,9 @@ def expand(paths: Iterable[str | os.PathLike], fmt: str = "auto") -> list[Path]:
         if not matches:
             raise CorpusError(f"no files match {p!r}")
         if glob.has_magic(p):  # a name given whole is read, whatever folder it is in
-            skipped |= {m.parent for m in map(Path, matches) if m.is_file() and _is_output(m.parent)}
-            matches = [m for m in matches if not (Path(m).is_file() and _is_output(Path(m).parent))]
+            outputs = {f for f in {Path(m).parent for m in matches} if _is_output(f)}  # each folder looked at once
+            skipped |= {Path(m).parent for m in matches if Path(m).parent in outputs and Path(m).is_file()}
+            matches = [m for m in matches if Path(m).parent not in outputs or not Path(m).is_file()]
         for m in map(Path, matches):
             if not m.exists():
                 raise CorpusError(_missing(m))
@@ -461,8 +463,9 @@ def expand(paths: Iterable[str | os.PathLike], fmt: str = "auto") -> list[Path]:
                     here = Path(where)
                     if fmt == "auto":  # --format FMT reads only that kind of file
                         found += [here / d for d in folders if _is_saved_dataset(here / d)]
-                    skipped |= {here / d for d in folders if _is_output(here / d)}
-                    folders[:] = [d for d in folders if not _is_saved_dataset(here / d) and not _is_output(here / d)]
+                    outputs = {d for d in folders if _is_output(here / d)}
+                    skipped |= {here / d for d in outputs}
+                    folders[:] = [d for d in folders if d not in outputs and not _is_saved_dataset(here / d)]
                     found += [
                         f
                         for f in map(here.joinpath, files)
